@@ -1,0 +1,253 @@
+/**
+ * The one registry of ipferry error codes. API, CLI, agent and store all raise `IpferryError`
+ * with a code from here, so a failure has the same code, HTTP status, message and hint wherever
+ * it is seen. Messages never contain secrets (tokens, private keys): callers pass details, not
+ * credentials.
+ */
+
+export interface ErrorSpec {
+  /** HTTP status the API answers with. */
+  readonly status: number;
+  /** One sentence; `{name}` placeholders are filled from the error's params. */
+  readonly message: string;
+  /** What the user can do about it. */
+  readonly hint: string;
+}
+
+export const ERRORS = {
+  IPF_E_VALIDATION: {
+    status: 400,
+    message: 'The request is invalid: {summary}',
+    hint: 'Fix every problem listed in "problems" and try again.',
+  },
+  IPF_E_BAD_ADDRESS: {
+    status: 400,
+    message: 'Not a valid IP address: {input}',
+    hint: 'Write IPv4 as four decimal numbers without leading zeros (192.0.2.10) and IPv6 in standard notation (2001:db8::10).',
+  },
+  IPF_E_NOT_FOUND: {
+    status: 404,
+    message: 'No such route: {method} {url}',
+    hint: 'See the API reference served at /docs.',
+  },
+  IPF_E_POOL_NOT_FOUND: {
+    status: 404,
+    message: 'Pool {pool} does not exist.',
+    hint: 'List pools with `ipferry pool list`.',
+  },
+  IPF_E_POOL_EXISTS: {
+    status: 409,
+    message: 'Pool {pool} already exists.',
+    hint: 'Choose another name, or delete the existing pool first.',
+  },
+  IPF_E_POOL_OVERLAP: {
+    status: 409,
+    message: 'Pool {pool} overlaps pool {other} at {address}.',
+    hint: 'Every address belongs to at most one pool: remove the overlapping addresses.',
+  },
+  IPF_E_POOL_IN_USE: {
+    status: 409,
+    message: 'Pool {pool} still has {count} allocated floating IP(s).',
+    hint: 'Release its floating IPs first (`ipferry fip list`, `ipferry fip release`).',
+  },
+  IPF_E_POOL_EXHAUSTED: {
+    status: 409,
+    message: 'No free address left in {scope}.',
+    hint: 'Release unused floating IPs or add addresses to a pool.',
+  },
+  IPF_E_ADDRESS_NOT_IN_POOL: {
+    status: 400,
+    message: 'Address {address} is not in {scope}.',
+    hint: 'Pick an address from `ipferry ippool`, or add it to a pool.',
+  },
+  IPF_E_ADDRESS_SHARED: {
+    status: 409,
+    message:
+      'Address {address} is the gateway’s own shared address: only port forwards are allowed on it.',
+    hint: 'Use `ipferry forward add` for single ports, or use an address of its own for nat/routed.',
+  },
+  IPF_E_FIP_NOT_FOUND: {
+    status: 404,
+    message: 'Floating IP {address} is not allocated.',
+    hint: 'Allocate it first with `ipferry fip allocate --address {address}`.',
+  },
+  IPF_E_FIP_IN_USE: {
+    status: 409,
+    message: 'Floating IP {address} is already allocated.',
+    hint: 'Choose another address, or omit --address to take any free one.',
+  },
+  IPF_E_FIP_ASSOCIATED: {
+    status: 409,
+    message: 'Floating IP {address} is already associated with {target}.',
+    hint: 'Use `ipferry fip move` (or --allow-reassociation) to re-target it, or disassociate it first.',
+  },
+  IPF_E_FIP_NOT_ASSOCIATED: {
+    status: 409,
+    message: 'Floating IP {address} is not associated.',
+    hint: 'Associate it first with `ipferry fip associate`.',
+  },
+  IPF_E_FIP_STILL_ASSOCIATED: {
+    status: 409,
+    message: 'Floating IP {address} is still associated with {target}.',
+    hint: 'Disassociate it first, or release with --force.',
+  },
+  IPF_E_FIP_MODE: {
+    status: 409,
+    message: 'Floating IP {address} is associated in {mode} mode: {reason}',
+    hint: 'Port forwards need a FIP in ports mode (or not associated); disassociate it first to change mode.',
+  },
+  IPF_E_TARGET_IN_USE: {
+    status: 409,
+    message: 'Target {target} already has floating IP {address} in {mode} mode.',
+    hint: 'A target can own one 1:1 floating IP per family; move or disassociate the other one first.',
+  },
+  IPF_E_FORWARD_NOT_FOUND: {
+    status: 404,
+    message: 'Floating IP {address} has no port forward {id}.',
+    hint: 'List forwards with `ipferry forward list {address}`.',
+  },
+  IPF_E_FORWARD_CONFLICT: {
+    status: 409,
+    message: 'Port forward {proto} {ports} on {address} overlaps forward {id}.',
+    hint: 'Each external protocol/port of a floating IP is forwarded to one target only.',
+  },
+  IPF_E_CLIENT_TOKEN_REUSED: {
+    status: 409,
+    message: 'Client token {token} was already used for a different request.',
+    hint: 'Use a new client token for a new allocation.',
+  },
+  IPF_E_NODE_NOT_FOUND: {
+    status: 404,
+    message: 'Node {node} is not known.',
+    hint: 'Start `ipferry agent --node {node}` on that host, or check `ipferry node list`.',
+  },
+  IPF_E_NOT_FOUND_MAC: {
+    status: 404,
+    message: 'No address is known for MAC {mac}.',
+    hint: 'Pin the MAC to an address in a pool (`--address IP=MAC`), or check the host is on the gateway’s LAN.',
+  },
+  IPF_E_CONFLICT: {
+    status: 409,
+    message: 'The state changed while the request ran ({what}); it was not applied.',
+    hint: 'Retry the request.',
+  },
+  IPF_E_UNAUTHORIZED: {
+    status: 401,
+    message: 'Missing or invalid API token.',
+    hint: 'Pass a token with --token-file or IPFERRY_TOKEN; the agent reads its tokens from --token-file.',
+  },
+  IPF_E_FORBIDDEN: {
+    status: 403,
+    message: 'This token may only read.',
+    hint: 'Use a read-write token for changes.',
+  },
+  IPF_E_CONFIG: {
+    status: 400,
+    message: 'Configuration {source} is invalid: {summary}',
+    hint: 'Fix the file or flag named; see docs/configuration.md.',
+  },
+  IPF_E_USAGE: {
+    status: 400,
+    message: '{summary}',
+    hint: 'Run the command with --help.',
+  },
+  IPF_E_SECRET_FILE: {
+    status: 400,
+    message: 'Secret file {path} {problem}.',
+    hint: 'Create it with mode 0600 (chmod 600 {path}) and one token per line.',
+  },
+  IPF_E_STORE: {
+    status: 503,
+    message: 'The store is unavailable: {reason}',
+    hint: 'Check the --store setting and that the store is reachable.',
+  },
+  IPF_E_STORE_COMPACTED: {
+    status: 410,
+    message: 'Revision {revision} is compacted (oldest kept: {oldest}).',
+    hint: 'Read the current state with a list and watch from its revision.',
+  },
+  IPF_E_UNREACHABLE: {
+    status: 503,
+    message: 'Cannot reach the agent at {server}: {reason}',
+    hint: 'Check that `ipferry agent` runs and that --server (or IPFERRY_SERVER) points at it.',
+  },
+  IPF_E_TLS: {
+    status: 400,
+    message: 'TLS setup failed: {reason}',
+    hint: 'Give both --tls-cert and --tls-key (PEM files); clients verify with --ca-file.',
+  },
+  IPF_E_DATAPLANE: {
+    status: 500,
+    message: 'The dataplane refused the change: {reason}',
+    hint: 'See the FIP status and the agent log; the previous kernel state was kept.',
+  },
+  IPF_E_INTERNAL: {
+    status: 500,
+    message: 'Internal error: {reason}',
+    hint: 'This is a bug; please report it with the agent log.',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** One problem found by validation: where it is (a dotted path) and what is wrong. */
+export interface Problem {
+  readonly path: string;
+  readonly message: string;
+}
+
+export type ErrorParams = Readonly<Record<string, string | number>>;
+
+export class IpferryError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly hint: string;
+  readonly params: ErrorParams;
+  readonly problems: readonly Problem[];
+
+  constructor(code: ErrorCode, params: ErrorParams = {}, problems: readonly Problem[] = []) {
+    const spec: ErrorSpec = ERRORS[code];
+    super(fill(spec.message, params));
+    this.name = 'IpferryError';
+    this.code = code;
+    this.status = spec.status;
+    this.hint = fill(spec.hint, params);
+    this.params = params;
+    this.problems = problems;
+  }
+
+  toJSON(): ErrorBody {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        hint: this.hint,
+        ...(this.problems.length > 0 ? { problems: this.problems } : {}),
+      },
+    };
+  }
+}
+
+/** The wire form of an error, used by the API and understood by the CLI. */
+export interface ErrorBody {
+  error: { code: string; message: string; hint: string; problems?: readonly Problem[] };
+}
+
+export function validationError(problems: readonly Problem[]): IpferryError {
+  const first = problems[0];
+  const summary =
+    problems.length === 1 && first
+      ? `${first.path}: ${first.message}`
+      : `${problems.length} problems`;
+  return new IpferryError('IPF_E_VALIDATION', { summary }, problems);
+}
+
+export function isIpferryError(e: unknown): e is IpferryError {
+  return e instanceof IpferryError;
+}
+
+function fill(template: string, params: ErrorParams): string {
+  return template.replace(/\{(\w+)\}/g, (whole, key: string) =>
+    key in params ? String(params[key]) : whole,
+  );
+}

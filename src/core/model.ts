@@ -1,0 +1,132 @@
+/**
+ * The desired-state model: what an operator asks for, as stored (JSON) under the keys of
+ * `keys.ts`. Everything here is plain data; validation lives in `validate.ts`, decisions in
+ * `lifecycle.ts`, and the kernel's view of it in `compile.ts`.
+ */
+import type { Family } from './address.js';
+
+export type AssociationMode = 'nat' | 'routed' | 'ports';
+export const ASSOCIATION_MODES: readonly AssociationMode[] = ['nat', 'routed', 'ports'];
+
+export type Protocol = 'tcp' | 'udp';
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp'];
+
+/**
+ * How the upstream delivers a pool's addresses to its gateway:
+ * - `routed`: the provider routes them to the gateway's address (nothing to answer ARP/NDP for);
+ * - `onlink`: they sit on the uplink's segment, so the gateway must answer ARP/NDP for them on
+ *   the `uplink` interface.
+ */
+export type PoolDelivery = 'routed' | 'onlink';
+
+/** One line of a pool, in canonical form. */
+export type PoolEntry =
+  | { readonly kind: 'cidr'; readonly cidr: string }
+  | { readonly kind: 'range'; readonly first: string; readonly last: string }
+  | {
+      readonly kind: 'address';
+      readonly address: string;
+      /** A MAC pinned to this address (IP Floater's `arp MAC`). */
+      readonly mac?: string;
+      /**
+       * The gateway's own address, shared with it: usable only for port forwards, never of the
+       * ports the gateway itself listens on. The common case of a small VPS with one address.
+       */
+      readonly shared?: boolean;
+    };
+
+export interface Pool {
+  readonly name: string;
+  readonly gateway: string;
+  readonly delivery: PoolDelivery;
+  readonly uplink?: string;
+  readonly entries: readonly PoolEntry[];
+  readonly description?: string;
+  readonly tags: readonly string[];
+  readonly createdAt: string;
+}
+
+export interface Association {
+  readonly mode: AssociationMode;
+  /** Address the FIP is forwarded to (nat), delivered to (routed), or ports default to. */
+  readonly target: string;
+  /** Node that holds the target; required for `routed`, optional on the gateway's LAN. */
+  readonly node?: string;
+  /** Opt-in SNAT toward the target, for targets that cannot route replies back (loses the client address). */
+  readonly masquerade?: boolean;
+  readonly associatedAt: string;
+}
+
+export interface PortForward {
+  /** Short stable id, unique within its FIP. */
+  readonly id: string;
+  readonly protocol: Protocol;
+  /** External port range, inclusive; a single port has `port === portEnd`. */
+  readonly port: number;
+  readonly portEnd: number;
+  /** First target port; the range maps onto `targetPort … targetPort + (portEnd - port)`. */
+  readonly targetPort: number;
+  readonly target: string;
+  readonly node?: string;
+  readonly description?: string;
+}
+
+export interface FloatingIp {
+  readonly address: string;
+  readonly family: Family;
+  readonly pool: string;
+  /** True when the address is the gateway's own (shared): ports mode only. */
+  readonly shared: boolean;
+  readonly description?: string;
+  readonly tags: readonly string[];
+  /** Idempotency token of the allocate call that created it. */
+  readonly clientToken?: string;
+  readonly association?: Association;
+  readonly forwards: readonly PortForward[];
+  readonly allocatedAt: string;
+}
+
+export type FipState = 'DOWN' | 'ACTIVE' | 'ERROR';
+
+/** What an agent reports after realising (or failing to realise) a FIP. */
+export interface FipStatus {
+  readonly address: string;
+  readonly state: FipState;
+  /** Node whose agent wrote this status. */
+  readonly node: string;
+  /** Store revision of the FIP record that this status describes. */
+  readonly revision: number;
+  readonly message?: string;
+  readonly updatedAt: string;
+}
+
+export interface NodeRecord {
+  readonly name: string;
+  readonly site?: string;
+  /** Underlay endpoint (host:port) other nodes reach it at. */
+  readonly endpoint?: string;
+  readonly publicKey?: string;
+  readonly addresses: readonly string[];
+  /** TCP/UDP ports the node itself listens on (API, SSH, tunnel): never forwarded away. */
+  readonly reservedPorts: readonly ReservedPort[];
+  readonly agentVersion?: string;
+  readonly registeredAt: string;
+}
+
+export interface ReservedPort {
+  readonly protocol: Protocol;
+  readonly port: number;
+}
+
+/** Liveness of a node, kept under a lease by its agent. */
+export interface NodeLiveness {
+  readonly name: string;
+  readonly since: string;
+  readonly pid?: number;
+}
+
+/** A node as the API shows it: its record plus whether its agent is alive. */
+export interface NodeView extends NodeRecord {
+  readonly alive: boolean;
+  readonly aliveSince?: string;
+}

@@ -1,0 +1,489 @@
+/**
+ * Validation of everything a user can send, API and CLI alike. Each function collects every
+ * problem before failing (one IPF_E_VALIDATION listing all of them), and returns the input in
+ * canonical form, so that nothing sloppy ever reaches the store or the kernel.
+ */
+import {
+  type Address,
+  type Family,
+  tryParseAddress,
+  tryParseMac,
+  tryParsePrefix,
+  tryParseRange,
+} from './address.js';
+import { type Problem, validationError } from './errors.js';
+import {
+  ASSOCIATION_MODES,
+  type AssociationMode,
+  PROTOCOLS,
+  type PoolDelivery,
+  type PoolEntry,
+  type Protocol,
+} from './model.js';
+import { firstOverlap, poolRanges } from './pool.js';
+
+/** Collects problems; `done()` throws them all at once. */
+export class Problems {
+  readonly list: Problem[] = [];
+  add(path: string, message: string): void {
+    this.list.push({ path, message });
+  }
+  get ok(): boolean {
+    return this.list.length === 0;
+  }
+  done(): void {
+    if (!this.ok) throw validationError(this.list);
+  }
+}
+
+/** Fails with a single problem. */
+export function invalid(path: string, message: string): never {
+  throw validationError([{ path, message }]);
+}
+
+const NAME = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
+const TAG = /^[A-Za-z0-9][A-Za-z0-9._:=/-]{0,62}$/;
+const INTERFACE = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$/;
+const CLIENT_TOKEN = /^[\x21-\x7e]{1,64}$/;
+const MAX_DESCRIPTION = 256;
+
+export function checkName(p: Problems, path: string, value: unknown): string | undefined {
+  if (typeof value !== 'string' || !NAME.test(value)) {
+    p.add(
+      path,
+      'must be 1–63 lower-case letters, digits, ".", "_" or "-", starting and ending with a letter or digit',
+    );
+    return undefined;
+  }
+  return value;
+}
+
+export function checkDescription(p: Problems, path: string, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length > MAX_DESCRIPTION || hasControlCharacters(value)) {
+    p.add(path, `must be text of at most ${MAX_DESCRIPTION} characters without control characters`);
+    return undefined;
+  }
+  return value;
+}
+
+function hasControlCharacters(text: string): boolean {
+  return [...text].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
+}
+
+export function checkTags(p: Problems, path: string, value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    p.add(path, 'must be a list of tags');
+    return [];
+  }
+  const tags: string[] = [];
+  value.forEach((tag: unknown, i) => {
+    if (typeof tag === 'string' && TAG.test(tag)) tags.push(tag);
+    else
+      p.add(
+        `${path}[${i}]`,
+        'must be 1–63 letters, digits or ._:=/- starting with a letter or digit',
+      );
+  });
+  return [...new Set(tags)].sort();
+}
+
+/**
+ * An address a floating IP or a target may use: unicast and routable. Loopback, multicast,
+ * unspecified and link-local addresses cannot be forwarded by a router.
+ */
+export function checkAddress(
+  p: Problems,
+  path: string,
+  value: unknown,
+  options: { family?: Family } = {},
+): Address | undefined {
+  if (typeof value !== 'string') {
+    p.add(path, 'must be an IP address');
+    return undefined;
+  }
+  const address = tryParseAddress(value);
+  if (!address) {
+    p.add(
+      path,
+      `${JSON.stringify(value)} is not a valid IP address (IPv4 as four decimal numbers without leading zeros, IPv6 in standard notation)`,
+    );
+    return undefined;
+  }
+  const unusable = unusableReason(address);
+  if (unusable) {
+    p.add(path, `${address.text} is ${unusable}`);
+    return undefined;
+  }
+  if (options.family !== undefined && address.family !== options.family) {
+    p.add(path, `${address.text} is IPv${address.family} but IPv${options.family} is needed here`);
+    return undefined;
+  }
+  return address;
+}
+
+function unusableReason(a: Address): string | undefined {
+  if (a.family === 4) {
+    const first = Number(a.value >> 24n);
+    if (a.value === 0n) return 'the unspecified address';
+    if (first === 127) return 'a loopback address';
+    if (first >= 224 && first <= 239) return 'a multicast address';
+    if (a.value === 0xffffffffn) return 'the broadcast address';
+    if (first === 169 && Number((a.value >> 16n) & 0xffn) === 254) return 'a link-local address';
+    return undefined;
+  }
+  if (a.value === 0n) return 'the unspecified address';
+  if (a.value === 1n) return 'the loopback address';
+  const top = a.value >> 112n;
+  if (top >> 8n === 0xffn) return 'a multicast address';
+  if ((top & 0xffc0n) === 0xfe80n) return 'a link-local address';
+  if (a.value >> 32n === 0xffffn) return 'an IPv4-mapped address (write the IPv4 address itself)';
+  return undefined;
+}
+
+export interface PoolInput {
+  name?: unknown;
+  gateway?: unknown;
+  delivery?: unknown;
+  uplink?: unknown;
+  /** Each: `CIDR`, `FIRST-LAST`, `IP` or `IP=MAC`. */
+  entries?: unknown;
+  /** Addresses that are the gateway's own: only port forwards go to them. */
+  shared?: unknown;
+  description?: unknown;
+  tags?: unknown;
+}
+
+export interface ValidPool {
+  name: string;
+  gateway: string;
+  delivery: PoolDelivery;
+  uplink?: string;
+  entries: PoolEntry[];
+  description?: string;
+  tags: string[];
+}
+
+export function validatePool(input: PoolInput): ValidPool {
+  const p = new Problems();
+  const name = checkName(p, 'name', input.name);
+  const gateway = checkName(p, 'gateway', input.gateway);
+  const delivery = input.delivery ?? 'routed';
+  if (delivery !== 'routed' && delivery !== 'onlink')
+    p.add('delivery', 'must be "routed" or "onlink"');
+  let uplink: string | undefined;
+  if (delivery === 'onlink') {
+    if (typeof input.uplink !== 'string' || !INTERFACE.test(input.uplink)) {
+      p.add('uplink', 'an on-link pool needs the uplink interface name (1–15 characters)');
+    } else uplink = input.uplink;
+  } else if (input.uplink !== undefined) {
+    p.add('uplink', 'only an on-link pool has an uplink interface');
+  }
+  const entries = [
+    ...stringList(p, 'entries', input.entries).map(([path, s]) => parseEntry(p, path, s, false)),
+    ...stringList(p, 'shared', input.shared).map(([path, s]) => parseEntry(p, path, s, true)),
+  ].filter((e): e is PoolEntry => e !== undefined);
+  if (entries.length === 0 && p.ok)
+    p.add('entries', 'a pool needs at least one address, range or CIDR');
+  checkEntriesDisjoint(p, entries, delivery === 'onlink' ? 'onlink' : 'routed');
+  const description = checkDescription(p, 'description', input.description);
+  const tags = checkTags(p, 'tags', input.tags);
+  p.done();
+  return {
+    name: name!,
+    gateway: gateway!,
+    delivery: delivery as PoolDelivery,
+    ...(uplink ? { uplink } : {}),
+    entries,
+    ...(description !== undefined ? { description } : {}),
+    tags,
+  };
+}
+
+function stringList(p: Problems, path: string, value: unknown): [string, string][] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    p.add(path, 'must be a list');
+    return [];
+  }
+  return value.flatMap((v: unknown, i): [string, string][] => {
+    if (typeof v === 'string') return [[`${path}[${i}]`, v]];
+    p.add(`${path}[${i}]`, 'must be text');
+    return [];
+  });
+}
+
+function parseEntry(
+  p: Problems,
+  path: string,
+  text: string,
+  shared: boolean,
+): PoolEntry | undefined {
+  if (shared) {
+    const a = checkAddress(p, path, text);
+    return a ? { kind: 'address', address: a.text, shared: true } : undefined;
+  }
+  if (text.includes('/')) {
+    const prefix = tryParsePrefix(text);
+    if (!prefix) {
+      p.add(
+        path,
+        `${JSON.stringify(text)} is not a CIDR prefix (address/length with the host bits zero, e.g. 203.0.113.0/28)`,
+      );
+      return undefined;
+    }
+    const minLength = prefix.family === 4 ? 8 : 32;
+    if (prefix.length < minLength) {
+      p.add(
+        path,
+        `${prefix.text} is larger than a floating IP pool can sensibly be (at most /${minLength})`,
+      );
+      return undefined;
+    }
+    return checkAddress(p, path, prefix.network.text)
+      ? { kind: 'cidr', cidr: prefix.text }
+      : undefined;
+  }
+  if (text.includes('-') && !text.includes('=')) {
+    const range = tryParseRange(text);
+    if (!range) {
+      p.add(
+        path,
+        `${JSON.stringify(text)} is not a range (FIRST-LAST, both of one family, FIRST ≤ LAST)`,
+      );
+      return undefined;
+    }
+    if (!checkAddress(p, path, range.first.text) || !checkAddress(p, path, range.last.text))
+      return undefined;
+    return { kind: 'range', first: range.first.text, last: range.last.text };
+  }
+  const [ip, mac, ...rest] = text.split('=');
+  const address = checkAddress(p, path, ip);
+  if (mac === undefined) return address ? { kind: 'address', address: address.text } : undefined;
+  const canonicalMac = tryParseMac(mac);
+  if (!canonicalMac || rest.length > 0) {
+    p.add(
+      path,
+      `${JSON.stringify(mac)} is not a MAC address (six hex pairs, e.g. 52:54:00:12:34:56)`,
+    );
+    return undefined;
+  }
+  return address ? { kind: 'address', address: address.text, mac: canonicalMac } : undefined;
+}
+
+function checkEntriesDisjoint(p: Problems, entries: PoolEntry[], delivery: PoolDelivery): void {
+  const ranges = poolRanges({ entries, delivery });
+  for (let i = 0; i < ranges.length; i++) {
+    for (let j = i + 1; j < ranges.length; j++) {
+      const hit = firstOverlap([ranges[i]!], [ranges[j]!]);
+      if (hit)
+        p.add(
+          `entries`,
+          `entries ${describeEntry(entries[i]!)} and ${describeEntry(entries[j]!)} overlap at ${hit.text}`,
+        );
+    }
+  }
+}
+
+export function describeEntry(entry: PoolEntry): string {
+  switch (entry.kind) {
+    case 'cidr':
+      return entry.cidr;
+    case 'range':
+      return `${entry.first}-${entry.last}`;
+    case 'address':
+      return `${entry.address}${entry.mac ? `=${entry.mac}` : ''}${entry.shared ? ' (shared)' : ''}`;
+  }
+}
+
+export interface AllocateInput {
+  pool?: unknown;
+  address?: unknown;
+  clientToken?: unknown;
+  description?: unknown;
+  tags?: unknown;
+}
+
+export interface ValidAllocate {
+  pool?: string;
+  address?: Address;
+  clientToken?: string;
+  description?: string;
+  tags: string[];
+}
+
+export function validateAllocate(input: AllocateInput): ValidAllocate {
+  const p = new Problems();
+  const pool = input.pool === undefined ? undefined : checkName(p, 'pool', input.pool);
+  const address =
+    input.address === undefined ? undefined : checkAddress(p, 'address', input.address);
+  let clientToken: string | undefined;
+  if (input.clientToken !== undefined) {
+    if (typeof input.clientToken === 'string' && CLIENT_TOKEN.test(input.clientToken))
+      clientToken = input.clientToken;
+    else p.add('clientToken', 'must be 1–64 printable ASCII characters without spaces');
+  }
+  const description = checkDescription(p, 'description', input.description);
+  const tags = checkTags(p, 'tags', input.tags);
+  p.done();
+  return {
+    ...(pool ? { pool } : {}),
+    ...(address ? { address } : {}),
+    ...(clientToken ? { clientToken } : {}),
+    ...(description !== undefined ? { description } : {}),
+    tags,
+  };
+}
+
+export interface AssociateInput {
+  target?: unknown;
+  node?: unknown;
+  mode?: unknown;
+  masquerade?: unknown;
+  allowReassociation?: unknown;
+}
+
+export interface ValidAssociate {
+  target: Address;
+  node?: string;
+  mode: AssociationMode;
+  masquerade: boolean;
+  allowReassociation: boolean;
+}
+
+export function validateAssociate(input: AssociateInput, fipFamily?: Family): ValidAssociate {
+  const p = new Problems();
+  const target = checkAddress(p, 'target', input.target, fipFamily ? { family: fipFamily } : {});
+  const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
+  const mode = input.mode ?? 'nat';
+  if (typeof mode !== 'string' || !ASSOCIATION_MODES.includes(mode as AssociationMode)) {
+    p.add('mode', `must be one of ${ASSOCIATION_MODES.join(', ')}`);
+  }
+  if (mode === 'routed' && input.node === undefined) {
+    p.add('node', 'routed mode delivers the FIP to a node: name the node that holds the target');
+  }
+  const masquerade = checkBoolean(p, 'masquerade', input.masquerade);
+  const allowReassociation = checkBoolean(p, 'allowReassociation', input.allowReassociation);
+  if (masquerade && mode === 'routed') p.add('masquerade', 'routed mode does no NAT at all');
+  p.done();
+  return {
+    target: target!,
+    ...(node ? { node } : {}),
+    mode: mode as AssociationMode,
+    masquerade,
+    allowReassociation,
+  };
+}
+
+export interface MoveInput {
+  target?: unknown;
+  node?: unknown;
+}
+
+export function validateMove(
+  input: MoveInput,
+  fipFamily?: Family,
+): { target: Address; node?: string } {
+  const p = new Problems();
+  const target = checkAddress(p, 'target', input.target, fipFamily ? { family: fipFamily } : {});
+  const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
+  p.done();
+  return { target: target!, ...(node ? { node } : {}) };
+}
+
+function checkBoolean(p: Problems, path: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') {
+    p.add(path, 'must be true or false');
+    return false;
+  }
+  return value;
+}
+
+export interface ForwardInput {
+  protocol?: unknown;
+  /** `P`, `P-Q`, or a number. */
+  port?: unknown;
+  targetPort?: unknown;
+  target?: unknown;
+  node?: unknown;
+  description?: unknown;
+}
+
+export interface ValidForward {
+  protocol: Protocol;
+  port: number;
+  portEnd: number;
+  targetPort: number;
+  target: Address;
+  node?: string;
+  description?: string;
+}
+
+export function validateForward(input: ForwardInput, fipFamily?: Family): ValidForward {
+  const p = new Problems();
+  const protocol = input.protocol;
+  if (typeof protocol !== 'string' || !PROTOCOLS.includes(protocol as Protocol)) {
+    p.add('protocol', `must be one of ${PROTOCOLS.join(', ')}`);
+  }
+  const ports = parsePortRange(p, 'port', input.port);
+  let targetPort = ports?.port;
+  if (input.targetPort !== undefined) targetPort = parsePort(p, 'targetPort', input.targetPort);
+  if (ports && targetPort !== undefined && targetPort + (ports.portEnd - ports.port) > 65535) {
+    p.add(
+      'targetPort',
+      `the range ${ports.port}-${ports.portEnd} mapped from ${targetPort} would end past port 65535`,
+    );
+  }
+  const target = checkAddress(p, 'target', input.target, fipFamily ? { family: fipFamily } : {});
+  const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
+  const description = checkDescription(p, 'description', input.description);
+  p.done();
+  return {
+    protocol: protocol as Protocol,
+    port: ports!.port,
+    portEnd: ports!.portEnd,
+    targetPort: targetPort!,
+    target: target!,
+    ...(node ? { node } : {}),
+    ...(description !== undefined ? { description } : {}),
+  };
+}
+
+export function parsePortRange(
+  p: Problems,
+  path: string,
+  value: unknown,
+): { port: number; portEnd: number } | undefined {
+  if (typeof value === 'number') {
+    const port = parsePort(p, path, value);
+    return port === undefined ? undefined : { port, portEnd: port };
+  }
+  if (typeof value !== 'string') {
+    p.add(path, 'must be a port (1–65535) or a range P-Q');
+    return undefined;
+  }
+  const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(value);
+  if (!m) {
+    p.add(path, `${JSON.stringify(value)} is not a port (1–65535) or a range P-Q`);
+    return undefined;
+  }
+  const port = parsePort(p, path, Number(m[1]));
+  const portEnd = m[2] === undefined ? port : parsePort(p, path, Number(m[2]));
+  if (port === undefined || portEnd === undefined) return undefined;
+  if (portEnd < port) {
+    p.add(path, `range ${value} ends before it starts`);
+    return undefined;
+  }
+  return { port, portEnd };
+}
+
+function parsePort(p: Problems, path: string, value: unknown): number | undefined {
+  const n = typeof value === 'string' && /^\d{1,5}$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) {
+    p.add(path, `${JSON.stringify(value)} is not a port number (1–65535)`);
+    return undefined;
+  }
+  return n;
+}
