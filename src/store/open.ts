@@ -1,0 +1,47 @@
+/**
+ * Turns the `--store` setting into a Store. Forms:
+ *   sqlite:PATH   the embedded store in one file (the parent directory is created, mode 0700)
+ * Planned, not available yet: etcd://HOST:PORT, http(s)://AGENT (another agent's API).
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { IpferryError } from '../core/errors.js';
+import { openSqliteStore } from './sqlite.js';
+import type { Store } from './store.js';
+
+const EXAMPLE = 'sqlite:/var/lib/ipferry/state.db';
+const PLANNED = new Set(['etcd', 'etcds', 'http', 'https']);
+
+function configError(summary: string): IpferryError {
+  return new IpferryError('IPF_E_CONFIG', { source: '--store', summary });
+}
+
+export async function openStore(spec: string): Promise<Store> {
+  const colon = spec.indexOf(':');
+  if (colon <= 0) {
+    throw configError(`expected SCHEME:LOCATION such as ${EXAMPLE}, got ${JSON.stringify(spec)}`);
+  }
+  const scheme = spec.slice(0, colon).toLowerCase();
+  const location = spec.slice(colon + 1);
+  if (scheme === 'sqlite') return openSqlite(location);
+  if (PLANNED.has(scheme)) {
+    throw configError(`the ${scheme} store is not available yet in this version; use ${EXAMPLE}`);
+  }
+  throw configError(`unknown store scheme ${JSON.stringify(scheme)}; use ${EXAMPLE}`);
+}
+
+async function openSqlite(path: string): Promise<Store> {
+  if (path === '') throw configError(`sqlite: needs a file path, e.g. ${EXAMPLE}`);
+  // ':memory:' is SQLite's private in-memory database: handy for tests, nothing to create.
+  if (path !== ':memory:') {
+    // 0700: the state names every address and node; only the agent's user needs to read it.
+    // (The mode applies to directories created here; existing ones are left as they are.)
+    const dir = dirname(resolve(path));
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw configError(`cannot create ${dir}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return openSqliteStore(path);
+}
