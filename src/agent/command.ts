@@ -1,0 +1,95 @@
+/**
+ * `ipferry agent`: parses flags, loads the config file, starts the agent and runs until
+ * SIGTERM or SIGINT. Flags win over the file.
+ */
+import { access } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import {
+  DEFAULT_CONFIG_FILE,
+  DEFAULT_LISTEN,
+  DEFAULT_STORE,
+  DEFAULT_TOKEN_FILE,
+} from '../core/defaults.js';
+import { loadConfigFile, type RawAgentOptions, resolveConfig } from './config.js';
+import { startAgent } from './run.js';
+
+interface AgentFlags {
+  config?: string;
+  node?: string;
+  store?: string;
+  listen?: string;
+  tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  resyncSeconds?: string;
+  logLevel?: string;
+  site?: string;
+}
+
+export function agentCommand(): Command {
+  return new Command('agent')
+    .description('Run the agent: the HTTP API and the reconcile loop for this node')
+    .option('--config <file>', `YAML config file (default ${DEFAULT_CONFIG_FILE} if it exists)`)
+    .option('--node <name>', 'name of this node')
+    .option('--store <spec>', `state store, sqlite:PATH (default ${DEFAULT_STORE})`)
+    .option('--listen <addr:port>', `API listen address (default ${DEFAULT_LISTEN})`)
+    .option(
+      '--token-file <file>',
+      `API tokens, one per line, mode 0600; created if missing (default ${DEFAULT_TOKEN_FILE})`,
+    )
+    .option('--tls-cert <file>', 'serve the API over TLS with this certificate (PEM)')
+    .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
+    .option('--resync-seconds <n>', 'seconds between full resyncs that repair drift (default 30)')
+    .option('--site <name>', 'site (datacenter) of this node')
+    .addOption(
+      new Option('--log-level <level>', 'log level').choices([
+        'fatal',
+        'error',
+        'warn',
+        'info',
+        'debug',
+        'silent',
+      ]),
+    )
+    .action(async (flags: AgentFlags) => {
+      await runAgentCommand(flags);
+    });
+}
+
+async function runAgentCommand(flags: AgentFlags): Promise<void> {
+  const configPath =
+    flags.config ?? ((await exists(DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+  const file = configPath ? await loadConfigFile(configPath) : {};
+  const fromFlags: RawAgentOptions = {
+    node: flags.node,
+    store: flags.store,
+    listen: flags.listen,
+    tokenFile: flags.tokenFile,
+    tlsCert: flags.tlsCert,
+    tlsKey: flags.tlsKey,
+    resyncSeconds: flags.resyncSeconds,
+    logLevel: flags.logLevel,
+    site: flags.site,
+  };
+  const config = resolveConfig(file, fromFlags, configPath ?? 'flags');
+  const agent = await startAgent(config);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+  await agent.stop();
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * Agent configuration: a YAML file (--config) overlaid by flags, flags winning. Loaded and
+ * validated once at the edge; the rest of the agent receives a plain AgentConfig. Unknown keys
+ * are errors: a misspelt option that is silently ignored is how routers get misconfigured.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { IpferryError } from '../core/errors.js';
+import { DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
+import { checkName, Problems } from '../core/validate.js';
+import type { ReservedPort } from '../core/model.js';
+
+export interface AgentConfig {
+  readonly node: string;
+  readonly store: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly tokenFile: string;
+  readonly tls?: { readonly cert: string; readonly key: string };
+  /** Seconds between full resyncs that repair drift. */
+  readonly resyncSeconds: number;
+  /** Ports the node itself serves (besides the API, added automatically): never forwarded away. */
+  readonly reservedPorts: readonly ReservedPort[];
+  readonly dataplane: 'fake';
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
+  readonly site?: string;
+}
+
+/** Raw options as flags or file give them (kebab-case flags map to camelCase keys). */
+export interface RawAgentOptions {
+  node?: unknown;
+  store?: unknown;
+  listen?: unknown;
+  tokenFile?: unknown;
+  tlsCert?: unknown;
+  tlsKey?: unknown;
+  resyncSeconds?: unknown;
+  reservedPorts?: unknown;
+  dataplane?: unknown;
+  logLevel?: unknown;
+  site?: unknown;
+}
+
+const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
+  'node',
+  'store',
+  'listen',
+  'tokenFile',
+  'tlsCert',
+  'tlsKey',
+  'resyncSeconds',
+  'reservedPorts',
+  'dataplane',
+  'logLevel',
+  'site',
+];
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
+
+export async function loadConfigFile(path: string): Promise<RawAgentOptions> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new IpferryError('IPF_E_CONFIG', {
+      source: path,
+      summary: `cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
+    });
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (e) {
+    const where = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}` : '';
+    throw new IpferryError('IPF_E_CONFIG', { source: path, summary: `is not valid YAML${where}` });
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== 'object' || Array.isArray(data)) {
+    throw new IpferryError('IPF_E_CONFIG', {
+      source: path,
+      summary: 'must be a mapping of option: value',
+    });
+  }
+  const unknown = Object.keys(data).filter((k) => !KNOWN_KEYS.includes(k as keyof RawAgentOptions));
+  if (unknown.length > 0) {
+    throw new IpferryError('IPF_E_CONFIG', {
+      source: path,
+      summary: `unknown option(s) ${unknown.join(', ')} (known: ${KNOWN_KEYS.join(', ')})`,
+    });
+  }
+  return data;
+}
+
+/** Merges file and flags (flags win) and validates every option, reporting all problems. */
+export function resolveConfig(
+  file: RawAgentOptions,
+  flags: RawAgentOptions,
+  source: string,
+): AgentConfig {
+  const raw: RawAgentOptions = { ...file };
+  for (const [k, v] of Object.entries(flags))
+    if (v !== undefined) (raw as Record<string, unknown>)[k] = v;
+  const p = new Problems();
+  let node: string | undefined;
+  if (raw.node === undefined)
+    p.add('node', 'is required (--node NAME or `node:` in the config file)');
+  else node = checkName(p, 'node', raw.node);
+  const store = stringOption(p, 'store', raw.store ?? DEFAULT_STORE);
+  const listen = parseListen(p, raw.listen ?? DEFAULT_LISTEN);
+  const tokenFile = stringOption(p, 'tokenFile', raw.tokenFile ?? DEFAULT_TOKEN_FILE);
+  const tls = parseTls(p, raw.tlsCert, raw.tlsKey);
+  const resyncSeconds = numberOption(p, 'resyncSeconds', raw.resyncSeconds ?? 30, 1, 86400);
+  const reservedPorts = parseReservedPorts(p, raw.reservedPorts ?? [{ protocol: 'tcp', port: 22 }]);
+  const dataplane = raw.dataplane ?? 'fake';
+  if (dataplane !== 'fake') p.add('dataplane', 'only "fake" is available in this version');
+  const logLevel = raw.logLevel ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel as AgentConfig['logLevel']))
+    p.add('logLevel', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const site = raw.site === undefined ? undefined : checkName(p, 'site', raw.site);
+  if (!p.ok) {
+    throw new IpferryError(
+      'IPF_E_CONFIG',
+      { source, summary: p.list.map((x) => `${x.path}: ${x.message}`).join('; ') },
+      p.list,
+    );
+  }
+  return {
+    node: node!,
+    store: store!,
+    listen: listen!,
+    tokenFile: tokenFile!,
+    ...(tls ? { tls } : {}),
+    resyncSeconds: resyncSeconds!,
+    reservedPorts: [...reservedPorts, { protocol: 'tcp', port: listen!.port }],
+    dataplane: 'fake',
+    logLevel: logLevel as AgentConfig['logLevel'],
+    ...(site ? { site } : {}),
+  };
+}
+
+function stringOption(p: Problems, path: string, value: unknown): string | undefined {
+  if (typeof value === 'string' && value.length > 0) return value;
+  p.add(path, 'must be a non-empty string');
+  return undefined;
+}
+
+function numberOption(
+  p: Problems,
+  path: string,
+  value: unknown,
+  min: number,
+  max: number,
+): number | undefined {
+  const n = typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
+  if (typeof n === 'number' && n >= min && n <= max) return n;
+  p.add(path, `must be a number from ${min} to ${max}`);
+  return undefined;
+}
+
+function parseListen(p: Problems, value: unknown): AgentConfig['listen'] | undefined {
+  const m =
+    typeof value === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value) : null;
+  const port = m ? Number(m[3]) : NaN;
+  const host = m?.[1] ?? m?.[2];
+  if (!m || !host || port < 0 || port > 65535) {
+    p.add('listen', 'must be ADDRESS:PORT, e.g. 127.0.0.1:7447 or [::1]:7447');
+    return undefined;
+  }
+  return { host, port };
+}
+
+function parseTls(p: Problems, cert: unknown, key: unknown): AgentConfig['tls'] | undefined {
+  if (cert === undefined && key === undefined) return undefined;
+  if (typeof cert !== 'string' || typeof key !== 'string' || !cert || !key) {
+    p.add('tls', 'needs both --tls-cert and --tls-key');
+    return undefined;
+  }
+  return { cert, key };
+}
+
+function parseReservedPorts(p: Problems, value: unknown): ReservedPort[] {
+  if (!Array.isArray(value)) {
+    p.add('reservedPorts', 'must be a list of {protocol, port}');
+    return [];
+  }
+  return value.flatMap((item: unknown, i): ReservedPort[] => {
+    const r = item as { protocol?: unknown; port?: unknown };
+    if (
+      (r?.protocol === 'tcp' || r?.protocol === 'udp') &&
+      Number.isInteger(r.port) &&
+      (r.port as number) >= 1 &&
+      (r.port as number) <= 65535
+    ) {
+      return [{ protocol: r.protocol, port: r.port as number }];
+    }
+    p.add(`reservedPorts[${i}]`, 'must be {protocol: tcp|udp, port: 1-65535}');
+    return [];
+  });
+}

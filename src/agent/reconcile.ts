@@ -1,0 +1,236 @@
+/**
+ * The reconcile loop, level-triggered: store events only mark it dirty; one pass reads a
+ * consistent snapshot, compiles this node's intent, diffs it against what the dataplane holds
+ * and applies only the difference. It never flushes: on start it reads the kernel and changes
+ * what differs, so traffic keeps flowing through an agent restart. A periodic pass repairs
+ * drift (an element deleted by hand). When a whole diff is refused, each FIP's part is retried
+ * alone, so one bad association is ERROR with the kernel's reason while the others go ACTIVE.
+ */
+import { ROOT, keys } from '../core/keys.js';
+import {
+  compile,
+  diffFor,
+  diffIntent,
+  diffOwners,
+  type HostIntent,
+  type IntentDiff,
+  isEmptyDiff,
+} from '../core/intent.js';
+import type { FipStatus, FloatingIp, Pool } from '../core/model.js';
+import { parseStored } from '../core/json.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import type { ControlPlane } from '../service/control.js';
+import type { Store, Watch } from '../store/store.js';
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface ReconcilerOptions {
+  readonly node: string;
+  readonly store: Store;
+  readonly control: ControlPlane;
+  readonly dataplane: Dataplane;
+  readonly resyncMs: number;
+  readonly log: Logger;
+}
+
+export interface PassResult {
+  readonly revision: number;
+  readonly applied: number;
+  readonly errors: ReadonlyMap<string, string>;
+}
+
+interface Snapshot {
+  readonly revision: number;
+  readonly pools: Pool[];
+  readonly fips: { fip: FloatingIp; revision: number }[];
+  readonly statuses: Map<string, FipStatus>;
+}
+
+/** Changes under these prefixes are the agent's own reports: they must not wake it up. */
+const SELF_WRITTEN = [keys.statuses, keys.alive];
+const MAX_BACKOFF_MS = 5000;
+
+export class Reconciler {
+  lastApply?: string;
+  lastError?: string;
+  realisedRevision?: number;
+  private watch?: Watch;
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private dirty = false;
+  private stopped = true;
+  private failures = 0;
+
+  constructor(private readonly o: ReconcilerOptions) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    const result = await this.passOrBackoff();
+    this.follow(result?.revision);
+    this.timer = setInterval(() => this.kick(), this.o.resyncMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watch?.close();
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** Marks the state dirty; a pass runs now or right after the current one. */
+  kick(): void {
+    if (this.stopped) return;
+    this.dirty = true;
+    this.running ??= this.drain().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Waits until no pass is running or pending (for tests and the demo). */
+  async settled(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  /** One pass: snapshot, compile, diff, apply, report. */
+  async pass(): Promise<PassResult> {
+    const snapshot = await this.snapshot();
+    const intent = compile(snapshot, this.o.node);
+    const diff = diffIntent(intent.elements, await this.o.dataplane.observe());
+    const errors = isEmptyDiff(diff) ? new Map<string, string>() : await this.apply(diff);
+    await this.report(intent, snapshot, errors);
+    if (errors.size === 0) this.realisedRevision = snapshot.revision;
+    const applied = diff.add.length + diff.replace.length + diff.remove.length;
+    if (applied > 0) {
+      this.lastApply = new Date().toISOString();
+      this.o.log.info(
+        {
+          revision: snapshot.revision,
+          add: diff.add.length,
+          replace: diff.replace.length,
+          remove: diff.remove.length,
+          errors: errors.size,
+        },
+        'applied',
+      );
+    }
+    return { revision: snapshot.revision, applied, errors };
+  }
+
+  private async drain(): Promise<void> {
+    while (this.dirty && !this.stopped) {
+      this.dirty = false;
+      await this.passOrBackoff();
+    }
+  }
+
+  private async passOrBackoff(): Promise<PassResult | undefined> {
+    try {
+      const result = await this.pass();
+      this.failures = 0;
+      this.lastError = result.errors.size > 0 ? [...result.errors.values()].join('; ') : undefined;
+      return result;
+    } catch (e) {
+      this.failures++;
+      this.lastError = (e as Error).message;
+      this.o.log.error(
+        { err: this.lastError, failures: this.failures },
+        'reconcile pass failed; retrying',
+      );
+      const delay = Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.failures - 1));
+      setTimeout(() => this.kick(), delay).unref();
+      return undefined;
+    }
+  }
+
+  private follow(revision: number | undefined): void {
+    this.watch = this.o.store.watch(ROOT, {
+      ...(revision !== undefined ? { fromRevision: revision + 1 } : {}),
+      onEvents: (events) => {
+        if (events.some((e) => !SELF_WRITTEN.some((p) => e.kv.key.startsWith(p)))) this.kick();
+      },
+      onError: (error) => {
+        // Compacted or lost: the next pass reads everything anyway, then follow from there.
+        this.o.log.warn({ err: error.message }, 'watch ended; resyncing');
+        if (this.stopped) return;
+        setTimeout(() => {
+          if (this.stopped) return;
+          this.kick();
+          this.follow(undefined);
+        }, 200).unref();
+      },
+    });
+  }
+
+  private async snapshot(): Promise<Snapshot> {
+    const { kvs, revision } = await this.o.store.list(ROOT);
+    const pools: Pool[] = [];
+    const fips: { fip: FloatingIp; revision: number }[] = [];
+    const statuses = new Map<string, FipStatus>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.pools)) pools.push(parseStored<Pool>(kv.key, kv.value));
+      else if (kv.key.startsWith(keys.fips))
+        fips.push({ fip: parseStored<FloatingIp>(kv.key, kv.value), revision: kv.modRevision });
+      else if (kv.key.startsWith(keys.statuses)) {
+        const s = parseStored<FipStatus>(kv.key, kv.value);
+        statuses.set(s.address, s);
+      }
+    }
+    return { revision, pools, fips, statuses };
+  }
+
+  private async apply(diff: IntentDiff): Promise<Map<string, string>> {
+    const errors = new Map<string, string>();
+    try {
+      await this.o.dataplane.apply(diff);
+      return errors;
+    } catch (whole) {
+      this.o.log.warn(
+        { err: (whole as Error).message },
+        'apply refused; isolating the failing floating IPs',
+      );
+    }
+    for (const owner of diffOwners(diff)) {
+      try {
+        await this.o.dataplane.apply(diffFor(diff, owner));
+      } catch (e) {
+        errors.set(owner, (e as Error).message);
+      }
+    }
+    return errors;
+  }
+
+  private async report(
+    intent: HostIntent,
+    snapshot: Snapshot,
+    errors: ReadonlyMap<string, string>,
+  ): Promise<void> {
+    const byAddress = new Map(snapshot.fips.map((f) => [f.fip.address, f.fip]));
+    for (const { address, revision } of intent.fips) {
+      const error = errors.get(address);
+      const state = error ? 'ERROR' : byAddress.get(address)?.association ? 'ACTIVE' : 'DOWN';
+      const current = snapshot.statuses.get(address);
+      if (
+        current &&
+        current.state === state &&
+        current.revision === revision &&
+        current.message === error &&
+        current.node === this.o.node
+      )
+        continue;
+      const status: FipStatus = {
+        address,
+        state,
+        node: this.o.node,
+        revision,
+        ...(error ? { message: error } : {}),
+        updatedAt: new Date().toISOString(),
+      };
+      await this.o.control.reportStatus(status);
+    }
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * Starts and stops one agent: store, node registration with a liveness lease, the reconcile
+ * loop and the API. Stopping never touches the dataplane: what the kernel holds keeps
+ * forwarding while the agent is down, and the next start reconciles from it.
+ */
+import { readFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import { IpferryError } from '../core/errors.js';
+import { keys } from '../core/keys.js';
+import { stringifyStored } from '../core/json.js';
+import type { NodeLiveness } from '../core/model.js';
+import { buildApi } from '../api/app.js';
+import { TokenSet } from '../api/auth.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import { FakeDataplane } from '../dataplane/fake.js';
+import { ControlPlane } from '../service/control.js';
+import { openStore } from '../store/open.js';
+import type { Store } from '../store/store.js';
+import { VERSION } from '../version.js';
+import type { AgentConfig } from './config.js';
+import { Reconciler } from './reconcile.js';
+import { ensureTokenFile } from './secrets.js';
+
+export interface RunningAgent {
+  readonly url: string;
+  readonly control: ControlPlane;
+  readonly reconciler: Reconciler;
+  readonly dataplane: Dataplane;
+  readonly app: FastifyInstance;
+  stop(): Promise<void>;
+}
+
+const LEASE_TTL_SECONDS = 15;
+
+export async function startAgent(
+  config: AgentConfig,
+  options: { dataplane?: Dataplane } = {},
+): Promise<RunningAgent> {
+  const tls = config.tls ? await readTls(config.tls) : undefined;
+  const tokenFile = await ensureTokenFile(config.tokenFile);
+  const tokens = TokenSet.parse(tokenFile.text, config.tokenFile);
+  const store = await openStore(config.store);
+  const dataplane = options.dataplane ?? new FakeDataplane();
+  const control = new ControlPlane(store);
+  const stops: (() => Promise<void>)[] = [() => store.close()];
+  try {
+    await control.registerNode({
+      name: config.node,
+      ...(config.site ? { site: config.site } : {}),
+      addresses: hostAddresses(),
+      reservedPorts: config.reservedPorts,
+      agentVersion: VERSION,
+    });
+    stops.unshift(await keepAlive(store, config.node));
+    const app = await buildApi({
+      control,
+      tokens,
+      logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
+      ...(tls ? { https: tls } : {}),
+      agent: {
+        node: config.node,
+        version: VERSION,
+        dataplane: () => ({
+          kind: dataplane.kind,
+          ...(reconciler.lastApply ? { lastApply: reconciler.lastApply } : {}),
+          ...(reconciler.lastError ? { lastError: reconciler.lastError } : {}),
+          ...(reconciler.realisedRevision !== undefined
+            ? { realisedRevision: reconciler.realisedRevision }
+            : {}),
+        }),
+        neighbours: () => dataplane.neighbours(),
+      },
+    });
+    const reconciler = new Reconciler({
+      node: config.node,
+      store,
+      control,
+      dataplane,
+      resyncMs: config.resyncSeconds * 1000,
+      log: app.log,
+    });
+    stops.unshift(
+      () => app.close(),
+      () => reconciler.stop(),
+    );
+    if (tokenFile.created) app.log.info({ tokenFile: config.tokenFile }, 'created API token file');
+    await reconciler.start();
+    const address = await app.listen({ host: config.listen.host, port: config.listen.port });
+    app.log.info(
+      { node: config.node, store: store.kind, dataplane: dataplane.kind },
+      `ipferry agent ${VERSION} listening on ${address}`,
+    );
+    return { url: address, control, reconciler, dataplane, app, stop: () => runAll(stops) };
+  } catch (e) {
+    await runAll(stops);
+    throw e;
+  }
+}
+
+/** Keeps `alive/NODE` under a lease; if the lease is lost (store outage), takes a new one. */
+async function keepAlive(store: Store, node: string): Promise<() => Promise<void>> {
+  let lease = await putAlive(store, node);
+  let busy = false;
+  const timer = setInterval(
+    () => {
+      if (busy) return;
+      busy = true;
+      store
+        .keepAlive(lease)
+        .catch(async () => {
+          lease = await putAlive(store, node);
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          busy = false;
+        });
+    },
+    (LEASE_TTL_SECONDS * 1000) / 3,
+  );
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await store.revokeLease(lease).catch(() => undefined);
+  };
+}
+
+async function putAlive(store: Store, node: string): Promise<string> {
+  const lease = await store.grantLease(LEASE_TTL_SECONDS);
+  const liveness: NodeLiveness = { name: node, since: new Date().toISOString(), pid: process.pid };
+  await store.txn({
+    compare: [],
+    success: [{ type: 'put', key: keys.nodeAlive(node), value: stringifyStored(liveness), lease }],
+  });
+  return lease;
+}
+
+async function readTls(
+  tls: NonNullable<AgentConfig['tls']>,
+): Promise<{ cert: Buffer; key: Buffer }> {
+  try {
+    const [cert, key] = await Promise.all([readFile(tls.cert), readFile(tls.key)]);
+    return { cert, key };
+  } catch (e) {
+    throw new IpferryError('IPF_E_TLS', {
+      reason: `cannot read ${(e as NodeJS.ErrnoException).path ?? 'file'} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
+    });
+  }
+}
+
+function hostAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((i): i is NonNullable<typeof i> => !!i && !i.internal && !i.address.startsWith('fe80'))
+    .map((i) => i.address)
+    .sort();
+}
+
+async function runAll(steps: readonly (() => Promise<void>)[]): Promise<void> {
+  for (const step of steps) {
+    try {
+      await step();
+    } catch {
+      // keep stopping the rest
+    }
+  }
+}

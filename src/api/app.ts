@@ -1,0 +1,225 @@
+/**
+ * The agent's HTTP API as a Fastify app factory: it builds routes but does not listen, so tests
+ * drive it in-process with `inject()` and the agent decides where and how (TLS) to serve it.
+ *
+ * Every route except /healthz and the API reference needs a bearer token; writes need a
+ * read-write one. Errors of every kind (validation, auth, unknown routes, store outages) leave
+ * as the registry's ErrorBody with its HTTP status.
+ */
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { IpferryError, isIpferryError, validationError } from '../core/errors.js';
+import type { FipState } from '../core/model.js';
+import type { Neighbour } from '../dataplane/dataplane.js';
+import type { ControlPlane } from '../service/control.js';
+import { bearerToken, type TokenSet } from './auth.js';
+import { API_PREFIX, ROUTES, type StatusResponse } from './contract.js';
+import * as schemas from './schemas.js';
+
+export interface AgentInfo {
+  readonly node: string;
+  readonly version: string;
+  dataplane(): StatusResponse['dataplane'];
+  neighbours(): Promise<Neighbour[]>;
+}
+
+export interface ApiOptions {
+  readonly control: ControlPlane;
+  readonly tokens: TokenSet;
+  readonly agent: AgentInfo;
+  /** Fastify logger options; `false` in tests. */
+  readonly logger?: boolean | object;
+  readonly https?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+}
+
+const PUBLIC_PATHS = ['/healthz', '/docs'];
+
+export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
+    ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } },
+    // Never log the Authorization header.
+    ...(options.logger ? { disableRequestLogging: false } : {}),
+  }) as unknown as FastifyInstance;
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'ipferry agent API',
+        version: options.agent.version,
+        description:
+          'Floating IP pools, floating IPs, associations and port forwards. Every route except /healthz needs `Authorization: Bearer <token>`.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.addHook('onRequest', async (request, reply) => authorize(options.tokens, request, reply));
+  app.setErrorHandler((error, request, reply) => sendError(error, request, reply));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(
+      new IpferryError('IPF_E_NOT_FOUND', {
+        method: request.method,
+        url: request.url.split('?')[0] ?? '',
+      }),
+      request,
+      reply,
+    ),
+  );
+
+  registerRoutes(app, options);
+  return app;
+}
+
+async function authorize(
+  tokens: TokenSet,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<void> {
+  const path = request.url.split('?')[0] ?? '';
+  if (PUBLIC_PATHS.some((p) => path === p || path.startsWith(`${p}/`))) return;
+  const access = tokens.check(bearerToken(request.headers.authorization));
+  if (!access) {
+    reply.header('www-authenticate', 'Bearer realm="ipferry"');
+    throw new IpferryError('IPF_E_UNAUTHORIZED');
+  }
+  if (access === 'ro' && request.method !== 'GET' && request.method !== 'HEAD') {
+    throw new IpferryError('IPF_E_FORBIDDEN');
+  }
+  await Promise.resolve();
+}
+
+function sendError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const e = toIpferryError(error);
+  if (e.status >= 500) request.log.error({ err: error }, e.message);
+  return reply.status(e.status).send(e.toJSON());
+}
+
+function toIpferryError(error: unknown): IpferryError {
+  if (isIpferryError(error)) return error;
+  const fe = error as Partial<FastifyError>;
+  if (fe.validation) {
+    return validationError(
+      fe.validation.map((v) => ({
+        path: [
+          fe.validationContext ?? 'body',
+          ...v.instancePath.split('/').filter(Boolean),
+          (v.params as { missingProperty?: string; additionalProperty?: string }).missingProperty ??
+            (v.params as { additionalProperty?: string }).additionalProperty ??
+            '',
+        ]
+          .filter(Boolean)
+          .join('.'),
+        message:
+          v.keyword === 'additionalProperties'
+            ? 'is not a known field'
+            : (v.message ?? 'is invalid'),
+      })),
+    );
+  }
+  if (fe.statusCode && fe.statusCode < 500) {
+    return validationError([{ path: 'request', message: fe.message ?? 'is invalid' }]);
+  }
+  return new IpferryError('IPF_E_INTERNAL', { reason: fe.message ?? String(error) });
+}
+
+function registerRoutes(app: FastifyInstance, { control, agent }: ApiOptions): void {
+  const v = API_PREFIX;
+  app.get(ROUTES.healthz, { schema: { hide: true } }, async () => {
+    await Promise.resolve();
+    return { ok: true, node: agent.node };
+  });
+  app.get(ROUTES.version, { schema: schemas.tagged('agent') }, async () => {
+    await Promise.resolve();
+    return { version: agent.version, node: agent.node };
+  });
+  app.get(ROUTES.status, { schema: schemas.tagged('agent') }, async () => statusOf(control, agent));
+
+  app.get(ROUTES.pools, { schema: schemas.tagged('pools') }, () => control.listPools());
+  app.post(ROUTES.pools, { schema: schemas.createPool }, async (req, reply) => {
+    reply.status(201);
+    return control.createPool(req.body as object);
+  });
+  app.get(`${v}/pools/:name`, { schema: schemas.named('pools') }, (req) =>
+    control.getPool(param(req, 'name')),
+  );
+  app.delete(`${v}/pools/:name`, { schema: schemas.named('pools') }, (req) =>
+    control.deletePool(param(req, 'name')),
+  );
+
+  app.get(ROUTES.fips, { schema: schemas.listFips }, (req) => {
+    const pool = (req.query as { pool?: string }).pool;
+    return control.listFips(pool ? { pool } : {});
+  });
+  app.post(ROUTES.fips, { schema: schemas.allocate }, async (req, reply) => {
+    const result = await control.allocate(req.body as object);
+    reply.status(result.created ? 201 : 200);
+    return result;
+  });
+  app.get(`${v}/fips/:address`, { schema: schemas.fip }, (req) =>
+    control.getFip(param(req, 'address')),
+  );
+  app.delete(`${v}/fips/:address`, { schema: schemas.release }, (req) =>
+    control.release(param(req, 'address'), (req.query as { force?: string }).force === 'true'),
+  );
+  app.post(`${v}/fips/:address/associate`, { schema: schemas.associate }, (req) =>
+    control.associate(param(req, 'address'), req.body as object),
+  );
+  app.post(`${v}/fips/:address/move`, { schema: schemas.move }, (req) =>
+    control.move(param(req, 'address'), req.body as object),
+  );
+  app.post(`${v}/fips/:address/disassociate`, { schema: schemas.fip }, (req) =>
+    control.disassociate(param(req, 'address')),
+  );
+  app.get(`${v}/fips/:address/forwards`, { schema: schemas.forwardsOf }, (req) =>
+    control.listForwards(param(req, 'address')),
+  );
+  app.post(`${v}/fips/:address/forwards`, { schema: schemas.addForward }, async (req, reply) => {
+    reply.status(201);
+    return control.addForward(param(req, 'address'), req.body as object);
+  });
+  app.delete(`${v}/fips/:address/forwards/:id`, { schema: schemas.forward }, (req) =>
+    control.removeForward(param(req, 'address'), param(req, 'id')),
+  );
+
+  app.get(ROUTES.nodes, { schema: schemas.tagged('nodes') }, () => control.listNodes());
+  app.get(`${v}/nodes/:name`, { schema: schemas.named('nodes') }, (req) =>
+    control.getNode(param(req, 'name')),
+  );
+  app.get(ROUTES.ippool, { schema: schemas.tagged('ip floater') }, () => control.ippool());
+  app.get(`${v}/arp/:mac`, { schema: schemas.arp }, (req) =>
+    control.arp(param(req, 'mac'), () => agent.neighbours()),
+  );
+}
+
+function param(request: FastifyRequest, name: string): string {
+  return (request.params as Record<string, string>)[name] ?? '';
+}
+
+async function statusOf(control: ControlPlane, agent: AgentInfo): Promise<StatusResponse> {
+  const [fips, nodes, revision] = await Promise.all([
+    control.listFips(),
+    control.listNodes(),
+    control.store.list('/ipferry/v1/guards/').then((r) => r.revision),
+  ]);
+  const counts: Record<FipState, number> = { ACTIVE: 0, DOWN: 0, ERROR: 0 };
+  for (const f of fips) counts[f.status.state]++;
+  return {
+    node: agent.node,
+    version: agent.version,
+    store: { kind: control.store.kind, revision },
+    dataplane: agent.dataplane(),
+    fips: counts,
+    nodes: { total: nodes.length, alive: nodes.filter((n) => n.alive).length },
+  };
+}

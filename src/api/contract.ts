@@ -1,0 +1,190 @@
+/**
+ * The HTTP contract between the agent's API and its clients (the CLI, the `http` store, the
+ * dashboard). Both sides import these types, so a change of shape breaks the build, not users.
+ *
+ * Every route except /healthz needs `Authorization: Bearer <token>`. Errors are `ErrorBody`
+ * (core/errors.ts) with the registry's HTTP status.
+ */
+import type {
+  AssociationMode,
+  FipState,
+  FloatingIp,
+  NodeView,
+  Pool,
+  PortForward,
+  Protocol,
+} from '../core/model.js';
+
+export const API_PREFIX = '/v1';
+export const DEFAULT_PORT = 7447;
+
+export interface FipStatusView {
+  readonly state: FipState;
+  /** Node that realised (or failed to realise) the FIP. */
+  readonly node?: string;
+  /** Revision of the FIP that status describes; `stale` when the FIP changed since. */
+  readonly revision?: number;
+  readonly stale?: boolean;
+  readonly message?: string;
+  readonly updatedAt?: string;
+}
+
+export interface FipView extends FloatingIp {
+  /** Store revision of this FIP record. */
+  readonly revision: number;
+  readonly status: FipStatusView;
+}
+
+export interface PoolView extends Pool {
+  readonly revision: number;
+  /** Number of usable addresses, as a decimal string (an IPv6 /64 does not fit a JSON number). */
+  readonly size: string;
+  readonly allocated: number;
+}
+
+// Requests ------------------------------------------------------------------------------------
+
+export interface CreatePoolRequest {
+  name: string;
+  gateway: string;
+  delivery?: 'routed' | 'onlink';
+  uplink?: string;
+  /** Each `CIDR`, `FIRST-LAST`, `IP` or `IP=MAC`. */
+  entries?: string[];
+  /** The gateway's own addresses, usable for port forwards only. */
+  shared?: string[];
+  description?: string;
+  tags?: string[];
+}
+
+export interface AllocateRequest {
+  pool?: string;
+  address?: string;
+  clientToken?: string;
+  description?: string;
+  tags?: string[];
+}
+
+export interface AssociateRequest {
+  target: string;
+  node?: string;
+  /** Default `nat`. */
+  mode?: AssociationMode;
+  masquerade?: boolean;
+  allowReassociation?: boolean;
+}
+
+export interface MoveRequest {
+  target: string;
+  node?: string;
+}
+
+export interface AddForwardRequest {
+  protocol: Protocol;
+  /** `P` or `P-Q` (or a number). */
+  port: string | number;
+  targetPort?: number;
+  target: string;
+  node?: string;
+  description?: string;
+}
+
+// Responses -----------------------------------------------------------------------------------
+
+export interface AllocateResponse extends FipView {
+  /** False when a client token returned an earlier allocation. */
+  readonly created: boolean;
+}
+
+export interface ReleaseResponse {
+  readonly address: string;
+  readonly released: boolean;
+}
+
+export interface StatusResponse {
+  readonly node: string;
+  readonly version: string;
+  readonly store: { readonly kind: string; readonly revision: number };
+  readonly dataplane: {
+    readonly kind: string;
+    readonly lastApply?: string;
+    readonly lastError?: string;
+    readonly realisedRevision?: number;
+  };
+  readonly fips: Record<FipState, number>;
+  readonly nodes: { readonly total: number; readonly alive: number };
+}
+
+export interface IppoolEntryView {
+  readonly pool: string;
+  readonly gateway: string;
+  readonly entries: readonly string[];
+  readonly size: string;
+  readonly allocated: readonly {
+    readonly address: string;
+    readonly target?: string;
+    readonly mode?: AssociationMode;
+  }[];
+}
+
+export interface ArpResponse {
+  readonly mac: string;
+  readonly address: string;
+  /** `pool`: pinned in a pool entry; `neighbour`: seen in the gateway's neighbour table. */
+  readonly source: 'pool' | 'neighbour';
+  readonly pool?: string;
+  readonly interface?: string;
+}
+
+export interface VersionResponse {
+  readonly version: string;
+  readonly node: string;
+}
+
+export type ForwardView = PortForward;
+export type NodeListView = NodeView;
+
+/**
+ * Route table (method, path → request, response):
+ *
+ *   GET    /healthz                                   → { ok: true }                (no auth)
+ *   GET    /v1/version                                → VersionResponse
+ *   GET    /v1/status                                 → StatusResponse
+ *   GET    /v1/pools                                  → PoolView[]
+ *   POST   /v1/pools              CreatePoolRequest   → PoolView                    201
+ *   GET    /v1/pools/:name                            → PoolView
+ *   DELETE /v1/pools/:name                            → { name, deleted: true }
+ *   GET    /v1/fips[?pool=P]                          → FipView[]
+ *   POST   /v1/fips               AllocateRequest     → AllocateResponse            201 (200 when replayed by client token)
+ *   GET    /v1/fips/:address                          → FipView
+ *   DELETE /v1/fips/:address[?force=true]             → ReleaseResponse
+ *   POST   /v1/fips/:address/associate   AssociateRequest → FipView
+ *   POST   /v1/fips/:address/move        MoveRequest      → FipView
+ *   POST   /v1/fips/:address/disassociate                 → FipView
+ *   GET    /v1/fips/:address/forwards                 → ForwardView[]
+ *   POST   /v1/fips/:address/forwards    AddForwardRequest → ForwardView            201
+ *   DELETE /v1/fips/:address/forwards/:id             → { address, id, removed: true }
+ *   GET    /v1/nodes                                  → NodeView[]
+ *   GET    /v1/nodes/:name                            → NodeView
+ *   GET    /v1/ippool                                 → IppoolEntryView[]
+ *   GET    /v1/arp/:mac                               → ArpResponse
+ *   GET    /docs                                      → OpenAPI UI; /docs/json the document
+ */
+export const ROUTES = {
+  healthz: '/healthz',
+  version: `${API_PREFIX}/version`,
+  status: `${API_PREFIX}/status`,
+  pools: `${API_PREFIX}/pools`,
+  pool: (name: string) => `${API_PREFIX}/pools/${encodeURIComponent(name)}`,
+  fips: `${API_PREFIX}/fips`,
+  fip: (address: string) => `${API_PREFIX}/fips/${encodeURIComponent(address)}`,
+  fipAction: (address: string, action: 'associate' | 'move' | 'disassociate') =>
+    `${API_PREFIX}/fips/${encodeURIComponent(address)}/${action}`,
+  forwards: (address: string) => `${API_PREFIX}/fips/${encodeURIComponent(address)}/forwards`,
+  forward: (address: string, id: string) =>
+    `${API_PREFIX}/fips/${encodeURIComponent(address)}/forwards/${encodeURIComponent(id)}`,
+  nodes: `${API_PREFIX}/nodes`,
+  node: (name: string) => `${API_PREFIX}/nodes/${encodeURIComponent(name)}`,
+  ippool: `${API_PREFIX}/ippool`,
+  arp: (mac: string) => `${API_PREFIX}/arp/${encodeURIComponent(mac)}`,
+} as const;

@@ -1,0 +1,613 @@
+/**
+ * The control plane: every operation on desired state (pools, floating IPs, port forwards,
+ * nodes) as one optimistic transaction on the store. Validation and decisions are pure (core);
+ * this layer reads records, calls them, and commits with compares on exactly what it read, so
+ * two concurrent requests can never both win: 200 allocations at once give 200 distinct
+ * addresses or a clean "pool exhausted", never a duplicate.
+ */
+import { type Address, compareAddressText, parseAddress, tryParseMac } from '../core/address.js';
+import { IpferryError } from '../core/errors.js';
+import { keys } from '../core/keys.js';
+import { stringifyStored } from '../core/json.js';
+import {
+  addForward,
+  allocateFingerprint,
+  associate,
+  checkRelease,
+  disassociate,
+  move,
+  newFloatingIp,
+  removeForward,
+} from '../core/lifecycle.js';
+import type {
+  FipStatus,
+  FloatingIp,
+  NodeLiveness,
+  NodeRecord,
+  NodeView,
+  Pool,
+  PortForward,
+} from '../core/model.js';
+import {
+  firstOverlap,
+  freeAddresses,
+  macPins,
+  poolEntryFor,
+  poolRanges,
+  poolSize,
+} from '../core/pool.js';
+import {
+  type AllocateInput,
+  type AssociateInput,
+  type ForwardInput,
+  type MoveInput,
+  type PoolInput,
+  type ValidAllocate,
+  checkName,
+  describeEntry,
+  invalid,
+  Problems,
+  validateAllocate,
+  validateAssociate,
+  validateForward,
+  validateMove,
+  validatePool,
+} from '../core/validate.js';
+import type {
+  ArpResponse,
+  FipStatusView,
+  FipView,
+  IppoolEntryView,
+  PoolView,
+} from '../api/contract.js';
+import type { Op, Store } from '../store/store.js';
+import type { Neighbour } from '../dataplane/dataplane.js';
+import {
+  absent,
+  getRecord,
+  listRecords,
+  optimistic,
+  type Rec,
+  RETRY,
+  unchanged,
+} from './records.js';
+
+interface ClientTokenRecord {
+  readonly address: string;
+  readonly fingerprint: string;
+}
+
+interface PoolRecord extends Pool {
+  /** Set while a delete is in progress, so no allocation can slip in between check and delete. */
+  readonly deleting?: boolean;
+}
+
+/** Candidates to pick from at random, so concurrent allocators rarely collide. */
+const ALLOCATION_SPREAD = 64;
+
+export class ControlPlane {
+  constructor(
+    readonly store: Store,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  // Pools -------------------------------------------------------------------------------------
+
+  async createPool(input: PoolInput): Promise<PoolView> {
+    const valid = validatePool(input);
+    return optimistic('create pool', async () => {
+      const node = await this.requireNode(valid.gateway);
+      const [guard, pools] = await Promise.all([
+        this.store.get(keys.poolsGuard),
+        listRecords<PoolRecord>(this.store, keys.pools),
+      ]);
+      if (pools.items.some((p) => p.value.name === valid.name)) {
+        throw new IpferryError('IPF_E_POOL_EXISTS', { pool: valid.name });
+      }
+      const mine = poolRanges(valid);
+      for (const other of pools.items) {
+        const hit = firstOverlap(mine, poolRanges(other.value));
+        if (hit)
+          throw new IpferryError('IPF_E_POOL_OVERLAP', {
+            pool: valid.name,
+            other: other.value.name,
+            address: hit.text,
+          });
+      }
+      const pool: Pool = { ...valid, createdAt: this.timestamp() };
+      const result = await this.store.txn({
+        compare: [
+          { key: keys.poolsGuard, target: 'mod', op: '=', value: guard?.modRevision ?? 0 },
+          absent(keys.pool(pool.name)),
+          unchanged(keys.node(node.value.name), node),
+        ],
+        success: [
+          { type: 'put', key: keys.pool(pool.name), value: stringifyStored(pool) },
+          { type: 'put', key: keys.poolsGuard, value: String(pools.revision) },
+        ],
+      });
+      return result.succeeded ? this.poolView(pool, result.revision, 0) : RETRY;
+    });
+  }
+
+  async listPools(): Promise<PoolView[]> {
+    const [pools, fips] = await Promise.all([
+      listRecords<PoolRecord>(this.store, keys.pools),
+      listRecords<FloatingIp>(this.store, keys.fips),
+    ]);
+    return pools.items
+      .filter((p) => !p.value.deleting)
+      .map((p) =>
+        this.poolView(
+          p.value,
+          p.kv.modRevision,
+          fips.items.filter((f) => f.value.pool === p.value.name).length,
+        ),
+      );
+  }
+
+  async getPool(name: string): Promise<PoolView> {
+    const pool = await this.requirePool(name);
+    const fips = await listRecords<FloatingIp>(this.store, keys.fips);
+    return this.poolView(
+      pool.value,
+      pool.kv.modRevision,
+      fips.items.filter((f) => f.value.pool === name).length,
+    );
+  }
+
+  /**
+   * Deletes an empty pool. "No FIP in it" cannot be compared in a transaction, so: refuse if
+   * it has FIPs (writing nothing); otherwise mark it deleting, which fails every allocation
+   * still holding the old pool revision, check again, and delete it (or take the mark back if
+   * an allocation won the race).
+   */
+  async deletePool(name: string): Promise<{ name: string; deleted: true }> {
+    await this.refuseIfPoolInUse(name);
+    const marked = await optimistic('delete pool', async () => {
+      const pool = await this.requirePool(name);
+      const value: PoolRecord = { ...pool.value, deleting: true };
+      const r = await this.store.txn({
+        compare: [unchanged(keys.pool(name), pool)],
+        success: [{ type: 'put', key: keys.pool(name), value: stringifyStored(value) }],
+      });
+      return r.succeeded ? { value, revision: r.revision } : RETRY;
+    });
+    const stillMarked = {
+      key: keys.pool(name),
+      target: 'mod' as const,
+      op: '=' as const,
+      value: marked.revision,
+    };
+    try {
+      await this.refuseIfPoolInUse(name);
+    } catch (e) {
+      const { deleting: _mark, ...restored } = marked.value;
+      await this.store.txn({
+        compare: [stillMarked],
+        success: [{ type: 'put', key: keys.pool(name), value: stringifyStored(restored) }],
+      });
+      throw e;
+    }
+    await this.store.txn({
+      compare: [stillMarked],
+      success: [
+        { type: 'delete', key: keys.pool(name) },
+        { type: 'put', key: keys.poolsGuard, value: String(marked.revision) },
+      ],
+    });
+    return { name, deleted: true };
+  }
+
+  private async refuseIfPoolInUse(name: string): Promise<void> {
+    const fips = await listRecords<FloatingIp>(this.store, keys.fips);
+    const count = fips.items.filter((f) => f.value.pool === name).length;
+    if (count > 0) throw new IpferryError('IPF_E_POOL_IN_USE', { pool: name, count });
+  }
+
+  // Floating IPs ------------------------------------------------------------------------------
+
+  async allocate(input: AllocateInput): Promise<FipView & { created: boolean }> {
+    const request = validateAllocate(input);
+    return optimistic('allocate', async () => {
+      const tokenKey = request.clientToken ? keys.clientToken(request.clientToken) : undefined;
+      const token = tokenKey ? await getRecord<ClientTokenRecord>(this.store, tokenKey) : undefined;
+      if (token) {
+        const replay = await this.replayClientToken(request, token.value);
+        if (replay) return { ...replay, created: false };
+      }
+      const [pools, fips] = await Promise.all([
+        listRecords<PoolRecord>(this.store, keys.pools),
+        listRecords<FloatingIp>(this.store, keys.fips),
+      ]);
+      const { pool, address } = this.pickAddress(request, pools.items, fips.items);
+      const fip = newFloatingIp(pool.value, address, request, this.timestamp());
+      const ops: Op[] = [{ type: 'put', key: keys.fip(fip.address), value: stringifyStored(fip) }];
+      if (tokenKey) {
+        const record: ClientTokenRecord = {
+          address: fip.address,
+          fingerprint: allocateFingerprint(request),
+        };
+        ops.push({ type: 'put', key: tokenKey, value: stringifyStored(record) });
+      }
+      const result = await this.store.txn({
+        compare: [
+          unchanged(keys.pool(pool.value.name), pool),
+          absent(keys.fip(fip.address)),
+          ...(tokenKey ? [unchanged(tokenKey, token)] : []),
+        ],
+        success: ops,
+      });
+      if (!result.succeeded) return RETRY;
+      return { ...this.fipView(fip, result.revision, undefined), created: true };
+    });
+  }
+
+  private async replayClientToken(
+    request: ValidAllocate,
+    token: ClientTokenRecord,
+  ): Promise<FipView | undefined> {
+    if (token.fingerprint !== allocateFingerprint(request)) {
+      throw new IpferryError('IPF_E_CLIENT_TOKEN_REUSED', { token: request.clientToken ?? '' });
+    }
+    const fip = await getRecord<FloatingIp>(this.store, keys.fip(token.address));
+    if (!fip || fip.value.clientToken !== request.clientToken) return undefined;
+    const status = await getRecord<FipStatus>(this.store, keys.status(token.address));
+    return this.fipView(fip.value, fip.kv.modRevision, status?.value);
+  }
+
+  private pickAddress(
+    request: ValidAllocate,
+    pools: readonly Rec<PoolRecord>[],
+    fips: readonly Rec<FloatingIp>[],
+  ): { pool: Rec<PoolRecord>; address: Address } {
+    const live = pools
+      .filter((p) => !p.value.deleting)
+      .sort((a, b) => (a.value.name < b.value.name ? -1 : 1));
+    const named = request.pool ? live.find((p) => p.value.name === request.pool) : undefined;
+    if (request.pool && !named)
+      throw new IpferryError('IPF_E_POOL_NOT_FOUND', { pool: request.pool });
+    const candidates = named ? [named] : live;
+    const scope = named ? `pool ${named.value.name}` : 'any pool';
+    const used = new Set(fips.map((f) => f.value.address));
+    if (request.address) {
+      const address = request.address;
+      const pool = candidates.find((p) => poolEntryFor(p.value, address));
+      if (!pool)
+        throw new IpferryError('IPF_E_ADDRESS_NOT_IN_POOL', { address: address.text, scope });
+      if (used.has(address.text))
+        throw new IpferryError('IPF_E_FIP_IN_USE', { address: address.text });
+      return { pool, address };
+    }
+    for (const pool of candidates) {
+      const free = freeAddresses(pool.value, used, ALLOCATION_SPREAD);
+      const address = free[Math.floor(Math.random() * free.length)];
+      if (address) return { pool, address };
+    }
+    throw new IpferryError('IPF_E_POOL_EXHAUSTED', {
+      scope: candidates.length === 0 ? 'any pool (there are none)' : scope,
+    });
+  }
+
+  async listFips(filter: { pool?: string } = {}): Promise<FipView[]> {
+    const [fips, statuses] = await Promise.all([
+      listRecords<FloatingIp>(this.store, keys.fips),
+      listRecords<FipStatus>(this.store, keys.statuses),
+    ]);
+    const statusOf = new Map(statuses.items.map((s) => [s.value.address, s.value]));
+    return fips.items
+      .filter((f) => !filter.pool || f.value.pool === filter.pool)
+      .sort((a, b) => compareAddressText(a.value.address, b.value.address))
+      .map((f) => this.fipView(f.value, f.kv.modRevision, statusOf.get(f.value.address)));
+  }
+
+  async getFip(addressText: string): Promise<FipView> {
+    const fip = await this.requireFip(addressText);
+    const status = await getRecord<FipStatus>(this.store, keys.status(fip.value.address));
+    return this.fipView(fip.value, fip.kv.modRevision, status?.value);
+  }
+
+  async associate(addressText: string, input: AssociateInput): Promise<FipView> {
+    return this.updateFip('associate', addressText, async (fip) => {
+      const request = validateAssociate(input, fip.value.family);
+      if (request.node) await this.requireNode(request.node);
+      return associate(fip.value, request, this.timestamp());
+    });
+  }
+
+  async move(addressText: string, input: MoveInput): Promise<FipView> {
+    return this.updateFip('move', addressText, async (fip) => {
+      const request = validateMove(input, fip.value.family);
+      if (request.node) await this.requireNode(request.node);
+      return move(fip.value, request.target, request.node, this.timestamp());
+    });
+  }
+
+  async disassociate(addressText: string): Promise<FipView> {
+    return this.updateFip('disassociate', addressText, async (fip) => {
+      await Promise.resolve();
+      return disassociate(fip.value);
+    });
+  }
+
+  async release(
+    addressText: string,
+    force: boolean,
+  ): Promise<{ address: string; released: boolean }> {
+    return optimistic('release', async () => {
+      const fip = await this.requireFip(addressText);
+      checkRelease(fip.value, force);
+      const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
+      const ops: Op[] = [
+        { type: 'delete', key: keys.fip(fip.value.address) },
+        { type: 'delete', key: keys.status(fip.value.address) },
+        ...this.natTargetOps(fip.value, undefined, pool?.value.gateway),
+      ];
+      if (fip.value.clientToken)
+        ops.push({ type: 'delete', key: keys.clientToken(fip.value.clientToken) });
+      const r = await this.store.txn({
+        compare: [unchanged(keys.fip(fip.value.address), fip)],
+        success: ops,
+      });
+      return r.succeeded ? { address: fip.value.address, released: true } : RETRY;
+    });
+  }
+
+  // Port forwards -----------------------------------------------------------------------------
+
+  async listForwards(addressText: string): Promise<PortForward[]> {
+    return [...(await this.requireFip(addressText)).value.forwards];
+  }
+
+  async addForward(addressText: string, input: ForwardInput): Promise<PortForward> {
+    let added: PortForward | undefined;
+    await this.updateFip('add forward', addressText, async (fip) => {
+      const request = validateForward(input, fip.value.family);
+      if (request.node) await this.requireNode(request.node);
+      const gateway = await this.gatewayOf(fip.value);
+      const result = addForward(fip.value, request, gateway?.reservedPorts ?? [], this.timestamp());
+      added = result.forward;
+      return result.fip;
+    });
+    if (!added) throw new IpferryError('IPF_E_INTERNAL', { reason: 'forward not recorded' });
+    return added;
+  }
+
+  async removeForward(
+    addressText: string,
+    id: string,
+  ): Promise<{ address: string; id: string; removed: true }> {
+    const view = await this.updateFip('remove forward', addressText, async (fip) => {
+      await Promise.resolve();
+      return removeForward(fip.value, id);
+    });
+    return { address: view.address, id, removed: true };
+  }
+
+  /**
+   * Read the FIP, decide its next value, commit if it did not change meanwhile. The NAT-target
+   * index is kept in the same transaction, so two FIPs can never claim one nat target.
+   */
+  private async updateFip(
+    what: string,
+    addressText: string,
+    decide: (fip: Rec<FloatingIp>) => Promise<FloatingIp>,
+  ): Promise<FipView> {
+    return optimistic(what, async () => {
+      const fip = await this.requireFip(addressText);
+      const next = await decide(fip);
+      const status = await getRecord<FipStatus>(this.store, keys.status(fip.value.address));
+      if (next === fip.value) return this.fipView(fip.value, fip.kv.modRevision, status?.value);
+      const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
+      const gateway = pool?.value.gateway;
+      const compare = [unchanged(keys.fip(fip.value.address), fip)];
+      const claim = natTarget(next);
+      if (gateway && claim && claim !== natTarget(fip.value)) {
+        const holder = await getRecord<string>(this.store, keys.natTarget(gateway, claim));
+        if (holder && holder.value !== next.address) {
+          throw new IpferryError('IPF_E_TARGET_IN_USE', {
+            target: claim,
+            address: holder.value,
+            mode: 'nat',
+          });
+        }
+        compare.push(unchanged(keys.natTarget(gateway, claim), holder));
+      }
+      const r = await this.store.txn({
+        compare,
+        success: [
+          { type: 'put', key: keys.fip(next.address), value: stringifyStored(next) },
+          ...this.natTargetOps(fip.value, next, gateway),
+        ],
+      });
+      return r.succeeded ? this.fipView(next, r.revision, status?.value) : RETRY;
+    });
+  }
+
+  private natTargetOps(
+    before: FloatingIp,
+    after: FloatingIp | undefined,
+    gateway: string | undefined,
+  ): Op[] {
+    if (!gateway) return [];
+    const old = natTarget(before);
+    const now = after ? natTarget(after) : undefined;
+    if (old === now) return [];
+    return [
+      ...(old ? [{ type: 'delete' as const, key: keys.natTarget(gateway, old) }] : []),
+      ...(now && after
+        ? [
+            {
+              type: 'put' as const,
+              key: keys.natTarget(gateway, now),
+              value: stringifyStored(after.address),
+            },
+          ]
+        : []),
+    ];
+  }
+
+  // Nodes and status --------------------------------------------------------------------------
+
+  /** Creates or refreshes a node's record (called by its own agent). */
+  async registerNode(record: Omit<NodeRecord, 'registeredAt'>): Promise<NodeRecord> {
+    const p = new Problems();
+    checkName(p, 'node', record.name);
+    p.done();
+    return optimistic('register node', async () => {
+      const existing = await getRecord<NodeRecord>(this.store, keys.node(record.name));
+      const next: NodeRecord = {
+        ...record,
+        registeredAt: existing?.value.registeredAt ?? this.timestamp(),
+      };
+      const r = await this.store.txn({
+        compare: [unchanged(keys.node(record.name), existing)],
+        success: [{ type: 'put', key: keys.node(record.name), value: stringifyStored(next) }],
+      });
+      return r.succeeded ? next : RETRY;
+    });
+  }
+
+  async listNodes(): Promise<NodeView[]> {
+    const [nodes, alive] = await Promise.all([
+      listRecords<NodeRecord>(this.store, keys.nodes),
+      listRecords<NodeLiveness>(this.store, keys.alive),
+    ]);
+    const aliveOf = new Map(alive.items.map((a) => [a.value.name, a.value]));
+    return nodes.items.map((n) => nodeView(n.value, aliveOf.get(n.value.name)));
+  }
+
+  async getNode(name: string): Promise<NodeView> {
+    const node = await this.requireNode(name);
+    const alive = await getRecord<NodeLiveness>(this.store, keys.nodeAlive(name));
+    return nodeView(node.value, alive?.value);
+  }
+
+  /**
+   * Records what an agent realised. Fenced on the FIP's revision: a status for a record that
+   * has changed since is dropped, so a slow agent never reports a stale decision as current.
+   */
+  async reportStatus(status: FipStatus): Promise<boolean> {
+    const r = await this.store.txn({
+      compare: [{ key: keys.fip(status.address), target: 'mod', op: '=', value: status.revision }],
+      success: [{ type: 'put', key: keys.status(status.address), value: stringifyStored(status) }],
+    });
+    return r.succeeded;
+  }
+
+  async ippool(): Promise<IppoolEntryView[]> {
+    const [pools, fips] = await Promise.all([
+      listRecords<PoolRecord>(this.store, keys.pools),
+      listRecords<FloatingIp>(this.store, keys.fips),
+    ]);
+    return pools.items
+      .filter((p) => !p.value.deleting)
+      .map(({ value: pool }) => ({
+        pool: pool.name,
+        gateway: pool.gateway,
+        entries: pool.entries.map(describeEntry),
+        size: poolSize(pool).toString(),
+        allocated: fips.items
+          .filter((f) => f.value.pool === pool.name)
+          .map((f) => f.value)
+          .sort((a, b) => compareAddressText(a.address, b.address))
+          .map((f) => ({
+            address: f.address,
+            ...(f.association ? { target: f.association.target, mode: f.association.mode } : {}),
+          })),
+      }));
+  }
+
+  /** MAC → address: a pool's pinned MAC first (IP Floater's `arp`), then the gateway's neighbours. */
+  async arp(macText: string, neighbours: () => Promise<Neighbour[]>): Promise<ArpResponse> {
+    const mac = tryParseMac(macText);
+    if (!mac)
+      invalid(
+        'mac',
+        `${JSON.stringify(macText)} is not a MAC address (six hex pairs, e.g. 52:54:00:12:34:56)`,
+      );
+    const pools = await listRecords<Pool>(this.store, keys.pools);
+    for (const { value: pool } of pools.items) {
+      const pin = macPins(pool).find((m) => m.mac === mac);
+      if (pin) return { mac, address: pin.address, source: 'pool', pool: pool.name };
+    }
+    const seen = (await neighbours())
+      .filter((n) => n.mac === mac)
+      .sort((a, b) => compareAddressText(a.address, b.address));
+    const first = seen.find((n) => parseAddress(n.address).family === 4) ?? seen[0];
+    if (first)
+      return { mac, address: first.address, source: 'neighbour', interface: first.interface };
+    throw new IpferryError('IPF_E_NOT_FOUND_MAC', { mac });
+  }
+
+  // Helpers -----------------------------------------------------------------------------------
+
+  private async requirePool(name: string): Promise<Rec<PoolRecord>> {
+    const pool = await getRecord<PoolRecord>(this.store, keys.pool(name));
+    if (!pool || pool.value.deleting)
+      throw new IpferryError('IPF_E_POOL_NOT_FOUND', { pool: name });
+    return pool;
+  }
+
+  private async requireFip(addressText: string): Promise<Rec<FloatingIp>> {
+    const address = parseAddress(addressText).text;
+    const fip = await getRecord<FloatingIp>(this.store, keys.fip(address));
+    if (!fip) throw new IpferryError('IPF_E_FIP_NOT_FOUND', { address });
+    return fip;
+  }
+
+  private async requireNode(name: string): Promise<Rec<NodeRecord>> {
+    if (!checkName(new Problems(), 'node', name))
+      invalid('node', `${JSON.stringify(name)} is not a valid node name`);
+    const node = await getRecord<NodeRecord>(this.store, keys.node(name));
+    if (!node) throw new IpferryError('IPF_E_NODE_NOT_FOUND', { node: name });
+    return node;
+  }
+
+  private async gatewayOf(fip: FloatingIp): Promise<NodeRecord | undefined> {
+    const pool = await getRecord<Pool>(this.store, keys.pool(fip.pool));
+    if (!pool) return undefined;
+    return (await getRecord<NodeRecord>(this.store, keys.node(pool.value.gateway)))?.value;
+  }
+
+  private poolView(pool: PoolRecord, revision: number, allocated: number): PoolView {
+    const { deleting: _d, ...rest } = pool;
+    return { ...rest, revision, size: poolSize(pool).toString(), allocated };
+  }
+
+  private fipView(fip: FloatingIp, revision: number, status: FipStatus | undefined): FipView {
+    return { ...fip, revision, status: statusView(fip, revision, status) };
+  }
+
+  private timestamp(): string {
+    return this.now().toISOString();
+  }
+}
+
+function natTarget(fip: FloatingIp): string | undefined {
+  return fip.association?.mode === 'nat' ? fip.association.target : undefined;
+}
+
+function statusView(
+  fip: FloatingIp,
+  revision: number,
+  status: FipStatus | undefined,
+): FipStatusView {
+  if (!status) {
+    return fip.association
+      ? { state: 'DOWN', message: 'not yet realised by the gateway agent' }
+      : { state: 'DOWN' };
+  }
+  return {
+    state: status.state,
+    node: status.node,
+    revision: status.revision,
+    ...(status.revision < revision ? { stale: true } : {}),
+    ...(status.message ? { message: status.message } : {}),
+    updatedAt: status.updatedAt,
+  };
+}
+
+function nodeView(node: NodeRecord, alive: NodeLiveness | undefined): NodeView {
+  return { ...node, alive: alive !== undefined, ...(alive ? { aliveSince: alive.since } : {}) };
+}

@@ -1,0 +1,176 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { resolveConfig } from '../src/agent/config.js';
+import { type RunningAgent, startAgent } from '../src/agent/run.js';
+import { FakeDataplane } from '../src/dataplane/fake.js';
+import { tempDir, waitFor } from './helpers.js';
+
+let tmp: { dir: string; remove: () => Promise<void> };
+let agent: RunningAgent | undefined;
+const dataplane = new FakeDataplane();
+
+function config() {
+  return resolveConfig(
+    {},
+    {
+      node: 'gw1',
+      store: `sqlite:${join(tmp.dir, 'state.db')}`,
+      listen: '127.0.0.1:0',
+      tokenFile: join(tmp.dir, 'token'),
+      resyncSeconds: 1,
+      logLevel: 'silent',
+    },
+    'test',
+  );
+}
+
+async function stateOf(address: string): Promise<string | undefined> {
+  return (await agent!.control.getFip(address)).status.state;
+}
+
+before(async () => {
+  tmp = await tempDir('agent');
+  agent = await startAgent(config(), { dataplane });
+  const c = agent.control;
+  await c.createPool({
+    name: 'public',
+    gateway: 'gw1',
+    entries: ['203.0.113.0/28'],
+    shared: ['192.0.2.2'],
+  });
+  await c.createPool({
+    name: 'lan',
+    gateway: 'gw1',
+    delivery: 'onlink',
+    uplink: 'eth0',
+    entries: ['198.51.100.0/29'],
+  });
+});
+
+after(async () => {
+  await agent?.stop();
+  await tmp.remove();
+});
+
+describe('agent reconcile loop (fake dataplane)', () => {
+  it('registers its node as alive', async () => {
+    const node = await agent!.control.getNode('gw1');
+    assert.equal(node.alive, true);
+    assert.ok(node.reservedPorts.some((p) => p.protocol === 'tcp' && p.port === 22));
+  });
+
+  it('realises an association and reports ACTIVE at the FIP revision', async () => {
+    const c = agent!.control;
+    await c.allocate({ address: '203.0.113.10' });
+    const fip = await c.associate('203.0.113.10', { target: '10.0.0.11' });
+    await waitFor('ACTIVE', async () => (await stateOf('203.0.113.10')) === 'ACTIVE');
+    const view = await c.getFip('203.0.113.10');
+    assert.equal(view.status.node, 'gw1');
+    assert.equal(view.status.revision, fip.revision);
+    assert.equal(view.status.stale, undefined);
+    assert.match(dataplane.dump(), /^nat 203\.0\.113\.10 -> 10\.0\.0\.11$/m);
+  });
+
+  it('claims on-link FIPs on the uplink and forwards ports', async () => {
+    const c = agent!.control;
+    await c.allocate({ address: '198.51.100.3' });
+    await c.associate('198.51.100.3', { target: '10.0.0.12' });
+    await c.allocate({ address: '192.0.2.2' });
+    await c.addForward('192.0.2.2', {
+      protocol: 'tcp',
+      port: '8000-8010',
+      targetPort: 9000,
+      target: '10.0.0.20',
+    });
+    await waitFor('forward applied', async () => (await stateOf('192.0.2.2')) === 'ACTIVE');
+    await waitFor('claim applied', async () => (await stateOf('198.51.100.3')) === 'ACTIVE');
+    const dump = dataplane.dump();
+    assert.match(dump, /^claim 198\.51\.100\.3 -> eth0$/m);
+    assert.match(dump, /^forward 192\.0\.2\.2\/tcp\/8000-8010 -> 10\.0\.0\.20:9000-9010$/m);
+    assert.doesNotMatch(dump, /claim 192\.0\.2\.2/);
+  });
+
+  it('moves a FIP by replacing one element', async () => {
+    const c = agent!.control;
+    const moved = await c.move('203.0.113.10', { target: '10.0.0.12' }).catch((e: unknown) => e);
+    // 10.0.0.12 is already the nat target of 198.51.100.3: refused by the control plane.
+    assert.equal((moved as { code?: string }).code, 'IPF_E_TARGET_IN_USE');
+    const ok = await c.move('203.0.113.10', { target: '10.0.0.13' });
+    await waitFor(
+      'moved',
+      async () => (await c.getFip('203.0.113.10')).status.revision === ok.revision,
+    );
+    assert.equal(dataplane.lastApplySize, 1);
+    assert.match(dataplane.dump(), /^nat 203\.0\.113\.10 -> 10\.0\.0\.13$/m);
+  });
+
+  it('keeps the previous kernel state and reports ERROR with the reason when the dataplane refuses', async () => {
+    const c = agent!.control;
+    dataplane.refuseWhen((e) => e.value === '10.0.0.66', 'Operation not permitted');
+    const before = dataplane.dump();
+    await c.allocate({ address: '203.0.113.11' });
+    await c.associate('203.0.113.11', { target: '10.0.0.14' });
+    const bad = await c.move('203.0.113.10', { target: '10.0.0.66' });
+    await waitFor(
+      'ERROR',
+      async () => (await c.getFip('203.0.113.10')).status.revision === bad.revision,
+    );
+    const view = await c.getFip('203.0.113.10');
+    assert.equal(view.status.state, 'ERROR');
+    assert.match(view.status.message ?? '', /Operation not permitted/);
+    // The refused move left the old mapping in place, and the other FIP went ACTIVE anyway.
+    assert.match(dataplane.dump(), /^nat 203\.0\.113\.10 -> 10\.0\.0\.13$/m);
+    await waitFor('other ACTIVE', async () => (await stateOf('203.0.113.11')) === 'ACTIVE');
+    assert.equal(
+      dataplane.dump(),
+      `${before}\n`
+        .replace(/(nat 203\.0\.113\.10 -> 10\.0\.0\.13\n)/, '$1nat 203.0.113.11 -> 10.0.0.14\n')
+        .trimEnd(),
+    );
+    dataplane.clearRefusals();
+    await c.move('203.0.113.10', { target: '10.0.0.13' });
+    await waitFor('ACTIVE again', async () => (await stateOf('203.0.113.10')) === 'ACTIVE');
+  });
+
+  it('repairs drift within its resync period', async () => {
+    assert.ok(dataplane.tamperRemove('nat', '203.0.113.10'));
+    assert.doesNotMatch(dataplane.dump(), /nat 203\.0\.113\.10 /);
+    await waitFor(
+      'drift repaired',
+      () => Promise.resolve(/nat 203\.0\.113\.10 -> 10\.0\.0\.13/.test(dataplane.dump())),
+      4000,
+    );
+  });
+
+  it('refuses a stale status report (fencing on the FIP revision)', async () => {
+    const c = agent!.control;
+    const view = await c.getFip('203.0.113.10');
+    const ok = await c.reportStatus({
+      address: view.address,
+      state: 'ACTIVE',
+      node: 'gw1',
+      revision: view.revision - 1,
+      updatedAt: new Date().toISOString(),
+    });
+    assert.equal(ok, false);
+  });
+
+  it('restarts without flushing or re-applying anything, and state survives', async () => {
+    const before = dataplane.dump();
+    await agent!.stop();
+    assert.equal(dataplane.dump(), before, 'stopping the agent leaves the dataplane as it was');
+    const applies = dataplane.applies;
+    agent = await startAgent(config(), { dataplane });
+    await agent.reconciler.settled();
+    assert.equal(dataplane.applies, applies, 'nothing to apply after a restart');
+    assert.equal(dataplane.dump(), before);
+    assert.equal((await agent.control.listFips()).length, 4);
+  });
+
+  it('removes the elements of a released FIP', async () => {
+    const c = agent!.control;
+    await c.release('203.0.113.11', true);
+    await waitFor('released', () => Promise.resolve(!/203\.0\.113\.11/.test(dataplane.dump())));
+  });
+});
