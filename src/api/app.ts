@@ -15,7 +15,6 @@ import Fastify, {
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { IpferryError, isIpferryError, validationError } from '../core/errors.js';
-import type { FipState } from '../core/model.js';
 import type { Neighbour } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
 import { bearerToken, type TokenSet } from './auth.js';
@@ -207,19 +206,13 @@ function param(request: FastifyRequest, name: string): string {
 }
 
 async function statusOf(control: ControlPlane, agent: AgentInfo): Promise<StatusResponse> {
-  const [fips, nodes, revision] = await Promise.all([
-    control.listFips(),
-    control.listNodes(),
-    control.store.list('/ipferry/v1/guards/').then((r) => r.revision),
-  ]);
-  const counts: Record<FipState, number> = { ACTIVE: 0, DOWN: 0, ERROR: 0 };
-  for (const f of fips) counts[f.status.state]++;
+  const summary = await control.summary();
   return {
     node: agent.node,
     version: agent.version,
-    store: { kind: control.store.kind, revision },
+    store: { kind: control.store.kind, revision: summary.revision },
     dataplane: agent.dataplane(),
-    fips: counts,
-    nodes: { total: nodes.length, alive: nodes.filter((n) => n.alive).length },
+    fips: summary.fips,
+    nodes: summary.nodes,
   };
 }

@@ -7,8 +7,8 @@
  */
 import { type Address, compareAddressText, parseAddress, tryParseMac } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
-import { keys } from '../core/keys.js';
-import { stringifyStored } from '../core/json.js';
+import { keys, ROOT } from '../core/keys.js';
+import { parseStored, stringifyStored } from '../core/json.js';
 import {
   addForward,
   allocateFingerprint,
@@ -20,6 +20,7 @@ import {
   removeForward,
 } from '../core/lifecycle.js';
 import type {
+  FipState,
   FipStatus,
   FloatingIp,
   NodeLiveness,
@@ -493,6 +494,33 @@ export class ControlPlane {
       success: [{ type: 'put', key: keys.status(status.address), value: stringifyStored(status) }],
     });
     return r.succeeded;
+  }
+
+  /** Counts for `ipferry status`, consistent with one store revision. */
+  async summary(): Promise<{
+    revision: number;
+    fips: Record<FipState, number>;
+    nodes: { total: number; alive: number };
+  }> {
+    const { kvs, revision } = await this.store.list(ROOT);
+    const fips: Record<FipState, number> = { ACTIVE: 0, DOWN: 0, ERROR: 0 };
+    const statuses = new Map<string, FipStatus>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.statuses)) {
+        const s = parseStored<FipStatus>(kv.key, kv.value);
+        statuses.set(s.address, s);
+      }
+    }
+    let nodes = 0;
+    let alive = 0;
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.fips)) {
+        const fip = parseStored<FloatingIp>(kv.key, kv.value);
+        fips[statusView(fip, kv.modRevision, statuses.get(fip.address)).state]++;
+      } else if (kv.key.startsWith(keys.nodes)) nodes++;
+      else if (kv.key.startsWith(keys.alive)) alive++;
+    }
+    return { revision, fips, nodes: { total: nodes, alive } };
   }
 
   async ippool(): Promise<IppoolEntryView[]> {
