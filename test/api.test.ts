@@ -231,6 +231,21 @@ describe('floating IP lifecycle', () => {
     assert.equal((await call('GET', '/v1/fips/2001:db8:f:0::ab')).body.address, '2001:db8:f::ab');
   });
 
+  it('takes only addresses of the asked IP version', async () => {
+    const v6 = await call('POST', '/v1/fips', { family: 6 });
+    assert.equal(v6.status, 201);
+    assert.equal(v6.body.family, 6);
+    await refused('POST', '/v1/fips', { pool: 'dyn', family: 6 }, 409, 'IPF_E_POOL_EXHAUSTED');
+    await refused(
+      'POST',
+      '/v1/fips',
+      { address: '192.0.2.140', family: 6 },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    await refused('POST', '/v1/fips', { family: 5 }, 400, 'IPF_E_VALIDATION');
+  });
+
   it('refuses malformed and sloppy addresses, and addresses outside every pool', async () => {
     for (const address of [
       '010.1.1.1',
@@ -472,14 +487,14 @@ describe('port forwards', () => {
       `/v1/fips/${fip}/forwards`,
       { protocol: 'tcp', port: 22, target: '10.0.0.40' },
       409,
-      'IPF_E_FIP_MODE',
+      'IPF_E_PORT_RESERVED',
     );
     await refused(
       'POST',
       `/v1/fips/${fip}/forwards`,
       { protocol: 'tcp', port: '7000-8000', target: '10.0.0.40' },
       409,
-      'IPF_E_FIP_MODE',
+      'IPF_E_PORT_RESERVED',
     );
     await refused(
       'DELETE',

@@ -44,8 +44,6 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     logger: options.logger ?? false,
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
     ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } },
-    // Never log the Authorization header.
-    ...(options.logger ? { disableRequestLogging: false } : {}),
   }) as unknown as FastifyInstance;
 
   await app.register(swagger, {

@@ -60,6 +60,8 @@ export interface CreatePoolRequest {
 export interface AllocateRequest {
   pool?: string;
   address?: string;
+  /** Take only an address of this IP version (e.g. to match the target of `getip`). */
+  family?: 4 | 6;
   clientToken?: string;
   description?: string;
   tags?: string[];

@@ -69,6 +69,7 @@ export const allocate = {
     properties: {
       pool: name,
       address,
+      family: { type: 'integer', enum: [4, 6], description: 'only addresses of this IP version' },
       clientToken: {
         type: 'string',
         description: 'idempotency token: a retry returns the same FIP',
@@ -134,7 +135,7 @@ export const addForward = {
     required: ['protocol', 'port', 'target'],
     properties: {
       protocol: { type: 'string', enum: ['tcp', 'udp'] },
-      port: { type: ['string', 'integer'], description: 'P or P-Q' },
+      port: { oneOf: [{ type: 'string' }, { type: 'integer' }], description: 'P or P-Q' },
       targetPort: { type: 'integer' },
       target: address,
       node: name,

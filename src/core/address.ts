@@ -51,8 +51,12 @@ export function tryParseAddress(input: string): Address | undefined {
   if (!s.includes(':') || !IPV6_CHARS.test(s) || !ipaddr.IPv6.isValid(s)) return undefined;
   const embedded = s.lastIndexOf(':');
   const tail = s.slice(embedded + 1);
-  if (tail.includes('.') && !DOTTED_QUAD.test(tail)) return undefined;
-  return fromBytes(6, ipaddr.IPv6.parse(s).toByteArray());
+  if (!tail.includes('.')) return fromBytes(6, ipaddr.IPv6.parse(s).toByteArray());
+  if (!DOTTED_QUAD.test(tail)) return undefined;
+  // ipaddr.js reads the IPv4-compatible `::a.b.c.d` as `::ffff:a.b.c.d`: spell the quad in hex.
+  const [q0, q1, q2, q3] = tail.split('.').map(Number) as [number, number, number, number];
+  const hex = `${s.slice(0, embedded + 1)}${((q0 << 8) | q1).toString(16)}:${((q2 << 8) | q3).toString(16)}`;
+  return fromBytes(6, ipaddr.IPv6.parse(hex).toByteArray());
 }
 
 export function parseAddress(input: string): Address {

@@ -96,6 +96,11 @@ export const ERRORS = {
     message: 'Floating IP {address} is associated in {mode} mode: {reason}',
     hint: 'Port forwards need a FIP in ports mode (or not associated); disassociate it first to change mode.',
   },
+  IPF_E_PORT_RESERVED: {
+    status: 409,
+    message: '{proto} port {port} of {address} is used by the gateway itself.',
+    hint: 'The gateway keeps its own services (SSH, the ipferry API, tunnels) on its shared address: forward another port, or change reservedPorts in the agent config.',
+  },
   IPF_E_TARGET_IN_USE: {
     status: 409,
     message: 'Target {target} already has floating IP {address} in {mode} mode.',

@@ -16,7 +16,7 @@
  * IpferryError; the service layer turns the result into one compare-and-swap transaction.
  */
 import type { Address } from './address.js';
-import { IpferryError } from './errors.js';
+import { IpferryError, validationError } from './errors.js';
 import type { Association, FloatingIp, Pool, PortForward, ReservedPort } from './model.js';
 import { isSharedAddress } from './pool.js';
 import type { ValidAllocate, ValidAssociate, ValidForward } from './validate.js';
@@ -45,6 +45,7 @@ export function allocateFingerprint(request: ValidAllocate): string {
   return JSON.stringify([
     request.pool ?? null,
     request.address?.text ?? null,
+    request.family ?? null,
     request.description ?? null,
   ]);
 }
@@ -87,6 +88,15 @@ export function move(
 ): FloatingIp {
   if (!fip.association)
     throw new IpferryError('IPF_E_FIP_NOT_ASSOCIATED', { address: fip.address });
+  // As in validateAssociate: a routed FIP is delivered to a node, so a move must name one.
+  if (fip.association.mode === 'routed' && !node) {
+    throw validationError([
+      {
+        path: 'node',
+        message: 'routed mode delivers the FIP to a node: name the node that holds the target',
+      },
+    ]);
+  }
   const association: Association = {
     ...withoutNode(fip.association),
     target: target.text,
@@ -142,8 +152,9 @@ export function addForward(
     });
   }
   if (fip.shared) refuseReservedPorts(fip, request, gatewayReserved);
+  const serial = nextForwardSerial(fip);
   const forward: PortForward = {
-    id: nextForwardId(fip.forwards),
+    id: `f${serial}`,
     protocol: request.protocol,
     port: request.port,
     portEnd: request.portEnd,
@@ -158,7 +169,10 @@ export function addForward(
     ...(forward.node ? { node: forward.node } : {}),
     associatedAt: now,
   };
-  return { fip: { ...fip, association, forwards: [...fip.forwards, forward] }, forward };
+  return {
+    fip: { ...fip, association, forwards: [...fip.forwards, forward], forwardSerial: serial },
+    forward,
+  };
 }
 
 export function removeForward(fip: FloatingIp, id: string): FloatingIp {
@@ -181,17 +195,21 @@ function refuseReservedPorts(
     (r) => r.protocol === request.protocol && r.port >= request.port && r.port <= request.portEnd,
   );
   if (hit) {
-    throw new IpferryError('IPF_E_FIP_MODE', {
+    throw new IpferryError('IPF_E_PORT_RESERVED', {
       address: fip.address,
-      mode: 'ports',
-      reason: `${hit.protocol} port ${hit.port} is used by the gateway itself on its shared address`,
+      proto: hit.protocol,
+      port: hit.port,
     });
   }
 }
 
-function nextForwardId(forwards: readonly PortForward[]): string {
-  const used = forwards.map((f) => Number(f.id.slice(1))).filter(Number.isInteger);
-  return `f${used.length === 0 ? 1 : Math.max(...used) + 1}`;
+/**
+ * Ids are never reused within a FIP's life, so a stale "remove f3" cannot delete a newer
+ * forward that happens to get the same id.
+ */
+function nextForwardSerial(fip: FloatingIp): number {
+  const used = fip.forwards.map((f) => Number(f.id.slice(1))).filter(Number.isInteger);
+  return Math.max(fip.forwardSerial ?? 0, ...used) + 1;
 }
 
 function retarget(

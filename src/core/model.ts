@@ -83,6 +83,8 @@ export interface FloatingIp {
   readonly clientToken?: string;
   readonly association?: Association;
   readonly forwards: readonly PortForward[];
+  /** Last forward id number handed out (ids are never reused). */
+  readonly forwardSerial?: number;
   readonly allocatedAt: string;
 }
 

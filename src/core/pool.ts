@@ -6,6 +6,7 @@
 import {
   type Address,
   type AddressRange,
+  type Family,
   addressFromValue,
   parseAddress,
   prefixRange,
@@ -87,10 +88,16 @@ export function firstOverlap(
  * text forms. Shared addresses are never handed out by "any free address": they must be asked
  * for by name, because they are the gateway's own.
  */
-export function freeAddresses(pool: Pool, used: ReadonlySet<string>, limit: number): Address[] {
+export function freeAddresses(
+  pool: Pool,
+  used: ReadonlySet<string>,
+  limit: number,
+  family?: Family,
+): Address[] {
   const found: Address[] = [];
   for (const { entry, range } of poolRanges(pool)) {
     if (entry.kind === 'address' && entry.shared) continue;
+    if (family !== undefined && range.family !== family) continue;
     for (let v = range.first.value; v <= range.last.value && found.length < limit; v++) {
       const candidate = addressFromValue(range.family, v);
       if (!used.has(candidate.text)) found.push(candidate);

@@ -5,7 +5,11 @@
  */
 import {
   type Address,
+  type AddressRange,
   type Family,
+  parseAddress,
+  prefixRange,
+  rangeContains,
   tryParseAddress,
   tryParseMac,
   tryParsePrefix,
@@ -142,6 +146,30 @@ function unusableReason(a: Address): string | undefined {
   return undefined;
 }
 
+/** First address of each block `unusableReason` refuses (0.0.0.0 and :: are only ever first). */
+const SPECIAL_STARTS = [
+  '127.0.0.0',
+  '169.254.0.0',
+  '224.0.0.0',
+  '255.255.255.255',
+  '::1',
+  '::ffff:0:0',
+  'fe80::',
+  'ff00::',
+].map(parseAddress);
+
+/** A CIDR or range with usable ends may still span a special block: refuse that too. */
+function checkNoSpecialInside(
+  p: Problems,
+  path: string,
+  label: string,
+  range: AddressRange,
+): boolean {
+  const hit = SPECIAL_STARTS.find((s) => rangeContains(range, s));
+  if (hit) p.add(path, `${label} contains ${hit.text}, which is ${unusableReason(hit)}`);
+  return hit === undefined;
+}
+
 export interface PoolInput {
   name?: unknown;
   gateway?: unknown;
@@ -241,7 +269,8 @@ function parseEntry(
       );
       return undefined;
     }
-    return checkAddress(p, path, prefix.network.text)
+    return checkAddress(p, path, prefix.network.text) &&
+      checkNoSpecialInside(p, path, prefix.text, prefixRange(prefix))
       ? { kind: 'cidr', cidr: prefix.text }
       : undefined;
   }
@@ -255,6 +284,8 @@ function parseEntry(
       return undefined;
     }
     if (!checkAddress(p, path, range.first.text) || !checkAddress(p, path, range.last.text))
+      return undefined;
+    if (!checkNoSpecialInside(p, path, `${range.first.text}-${range.last.text}`, range))
       return undefined;
     return { kind: 'range', first: range.first.text, last: range.last.text };
   }
@@ -300,6 +331,8 @@ export function describeEntry(entry: PoolEntry): string {
 export interface AllocateInput {
   pool?: unknown;
   address?: unknown;
+  /** Only addresses of this IP version (4 or 6) when any free address is taken. */
+  family?: unknown;
   clientToken?: unknown;
   description?: unknown;
   tags?: unknown;
@@ -308,6 +341,7 @@ export interface AllocateInput {
 export interface ValidAllocate {
   pool?: string;
   address?: Address;
+  family?: Family;
   clientToken?: string;
   description?: string;
   tags: string[];
@@ -318,6 +352,11 @@ export function validateAllocate(input: AllocateInput): ValidAllocate {
   const pool = input.pool === undefined ? undefined : checkName(p, 'pool', input.pool);
   const address =
     input.address === undefined ? undefined : checkAddress(p, 'address', input.address);
+  const family = input.family;
+  if (family !== undefined && family !== 4 && family !== 6) p.add('family', 'must be 4 or 6');
+  else if (family !== undefined && address && address.family !== family) {
+    p.add('family', `${address.text} is IPv${address.family}, not IPv${family}`);
+  }
   let clientToken: string | undefined;
   if (input.clientToken !== undefined) {
     if (typeof input.clientToken === 'string' && CLIENT_TOKEN.test(input.clientToken))
@@ -330,6 +369,7 @@ export function validateAllocate(input: AllocateInput): ValidAllocate {
   return {
     ...(pool ? { pool } : {}),
     ...(address ? { address } : {}),
+    ...(family === 4 || family === 6 ? { family } : {}),
     ...(clientToken ? { clientToken } : {}),
     ...(description !== undefined ? { description } : {}),
     tags,

@@ -269,7 +269,9 @@ export class ControlPlane {
     if (request.pool && !named)
       throw new IpferryError('IPF_E_POOL_NOT_FOUND', { pool: request.pool });
     const candidates = named ? [named] : live;
-    const scope = named ? `pool ${named.value.name}` : 'any pool';
+    const scope =
+      (named ? `pool ${named.value.name}` : 'any pool') +
+      (request.family ? ` (IPv${request.family})` : '');
     const used = new Set(fips.map((f) => f.value.address));
     if (request.address) {
       const address = request.address;
@@ -281,7 +283,7 @@ export class ControlPlane {
       return { pool, address };
     }
     for (const pool of candidates) {
-      const free = freeAddresses(pool.value, used, ALLOCATION_SPREAD);
+      const free = freeAddresses(pool.value, used, ALLOCATION_SPREAD, request.family);
       const address = free[Math.floor(Math.random() * free.length)];
       if (address) return { pool, address };
     }

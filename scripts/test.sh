@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every check and test of ipferry and ends with one summary line:
+#   "tests: N passed, N failed, N skipped"
+# Static checks (types, lint, formatting) run first; a failing one fails the run.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh || exit 1
+
+failed_checks=()
+check() {
+  local name=$1; shift
+  printf '[check] %s\n' "$name"
+  if ! "$@"; then failed_checks+=("$name"); fi
+}
+check typecheck node_modules/.bin/tsc -p tsconfig.json --noEmit
+check lint node_modules/.bin/eslint --max-warnings 0 .
+check format node_modules/.bin/prettier --check --log-level warn .
+
+mapfile -t files < <(find test src -name '*.test.ts' | sort)
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+node --import tsx --test --test-reporter=spec "${files[@]}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+count() { grep -aE "^ℹ $1 [0-9]+" "$log" | tail -1 | awk '{print $3}'; }
+pass=$(count pass); fail=$(count fail); skip=$(count skipped); todo=$(count todo)
+pass=${pass:-0}; fail=${fail:-0}; skip=$(( ${skip:-0} + ${todo:-0} ))
+if [ "$status" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
+if [ ${#failed_checks[@]} -gt 0 ]; then
+  printf 'failed checks: %s\n' "${failed_checks[*]}"
+  fail=$(( fail + ${#failed_checks[@]} ))
+fi
+printf 'tests: %s passed, %s failed, %s skipped\n' "$pass" "$fail" "$skip"
+[ "$fail" -eq 0 ] && [ "$status" -eq 0 ]

@@ -1,0 +1,56 @@
+/**
+ * Plain-text rendering for human output: aligned tables and `key: value` blocks. No colours and
+ * no trailing spaces, so the output diffs cleanly and survives `grep`/`awk`.
+ */
+
+/** Placeholder for an empty cell, so columns stay countable for `awk`. */
+export const EMPTY = '-';
+
+export function cell(value: string | number | boolean | undefined | null): string {
+  if (value === undefined || value === null || value === '') return EMPTY;
+  if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  return String(value);
+}
+
+/** Columns separated by two spaces, headers in capitals, one line per row, newline-terminated. */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    widths
+      .map((w, i) => (cells[i] ?? '').padEnd(w))
+      .join('  ')
+      .trimEnd();
+  return [line(headers.map((h) => h.toUpperCase())), ...rows.map(line)].join('\n') + '\n';
+}
+
+export type DetailValue = string | readonly string[];
+
+/**
+ * `key: value` lines with values aligned; a list value puts its first item on the key's line and
+ * the rest under it.
+ */
+export function details(pairs: readonly (readonly [string, DetailValue])[]): string {
+  const width = Math.max(0, ...pairs.map(([k]) => k.length + 1));
+  const lines: string[] = [];
+  for (const [key, value] of pairs) {
+    const items = typeof value === 'string' ? [value] : value.length > 0 ? value : [EMPTY];
+    items.forEach((item, i) => {
+      const label = i === 0 ? `${key}:` : '';
+      lines.push(`${label.padEnd(width)}  ${item === '' ? EMPTY : item}`.trimEnd());
+    });
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function json(data: unknown): string {
+  return JSON.stringify(data, null, 2) + '\n';
+}
+
+export function portText(port: number, portEnd: number): string {
+  return port === portEnd ? String(port) : `${port}-${portEnd}`;
+}
+
+/** `addr:port`, bracketing IPv6 so the port stays readable. */
+export function hostPort(address: string, port: string): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -1,0 +1,164 @@
+/** `ipferry pool …`: create, list, show and delete address pools. */
+import { Command } from 'commander';
+import type { CreatePoolRequest, PoolView } from '../api/contract.js';
+import type { PoolEntry } from '../core/model.js';
+import type { ApiClient, DeletePoolResponse } from './client.js';
+import type { CliContext } from './context.js';
+import { cell, details, table } from './format.js';
+import { collect } from './options.js';
+
+export interface PoolCreateFlags {
+  gateway: string;
+  /** `--cidr`, `--range` and `--address` values in the order they were given. */
+  entries: readonly string[];
+  shared: readonly string[];
+  onlink?: string;
+  description?: string;
+  tags: readonly string[];
+}
+
+export function createPoolRequest(name: string, flags: PoolCreateFlags): CreatePoolRequest {
+  return {
+    name,
+    gateway: flags.gateway,
+    ...(flags.onlink !== undefined ? { delivery: 'onlink' as const, uplink: flags.onlink } : {}),
+    entries: [...flags.entries],
+    ...(flags.shared.length > 0 ? { shared: [...flags.shared] } : {}),
+    ...(flags.description !== undefined ? { description: flags.description } : {}),
+    ...(flags.tags.length > 0 ? { tags: [...flags.tags] } : {}),
+  };
+}
+
+// Handlers -------------------------------------------------------------------------------------
+
+export const createPool = (
+  api: ApiClient,
+  name: string,
+  flags: PoolCreateFlags,
+): Promise<PoolView> => api.createPool(createPoolRequest(name, flags));
+export const listPools = (api: ApiClient): Promise<PoolView[]> => api.listPools();
+export const showPool = (api: ApiClient, name: string): Promise<PoolView> => api.getPool(name);
+export const deletePool = (api: ApiClient, name: string): Promise<DeletePoolResponse> =>
+  api.deletePool(name);
+
+// Printers -------------------------------------------------------------------------------------
+
+export function entryText(entry: PoolEntry): string {
+  switch (entry.kind) {
+    case 'cidr':
+      return entry.cidr;
+    case 'range':
+      return `${entry.first}-${entry.last}`;
+    case 'address':
+      return `${entry.address}${entry.mac ? `=${entry.mac}` : ''}${entry.shared ? ' (shared)' : ''}`;
+  }
+}
+
+export function printPoolTable(pools: readonly PoolView[]): string {
+  return table(
+    ['name', 'gateway', 'delivery', 'size', 'allocated', 'entries', 'description'],
+    pools.map((p) => [
+      p.name,
+      p.gateway,
+      p.delivery === 'onlink' && p.uplink ? `onlink:${p.uplink}` : p.delivery,
+      p.size,
+      String(p.allocated),
+      cell(p.entries.map(entryText).join(',')),
+      cell(p.description),
+    ]),
+  );
+}
+
+export function printPool(p: PoolView): string {
+  return details([
+    ['name', p.name],
+    ['gateway', p.gateway],
+    ['delivery', p.delivery],
+    ...(p.uplink ? [['uplink', p.uplink] as const] : []),
+    ['size', p.size],
+    ['allocated', String(p.allocated)],
+    ['entries', p.entries.map(entryText)],
+    ['description', cell(p.description)],
+    ['tags', cell(p.tags.join(', '))],
+    ['created', p.createdAt],
+    ['revision', String(p.revision)],
+  ]);
+}
+
+export const printPoolDeleted = (r: DeletePoolResponse): string => `deleted pool ${r.name}\n`;
+
+// Commands -------------------------------------------------------------------------------------
+
+export function poolCommand(ctx: CliContext): Command {
+  const pool = new Command('pool').description('Manage pools of public addresses');
+
+  // One list across the three flags keeps the order the operator wrote them in.
+  const entries: string[] = [];
+  const entry = (value: string, previous: string[] = []): string[] => {
+    entries.push(value);
+    return [...previous, value];
+  };
+  pool
+    .command('create')
+    .description('Create a pool homed on a gateway node')
+    .argument('<name>', 'pool name')
+    .requiredOption('--gateway <node>', 'node the addresses are delivered to')
+    .option('--cidr <cidr>', 'a prefix of addresses (repeatable)', entry)
+    .option('--range <first-last>', 'an inclusive range of addresses (repeatable)', entry)
+    .option('--address <ip[=mac]>', 'one address, optionally pinned to a MAC (repeatable)', entry)
+    .option(
+      '--shared <ip>',
+      "the gateway's own address, for port forwards only (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      '--onlink <iface>',
+      'addresses sit on the uplink segment of IFACE (answer ARP/NDP there)',
+    )
+    .option('--description <text>', 'free text')
+    .option('--tag <tag>', 'a tag (repeatable)', collect, [])
+    .action(
+      (
+        name: string,
+        o: {
+          gateway: string;
+          shared: string[];
+          onlink?: string;
+          description?: string;
+          tag: string[];
+        },
+      ) =>
+        ctx.run(
+          (api) =>
+            createPool(api, name, {
+              gateway: o.gateway,
+              entries,
+              shared: o.shared,
+              tags: o.tag,
+              ...(o.onlink !== undefined ? { onlink: o.onlink } : {}),
+              ...(o.description !== undefined ? { description: o.description } : {}),
+            }),
+          printPool,
+        ),
+    );
+
+  pool
+    .command('list')
+    .description('List pools')
+    .action(() => ctx.run(listPools, printPoolTable));
+
+  pool
+    .command('show')
+    .description('Show one pool')
+    .argument('<name>', 'pool name')
+    .action((name: string) => ctx.run((api) => showPool(api, name), printPool));
+
+  pool
+    .command('delete')
+    .description('Delete a pool that has no allocated floating IPs')
+    .argument('<name>', 'pool name')
+    .action((name: string) => ctx.run((api) => deletePool(api, name), printPoolDeleted));
+
+  return pool;
+}

@@ -1,0 +1,76 @@
+/** `ipferry status` and `ipferry version`. */
+import { Command } from 'commander';
+import type { StatusResponse, VersionResponse } from '../api/contract.js';
+import { IpferryError, type ErrorBody } from '../core/errors.js';
+import type { ApiClient } from './client.js';
+import type { CliContext } from './context.js';
+import { details } from './format.js';
+
+export const getStatus = (api: ApiClient): Promise<StatusResponse> => api.status();
+
+export function printStatus(s: StatusResponse): string {
+  const dp = s.dataplane;
+  const dataplane = [
+    dp.kind,
+    ...(dp.lastApply ? [`last apply ${dp.lastApply}`] : []),
+    ...(dp.realisedRevision !== undefined ? [`realised revision ${dp.realisedRevision}`] : []),
+  ].join(', ');
+  return details([
+    ['node', s.node],
+    ['version', s.version],
+    ['store', `${s.store.kind} (revision ${s.store.revision})`],
+    ['dataplane', dp.lastError ? [dataplane, `last error: ${dp.lastError}`] : dataplane],
+    [
+      'fips',
+      Object.entries(s.fips)
+        .map(([state, n]) => `${state} ${n}`)
+        .join(', '),
+    ],
+    ['nodes', `${s.nodes.alive} alive of ${s.nodes.total}`],
+  ]);
+}
+
+export interface VersionInfo {
+  readonly cli: string;
+  /** The agent's answer; absent when it could not be asked (see `agentError`). */
+  readonly agent?: VersionResponse;
+  readonly agentError?: ErrorBody['error'];
+}
+
+/** The CLI's version always; the agent's when it answers. Never fails on the agent's account. */
+export async function getVersion(
+  cli: string,
+  connect: () => Promise<ApiClient>,
+): Promise<VersionInfo> {
+  try {
+    const api = await connect();
+    return { cli, agent: await api.version() };
+  } catch (e) {
+    if (e instanceof IpferryError) return { cli, agentError: e.toJSON().error };
+    throw e;
+  }
+}
+
+export function printVersion(v: VersionInfo): string {
+  const agent = v.agent
+    ? `${v.agent.version} (node ${v.agent.node})`
+    : `unknown (${v.agentError?.code ?? 'no answer'}: ${v.agentError?.message ?? ''})`;
+  return details([
+    ['cli', v.cli],
+    ['agent', agent],
+  ]);
+}
+
+export function statusCommand(ctx: CliContext): Command {
+  return new Command('status')
+    .description("Show the agent's node, store, dataplane and counts")
+    .action(() => ctx.run(getStatus, printStatus));
+}
+
+export function versionCommand(ctx: CliContext): Command {
+  return new Command('version')
+    .description('Show the versions of this CLI and of the agent')
+    .action(async () => {
+      ctx.print(await getVersion(ctx.version, () => ctx.api()), printVersion);
+    });
+}

@@ -1,0 +1,363 @@
+/**
+ * The real binary against a real agent process on the SQLite store: what a user types, with
+ * exit codes, restarts (kill -9), TLS with a CA file, and broken configuration. Every agent this
+ * file starts is killed by its pid in `after`, also when a test fails.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { ensureBuilt, BIN } from './build.js';
+import { tempDir, waitFor } from './helpers.js';
+
+const exec = promisify(execFile);
+
+interface Result {
+  code: number;
+  out: string;
+  err: string;
+}
+
+let tmp: { dir: string; remove: () => Promise<void> };
+const agents = new Set<ChildProcess>();
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function ipferry(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  try {
+    const { stdout, stderr } = await exec(BIN, args, {
+      env: { PATH: process.env.PATH ?? '', HOME: tmp.dir, ...env },
+      timeout: 30_000,
+    });
+    return { code: 0, out: stdout, err: stderr };
+  } catch (e) {
+    const x = e as { code?: number; stdout?: string; stderr?: string };
+    return {
+      code: typeof x.code === 'number' ? x.code : -1,
+      out: x.stdout ?? '',
+      err: x.stderr ?? '',
+    };
+  }
+}
+
+interface Agent {
+  proc: ChildProcess;
+  server: string;
+  log: () => string;
+}
+
+/** Starts `ipferry agent` and waits until /healthz answers (or the process dies). */
+async function startAgent(args: string[], scheme = 'http'): Promise<Agent> {
+  const port = await freePort();
+  const proc = spawn(
+    BIN,
+    ['agent', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  agents.add(proc);
+  let output = '';
+  proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const server = `${scheme}://127.0.0.1:${port}`;
+  await waitFor(
+    'agent to answer /healthz',
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${output}`);
+      const probe = await ipferry([
+        'version',
+        '--json',
+        '--server',
+        server,
+        '--ca-file',
+        join(tmp.dir, 'ca.pem'),
+      ]);
+      // Any answer but "unreachable" (401 without a token included) means it is serving.
+      const answer = JSON.parse(probe.out) as { agentError?: { code: string } };
+      return answer.agentError?.code !== 'IPF_E_UNREACHABLE';
+    },
+    15_000,
+  );
+  return { proc, server, log: () => output };
+}
+
+async function kill(agent: Agent, signal: NodeJS.Signals): Promise<void> {
+  const exited = new Promise((resolve) => agent.proc.once('exit', resolve));
+  agent.proc.kill(signal);
+  await exited;
+  agents.delete(agent.proc);
+}
+
+before(async () => {
+  await ensureBuilt();
+  tmp = await tempDir('cli-e2e');
+  // A throwaway CA-less self-signed certificate for 127.0.0.1, used as its own CA.
+  await exec('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=ipferry-test',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+    '-keyout',
+    join(tmp.dir, 'key.pem'),
+    '-out',
+    join(tmp.dir, 'ca.pem'),
+  ]);
+});
+
+after(async () => {
+  for (const proc of agents) {
+    proc.kill('SIGKILL');
+  }
+  await tmp.remove();
+});
+
+describe('ipferry CLI against a real agent (SQLite store)', () => {
+  let agent: Agent;
+  let env: Record<string, string>;
+  const store = () => `sqlite:${join(tmp.dir, 'state.db')}`;
+  const agentArgs = () => [
+    '--node',
+    'gw1',
+    '--store',
+    store(),
+    '--token-file',
+    join(tmp.dir, 'token'),
+    '--resync-seconds',
+    '1',
+  ];
+
+  before(async () => {
+    agent = await startAgent(agentArgs());
+    env = { IPFERRY_SERVER: agent.server, IPFERRY_TOKEN_FILE: join(tmp.dir, 'token') };
+  });
+
+  it('creates its token file 0600 and refuses requests without it', async () => {
+    assert.equal((await stat(join(tmp.dir, 'token'))).mode & 0o777, 0o600);
+    const r = await ipferry(['fip', 'list'], { IPFERRY_SERVER: agent.server });
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_UNAUTHORIZED/);
+    assert.match(r.err, /hint: /);
+    const token = (await readFile(join(tmp.dir, 'token'), 'utf8')).trim();
+    assert.ok(!agent.log().includes(token), 'the token never appears in the agent log');
+  });
+
+  it('walks a FIP through pool → allocate → associate → list → release', async () => {
+    let r = await ipferry(
+      [
+        'pool',
+        'create',
+        'public',
+        '--gateway',
+        'gw1',
+        '--cidr',
+        '203.0.113.0/28',
+        '--shared',
+        '192.0.2.2',
+      ],
+      env,
+    );
+    assert.equal(r.code, 0, r.err);
+    r = await ipferry(
+      ['fip', 'allocate', '--pool', 'public', '--address', '203.0.113.10', '--json'],
+      env,
+    );
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).address, '203.0.113.10');
+    r = await ipferry(['fip', 'associate', '203.0.113.10', '--target', '10.0.0.11'], env);
+    assert.equal(r.code, 0, r.err);
+    await waitFor('ACTIVE in fip list', async () => {
+      const list = await ipferry(['fip', 'list', '--json'], env);
+      return JSON.parse(list.out)[0]?.status.state === 'ACTIVE';
+    });
+    r = await ipferry(['fip', 'list'], env);
+    assert.match(r.out, /^ADDRESS\s+POOL\s+MODE\s+TARGET/m);
+    assert.match(r.out, /^203\.0\.113\.10\s+public\s+nat\s+10\.0\.0\.11\s.*ACTIVE/m);
+    r = await ipferry(['fip', 'release', '203.0.113.10'], env);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_FIP_STILL_ASSOCIATED/);
+    r = await ipferry(['fip', 'release', '203.0.113.10', '--force'], env);
+    assert.equal(r.code, 0, r.err);
+  });
+
+  it('refuses bad input with a code, exit 1, and changes nothing', async () => {
+    const before = await ipferry(['fip', 'list', '--json'], env);
+    for (const args of [
+      ['fip', 'allocate', '--address', '010.1.1.1'],
+      ['fip', 'allocate', '--address', '192.0.2.200'],
+      ['fip', 'associate', '203.0.113.11', '--target', '10.0.0.1'],
+      ['pool', 'create', 'again', '--gateway', 'gw1', '--cidr', '203.0.113.8/29'],
+      ['pool', 'create', 'nogw', '--gateway', 'mars', '--cidr', '198.51.100.0/29'],
+      ['forward', 'add', '192.0.2.2', '--proto', 'tcp', '--port', '80-70', '--target', '10.0.0.5'],
+    ]) {
+      const r = await ipferry(args, env);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, /^error IPF_E_[A-Z_]+: /m, args.join(' '));
+    }
+    const usage = await ipferry(
+      ['forward', 'add', '192.0.2.2', '--proto', 'sctp', '--port', '80', '--target', '10.0.0.5'],
+      env,
+    );
+    assert.equal(usage.code, 2);
+    assert.equal((await ipferry(['fip', 'list', '--json'], env)).out, before.out);
+  });
+
+  it('speaks IP Floater’s verbs', async () => {
+    let r = await ipferry(['getip', '10.0.0.30'], env);
+    assert.equal(r.code, 0, r.err);
+    const fip = r.out.trim();
+    assert.match(fip, /^203\.0\.113\.\d+$/);
+    r = await ipferry(['redirect', '203.0.113.14', '10.0.0.31'], env);
+    assert.equal(r.code, 0, r.err);
+    r = await ipferry(['ippool'], env);
+    assert.match(r.out, /public/);
+    r = await ipferry(['releaseip', fip], env);
+    assert.equal(r.code, 0, r.err);
+  });
+
+  it('keeps every FIP through kill -9 and a restart', async () => {
+    await ipferry(['fip', 'allocate', '--address', '203.0.113.5'], env);
+    await ipferry(['fip', 'associate', '203.0.113.5', '--target', '10.0.0.55'], env);
+    await ipferry(['fip', 'allocate', '--address', '192.0.2.2'], env).then((r) =>
+      assert.equal(r.code, 0, r.err),
+    );
+    await ipferry(
+      [
+        'forward',
+        'add',
+        '192.0.2.2',
+        '--proto',
+        'udp',
+        '--port',
+        '5000-5010',
+        '--target-port',
+        '6000',
+        '--target',
+        '10.0.0.56',
+      ],
+      env,
+    ).then((r) => assert.equal(r.code, 0, r.err));
+    const fipsOf = async (): Promise<unknown> =>
+      (
+        JSON.parse((await ipferry(['fip', 'list', '--json'], env)).out) as {
+          address: string;
+          association?: unknown;
+          forwards: unknown;
+          revision: number;
+        }[]
+      ).map((f) => [f.address, f.association, f.forwards, f.revision]);
+    const before = await fipsOf();
+    await kill(agent, 'SIGKILL');
+    const down = await ipferry(['fip', 'list'], env);
+    assert.equal(down.code, 3, 'an unreachable agent is exit 3');
+    assert.match(down.err, /IPF_E_UNREACHABLE/);
+    agent = await startAgent(agentArgs());
+    env.IPFERRY_SERVER = agent.server;
+    assert.deepEqual(await fipsOf(), before);
+    const node = JSON.parse((await ipferry(['node', 'show', 'gw1', '--json'], env)).out) as {
+      alive: boolean;
+    };
+    assert.equal(node.alive, true);
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    const exit = new Promise<number | null>((resolve) =>
+      agent.proc.once('exit', (code) => resolve(code)),
+    );
+    agent.proc.kill('SIGTERM');
+    assert.equal(await exit, 0);
+    agents.delete(agent.proc);
+  });
+});
+
+describe('TLS', () => {
+  it('serves HTTPS with --tls-cert/--tls-key; the CLI verifies it with --ca-file', async () => {
+    const agent = await startAgent(
+      [
+        '--node',
+        'tls1',
+        '--store',
+        'sqlite::memory:',
+        '--token-file',
+        join(tmp.dir, 'tls-token'),
+        '--tls-cert',
+        join(tmp.dir, 'ca.pem'),
+        '--tls-key',
+        join(tmp.dir, 'key.pem'),
+      ],
+      'https',
+    );
+    const env = { IPFERRY_SERVER: agent.server, IPFERRY_TOKEN_FILE: join(tmp.dir, 'tls-token') };
+    const ok = await ipferry(['node', 'list', '--ca-file', join(tmp.dir, 'ca.pem')], env);
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /tls1/);
+    const untrusted = await ipferry(['node', 'list'], env);
+    assert.equal(untrusted.code, 3);
+    assert.match(untrusted.err, /IPF_E_UNREACHABLE/);
+    assert.match(untrusted.err, /ca-file/);
+    await kill(agent, 'SIGTERM');
+  });
+});
+
+describe('agent start-up refusals', () => {
+  it('refuses a broken config file, an unknown key, a missing node and a readable token file', async () => {
+    const bad = join(tmp.dir, 'bad.yaml');
+    await writeFile(bad, 'node: [unclosed\n');
+    let r = await ipferry(['agent', '--config', bad]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_CONFIG.*not valid YAML/);
+    await writeFile(bad, 'node: gw9\nlisten: 127.0.0.1:0\nstroe: "sqlite::memory:"\n');
+    r = await ipferry(['agent', '--config', bad]);
+    assert.match(r.err, /IPF_E_CONFIG.*unknown option\(s\) stroe/);
+    r = await ipferry(['agent', '--store', 'sqlite::memory:', '--listen', '127.0.0.1:0']);
+    assert.match(r.err, /IPF_E_CONFIG.*node: is required/);
+    r = await ipferry([
+      'agent',
+      '--node',
+      'x',
+      '--store',
+      'mysql://db',
+      '--listen',
+      '127.0.0.1:0',
+      '--token-file',
+      join(tmp.dir, 'token'),
+    ]);
+    assert.match(r.err, /IPF_E_CONFIG.*unknown store scheme/);
+    const loose = join(tmp.dir, 'loose-token');
+    await writeFile(loose, 'a-token-that-is-long-enough\n');
+    await chmod(loose, 0o644);
+    r = await ipferry([
+      'agent',
+      '--node',
+      'x',
+      '--store',
+      'sqlite::memory:',
+      '--listen',
+      '127.0.0.1:0',
+      '--token-file',
+      loose,
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_SECRET_FILE.*readable by others/);
+    assert.ok(!r.err.includes('a-token-that-is-long-enough'));
+  });
+});
