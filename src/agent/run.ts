@@ -12,7 +12,8 @@ import { stringifyStored } from '../core/json.js';
 import type { NodeLiveness } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
-import type { Dataplane } from '../dataplane/dataplane.js';
+import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
+import { readNeighbours } from '../dataplane/iproute/neighbours.js';
 import { FakeDataplane } from '../dataplane/fake.js';
 import { ControlPlane } from '../service/control.js';
 import { openStore } from '../store/open.js';
@@ -33,9 +34,18 @@ export interface RunningAgent {
 
 const LEASE_TTL_SECONDS = 15;
 
+export interface AgentOptions {
+  readonly dataplane?: Dataplane;
+  /**
+   * Where `arp MAC` looks after the pools' MAC pins. Default: this host's neighbour table
+   * (`ip -j neigh`, read-only), also while the dataplane is the fake.
+   */
+  readonly neighbours?: () => Promise<Neighbour[]>;
+}
+
 export async function startAgent(
   config: AgentConfig,
-  options: { dataplane?: Dataplane } = {},
+  options: AgentOptions = {},
 ): Promise<RunningAgent> {
   const tls = config.tls ? await readTls(config.tls) : undefined;
   const tokenFile = await ensureTokenFile(config.tokenFile);
@@ -69,7 +79,7 @@ export async function startAgent(
             ? { realisedRevision: reconciler.realisedRevision }
             : {}),
         }),
-        neighbours: () => dataplane.neighbours(),
+        neighbours: options.neighbours ?? (() => readNeighbours()),
       },
     });
     const reconciler = new Reconciler({

@@ -4,10 +4,11 @@
  * token. A token is read-write (`rw`, the default) or read-only (`ro`).
  *
  * Token file format (mode 0600): one token per line, optionally followed by its access,
- * `# comments` and blank lines ignored:
+ * `# comments` and blank lines ignored. A line may hold `sha256:HEX` (the token's SHA-256 in
+ * hex) instead of the token, so the agent's file need not contain any usable secret:
  *
  *     s3cr3t-admin-token
- *     another-token ro
+ *     sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 ro
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { IpferryError } from '../core/errors.js';
@@ -28,14 +29,15 @@ export class TokenSet {
       const line = raw.replace(/#.*$/, '').trim();
       if (!line) return;
       const [token, access = 'rw', ...rest] = line.split(/\s+/);
-      if (!token || token.length < 16 || (access !== 'rw' && access !== 'ro') || rest.length > 0) {
+      const stored = token ? storedDigest(token) : undefined;
+      if (!stored || (access !== 'rw' && access !== 'ro') || rest.length > 0) {
         // The line number, never the line: it holds a secret.
         throw new IpferryError('IPF_E_SECRET_FILE', {
           path: source,
-          problem: `has an invalid entry on line ${i + 1} (expected "TOKEN [rw|ro]", tokens at least 16 characters)`,
+          problem: `has an invalid entry on line ${i + 1} (expected "TOKEN [rw|ro]" with a token of at least 16 characters, or "sha256:HEX [rw|ro]")`,
         });
       }
-      entries.push({ digest: digest(token), access });
+      entries.push({ digest: stored, access });
     });
     if (entries.length === 0) {
       throw new IpferryError('IPF_E_SECRET_FILE', { path: source, problem: 'holds no token' });
@@ -58,6 +60,12 @@ export class TokenSet {
 export function bearerToken(header: string | undefined): string | undefined {
   const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return m?.[1];
+}
+
+function storedDigest(entry: string): Buffer | undefined {
+  const hashed = /^sha256:([0-9a-f]{64})$/i.exec(entry);
+  if (hashed?.[1]) return Buffer.from(hashed[1], 'hex');
+  return entry.length >= 16 ? digest(entry) : undefined;
 }
 
 function digest(token: string): Buffer {

@@ -7,6 +7,7 @@
  */
 import type { IntentDiff, IntentElement } from '../core/intent.js';
 
+/** One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
 export interface Neighbour {
   readonly address: string;
   readonly mac: string;
@@ -20,7 +21,5 @@ export interface Dataplane {
   observe(): Promise<IntentElement[]>;
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */
   apply(diff: IntentDiff): Promise<void>;
-  /** The host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
-  neighbours(): Promise<Neighbour[]>;
   close(): Promise<void>;
 }

@@ -7,13 +7,12 @@
  */
 import { IpferryError } from '../core/errors.js';
 import { compareElements, elementId, type IntentDiff, type IntentElement } from '../core/intent.js';
-import type { Dataplane, Neighbour } from './dataplane.js';
+import type { Dataplane } from './dataplane.js';
 
 export class FakeDataplane implements Dataplane {
   readonly kind = 'fake';
   private elements = new Map<string, IntentElement>();
   private refusals: { match: (e: IntentElement) => boolean; reason: string }[] = [];
-  private neighbourTable: Neighbour[] = [];
   /** Number of successful apply() calls and elements they touched (for tests and benchmarks). */
   applies = 0;
   lastApplySize = 0;
@@ -41,11 +40,6 @@ export class FakeDataplane implements Dataplane {
     this.lastApplySize = diff.add.length + diff.replace.length + diff.remove.length;
   }
 
-  async neighbours(): Promise<Neighbour[]> {
-    await Promise.resolve();
-    return [...this.neighbourTable];
-  }
-
   async close(): Promise<void> {
     await Promise.resolve();
   }
@@ -57,10 +51,6 @@ export class FakeDataplane implements Dataplane {
 
   clearRefusals(): void {
     this.refusals = [];
-  }
-
-  setNeighbours(neighbours: Neighbour[]): void {
-    this.neighbourTable = [...neighbours];
   }
 
   /** Deletes one element behind the agent's back, as an operator with `nft delete element` would. */
