@@ -146,14 +146,14 @@ describe('agent reconcile loop (fake dataplane)', () => {
   it('refuses a stale status report (fencing on the FIP revision)', async () => {
     const c = agent!.control;
     const view = await c.getFip('203.0.113.10');
-    const ok = await c.reportStatus({
-      address: view.address,
-      state: 'ACTIVE',
-      node: 'gw1',
-      revision: view.revision - 1,
-      updatedAt: new Date().toISOString(),
-    });
-    assert.equal(ok, false);
+    const other = await c.getFip('203.0.113.11');
+    const stamp = { state: 'ACTIVE' as const, node: 'gw1', updatedAt: new Date().toISOString() };
+    const landed = await c.reportStatuses([
+      { ...stamp, address: view.address, revision: view.revision - 1 },
+      { ...stamp, address: other.address, revision: other.revision },
+    ]);
+    assert.equal(landed, 1, 'the stale report is dropped, the current one in its batch lands');
+    assert.equal((await c.getFip(view.address)).status.revision, view.status.revision);
   });
 
   it('restarts without flushing or re-applying anything, and state survives', async () => {

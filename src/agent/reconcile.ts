@@ -210,6 +210,7 @@ export class Reconciler {
     errors: ReadonlyMap<string, string>,
   ): Promise<void> {
     const byAddress = new Map(snapshot.fips.map((f) => [f.fip.address, f.fip]));
+    const changed: FipStatus[] = [];
     for (const { address, revision } of intent.fips) {
       const error = errors.get(address);
       const state = error ? 'ERROR' : byAddress.get(address)?.association ? 'ACTIVE' : 'DOWN';
@@ -222,15 +223,15 @@ export class Reconciler {
         current.node === this.o.node
       )
         continue;
-      const status: FipStatus = {
+      changed.push({
         address,
         state,
         node: this.o.node,
         revision,
         ...(error ? { message: error } : {}),
         updatedAt: new Date().toISOString(),
-      };
-      await this.o.control.reportStatus(status);
+      });
     }
+    await this.o.control.reportStatuses(changed);
   }
 }

@@ -83,6 +83,9 @@ interface PoolRecord extends Pool {
   readonly deleting?: boolean;
 }
 
+/** Status writes per transaction; etcd allows at most 128 operations in one. */
+const STATUS_BATCH = 100;
+
 /** Candidates to pick from at random, so concurrent allocators rarely collide. */
 const ALLOCATION_SPREAD = 64;
 
@@ -487,13 +490,36 @@ export class ControlPlane {
   }
 
   /**
-   * Records what an agent realised. Fenced on the FIP's revision: a status for a record that
+   * Records what an agent realised. Fenced on each FIP's revision: a status for a record that
    * has changed since is dropped, so a slow agent never reports a stale decision as current.
+   * Written in batches (one transaction, one fsync, for up to STATUS_BATCH FIPs); a batch that
+   * fails its fence is retried FIP by FIP so the others still land. Returns how many landed.
    */
-  async reportStatus(status: FipStatus): Promise<boolean> {
+  async reportStatuses(statuses: readonly FipStatus[]): Promise<number> {
+    let landed = 0;
+    for (let i = 0; i < statuses.length; i += STATUS_BATCH) {
+      const batch = statuses.slice(i, i + STATUS_BATCH);
+      if (await this.writeStatuses(batch)) landed += batch.length;
+      else if (batch.length > 1) {
+        for (const one of batch) if (await this.writeStatuses([one])) landed++;
+      }
+    }
+    return landed;
+  }
+
+  private async writeStatuses(statuses: readonly FipStatus[]): Promise<boolean> {
     const r = await this.store.txn({
-      compare: [{ key: keys.fip(status.address), target: 'mod', op: '=', value: status.revision }],
-      success: [{ type: 'put', key: keys.status(status.address), value: stringifyStored(status) }],
+      compare: statuses.map((s) => ({
+        key: keys.fip(s.address),
+        target: 'mod' as const,
+        op: '=' as const,
+        value: s.revision,
+      })),
+      success: statuses.map((s) => ({
+        type: 'put' as const,
+        key: keys.status(s.address),
+        value: stringifyStored(s),
+      })),
     });
     return r.succeeded;
   }
