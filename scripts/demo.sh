@@ -36,7 +36,7 @@ printf 'ipferry demo: a gateway agent on the embedded SQLite store, driven by th
 printf 'Addresses are documentation ranges; the dataplane is the strict in-memory fake.\n'
 
 step "start an agent for node gw1 on sqlite:$work/ipferry.db (log: $work/agent.log)"
-./bin/ipferry agent --node gw1 --store "sqlite:$work/ipferry.db" --listen "127.0.0.1:$port" \
+./bin/ipferry agent --node gw1 --dataplane fake --store "sqlite:$work/ipferry.db" --listen "127.0.0.1:$port" \
   --token-file "$work/api-token" --resync-seconds 5 >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 1 100); do

@@ -22,6 +22,17 @@ trap 'rm -f "$log"' EXIT
 node --import tsx --test --test-reporter=spec "${files[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
+# Tests work only inside namespaces they create: the machine's own network must be untouched.
+if nft list tables 2>/dev/null | grep -q ipferry; then
+  echo "the root network namespace has an ipferry nftables table: a test touched the host" >&2
+  failed_checks+=("root-namespace")
+fi
+leftover=$(ip netns list 2>/dev/null | grep -c '^ipft-' || true)
+if [ "$leftover" -gt 0 ]; then
+  echo "$leftover lab namespace(s) left behind (ip netns list)" >&2
+  failed_checks+=("namespaces-left")
+fi
+
 count() { grep -aE "^ℹ $1 [0-9]+" "$log" | tail -1 | awk '{print $3}'; }
 pass=$(count pass); fail=$(count fail); skip=$(count skipped); todo=$(count todo)
 pass=${pass:-0}; fail=${fail:-0}; skip=$(( ${skip:-0} + ${todo:-0} ))

@@ -60,6 +60,7 @@ before(async () => {
       node: 'gw1',
       version: 'test',
       dataplane: () => ({ kind: 'fake' }),
+      plan: () => Promise.reject(new Error('no plan in this test')),
       neighbours: () =>
         Promise.resolve([{ address: '10.0.0.7', mac: 'aa:bb:cc:dd:ee:07', interface: 'lan0' }]),
     },

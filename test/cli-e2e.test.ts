@@ -63,7 +63,16 @@ async function startAgent(args: string[], scheme = 'http'): Promise<Agent> {
   const port = await freePort();
   const proc = spawn(
     BIN,
-    ['agent', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', ...args],
+    [
+      'agent',
+      '--dataplane',
+      'fake',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      'warn',
+      ...args,
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -322,16 +331,26 @@ describe('agent start-up refusals', () => {
   it('refuses a broken config file, an unknown key, a missing node and a readable token file', async () => {
     const bad = join(tmp.dir, 'bad.yaml');
     await writeFile(bad, 'node: [unclosed\n');
-    let r = await ipferry(['agent', '--config', bad]);
+    let r = await ipferry(['agent', '--dataplane', 'fake', '--config', bad]);
     assert.equal(r.code, 1);
     assert.match(r.err, /IPF_E_CONFIG.*not valid YAML/);
     await writeFile(bad, 'node: gw9\nlisten: 127.0.0.1:0\nstroe: "sqlite::memory:"\n');
-    r = await ipferry(['agent', '--config', bad]);
+    r = await ipferry(['agent', '--dataplane', 'fake', '--config', bad]);
     assert.match(r.err, /IPF_E_CONFIG.*unknown option\(s\) stroe/);
-    r = await ipferry(['agent', '--store', 'sqlite::memory:', '--listen', '127.0.0.1:0']);
+    r = await ipferry([
+      'agent',
+      '--dataplane',
+      'fake',
+      '--store',
+      'sqlite::memory:',
+      '--listen',
+      '127.0.0.1:0',
+    ]);
     assert.match(r.err, /IPF_E_CONFIG.*node: is required/);
     r = await ipferry([
       'agent',
+      '--dataplane',
+      'fake',
       '--node',
       'x',
       '--store',
@@ -347,6 +366,8 @@ describe('agent start-up refusals', () => {
     await chmod(loose, 0o644);
     r = await ipferry([
       'agent',
+      '--dataplane',
+      'fake',
       '--node',
       'x',
       '--store',

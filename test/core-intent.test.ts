@@ -8,13 +8,23 @@ import {
   diffFor,
   diffIntent,
   diffOwners,
+  type ElementKind,
   elementId,
+  HOST_OWNER,
+  type HostFacts,
   type HostIntent,
+  type IntentDiff,
   type IntentElement,
   isEmptyDiff,
+  NO_FACTS,
 } from '../src/core/intent.js';
 import { addForward, associate, move, newFloatingIp } from '../src/core/lifecycle.js';
 import type { FloatingIp, Pool } from '../src/core/model.js';
+import {
+  NFT_SKELETON_VERSION,
+  SYSCTL_IPV4_FORWARD,
+  SYSCTL_IPV6_FORWARD,
+} from '../src/core/names.js';
 import {
   type AssociateInput,
   type ForwardInput,
@@ -40,9 +50,9 @@ const ONLINK = mkPool('lan', 'gw1', {
   delivery: 'onlink',
   uplink: 'eth0',
   entries: [
-    { kind: 'cidr', cidr: '198.51.100.0/24' },
+    { kind: 'cidr', cidr: '198.51.100.0/28' },
     { kind: 'cidr', cidr: '2001:db8::/64' },
-    { kind: 'address', address: '198.51.100.0', shared: true },
+    { kind: 'address', address: '198.51.100.100', shared: true },
   ],
 });
 const ELSEWHERE = mkPool('far', 'gw2', { entries: [{ kind: 'cidr', cidr: '100.64.0.0/28' }] });
@@ -62,6 +72,17 @@ function forwarded(pool: Pool, address: string, ...inputs: ForwardInput[]): Floa
   );
 }
 
+/** One FIP alone in its pool's state, for focused tests. */
+function only(pool: Pool, fip: FloatingIp): CompileState {
+  return { pools: [pool], fips: [{ fip, revision: 1 }] };
+}
+
+/** What gw1 itself has: two interfaces, the shared addresses, and one address inside a pool. */
+const FACTS: HostFacts = {
+  interfaces: ['wg0', 'eth0'],
+  addresses: ['192.0.2.1', '198.51.100.100', '198.51.100.3', 'fe80::1', '10.0.0.1'],
+};
+
 /** A small fleet: two pools on gw1 (one routed, one on-link), one on gw2. */
 function state(): CompileState {
   const fips: FloatingIp[] = [
@@ -71,15 +92,17 @@ function state(): CompileState {
     associated(ROUTED, '203.0.113.10', { target: '10.0.0.10' }),
     forwarded(
       ROUTED,
-      '192.0.2.1',
+      '192.0.2.1', // shared
       { protocol: 'tcp', port: 80, targetPort: 8080, target: '10.0.0.8' },
-      { protocol: 'tcp', port: '8000-8010', targetPort: 9000, target: '10.0.0.8' },
+      { protocol: 'tcp', port: '8000-8002', targetPort: 9000, target: '10.0.0.8' },
       { protocol: 'udp', port: 53, target: '10.0.0.9', node: 'n2' },
+      { protocol: 'tcp', port: '6000-6001', target: '10.0.0.8' },
     ),
     associated(ONLINK, '198.51.100.10', { target: '10.0.1.10' }),
     allocated(ONLINK, '198.51.100.9'), // allocated, not associated
     forwarded(ONLINK, '2001:db8::10', { protocol: 'tcp', port: 443, target: '2001:db8:1::5' }),
-    forwarded(ONLINK, '198.51.100.0', { protocol: 'tcp', port: 25, target: '10.0.1.25' }), // shared
+    forwarded(ONLINK, '198.51.100.100', { protocol: 'tcp', port: 25, target: '10.0.1.25' }), // shared
+    associated(ONLINK, '198.51.100.3', { target: '10.0.1.3' }), // the gateway's own: refused
     associated(ELSEWHERE, '100.64.0.5', { target: '10.9.0.5' }),
     { ...associated(ROUTED, '203.0.113.8', { target: '10.0.0.80' }), pool: 'deleted-pool' },
   ];
@@ -89,44 +112,90 @@ function state(): CompileState {
   };
 }
 
+/** Element builders: `by(owner)(kind, key, value)`. */
+const by =
+  (owner: string) =>
+  (kind: ElementKind, key: string, value = ''): IntentElement => ({ kind, key, value, owner });
+const host = by(HOST_OWNER);
+const edge = by('pool:edge');
+const lan = by('pool:lan');
+/** An element owned by the FIP that is its key (counter, claim, dnat, route). */
+const own = (kind: ElementKind, key: string, value = ''): IntentElement =>
+  by(key)(kind, key, value);
+
+const REFUSED_REASON = (address: string): string =>
+  `${address} is an address of the gateway itself: only port forwards may use it`;
+
 const GOLDEN_GW1: HostIntent = {
   node: 'gw1',
   elements: [
-    { kind: 'claim', key: '198.51.100.10', value: 'eth0', owner: '198.51.100.10' },
-    { kind: 'claim', key: '2001:db8::10', value: 'eth0', owner: '2001:db8::10' },
-    { kind: 'nat', key: '198.51.100.10', value: '10.0.1.10', owner: '198.51.100.10' },
-    { kind: 'nat', key: '203.0.113.10', value: '10.0.0.10', owner: '203.0.113.10' },
-    { kind: 'nat', key: '203.0.113.5', value: '10.0.0.5', owner: '203.0.113.5' },
-    { kind: 'nat', key: '203.0.113.6', value: '10.0.0.6 masquerade', owner: '203.0.113.6' },
-    { kind: 'route', key: '203.0.113.7', value: 'n1', owner: '203.0.113.7' },
-    { kind: 'forward', key: '192.0.2.1/tcp/80', value: '10.0.0.8:8080', owner: '192.0.2.1' },
-    {
-      kind: 'forward',
-      key: '192.0.2.1/tcp/8000-8010',
-      value: '10.0.0.8:9000-9010',
-      owner: '192.0.2.1',
-    },
-    { kind: 'forward', key: '192.0.2.1/udp/53', value: '10.0.0.9:53', owner: '192.0.2.1' },
-    { kind: 'forward', key: '198.51.100.0/tcp/25', value: '10.0.1.25:25', owner: '198.51.100.0' },
-    {
-      kind: 'forward',
-      key: '2001:db8::10/tcp/443',
-      value: '[2001:db8:1::5]:443',
-      owner: '2001:db8::10',
-    },
+    host('table', 'inet ipferry', NFT_SKELETON_VERSION),
+    host('sysctl', 'net.ipv4.ip_forward', '1'),
+    host('sysctl', 'net.ipv6.conf.all.forwarding', '1'),
+    host('hairpin', 'eth0', 'eth0'),
+    host('hairpin', 'wg0', 'wg0'),
+    lan('drop', '198.51.100.1-198.51.100.2'),
+    lan('drop', '198.51.100.4-198.51.100.14'),
+    lan('drop', '2001:db8::-2001:db8::ffff:ffff:ffff:ffff'),
+    edge('drop', '203.0.113.0-203.0.113.15'),
+    own('claim', '198.51.100.10', 'eth0'),
+    own('claim', '2001:db8::10', 'eth0'),
+    own('counter', '192.0.2.1'),
+    own('counter', '198.51.100.10'),
+    own('counter', '198.51.100.100'),
+    own('counter', '2001:db8::10'),
+    own('counter', '203.0.113.10'),
+    own('counter', '203.0.113.5'),
+    own('counter', '203.0.113.6'),
+    own('counter', '203.0.113.7'),
+    own('dnat', '198.51.100.10', '10.0.1.10'),
+    own('dnat', '203.0.113.10', '10.0.0.10'),
+    own('dnat', '203.0.113.5', '10.0.0.5'),
+    own('dnat', '203.0.113.6', '10.0.0.6'),
+    by('203.0.113.10')('snat', '10.0.0.10', '203.0.113.10'),
+    by('203.0.113.5')('snat', '10.0.0.5', '203.0.113.5'),
+    by('203.0.113.6')('snat', '10.0.0.6', '203.0.113.6'),
+    by('198.51.100.10')('snat', '10.0.1.10', '198.51.100.10'),
+    by('203.0.113.6')('masq', '10.0.0.6'),
+    by('192.0.2.1')('fwd', '192.0.2.1 . tcp . 6000-6001', '10.0.0.8'),
+    by('192.0.2.1')('fwd', '192.0.2.1 . udp . 53', '10.0.0.9'),
+    by('198.51.100.100')('fwd', '198.51.100.100 . tcp . 25', '10.0.1.25'),
+    by('2001:db8::10')('fwd', '2001:db8::10 . tcp . 443', '2001:db8:1::5'),
+    by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 80', '10.0.0.8 . 8080'),
+    by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 8000', '10.0.0.8 . 9000'),
+    by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 8001', '10.0.0.8 . 9001'),
+    by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 8002', '10.0.0.8 . 9002'),
+    own('route', '203.0.113.7', 'n1'),
   ],
   fips: [
     { address: '192.0.2.1', revision: 104 },
-    { address: '198.51.100.0', revision: 108 },
+    { address: '198.51.100.3', revision: 109 },
     { address: '198.51.100.9', revision: 106 },
     { address: '198.51.100.10', revision: 105 },
+    { address: '198.51.100.100', revision: 108 },
     { address: '203.0.113.5', revision: 100 },
     { address: '203.0.113.6', revision: 101 },
     { address: '203.0.113.7', revision: 102 },
     { address: '203.0.113.10', revision: 103 },
     { address: '2001:db8::10', revision: 107 },
   ],
+  refused: [{ address: '198.51.100.3', reason: REFUSED_REASON('198.51.100.3') }],
 };
+
+const KINDS: readonly ElementKind[] = [
+  'table',
+  'sysctl',
+  'hairpin',
+  'drop',
+  'claim',
+  'counter',
+  'dnat',
+  'snat',
+  'masq',
+  'fwd',
+  'fwdport',
+  'route',
+];
 
 /** Deterministic Fisher–Yates with a small LCG, so a failure can be reproduced. */
 function shuffled<T>(list: readonly T[], seed: number): T[] {
@@ -140,213 +209,606 @@ function shuffled<T>(list: readonly T[], seed: number): T[] {
   return out;
 }
 
-const el = (
-  kind: IntentElement['kind'],
-  key: string,
-  value: string,
-  owner = key,
-): IntentElement => ({
-  kind,
-  key,
-  value,
-  owner,
-});
+function ofKind(intent: HostIntent, ...kinds: ElementKind[]): IntentElement[] {
+  return intent.elements.filter((e) => kinds.includes(e.kind));
+}
+
+function ownedBy(intent: HostIntent, owner: string): IntentElement[] {
+  return intent.elements.filter((e) => e.owner === owner);
+}
 
 void describe('core/intent: compile', () => {
   void it('compiles a small state to the expected intent (golden)', () => {
-    assert.deepEqual(compile(state(), 'gw1'), GOLDEN_GW1);
+    assert.deepEqual(compile(state(), 'gw1', FACTS), GOLDEN_GW1);
   });
 
   void it('is deterministic whatever the input order', () => {
     const base = state();
-    const expected = JSON.stringify(compile(base, 'gw1'));
+    const expected = JSON.stringify(compile(base, 'gw1', FACTS));
     for (let seed = 1; seed <= 25; seed++) {
       const s: CompileState = {
         pools: shuffled(base.pools, seed),
         fips: shuffled(base.fips, seed * 7 + 3),
       };
-      assert.equal(JSON.stringify(compile(s, 'gw1')), expected, `seed ${seed}`);
+      const facts: HostFacts = {
+        interfaces: shuffled(FACTS.interfaces, seed * 3 + 1),
+        addresses: shuffled(FACTS.addresses, seed * 5 + 2),
+      };
+      assert.equal(JSON.stringify(compile(s, 'gw1', facts)), expected, `seed ${seed}`);
     }
   });
 
-  void it('sorts elements by kind (claim, nat, route, forward) then key', () => {
-    const { elements } = compile(state(), 'gw1');
-    const order = ['claim', 'nat', 'route', 'forward'];
+  void it('sorts elements by kind order, then key', () => {
+    const { elements } = compile(state(), 'gw1', FACTS);
     for (let i = 1; i < elements.length; i++) {
       const a = elements[i - 1]!;
       const b = elements[i]!;
-      const ka = order.indexOf(a.kind);
-      const kb = order.indexOf(b.kind);
+      const ka = KINDS.indexOf(a.kind);
+      const kb = KINDS.indexOf(b.kind);
       assert.ok(ka < kb || (ka === kb && a.key < b.key), `${elementId(a)} before ${elementId(b)}`);
       assert.ok(compareElements(a, b) < 0);
     }
     assert.deepEqual([...elements].sort(compareElements), elements);
+    // Every kind occurs in the golden state, so the order above is checked for all of them.
+    assert.deepEqual([...new Set(elements.map((e) => e.kind))], KINDS);
   });
 
-  void it('only includes FIPs of pools whose gateway is the node', () => {
-    const gw2 = compile(state(), 'gw2');
+  void it('never holds two elements with one id', () => {
+    const { elements } = compile(state(), 'gw1', FACTS);
+    const ids = elements.map(elementId);
+    assert.equal(new Set(ids).size, ids.length);
+  });
+
+  void it('only includes pools whose gateway is the node', () => {
+    const gw2 = compile(state(), 'gw2', FACTS);
     assert.deepEqual(gw2, {
       node: 'gw2',
-      elements: [{ kind: 'nat', key: '100.64.0.5', value: '10.9.0.5', owner: '100.64.0.5' }],
-      fips: [{ address: '100.64.0.5', revision: 109 }],
+      elements: [
+        host('table', 'inet ipferry', NFT_SKELETON_VERSION),
+        host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
+        host('hairpin', 'eth0', 'eth0'),
+        host('hairpin', 'wg0', 'wg0'),
+        by('pool:far')('drop', '100.64.0.0-100.64.0.15'),
+        own('counter', '100.64.0.5'),
+        own('dnat', '100.64.0.5', '10.9.0.5'),
+        by('100.64.0.5')('snat', '10.9.0.5', '100.64.0.5'),
+      ],
+      fips: [{ address: '100.64.0.5', revision: 110 }],
+      refused: [],
     });
-    // A node that only holds targets (n1) gets nothing; nor does an unknown node.
-    assert.deepEqual(compile(state(), 'n1'), { node: 'n1', elements: [], fips: [] });
-    assert.deepEqual(compile(state(), 'nobody'), { node: 'nobody', elements: [], fips: [] });
+    // A node that only holds targets (n1) gets nothing, not even host elements; nor does an
+    // unknown node.
+    const empty = (node: string): HostIntent => ({ node, elements: [], fips: [], refused: [] });
+    assert.deepEqual(compile(state(), 'n1', FACTS), empty('n1'));
+    assert.deepEqual(compile(state(), 'nobody', FACTS), empty('nobody'));
     // A FIP whose pool is gone is not realised anywhere.
     for (const node of ['gw1', 'gw2']) {
+      const intent = compile(state(), node, FACTS);
       assert.equal(
-        compile(state(), node).fips.some((f) => f.address === '203.0.113.8'),
+        intent.fips.some((f) => f.address === '203.0.113.8'),
         false,
       );
+      assert.deepEqual(ownedBy(intent, '203.0.113.8'), []);
     }
   });
 
-  void it('claims on-link FIPs on the uplink, but not shared or unassociated ones', () => {
-    const claims = compile(state(), 'gw1').elements.filter((e) => e.kind === 'claim');
+  void it('defaults to no host facts', () => {
+    const intent = compile(state(), 'gw1');
+    assert.deepEqual(intent, compile(state(), 'gw1', NO_FACTS));
+    assert.deepEqual(ofKind(intent, 'hairpin'), []);
+    assert.deepEqual(intent.refused, []);
+    // Without host addresses nothing is cut out of the drops, and 198.51.100.3 is realised.
     assert.deepEqual(
-      claims.map((e) => e.key),
-      ['198.51.100.10', '2001:db8::10'],
+      ofKind(intent, 'drop').map((e) => e.key),
+      [
+        '198.51.100.1-198.51.100.14',
+        '2001:db8::-2001:db8::ffff:ffff:ffff:ffff',
+        '203.0.113.0-203.0.113.15',
+      ],
     );
-    assert.ok(claims.every((e) => e.value === 'eth0'));
-  });
-
-  void it('does not claim FIPs of routed pools', () => {
-    const s: CompileState = {
-      pools: [ROUTED],
-      fips: [{ fip: associated(ROUTED, '203.0.113.5', { target: '10.0.0.5' }), revision: 1 }],
-    };
-    assert.deepEqual(compile(s, 'gw1').elements, [el('nat', '203.0.113.5', '10.0.0.5')]);
-  });
-
-  void it('renders port ranges and IPv6 targets', () => {
-    const fip = forwarded(
-      ONLINK,
-      '2001:db8::20',
-      { protocol: 'udp', port: '60000-60010', targetPort: 50000, target: '2001:db8:1::6' },
-      { protocol: 'tcp', port: 22, targetPort: 2222, target: '2001:db8:1::6' },
-    );
-    const { elements } = compile({ pools: [ONLINK], fips: [{ fip, revision: 1 }] }, 'gw1');
-    assert.deepEqual(elements, [
-      el('claim', '2001:db8::20', 'eth0'),
-      el('forward', '2001:db8::20/tcp/22', '[2001:db8:1::6]:2222', '2001:db8::20'),
-      el('forward', '2001:db8::20/udp/60000-60010', '[2001:db8:1::6]:50000-50010', '2001:db8::20'),
-    ]);
-  });
-
-  void it('uses the target as route value when a routed association lacks a node', () => {
-    const fip: FloatingIp = {
-      ...allocated(ROUTED, '203.0.113.9'),
-      association: { mode: 'routed', target: '10.0.0.9', associatedAt: T1 },
-    };
-    assert.deepEqual(compile({ pools: [ROUTED], fips: [{ fip, revision: 1 }] }, 'gw1').elements, [
-      el('route', '203.0.113.9', '10.0.0.9'),
-    ]);
+    assert.ok(intent.elements.some((e) => e.kind === 'dnat' && e.key === '198.51.100.3'));
   });
 
   void it('returns fresh arrays and does not change its input', () => {
     const s = state();
     const copy = structuredClone(s);
-    compile(s, 'gw1');
+    const f = structuredClone(FACTS);
+    const a = compile(s, 'gw1', f);
     assert.deepEqual(s, copy);
+    assert.deepEqual(f, FACTS);
+    const b = compile(s, 'gw1', f);
+    assert.notEqual(a.elements, b.elements);
+    assert.deepEqual(a, b);
+  });
+});
+
+void describe('core/intent: FIP elements', () => {
+  void it('compiles a nat association to counter, dnat and snat', () => {
+    const fip = associated(ROUTED, '203.0.113.5', { target: '10.0.0.5' });
+    const intent = compile(only(ROUTED, fip), 'gw1');
+    assert.deepEqual(ownedBy(intent, '203.0.113.5'), [
+      own('counter', '203.0.113.5'),
+      own('dnat', '203.0.113.5', '10.0.0.5'),
+      by('203.0.113.5')('snat', '10.0.0.5', '203.0.113.5'),
+    ]);
+    assert.deepEqual(intent.fips, [{ address: '203.0.113.5', revision: 1 }]);
+  });
+
+  void it('adds masq on the target for a masqueraded nat association', () => {
+    const fip = associated(ROUTED, '203.0.113.6', { target: '10.0.0.6', masquerade: true });
+    assert.deepEqual(ownedBy(compile(only(ROUTED, fip), 'gw1'), '203.0.113.6'), [
+      own('counter', '203.0.113.6'),
+      own('dnat', '203.0.113.6', '10.0.0.6'),
+      by('203.0.113.6')('snat', '10.0.0.6', '203.0.113.6'),
+      by('203.0.113.6')('masq', '10.0.0.6', ''),
+    ]);
+  });
+
+  void it('compiles an IPv6 nat association the same way', () => {
+    const fip = associated(ONLINK, '2001:db8::7', { target: '2001:db8:1::7' });
+    assert.deepEqual(ownedBy(compile(only(ONLINK, fip), 'gw1'), '2001:db8::7'), [
+      own('claim', '2001:db8::7', 'eth0'),
+      own('counter', '2001:db8::7'),
+      own('dnat', '2001:db8::7', '2001:db8:1::7'),
+      by('2001:db8::7')('snat', '2001:db8:1::7', '2001:db8::7'),
+    ]);
+  });
+
+  void it('compiles a routed association to counter and a route to the node', () => {
+    const fip = associated(ROUTED, '203.0.113.7', {
+      target: '10.0.0.7',
+      mode: 'routed',
+      node: 'n1',
+    });
+    assert.deepEqual(ownedBy(compile(only(ROUTED, fip), 'gw1'), '203.0.113.7'), [
+      own('counter', '203.0.113.7'),
+      own('route', '203.0.113.7', 'n1'),
+    ]);
+  });
+
+  void it('forwards ports kept as one fwd element, single port or range', () => {
+    const fip = forwarded(
+      ROUTED,
+      '203.0.113.9',
+      { protocol: 'tcp', port: 443, target: '10.0.0.9' },
+      { protocol: 'udp', port: '6000-6010', targetPort: 6000, target: '10.0.0.19', node: 'n2' },
+    );
+    assert.deepEqual(ownedBy(compile(only(ROUTED, fip), 'gw1'), '203.0.113.9'), [
+      own('counter', '203.0.113.9'),
+      by('203.0.113.9')('fwd', '203.0.113.9 . tcp . 443', '10.0.0.9'),
+      by('203.0.113.9')('fwd', '203.0.113.9 . udp . 6000-6010', '10.0.0.19'),
+    ]);
+  });
+
+  void it('expands ports mapped to other ports into one fwdport element per port', () => {
+    const fip = forwarded(
+      ROUTED,
+      '203.0.113.9',
+      { protocol: 'tcp', port: '6000-6002', targetPort: 7000, target: '10.0.0.9' },
+      { protocol: 'udp', port: 22, targetPort: 2222, target: '10.0.0.9' },
+    );
+    const f = by('203.0.113.9');
+    assert.deepEqual(ownedBy(compile(only(ROUTED, fip), 'gw1'), '203.0.113.9'), [
+      own('counter', '203.0.113.9'),
+      f('fwdport', '203.0.113.9 . tcp . 6000', '10.0.0.9 . 7000'),
+      f('fwdport', '203.0.113.9 . tcp . 6001', '10.0.0.9 . 7001'),
+      f('fwdport', '203.0.113.9 . tcp . 6002', '10.0.0.9 . 7002'),
+      f('fwdport', '203.0.113.9 . udp . 22', '10.0.0.9 . 2222'),
+    ]);
+  });
+
+  void it('renders IPv6 forwards without brackets', () => {
+    const fip = forwarded(
+      ONLINK,
+      '2001:db8::20',
+      { protocol: 'udp', port: '60000-60001', targetPort: 50000, target: '2001:db8:1::6' },
+      { protocol: 'tcp', port: 22, target: '2001:db8:1::6' },
+    );
+    const f = by('2001:db8::20');
+    assert.deepEqual(ownedBy(compile(only(ONLINK, fip), 'gw1'), '2001:db8::20'), [
+      own('claim', '2001:db8::20', 'eth0'),
+      own('counter', '2001:db8::20'),
+      f('fwd', '2001:db8::20 . tcp . 22', '2001:db8:1::6'),
+      f('fwdport', '2001:db8::20 . udp . 60000', '2001:db8:1::6 . 50000'),
+      f('fwdport', '2001:db8::20 . udp . 60001', '2001:db8:1::6 . 50001'),
+    ]);
+  });
+
+  void it('lists unassociated FIPs with their revision but gives them no elements', () => {
+    const intent = compile(
+      { pools: [ROUTED], fips: [{ fip: allocated(ROUTED, '203.0.113.4'), revision: 42 }] },
+      'gw1',
+    );
+    assert.deepEqual(intent.fips, [{ address: '203.0.113.4', revision: 42 }]);
+    assert.deepEqual(ownedBy(intent, '203.0.113.4'), []);
+    assert.deepEqual(intent.refused, []);
+    // Its address is still dropped: it gets no answer.
+    assert.deepEqual(ofKind(intent, 'drop'), [edge('drop', '203.0.113.0-203.0.113.15')]);
+  });
+});
+
+void describe('core/intent: claims', () => {
+  void it('claims on-link FIPs on the uplink, but not shared or unassociated ones', () => {
+    const claims = ofKind(compile(state(), 'gw1', FACTS), 'claim');
+    assert.deepEqual(claims, [
+      own('claim', '198.51.100.10', 'eth0'),
+      own('claim', '2001:db8::10', 'eth0'),
+    ]);
+  });
+
+  void it('does not claim FIPs of routed pools', () => {
+    const fip = associated(ROUTED, '203.0.113.5', { target: '10.0.0.5' });
+    assert.deepEqual(ofKind(compile(only(ROUTED, fip), 'gw1'), 'claim'), []);
+  });
+
+  void it('claims routed-mode and ports-mode FIPs of on-link pools too', () => {
+    const routed = associated(ONLINK, '198.51.100.5', {
+      target: '10.0.1.5',
+      mode: 'routed',
+      node: 'n1',
+    });
+    const ports = forwarded(ONLINK, '198.51.100.6', {
+      protocol: 'tcp',
+      port: 80,
+      target: '10.0.1.6',
+    });
+    const intent = compile(
+      {
+        pools: [ONLINK],
+        fips: [
+          { fip: routed, revision: 1 },
+          { fip: ports, revision: 2 },
+        ],
+      },
+      'gw1',
+    );
+    assert.deepEqual(ofKind(intent, 'claim'), [
+      own('claim', '198.51.100.5', 'eth0'),
+      own('claim', '198.51.100.6', 'eth0'),
+    ]);
+  });
+});
+
+void describe('core/intent: host elements', () => {
+  void it('has the table, forwarding and one hairpin per interface, owned by the host', () => {
+    const intent = compile(state(), 'gw1', { interfaces: ['eth1', 'br0'], addresses: [] });
+    assert.deepEqual(ofKind(intent, 'table', 'sysctl', 'hairpin'), [
+      host('table', 'inet ipferry', NFT_SKELETON_VERSION),
+      host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
+      host('sysctl', SYSCTL_IPV6_FORWARD, '1'),
+      host('hairpin', 'br0', 'br0'),
+      host('hairpin', 'eth1', 'eth1'),
+    ]);
+    assert.deepEqual(ownedBy(intent, HOST_OWNER), ofKind(intent, 'table', 'sysctl', 'hairpin'));
+  });
+
+  void it('has host elements on a gateway even without any FIP', () => {
+    const intent = compile({ pools: [ROUTED], fips: [] }, 'gw1', FACTS);
+    assert.deepEqual(intent, {
+      node: 'gw1',
+      elements: [
+        host('table', 'inet ipferry', NFT_SKELETON_VERSION),
+        host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
+        host('hairpin', 'eth0', 'eth0'),
+        host('hairpin', 'wg0', 'wg0'),
+        edge('drop', '203.0.113.0-203.0.113.15'),
+      ],
+      fips: [],
+      refused: [],
+    });
+  });
+
+  void it('has no host elements where the node is no gateway', () => {
+    const intent = compile({ pools: [ELSEWHERE], fips: [] }, 'gw1', FACTS);
+    assert.deepEqual(intent.elements, []);
+  });
+
+  void it('turns IPv6 forwarding on only when one of its pools has IPv6 addresses', () => {
+    const v6 = (pools: Pool[], node = 'gw1'): boolean =>
+      compile({ pools, fips: [] }, node).elements.some(
+        (e) => e.kind === 'sysctl' && e.key === SYSCTL_IPV6_FORWARD,
+      );
+    assert.equal(v6([ROUTED]), false);
+    assert.equal(v6([ROUTED, ONLINK]), true);
+    // An IPv6 pool of another gateway does not count.
+    assert.equal(v6([ROUTED, { ...ONLINK, gateway: 'gw2' }]), false);
+    // A single IPv6 address counts, shared or not.
+    const shared6 = mkPool('s6', 'gw1', {
+      entries: [{ kind: 'address', address: '2001:db8::1', shared: true }],
+    });
+    assert.equal(v6([shared6]), true);
+    // IPv4 forwarding is always on.
+    const { elements } = compile({ pools: [shared6], fips: [] }, 'gw1');
+    assert.ok(elements.some((e) => e.kind === 'sysctl' && e.key === SYSCTL_IPV4_FORWARD));
+  });
+});
+
+void describe('core/intent: drops', () => {
+  const drops = (pool: Pool, addresses: string[] = []): string[] =>
+    ofKind(
+      compile({ pools: [pool], fips: [] }, pool.gateway, { interfaces: [], addresses }),
+      'drop',
+    ).map((e) => e.key);
+
+  void it('drops every pool range, owned by its pool, shared addresses excepted', () => {
+    const intent = compile(state(), 'gw1');
+    assert.deepEqual(ofKind(intent, 'drop'), [
+      lan('drop', '198.51.100.1-198.51.100.14'),
+      lan('drop', '2001:db8::-2001:db8::ffff:ffff:ffff:ffff'),
+      edge('drop', '203.0.113.0-203.0.113.15'),
+    ]);
+  });
+
+  void it('keys a single address as A-A and a range entry by its ends', () => {
+    const pool = mkPool('p', 'gw1', {
+      entries: [
+        { kind: 'address', address: '192.0.2.9' },
+        { kind: 'range', first: '192.0.2.20', last: '192.0.2.30' },
+        { kind: 'address', address: '2001:db8::5' },
+      ],
+    });
+    assert.deepEqual(drops(pool), [
+      '192.0.2.20-192.0.2.30',
+      '192.0.2.9-192.0.2.9',
+      '2001:db8::5-2001:db8::5',
+    ]);
+  });
+
+  void it("cuts the host's own addresses out of the ranges", () => {
+    const pool = mkPool('p', 'gw1', { entries: [{ kind: 'cidr', cidr: '192.0.2.0/29' }] });
+    assert.deepEqual(drops(pool, ['192.0.2.2']), ['192.0.2.0-192.0.2.1', '192.0.2.3-192.0.2.7']);
+    // At the ends, next to each other, and outside the pool.
+    assert.deepEqual(drops(pool, ['192.0.2.0', '192.0.2.7', '10.0.0.1', '2001:db8::1']), [
+      '192.0.2.1-192.0.2.6',
+    ]);
+    assert.deepEqual(drops(pool, ['192.0.2.3', '192.0.2.4']), [
+      '192.0.2.0-192.0.2.2',
+      '192.0.2.5-192.0.2.7',
+    ]);
+    // A single address that is the host's own is not dropped at all.
+    const single = mkPool('s', 'gw1', { entries: [{ kind: 'address', address: '192.0.2.9' }] });
+    assert.deepEqual(drops(single, ['192.0.2.9']), []);
+  });
+
+  void it('cuts IPv6 host addresses and reads them in any spelling', () => {
+    const pool = mkPool('p', 'gw1', { entries: [{ kind: 'cidr', cidr: '2001:db8::/126' }] });
+    assert.deepEqual(drops(pool, ['2001:DB8:0::2']), [
+      '2001:db8::-2001:db8::1',
+      '2001:db8::3-2001:db8::3',
+    ]);
+    // Something that is no address (a prefix, garbage) is ignored rather than fatal.
+    assert.deepEqual(drops(pool, ['2001:db8::2/64', 'nonsense']), ['2001:db8::-2001:db8::3']);
+  });
+
+  void it('leaves out network and broadcast of on-link IPv4 prefixes', () => {
+    const onlink = (cidr: string): Pool =>
+      mkPool('o', 'gw1', { delivery: 'onlink', uplink: 'eth0', entries: [{ kind: 'cidr', cidr }] });
+    assert.deepEqual(drops(onlink('192.0.2.0/29')), ['192.0.2.1-192.0.2.6']);
+    assert.deepEqual(drops(onlink('192.0.2.0/29'), ['192.0.2.1']), ['192.0.2.2-192.0.2.6']);
+    assert.deepEqual(drops(onlink('192.0.2.0/31')), ['192.0.2.0-192.0.2.1']);
+    assert.deepEqual(drops(onlink('2001:db8::/127')), ['2001:db8::-2001:db8::1']);
+  });
+});
+
+void describe('core/intent: refusals', () => {
+  const facts = (...addresses: string[]): HostFacts => ({ interfaces: [], addresses });
+
+  void it('refuses a nat FIP on one of the host addresses', () => {
+    const fip = associated(ROUTED, '203.0.113.2', { target: '10.0.0.2' });
+    const intent = compile(only(ROUTED, fip), 'gw1', facts('203.0.113.2'));
+    assert.deepEqual(intent.refused, [
+      { address: '203.0.113.2', reason: REFUSED_REASON('203.0.113.2') },
+    ]);
+    assert.deepEqual(ownedBy(intent, '203.0.113.2'), []);
+    // Still listed, so its status can be reported.
+    assert.deepEqual(intent.fips, [{ address: '203.0.113.2', revision: 1 }]);
+    // The host keeps its address: it is cut out of the drop.
+    assert.deepEqual(ofKind(intent, 'drop'), [
+      edge('drop', '203.0.113.0-203.0.113.1'),
+      edge('drop', '203.0.113.3-203.0.113.15'),
+    ]);
+  });
+
+  void it('refuses a routed FIP on one of the host addresses, in any spelling', () => {
+    const fip = associated(ONLINK, '2001:db8::2', {
+      target: '2001:db8:1::2',
+      mode: 'routed',
+      node: 'n1',
+    });
+    const intent = compile(only(ONLINK, fip), 'gw1', facts('2001:DB8::0:2'));
+    assert.deepEqual(intent.refused, [
+      { address: '2001:db8::2', reason: REFUSED_REASON('2001:db8::2') },
+    ]);
+    // Neither counted, routed nor claimed.
+    assert.deepEqual(ownedBy(intent, '2001:db8::2'), []);
+  });
+
+  void it('lets a ports FIP use a host address', () => {
+    const fip = forwarded(ROUTED, '203.0.113.2', { protocol: 'tcp', port: 80, target: '10.0.0.2' });
+    const intent = compile(only(ROUTED, fip), 'gw1', facts('203.0.113.2'));
+    assert.deepEqual(intent.refused, []);
+    assert.deepEqual(ownedBy(intent, '203.0.113.2'), [
+      own('counter', '203.0.113.2'),
+      by('203.0.113.2')('fwd', '203.0.113.2 . tcp . 80', '10.0.0.2'),
+    ]);
+  });
+
+  void it('does not refuse FIPs on addresses the host does not have', () => {
+    const fip = associated(ROUTED, '203.0.113.2', { target: '10.0.0.2' });
+    const intent = compile(only(ROUTED, fip), 'gw1', facts('203.0.113.3', '10.0.0.2'));
+    assert.deepEqual(intent.refused, []);
+    assert.equal(ownedBy(intent, '203.0.113.2').length, 3);
+  });
+
+  void it('sorts refusals by address', () => {
+    const fips = ['203.0.113.10', '2001:db8::3', '203.0.113.9', '198.51.100.4'].map((a, i) => ({
+      fip: associated(a.startsWith('203.') ? ROUTED : ONLINK, a, {
+        target: a.includes(':') ? '2001:db8:1::1' : '10.0.0.1',
+      }),
+      revision: i,
+    }));
+    const intent = compile(
+      { pools: [ROUTED, ONLINK], fips },
+      'gw1',
+      facts('2001:db8::3', '203.0.113.10', '198.51.100.4', '203.0.113.9'),
+    );
+    assert.deepEqual(
+      intent.refused.map((r) => r.address),
+      ['198.51.100.4', '203.0.113.9', '203.0.113.10', '2001:db8::3'],
+    );
   });
 });
 
 void describe('core/intent: diffIntent', () => {
   void it('finds elements to add, replace and remove', () => {
     const desired = [
-      el('nat', '203.0.113.5', '10.0.0.5'),
-      el('nat', '203.0.113.6', '10.0.0.66'),
-      el('claim', '198.51.100.10', 'eth0'),
+      own('dnat', '203.0.113.5', '10.0.0.5'),
+      own('dnat', '203.0.113.6', '10.0.0.66'),
+      own('claim', '198.51.100.10', 'eth0'),
     ];
     const observed = [
-      el('nat', '203.0.113.6', '10.0.0.6'),
-      el('nat', '203.0.113.7', '10.0.0.7'),
-      el('claim', '198.51.100.10', 'eth0'),
+      own('dnat', '203.0.113.6', '10.0.0.6'),
+      own('dnat', '203.0.113.7', '10.0.0.7'),
+      own('claim', '198.51.100.10', 'eth0'),
       // Same key but another kind is a different element.
-      el('route', '203.0.113.5', 'n1'),
+      own('route', '203.0.113.5', 'n1'),
     ];
     assert.deepEqual(diffIntent(desired, observed), {
-      add: [el('nat', '203.0.113.5', '10.0.0.5')],
+      add: [own('dnat', '203.0.113.5', '10.0.0.5')],
       replace: [
-        { from: el('nat', '203.0.113.6', '10.0.0.6'), to: el('nat', '203.0.113.6', '10.0.0.66') },
+        {
+          from: own('dnat', '203.0.113.6', '10.0.0.6'),
+          to: own('dnat', '203.0.113.6', '10.0.0.66'),
+        },
       ],
-      remove: [el('nat', '203.0.113.7', '10.0.0.7'), el('route', '203.0.113.5', 'n1')],
+      remove: [own('dnat', '203.0.113.7', '10.0.0.7'), own('route', '203.0.113.5', 'n1')],
     });
   });
 
   void it('is empty when the kernel already holds the intent', () => {
-    const { elements } = compile(state(), 'gw1');
+    const { elements } = compile(state(), 'gw1', FACTS);
     const d = diffIntent(elements, [...elements].reverse());
     assert.ok(isEmptyDiff(d));
     assert.deepEqual(d, { add: [], replace: [], remove: [] });
   });
 
   void it('adds everything on an empty kernel and removes everything for an empty intent', () => {
-    const { elements } = compile(state(), 'gw1');
+    const { elements } = compile(state(), 'gw1', FACTS);
     const up = diffIntent(elements, []);
-    assert.deepEqual(up.add, elements);
+    assert.deepEqual(up, { add: elements, replace: [], remove: [] });
     assert.equal(isEmptyDiff(up), false);
     const down = diffIntent([], elements);
-    assert.deepEqual(down.remove, elements);
-    assert.deepEqual(down.add, []);
+    assert.deepEqual(down, { add: [], replace: [], remove: elements });
   });
 
-  void it('replaces in place when a FIP moves', () => {
+  void it('replaces the dnat in place and swaps the snat when a nat FIP moves', () => {
     const before = state();
-    const observed = compile(before, 'gw1').elements;
+    const observed = compile(before, 'gw1', FACTS).elements;
     const fips = before.fips.map((r) =>
       r.fip.address === '203.0.113.5'
         ? { fip: move(r.fip, parseAddress('10.0.0.55'), undefined, T1), revision: r.revision + 1 }
         : r,
     );
-    const desired = compile({ ...before, fips }, 'gw1').elements;
+    const desired = compile({ ...before, fips }, 'gw1', FACTS).elements;
     const d = diffIntent(desired, observed);
+    const f = by('203.0.113.5');
+    assert.deepEqual(d, {
+      add: [f('snat', '10.0.0.55', '203.0.113.5')],
+      replace: [
+        {
+          from: own('dnat', '203.0.113.5', '10.0.0.5'),
+          to: own('dnat', '203.0.113.5', '10.0.0.55'),
+        },
+      ],
+      remove: [f('snat', '10.0.0.5', '203.0.113.5')],
+    });
+    assert.deepEqual(diffOwners(d), ['203.0.113.5']);
+  });
+
+  void it('replaces forwards in place when a ports FIP moves', () => {
+    const before = state();
+    const observed = compile(before, 'gw1', FACTS).elements;
+    const fips = before.fips.map((r) =>
+      r.fip.address === '2001:db8::10'
+        ? { fip: move(r.fip, parseAddress('2001:db8:1::6'), undefined, T1), revision: 200 }
+        : r,
+    );
+    const d = diffIntent(compile({ ...before, fips }, 'gw1', FACTS).elements, observed);
+    const f = by('2001:db8::10');
     assert.deepEqual(d, {
       add: [],
       replace: [
-        { from: el('nat', '203.0.113.5', '10.0.0.5'), to: el('nat', '203.0.113.5', '10.0.0.55') },
+        {
+          from: f('fwd', '2001:db8::10 . tcp . 443', '2001:db8:1::5'),
+          to: f('fwd', '2001:db8::10 . tcp . 443', '2001:db8:1::6'),
+        },
       ],
       remove: [],
     });
-    assert.deepEqual(diffOwners(d), ['203.0.113.5']);
+  });
+
+  void it('changes only host elements when an interface appears', () => {
+    const observed = compile(state(), 'gw1', FACTS).elements;
+    const facts = { ...FACTS, interfaces: [...FACTS.interfaces, 'br0'] };
+    const d = diffIntent(compile(state(), 'gw1', facts).elements, observed);
+    assert.deepEqual(d, { add: [host('hairpin', 'br0', 'br0')], replace: [], remove: [] });
+    assert.deepEqual(diffOwners(d), [HOST_OWNER]);
   });
 });
 
 void describe('core/intent: diffFor and diffOwners', () => {
   const d = diffIntent(
     [
-      el('nat', '203.0.113.10', '10.0.0.10'),
-      el('forward', '192.0.2.1/tcp/80', '10.0.0.8:80', '192.0.2.1'),
-      el('nat', '203.0.113.9', '10.0.0.99'),
+      own('dnat', '203.0.113.10', '10.0.0.10'),
+      by('192.0.2.1')('fwd', '192.0.2.1 . tcp . 80', '10.0.0.8'),
+      own('dnat', '203.0.113.9', '10.0.0.99'),
+      edge('drop', '203.0.113.0-203.0.113.15'),
+      host('hairpin', 'eth0', 'eth0'),
     ],
     [
-      el('nat', '203.0.113.9', '10.0.0.9'),
-      el('forward', '192.0.2.1/tcp/81', '10.0.0.8:81', '192.0.2.1'),
-      el('claim', '2001:db8::1', 'eth0'),
+      own('dnat', '203.0.113.9', '10.0.0.9'),
+      by('192.0.2.1')('fwd', '192.0.2.1 . tcp . 81', '10.0.0.8'),
+      own('claim', '2001:db8::1', 'eth0'),
+      lan('drop', '198.51.100.1-198.51.100.14'),
+      host('sysctl', SYSCTL_IPV6_FORWARD, '1'),
     ],
   );
 
-  void it('restricts a diff to one FIP', () => {
+  void it('restricts a diff to one owner', () => {
     assert.deepEqual(diffFor(d, '192.0.2.1'), {
-      add: [el('forward', '192.0.2.1/tcp/80', '10.0.0.8:80', '192.0.2.1')],
+      add: [by('192.0.2.1')('fwd', '192.0.2.1 . tcp . 80', '10.0.0.8')],
       replace: [],
-      remove: [el('forward', '192.0.2.1/tcp/81', '10.0.0.8:81', '192.0.2.1')],
+      remove: [by('192.0.2.1')('fwd', '192.0.2.1 . tcp . 81', '10.0.0.8')],
     });
     assert.deepEqual(diffFor(d, '203.0.113.9'), {
       add: [],
       replace: [
-        { from: el('nat', '203.0.113.9', '10.0.0.9'), to: el('nat', '203.0.113.9', '10.0.0.99') },
+        {
+          from: own('dnat', '203.0.113.9', '10.0.0.9'),
+          to: own('dnat', '203.0.113.9', '10.0.0.99'),
+        },
       ],
       remove: [],
+    });
+    assert.deepEqual(diffFor(d, HOST_OWNER), {
+      add: [host('hairpin', 'eth0', 'eth0')],
+      replace: [],
+      remove: [host('sysctl', SYSCTL_IPV6_FORWARD, '1')],
+    });
+    assert.deepEqual(diffFor(d, 'pool:lan'), {
+      add: [],
+      replace: [],
+      remove: [lan('drop', '198.51.100.1-198.51.100.14')],
     });
     assert.ok(isEmptyDiff(diffFor(d, '198.51.100.1')));
   });
 
-  void it('keeps a replace whose old or new element belongs to the FIP', () => {
-    const handover = {
+  void it('keeps a replace whose old or new element belongs to the owner', () => {
+    const handover: IntentDiff = {
       add: [],
-      replace: [{ from: el('nat', 'k', 'a', '192.0.2.10'), to: el('nat', 'k', 'b', '192.0.2.11') }],
+      replace: [
+        { from: by('192.0.2.10')('dnat', 'k', 'a'), to: by('192.0.2.11')('dnat', 'k', 'b') },
+      ],
       remove: [],
     };
     assert.equal(diffFor(handover, '192.0.2.10').replace.length, 1);
@@ -354,8 +816,33 @@ void describe('core/intent: diffFor and diffOwners', () => {
     assert.equal(diffFor(handover, '192.0.2.12').replace.length, 0);
   });
 
-  void it('lists the owners of a diff in address order', () => {
-    assert.deepEqual(diffOwners(d), ['192.0.2.1', '203.0.113.9', '203.0.113.10', '2001:db8::1']);
+  void it('lists the host first, then pools, then FIPs in address order', () => {
+    assert.deepEqual(diffOwners(d), [
+      HOST_OWNER,
+      'pool:edge',
+      'pool:lan',
+      '192.0.2.1',
+      '203.0.113.9',
+      '203.0.113.10',
+      '2001:db8::1',
+    ]);
     assert.deepEqual(diffOwners({ add: [], replace: [], remove: [] }), []);
+  });
+
+  void it('orders the owners of a whole intent the same way', () => {
+    const { elements } = compile(state(), 'gw1', FACTS);
+    assert.deepEqual(diffOwners(diffIntent(elements, [])), [
+      HOST_OWNER,
+      'pool:edge',
+      'pool:lan',
+      '192.0.2.1',
+      '198.51.100.10',
+      '198.51.100.100',
+      '203.0.113.5',
+      '203.0.113.6',
+      '203.0.113.7',
+      '203.0.113.10',
+      '2001:db8::10',
+    ]);
   });
 });

@@ -24,6 +24,8 @@ interface AgentFlags {
   resyncSeconds?: string;
   logLevel?: string;
   site?: string;
+  dataplane?: string;
+  netns?: string;
 }
 
 export function agentCommand(): Command {
@@ -41,6 +43,13 @@ export function agentCommand(): Command {
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
     .option('--resync-seconds <n>', 'seconds between full resyncs that repair drift (default 30)')
     .option('--site <name>', 'site (datacenter) of this node')
+    .addOption(
+      new Option('--dataplane <kind>', 'linux (the kernel, default) or fake (in memory)').choices([
+        'linux',
+        'fake',
+      ]),
+    )
+    .option('--netns <name>', 'network namespace the linux dataplane acts in (labs and tests)')
     .addOption(
       new Option('--log-level <level>', 'log level').choices([
         'fatal',
@@ -70,6 +79,8 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     resyncSeconds: flags.resyncSeconds,
     logLevel: flags.logLevel,
     site: flags.site,
+    dataplane: flags.dataplane,
+    netns: flags.netns,
   };
   const config = resolveConfig(file, fromFlags, configPath ?? 'flags');
   const agent = await startAgent(config);

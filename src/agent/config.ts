@@ -20,7 +20,10 @@ export interface AgentConfig {
   readonly resyncSeconds: number;
   /** Ports the node itself serves (besides the API, added automatically): never forwarded away. */
   readonly reservedPorts: readonly ReservedPort[];
-  readonly dataplane: 'fake';
+  /** `linux`: the real kernel (nftables, sysctl, conntrack); `fake`: in memory, changes nothing. */
+  readonly dataplane: 'linux' | 'fake';
+  /** Network namespace the Linux dataplane acts in (labs, tests); the agent's own when absent. */
+  readonly netns?: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
   readonly site?: string;
 }
@@ -36,6 +39,7 @@ export interface RawAgentOptions {
   resyncSeconds?: unknown;
   reservedPorts?: unknown;
   dataplane?: unknown;
+  netns?: unknown;
   logLevel?: unknown;
   site?: unknown;
 }
@@ -50,6 +54,7 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'resyncSeconds',
   'reservedPorts',
   'dataplane',
+  'netns',
   'logLevel',
   'site',
 ];
@@ -109,8 +114,16 @@ export function resolveConfig(
   const tls = parseTls(p, raw.tlsCert, raw.tlsKey);
   const resyncSeconds = numberOption(p, 'resyncSeconds', raw.resyncSeconds ?? 30, 1, 86400);
   const reservedPorts = parseReservedPorts(p, raw.reservedPorts ?? [{ protocol: 'tcp', port: 22 }]);
-  const dataplane = raw.dataplane ?? 'fake';
-  if (dataplane !== 'fake') p.add('dataplane', 'only "fake" is available in this version');
+  const dataplane = raw.dataplane ?? 'linux';
+  if (dataplane !== 'linux' && dataplane !== 'fake')
+    p.add('dataplane', 'must be "linux" or "fake"');
+  let netns: string | undefined;
+  if (raw.netns !== undefined) {
+    if (typeof raw.netns === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(raw.netns))
+      netns = raw.netns;
+    else p.add('netns', 'must be the name of a network namespace (ip netns list)');
+    if (dataplane === 'fake') p.add('netns', 'only the linux dataplane acts in a namespace');
+  }
   const logLevel = raw.logLevel ?? 'info';
   if (!LOG_LEVELS.includes(logLevel as AgentConfig['logLevel']))
     p.add('logLevel', `must be one of ${LOG_LEVELS.join(', ')}`);
@@ -130,7 +143,8 @@ export function resolveConfig(
     ...(tls ? { tls } : {}),
     resyncSeconds: resyncSeconds!,
     reservedPorts: [...reservedPorts, { protocol: 'tcp', port: listen!.port }],
-    dataplane: 'fake',
+    dataplane: dataplane as AgentConfig['dataplane'],
+    ...(netns ? { netns } : {}),
     logLevel: logLevel as AgentConfig['logLevel'],
     ...(site ? { site } : {}),
   };

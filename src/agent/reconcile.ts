@@ -21,6 +21,7 @@ import { parseStored } from '../core/json.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
 import type { Store, Watch } from '../store/store.js';
+import type { PlanResponse } from '../api/contract.js';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -96,11 +97,28 @@ export class Reconciler {
     while (this.running) await this.running;
   }
 
+  /** What a pass would change in the kernel now, without changing anything (`ipferry plan`). */
+  async plan(): Promise<PlanResponse> {
+    const { snapshot, intent, diff } = await this.compare();
+    return {
+      node: this.o.node,
+      dataplane: this.o.dataplane.kind,
+      revision: snapshot.revision,
+      ...diff,
+      refused: intent.refused,
+    };
+  }
+
+  private async compare(): Promise<{ snapshot: Snapshot; intent: HostIntent; diff: IntentDiff }> {
+    const snapshot = await this.snapshot();
+    const intent = compile(snapshot, this.o.node, await this.o.dataplane.facts());
+    const diff = diffIntent(intent.elements, await this.o.dataplane.observe(intent.elements));
+    return { snapshot, intent, diff };
+  }
+
   /** One pass: snapshot, compile, diff, apply, report. */
   async pass(): Promise<PassResult> {
-    const snapshot = await this.snapshot();
-    const intent = compile(snapshot, this.o.node);
-    const diff = diffIntent(intent.elements, await this.o.dataplane.observe());
+    const { snapshot, intent, diff } = await this.compare();
     const errors = isEmptyDiff(diff) ? new Map<string, string>() : await this.apply(diff);
     await this.report(intent, snapshot, errors);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
@@ -210,9 +228,10 @@ export class Reconciler {
     errors: ReadonlyMap<string, string>,
   ): Promise<void> {
     const byAddress = new Map(snapshot.fips.map((f) => [f.fip.address, f.fip]));
+    const refused = new Map(intent.refused.map((r) => [r.address, r.reason]));
     const changed: FipStatus[] = [];
     for (const { address, revision } of intent.fips) {
-      const error = errors.get(address);
+      const error = refused.get(address) ?? errors.get(address);
       const state = error ? 'ERROR' : byAddress.get(address)?.association ? 'ACTIVE' : 'DOWN';
       const current = snapshot.statuses.get(address);
       if (

@@ -15,6 +15,7 @@ import { TokenSet } from '../api/auth.js';
 import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
 import { readNeighbours } from '../dataplane/iproute/neighbours.js';
 import { FakeDataplane } from '../dataplane/fake.js';
+import { LinuxDataplane } from '../dataplane/linux.js';
 import { ControlPlane } from '../service/control.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
@@ -51,7 +52,7 @@ export async function startAgent(
   const tokenFile = await ensureTokenFile(config.tokenFile);
   const tokens = TokenSet.parse(tokenFile.text, config.tokenFile);
   const store = await openStore(config.store);
-  const dataplane = options.dataplane ?? new FakeDataplane();
+  const dataplane = options.dataplane ?? (await dataplaneFor(config));
   const control = new ControlPlane(store);
   const stops: (() => Promise<void>)[] = [() => store.close()];
   try {
@@ -79,7 +80,8 @@ export async function startAgent(
             ? { realisedRevision: reconciler.realisedRevision }
             : {}),
         }),
-        neighbours: options.neighbours ?? (() => readNeighbours()),
+        plan: () => reconciler.plan(),
+        neighbours: options.neighbours ?? (() => readNeighbours(config.netns)),
       },
     });
     const reconciler = new Reconciler({
@@ -143,6 +145,13 @@ async function putAlive(store: Store, node: string): Promise<string> {
     success: [{ type: 'put', key: keys.nodeAlive(node), value: stringifyStored(liveness), lease }],
   });
   return lease;
+}
+
+async function dataplaneFor(config: AgentConfig): Promise<Dataplane> {
+  if (config.dataplane === 'fake') return new FakeDataplane();
+  const linux = new LinuxDataplane(config.netns ? { netns: config.netns } : {});
+  await linux.check();
+  return linux;
 }
 
 async function readTls(

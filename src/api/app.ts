@@ -18,13 +18,15 @@ import { IpferryError, isIpferryError, validationError } from '../core/errors.js
 import type { Neighbour } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
 import { bearerToken, type TokenSet } from './auth.js';
-import { API_PREFIX, ROUTES, type StatusResponse } from './contract.js';
+import { API_PREFIX, type PlanResponse, ROUTES, type StatusResponse } from './contract.js';
 import * as schemas from './schemas.js';
 
 export interface AgentInfo {
   readonly node: string;
   readonly version: string;
   dataplane(): StatusResponse['dataplane'];
+  /** What the next reconcile pass would change in the kernel. */
+  plan(): Promise<PlanResponse>;
   neighbours(): Promise<Neighbour[]>;
 }
 
@@ -141,6 +143,7 @@ function registerRoutes(app: FastifyInstance, { control, agent }: ApiOptions): v
     return { version: agent.version, node: agent.node };
   });
   app.get(ROUTES.status, { schema: schemas.tagged('agent') }, async () => statusOf(control, agent));
+  app.get(ROUTES.plan, { schema: schemas.tagged('agent') }, () => agent.plan());
 
   app.get(ROUTES.pools, { schema: schemas.tagged('pools') }, () => control.listPools());
   app.post(ROUTES.pools, { schema: schemas.createPool }, async (req, reply) => {

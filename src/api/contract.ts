@@ -5,6 +5,7 @@
  * Every route except /healthz needs `Authorization: Bearer <token>`. Errors are `ErrorBody`
  * (core/errors.ts) with the registry's HTTP status.
  */
+import type { IntentElement } from '../core/intent.js';
 import type {
   AssociationMode,
   FipState,
@@ -138,6 +139,19 @@ export interface ArpResponse {
   readonly interface?: string;
 }
 
+/** `GET /v1/plan`: what the agent would change in this host's kernel now. */
+export interface PlanResponse {
+  readonly node: string;
+  readonly dataplane: string;
+  /** Store revision the plan was compiled from. */
+  readonly revision: number;
+  readonly add: readonly IntentElement[];
+  readonly replace: readonly { readonly from: IntentElement; readonly to: IntentElement }[];
+  readonly remove: readonly IntentElement[];
+  /** FIPs the agent refuses to realise on this host, with the reason. */
+  readonly refused: readonly { readonly address: string; readonly reason: string }[];
+}
+
 export interface VersionResponse {
   readonly version: string;
   readonly node: string;
@@ -152,6 +166,7 @@ export type NodeListView = NodeView;
  *   GET    /healthz                                   → { ok: true }                (no auth)
  *   GET    /v1/version                                → VersionResponse
  *   GET    /v1/status                                 → StatusResponse
+ *   GET    /v1/plan                                   → PlanResponse (changes nothing)
  *   GET    /v1/pools                                  → PoolView[]
  *   POST   /v1/pools              CreatePoolRequest   → PoolView                    201
  *   GET    /v1/pools/:name                            → PoolView
@@ -176,6 +191,7 @@ export const ROUTES = {
   healthz: '/healthz',
   version: `${API_PREFIX}/version`,
   status: `${API_PREFIX}/status`,
+  plan: `${API_PREFIX}/plan`,
   pools: `${API_PREFIX}/pools`,
   pool: (name: string) => `${API_PREFIX}/pools/${encodeURIComponent(name)}`,
   fips: `${API_PREFIX}/fips`,

@@ -23,6 +23,7 @@ import {
   type NodeListView,
   type PoolView,
   type ReleaseResponse,
+  type PlanResponse,
   type StatusResponse,
   type VersionResponse,
 } from '../api/contract.js';
@@ -150,6 +151,9 @@ export class ApiClient {
   }
   version(): Promise<VersionResponse> {
     return this.call('GET', ROUTES.version);
+  }
+  plan(): Promise<PlanResponse> {
+    return this.call('GET', ROUTES.plan);
   }
   status(): Promise<StatusResponse> {
     return this.call('GET', ROUTES.status);

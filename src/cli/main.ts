@@ -22,6 +22,7 @@ import {
   renderError,
   toIpferryError,
 } from './report.js';
+import { planCommand } from './plan.js';
 import { statusCommand, versionCommand } from './status.js';
 import { VERSION } from '../version.js';
 
@@ -63,6 +64,7 @@ export function buildProgram(ctx: CliContext, version: string): Command {
     forwardCommand(ctx),
     nodeCommand(ctx),
     statusCommand(ctx),
+    planCommand(ctx),
     versionCommand(ctx),
     ...floaterCommands(ctx),
   ];

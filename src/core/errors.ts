@@ -181,6 +181,11 @@ export const ERRORS = {
     message: 'TLS setup failed: {reason}',
     hint: 'Give both --tls-cert and --tls-key (PEM files); clients verify with --ca-file.',
   },
+  IPF_E_KERNEL: {
+    status: 500,
+    message: 'This host cannot run the Linux dataplane: {reason}',
+    hint: 'Install the named Debian packages (apt-get install nftables iproute2 conntrack procps) and use a kernel with nftables NAT; or run with --dataplane fake.',
+  },
   IPF_E_DATAPLANE: {
     status: 500,
     message: 'The dataplane refused the change: {reason}',

@@ -1,29 +1,68 @@
 /**
- * compile(state, node) → HostIntent: what one host's kernel must hold for the desired state.
- * Pure and deterministic: the same state and node always give the same, sorted intent, so
- * the agent can diff it against what the kernel reports and apply only the difference.
+ * compile(state, node, facts) → HostIntent: what one host's kernel must hold for the desired
+ * state. Pure and deterministic: the same input always gives the same, sorted intent, so the
+ * agent can diff it against what the kernel reports and apply only the difference.
  *
- * An intent is a set of keyed elements. Each element belongs to one FIP (`owner`), which is how
- * a failure is pinned on the FIP that caused it. Elements of a kind are unique by key; an
- * element whose value changes (a FIP moved to another target) is replaced in place, which the
- * drivers do add-before-delete so the old mapping never disappears before the new one exists.
+ * An intent is a set of keyed elements, each one kernel object the drivers create, compare and
+ * delete one by one (nftables map and set elements, counters, sysctls, addresses). Each belongs
+ * to an owner — a FIP, `pool:NAME` or `host` — which is how a failure is pinned on the FIP that
+ * caused it. A FIP that moves changes the value of its elements, which the drivers replace in
+ * one transaction, so the old mapping never disappears before the new one exists.
  *
- * Element kinds (the real nftables/iproute2 drivers render them; see docs/kernel-contract.md):
- * - `nat`:     key = FIP, value = target — 1:1 DNAT in, SNAT of the target's own traffic out.
- * - `route`:   key = FIP, value = target node — routed delivery toward a node (tunnels come later).
- * - `forward`: key = FIP/proto/port-range, value = target:port — a port forward.
- * - `claim`:   key = FIP, value = uplink — an on-link FIP the gateway answers ARP/NDP for.
+ * The packet walk on a gateway (table `inet ipferry`, see docs/kernel-contract.md):
+ * - `dnat`  FIP → target: prerouting and output DNAT, so clients outside and the gateway itself
+ *           reach the target; the client's address is kept (no SNAT toward the target).
+ * - `snat`  target → FIP: the target's own new connections leave with the FIP as source.
+ * - `masq`  target: the opt-in masquerade toward a target that cannot route replies back.
+ * - `fwd`   FIP . proto . ports → target, ports kept (single ports and ranges);
+ *   `fwdport` FIP . proto . port → target . port, a port mapped to another (ranges onto ranges
+ *           are expanded port by port: nftables cannot add an offset).
+ * - `drop`  pool ranges homed here, minus the gateway's own and shared addresses: whatever was
+ *           not DNATed to a target is dropped, so an unassociated FIP or an unforwarded port
+ *           gets no answer, neither from the gateway nor from a routing loop.
+ * - `hairpin` interface: connections that leave by the interface they came in on after DNAT
+ *           (a LAN client reaching a LAN target's FIP) are masqueraded, so replies come back.
+ * - `counter` FIP: packets and bytes to the FIP.
+ * - `claim` FIP → uplink: an on-link FIP the gateway holds on its uplink (answers ARP/NDP).
+ * - `route` FIP → node: routed delivery into a tunnel (realised by the tunnel drivers).
+ * - `sysctl`, `table`: forwarding on; the table's fixed part at its version.
  */
-import { compareAddressText } from './address.js';
+import {
+  type Address,
+  addressFromValue,
+  compareAddressText,
+  parseAddress,
+  tryParseAddress,
+} from './address.js';
 import type { FloatingIp, Pool } from './model.js';
+import {
+  NFT_FAMILY,
+  NFT_SKELETON_VERSION,
+  NFT_TABLE,
+  SYSCTL_IPV4_FORWARD,
+  SYSCTL_IPV6_FORWARD,
+} from './names.js';
+import { poolRanges } from './pool.js';
 
-export type ElementKind = 'nat' | 'route' | 'forward' | 'claim';
+export type ElementKind =
+  | 'table'
+  | 'sysctl'
+  | 'hairpin'
+  | 'drop'
+  | 'claim'
+  | 'counter'
+  | 'dnat'
+  | 'snat'
+  | 'masq'
+  | 'fwd'
+  | 'fwdport'
+  | 'route';
 
 export interface IntentElement {
   readonly kind: ElementKind;
   readonly key: string;
   readonly value: string;
-  /** The FIP this element realises. */
+  /** The FIP this element realises, `pool:NAME` or `host`. */
   readonly owner: string;
 }
 
@@ -33,6 +72,8 @@ export interface HostIntent {
   readonly elements: readonly IntentElement[];
   /** FIPs this node realises, with the revision of the record compiled. */
   readonly fips: readonly { readonly address: string; readonly revision: number }[];
+  /** FIPs this node refuses to realise, with the reason (reported as ERROR). */
+  readonly refused: readonly { readonly address: string; readonly reason: string }[];
 }
 
 export interface CompileState {
@@ -40,60 +81,161 @@ export interface CompileState {
   readonly fips: readonly { readonly fip: FloatingIp; readonly revision: number }[];
 }
 
-const KIND_ORDER: Record<ElementKind, number> = { claim: 0, nat: 1, route: 2, forward: 3 };
+/** What the host itself has, read by the dataplane: needed to keep ipferry off its own feet. */
+export interface HostFacts {
+  /** Interface names (hairpin detection per interface). */
+  readonly interfaces: readonly string[];
+  /** The host's own addresses: never a nat/routed FIP, never dropped. */
+  readonly addresses: readonly string[];
+}
 
-export function compile(state: CompileState, node: string): HostIntent {
-  const gatewayOf = new Map(state.pools.map((p) => [p.name, p]));
+export const NO_FACTS: HostFacts = { interfaces: [], addresses: [] };
+
+const KIND_ORDER: Record<ElementKind, number> = {
+  table: 0,
+  sysctl: 1,
+  hairpin: 2,
+  drop: 3,
+  claim: 4,
+  counter: 5,
+  dnat: 6,
+  snat: 7,
+  masq: 8,
+  fwd: 9,
+  fwdport: 10,
+  route: 11,
+};
+
+export const HOST_OWNER = 'host';
+
+export function compile(
+  state: CompileState,
+  node: string,
+  facts: HostFacts = NO_FACTS,
+): HostIntent {
+  const pools = state.pools.filter((p) => p.gateway === node);
+  const poolByName = new Map(pools.map((p) => [p.name, p]));
+  const own = new Set(facts.addresses.flatMap((a) => tryParseAddress(a)?.text ?? []));
   const elements: IntentElement[] = [];
   const fips: { address: string; revision: number }[] = [];
+  const refused: { address: string; reason: string }[] = [];
   for (const { fip, revision } of state.fips) {
-    const pool = gatewayOf.get(fip.pool);
-    if (!pool || pool.gateway !== node) continue;
+    const pool = poolByName.get(fip.pool);
+    if (!pool) continue;
     fips.push({ address: fip.address, revision });
-    elements.push(...fipElements(fip, pool));
+    const reason = refusal(fip, own);
+    if (reason) refused.push({ address: fip.address, reason });
+    else elements.push(...fipElements(fip, pool));
   }
+  if (pools.length > 0) elements.push(...hostElements(pools, facts, own));
   elements.sort(compareElements);
   fips.sort((a, b) => compareAddressText(a.address, b.address));
-  return { node, elements, fips };
+  refused.sort((a, b) => compareAddressText(a.address, b.address));
+  return { node, elements, fips, refused };
+}
+
+/**
+ * FIPs this host must not realise: a 1:1 FIP equal to one of the gateway's own addresses would
+ * take the gateway's traffic; a routed FIP without a node has nowhere to go.
+ */
+function refusal(fip: FloatingIp, own: ReadonlySet<string>): string | undefined {
+  const mode = fip.association?.mode;
+  if (mode === 'routed' && !fip.association?.node) {
+    return `${fip.address} is routed but names no node to deliver it to`;
+  }
+  if ((mode === 'nat' || mode === 'routed') && own.has(fip.address)) {
+    return `${fip.address} is an address of the gateway itself: only port forwards may use it`;
+  }
+  return undefined;
+}
+
+function hostElements(
+  pools: readonly Pool[],
+  facts: HostFacts,
+  own: ReadonlySet<string>,
+): IntentElement[] {
+  const host = (kind: ElementKind, key: string, value: string): IntentElement => ({
+    kind,
+    key,
+    value,
+    owner: HOST_OWNER,
+  });
+  const out = [
+    host('table', `${NFT_FAMILY} ${NFT_TABLE}`, NFT_SKELETON_VERSION),
+    host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
+    ...facts.interfaces.map((name) => host('hairpin', name, name)),
+  ];
+  // IPv6 forwarding makes Linux ignore router advertisements (accept_ra=1): only turn it on
+  // where there is IPv6 to forward.
+  if (pools.some((p) => poolRanges(p).some((r) => r.range.family === 6))) {
+    out.push(host('sysctl', SYSCTL_IPV6_FORWARD, '1'));
+  }
+  for (const pool of pools) {
+    for (const { entry, range } of poolRanges(pool)) {
+      if (entry.kind === 'address' && entry.shared) continue;
+      for (const [first, last] of subtract(range.first, range.last, own)) {
+        const key = `${first.text}-${last.text}`;
+        out.push({ kind: 'drop', key, value: '', owner: `pool:${pool.name}` });
+      }
+    }
+  }
+  return out;
+}
+
+/** The range first–last without the given addresses, as sub-ranges in order. */
+function subtract(first: Address, last: Address, holes: ReadonlySet<string>): [Address, Address][] {
+  const cuts = [...holes]
+    .map((h) => parseAddress(h))
+    .filter((h) => h.family === first.family && h.value >= first.value && h.value <= last.value)
+    .sort((a, b) => (a.value < b.value ? -1 : 1));
+  const out: [Address, Address][] = [];
+  let start = first.value;
+  for (const cut of cuts) {
+    if (cut.value > start)
+      out.push([
+        addressFromValue(first.family, start),
+        addressFromValue(first.family, cut.value - 1n),
+      ]);
+    start = cut.value + 1n;
+  }
+  if (start <= last.value) out.push([addressFromValue(first.family, start), last]);
+  return out;
 }
 
 function fipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
   const a = fip.association;
   if (!a) return [];
   const owner = fip.address;
-  const out: IntentElement[] = [];
+  const el = (kind: ElementKind, key: string, value: string): IntentElement => ({
+    kind,
+    key,
+    value,
+    owner,
+  });
+  const out: IntentElement[] = [el('counter', fip.address, '')];
   // A shared address is the gateway's own: it already holds it, so nothing to claim.
   if (pool.delivery === 'onlink' && pool.uplink && !fip.shared) {
-    out.push({ kind: 'claim', key: fip.address, value: pool.uplink, owner });
+    out.push(el('claim', fip.address, pool.uplink));
   }
   if (a.mode === 'nat') {
-    out.push({
-      kind: 'nat',
-      key: fip.address,
-      value: a.masquerade ? `${a.target} masquerade` : a.target,
-      owner,
-    });
+    out.push(el('dnat', fip.address, a.target), el('snat', a.target, fip.address));
+    if (a.masquerade) out.push(el('masq', a.target, ''));
   } else if (a.mode === 'routed') {
-    out.push({ kind: 'route', key: fip.address, value: a.node ?? a.target, owner });
+    out.push(el('route', fip.address, a.node ?? ''));
   } else {
     for (const f of fip.forwards) {
-      const ports = f.port === f.portEnd ? `${f.port}` : `${f.port}-${f.portEnd}`;
-      const targetEnd = f.targetPort + (f.portEnd - f.port);
-      const targetPorts =
-        f.targetPort === targetEnd ? `${f.targetPort}` : `${f.targetPort}-${targetEnd}`;
-      out.push({
-        kind: 'forward',
-        key: `${fip.address}/${f.protocol}/${ports}`,
-        value: `${hostPort(f.target)}:${targetPorts}`,
-        owner,
-      });
+      if (f.targetPort === f.port) {
+        const ports = f.port === f.portEnd ? `${f.port}` : `${f.port}-${f.portEnd}`;
+        out.push(el('fwd', `${fip.address} . ${f.protocol} . ${ports}`, f.target));
+        continue;
+      }
+      for (let port = f.port; port <= f.portEnd; port++) {
+        const to = f.targetPort + (port - f.port);
+        out.push(el('fwdport', `${fip.address} . ${f.protocol} . ${port}`, `${f.target} . ${to}`));
+      }
     }
   }
   return out;
-}
-
-function hostPort(address: string): string {
-  return address.includes(':') ? `[${address}]` : address;
 }
 
 export function compareElements(a: IntentElement, b: IntentElement): number {
@@ -141,11 +283,13 @@ export function diffFor(d: IntentDiff, owner: string): IntentDiff {
   };
 }
 
+/** Owners in the order their parts must be applied: the host's, the pools', then each FIP's. */
 export function diffOwners(d: IntentDiff): string[] {
   const owners = new Set([
     ...d.add.map((e) => e.owner),
     ...d.replace.map((r) => r.to.owner),
     ...d.remove.map((e) => e.owner),
   ]);
-  return [...owners].sort(compareAddressText);
+  const rank = (o: string): number => (o === HOST_OWNER ? 0 : o.startsWith('pool:') ? 1 : 2);
+  return [...owners].sort((a, b) => rank(a) - rank(b) || compareAddressText(a, b));
 }

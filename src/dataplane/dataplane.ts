@@ -5,7 +5,7 @@
  * mapping behind. Real drivers (nftables, iproute2, conntrack) and the strict fake implement it
  * alike and are held to one conformance suite.
  */
-import type { IntentDiff, IntentElement } from '../core/intent.js';
+import type { HostFacts, IntentDiff, IntentElement } from '../core/intent.js';
 
 /** One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
 export interface Neighbour {
@@ -17,8 +17,14 @@ export interface Neighbour {
 export interface Dataplane {
   /** `fake`, `linux`… for logs and status. */
   readonly kind: string;
-  /** The elements this host holds now (only those ipferry owns). */
-  observe(): Promise<IntentElement[]>;
+  /**
+   * The elements this host holds now (only those ipferry owns). `wanted` is the intent about to
+   * be applied: host settings ipferry does not own outright (sysctls) are read only when wanted,
+   * so one that is no longer wanted is left as it is rather than reset.
+   */
+  observe(wanted: readonly IntentElement[]): Promise<IntentElement[]>;
+  /** The host's own interfaces and addresses, which compile needs to stay off them. */
+  facts(): Promise<HostFacts>;
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */
   apply(diff: IntentDiff): Promise<void>;
   close(): Promise<void>;

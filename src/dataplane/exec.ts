@@ -11,10 +11,17 @@ export interface ExecResult {
   readonly stderr: string;
 }
 
+export interface RunOptions {
+  readonly input?: string;
+  readonly timeoutMs?: number;
+  /** Treats a failure as success when this returns true (e.g. "0 entries deleted"). */
+  readonly tolerate?: (stderr: string) => boolean;
+}
+
 export async function run(
   file: string,
   args: readonly string[],
-  options: { input?: string; timeoutMs?: number } = {},
+  options: RunOptions = {},
 ): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(
@@ -22,7 +29,9 @@ export async function run(
       [...args],
       { timeout: options.timeoutMs ?? 30_000, maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' },
       (error, stdout, stderr) => {
-        if (!error) return resolve({ stdout, stderr });
+        if (!error || (options.tolerate?.(stderr) && typeof error.code === 'number')) {
+          return resolve({ stdout, stderr });
+        }
         const code = (error as NodeJS.ErrnoException).code;
         const reason =
           code === 'ENOENT'

@@ -1,41 +1,68 @@
 /**
  * A strict in-memory dataplane. It keeps state like a kernel, refuses what a kernel would
- * refuse (removing what is not there, adding what already is, mapping a FIP onto itself, two
- * FIPs claiming one NAT target), applies a diff all-or-nothing, and prints its state with
+ * refuse (removing what is not there, adding what already is, mapping a FIP onto itself,
+ * overlapping port intervals), applies a diff all-or-nothing, records the conntrack flushes a
+ * move or release causes, and prints its state with
  * `dump()` so tests can compare whole states. Tests can also make it refuse an element the way
  * a kernel would refuse a rule, to exercise ERROR paths.
  */
 import { IpferryError } from '../core/errors.js';
-import { compareElements, elementId, type IntentDiff, type IntentElement } from '../core/intent.js';
+import {
+  compareElements,
+  elementId,
+  type HostFacts,
+  type IntentDiff,
+  type IntentElement,
+} from '../core/intent.js';
 import type { Dataplane } from './dataplane.js';
 
 export class FakeDataplane implements Dataplane {
   readonly kind = 'fake';
   private elements = new Map<string, IntentElement>();
   private refusals: { match: (e: IntentElement) => boolean; reason: string }[] = [];
+  /** Connection-tracking flushes the driver did, as `FIP -> old target` (what a move clears). */
+  readonly conntrackFlushes: string[] = [];
+  hostFacts: HostFacts = { interfaces: [], addresses: [] };
   /** Number of successful apply() calls and elements they touched (for tests and benchmarks). */
   applies = 0;
   lastApplySize = 0;
 
-  async observe(): Promise<IntentElement[]> {
+  async facts(): Promise<HostFacts> {
     await Promise.resolve();
-    return [...this.elements.values()].sort(compareElements);
+    return this.hostFacts;
+  }
+
+  async observe(wanted: readonly IntentElement[] = []): Promise<IntentElement[]> {
+    await Promise.resolve();
+    // Like a kernel, every sysctl has a value (forwarding starts off); only wanted ones are read.
+    const sysctls = wanted
+      .filter((e) => e.kind === 'sysctl')
+      .map((e) => this.elements.get(elementId(e)) ?? { ...e, value: '0' });
+    return [...[...this.elements.values()].filter((e) => e.kind !== 'sysctl'), ...sysctls].sort(
+      compareElements,
+    );
   }
 
   async apply(diff: IntentDiff): Promise<void> {
     await Promise.resolve();
     const next = new Map(this.elements);
-    for (const e of diff.remove) this.take(next, e, 'remove');
+    // Like the real drivers, a sysctl is never reset: removing one leaves it as it is.
+    for (const e of diff.remove) if (e.kind !== 'sysctl') this.take(next, e, 'remove');
     for (const { from, to } of diff.replace) {
-      this.take(next, from, 'replace');
+      if (from.kind !== 'sysctl') this.take(next, from, 'replace');
       this.put(next, to);
     }
     for (const e of diff.add) {
       if (next.has(elementId(e))) this.refuse(e, 'it already exists');
       this.put(next, e);
     }
-    this.checkNatTargetsUnique(next);
+    this.checkForwardsDisjoint(next);
     this.elements = next;
+    for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) {
+      if (e.kind === 'dnat' || e.kind === 'fwd' || e.kind === 'fwdport') {
+        this.conntrackFlushes.push(`${e.key.split(' . ')[0] ?? e.key} -> ${e.value}`);
+      }
+    }
     this.applies++;
     this.lastApplySize = diff.add.length + diff.replace.length + diff.remove.length;
   }
@@ -73,21 +100,25 @@ export class FakeDataplane implements Dataplane {
   }
 
   private put(state: Map<string, IntentElement>, e: IntentElement): void {
-    if (e.kind === 'nat' && e.key === e.value.split(' ')[0])
+    if ((e.kind === 'dnat' || e.kind === 'snat') && e.key === e.value)
       this.refuse(e, 'a FIP cannot be its own target');
     const refusal = this.refusals.find((r) => r.match(e));
     if (refusal) this.refuse(e, refusal.reason);
     state.set(elementId(e), e);
   }
 
-  private checkNatTargetsUnique(state: Map<string, IntentElement>): void {
-    const seen = new Map<string, string>();
+  /** nftables refuses overlapping intervals in one map: so does the fake. */
+  private checkForwardsDisjoint(state: Map<string, IntentElement>): void {
+    const seen = new Map<string, { lo: number; hi: number; e: IntentElement }[]>();
     for (const e of state.values()) {
-      if (e.kind !== 'nat') continue;
-      const target = e.value.split(' ')[0] ?? e.value;
-      const other = seen.get(target);
-      if (other) this.refuse(e, `target ${target} is already the NAT target of ${other}`);
-      seen.set(target, e.key);
+      if (e.kind !== 'fwd' && e.kind !== 'fwdport') continue;
+      const [fip, proto, ports = ''] = e.key.split(' . ');
+      const [lo = 0, hi = lo] = ports.split('-').map(Number);
+      const group = `${fip} ${proto}`;
+      const others = seen.get(group) ?? [];
+      const clash = others.find((o) => o.lo <= hi && lo <= o.hi);
+      if (clash) this.refuse(e, `conflicting intervals with ${clash.e.kind} ${clash.e.key}`);
+      seen.set(group, [...others, { lo, hi, e }]);
     }
   }
 

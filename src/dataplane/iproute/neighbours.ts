@@ -26,7 +26,9 @@ export function parseNeighbours(json: string): Neighbour[] {
   });
 }
 
-export async function readNeighbours(ip = 'ip'): Promise<Neighbour[]> {
-  const { stdout } = await run(ip, ['-j', 'neigh', 'show']);
+/** The neighbour table of the current network namespace, or of `netns`. */
+export async function readNeighbours(netns?: string): Promise<Neighbour[]> {
+  const args = ['-j', 'neigh', 'show'];
+  const { stdout } = await run('ip', netns ? ['-n', netns, ...args] : args);
   return parseNeighbours(stdout);
 }

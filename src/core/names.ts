@@ -1,0 +1,32 @@
+/**
+ * Every name and number ipferry owns in a host's kernel, in one place (and in
+ * docs/kernel-contract.md). Other software keeps its own tables, marks and ids; ipferry only
+ * ever changes what carries these.
+ */
+
+/** The one nftables table (family inet: IPv4 and IPv6 in one place, NAT included). */
+export const NFT_FAMILY = 'inet';
+export const NFT_TABLE = 'ipferry';
+
+/**
+ * Version of the table's fixed part (chains, rules, map declarations). When the kernel holds
+ * another version — an upgrade, or a rule deleted by hand — the table is rebuilt in one
+ * transaction; otherwise only map elements change.
+ */
+export const NFT_SKELETON_VERSION = '1';
+
+/**
+ * Packet mark bit for hairpin connections (a LAN client reaching a FIP whose target is on its
+ * own LAN): set in the forward chain, masqueraded in postrouting. One bit, masked, so marks of
+ * other software (kube-proxy 0x4000/0x8000, WireGuard fwmarks) pass untouched.
+ */
+export const HAIRPIN_MARK = 0x20000000;
+
+/** Kernel sysctls the gateway needs; set only when different, recorded in the kernel contract. */
+export const SYSCTL_IPV4_FORWARD = 'net.ipv4.ip_forward';
+export const SYSCTL_IPV6_FORWARD = 'net.ipv6.conf.all.forwarding';
+
+/** Name of the packet counter of a FIP (nftables object names allow letters, digits, `_`). */
+export function counterName(address: string): string {
+  return `fip_${address.replace(/[.:]/g, '_')}`;
+}

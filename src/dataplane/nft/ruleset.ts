@@ -1,0 +1,294 @@
+/**
+ * The `inet ipferry` nftables table: its fixed part (chains and rules that only reference maps
+ * and sets), how intent elements become map and set elements, and how `nft -j` output becomes
+ * intent elements again. Rules never name an address, so adding, moving or removing a FIP is an
+ * element change whatever the number of FIPs: lookups are O(1), not a rule walk per FIP.
+ */
+import { addressFromValue, tryParseAddress } from '../../core/address.js';
+import { HOST_OWNER, type IntentElement } from '../../core/intent.js';
+import {
+  counterName,
+  HAIRPIN_MARK,
+  NFT_FAMILY,
+  NFT_SKELETON_VERSION,
+  NFT_TABLE,
+} from '../../core/names.js';
+
+const T = `${NFT_FAMILY} ${NFT_TABLE}`;
+const COMMENT = `ipferry skeleton ${NFT_SKELETON_VERSION}`;
+const MARK = `0x${HAIRPIN_MARK.toString(16)}`;
+
+/** DNAT lookups, identical in prerouting (traffic arriving) and output (the gateway itself). */
+const DNAT_RULES = [
+  'dnat ip to ip daddr map @dnat4',
+  'dnat ip6 to ip6 daddr map @dnat6',
+  'dnat ip to ip daddr . meta l4proto . th dport map @fwdport4',
+  'dnat ip6 to ip6 daddr . meta l4proto . th dport map @fwdport6',
+  'dnat ip to ip daddr . meta l4proto . th dport map @fwd4',
+  'dnat ip6 to ip6 daddr . meta l4proto . th dport map @fwd6',
+];
+
+/** Chain name → [declaration, rules]; the rule counts double as the skeleton's fingerprint. */
+const CHAINS: Record<string, [string, string[]]> = {
+  count: [
+    'type filter hook prerouting priority mangle; policy accept;',
+    // The comment carries the skeleton version (nft -j does not show table comments).
+    [
+      `counter name ip daddr map @counters4 comment "${COMMENT}"`,
+      'counter name ip6 daddr map @counters6',
+    ],
+  ],
+  prerouting: ['type nat hook prerouting priority dstnat; policy accept;', DNAT_RULES],
+  output: ['type nat hook output priority -100; policy accept;', DNAT_RULES],
+  forward: [
+    'type filter hook forward priority filter; policy accept;',
+    [
+      // Not DNATed to a target: an unassociated FIP or an unforwarded port. Drop, so neither the
+      // gateway nor a routing loop answers for it.
+      'ip daddr @drop4 drop',
+      'ip6 daddr @drop6 drop',
+      `ct direction original ct status dnat iifname . oifname @hairpin meta mark set meta mark | ${MARK}`,
+    ],
+  ],
+  input: [
+    'type filter hook input priority filter; policy accept;',
+    ['ip daddr @drop4 drop', 'ip6 daddr @drop6 drop'],
+  ],
+  postrouting: [
+    'type nat hook postrouting priority srcnat; policy accept;',
+    [
+      `meta mark & ${MARK} == ${MARK} masquerade`,
+      'ip daddr @masq4 ct status dnat masquerade',
+      'ip6 daddr @masq6 ct status dnat masquerade',
+      // Replies and forwarded connections keep the client's address; only a target's own new
+      // connections leave as its FIP.
+      'ct status dnat accept',
+      'snat ip to ip saddr map @snat4',
+      'snat ip6 to ip6 saddr map @snat6',
+    ],
+  ],
+};
+
+const DECLARATIONS = [
+  'map dnat4 { type ipv4_addr : ipv4_addr; }',
+  'map dnat6 { type ipv6_addr : ipv6_addr; }',
+  'map snat4 { type ipv4_addr : ipv4_addr; }',
+  'map snat6 { type ipv6_addr : ipv6_addr; }',
+  'map fwd4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr; flags interval; }',
+  'map fwd6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr; flags interval; }',
+  'map fwdport4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }',
+  'map fwdport6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }',
+  'map counters4 { type ipv4_addr : counter; }',
+  'map counters6 { type ipv6_addr : counter; }',
+  'set masq4 { type ipv4_addr; }',
+  'set masq6 { type ipv6_addr; }',
+  'set drop4 { type ipv4_addr; flags interval; }',
+  'set drop6 { type ipv6_addr; flags interval; }',
+  'set hairpin { type ifname . ifname; }',
+];
+
+/** Kinds this table holds; the others belong to other drivers. */
+export const NFT_KINDS = new Set([
+  'table',
+  'hairpin',
+  'drop',
+  'counter',
+  'dnat',
+  'snat',
+  'masq',
+  'fwd',
+  'fwdport',
+]);
+
+/** The whole table, fixed part and elements, as one `nft -f` script that replaces it atomically. */
+export function renderTable(elements: readonly IntentElement[], replaceExisting: boolean): string {
+  const lines = replaceExisting ? [`add table ${T}`, `delete table ${T}`] : [];
+  lines.push(`table ${T} {`);
+  for (const d of DECLARATIONS) lines.push(`  ${d}`);
+  for (const [name, [declaration, rules]] of Object.entries(CHAINS)) {
+    lines.push(`  chain ${name} {`, `    ${declaration}`, ...rules.map((r) => `    ${r}`), '  }');
+  }
+  lines.push('}');
+  lines.push(...renderElements('add', elements));
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * `add`/`delete` commands for elements, grouped per map so 10,000 FIPs are a handful of
+ * commands. Counters are objects referenced by a map: created before and deleted after their
+ * map element.
+ */
+export function renderElements(op: 'add' | 'delete', elements: readonly IntentElement[]): string[] {
+  const groups = new Map<string, string[]>();
+  const counters: string[] = [];
+  for (const e of elements) {
+    const target = elementTarget(e);
+    if (!target) continue;
+    if (e.kind === 'counter') counters.push(`${op} counter ${T} ${counterName(e.key)}`);
+    const list = groups.get(target.container) ?? [];
+    list.push(target.text);
+    groups.set(target.container, list);
+  }
+  const lines = [...groups].map(
+    ([container, items]) => `${op} element ${T} ${container} { ${items.join(', ')} }`,
+  );
+  return op === 'add' ? [...counters, ...lines] : [...lines, ...counters];
+}
+
+function elementTarget(e: IntentElement): { container: string; text: string } | undefined {
+  const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
+  switch (e.kind) {
+    case 'dnat':
+      return { container: `dnat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+    case 'snat':
+      return { container: `snat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+    case 'masq':
+      return { container: `masq${v(e.key)}`, text: e.key };
+    case 'counter':
+      return { container: `counters${v(e.key)}`, text: `${e.key} : "${counterName(e.key)}"` };
+    case 'fwd':
+      return { container: `fwd${v(fipOf(e))}`, text: `${e.key} : ${e.value}` };
+    case 'fwdport':
+      return { container: `fwdport${v(fipOf(e))}`, text: `${e.key} : ${e.value}` };
+    case 'drop': {
+      const [first, last] = e.key.split('-');
+      return { container: `drop${v(e.key)}`, text: first === last ? (first ?? e.key) : e.key };
+    }
+    case 'hairpin':
+      return { container: 'hairpin', text: `"${e.key}" . "${e.key}"` };
+    default:
+      return undefined;
+  }
+}
+
+export function fipOf(e: Pick<IntentElement, 'key'>): string {
+  return e.key.split(' . ')[0] ?? e.key;
+}
+
+// Reading ----------------------------------------------------------------------------------
+
+type Json = unknown;
+
+interface NftObject {
+  table?: { family: string; name: string };
+  chain?: { family: string; table: string; name: string };
+  rule?: { family: string; table: string; chain: string; comment?: string };
+  map?: { family: string; table: string; name: string; elem?: Json[] };
+  set?: { family: string; table: string; name: string; elem?: Json[] };
+}
+
+/**
+ * Turns `nft -j list table inet ipferry` into intent elements. The table itself is one element
+ * whose value is the skeleton version when every chain holds its rules, and `damaged`
+ * otherwise (a rule deleted by hand), which makes the next apply rebuild it.
+ */
+export function parseTable(json: string): IntentElement[] {
+  const objects = (JSON.parse(json) as { nftables?: NftObject[] }).nftables ?? [];
+  const mine = objects.filter((o) => {
+    const owner = o.table ?? o.chain ?? o.rule ?? o.map ?? o.set;
+    const table = o.table ? o.table.name : (owner as { table?: string } | undefined)?.table;
+    return owner?.family === NFT_FAMILY && table === NFT_TABLE;
+  });
+  const table = mine.find((o) => o.table)?.table;
+  if (!table) return [];
+  const elements: IntentElement[] = [
+    {
+      kind: 'table',
+      key: T,
+      value: skeletonIntact(mine) ? NFT_SKELETON_VERSION : 'damaged',
+      owner: HOST_OWNER,
+    },
+  ];
+  for (const o of mine) {
+    const container = o.map ?? o.set;
+    if (container?.elem)
+      elements.push(...container.elem.flatMap((item) => parseElement(container.name, item)));
+  }
+  return elements;
+}
+
+function skeletonIntact(objects: NftObject[]): boolean {
+  if (!objects.some((o) => o.rule?.comment === COMMENT)) return false;
+  const containers = new Set(objects.flatMap((o) => (o.map ?? o.set)?.name ?? []));
+  const expected = DECLARATIONS.map((d) => d.split(' ')[1] ?? '');
+  if (containers.size !== expected.length || !expected.every((n) => containers.has(n)))
+    return false;
+  return (
+    Object.entries(CHAINS).every(
+      ([name, [, rules]]) => objects.filter((o) => o.rule?.chain === name).length === rules.length,
+    ) && objects.filter((o) => o.chain).length === Object.keys(CHAINS).length
+  );
+}
+
+function parseElement(container: string, item: Json): IntentElement[] {
+  const [key, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
+  const base = container.replace(/[46]$/, '');
+  switch (base) {
+    case 'dnat':
+      return [fipElement('dnat', addr(key), addr(value), addr(key))];
+    case 'snat':
+      return [fipElement('snat', addr(key), addr(value), addr(value))];
+    case 'masq':
+      return [fipElement('masq', addr(key), '', HOST_OWNER)];
+    case 'counters':
+      return [fipElement('counter', addr(key), '', addr(key))];
+    case 'fwd': {
+      const [fip, proto, ports] = concat(key);
+      const k = `${addr(fip)} . ${String(proto)} . ${portText(ports)}`;
+      return [fipElement('fwd', k, addr(value), addr(fip))];
+    }
+    case 'fwdport': {
+      const [fip, proto, port] = concat(key);
+      const [target, targetPort] = concat(value);
+      const k = `${addr(fip)} . ${String(proto)} . ${portText(port)}`;
+      return [fipElement('fwdport', k, `${addr(target)} . ${portText(targetPort)}`, addr(fip))];
+    }
+    case 'drop':
+      return [{ kind: 'drop', key: rangeText(key), value: '', owner: 'pool:?' }];
+    case 'hairpin': {
+      const [name] = concat(key);
+      return [{ kind: 'hairpin', key: String(name), value: String(name), owner: HOST_OWNER }];
+    }
+    default:
+      return [];
+  }
+}
+
+function fipElement(
+  kind: IntentElement['kind'],
+  key: string,
+  value: string,
+  owner: string,
+): IntentElement {
+  return { kind, key, value, owner };
+}
+
+function concat(x: Json): Json[] {
+  return (x as { concat?: Json[] }).concat ?? [x];
+}
+
+function addr(x: Json): string {
+  const text = String(x);
+  return tryParseAddress(text)?.text ?? text;
+}
+
+function portText(x: Json): string {
+  const range = (x as { range?: [number, number] }).range;
+  return range ? `${range[0]}-${range[1]}` : String(x);
+}
+
+/** Interval set elements come back as an address, a prefix or a range: all become FIRST-LAST. */
+function rangeText(x: Json): string {
+  const prefix = (x as { prefix?: { addr: string; len: number } }).prefix;
+  const range = (x as { range?: [string, string] }).range;
+  if (range) return `${addr(range[0])}-${addr(range[1])}`;
+  if (prefix) {
+    const first = tryParseAddress(prefix.addr);
+    if (!first) return String(prefix.addr);
+    const size = 1n << BigInt((first.family === 4 ? 32 : 128) - prefix.len);
+    const last = first.value + size - 1n;
+    return `${first.text}-${addressFromValue(first.family, last).text}`;
+  }
+  const single = addr(x);
+  return `${single}-${single}`;
+}

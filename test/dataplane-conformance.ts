@@ -1,0 +1,217 @@
+/**
+ * One behaviour for every dataplane: the strict fake and the Linux kernel (in a throwaway
+ * network namespace) must agree on what observe() reports after apply(), on all-or-nothing
+ * failure, on replace-in-place, and on never resetting a sysctl.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { IpferryError } from '../src/core/errors.js';
+import {
+  compile,
+  diffIntent,
+  type HostIntent,
+  type IntentDiff,
+  type IntentElement,
+} from '../src/core/intent.js';
+import type { FloatingIp, Pool } from '../src/core/model.js';
+import type { Dataplane } from '../src/dataplane/dataplane.js';
+
+export interface DataplaneFixture {
+  readonly dataplane: Dataplane;
+  cleanup(): Promise<void>;
+}
+
+const POOL: Pool = {
+  name: 'public',
+  gateway: 'gw',
+  delivery: 'routed',
+  entries: [
+    { kind: 'cidr', cidr: '203.0.113.0/24' },
+    { kind: 'address', address: '192.0.2.2', shared: true },
+    { kind: 'cidr', cidr: '2001:db8:f::/64' },
+  ],
+  tags: [],
+  createdAt: '',
+};
+
+function fip(
+  address: string,
+  association?: FloatingIp['association'],
+  forwards: FloatingIp['forwards'] = [],
+): { fip: FloatingIp; revision: number } {
+  return {
+    fip: {
+      address,
+      family: address.includes(':') ? 6 : 4,
+      pool: 'public',
+      shared: address === '192.0.2.2',
+      tags: [],
+      forwards,
+      allocatedAt: '',
+      ...(association ? { association } : {}),
+    },
+    revision: 1,
+  };
+}
+
+const nat = (target: string): FloatingIp['association'] => ({
+  mode: 'nat',
+  target,
+  associatedAt: '',
+});
+
+export function stateWith(fips: { fip: FloatingIp; revision: number }[]) {
+  return { pools: [POOL], fips };
+}
+
+const BASE = [
+  fip('203.0.113.10', nat('10.0.0.11')),
+  fip('2001:db8:f::10', nat('fd00:10::11')),
+  fip('203.0.113.12', { ...nat('10.0.0.12')!, masquerade: true }),
+  fip('203.0.113.13'),
+  fip('192.0.2.2', { mode: 'ports', target: '10.0.0.20', associatedAt: '' }, [
+    { id: 'f1', protocol: 'tcp', port: 25, portEnd: 25, targetPort: 25, target: '10.0.0.20' },
+    { id: 'f2', protocol: 'tcp', port: 8000, portEnd: 8010, targetPort: 8000, target: '10.0.0.20' },
+    { id: 'f3', protocol: 'udp', port: 6000, portEnd: 6002, targetPort: 7000, target: '10.0.0.20' },
+  ]),
+];
+
+const MOVED = BASE.map((f) =>
+  f.fip.address === '203.0.113.10' ? fip('203.0.113.10', nat('10.0.0.31')) : f,
+);
+
+async function intentFor(
+  dp: Dataplane,
+  fips: { fip: FloatingIp; revision: number }[],
+): Promise<HostIntent> {
+  return compile(stateWith(fips), 'gw', await dp.facts());
+}
+
+async function converge(dp: Dataplane, intent: HostIntent): Promise<IntentDiff> {
+  const diff = diffIntent(intent.elements, await dp.observe(intent.elements));
+  await dp.apply(diff);
+  return diff;
+}
+
+async function remaining(dp: Dataplane, intent: HostIntent): Promise<IntentDiff> {
+  return diffIntent(intent.elements, await dp.observe(intent.elements));
+}
+
+const sorted = (xs: readonly IntentElement[]): string[] =>
+  xs.map((e) => `${e.kind} ${e.key} -> ${e.value}`).sort();
+
+export function dataplaneConformance(name: string, open: () => Promise<DataplaneFixture>): void {
+  describe(`dataplane conformance: ${name}`, () => {
+    let fx: DataplaneFixture;
+    let dp: Dataplane;
+    before(async () => {
+      fx = await open();
+      dp = fx.dataplane;
+    });
+    after(async () => fx?.cleanup());
+
+    it('starts empty and reaches the intent in one apply', async () => {
+      const intent = await intentFor(dp, BASE);
+      // A fresh host has forwarding off and nothing of ipferry's.
+      assert.deepEqual(sorted(await dp.observe(intent.elements)), [
+        'sysctl net.ipv4.ip_forward -> 0',
+        'sysctl net.ipv6.conf.all.forwarding -> 0',
+      ]);
+      const first = await converge(dp, intent);
+      assert.ok(first.add.length > 10);
+      const left = await remaining(dp, intent);
+      assert.deepEqual(
+        { add: left.add, replace: left.replace, remove: left.remove },
+        { add: [], replace: [], remove: [] },
+      );
+      assert.deepEqual(sorted(await dp.observe(intent.elements)), sorted(intent.elements));
+    });
+
+    it('moves a FIP by replacing its elements, touching nothing else', async () => {
+      const intent = await intentFor(dp, MOVED);
+      const diff = await converge(dp, intent);
+      assert.deepEqual(
+        diff.replace.map((r) => `${r.from.kind} ${r.from.key}: ${r.from.value} => ${r.to.value}`),
+        ['dnat 203.0.113.10: 10.0.0.11 => 10.0.0.31'],
+      );
+      assert.deepEqual(sorted(diff.remove), ['snat 10.0.0.11 -> 203.0.113.10']);
+      assert.deepEqual(sorted(diff.add), ['snat 10.0.0.31 -> 203.0.113.10']);
+      assert.equal((await remaining(dp, intent)).add.length, 0);
+    });
+
+    it('removes a released FIP’s elements', async () => {
+      const intent = await intentFor(
+        dp,
+        MOVED.filter((f) => f.fip.address !== '2001:db8:f::10'),
+      );
+      const diff = await converge(dp, intent);
+      assert.deepEqual(sorted(diff.remove), [
+        'counter 2001:db8:f::10 -> ',
+        'dnat 2001:db8:f::10 -> fd00:10::11',
+        'snat fd00:10::11 -> 2001:db8:f::10',
+      ]);
+      assert.deepEqual(sorted(await dp.observe(intent.elements)), sorted(intent.elements));
+    });
+
+    it('applies all or nothing: a refused element leaves the previous state in place', async () => {
+      const intent = await intentFor(dp, MOVED);
+      const before = sorted(await dp.observe(intent.elements));
+      const good: IntentElement = {
+        kind: 'dnat',
+        key: '203.0.113.50',
+        value: '10.0.0.50',
+        owner: '203.0.113.50',
+      };
+      const overlapping: IntentElement = {
+        kind: 'fwd',
+        key: '192.0.2.2 . tcp . 8005-8020',
+        value: '10.0.0.21',
+        owner: '192.0.2.2',
+      };
+      await assert.rejects(
+        dp.apply({ add: [good, overlapping], replace: [], remove: [] }),
+        (e: unknown) => e instanceof IpferryError && e.code === 'IPF_E_DATAPLANE',
+      );
+      const missing: IntentElement = {
+        kind: 'dnat',
+        key: '203.0.113.99',
+        value: '10.0.0.99',
+        owner: '203.0.113.99',
+      };
+      await assert.rejects(
+        dp.apply({ add: [good], replace: [], remove: [missing] }),
+        (e: unknown) => e instanceof IpferryError && e.code === 'IPF_E_DATAPLANE',
+      );
+      assert.deepEqual(sorted(await dp.observe(intent.elements)), before);
+    });
+
+    it('never resets a sysctl it no longer needs', async () => {
+      const intent = await intentFor(dp, BASE);
+      const v6 = intent.elements.find((e) => e.kind === 'sysctl' && e.key.includes('ipv6'));
+      assert.ok(v6, 'an IPv6 pool turns IPv6 forwarding on');
+      await dp.apply({ add: [], replace: [], remove: [v6] });
+      assert.ok(
+        (await dp.observe([v6])).some(
+          (e) => e.kind === 'sysctl' && e.key === v6.key && e.value === '1',
+        ),
+      );
+    });
+
+    it('holds 10,000 FIPs in one apply, then moves one with a three-element change', async () => {
+      const many = Array.from({ length: 10_000 }, (_, i) =>
+        fip(`203.1.${i >> 8}.${i & 255}`, nat(`10.1.${i >> 8}.${i & 255}`)),
+      );
+      const pool: Pool = { ...POOL, entries: [{ kind: 'cidr', cidr: '203.0.0.0/8' }] };
+      const facts = await dp.facts();
+      const intent = compile({ pools: [pool], fips: many }, 'gw', facts);
+      await dp.apply(diffIntent(intent.elements, await dp.observe(intent.elements)));
+      assert.equal((await remaining(dp, intent)).add.length, 0);
+      const moved = many.map((f, i) => (i === 9_999 ? fip(f.fip.address, nat('10.250.0.1')) : f));
+      const next = compile({ pools: [pool], fips: moved }, 'gw', facts);
+      const diff = diffIntent(next.elements, await dp.observe(next.elements));
+      assert.equal(diff.add.length + diff.replace.length + diff.remove.length, 3);
+      await dp.apply(diff);
+      assert.equal((await remaining(dp, next)).replace.length, 0);
+    });
+  });
+}

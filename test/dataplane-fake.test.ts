@@ -1,0 +1,8 @@
+import { FakeDataplane } from '../src/dataplane/fake.js';
+import { dataplaneConformance } from './dataplane-conformance.js';
+
+dataplaneConformance('fake', () => {
+  const dataplane = new FakeDataplane();
+  dataplane.hostFacts = { interfaces: ['eth0', 'lan0'], addresses: ['192.0.2.2', '10.0.0.1'] };
+  return Promise.resolve({ dataplane, cleanup: () => Promise.resolve() });
+});
