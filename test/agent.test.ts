@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../src/agent/run.js';
 import { FakeDataplane } from '../src/dataplane/fake.js';
+import { printPlan } from '../src/cli/plan.js';
 import { tempDir, waitFor } from './helpers.js';
 
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -180,5 +181,22 @@ describe('agent reconcile loop (fake dataplane)', () => {
     const c = agent!.control;
     await c.release('203.0.113.11', true);
     await waitFor('released', () => Promise.resolve(!/203\.0\.113\.11/.test(dataplane.dump())));
+  });
+});
+
+describe('plan', () => {
+  it('shows what a pass would change, and changes nothing', async () => {
+    await agent!.reconciler.stop();
+    assert.ok(dataplane.tamperRemove('dnat', '203.0.113.10'));
+    const before = dataplane.dump();
+    const plan = await agent!.reconciler.plan();
+    assert.deepEqual(
+      plan.add.map((e) => `${e.kind} ${e.key} -> ${e.value}`),
+      ['dnat 203.0.113.10 -> 10.0.0.13'],
+    );
+    assert.deepEqual([plan.replace.length, plan.remove.length], [0, 0]);
+    assert.equal(dataplane.dump(), before);
+    assert.match(printPlan(plan), /^ {2}\+ dnat 203\.0\.113\.10 -> 10\.0\.0\.13$/m);
+    assert.match(printPlan(plan), /1 to add, 0 to change, 0 to remove/);
   });
 });

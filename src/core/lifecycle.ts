@@ -19,7 +19,7 @@ import type { Address } from './address.js';
 import { IpferryError, validationError } from './errors.js';
 import type { Association, FloatingIp, Pool, PortForward, ReservedPort } from './model.js';
 import { isSharedAddress } from './pool.js';
-import type { ValidAllocate, ValidAssociate, ValidForward } from './validate.js';
+import { invalid, type ValidAllocate, type ValidAssociate, type ValidForward } from './validate.js';
 
 export function newFloatingIp(
   pool: Pool,
@@ -55,6 +55,7 @@ export function describeTarget(association: Association): string {
 }
 
 export function associate(fip: FloatingIp, request: ValidAssociate, now: string): FloatingIp {
+  refuseSelfTarget(fip, request.target);
   if (fip.shared && request.mode !== 'ports') {
     throw new IpferryError('IPF_E_ADDRESS_SHARED', { address: fip.address });
   }
@@ -86,6 +87,7 @@ export function move(
   node: string | undefined,
   now: string,
 ): FloatingIp {
+  refuseSelfTarget(fip, target);
   if (!fip.association)
     throw new IpferryError('IPF_E_FIP_NOT_ASSOCIATED', { address: fip.address });
   // As in validateAssociate: a routed FIP is delivered to a node, so a move must name one.
@@ -132,6 +134,7 @@ export function addForward(
   gatewayReserved: readonly ReservedPort[],
   now: string,
 ): { fip: FloatingIp; forward: PortForward } {
+  refuseSelfTarget(fip, request.target);
   if (fip.association && fip.association.mode !== 'ports') {
     throw new IpferryError('IPF_E_FIP_MODE', {
       address: fip.address,
@@ -180,6 +183,11 @@ export function removeForward(fip: FloatingIp, id: string): FloatingIp {
     throw new IpferryError('IPF_E_FORWARD_NOT_FOUND', { address: fip.address, id });
   }
   return { ...fip, forwards: fip.forwards.filter((f) => f.id !== id) };
+}
+
+/** A FIP forwarded to itself would loop in the gateway. */
+function refuseSelfTarget(fip: FloatingIp, target: Address): void {
+  if (target.text === fip.address) invalid('target', `${target.text} is the floating IP itself`);
 }
 
 export function portText(f: { port: number; portEnd: number }): string {

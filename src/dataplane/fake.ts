@@ -1,7 +1,6 @@
 /**
  * A strict in-memory dataplane. It keeps state like a kernel, refuses what a kernel would
- * refuse (removing what is not there, adding what already is, mapping a FIP onto itself,
- * overlapping port intervals), applies a diff all-or-nothing, records the conntrack flushes a
+ * refuse (removing what is not there, adding what already is, overlapping port intervals), applies a diff all-or-nothing, records the conntrack flushes a
  * move or release causes, and prints its state with
  * `dump()` so tests can compare whole states. Tests can also make it refuse an element the way
  * a kernel would refuse a rule, to exercise ERROR paths.
@@ -100,8 +99,6 @@ export class FakeDataplane implements Dataplane {
   }
 
   private put(state: Map<string, IntentElement>, e: IntentElement): void {
-    if ((e.kind === 'dnat' || e.kind === 'snat') && e.key === e.value)
-      this.refuse(e, 'a FIP cannot be its own target');
     const refusal = this.refusals.find((r) => r.match(e));
     if (refusal) this.refuse(e, refusal.reason);
     state.set(elementId(e), e);
