@@ -122,11 +122,23 @@ void describe('core/lifecycle: associate', () => {
   });
 
   void it('refuses a FIP as its own target, on associate, move and forward', () => {
-    const self = (e: unknown) => e instanceof IpferryError && e.code === 'IPF_E_VALIDATION' && e.problems[0]?.path === 'target';
+    const self = (e: unknown) =>
+      e instanceof IpferryError &&
+      e.code === 'IPF_E_VALIDATION' &&
+      e.problems[0]?.path === 'target';
     assert.throws(() => associate(fip(), assoc({ target: '203.0.113.5' }), T1), self);
     const associated = associate(fip(), assoc({ target: '10.0.0.5' }), T1);
     assert.throws(() => move(associated, parseAddress('203.0.113.5'), undefined, T2), self);
-    assert.throws(() => addForward(fip(), validateForward({ protocol: 'tcp', port: 80, target: '203.0.113.5' }), [], T1), self);
+    assert.throws(
+      () =>
+        addForward(
+          fip(),
+          validateForward({ protocol: 'tcp', port: 80, target: '203.0.113.5' }),
+          [],
+          T1,
+        ),
+      self,
+    );
   });
 
   void it('keeps node and masquerade', () => {

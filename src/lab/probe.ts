@@ -1,0 +1,248 @@
+/**
+ * Test servers and probes for labs. Probes run `socat` / `ping` inside a host's namespace
+ * (they start in milliseconds, unlike node) and answer with what came back, or `undefined`
+ * when nothing did: a failed probe is a result, not an error. They throw only when the lab
+ * itself is broken (unknown host, missing namespace, missing tool).
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { IpferryError } from '../core/errors.js';
+import type { Lab, LabProcess } from './topology.js';
+
+export type Protocol = 'tcp' | 'udp';
+
+export interface EchoServerOptions {
+  /** The name the server answers with (default: the host's name). */
+  readonly name?: string;
+  readonly tcp?: readonly number[];
+  readonly udp?: readonly number[];
+  /** Addresses to bind (default `::`, dual stack). */
+  readonly bind?: readonly string[];
+  /** How long to wait for `ready` (default 15 s: node + tsx start-up). */
+  readonly timeoutMs?: number;
+}
+
+export interface EchoServer {
+  readonly host: string;
+  readonly name: string;
+  readonly tcp: readonly number[];
+  readonly udp: readonly number[];
+  readonly process: LabProcess;
+  stop(): Promise<void>;
+}
+
+export interface EchoReply {
+  /** The answering server's name. */
+  readonly name: string;
+  /** The source address the server saw. */
+  readonly address: string;
+}
+
+/**
+ * The command line of the echo server: the TypeScript source through tsx when this module runs
+ * from source (tests), the compiled file when it runs from dist/.
+ */
+export function echoServerCommand(): string[] {
+  if (import.meta.url.endsWith('.ts')) {
+    // tsx is resolved here, not by the child, so the child's working directory does not matter.
+    const server = fileURLToPath(new URL('./echo-server.ts', import.meta.url));
+    return [process.execPath, '--import', import.meta.resolve('tsx'), server];
+  }
+  return [process.execPath, fileURLToPath(new URL('./echo-server.js', import.meta.url))];
+}
+
+export async function startEchoServer(
+  lab: Lab,
+  host: string,
+  options: EchoServerOptions = {},
+): Promise<EchoServer> {
+  const name = options.name ?? host;
+  const tcp = options.tcp ?? [];
+  const udp = options.udp ?? [];
+  const argv = [...echoServerCommand(), '--name', name];
+  if (tcp.length > 0) argv.push('--tcp', tcp.join(','));
+  if (udp.length > 0) argv.push('--udp', udp.join(','));
+  if (options.bind) argv.push('--bind', options.bind.join(','));
+  const proc = await lab.spawn(host, argv, {
+    ready: /^ready$/m,
+    timeoutMs: options.timeoutMs ?? 15_000,
+  });
+  return { host, name, tcp, udp, process: proc, stop: () => proc.stop() };
+}
+
+/** `be1 10.0.0.11\n` → { name: 'be1', address: '10.0.0.11' }; undefined for anything else. */
+export function parseEchoReply(reply: string | undefined): EchoReply | undefined {
+  const match = /^(\S+) (\S+)\n$/.exec(reply ?? '');
+  if (!match?.[1] || !match[2]) return undefined;
+  return { name: match[1], address: match[2] };
+}
+
+/** socat's address syntax wants IPv6 literals in brackets; the family is spelled out. */
+function socatAddress(protocol: Protocol, address: string, port: number): string {
+  const v6 = address.includes(':');
+  const kind = `${protocol.toUpperCase()}${v6 ? '6' : '4'}`;
+  return `${kind}:${v6 ? `[${address}]` : address}:${port}`;
+}
+
+function seconds(ms: number): string {
+  return String(Math.max(ms, 1) / 1000);
+}
+
+interface Outcome {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** We killed it: out of time, or `until` was satisfied. */
+  readonly timedOut: boolean;
+  readonly matched: boolean;
+}
+
+interface RunOptions {
+  readonly timeoutMs: number;
+  /** Written to stdin, which then stays open; without it stdin is /dev/null (closed). */
+  readonly input?: string;
+  /** Stop the process as soon as its stdout satisfies this. */
+  readonly until?: (stdout: string) => boolean;
+}
+
+// `ip netns exec` reports its own failures (not the tool's) with these messages.
+const BROKEN = /Cannot open network namespace|setting the network namespace|exec of ".*" failed/;
+
+/** Runs a probe tool in a host without throwing for its exit code; throws for a broken lab. */
+async function runProbe(
+  lab: Lab,
+  host: string,
+  argv: string[],
+  options: RunOptions,
+): Promise<Outcome> {
+  const child = spawn('ip', ['netns', 'exec', lab.ns(host), ...argv], {
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let timedOut = false;
+  let matched = false;
+  // Slack over the tool's own timeouts for `ip netns exec` and process start-up.
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, options.timeoutMs + 1500);
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    if (!matched && options.until?.(stdout)) {
+      matched = true;
+      child.kill('SIGKILL');
+    }
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.stdin?.on('error', () => undefined); // the tool may exit before reading
+  if (options.input !== undefined) child.stdin?.write(options.input);
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (exitCode) => resolve(exitCode));
+  }).finally(() => clearTimeout(timer));
+  if (BROKEN.test(stderr)) {
+    throw new IpferryError('IPF_E_DATAPLANE', { reason: `probe on ${host}: ${stderr.trim()}` });
+  }
+  return { code, stdout, stderr, timedOut, matched };
+}
+
+/**
+ * Connects over TCP and returns everything the server sent before closing, or undefined when
+ * the connection was refused or timed out. Stdin is closed: socat half-closes its side and
+ * waits (-t) for the server to finish.
+ */
+export async function tcpProbe(
+  lab: Lab,
+  host: string,
+  address: string,
+  port: number,
+  timeoutMs = 2000,
+): Promise<string | undefined> {
+  const t = seconds(timeoutMs);
+  const target = `${socatAddress('tcp', address, port)},connect-timeout=${t}`;
+  const out = await runProbe(lab, host, ['socat', '-t', t, '-T', t, 'STDIO', target], {
+    timeoutMs,
+  });
+  if (out.timedOut || out.code !== 0) return undefined;
+  return out.stdout;
+}
+
+/**
+ * Sends one datagram and returns the first line that comes back, or undefined (refused by an
+ * ICMP port unreachable, or nothing within the timeout). Stdin stays open: with it closed, a
+ * UDP socat would wait out its whole -t before exiting; we stop it at the first reply instead.
+ */
+export async function udpProbe(
+  lab: Lab,
+  host: string,
+  address: string,
+  port: number,
+  timeoutMs = 2000,
+  payload = 'probe\n',
+): Promise<string | undefined> {
+  const argv = ['socat', '-T', seconds(timeoutMs), '-', socatAddress('udp', address, port)];
+  const out = await runProbe(lab, host, argv, {
+    timeoutMs,
+    input: payload,
+    until: (stdout) => stdout.includes('\n'),
+  });
+  if (!out.matched) return undefined;
+  return out.stdout.slice(0, out.stdout.indexOf('\n') + 1);
+}
+
+/** Asks an echo server (over TCP or UDP) who answered and which source address it saw. */
+export async function echoProbe(
+  lab: Lab,
+  host: string,
+  protocol: Protocol,
+  address: string,
+  port: number,
+  timeoutMs = 2000,
+): Promise<EchoReply | undefined> {
+  const probe = protocol === 'tcp' ? tcpProbe : udpProbe;
+  return parseEchoReply(await probe(lab, host, address, port, timeoutMs));
+}
+
+/**
+ * An outbound connection from a backend: `from` connects to `server` (an echo server running on
+ * the outside client) at `address`, and gets back the source address the client saw — the
+ * backend's own, or the one a gateway translated it to. Undefined when nothing came back.
+ */
+export async function outboundProbe(
+  lab: Lab,
+  from: string,
+  server: EchoServer,
+  address: string,
+  options: { protocol?: Protocol; port?: number; timeoutMs?: number } = {},
+): Promise<string | undefined> {
+  const protocol = options.protocol ?? 'tcp';
+  const port = options.port ?? (protocol === 'tcp' ? server.tcp[0] : server.udp[0]);
+  if (port === undefined) {
+    throw new IpferryError('IPF_E_DATAPLANE', {
+      reason: `echo server ${server.name} has no ${protocol} port`,
+    });
+  }
+  const reply = await echoProbe(lab, from, protocol, address, port, options.timeoutMs);
+  if (reply && reply.name !== server.name) {
+    // Another server answered: the lab is wired differently from what the caller believes.
+    throw new IpferryError('IPF_E_DATAPLANE', {
+      reason: `expected ${server.name} at ${address}:${port}, ${reply.name} answered`,
+    });
+  }
+  return reply?.address;
+}
+
+/** One ping (v4 or v6, chosen by the address); true when a reply came back in time. */
+export async function ping(
+  lab: Lab,
+  host: string,
+  address: string,
+  timeoutMs = 2000,
+): Promise<boolean> {
+  const wait = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  const out = await runProbe(lab, host, ['ping', '-n', '-q', '-c', '1', '-W', wait, address], {
+    timeoutMs,
+  });
+  return !out.timedOut && out.code === 0;
+}
