@@ -197,6 +197,41 @@ export function dataplaneConformance(name: string, open: () => Promise<Dataplane
       );
     });
 
+    it('claims on-link FIPs (IPv4 address, IPv6 proxy NDP) and gives them back', async () => {
+      const onlink: Pool = {
+        ...POOL,
+        delivery: 'onlink',
+        uplink: 'eth0',
+        entries: [
+          { kind: 'range', first: '192.0.2.100', last: '192.0.2.110' },
+          { kind: 'cidr', cidr: '2001:db8:1::/64' },
+        ],
+      };
+      const fips = [
+        fip('192.0.2.100', nat('10.0.0.61')),
+        fip('2001:db8:1::100', nat('fd00:10::61')),
+      ].map((f) => ({ ...f, fip: { ...f.fip, pool: 'public' } }));
+      const facts = await dp.facts();
+      const intent = compile({ pools: [onlink], fips }, 'gw', facts);
+      await dp.apply(diffIntent(intent.elements, await dp.observe(intent.elements)));
+      const claims = (await dp.observe(intent.elements)).filter((e) => e.kind === 'claim');
+      assert.deepEqual(sorted(claims), [
+        'claim 192.0.2.100 -> eth0',
+        'claim 2001:db8:1::100 -> eth0',
+      ]);
+      assert.deepEqual(
+        await dp.facts(),
+        facts,
+        'a claimed FIP is not one of the host’s own addresses',
+      );
+      const none = compile({ pools: [onlink], fips: [] }, 'gw', facts);
+      await dp.apply(diffIntent(none.elements, await dp.observe(none.elements)));
+      assert.deepEqual(
+        (await dp.observe(none.elements)).filter((e) => e.kind === 'claim'),
+        [],
+      );
+    });
+
     it('holds 10,000 FIPs in one apply, then moves one with a three-element change', async () => {
       const many = Array.from({ length: 10_000 }, (_, i) =>
         fip(`203.1.${i >> 8}.${i & 255}`, nat(`10.1.${i >> 8}.${i & 255}`)),

@@ -328,6 +328,54 @@ describe('a gateway forwarding floating IPs (nat and ports) on a real kernel', (
     await api.disassociate(fip);
   });
 
+  it('on-link pool: the gateway answers ARP and NDP for its FIPs on the uplink, and stops on release', async () => {
+    // Addresses of the uplink's own segment: the upstream reaches them by ARP/NDP, not a route.
+    await api.createPool({
+      name: 'onlink',
+      gateway: 'gw',
+      delivery: 'onlink',
+      uplink: L.gw.uplink.ifname,
+      entries: ['192.0.2.100-192.0.2.110', '2001:db8:1::100-2001:db8:1::110'],
+    });
+    for (const [fip, target] of [
+      ['192.0.2.100', L.be1.v4],
+      ['2001:db8:1::100', L.be2.v6],
+    ] as const) {
+      await api.allocate({ address: fip });
+      await api.associate(fip, { target });
+      await activeAt(fip);
+    }
+    assert.deepEqual(await who('client', 'tcp', '192.0.2.100', 80), {
+      name: 'be1',
+      address: L.client.v4,
+    });
+    assert.deepEqual(await who('client', 'tcp', '2001:db8:1::100', 80), {
+      name: 'be2',
+      address: L.client.v6,
+    });
+    const addresses = (await lab.exec('gw', ['ip', 'address', 'show', 'dev', L.gw.uplink.ifname]))
+      .stdout;
+    assert.match(addresses, /inet 192\.0\.2\.100\/32 scope global wan0:ipf/);
+    assert.match(
+      (await lab.exec('gw', ['ip', '-6', 'neigh', 'show', 'proxy'])).stdout,
+      /2001:db8:1::100 dev wan0 proxy/,
+    );
+    // The gateway's own address is still its own: not a FIP, never dropped.
+    assert.deepEqual(await who('client', 'tcp', L.gw.uplink.v4, 2222), {
+      name: 'gw',
+      address: L.client.v4,
+    });
+    await api.release('192.0.2.100', true);
+    await api.release('2001:db8:1::100', true);
+    const claimsLeft = async () =>
+      (await lab.exec('gw', ['ip', 'address', 'show'])).stdout.includes('192.0.2.100') ||
+      (await lab.exec('gw', ['ip', '-6', 'neigh', 'show', 'proxy'])).stdout.includes(
+        '2001:db8:1::100',
+      );
+    await waitFor('claims gone', async () => !(await claimsLeft()));
+    assert.equal(await who('client', 'tcp', '192.0.2.100', 80, 800), undefined);
+  });
+
   it('release: nothing answers on the FIP any more', async () => {
     await api.release(FIP, true);
     await waitFor('released', async () => !(await kernelState()).includes(`${FIP} :`));

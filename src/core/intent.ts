@@ -23,7 +23,8 @@
  * - `hairpin` interface: connections that leave by the interface they came in on after DNAT
  *           (a LAN client reaching a LAN target's FIP) are masqueraded, so replies come back.
  * - `counter` FIP: packets and bytes to the FIP.
- * - `claim` FIP → uplink: an on-link FIP the gateway holds on its uplink (answers ARP/NDP).
+ * - `claim` FIP → uplink: an on-link FIP the gateway answers ARP/NDP for on its uplink (IPv4:
+ *           the address on the uplink, labelled as ipferry's; IPv6: a proxy NDP entry).
  * - `route` FIP → node: routed delivery into a tunnel (realised by the tunnel drivers).
  * - `sysctl`, `table`: forwarding on; the table's fixed part at its version.
  */
@@ -41,6 +42,7 @@ import {
   NFT_TABLE,
   SYSCTL_IPV4_FORWARD,
   SYSCTL_IPV6_FORWARD,
+  proxyNdpSysctl,
 } from './names.js';
 import { poolRanges } from './pool.js';
 
@@ -169,6 +171,13 @@ function hostElements(
   // where there is IPv6 to forward.
   if (pools.some((p) => poolRanges(p).some((r) => r.range.family === 6))) {
     out.push(host('sysctl', SYSCTL_IPV6_FORWARD, '1'));
+  }
+  // On-link IPv6 FIPs are answered by proxy NDP on the uplink.
+  const ndpUplinks = pools.filter(
+    (p) => p.delivery === 'onlink' && p.uplink && poolRanges(p).some((r) => r.range.family === 6),
+  );
+  for (const uplink of new Set(ndpUplinks.map((p) => p.uplink ?? ''))) {
+    out.push(host('sysctl', proxyNdpSysctl(uplink), '1'));
   }
   for (const pool of pools) {
     for (const { entry, range } of poolRanges(pool)) {

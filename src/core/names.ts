@@ -26,6 +26,18 @@ export const HAIRPIN_MARK = 0x20000000;
 export const SYSCTL_IPV4_FORWARD = 'net.ipv4.ip_forward';
 export const SYSCTL_IPV6_FORWARD = 'net.ipv6.conf.all.forwarding';
 
+export function proxyNdpSysctl(uplink: string): string {
+  return `net.ipv6.conf.${uplink}.proxy_ndp`;
+}
+
+/**
+ * Label of an on-link IPv4 FIP held on an uplink: how ipferry recognises its own addresses
+ * (the kernel wants labels to start with the interface name, 15 characters at most).
+ */
+export function claimLabel(uplink: string): string {
+  return `${uplink}:ipf`;
+}
+
 /** Name of the packet counter of a FIP (nftables object names allow letters, digits, `_`). */
 export function counterName(address: string): string {
   return `fip_${address.replace(/[.:]/g, '_')}`;

@@ -204,6 +204,9 @@ export function validatePool(input: PoolInput): ValidPool {
   if (delivery === 'onlink') {
     if (typeof input.uplink !== 'string' || !INTERFACE.test(input.uplink)) {
       p.add('uplink', 'an on-link pool needs the uplink interface name (1–15 characters)');
+    } else if (input.uplink.length > 11) {
+      // The gateway labels the FIPs it holds `UPLINK:ipf`, and labels have at most 15 characters.
+      p.add('uplink', 'an on-link uplink name may have at most 11 characters');
     } else uplink = input.uplink;
   } else if (input.uplink !== undefined) {
     p.add('uplink', 'only an on-link pool has an uplink interface');

@@ -18,7 +18,8 @@ import {
   type IntentDiff,
   type IntentElement,
 } from '../core/intent.js';
-import { NFT_FAMILY, NFT_TABLE } from '../core/names.js';
+import { tryParseAddress } from '../core/address.js';
+import { claimLabel, NFT_FAMILY, NFT_TABLE } from '../core/names.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
 import { fipOf, NFT_KINDS, parseTable, renderElements, renderTable } from './nft/ruleset.js';
@@ -66,19 +67,50 @@ export class LinuxDataplane implements Dataplane {
     );
   }
 
+  /** The host's interfaces and addresses, leaving out the FIPs ipferry itself holds (claims). */
   async facts(): Promise<HostFacts> {
-    const { stdout } = await this.exec('ip', ['-j', 'address', 'show']);
-    const links = JSON.parse(stdout || '[]') as {
-      ifname: string;
-      addr_info?: { local?: string }[];
-    }[];
+    const links = await this.links();
+    const own = (l: IpLink) => (l.addr_info ?? []).filter((a) => a.label !== claimLabel(l.ifname));
     return {
       interfaces: links
         .map((l) => l.ifname)
         .filter((n) => n !== 'lo')
         .sort(),
-      addresses: links.flatMap((l) => (l.addr_info ?? []).flatMap((a) => a.local ?? [])).sort(),
+      addresses: links.flatMap((l) => own(l).flatMap((a) => a.local ?? [])).sort(),
     };
+  }
+
+  private async links(): Promise<IpLink[]> {
+    const { stdout } = await this.exec('ip', ['-j', 'address', 'show']);
+    return JSON.parse(stdout || '[]') as IpLink[];
+  }
+
+  /**
+   * On-link FIPs this host answers for: IPv4 addresses carrying ipferry's label, and IPv6 proxy
+   * NDP entries inside the pools it is gateway of (the ranges of `wanted`'s drop elements: proxy
+   * entries elsewhere belong to someone else).
+   */
+  private async claims(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
+    const claim = (key: string, value: string): IntentElement => ({
+      kind: 'claim',
+      key,
+      value,
+      owner: key,
+    });
+    const v4 = (await this.links()).flatMap((l) =>
+      (l.addr_info ?? [])
+        .filter((a) => a.label === claimLabel(l.ifname) && a.local)
+        .map((a) => claim(canonical(a.local ?? ''), l.ifname)),
+    );
+    const { stdout } = await this.exec('ip', ['-j', '-6', 'neigh', 'show', 'proxy']);
+    const pools = wanted.filter((e) => e.kind === 'drop').map((e) => e.key.split('-'));
+    const claimed = new Set(wanted.filter((e) => e.kind === 'claim').map((e) => e.key));
+    const ours = (dst: string) =>
+      claimed.has(canonical(dst)) || pools.some(([a, b]) => inRange(dst, a, b));
+    const v6 = (JSON.parse(stdout || '[]') as { dst?: string; dev?: string }[])
+      .filter((n) => n.dst && n.dev && ours(n.dst))
+      .map((n) => claim(canonical(n.dst ?? ''), n.dev ?? ''));
+    return [...v4, ...v6];
   }
 
   async observe(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
@@ -86,6 +118,7 @@ export class LinuxDataplane implements Dataplane {
       tolerate: (stderr) => /No such file or directory/.test(stderr),
     });
     const elements = table.stdout.trim() ? parseTable(table.stdout) : [];
+    elements.push(...(await this.claims(wanted)));
     for (const e of wanted) {
       if (e.kind !== 'sysctl') continue;
       const { stdout } = await this.exec('sysctl', ['-n', e.key]);
@@ -99,8 +132,38 @@ export class LinuxDataplane implements Dataplane {
     for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) {
       if (e.kind === 'sysctl') await this.exec('sysctl', ['-qw', `${e.key}=${e.value}`]);
     }
-    await this.applyNft(diff);
+    // Claims first, added before deleted, so an address is never briefly unanswered; if the
+    // nftables transaction then fails, the claims added here are taken back.
+    const added = [...diff.add, ...diff.replace.map((r) => r.to)].filter((e) => e.kind === 'claim');
+    const removed = [...diff.replace.map((r) => r.from), ...diff.remove].filter(
+      (e) => e.kind === 'claim',
+    );
+    await this.claimAll(added);
+    try {
+      await this.applyNft(diff);
+    } catch (e) {
+      await this.releaseAll(added).catch(() => undefined);
+      throw e;
+    }
+    await this.releaseAll(removed);
     await this.forgetStaleConnections(diff);
+  }
+
+  private async claimAll(claims: readonly IntentElement[]): Promise<void> {
+    const done: IntentElement[] = [];
+    try {
+      for (const c of claims) {
+        await this.exec('ip', claimArgs('add', c));
+        done.push(c);
+      }
+    } catch (e) {
+      await this.releaseAll(done).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async releaseAll(claims: readonly IntentElement[]): Promise<void> {
+    for (const c of claims) await this.exec('ip', claimArgs('del', c));
   }
 
   async close(): Promise<void> {
@@ -184,13 +247,33 @@ export function staleConnectionFilter(e: IntentElement): string[] | undefined {
 }
 
 function refuseUnsupported(diff: IntentDiff): void {
-  const e = [...diff.add, ...diff.replace.map((r) => r.to)].find(
-    (x) => x.kind === 'claim' || x.kind === 'route',
-  );
+  const e = [...diff.add, ...diff.replace.map((r) => r.to)].find((x) => x.kind === 'route');
   if (!e) return;
-  const reason =
-    e.kind === 'claim'
-      ? `${e.key}: on-link pools are not supported by the Linux dataplane yet; have the upstream route the pool to the gateway`
-      : `${e.key}: routed mode needs a tunnel to its node, which this version cannot build yet`;
+  const reason = `${e.key}: routed mode needs a tunnel to its node, which this version cannot build yet`;
   throw new IpferryError('IPF_E_DATAPLANE', { reason });
+}
+
+interface IpLink {
+  ifname: string;
+  addr_info?: { local?: string; label?: string; prefixlen?: number }[];
+}
+
+/** `ip` arguments that add or delete a claim: a labelled /32, or an IPv6 proxy NDP entry. */
+export function claimArgs(op: 'add' | 'del', c: IntentElement): string[] {
+  if (c.key.includes(':')) return ['-6', 'neigh', op, 'proxy', c.key, 'dev', c.value];
+  const label = op === 'add' ? ['label', claimLabel(c.value)] : [];
+  return ['address', op, `${c.key}/32`, 'dev', c.value, ...label];
+}
+
+function canonical(address: string): string {
+  return tryParseAddress(address)?.text ?? address;
+}
+
+function inRange(address: string, first: string | undefined, last: string | undefined): boolean {
+  const a = tryParseAddress(address);
+  const lo = tryParseAddress(first ?? '');
+  const hi = tryParseAddress(last ?? '');
+  return (
+    !!a && !!lo && !!hi && a.family === lo.family && a.value >= lo.value && a.value <= hi.value
+  );
 }
