@@ -132,6 +132,8 @@ const GOLDEN_GW1: HostIntent = {
     host('table', 'inet ipferry', NFT_SKELETON_VERSION),
     host('sysctl', 'net.ipv4.ip_forward', '1'),
     host('sysctl', 'net.ipv6.conf.all.forwarding', '1'),
+    // The on-link pool has IPv6 addresses: proxy NDP on its uplink.
+    host('sysctl', 'net.ipv6.conf.eth0.proxy_ndp', '1'),
     host('hairpin', 'eth0', 'eth0'),
     host('hairpin', 'wg0', 'wg0'),
     lan('drop', '198.51.100.1-198.51.100.2'),
@@ -476,6 +478,7 @@ void describe('core/intent: host elements', () => {
       host('table', 'inet ipferry', NFT_SKELETON_VERSION),
       host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
       host('sysctl', SYSCTL_IPV6_FORWARD, '1'),
+      host('sysctl', 'net.ipv6.conf.eth0.proxy_ndp', '1'),
       host('hairpin', 'br0', 'br0'),
       host('hairpin', 'eth1', 'eth1'),
     ]);
