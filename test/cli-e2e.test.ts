@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -380,5 +380,45 @@ describe('agent start-up refusals', () => {
     assert.equal(r.code, 1);
     assert.match(r.err, /IPF_E_SECRET_FILE.*readable by others/);
     assert.ok(!r.err.includes('a-token-that-is-long-enough'));
+  });
+  it('refuses the Linux dataplane without its tools, naming the Debian package', async () => {
+    // A PATH with node and ip but no nft: the agent must stop before touching anything.
+    const bin = join(tmp.dir, 'bin-without-nft');
+    await mkdir(bin, { recursive: true });
+    await symlink(process.execPath, join(bin, 'node'));
+    for (const tool of ['ip', 'sysctl', 'conntrack']) {
+      const found = (
+        await exec('sh', ['-c', `command -v ${tool}`], {
+          env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+        })
+      ).stdout.trim();
+      await symlink(found, join(bin, tool));
+    }
+    const r = await exec(
+      BIN,
+      [
+        'agent',
+        '--node',
+        'x',
+        '--dataplane',
+        'linux',
+        '--netns',
+        'ipft-never-created',
+        '--store',
+        'sqlite::memory:',
+        '--listen',
+        '127.0.0.1:0',
+        '--token-file',
+        join(tmp.dir, 'nft-token'),
+      ],
+      {
+        env: { PATH: bin, HOME: tmp.dir },
+      },
+    ).then(
+      () => ({ code: 0, err: '' }),
+      (e: { code?: number; stderr?: string }) => ({ code: e.code ?? -1, err: e.stderr ?? '' }),
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_KERNEL.*missing nft \(Debian package nftables\)/);
   });
 });

@@ -52,8 +52,9 @@ export class LinuxDataplane implements Dataplane {
    */
   async check(): Promise<void> {
     const missing: string[] = [];
+    // Tools are the host's binaries: look for them directly, not inside the namespace.
     for (const { tool, args, pkg } of REQUIRED_TOOLS) {
-      await this.exec(tool, args).catch(() => missing.push(`${tool} (Debian package ${pkg})`));
+      await run(tool, args).catch(() => missing.push(`${tool} (Debian package ${pkg})`));
     }
     if (missing.length > 0) {
       throw new IpferryError('IPF_E_KERNEL', { reason: `missing ${missing.join(', ')}` });
@@ -61,7 +62,7 @@ export class LinuxDataplane implements Dataplane {
     await this.exec('nft', ['-c', '-f', '-'], { input: renderTable([], false) }).catch(
       (e: unknown) => {
         throw new IpferryError('IPF_E_KERNEL', {
-          reason: `the kernel refused ipferry's nftables table (nat, maps, concatenations, fib): ${(e as Error).message}`,
+          reason: `the kernel refused ipferry's nftables table (inet nat, maps, concatenations): ${(e as Error).message}`,
         });
       },
     );
@@ -149,21 +150,28 @@ export class LinuxDataplane implements Dataplane {
     await this.forgetStaleConnections(diff);
   }
 
+  /**
+   * One `ip -batch` for all claims. `ip` stops at the first failing line, so on failure the
+   * claims of this batch are taken back one by one (those never added fail harmlessly).
+   */
   private async claimAll(claims: readonly IntentElement[]): Promise<void> {
-    const done: IntentElement[] = [];
+    if (claims.length === 0) return;
     try {
-      for (const c of claims) {
-        await this.exec('ip', claimArgs('add', c));
-        done.push(c);
-      }
+      await this.ipBatch(claims.map((c) => claimArgs('add', c)));
     } catch (e) {
-      await this.releaseAll(done).catch(() => undefined);
+      for (const c of claims) await this.exec('ip', claimArgs('del', c)).catch(() => undefined);
       throw e;
     }
   }
 
   private async releaseAll(claims: readonly IntentElement[]): Promise<void> {
-    for (const c of claims) await this.exec('ip', claimArgs('del', c));
+    if (claims.length > 0) await this.ipBatch(claims.map((c) => claimArgs('del', c)));
+  }
+
+  private async ipBatch(lines: readonly string[][]): Promise<void> {
+    await this.exec('ip', ['-batch', '-'], {
+      input: lines.map((l) => l.join(' ')).join('\n') + '\n',
+    });
   }
 
   async close(): Promise<void> {
@@ -260,7 +268,7 @@ interface IpLink {
 
 /** `ip` arguments that add or delete a claim: a labelled /32, or an IPv6 proxy NDP entry. */
 export function claimArgs(op: 'add' | 'del', c: IntentElement): string[] {
-  if (c.key.includes(':')) return ['-6', 'neigh', op, 'proxy', c.key, 'dev', c.value];
+  if (c.key.includes(':')) return ['neigh', op, 'proxy', c.key, 'dev', c.value];
   const label = op === 'add' ? ['label', claimLabel(c.value)] : [];
   return ['address', op, `${c.key}/32`, 'dev', c.value, ...label];
 }
