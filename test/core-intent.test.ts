@@ -6,6 +6,7 @@ import {
   compareElements,
   compile,
   diffFor,
+  applyDiff,
   diffIntent,
   diffOwners,
   type ElementKind,
@@ -847,5 +848,27 @@ void describe('core/intent: diffFor and diffOwners', () => {
       '203.0.113.10',
       '2001:db8::10',
     ]);
+  });
+});
+
+void describe('core/intent: applyDiff', () => {
+  void it('gives the state a dataplane holds after a diff, sorted', () => {
+    const a = {
+      kind: 'dnat' as const,
+      key: '203.0.113.1',
+      value: '10.0.0.1',
+      owner: '203.0.113.1',
+    };
+    const b = {
+      kind: 'dnat' as const,
+      key: '203.0.113.2',
+      value: '10.0.0.2',
+      owner: '203.0.113.2',
+    };
+    const c = { kind: 'counter' as const, key: '203.0.113.3', value: '', owner: '203.0.113.3' };
+    const moved = { ...a, value: '10.0.0.9' };
+    const after = applyDiff([b, a], { add: [c], replace: [{ from: a, to: moved }], remove: [b] });
+    assert.deepEqual(after, [c, moved]);
+    assert.deepEqual(diffIntent(after, after), { add: [], replace: [], remove: [] });
   });
 });

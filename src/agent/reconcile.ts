@@ -8,12 +8,14 @@
  */
 import { ROOT, keys } from '../core/keys.js';
 import {
+  applyDiff,
   compile,
   diffFor,
   diffIntent,
   diffOwners,
   type HostIntent,
   type IntentDiff,
+  type IntentElement,
   isEmptyDiff,
 } from '../core/intent.js';
 import type { FipStatus, FloatingIp, Pool } from '../core/model.js';
@@ -63,6 +65,9 @@ export class Reconciler {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private dirty = false;
+  /** Kernel state as last read or as left by this agent's own successful apply. */
+  private known?: IntentElement[];
+  private readDue = true;
   private stopped = true;
   private failures = 0;
 
@@ -72,7 +77,10 @@ export class Reconciler {
     this.stopped = false;
     const result = await this.passOrBackoff();
     this.follow(result?.revision);
-    this.timer = setInterval(() => this.kick(), this.o.resyncMs);
+    this.timer = setInterval(() => {
+      this.readDue = true;
+      this.kick();
+    }, this.o.resyncMs);
     this.timer.unref();
   }
 
@@ -99,7 +107,7 @@ export class Reconciler {
 
   /** What a pass would change in the kernel now, without changing anything (`ipferry plan`). */
   async plan(): Promise<PlanResponse> {
-    const { snapshot, intent, diff } = await this.compare();
+    const { snapshot, intent, diff } = await this.compare(true);
     return {
       node: this.o.node,
       dataplane: this.o.dataplane.kind,
@@ -109,17 +117,37 @@ export class Reconciler {
     };
   }
 
-  private async compare(): Promise<{ snapshot: Snapshot; intent: HostIntent; diff: IntentDiff }> {
+  /**
+   * Compiles the intent and diffs it against the kernel. Reading a large table back costs
+   * more than changing one element, so between resyncs the kernel state is taken to be what
+   * the last successful apply left; a resync, an error or a refused apply reads it again
+   * (which is also how drift made by hand is found).
+   */
+  private async compare(fresh = false): Promise<{
+    snapshot: Snapshot;
+    intent: HostIntent;
+    observed: IntentElement[];
+    diff: IntentDiff;
+  }> {
     const snapshot = await this.snapshot();
     const intent = compile(snapshot, this.o.node, await this.o.dataplane.facts());
-    const diff = diffIntent(intent.elements, await this.o.dataplane.observe(intent.elements));
-    return { snapshot, intent, diff };
+    let observed = fresh || this.readDue ? undefined : this.known;
+    if (!observed) {
+      observed = await this.o.dataplane.observe(intent.elements);
+      if (!fresh) {
+        this.known = observed;
+        this.readDue = false;
+      }
+    }
+    return { snapshot, intent, observed, diff: diffIntent(intent.elements, observed) };
   }
 
   /** One pass: snapshot, compile, diff, apply, report. */
   async pass(): Promise<PassResult> {
-    const { snapshot, intent, diff } = await this.compare();
+    const { snapshot, intent, observed, diff } = await this.compare();
     const errors = isEmptyDiff(diff) ? new Map<string, string>() : await this.apply(diff);
+    if (errors.size === 0) this.known = applyDiff(observed, diff);
+    else this.readDue = true;
     await this.report(intent, snapshot, errors);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
@@ -154,6 +182,7 @@ export class Reconciler {
       return result;
     } catch (e) {
       this.failures++;
+      this.readDue = true;
       this.lastError = (e as Error).message;
       this.o.log.error(
         { err: this.lastError, failures: this.failures },

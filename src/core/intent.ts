@@ -279,6 +279,14 @@ export function diffIntent(
   return { add, replace, remove };
 }
 
+/** What a dataplane holds after `diff` was applied to `observed`. */
+export function applyDiff(observed: readonly IntentElement[], diff: IntentDiff): IntentElement[] {
+  const state = new Map(observed.map((e) => [elementId(e), e]));
+  for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) state.delete(elementId(e));
+  for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) state.set(elementId(e), e);
+  return [...state.values()].sort(compareElements);
+}
+
 export function isEmptyDiff(d: IntentDiff): boolean {
   return d.add.length === 0 && d.replace.length === 0 && d.remove.length === 0;
 }
