@@ -1,0 +1,42 @@
+/**
+ * The seam between the agent and a host's tunnels. A driver makes one tunnel interface look
+ * like a TunnelIntent (src/core/tunnel.ts) and reads it back; the real WireGuard driver and the
+ * strict fake implement it alike and are held to one conformance suite
+ * (test/tunnel-conformance.ts).
+ */
+import type {
+  ObservedTunnel,
+  TunnelChange,
+  TunnelIntent,
+  TunnelStatus,
+} from '../../core/tunnel.js';
+
+/** Kernel module, or wireguard-go over TUN where the module is missing. */
+export type WireGuardImplementation = 'kernel' | 'userspace';
+
+/** Structurally the agent's logger (pino-style), so the agent can pass its own. */
+export interface TunnelLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface TunnelDriver {
+  /** `wireguard`, `fake`… for logs and status. */
+  readonly kind: string;
+  /** Which implementation new tunnels get; decided once and cached. */
+  detect(): Promise<WireGuardImplementation>;
+  /** This node's WireGuard public key; the key pair is made on first use. */
+  publicKey(): Promise<string>;
+  /** The tunnel as the kernel holds it now, or undefined when there is no such interface. */
+  observe(name: string): Promise<ObservedTunnel | undefined>;
+  /**
+   * Makes the tunnel look like `intent`, changing only what differs, and returns the changes
+   * made (none when it already matched). An invalid intent is refused before anything is
+   * created; a tunnel created by this call is removed again when a later step fails.
+   */
+  apply(intent: TunnelIntent): Promise<readonly TunnelChange[]>;
+  /** Deletes the interface and everything that belongs to it; false when there was nothing. */
+  remove(name: string): Promise<boolean>;
+  /** Per peer: handshake age, bytes, current endpoint; undefined when there is no such tunnel. */
+  status(name: string): Promise<TunnelStatus | undefined>;
+}

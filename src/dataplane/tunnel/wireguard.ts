@@ -1,0 +1,623 @@
+/**
+ * The WireGuard tunnel driver: `ip` for the interface, its MTU and addresses, `wg` for keys,
+ * port and peers; everything inside `netns` when given, through execFile, never a shell.
+ *
+ * Two implementations behind one interface. Where the kernel has the wireguard module, the
+ * interface is an `ip link add … type wireguard`. Where it has not, `wireguard-go -f NAME`
+ * (userspace, over TUN) runs detached inside the namespace, so tunnels outlive the agent; its
+ * pid is kept in `stateDir/wireguard/NAME.pid` and it is stopped by that pid. wireguard-go's
+ * control socket is `/var/run/wireguard/NAME.sock` in a directory the whole machine shares, so
+ * an interface name must be unique on the machine (tunnelName derives one), not only in its
+ * namespace; `wg` finds the daemon by that socket.
+ *
+ * The private key is this node's `stateDir/wireguard/private.key` (0600, directory 0700) and
+ * reaches `wg` as that path only. `wg show dump` prints the private key back: its first field
+ * is dropped on parsing and never kept, logged or put in an error.
+ *
+ * Only interfaces named `ipf…` are ever created, changed or deleted.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { open, readdir, readFile, readlink, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { tryParseAddress, tryParsePrefix } from '../../core/address.js';
+import { IpferryError, validationError } from '../../core/errors.js';
+import {
+  describeChange,
+  diffTunnel,
+  isTunnelName,
+  type ObservedTunnel,
+  parseEndpoint,
+  type PeerStatus,
+  type TunnelChange,
+  type TunnelIntent,
+  type TunnelPeer,
+  type TunnelStatus,
+  validateTunnelIntent,
+} from '../../core/tunnel.js';
+import { type ExecResult, run, type RunOptions } from '../exec.js';
+import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
+import { ensureKeyFile, ensurePrivateDir } from './keys.js';
+
+export interface WireGuardDriverOptions {
+  /** Network namespace to act in (`ip -n`, `ip netns exec`); the current one when absent. */
+  readonly netns?: string;
+  /** This node's state: the private key, wireguard-go pid and log files. */
+  readonly stateDir: string;
+  readonly log?: TunnelLogger;
+  /** Skips detection (e.g. userspace on a host whose module misbehaves). */
+  readonly implementation?: WireGuardImplementation;
+  /** wireguard-go's and wg's socket directory (compiled into both; here for tests). */
+  readonly socketDir?: string;
+  /** How long wireguard-go may take to bring its interface and socket up (default 5 s). */
+  readonly startTimeoutMs?: number;
+  /** Unix time in seconds, for handshake ages. */
+  readonly now?: () => number;
+}
+
+/** wireguard-go refuses to run on kernels ≥ 5.6 (which have the module) without this. */
+const USERSPACE_ENV = 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD';
+// wireguard-go's environment is built here, not inherited, so nothing of the agent's leaks in.
+const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const NO_DEVICE = (stderr: string): boolean =>
+  /does not exist|Cannot find device|No such device/.test(stderr);
+
+interface IpLinkAddr {
+  ifname?: string;
+  mtu?: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+  addr_info?: { family?: string; local?: string; prefixlen?: number; scope?: string }[];
+}
+
+interface DumpPeer {
+  readonly peer: TunnelPeer;
+  readonly status: PeerStatus;
+}
+
+interface Dump {
+  readonly publicKey: string | undefined;
+  readonly listenPort: number;
+  readonly peers: readonly DumpPeer[];
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function dataplaneError(reason: string): IpferryError {
+  return new IpferryError('IPF_E_DATAPLANE', { reason });
+}
+
+function refuseForeign(name: string): void {
+  if (!isTunnelName(name)) {
+    throw validationError([
+      { path: 'name', message: `${JSON.stringify(name)} is not an ipferry tunnel (ipf…) name` },
+    ]);
+  }
+}
+
+export class WireGuardDriver implements TunnelDriver {
+  readonly kind = 'wireguard';
+  readonly #netns: string | undefined;
+  readonly #dir: string;
+  readonly #socketDir: string;
+  readonly #log: TunnelLogger | undefined;
+  readonly #startTimeoutMs: number;
+  readonly #now: () => number;
+  #implementation: Promise<WireGuardImplementation> | undefined;
+
+  constructor(options: WireGuardDriverOptions) {
+    this.#netns = options.netns;
+    this.#dir = join(options.stateDir, 'wireguard');
+    this.#socketDir = options.socketDir ?? '/var/run/wireguard';
+    this.#log = options.log;
+    this.#startTimeoutMs = options.startTimeoutMs ?? 5000;
+    this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    if (options.implementation) this.#implementation = Promise.resolve(options.implementation);
+  }
+
+  /** The private key file handed to `wg set … private-key`. */
+  get keyFile(): string {
+    return join(this.#dir, 'private.key');
+  }
+
+  pidFile(name: string): string {
+    return join(this.#dir, `${name}.pid`);
+  }
+
+  socketFile(name: string): string {
+    return join(this.#socketDir, `${name}.sock`);
+  }
+
+  #logFile(name: string): string {
+    return join(this.#dir, `${name}.log`);
+  }
+
+  #ip(args: readonly string[], options?: RunOptions): Promise<ExecResult> {
+    return run('ip', this.#netns === undefined ? args : ['-n', this.#netns, ...args], options);
+  }
+
+  #wg(args: readonly string[], options?: RunOptions): Promise<ExecResult> {
+    return this.#netns === undefined
+      ? run('wg', args, options)
+      : run('ip', ['netns', 'exec', this.#netns, 'wg', ...args], options);
+  }
+
+  detect(): Promise<WireGuardImplementation> {
+    this.#implementation ??= this.#detect().catch((error: unknown) => {
+      this.#implementation = undefined;
+      throw error;
+    });
+    return this.#implementation;
+  }
+
+  /**
+   * Asks the kernel once, in the target namespace, with a throwaway `ipfprobe…` interface: the
+   * module may be built in, loadable on demand, or missing; only trying tells.
+   */
+  async #detect(): Promise<WireGuardImplementation> {
+    await run('wg', ['--version']).catch(() => {
+      throw new IpferryError('IPF_E_TUNNEL_DRIVER', {
+        reason: 'wg is not installed (Debian package wireguard-tools)',
+      });
+    });
+    const probe = `ipfprobe${randomBytes(3).toString('hex')}`;
+    let kernelError = '';
+    try {
+      await this.#ip(['link', 'add', 'name', probe, 'type', 'wireguard']);
+      await this.#ip(['link', 'del', 'dev', probe]);
+      this.#log?.info({ netns: this.#netns ?? null }, 'wireguard: kernel module');
+      return 'kernel';
+    } catch (error) {
+      kernelError = (error as Error).message;
+    }
+    await run('wireguard-go', ['--version']).catch(() => {
+      throw new IpferryError('IPF_E_TUNNEL_DRIVER', {
+        reason: `the kernel has no WireGuard (${kernelError}) and wireguard-go is not installed`,
+      });
+    });
+    this.#log?.info(
+      { netns: this.#netns ?? null },
+      'wireguard: no kernel module, using wireguard-go',
+    );
+    return 'userspace';
+  }
+
+  async publicKey(): Promise<string> {
+    await ensurePrivateDir(this.#dir);
+    const { publicKey, created } = await ensureKeyFile(this.keyFile);
+    if (created) this.#log?.info({ publicKey }, 'wireguard: created this node’s key pair');
+    return publicKey;
+  }
+
+  async observe(name: string): Promise<ObservedTunnel | undefined> {
+    refuseForeign(name);
+    const link = await this.#link(name);
+    if (!link) return undefined;
+    const dump = await this.#dump(name);
+    if (!dump) return this.#vanishing(name, link);
+    return {
+      name,
+      kind: link.linkinfo?.info_kind === 'wireguard' ? 'kernel' : 'userspace',
+      publicKey: dump.publicKey,
+      listenPort: dump.listenPort,
+      mtu: link.mtu ?? 0,
+      up: (link.flags ?? []).includes('UP'),
+      addresses: addressesOf(link),
+      peers: dump.peers.map((p) => p.peer),
+    };
+  }
+
+  async #link(name: string): Promise<IpLinkAddr | undefined> {
+    const { stdout } = await this.#ip(['-d', '-j', 'address', 'show', 'dev', name], {
+      tolerate: NO_DEVICE,
+    });
+    const [link] = JSON.parse(stdout.trim() || '[]') as IpLinkAddr[];
+    if (!link) return undefined;
+    const kind = link.linkinfo?.info_kind;
+    if (kind !== 'wireguard' && kind !== 'tun') {
+      throw dataplaneError(`${name} exists but is a ${kind ?? 'plain'} interface, not WireGuard`);
+    }
+    return link;
+  }
+
+  /**
+   * A TUN interface whose wireguard-go died (killed, crashed) lingers for a moment after the
+   * process is gone, until the kernel has unregistered it: wait for that, then report no
+   * tunnel. Anything else that does not answer is an error.
+   */
+  async #vanishing(name: string, link: IpLinkAddr): Promise<undefined> {
+    const deadline = Date.now() + 2000;
+    while (link.linkinfo?.info_kind === 'tun' && (await this.#daemons(name)).length === 0) {
+      if (!(await this.#link(name))) return undefined;
+      if (Date.now() > deadline) break;
+      await sleep(20);
+    }
+    throw dataplaneError(`${name} exists but answers no WireGuard requests`);
+  }
+
+  /** `wg show NAME dump` without the private key (its first field, dropped here). */
+  async #dump(name: string): Promise<Dump | undefined> {
+    let result: ExecResult;
+    try {
+      result = await this.#wg(['show', name, 'dump']);
+    } catch {
+      return undefined;
+    }
+    const lines = result.stdout.split('\n').filter((line) => line !== '');
+    const [head, ...rest] = lines.map((line) => line.split('\t'));
+    if (!head || head.length < 4) return undefined;
+    const publicKey = head[1] === '(none)' ? undefined : head[1];
+    const now = this.#now();
+    return {
+      publicKey,
+      listenPort: Number(head[2]),
+      // Sorted like an intent's peers; `wg` lists them in its own order.
+      peers: rest
+        .map((f) => parseDumpPeer(f, now))
+        .sort((x, y) => (x.peer.publicKey < y.peer.publicKey ? -1 : 1)),
+    };
+  }
+
+  async apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
+    const intent = await resolveEndpoints(validateTunnelIntent(input));
+    const implementation = await this.detect();
+    const publicKey = await this.publicKey();
+    const have = await this.observe(intent.name);
+    const changes = diffTunnel(intent, have, publicKey);
+    if (changes.length === 0) return changes;
+    const created = changes.some((c) => c.kind === 'create');
+    if (created) await this.#create(intent.name, implementation);
+    try {
+      await this.#applyChanges(intent.name, changes);
+    } catch (error) {
+      if (created) await this.remove(intent.name).catch(() => undefined);
+      throw error;
+    }
+    this.#log?.info(
+      { tunnel: intent.name, changes: changes.map(describeChange) },
+      'wireguard: tunnel changed',
+    );
+    return changes;
+  }
+
+  async #create(name: string, implementation: WireGuardImplementation): Promise<void> {
+    if (implementation === 'kernel') {
+      await this.#ip(['link', 'add', 'name', name, 'type', 'wireguard']);
+    } else {
+      await this.#startDaemon(name);
+    }
+  }
+
+  async #applyChanges(name: string, changes: readonly TunnelChange[]): Promise<void> {
+    const set: string[] = [];
+    for (const change of changes) {
+      if (change.kind === 'private-key') set.push('private-key', this.keyFile);
+      if (change.kind === 'listen-port') set.push('listen-port', String(change.port));
+      if (change.kind === 'peer-remove') set.push('peer', change.publicKey, 'remove');
+      if (change.kind === 'peer-add') set.push(...peerArgs(change.peer));
+      if (change.kind === 'peer-update') set.push(...peerArgs(change.peer, change.fields));
+    }
+    if (set.length > 0) await this.#wg(['set', name, ...set]);
+    for (const change of changes) {
+      if (change.kind === 'mtu') {
+        await this.#ip(['link', 'set', 'dev', name, 'mtu', String(change.mtu)]);
+      } else if (change.kind === 'address-add') {
+        const nodad = change.address.includes(':') ? ['nodad'] : [];
+        await this.#ip(['address', 'add', change.address, 'dev', name, ...nodad]);
+      } else if (change.kind === 'address-del') {
+        await this.#ip(['address', 'del', change.address, 'dev', name]);
+      } else if (change.kind === 'up') {
+        await this.#ip(['link', 'set', 'dev', name, 'up']);
+      }
+    }
+  }
+
+  /**
+   * Starts `wireguard-go -f NAME` detached in the namespace and waits until its interface and
+   * control socket are there. A socket left by a daemon that died (SIGKILL leaves it behind)
+   * is removed first; a live daemon of that name in another namespace is refused.
+   */
+  async #startDaemon(name: string): Promise<void> {
+    await this.#clearSocket(name);
+    await ensurePrivateDir(this.#dir);
+    const log = await open(this.#logFile(name), 'w', 0o600);
+    const argv = ['wireguard-go', '-f', name];
+    let pid: number | undefined;
+    try {
+      const child = spawn(
+        this.#netns === undefined ? 'wireguard-go' : 'ip',
+        this.#netns === undefined ? argv.slice(1) : ['netns', 'exec', this.#netns, ...argv],
+        {
+          detached: true,
+          stdio: ['ignore', log.fd, log.fd],
+          env: { PATH: DAEMON_PATH, [USERSPACE_ENV]: '1' },
+        },
+      );
+      pid = await new Promise<number>((resolve, reject) => {
+        child.once('spawn', () => resolve(child.pid ?? -1));
+        child.once('error', (error) =>
+          reject(dataplaneError(`cannot start wireguard-go: ${error.message}`)),
+        );
+      });
+      child.unref();
+      await this.#writePid(name, pid);
+      await this.#waitReady(name, pid);
+      this.#log?.info({ tunnel: name, pid }, 'wireguard: started wireguard-go');
+    } catch (error) {
+      if (pid !== undefined) await stopProcess(pid);
+      await this.#forgetDaemon(name);
+      throw error;
+    } finally {
+      await log.close();
+    }
+  }
+
+  async #writePid(name: string, pid: number): Promise<void> {
+    const temporary = `${this.pidFile(name)}.tmp-${randomBytes(4).toString('hex')}`;
+    const file = await open(temporary, 'wx', 0o600);
+    try {
+      await file.writeFile(`${pid}\n`);
+    } finally {
+      await file.close();
+    }
+    await rename(temporary, this.pidFile(name));
+  }
+
+  async #waitReady(name: string, pid: number): Promise<void> {
+    const deadline = Date.now() + this.#startTimeoutMs;
+    for (;;) {
+      if (!(await alive(pid))) {
+        const log = await readFile(this.#logFile(name), 'utf8').catch(() => '');
+        throw dataplaneError(`wireguard-go for ${name} exited: ${lastLines(log)}`);
+      }
+      const socket = await stat(this.socketFile(name)).catch(() => undefined);
+      if (socket && (await this.#link(name).catch(() => undefined))) return;
+      if (Date.now() > deadline) {
+        throw dataplaneError(`wireguard-go for ${name} not ready after ${this.#startTimeoutMs} ms`);
+      }
+      await sleep(20);
+    }
+  }
+
+  async #clearSocket(name: string): Promise<void> {
+    const socket = this.socketFile(name);
+    if (!(await stat(socket).catch(() => undefined))) return;
+    const daemons = await findDaemons(name);
+    const mine = await this.#netnsInode();
+    const elsewhere = daemons.filter((d) => d.netns !== mine);
+    if (elsewhere.length > 0) {
+      throw dataplaneError(
+        `the interface name ${name} is taken on this machine: wireguard-go (pid ${elsewhere.map((d) => d.pid).join(', ')}) serves ${socket} from another network namespace`,
+      );
+    }
+    for (const daemon of daemons) await stopProcess(daemon.pid);
+    await unlink(socket).catch(() => undefined);
+  }
+
+  async #netnsInode(): Promise<number> {
+    const path = this.#netns === undefined ? '/proc/self/ns/net' : `/run/netns/${this.#netns}`;
+    return (await stat(path)).ino;
+  }
+
+  /**
+   * Daemons of `name` in this namespace, found by command line and namespace: the pid file says
+   * which one this driver started, but a lost pid file must not orphan a daemon.
+   */
+  async #daemons(name: string): Promise<number[]> {
+    const mine = await this.#netnsInode();
+    return (await findDaemons(name)).filter((d) => d.netns === mine).map((d) => d.pid);
+  }
+
+  async #forgetDaemon(name: string): Promise<void> {
+    await unlink(this.pidFile(name)).catch(() => undefined);
+    await unlink(this.#logFile(name)).catch(() => undefined);
+  }
+
+  async remove(name: string): Promise<boolean> {
+    refuseForeign(name);
+    let found = false;
+    const recorded = await readPid(this.pidFile(name));
+    for (const pid of await this.#daemons(name)) {
+      found = true;
+      // wireguard-go removes its interface and socket when it gets SIGTERM.
+      await stopProcess(pid);
+      this.#log?.info(
+        { tunnel: name, pid, recorded: pid === recorded },
+        'wireguard: stopped wireguard-go',
+      );
+    }
+    if (await this.#link(name).catch(() => undefined)) {
+      found = true;
+      await this.#ip(['link', 'del', 'dev', name], { tolerate: NO_DEVICE });
+    }
+    // The socket is ours to remove only when no daemon of that name lives anywhere else.
+    if ((await findDaemons(name)).length === 0) {
+      await unlink(this.socketFile(name)).then(
+        () => (found = true),
+        () => undefined,
+      );
+    }
+    await this.#forgetDaemon(name);
+    if (found) this.#log?.info({ tunnel: name }, 'wireguard: tunnel removed');
+    return found;
+  }
+
+  async status(name: string): Promise<TunnelStatus | undefined> {
+    refuseForeign(name);
+    const link = await this.#link(name);
+    if (!link) return undefined;
+    const dump = await this.#dump(name);
+    if (!dump) return this.#vanishing(name, link);
+    return { name, peers: dump.peers.map((p) => p.status) };
+  }
+}
+
+function addressesOf(link: IpLinkAddr): string[] {
+  return (link.addr_info ?? [])
+    .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
+    .map((a) => ({ address: tryParseAddress(a.local ?? ''), length: a.prefixlen ?? 0 }))
+    .filter(({ address }) => address && !(address.family === 6 && address.value >> 118n === 0x3fan))
+    .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
+    .sort();
+}
+
+function parseDumpPeer(fields: string[], now: number): DumpPeer {
+  const [publicKey = '', , endpointText = '(none)', allowed = '(none)', handshake = '0'] = fields;
+  const [rx = '0', tx = '0', keepalive = 'off'] = fields.slice(5);
+  const endpoint = endpointText === '(none)' ? undefined : canonicalEndpoint(endpointText);
+  const allowedIps =
+    allowed === '(none)' || allowed === ''
+      ? []
+      : allowed
+          .split(',')
+          .map((p) => tryParsePrefix(p.trim(), false)?.text ?? p.trim())
+          .sort();
+  const keepaliveSeconds = keepalive === 'off' ? undefined : Number(keepalive);
+  const latest = Number(handshake);
+  return {
+    peer: {
+      publicKey,
+      ...(endpoint === undefined ? {} : { endpoint }),
+      allowedIps,
+      ...(keepaliveSeconds ? { keepaliveSeconds } : {}),
+    },
+    status: {
+      publicKey,
+      endpoint,
+      handshakeAgeSeconds: latest > 0 ? Math.max(0, now - latest) : undefined,
+      rxBytes: Number(rx),
+      txBytes: Number(tx),
+    },
+  };
+}
+
+function canonicalEndpoint(text: string): string {
+  try {
+    return parseEndpoint(text).text;
+  } catch {
+    return text; // e.g. a scoped link-local endpoint: shown as the kernel spells it
+  }
+}
+
+/** `wg set` arguments for one peer: everything when it is new, else only what changed. */
+function peerArgs(
+  peer: TunnelPeer,
+  fields: readonly ('endpoint' | 'allowed-ips' | 'keepalive')[] = [
+    'endpoint',
+    'allowed-ips',
+    'keepalive',
+  ],
+): string[] {
+  const args = ['peer', peer.publicKey];
+  if (fields.includes('endpoint') && peer.endpoint !== undefined) {
+    args.push('endpoint', peer.endpoint);
+  }
+  if (fields.includes('allowed-ips')) args.push('allowed-ips', peer.allowedIps.join(','));
+  if (fields.includes('keepalive')) {
+    args.push('persistent-keepalive', String(peer.keepaliveSeconds ?? 'off'));
+  }
+  return args;
+}
+
+/**
+ * Endpoints given by name are resolved here, once per apply, so the intent compares with what
+ * the kernel holds (an address) and a failed lookup creates nothing.
+ */
+async function resolveEndpoints(intent: TunnelIntent): Promise<TunnelIntent> {
+  const peers = await Promise.all(
+    intent.peers.map(async (peer) => {
+      if (peer.endpoint === undefined) return peer;
+      const endpoint = parseEndpoint(peer.endpoint);
+      if (endpoint.family !== undefined) return peer;
+      const found = await lookup(endpoint.host).catch((error: NodeJS.ErrnoException) => {
+        throw new IpferryError('IPF_E_TUNNEL_ENDPOINT', {
+          summary: `cannot resolve ${endpoint.host}: ${error.code ?? error.message}`,
+        });
+      });
+      const host = found.family === 6 ? `[${found.address}]` : found.address;
+      return { ...peer, endpoint: parseEndpoint(`${host}:${endpoint.port}`).text };
+    }),
+  );
+  return { ...intent, peers };
+}
+
+// ---------------------------------------------------------------------------------------------
+// wireguard-go processes
+
+interface Daemon {
+  readonly pid: number;
+  /** Inode of its network namespace. */
+  readonly netns: number;
+}
+
+/** Every live `wireguard-go … NAME` on the machine, with its network namespace. */
+async function findDaemons(name: string): Promise<Daemon[]> {
+  const daemons: Daemon[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const program = argv[0]?.split('/').pop();
+    if (program !== 'wireguard-go' || argv.filter((a) => a !== '').pop() !== name) continue;
+    const pid = Number(entry);
+    if (!(await alive(pid))) continue;
+    const link = await readlink(`/proc/${entry}/ns/net`).catch(() => '');
+    const inode = /^net:\[(\d+)\]$/.exec(link)?.[1];
+    if (inode !== undefined) daemons.push({ pid, netns: Number(inode) });
+  }
+  return daemons;
+}
+
+async function readPid(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return /^\d+\n?$/.test(text) ? Number(text.trim()) : undefined;
+}
+
+/** Running (not exited, not a zombie waiting to be reaped). */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The state follows the command name, which is in parentheses and may contain spaces.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X';
+}
+
+async function gone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() <= deadline) {
+    // Our own children are reaped by Node; wait for that too so `pgrep` shows nothing.
+    const exists = await stat(`/proc/${pid}`).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) return true;
+    await sleep(20);
+  }
+  return !(await alive(pid));
+}
+
+/** SIGTERM (wireguard-go then removes its interface and socket), SIGKILL when it lingers. */
+async function stopProcess(pid: number): Promise<void> {
+  const signal = (name: NodeJS.Signals): void => {
+    try {
+      process.kill(pid, name);
+    } catch {
+      // Already gone.
+    }
+  };
+  signal('SIGTERM');
+  if (await gone(pid, 3000)) return;
+  signal('SIGKILL');
+  if (!(await gone(pid, 2000))) throw dataplaneError(`wireguard-go (pid ${pid}) does not exit`);
+}
+
+function lastLines(text: string): string {
+  return (
+    text
+      .split('\n')
+      .filter((line) => line.trim() !== '' && !/[│┌└]/.test(line))
+      .slice(-5)
+      .join('; ') || 'no output'
+  );
+}
