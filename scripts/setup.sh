@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # build tools for better-sqlite3's native addon; openssl for TLS certificates in tests; the
-# kernel tools the Linux dataplane drives, and socat/ping for the namespace lab
-APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping)
+# kernel tools the Linux dataplane drives (wireguard-go where the kernel lacks WireGuard, tinc
+# for switch-mode tunnels), and socat/ping for the namespace lab
+APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc)
 
 say() { printf '[setup] %s\n' "$*"; }
 

@@ -358,12 +358,27 @@ void describe('openStore', () => {
     for (const spec of ['sqlite:', 'nope:x', 'state.db', '', ':x']) {
       await assert.rejects(openStore(spec), isError('IPF_E_CONFIG', { source: '--store' }), spec);
     }
-    for (const spec of ['etcd://127.0.0.1:2379', 'http://agent:8080', 'https://agent']) {
+    for (const spec of ['etcd://127.0.0.1:2379', 'etcds://127.0.0.1:2379']) {
       await assert.rejects(openStore(spec), (e) => {
         assert.ok(isError('IPF_E_CONFIG', { source: '--store' })(e));
         assert.match((e as Error).message, /not available yet/);
         return true;
       });
+    }
+    // The http store (test/store-http.test.ts) needs a credential and a proper URL.
+    for (const spec of ['http://agent:8080', 'https://agent']) {
+      await assert.rejects(openStore(spec), (e) => {
+        assert.ok(isError('IPF_E_CONFIG', { source: '--store' })(e));
+        assert.match((e as Error).message, /credential/);
+        return true;
+      });
+    }
+    for (const spec of ['https://user:pw@agent', 'https://agent/?x=1', 'http://']) {
+      await assert.rejects(
+        openStore(spec, { credential: 'c' }),
+        isError('IPF_E_CONFIG', { source: '--store' }),
+        spec,
+      );
     }
   });
 });

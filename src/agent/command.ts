@@ -6,6 +6,7 @@ import { access } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import {
   DEFAULT_CONFIG_FILE,
+  DEFAULT_CREDENTIAL_FILE,
   DEFAULT_LISTEN,
   DEFAULT_STORE,
   DEFAULT_TOKEN_FILE,
@@ -19,6 +20,8 @@ interface AgentFlags {
   store?: string;
   listen?: string;
   tokenFile?: string;
+  credentialFile?: string;
+  joinTokenFile?: string;
   tlsCert?: string;
   tlsKey?: string;
   resyncSeconds?: string;
@@ -33,11 +36,22 @@ export function agentCommand(): Command {
     .description('Run the agent: the HTTP API and the reconcile loop for this node')
     .option('--config <file>', `YAML config file (default ${DEFAULT_CONFIG_FILE} if it exists)`)
     .option('--node <name>', 'name of this node')
-    .option('--store <spec>', `state store, sqlite:PATH (default ${DEFAULT_STORE})`)
+    .option(
+      '--store <spec>',
+      `state store: sqlite:PATH, or https://HUB:PORT to follow another agent (default ${DEFAULT_STORE})`,
+    )
     .option('--listen <addr:port>', `API listen address (default ${DEFAULT_LISTEN})`)
     .option(
       '--token-file <file>',
       `API tokens, one per line, mode 0600; created if missing (default ${DEFAULT_TOKEN_FILE})`,
+    )
+    .option(
+      '--join-token-file <file>',
+      'join token from `ipferry node join-token create` on the hub (mode 0600), for the first start with an https:// store',
+    )
+    .option(
+      '--credential-file <file>',
+      `this node's credential for its hub, written when it joins (default ${DEFAULT_CREDENTIAL_FILE})`,
     )
     .option('--tls-cert <file>', 'serve the API over TLS with this certificate (PEM)')
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
@@ -74,6 +88,8 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     store: flags.store,
     listen: flags.listen,
     tokenFile: flags.tokenFile,
+    credentialFile: flags.credentialFile,
+    joinTokenFile: flags.joinTokenFile,
     tlsCert: flags.tlsCert,
     tlsKey: flags.tlsKey,
     resyncSeconds: flags.resyncSeconds,

@@ -6,15 +6,25 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpferryError } from '../core/errors.js';
-import { DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
+import {
+  DEFAULT_CREDENTIAL_FILE,
+  DEFAULT_LISTEN,
+  DEFAULT_STORE,
+  DEFAULT_TOKEN_FILE,
+} from '../core/defaults.js';
 import { checkName, Problems } from '../core/validate.js';
 import type { ReservedPort } from '../core/model.js';
+import { isHttpStore } from '../store/open.js';
 
 export interface AgentConfig {
   readonly node: string;
   readonly store: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly tokenFile: string;
+  /** With an http(s) store: this node's credential for the hub (written when it joins). */
+  readonly credentialFile: string;
+  /** With an http(s) store and no credential yet: the join token to present once. */
+  readonly joinTokenFile?: string;
   readonly tls?: { readonly cert: string; readonly key: string };
   /** Seconds between full resyncs that repair drift. */
   readonly resyncSeconds: number;
@@ -34,6 +44,8 @@ export interface RawAgentOptions {
   store?: unknown;
   listen?: unknown;
   tokenFile?: unknown;
+  credentialFile?: unknown;
+  joinTokenFile?: unknown;
   tlsCert?: unknown;
   tlsKey?: unknown;
   resyncSeconds?: unknown;
@@ -49,6 +61,8 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'store',
   'listen',
   'tokenFile',
+  'credentialFile',
+  'joinTokenFile',
   'tlsCert',
   'tlsKey',
   'resyncSeconds',
@@ -111,6 +125,17 @@ export function resolveConfig(
   const store = stringOption(p, 'store', raw.store ?? DEFAULT_STORE);
   const listen = parseListen(p, raw.listen ?? DEFAULT_LISTEN);
   const tokenFile = stringOption(p, 'tokenFile', raw.tokenFile ?? DEFAULT_TOKEN_FILE);
+  const credentialFile = stringOption(
+    p,
+    'credentialFile',
+    raw.credentialFile ?? DEFAULT_CREDENTIAL_FILE,
+  );
+  let joinTokenFile: string | undefined;
+  if (raw.joinTokenFile !== undefined) {
+    joinTokenFile = stringOption(p, 'joinTokenFile', raw.joinTokenFile);
+    if (store !== undefined && !isHttpStore(store))
+      p.add('joinTokenFile', 'joins a hub: use it with an http(s):// store');
+  }
   const tls = parseTls(p, raw.tlsCert, raw.tlsKey);
   const resyncSeconds = numberOption(p, 'resyncSeconds', raw.resyncSeconds ?? 30, 1, 86400);
   const reservedPorts = parseReservedPorts(p, raw.reservedPorts ?? [{ protocol: 'tcp', port: 22 }]);
@@ -140,6 +165,8 @@ export function resolveConfig(
     store: store!,
     listen: listen!,
     tokenFile: tokenFile!,
+    credentialFile: credentialFile!,
+    ...(joinTokenFile ? { joinTokenFile } : {}),
     ...(tls ? { tls } : {}),
     resyncSeconds: resyncSeconds!,
     reservedPorts: [...reservedPorts, { protocol: 'tcp', port: listen!.port }],

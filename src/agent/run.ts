@@ -21,6 +21,7 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
 import type { AgentConfig } from './config.js';
+import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { ensureTokenFile } from './secrets.js';
 
@@ -51,7 +52,8 @@ export async function startAgent(
   const tls = config.tls ? await readTls(config.tls) : undefined;
   const tokenFile = await ensureTokenFile(config.tokenFile);
   const tokens = TokenSet.parse(tokenFile.text, config.tokenFile);
-  const store = await openStore(config.store);
+  const hub = await storeAccess(config);
+  const store = await openStore(config.store, hub.access);
   const dataplane = options.dataplane ?? (await dataplaneFor(config));
   const control = new ControlPlane(store);
   const stops: (() => Promise<void>)[] = [() => store.close()];
@@ -97,6 +99,7 @@ export async function startAgent(
       () => reconciler.stop(),
     );
     if (tokenFile.created) app.log.info({ tokenFile: config.tokenFile }, 'created API token file');
+    if (hub.joined) app.log.info({ credentialFile: config.credentialFile }, 'joined the hub');
     await reconciler.start();
     const address = await app.listen({ host: config.listen.host, port: config.listen.port });
     app.log.info(

@@ -14,12 +14,18 @@ import Fastify, {
 } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import { X509Certificate } from 'node:crypto';
 import { IpferryError, isIpferryError, validationError } from '../core/errors.js';
+import { NODE_CREDENTIAL_PREFIX } from '../core/join.js';
 import type { Neighbour } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
-import { bearerToken, type TokenSet } from './auth.js';
+import type { Store } from '../store/store.js';
+import { JOIN_ROUTE, STORE_ROUTES } from '../store/wire.js';
+import { bearerToken, setCaller, type TokenSet } from './auth.js';
 import { API_PREFIX, type PlanResponse, ROUTES, type StatusResponse } from './contract.js';
+import { registerJoinRoutes, verifyNodeCredential } from './join.js';
 import * as schemas from './schemas.js';
+import { registerStoreRoutes } from './store-routes.js';
 
 export interface AgentInfo {
   readonly node: string;
@@ -39,11 +45,11 @@ export interface ApiOptions {
   readonly https?: { readonly cert: string | Buffer; readonly key: string | Buffer };
 }
 
-const PUBLIC_PATHS = ['/healthz', '/docs'];
+const PUBLIC_PATHS = ['/healthz', '/docs', JOIN_ROUTE];
 
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: options.logger ?? false,
+    logger: loggerOptions(options.logger ?? false),
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
     ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } },
   }) as unknown as FastifyInstance;
@@ -63,7 +69,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
-  app.addHook('onRequest', async (request, reply) => authorize(options.tokens, request, reply));
+  const store = options.control.store;
+  app.addHook('onRequest', async (request, reply) =>
+    authorize(options.tokens, store, request, reply),
+  );
   app.setErrorHandler((error, request, reply) => sendError(error, request, reply));
   app.setNotFoundHandler((request, reply) =>
     sendError(
@@ -77,25 +86,90 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   );
 
   registerRoutes(app, options);
+  registerStoreRoutes(app, store);
+  registerJoinRoutes(app, {
+    store,
+    ...(options.https ? { tls: { fingerprint: certificateFingerprint(options.https.cert) } } : {}),
+  });
   return app;
 }
 
+/**
+ * Admin tokens (the token file) for everything; node credentials (api/join.ts) for /v1/store
+ * only, where store-routes.ts limits them further.
+ */
 async function authorize(
   tokens: TokenSet,
+  store: Store,
   request: FastifyRequest,
   reply: FastifyReply,
 ): Promise<void> {
   const path = request.url.split('?')[0] ?? '';
   if (PUBLIC_PATHS.some((p) => path === p || path.startsWith(`${p}/`))) return;
-  const access = tokens.check(bearerToken(request.headers.authorization));
-  if (!access) {
+  const presented = bearerToken(request.headers.authorization);
+  const access = tokens.check(presented);
+  if (access) {
+    if (access === 'ro' && request.method !== 'GET' && request.method !== 'HEAD') {
+      throw new IpferryError('IPF_E_FORBIDDEN', { reason: 'it may only read' });
+    }
+    setCaller(request, { kind: 'admin', access });
+    return;
+  }
+  const node = presented?.startsWith(NODE_CREDENTIAL_PREFIX)
+    ? await verifyNodeCredential(store, presented)
+    : undefined;
+  if (node === undefined) {
     reply.header('www-authenticate', 'Bearer realm="ipferry"');
     throw new IpferryError('IPF_E_UNAUTHORIZED');
   }
-  if (access === 'ro' && request.method !== 'GET' && request.method !== 'HEAD') {
-    throw new IpferryError('IPF_E_FORBIDDEN');
+  if (!path.startsWith(STORE_ROUTES.prefix)) {
+    throw new IpferryError('IPF_E_FORBIDDEN', {
+      reason: `a node credential (of ${node}) is only for ${STORE_ROUTES.prefix}`,
+    });
   }
-  await Promise.resolve();
+  setCaller(request, { kind: 'node', node });
+}
+
+interface LoggedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly host?: string;
+  readonly ip?: string;
+  readonly socket?: { readonly remotePort?: number };
+}
+
+/**
+ * Fastify's request log line, except that the query of a /v1/store route is left out: it names
+ * store keys, and some keys hold secrets (client tokens).
+ */
+function loggerOptions(logger: boolean | object): boolean | object {
+  if (logger === false) return false;
+  const base = logger === true ? {} : logger;
+  const serializers = (base as { serializers?: object }).serializers ?? {};
+  return {
+    ...base,
+    serializers: {
+      ...serializers,
+      req: (req: LoggedRequest) => ({
+        method: req.method,
+        url: req.url.startsWith(STORE_ROUTES.prefix) ? (req.url.split('?')[0] ?? '') : req.url,
+        host: req.host,
+        remoteAddress: req.ip,
+        remotePort: req.socket?.remotePort,
+      }),
+    },
+  };
+}
+
+/** SHA-256 of the served certificate (the first of a chain), lower-case hex. */
+function certificateFingerprint(cert: string | Buffer): string {
+  try {
+    return new X509Certificate(cert).fingerprint256.replaceAll(':', '').toLowerCase();
+  } catch (e) {
+    throw new IpferryError('IPF_E_TLS', {
+      reason: `the certificate cannot be parsed (${e instanceof Error ? e.message : String(e)})`,
+    });
+  }
 }
 
 function sendError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {

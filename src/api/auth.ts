@@ -11,9 +11,31 @@
  *     sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 ro
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
 import { IpferryError } from '../core/errors.js';
 
 export type Access = 'rw' | 'ro';
+
+/**
+ * Who sent a request: an operator or tool with a token of the token file (`admin`), or a remote
+ * agent with the credential its node got when it joined (`node`, only for /v1/store).
+ */
+export type Caller =
+  | { readonly kind: 'admin'; readonly access: Access }
+  | { readonly kind: 'node'; readonly node: string };
+
+const callers = new WeakMap<FastifyRequest, Caller>();
+
+export function setCaller(request: FastifyRequest, caller: Caller): void {
+  callers.set(request, caller);
+}
+
+/** The authenticated caller; routes behind the auth hook always have one. */
+export function callerOf(request: FastifyRequest): Caller {
+  const caller = callers.get(request);
+  if (!caller) throw new IpferryError('IPF_E_UNAUTHORIZED');
+  return caller;
+}
 
 interface Entry {
   readonly digest: Buffer;
@@ -66,6 +88,17 @@ function storedDigest(entry: string): Buffer | undefined {
   const hashed = /^sha256:([0-9a-f]{64})$/i.exec(entry);
   if (hashed?.[1]) return Buffer.from(hashed[1], 'hex');
   return entry.length >= 16 ? digest(entry) : undefined;
+}
+
+/** Constant-time equality of a presented secret with a stored SHA-256 digest (hex). */
+export function matchesDigest(presented: string, storedHex: string): boolean {
+  const stored = Buffer.from(storedHex, 'hex');
+  const candidate = digest(presented);
+  return stored.length === candidate.length && timingSafeEqual(stored, candidate);
+}
+
+export function digestHex(secret: string): string {
+  return digest(secret).toString('hex');
 }
 
 function digest(token: string): Buffer {

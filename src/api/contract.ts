@@ -92,7 +92,26 @@ export interface AddForwardRequest {
   description?: string;
 }
 
+export interface CreateJoinTokenRequest {
+  /** How long the token stays valid (default 3600, at most 30 days). */
+  ttlSeconds?: number;
+  /** Only this node may join with it; needed to join a node that is already registered. */
+  node?: string;
+  /** Where remote agents reach this hub (default: the API's listen address or addresses). */
+  urls?: string[];
+}
+
 // Responses -----------------------------------------------------------------------------------
+
+export interface JoinTokenResponse {
+  /** The one string to copy to the remote host (`ipfjoin1.…`); the hub keeps only its hash. */
+  readonly token: string;
+  readonly expiresAt: string;
+  readonly urls: readonly string[];
+  readonly node?: string;
+  /** SHA-256 of the hub's TLS certificate (hex), pinned by the token. */
+  readonly fingerprint?: string;
+}
 
 export interface AllocateResponse extends FipView {
   /** False when a client token returned an earlier allocation. */
@@ -183,6 +202,10 @@ export type NodeListView = NodeView;
  *   DELETE /v1/fips/:address/forwards/:id             → { address, id, removed: true }
  *   GET    /v1/nodes                                  → NodeView[]
  *   GET    /v1/nodes/:name                            → NodeView
+ *   POST   /v1/nodes/join-tokens  CreateJoinTokenRequest → JoinTokenResponse      201 (admin rw only)
+ *   POST   /v1/join               JoinRequest        → JoinResponse                (no bearer token)
+ *   *      /v1/store/…                               → the http store (store/wire.ts); admin
+ *                                                      tokens and node credentials
  *   GET    /v1/ippool                                 → IppoolEntryView[]
  *   GET    /v1/arp/:mac                               → ArpResponse
  *   GET    /docs                                      → OpenAPI UI; /docs/json the document
@@ -203,6 +226,7 @@ export const ROUTES = {
     `${API_PREFIX}/fips/${encodeURIComponent(address)}/forwards/${encodeURIComponent(id)}`,
   nodes: `${API_PREFIX}/nodes`,
   node: (name: string) => `${API_PREFIX}/nodes/${encodeURIComponent(name)}`,
+  joinTokens: `${API_PREFIX}/nodes/join-tokens`,
   ippool: `${API_PREFIX}/ippool`,
   arp: (mac: string) => `${API_PREFIX}/arp/${encodeURIComponent(mac)}`,
 } as const;

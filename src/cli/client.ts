@@ -15,10 +15,12 @@ import {
   type AllocateResponse,
   type ArpResponse,
   type AssociateRequest,
+  type CreateJoinTokenRequest,
   type CreatePoolRequest,
   type FipView,
   type ForwardView,
   type IppoolEntryView,
+  type JoinTokenResponse,
   type MoveRequest,
   type NodeListView,
   type PoolView,
@@ -210,6 +212,9 @@ export class ApiClient {
   }
   getNode(name: string): Promise<NodeListView> {
     return this.call('GET', ROUTES.node(name));
+  }
+  createJoinToken(body: CreateJoinTokenRequest): Promise<JoinTokenResponse> {
+    return this.call('POST', ROUTES.joinTokens, body);
   }
 
   ippool(): Promise<IppoolEntryView[]> {

@@ -1,12 +1,52 @@
-/** `ipferry node …`: the nodes registered in the store and whether their agents are alive. */
+/**
+ * `ipferry node …`: the nodes registered in the store and whether their agents are alive, and
+ * the join tokens that let a remote agent follow this hub.
+ */
 import { Command } from 'commander';
-import type { NodeListView } from '../api/contract.js';
+import type { JoinTokenResponse, NodeListView } from '../api/contract.js';
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
 import { cell, details, table } from './format.js';
+import { collect, duration } from './options.js';
+
+export interface JoinTokenFlags {
+  readonly ttl?: number;
+  readonly node?: string;
+  readonly url?: readonly string[];
+}
 
 export const listNodes = (api: ApiClient): Promise<NodeListView[]> => api.listNodes();
 export const showNode = (api: ApiClient, name: string): Promise<NodeListView> => api.getNode(name);
+
+export const createJoinToken = (
+  api: ApiClient,
+  flags: JoinTokenFlags,
+): Promise<JoinTokenResponse> =>
+  api.createJoinToken({
+    ...(flags.ttl !== undefined ? { ttlSeconds: flags.ttl } : {}),
+    ...(flags.node !== undefined ? { node: flags.node } : {}),
+    ...(flags.url && flags.url.length > 0 ? { urls: [...flags.url] } : {}),
+  });
+
+/** Only the token on stdout, so that `… > join-token` captures exactly what to copy. */
+export function printJoinToken(answer: JoinTokenResponse): string {
+  return `${answer.token}\n`;
+}
+
+/** What to do with the token, for a human (stderr). */
+export function joinTokenNextSteps(answer: JoinTokenResponse): string {
+  const node = answer.node ?? 'NAME';
+  const hub = answer.urls[0] ?? 'https://HUB:7447';
+  return [
+    `Join token for ${answer.node ? `node ${answer.node}` : 'one new node'}, valid until ${answer.expiresAt}, usable once.`,
+    ...(answer.fingerprint
+      ? [`It pins the hub's TLS certificate (SHA-256 ${answer.fingerprint}).`]
+      : []),
+    'On the remote host, save it in a file of mode 0600 and run:',
+    `  ipferry agent --node ${node} --store ${hub} --join-token-file FILE`,
+    '',
+  ].join('\n');
+}
 
 export function printNodeTable(nodes: readonly NodeListView[]): string {
   return table(
@@ -47,5 +87,29 @@ export function nodeCommand(ctx: CliContext): Command {
     .description('Show one node')
     .argument('<name>', 'node name')
     .action((name: string) => ctx.run((api) => showNode(api, name), printNode));
+  const joinToken = new Command('join-token').description(
+    'Tokens that let a remote agent join this hub and follow its store',
+  );
+  joinToken
+    .command('create')
+    .description(
+      'Create a single-use join token; prints it (and, on stderr, how to use it on the remote host)',
+    )
+    .option('--ttl <duration>', 'how long it stays valid: 90s, 30m, 1h, 2d (default 1h)', duration)
+    .option(
+      '--node <name>',
+      'only this node may join with it (needed to join a node that is already registered)',
+    )
+    .option(
+      '--url <url>',
+      "the hub's URL as remote hosts reach it (repeatable; default: the agent's listen address)",
+      collect,
+    )
+    .action(async (flags: JoinTokenFlags) => {
+      const answer = await createJoinToken(await ctx.api(), flags);
+      ctx.print(answer, printJoinToken);
+      if (!ctx.json) ctx.io.err(joinTokenNextSteps(answer));
+    });
+  node.addCommand(joinToken);
   return node;
 }

@@ -21,3 +21,15 @@ export function portRange(value: string): string {
   }
   return value;
 }
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** `90s`, `30m`, `1h`, `2d` or plain seconds, as whole seconds. */
+export function duration(value: string): number {
+  const m = /^(\d{1,7})([smhd]?)$/.exec(value.trim());
+  const seconds = m ? Number(m[1]) * (DURATION_UNITS[m[2] || 's'] ?? 1) : NaN;
+  if (!(seconds > 0)) {
+    throw new InvalidArgumentError('Expected a duration such as 90s, 30m, 1h or 2d.');
+  }
+  return seconds;
+}

@@ -143,8 +143,13 @@ export const ERRORS = {
   },
   IPF_E_FORBIDDEN: {
     status: 403,
-    message: 'This token may only read.',
-    hint: 'Use a read-write token for changes.',
+    message: 'This token may not do that: {reason}',
+    hint: 'Use a read-write admin token for changes; a node credential may only read desired state and write its own registration and status.',
+  },
+  IPF_E_JOIN_REFUSED: {
+    status: 401,
+    message: 'The join token was refused: {reason}',
+    hint: 'Create a new one on the hub with `ipferry node join-token create` (tokens are single-use and expire), then start the agent with it.',
   },
   IPF_E_CONFIG: {
     status: 400,
@@ -190,6 +195,26 @@ export const ERRORS = {
     status: 500,
     message: 'The dataplane refused the change: {reason}',
     hint: 'See the FIP status and the agent log; the previous kernel state was kept.',
+  },
+  IPF_E_TUNNEL_ENDPOINT: {
+    status: 400,
+    message: 'Invalid tunnel peer endpoint: {summary}',
+    hint: 'Write an endpoint as host:port (192.0.2.1:51820, gw.example.net:51820) or [IPv6]:port ([2001:db8::1]:51820), with a port from 1 to 65535.',
+  },
+  IPF_E_TUNNEL_MTU: {
+    status: 400,
+    message: 'The tunnel MTU does not fit: {summary}',
+    hint: 'WireGuard costs 60 bytes over an IPv4 underlay and 80 over IPv6: use at most the underlay MTU minus that, and at least 1280 when the tunnel carries IPv6.',
+  },
+  IPF_E_TUNNEL_KEY: {
+    status: 500,
+    message: 'WireGuard private key file {path} {problem}.',
+    hint: 'ipferry creates the key itself (mode 0600 in a 0700 directory): fix the file mode, or remove the file to have a new key made and give the peers the new public key.',
+  },
+  IPF_E_TUNNEL_DRIVER: {
+    status: 500,
+    message: 'This host cannot run WireGuard tunnels: {reason}',
+    hint: 'Load the wireguard kernel module, or install the Debian packages wireguard-tools and wireguard-go.',
   },
   IPF_E_INTERNAL: {
     status: 500,

@@ -19,7 +19,28 @@ export const keys = {
   node: (name: string) => `${ROOT}nodes/${name}`,
   alive: `${ROOT}alive/`,
   nodeAlive: (name: string) => `${ROOT}alive/${name}`,
+  clientTokens: `${ROOT}client-tokens/`,
   clientToken: (token: string) => `${ROOT}client-tokens/${encodeURIComponent(token)}`,
+  /** SHA-256 of a remote node's credential (issued when it joined; see api/join.ts). */
+  nodeCredentials: `${ROOT}node-credentials/`,
+  nodeCredential: (name: string) => `${ROOT}node-credentials/${name}`,
+  /** SHA-256 of an unused join token, under a lease that ends with the token's validity. */
+  joinTokens: `${ROOT}join-tokens/`,
+  joinToken: (digestHex: string) => `${ROOT}join-tokens/${digestHex}`,
+  /** Which node granted a lease through the hub, attached to that lease. */
+  leaseOwners: `${ROOT}lease-owners/`,
+  leaseOwner: (lease: string) => `${ROOT}lease-owners/${encodeURIComponent(lease)}`,
   /** One 1:1 NAT target maps to one FIP per gateway: SNAT must know which FIP to use. */
   natTarget: (gateway: string, target: string) => `${ROOT}nat-targets/${gateway}/${target}`,
 } as const;
+
+/**
+ * Keys a node credential can never read through the hub (secrets and the hub's bookkeeping):
+ * its gets of them are refused, and its lists and watches leave them out.
+ */
+export const PRIVATE_PREFIXES: readonly string[] = [
+  keys.clientTokens,
+  keys.nodeCredentials,
+  keys.joinTokens,
+  keys.leaseOwners,
+];

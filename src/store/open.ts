@@ -1,22 +1,39 @@
 /**
  * Turns the `--store` setting into a Store. Forms:
- *   sqlite:PATH   the embedded store in one file (the parent directory is created, mode 0700)
- * Planned, not available yet: etcd://HOST:PORT, http(s)://AGENT (another agent's API).
+ *   sqlite:PATH        the embedded store in one file (the parent directory is created, mode 0700)
+ *   http(s)://HUB:PORT another agent's store through its API (store/http.ts); needs a credential
+ * Planned, not available yet: etcd://HOST:PORT.
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IpferryError } from '../core/errors.js';
+import { openHttpStore } from './http.js';
 import { openSqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
 
 const EXAMPLE = 'sqlite:/var/lib/ipferry/state.db';
-const PLANNED = new Set(['etcd', 'etcds', 'http', 'https']);
+const PLANNED = new Set(['etcd', 'etcds']);
+
+/** What a remote store needs besides its address. */
+export interface StoreAccess {
+  /** Bearer credential for an http(s) store (this node's, from joining the hub). */
+  readonly credential?: string;
+  /** PEM CA certificate(s) for an https store. */
+  readonly ca?: string | Buffer;
+  /** SHA-256 of the hub's certificate, pinned instead of a CA. */
+  readonly fingerprint?: string;
+}
+
+/** Whether `spec` names a store reached over HTTP (another agent's API). */
+export function isHttpStore(spec: string): boolean {
+  return /^https?:\/\//i.test(spec);
+}
 
 function configError(summary: string): IpferryError {
   return new IpferryError('IPF_E_CONFIG', { source: '--store', summary });
 }
 
-export async function openStore(spec: string): Promise<Store> {
+export async function openStore(spec: string, access: StoreAccess = {}): Promise<Store> {
   const colon = spec.indexOf(':');
   if (colon <= 0) {
     throw configError(`expected SCHEME:LOCATION such as ${EXAMPLE}, got ${JSON.stringify(spec)}`);
@@ -24,6 +41,18 @@ export async function openStore(spec: string): Promise<Store> {
   const scheme = spec.slice(0, colon).toLowerCase();
   const location = spec.slice(colon + 1);
   if (scheme === 'sqlite') return openSqlite(location);
+  if (scheme === 'http' || scheme === 'https') {
+    if (access.credential === undefined) {
+      throw configError(
+        `${scheme}: needs this node's credential: start the agent once with --join-token-file`,
+      );
+    }
+    return openHttpStore(spec, {
+      credential: access.credential,
+      ...(access.ca !== undefined ? { ca: access.ca } : {}),
+      ...(access.fingerprint !== undefined ? { fingerprint: access.fingerprint } : {}),
+    });
+  }
   if (PLANNED.has(scheme)) {
     throw configError(`the ${scheme} store is not available yet in this version; use ${EXAMPLE}`);
   }

@@ -1,0 +1,266 @@
+/**
+ * Joining a remote agent to this hub (the agent whose store it will follow).
+ *
+ * 1. An admin asks for a join token (`POST /v1/nodes/join-tokens`, `ipferry node join-token
+ *    create`): a random secret, of which the hub keeps only the SHA-256 under keys.joinToken,
+ *    attached to a lease of the token's TTL so that it disappears by itself. The answer encodes
+ *    the secret with the hub's URLs and, when the API serves TLS, its certificate's SHA-256, so
+ *    the remote agent pins the hub on first contact without a CA (core/join.ts).
+ * 2. The remote agent presents it once (`POST /v1/join`, no bearer token) with its node name and
+ *    gets a per-node credential; the hub keeps only its SHA-256 under keys.nodeCredential(node)
+ *    and deletes the join token in the same transaction (single use). Refusals write nothing.
+ * 3. From then on the credential is the node's bearer token for /v1/store (store-routes.ts says
+ *    what it may do there) and nothing else.
+ *
+ * A token created for a node (`--node NAME`) joins only that name, and may re-join it (a new
+ * credential replaces the old one). A token without a node joins only a name that is neither
+ * registered nor joined, so it can never take over an existing node.
+ */
+import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { IpferryError } from '../core/errors.js';
+import {
+  decodeJoinToken,
+  encodeJoinToken,
+  encodeNodeCredential,
+  parseNodeCredential,
+} from '../core/join.js';
+import { keys } from '../core/keys.js';
+import { checkName, Problems } from '../core/validate.js';
+import type { Compare, KeyValue, Store } from '../store/store.js';
+import { JOIN_ROUTE, type JoinRequest, type JoinResponse } from '../store/wire.js';
+import { callerOf, digestHex, matchesDigest } from './auth.js';
+import { type CreateJoinTokenRequest, type JoinTokenResponse, ROUTES } from './contract.js';
+
+export const JOIN_TOKEN_TTL_DEFAULT_SECONDS = 3600;
+export const JOIN_TOKEN_TTL_MAX_SECONDS = 30 * 86400;
+/** At most this many URLs in a token (a host with many addresses would make it unwieldy). */
+const MAX_URLS = 8;
+
+interface JoinTokenRecord {
+  readonly node?: string;
+  readonly createdAt: string;
+  readonly expiresAt: string;
+}
+
+interface NodeCredentialRecord {
+  readonly node: string;
+  /** SHA-256 (hex) of the credential's secret part. */
+  readonly sha256: string;
+  readonly createdAt: string;
+}
+
+export interface JoinOptions {
+  readonly store: Store;
+  /** Whether the API serves HTTPS, and the SHA-256 (hex) of its certificate if so. */
+  readonly tls?: { readonly fingerprint: string };
+  readonly now?: () => number;
+}
+
+const createSchema = {
+  tags: ['nodes'],
+  summary: 'Create a single-use token that lets a remote agent join this hub',
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      ttlSeconds: { type: 'integer', minimum: 1, maximum: JOIN_TOKEN_TTL_MAX_SECONDS },
+      node: { type: 'string', description: 'only this node may join with it' },
+      urls: {
+        type: 'array',
+        items: { type: 'string', pattern: '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$', maxLength: 512 },
+        maxItems: MAX_URLS,
+        description: 'where remote agents reach this hub (default: its listen address)',
+      },
+    },
+  },
+};
+
+const joinSchema = {
+  tags: ['nodes'],
+  summary: 'Exchange a join token for a node credential (no bearer token)',
+  security: [],
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['token', 'node'],
+    properties: { token: { type: 'string', maxLength: 4096 }, node: { type: 'string' } },
+  },
+};
+
+function refused(reason: string): IpferryError {
+  return new IpferryError('IPF_E_JOIN_REFUSED', { reason });
+}
+
+const UNKNOWN = 'it is unknown, expired or already used';
+
+function newSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+function parseRecord<T>(kv: KeyValue | undefined): Partial<T> | undefined {
+  if (!kv) return undefined;
+  try {
+    const value: unknown = JSON.parse(kv.value);
+    return typeof value === 'object' && value !== null ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The node a presented node credential belongs to, or undefined if it is not a valid one. */
+export async function verifyNodeCredential(
+  store: Store,
+  presented: string,
+): Promise<string | undefined> {
+  const parsed = parseNodeCredential(presented);
+  if (!parsed) return undefined;
+  const record = parseRecord<NodeCredentialRecord>(
+    await store.get(keys.nodeCredential(parsed.node)),
+  );
+  if (typeof record?.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(record.sha256)) return undefined;
+  return matchesDigest(parsed.secret, record.sha256) ? parsed.node : undefined;
+}
+
+export function registerJoinRoutes(app: FastifyInstance, options: JoinOptions): void {
+  const { store } = options;
+  const now = options.now ?? Date.now;
+
+  app.post(ROUTES.joinTokens, { schema: createSchema }, async (request, reply) => {
+    const caller = callerOf(request);
+    if (caller.kind !== 'admin' || caller.access !== 'rw') {
+      throw new IpferryError('IPF_E_FORBIDDEN', {
+        reason: 'only an admin token creates join tokens',
+      });
+    }
+    const body = request.body as CreateJoinTokenRequest;
+    const p = new Problems();
+    const node = body.node === undefined ? undefined : checkName(p, 'node', body.node);
+    p.done();
+    const ttlSeconds = body.ttlSeconds ?? JOIN_TOKEN_TTL_DEFAULT_SECONDS;
+    const urls = body.urls ?? defaultUrls(app, request, options.tls !== undefined);
+    const secret = newSecret();
+    const created = now();
+    const record: JoinTokenRecord = {
+      ...(node ? { node } : {}),
+      createdAt: new Date(created).toISOString(),
+      expiresAt: new Date(created + ttlSeconds * 1000).toISOString(),
+    };
+    const lease = await store.grantLease(ttlSeconds);
+    try {
+      await store.txn({
+        compare: [],
+        success: [
+          {
+            type: 'put',
+            key: keys.joinToken(digestHex(secret)),
+            value: JSON.stringify(record),
+            lease,
+          },
+        ],
+      });
+    } catch (e) {
+      await store.revokeLease(lease).catch(() => undefined);
+      throw e;
+    }
+    const fingerprint = options.tls?.fingerprint;
+    const answer: JoinTokenResponse = {
+      token: encodeJoinToken({ urls, secret, ...(fingerprint ? { fingerprint } : {}) }),
+      expiresAt: record.expiresAt,
+      urls,
+      ...(node ? { node } : {}),
+      ...(fingerprint ? { fingerprint } : {}),
+    };
+    reply.status(201).header('cache-control', 'no-store');
+    return answer;
+  });
+
+  app.post(JOIN_ROUTE, { schema: joinSchema }, async (request, reply): Promise<JoinResponse> => {
+    const body = request.body as JoinRequest;
+    const p = new Problems();
+    const node = checkName(p, 'node', body.node);
+    p.done();
+    const token = decodeJoinToken(body.token);
+    if (!token || !node) throw refused(UNKNOWN);
+
+    const tokenKey = keys.joinToken(digestHex(token.secret));
+    const tokenKv = await store.get(tokenKey);
+    const record = parseRecord<JoinTokenRecord>(tokenKv);
+    // The lease removes the token at its expiry; the date also covers a lease that a restart of
+    // the hub's store has prolonged.
+    const expiresAt = Date.parse(record?.expiresAt ?? '');
+    if (!tokenKv || !record || !(expiresAt > now())) throw refused(UNKNOWN);
+    if (record.node !== undefined && record.node !== node) {
+      throw refused(`it was created for another node than ${node}`);
+    }
+
+    const credentialKey = keys.nodeCredential(node);
+    const [credentialKv, nodeKv] = await Promise.all([
+      store.get(credentialKey),
+      store.get(keys.node(node)),
+    ]);
+    const compare: Compare[] = [
+      { key: tokenKey, target: 'mod', op: '=', value: tokenKv.modRevision },
+      { key: credentialKey, target: 'mod', op: '=', value: credentialKv?.modRevision ?? 0 },
+    ];
+    if (record.node === undefined) {
+      if (credentialKv || nodeKv) {
+        throw refused(
+          `node ${node} is already registered; create a join token with --node ${node} to join it again`,
+        );
+      }
+      compare.push({ key: keys.node(node), target: 'create', op: '=', value: 0 });
+    }
+
+    const secret = newSecret();
+    const stored: NodeCredentialRecord = {
+      node,
+      sha256: digestHex(secret),
+      createdAt: new Date(now()).toISOString(),
+    };
+    const result = await store.txn({
+      compare,
+      success: [
+        { type: 'delete', key: tokenKey },
+        { type: 'put', key: credentialKey, value: JSON.stringify(stored) },
+      ],
+    });
+    // Another join with the same token (or of the same node) got there first.
+    if (!result.succeeded) throw refused(UNKNOWN);
+    if (tokenKv.lease) await store.revokeLease(tokenKv.lease).catch(() => undefined);
+    request.log.info({ node }, 'node joined');
+    reply.header('cache-control', 'no-store');
+    return { node, credential: encodeNodeCredential(node, secret) };
+  });
+}
+
+/**
+ * Where remote agents can reach this API: the address it listens on, or every address of the
+ * host when it listens on all of them; the Host the request came to when it does not listen
+ * (tests with inject()).
+ */
+function defaultUrls(app: FastifyInstance, request: FastifyRequest, tls: boolean): string[] {
+  const scheme = tls ? 'https' : 'http';
+  const bound = app.server.address();
+  if (bound && typeof bound === 'object') {
+    const wildcard = bound.address === '0.0.0.0' || bound.address === '::';
+    const hosts = wildcard ? hostAddresses(bound.address === '::') : [bound.address];
+    if (hosts.length > 0) {
+      return hosts
+        .slice(0, MAX_URLS)
+        .map((h) => `${scheme}://${h.includes(':') ? `[${h}]` : h}:${bound.port}`);
+    }
+  }
+  return [`${scheme}://${request.host}`];
+}
+
+function hostAddresses(withIpv6: boolean): string[] {
+  const all = Object.values(networkInterfaces())
+    .flat()
+    .filter((i): i is NonNullable<typeof i> => !!i && !i.internal)
+    .filter((i) => i.family === 'IPv4' || (withIpv6 && !i.address.startsWith('fe80')))
+    .map((i) => i.address);
+  // IPv4 first: the common case of a gateway with one public IPv4 address.
+  return [...new Set(all)].sort((a, b) => Number(a.includes(':')) - Number(b.includes(':')));
+}

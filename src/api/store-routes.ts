@@ -1,0 +1,429 @@
+/**
+ * The hub side of the `http` store: this agent's Store over HTTP under /v1/store (routes and wire
+ * form in store/wire.ts), so that a remote agent with no etcd can follow desired state from here.
+ *
+ * Who may do what:
+ * - an admin token (token file) may do everything; a read-only one only the GET routes;
+ * - a node credential (api/join.ts) may read under ROOT except PRIVATE_PREFIXES (its gets of them
+ *   are refused, its lists and watches leave them out), and write only its own registration and
+ *   status: keys.node(self) and keys.nodeAlive(self) (put or delete, a value whose `name` is
+ *   itself), and keys.status(address) with a value whose `node` is itself and whose `address` is
+ *   that address. Leases it grants are recorded as its own (keys.leaseOwner, attached to the
+ *   lease); it may keep alive, revoke and attach keys to those only. Its compares may name only
+ *   keys it may read. Anything else is refused with IPF_E_FORBIDDEN before the store is touched,
+ *   so a refused request writes nothing.
+ */
+import { PassThrough } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { IpferryError, isIpferryError } from '../core/errors.js';
+import { keys, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
+import type { Op, Store, Txn, Watch, WatchEvent } from '../store/store.js';
+import {
+  HEARTBEAT_DEFAULT_MS,
+  HEARTBEAT_MAX_MS,
+  HEARTBEAT_MIN_MS,
+  STORE_ROUTES,
+  type GetResponse,
+  type GrantLeaseRequest,
+  type LeaseResponse,
+  type WatchLine,
+} from '../store/wire.js';
+import { callerOf, type Caller } from './auth.js';
+
+/** A watch stream whose client does not read is dropped past this (it reconnects and resumes). */
+const WATCH_MAX_BUFFER = 32 * 1024 * 1024;
+/** Large enough for a status batch or a big pool record. */
+const TXN_BODY_LIMIT = 16 * 1024 * 1024;
+
+// --- schemas ---------------------------------------------------------------------------------
+
+const key = { type: 'string', description: 'store key' };
+const decimal = { type: 'string', pattern: '^-?[0-9]{1,15}$' };
+
+const compare = {
+  oneOf: [
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['key', 'target', 'op', 'value'],
+      properties: {
+        key,
+        target: { const: 'value' },
+        op: { enum: ['=', '!='] },
+        value: { type: 'string' },
+      },
+    },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['key', 'target', 'op', 'value'],
+      properties: {
+        key,
+        target: { enum: ['create', 'mod', 'version'] },
+        op: { enum: ['=', '!=', '<', '>'] },
+        value: { type: 'integer' },
+      },
+    },
+  ],
+};
+
+const op = {
+  oneOf: [
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['type', 'key', 'value'],
+      properties: {
+        type: { const: 'put' },
+        key,
+        value: { type: 'string' },
+        lease: { type: 'string' },
+      },
+    },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['type', 'key'],
+      properties: { type: { const: 'delete' }, key },
+    },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['type', 'prefix'],
+      properties: { type: { const: 'deletePrefix' }, prefix: { type: 'string' } },
+    },
+  ],
+};
+
+const leaseParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
+};
+
+const schemas = {
+  get: {
+    tags: ['store'],
+    summary: 'One key (null when absent)',
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['key'],
+      properties: { key },
+    },
+  },
+  list: {
+    tags: ['store'],
+    summary: 'Every key under a prefix, sorted, with the revision the list is consistent with',
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['prefix'],
+      properties: { prefix: { type: 'string' } },
+    },
+  },
+  txn: {
+    tags: ['store'],
+    summary: 'A transaction: if every compare holds, the success ops, else the failure ops',
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['compare', 'success'],
+      properties: {
+        compare: { type: 'array', items: compare },
+        success: { type: 'array', items: op },
+        failure: { type: 'array', items: op },
+      },
+    },
+  },
+  watch: {
+    tags: ['store'],
+    summary: 'Changes under a prefix as an NDJSON stream, from a revision on, with heartbeats',
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['prefix'],
+      properties: {
+        prefix: { type: 'string' },
+        fromRevision: decimal,
+        heartbeatMs: { type: 'string', pattern: '^[0-9]{1,9}$' },
+      },
+    },
+  },
+  grant: {
+    tags: ['store'],
+    summary: 'A lease that expires ttlSeconds after its last keep-alive',
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['ttlSeconds'],
+      properties: { ttlSeconds: { type: 'number', exclusiveMinimum: 0 } },
+    },
+  },
+  keepAlive: { tags: ['store'], summary: 'Refresh a lease', params: leaseParams },
+  revoke: { tags: ['store'], summary: 'Revoke a lease and delete its keys', params: leaseParams },
+};
+
+// --- what a node credential may do -----------------------------------------------------------
+
+function forbidden(caller: { node: string }, what: string): IpferryError {
+  return new IpferryError('IPF_E_FORBIDDEN', {
+    reason: `the credential of node ${caller.node} may not ${what}`,
+  });
+}
+
+function isPrivate(key: string): boolean {
+  return PRIVATE_PREFIXES.some((p) => key.startsWith(p));
+}
+
+/** What a node credential may read: ROOT without the private prefixes. */
+export function nodeMayRead(key: string): boolean {
+  return key.startsWith(ROOT) && !isPrivate(key);
+}
+
+/**
+ * The filter to apply to a list or watch of `prefix` by `caller`: undefined for admins (they
+ * see everything); for a node, its readable keys, or a refusal when the prefix holds none.
+ */
+function readFilter(caller: Caller, prefix: string): ((key: string) => boolean) | undefined {
+  if (caller.kind === 'admin') return undefined;
+  const coversRoot = prefix.startsWith(ROOT) || ROOT.startsWith(prefix);
+  if (!coversRoot || isPrivate(prefix)) {
+    throw forbidden(caller, `read ${JSON.stringify(prefix)} (only ${ROOT}, without secrets)`);
+  }
+  return nodeMayRead;
+}
+
+function parseObject(value: string): Record<string, unknown> | undefined {
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function checkNodeOp(caller: { node: string }, o: Op): void {
+  const self = caller.node;
+  if (o.type === 'deletePrefix') throw forbidden(caller, 'delete by prefix');
+  const own = o.key === keys.node(self) || o.key === keys.nodeAlive(self);
+  if (o.type === 'delete') {
+    if (!own) throw forbidden(caller, `delete ${o.key}`);
+    return;
+  }
+  const value = parseObject(o.value);
+  if (own) {
+    if (value?.['name'] !== self) {
+      throw forbidden(caller, `write ${o.key} with a value whose name is not ${self}`);
+    }
+    return;
+  }
+  if (o.key.startsWith(keys.statuses)) {
+    const address = o.key.slice(keys.statuses.length);
+    if (value?.['node'] !== self || value['address'] !== address) {
+      throw forbidden(
+        caller,
+        `write ${o.key} with a status that is not its own (node ${self}, address ${address})`,
+      );
+    }
+    return;
+  }
+  throw forbidden(caller, `write ${o.key}`);
+}
+
+/** Throws unless `lease` was granted through this hub by `node`. */
+async function requireOwnLease(store: Store, node: string, lease: string): Promise<void> {
+  const owner = await store.get(keys.leaseOwner(lease));
+  if (!owner) {
+    throw new IpferryError('IPF_E_STORE', {
+      reason: `lease ${lease} does not exist (expired or revoked) or was not granted by node ${node}`,
+    });
+  }
+  if (owner.value !== node) throw forbidden({ node }, `use lease ${lease} of another node`);
+}
+
+async function checkNodeTxn(store: Store, caller: { node: string }, txn: Txn): Promise<void> {
+  for (const c of txn.compare) {
+    if (!nodeMayRead(c.key)) throw forbidden(caller, `compare ${c.key}`);
+  }
+  const ops = [...txn.success, ...(txn.failure ?? [])];
+  for (const o of ops) checkNodeOp(caller, o);
+  const leases = new Set(ops.flatMap((o) => (o.type === 'put' && o.lease ? [o.lease] : [])));
+  for (const lease of leases) await requireOwnLease(store, caller.node, lease);
+}
+
+// --- routes ----------------------------------------------------------------------------------
+
+function toError(e: unknown): IpferryError {
+  if (isIpferryError(e)) return e;
+  return new IpferryError('IPF_E_STORE', { reason: e instanceof Error ? e.message : String(e) });
+}
+
+/** Registers /v1/store on `app`, serving `store`. Open watch streams end when the app closes. */
+export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
+  const streams = new Set<() => void>();
+  app.addHook('preClose', (done) => {
+    for (const stop of [...streams]) stop();
+    done();
+  });
+
+  app.get(STORE_ROUTES.get, { schema: schemas.get }, async (request): Promise<GetResponse> => {
+    const caller = callerOf(request);
+    const { key: k } = request.query as { key: string };
+    if (caller.kind === 'node' && !nodeMayRead(k)) throw forbidden(caller, `read ${k}`);
+    return { kv: (await store.get(k)) ?? null };
+  });
+
+  app.get(STORE_ROUTES.list, { schema: schemas.list }, async (request) => {
+    const { prefix } = request.query as { prefix: string };
+    const filter = readFilter(callerOf(request), prefix);
+    const result = await store.list(prefix);
+    return filter
+      ? { kvs: result.kvs.filter((kv) => filter(kv.key)), revision: result.revision }
+      : result;
+  });
+
+  app.post(
+    STORE_ROUTES.txn,
+    { schema: schemas.txn, bodyLimit: TXN_BODY_LIMIT },
+    async (request) => {
+      const caller = callerOf(request);
+      const txn = request.body as Txn;
+      if (caller.kind === 'node') await checkNodeTxn(store, caller, txn);
+      return store.txn(txn);
+    },
+  );
+
+  app.post(
+    STORE_ROUTES.leases,
+    { schema: schemas.grant },
+    async (request, reply): Promise<LeaseResponse> => {
+      const caller = callerOf(request);
+      const { ttlSeconds } = request.body as GrantLeaseRequest;
+      const lease = await store.grantLease(ttlSeconds);
+      if (caller.kind === 'node') {
+        try {
+          await store.txn({
+            compare: [],
+            success: [{ type: 'put', key: keys.leaseOwner(lease), value: caller.node, lease }],
+          });
+        } catch (e) {
+          await store.revokeLease(lease).catch(() => undefined);
+          throw e;
+        }
+      }
+      reply.status(201);
+      return { lease };
+    },
+  );
+
+  app.post(
+    `${STORE_ROUTES.leases}/:id/keepalive`,
+    { schema: schemas.keepAlive },
+    async (request): Promise<LeaseResponse> => {
+      const caller = callerOf(request);
+      const { id } = request.params as { id: string };
+      if (caller.kind === 'node') await requireOwnLease(store, caller.node, id);
+      await store.keepAlive(id);
+      return { lease: id };
+    },
+  );
+
+  app.delete(
+    `${STORE_ROUTES.leases}/:id`,
+    { schema: schemas.revoke },
+    async (request): Promise<LeaseResponse> => {
+      const caller = callerOf(request);
+      const { id } = request.params as { id: string };
+      if (caller.kind === 'node') {
+        const owner = await store.get(keys.leaseOwner(id));
+        // Gone (or never its own): nothing of this node's to revoke, as for an unknown lease.
+        if (!owner) return { lease: id };
+        if (owner.value !== caller.node)
+          throw forbidden(caller, `revoke lease ${id} of another node`);
+      }
+      await store.revokeLease(id);
+      return { lease: id };
+    },
+  );
+
+  app.get(STORE_ROUTES.watch, { schema: schemas.watch }, async (request, reply) => {
+    const query = request.query as { prefix: string; fromRevision?: string; heartbeatMs?: string };
+    const filter = readFilter(callerOf(request), query.prefix);
+    // Without a start, "from the next revision": fix it now and tell the client in the first
+    // heartbeat, so it can resume from there after a reconnect.
+    const from =
+      query.fromRevision !== undefined
+        ? Number(query.fromRevision)
+        : (await store.txn({ compare: [], success: [] })).revision + 1;
+    const heartbeatMs = Math.min(
+      HEARTBEAT_MAX_MS,
+      Math.max(HEARTBEAT_MIN_MS, Number(query.heartbeatMs ?? HEARTBEAT_DEFAULT_MS)),
+    );
+    return reply
+      .header('content-type', 'application/x-ndjson; charset=utf-8')
+      .header('cache-control', 'no-store')
+      .send(
+        openWatchStream(store, query.prefix, from, heartbeatMs, filter, streams, request, reply),
+      );
+  });
+}
+
+function openWatchStream(
+  store: Store,
+  prefix: string,
+  from: number,
+  heartbeatMs: number,
+  filter: ((key: string) => boolean) | undefined,
+  streams: Set<() => void>,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): PassThrough {
+  const stream = new PassThrough();
+  /** Every event up to this revision has been sent (or was not the client's to see). */
+  let sent = Math.max(0, from - 1);
+  const running: { watch?: Watch; timer?: NodeJS.Timeout } = {};
+  let stopped = false;
+
+  const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
+    streams.delete(stop);
+    clearInterval(running.timer);
+    running.watch?.close();
+    if (!stream.writableEnded) stream.end();
+  };
+  const send = (line: WatchLine): void => {
+    if (stopped) return;
+    stream.write(`${JSON.stringify(line)}\n`);
+    if (stream.writableLength > WATCH_MAX_BUFFER) {
+      request.log.warn({ prefix }, 'watch client does not keep up; dropping its stream');
+      stop();
+    }
+  };
+
+  running.watch = store.watch(prefix, {
+    fromRevision: from,
+    onEvents: (events, revision) => {
+      sent = revision;
+      const visible: readonly WatchEvent[] = filter
+        ? events.filter((e) => filter(e.kv.key))
+        : events;
+      if (visible.length > 0) send({ events: visible, revision });
+    },
+    onError: (error) => {
+      send({ error: toError(error).toJSON().error });
+      stop();
+    },
+  });
+  streams.add(stop);
+  stream.on('close', stop);
+  // The response closes when the client goes away (or the stream ends): stop watching then.
+  reply.raw.on('close', stop);
+  send({ heartbeat: true, revision: sent });
+  running.timer = setInterval(() => send({ heartbeat: true, revision: sent }), heartbeatMs);
+  running.timer.unref();
+  return stream;
+}
