@@ -1,8 +1,11 @@
 /**
  * Ready-made lab topologies. Addresses are documentation ranges for the "public" side
- * (198.51.100.0/24, 192.0.2.0/24, 203.0.113.0/24, 2001:db8::/32) and private ranges on the LAN.
+ * (198.51.100.0/24, 192.0.2.0/24, 203.0.113.0/24, 2001:db8::/32), private ranges on the LAN,
+ * and in cloudHome the CGNAT range (100.64.0.0/10) between routers and the benchmarking range
+ * (198.18.0.0/15, never routed on the internet) as a home ISP's "public" customer range.
  */
-import type { LabSpec } from './topology.js';
+import { IpferryError } from '../core/errors.js';
+import { Lab, type LabSpec } from './topology.js';
 
 /** Addresses and interface names of `gatewayLan()`, so tests do not repeat literals. */
 export const GATEWAY_LAN = {
@@ -128,5 +131,320 @@ export function gatewayLan(options: GatewayLanOptions = {}): LabSpec {
       },
       ...lanHosts.map((h) => h.link),
     ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// cloudHome: a small cloud VM as the public router of a home server.
+
+/** Addresses, interface names and nftables objects of `cloudHome()`. */
+export const CLOUD_HOME = {
+  client: { v4: '198.51.100.9', v6: '2001:db8:c::9', ifname: 'to-up' },
+  up: {
+    toClient: { v4: '198.51.100.1', v6: '2001:db8:c::1', ifname: 'to-client' },
+    toGw: { v4: '192.0.2.1', v6: '2001:db8:1::1', ifname: 'to-gw' },
+    toIsp: { v4: '100.64.0.1', v6: '2001:db8:2::1', ifname: 'to-isp' },
+  },
+  /** The cloud VM: its provider routes the floating pool to `wan0`. */
+  gw: { uplink: { v4: '192.0.2.2', v6: '2001:db8:1::2', ifname: 'wan0' } },
+  /** The home server's ISP router. */
+  isp: {
+    toUp: { v4: '100.64.0.2', v6: '2001:db8:2::2', ifname: 'to-up' },
+    toHome: { v4: '198.18.0.1', v6: '2001:db8:3::1', ifname: 'to-home' },
+  },
+  /** The home server, with its own public address from its ISP. */
+  home: { v4: '198.18.0.10', v6: '2001:db8:3::10', ifname: 'eth0' },
+  /** The floating-IP pool the cloud provider routes to gw. */
+  pool: { v4: '203.0.113.0/24', v6: '2001:db8:f::/48' },
+  /** The ISP's customer range: the only sources isp accepts from home (BCP 38). */
+  ispCustomers: { v4: '198.18.0.0/24', v6: '2001:db8:3::/48' },
+  /** The isp↔home link's prefixes. */
+  homeLink: { v4: '198.18.0.0/24', v6: '2001:db8:3::/64' },
+  /** nftables objects the lab installs (never named `ipferry`: that is the dataplane's). */
+  nft: {
+    /** `inet` table on isp: source-address validation, and the ICMP drops of the black hole. */
+    ispTable: 'lab_isp',
+    /** `netdev` table on isp's to-home (only with blackholeMtu): drops packets above the MTU. */
+    ispWireTable: 'lab_isp_wire',
+    /** `netdev` table on home (only with blackholeMtu): drops IPv4/IPv6 fragments on eth0. */
+    homeTable: 'lab_home',
+  },
+} as const;
+
+export interface CloudHomeOptions {
+  /** Namespace prefix (default: a fresh random one). */
+  readonly prefix?: string;
+  /**
+   * Makes the isp↔home path an MTU black hole of this size (e.g. 1380): larger packets die
+   * silently in both directions, no "fragmentation needed" / "packet too big" comes back and
+   * fragments never arrive. See `cloudHomeRulesets` for how.
+   */
+  readonly blackholeMtu?: number;
+}
+
+/** What isp's and home's nftables counters saw (packets); see `cloudHomeCounters`. */
+export interface CloudHomeCounters {
+  /** Forwarded from home with an IPv4 source outside 198.18.0.0/24: dropped. */
+  readonly spoofedV4: number;
+  /** Forwarded from home with an IPv6 source outside 2001:db8:3::/48: dropped. */
+  readonly spoofedV6: number;
+  /** "Fragmentation needed" / "packet too big" dropped on isp (black hole only, else 0). */
+  readonly tooBig: number;
+  /** Packets from home above the MTU, dropped on isp's to-home (black hole only, else 0). */
+  readonly oversize: number;
+  /** IPv4/IPv6 fragments dropped on home's eth0 (black hole only, else 0). */
+  readonly fragments: number;
+}
+
+const H = CLOUD_HOME;
+
+function cidrs(end: { readonly v4: string; readonly v6: string }): string[] {
+  return [`${end.v4}/24`, `${end.v6}/64`];
+}
+
+function defaults(via: { readonly v4: string; readonly v6: string }) {
+  return [
+    { to: 'default', via: via.v4 },
+    { to: 'default', via: via.v6 },
+  ];
+}
+
+function checkMtu(mtu: number | undefined): void {
+  // 1280 is IPv6's minimum link MTU; a black hole at or above 1500 would hide nothing.
+  if (mtu !== undefined && !(Number.isInteger(mtu) && mtu >= 1280 && mtu < 1500)) {
+    throw new IpferryError('IPF_E_DATAPLANE', {
+      reason: `cloudHome: blackholeMtu ${String(mtu)} is not an integer in 1280–1499`,
+    });
+  }
+}
+
+/**
+ * The topology of `cloudHome()` only: namespaces, cables, addresses, routes, sysctls. It lacks
+ * what a LabSpec cannot express — isp's source-address validation and the MTU black hole — so
+ * `Lab.create(cloudHomeSpec())` alone gives an ISP that forwards spoofed packets. Use
+ * `cloudHome()`, or `applyCloudHome(lab)` after `Lab.create`.
+ *
+ *   client — up ─┬─ gw (cloud VM, wan0)
+ *                └─ isp — home (eth0)
+ *
+ * Reverse-path filtering is off everywhere (explicitly: new namespaces may inherit the machine's
+ * setting), so the only source check in the lab is isp's nftables rule.
+ */
+export function cloudHomeSpec(options: CloudHomeOptions = {}): LabSpec {
+  checkMtu(options.blackholeMtu);
+  const sysctls = {
+    'net.ipv4.conf.all.rp_filter': 0,
+    'net.ipv4.conf.default.rp_filter': 0,
+  };
+  return {
+    ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+    hosts: [
+      { name: 'client', sysctls, routes: defaults(H.up.toClient) },
+      {
+        name: 'up',
+        router: true,
+        sysctls,
+        routes: [
+          { to: H.pool.v4, via: H.gw.uplink.v4 },
+          { to: H.pool.v6, via: H.gw.uplink.v6 },
+          { to: H.ispCustomers.v4, via: H.isp.toUp.v4 },
+          { to: H.ispCustomers.v6, via: H.isp.toUp.v6 },
+        ],
+      },
+      { name: 'gw', router: true, sysctls, routes: defaults(H.up.toGw) },
+      { name: 'isp', router: true, sysctls, routes: defaults(H.up.toIsp) },
+      { name: 'home', sysctls, routes: defaults(H.isp.toHome) },
+    ],
+    links: [
+      {
+        a: { host: 'client', ifname: H.client.ifname, addresses: cidrs(H.client) },
+        b: { host: 'up', ifname: H.up.toClient.ifname, addresses: cidrs(H.up.toClient) },
+      },
+      {
+        a: { host: 'up', ifname: H.up.toGw.ifname, addresses: cidrs(H.up.toGw) },
+        b: { host: 'gw', ifname: H.gw.uplink.ifname, addresses: cidrs(H.gw.uplink) },
+      },
+      {
+        a: { host: 'up', ifname: H.up.toIsp.ifname, addresses: cidrs(H.up.toIsp) },
+        b: { host: 'isp', ifname: H.isp.toUp.ifname, addresses: cidrs(H.isp.toUp) },
+      },
+      {
+        a: { host: 'isp', ifname: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) },
+        b: { host: 'home', ifname: H.home.ifname, addresses: cidrs(H.home) },
+      },
+    ],
+  };
+}
+
+/** The nftables scripts of `applyCloudHome`, one per table; the black-hole ones are optional. */
+export interface CloudHomeRulesets {
+  /** isp, `inet` table: source-address validation; with a black hole, the ICMP drops. */
+  readonly isp: string;
+  /** isp, `netdev` table on `to-home` (black hole only): drops packets above the MTU. */
+  readonly ispWire?: string;
+  /** home, `netdev` table on `eth0` (black hole only): drops IPv4 and IPv6 fragments. */
+  readonly home?: string;
+}
+
+/**
+ * What `applyCloudHome` installs.
+ *
+ * BCP 38 on isp: a forward rule drops what comes in from home with a source outside the ISP's
+ * customer range. A home server answering a floating IP's traffic through its own default route
+ * instead of the tunnel loses that answer here, as it would behind a real ISP.
+ *
+ * The black hole (blackholeMtu). Both ends of the isp↔home cable keep MTU 1500, so home does
+ * not know the path is narrower (its TCP MSS stays 1460, like a server behind a PPPoE or
+ * DS-Lite line); the narrow link is emulated on isp:
+ * - toward home, isp's route to home carries the lower MTU (the forwarding path honours it), so
+ *   isp answers a large packet with DF by "fragmentation needed" / "packet too big" — dropped by
+ *   isp's output chain (forwarded ones by its forward chain) — and fragments a large packet
+ *   without DF, whose fragments home's ingress hook drops before anything reassembles them;
+ * - from home, isp's ingress hook on `to-home` drops packets above the MTU. Lowering the link
+ *   MTU instead would not be silent: the sending veth end drops the frame and home's sendmsg()
+ *   fails with ENOBUFS. home's eth0 sends unsegmented packets only (gso_max_segs 1), so the
+ *   check sees wire-sized packets, not 64 KiB offload aggregates.
+ */
+export function cloudHomeRulesets(
+  options: Pick<CloudHomeOptions, 'blackholeMtu'> = {},
+): CloudHomeRulesets {
+  checkMtu(options.blackholeMtu);
+  const mtu = options.blackholeMtu;
+  const fromHome = `iifname "${H.isp.toHome.ifname}"`;
+  const tooBig = [
+    'icmp type destination-unreachable icmp code frag-needed counter name "too_big" drop',
+    'icmpv6 type packet-too-big counter name "too_big" drop',
+  ].map((rule) => `    ${rule}`);
+  const isp = [
+    `table inet ${H.nft.ispTable} {`,
+    '  counter spoofed_v4 { }',
+    '  counter spoofed_v6 { }',
+    '  counter too_big { }',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    `    ${fromHome} ip saddr != ${H.ispCustomers.v4} counter name "spoofed_v4" drop`,
+    `    ${fromHome} ip6 saddr != ${H.ispCustomers.v6} counter name "spoofed_v6" drop`,
+    ...(mtu === undefined ? [] : tooBig),
+    '  }',
+    ...(mtu === undefined
+      ? []
+      : ['  chain output {', '    type filter hook output priority filter; policy accept;']),
+    ...(mtu === undefined ? [] : [...tooBig, '  }']),
+    '}',
+    '',
+  ].join('\n');
+  if (mtu === undefined) return { isp };
+  const ispWire = [
+    `table netdev ${H.nft.ispWireTable} {`,
+    '  counter oversize { }',
+    '  chain ingress {',
+    `    type filter hook ingress device "${H.isp.toHome.ifname}" priority filter; policy accept;`,
+    `    meta length > ${mtu} counter name "oversize" drop`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+  const home = [
+    `table netdev ${H.nft.homeTable} {`,
+    '  counter fragments { }',
+    '  chain ingress {',
+    `    type filter hook ingress device "${H.home.ifname}" priority filter; policy accept;`,
+    '    ip frag-off & 0x3fff != 0 counter name "fragments" drop',
+    '    exthdr frag exists counter name "fragments" drop',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+  return { isp, ispWire, home };
+}
+
+/** Installs on a built `cloudHomeSpec()` lab what its LabSpec cannot express (see there). */
+export async function applyCloudHome(
+  lab: Lab,
+  options: Pick<CloudHomeOptions, 'blackholeMtu'> = {},
+): Promise<void> {
+  const rulesets = cloudHomeRulesets(options);
+  await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.isp });
+  const mtu = options.blackholeMtu;
+  if (mtu === undefined || rulesets.ispWire === undefined || rulesets.home === undefined) return;
+  // The connected routes, with the MTU added (same key: prefix, metric; same protocol).
+  const dev = ['dev', H.isp.toHome.ifname, 'proto', 'kernel', 'scope', 'link'];
+  const withMtu = ['mtu', String(mtu)];
+  const v4 = [H.homeLink.v4, ...dev, 'src', H.isp.toHome.v4, ...withMtu];
+  const v6 = [H.homeLink.v6, ...dev, 'metric', '256', ...withMtu];
+  await lab.exec('isp', ['ip', '-4', 'route', 'replace', ...v4]);
+  await lab.exec('isp', ['ip', '-6', 'route', 'replace', ...v6]);
+  await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.ispWire });
+  await lab.exec('home', ['ip', 'link', 'set', 'dev', H.home.ifname, 'gso_max_segs', '1']);
+  await lab.exec('home', ['nft', '-f', '-'], { input: rulesets.home });
+}
+
+/**
+ * client — up — gw (the cloud VM) and up — isp — home (the home server): the "small cloud VM
+ * as public router for a home server" migration, built and ready.
+ *
+ * `up` is the internet: it routes the floating pool (203.0.113.0/24, 2001:db8:f::/48) to the
+ * VM and the ISP's customer range (198.18.0.0/24, 2001:db8:3::/48) to isp. gw forwards and has
+ * no nftables: the ipferry dataplane under test brings its own. home keeps its own public
+ * address and default route through its ISP, which validates sources (BCP 38), so anything
+ * home sends with a floating-IP source must go through the tunnel to gw. Optionally the
+ * isp↔home path is an MTU black hole (`blackholeMtu`).
+ *
+ * On failure the half-built lab is destroyed and the error rethrown.
+ */
+export async function cloudHome(options: CloudHomeOptions = {}): Promise<Lab> {
+  const lab = await Lab.create(cloudHomeSpec(options));
+  try {
+    await applyCloudHome(lab, options);
+    return lab;
+  } catch (error) {
+    await lab.destroy();
+    throw error;
+  }
+}
+
+interface NftCounterList {
+  nftables?: { counter?: { name?: string; packets?: number } }[];
+}
+
+/** Packets per named counter of a table; empty when the table does not exist. */
+async function readCounters(
+  lab: Lab,
+  host: string,
+  family: string,
+  table: string,
+): Promise<Map<string, number>> {
+  const counters = new Map<string, number>();
+  const { stdout: tables } = await lab.exec(host, ['nft', 'list', 'tables']);
+  if (!tables.split('\n').includes(`table ${family} ${table}`)) return counters;
+  const { stdout } = await lab.exec(host, [
+    'nft',
+    '-j',
+    'list',
+    'counters',
+    'table',
+    family,
+    table,
+  ]);
+  for (const item of (JSON.parse(stdout) as NftCounterList).nftables ?? []) {
+    const name = item.counter?.name;
+    if (name !== undefined) counters.set(name, item.counter?.packets ?? 0);
+  }
+  return counters;
+}
+
+/** Packets the lab's own filters dropped so far: shows *where* a probe died. */
+export async function cloudHomeCounters(lab: Lab): Promise<CloudHomeCounters> {
+  const [isp, ispWire, home] = await Promise.all([
+    readCounters(lab, 'isp', 'inet', H.nft.ispTable),
+    readCounters(lab, 'isp', 'netdev', H.nft.ispWireTable),
+    readCounters(lab, 'home', 'netdev', H.nft.homeTable),
+  ]);
+  return {
+    spoofedV4: isp.get('spoofed_v4') ?? 0,
+    spoofedV6: isp.get('spoofed_v6') ?? 0,
+    tooBig: isp.get('too_big') ?? 0,
+    oversize: ispWire.get('oversize') ?? 0,
+    fragments: home.get('fragments') ?? 0,
   };
 }
