@@ -20,12 +20,13 @@ import {
   NO_FACTS,
 } from '../src/core/intent.js';
 import { addForward, associate, move, newFloatingIp } from '../src/core/lifecycle.js';
-import type { FloatingIp, Pool } from '../src/core/model.js';
+import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
 import {
   NFT_SKELETON_VERSION,
   SYSCTL_IPV4_FORWARD,
   SYSCTL_IPV6_FORWARD,
 } from '../src/core/names.js';
+import { tunnelName } from '../src/core/tunnel.js';
 import {
   type AssociateInput,
   type ForwardInput,
@@ -126,6 +127,20 @@ const own = (kind: ElementKind, key: string, value = ''): IntentElement =>
 
 const REFUSED_REASON = (address: string): string =>
   `${address} is an address of the gateway itself: only port forwards may use it`;
+const NO_KEY_REASON = (node: string): string =>
+  `node ${node} has no tunnel key: is its agent running with the Linux dataplane?`;
+
+/** A registered node with a tunnel key (32 bytes of `seed`, base64), as routed mode needs. */
+function keyed(name: string, seed: number): NodeRecord {
+  return {
+    name,
+    publicKey: Buffer.alloc(32, seed).toString('base64'),
+    addresses: [],
+    reservedPorts: [],
+    registeredAt: T0,
+  };
+}
+const KEYED_NODES: readonly NodeRecord[] = [keyed('gw1', 1), keyed('gw2', 2), keyed('n1', 3)];
 
 const GOLDEN_GW1: HostIntent = {
   node: 'gw1',
@@ -150,7 +165,8 @@ const GOLDEN_GW1: HostIntent = {
     own('counter', '203.0.113.10'),
     own('counter', '203.0.113.5'),
     own('counter', '203.0.113.6'),
-    own('counter', '203.0.113.7'),
+    // 203.0.113.7 is routed to n1, which has no node record (so no tunnel key): refused, not
+    // counted, and still dropped like an unassociated FIP.
     own('dnat', '198.51.100.10', '10.0.1.10'),
     own('dnat', '203.0.113.10', '10.0.0.10'),
     own('dnat', '203.0.113.5', '10.0.0.5'),
@@ -168,7 +184,6 @@ const GOLDEN_GW1: HostIntent = {
     by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 8000', '10.0.0.8 . 9000'),
     by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 8001', '10.0.0.8 . 9001'),
     by('192.0.2.1')('fwdport', '192.0.2.1 . tcp . 8002', '10.0.0.8 . 9002'),
-    own('route', '203.0.113.7', 'n1'),
   ],
   fips: [
     { address: '192.0.2.1', revision: 104 },
@@ -182,7 +197,10 @@ const GOLDEN_GW1: HostIntent = {
     { address: '203.0.113.10', revision: 103 },
     { address: '2001:db8::10', revision: 107 },
   ],
-  refused: [{ address: '198.51.100.3', reason: REFUSED_REASON('198.51.100.3') }],
+  refused: [
+    { address: '198.51.100.3', reason: REFUSED_REASON('198.51.100.3') },
+    { address: '203.0.113.7', reason: NO_KEY_REASON('n1') },
+  ],
 };
 
 const KINDS: readonly ElementKind[] = [
@@ -198,7 +216,22 @@ const KINDS: readonly ElementKind[] = [
   'fwd',
   'fwdport',
   'route',
+  'rule',
 ];
+
+/**
+ * The small fleet with tunnel keys, and one more FIP, of gw2's pool, routed to gw1: gw1 then
+ * routes 203.0.113.7 to n1 and itself serves 100.64.0.6, so its intent has every kind.
+ */
+function tunnelled(): CompileState {
+  const base = state();
+  const served = associated(ELSEWHERE, '100.64.0.6', {
+    target: '10.9.0.6',
+    mode: 'routed',
+    node: 'gw1',
+  });
+  return { ...base, fips: [...base.fips, { fip: served, revision: 120 }], nodes: KEYED_NODES };
+}
 
 /** Deterministic Fisher–Yates with a small LCG, so a failure can be reproduced. */
 function shuffled<T>(list: readonly T[], seed: number): T[] {
@@ -242,18 +275,32 @@ void describe('core/intent: compile', () => {
   });
 
   void it('sorts elements by kind order, then key', () => {
-    const { elements } = compile(state(), 'gw1', FACTS);
-    for (let i = 1; i < elements.length; i++) {
-      const a = elements[i - 1]!;
-      const b = elements[i]!;
-      const ka = KINDS.indexOf(a.kind);
-      const kb = KINDS.indexOf(b.kind);
-      assert.ok(ka < kb || (ka === kb && a.key < b.key), `${elementId(a)} before ${elementId(b)}`);
-      assert.ok(compareElements(a, b) < 0);
-    }
-    assert.deepEqual([...elements].sort(compareElements), elements);
-    // Every kind occurs in the golden state, so the order above is checked for all of them.
-    assert.deepEqual([...new Set(elements.map((e) => e.kind))], KINDS);
+    const sorted = (elements: readonly IntentElement[]): void => {
+      for (let i = 1; i < elements.length; i++) {
+        const a = elements[i - 1]!;
+        const b = elements[i]!;
+        const ka = KINDS.indexOf(a.kind);
+        const kb = KINDS.indexOf(b.kind);
+        assert.ok(
+          ka < kb || (ka === kb && a.key < b.key),
+          `${elementId(a)} before ${elementId(b)}`,
+        );
+        assert.ok(compareElements(a, b) < 0);
+      }
+      assert.deepEqual([...elements].sort(compareElements), elements);
+    };
+    const golden = compile(state(), 'gw1', FACTS).elements;
+    sorted(golden);
+    // The golden state has every kind but the routed ones (its routed FIP is refused)…
+    const routing: ElementKind[] = ['route', 'rule'];
+    assert.deepEqual(
+      [...new Set(golden.map((e) => e.kind))],
+      KINDS.filter((k) => !routing.includes(k)),
+    );
+    // …and with tunnel keys every kind occurs, so the order is checked for all of them.
+    const all = compile(tunnelled(), 'gw1', FACTS).elements;
+    sorted(all);
+    assert.deepEqual([...new Set(all.map((e) => e.kind))], KINDS);
   });
 
   void it('never holds two elements with one id', () => {
@@ -282,7 +329,12 @@ void describe('core/intent: compile', () => {
     // A node that only holds targets (n1) gets nothing, not even host elements; nor does an
     // unknown node.
     const empty = (node: string): HostIntent => ({ node, elements: [], fips: [], refused: [] });
-    assert.deepEqual(compile(state(), 'n1', FACTS), empty('n1'));
+    // n1 is the node of the routed 203.0.113.7, but its gateway gw1 has no tunnel key: n1
+    // refuses it too (it lists no FIPs, so the refusal is not reported from there).
+    assert.deepEqual(compile(state(), 'n1', FACTS), {
+      ...empty('n1'),
+      refused: [{ address: '203.0.113.7', reason: NO_KEY_REASON('gw1') }],
+    });
     assert.deepEqual(compile(state(), 'nobody', FACTS), empty('nobody'));
     // A FIP whose pool is gone is not realised anywhere.
     for (const node of ['gw1', 'gw2']) {
@@ -299,7 +351,8 @@ void describe('core/intent: compile', () => {
     const intent = compile(state(), 'gw1');
     assert.deepEqual(intent, compile(state(), 'gw1', NO_FACTS));
     assert.deepEqual(ofKind(intent, 'hairpin'), []);
-    assert.deepEqual(intent.refused, []);
+    // Only the routed FIP without a tunnel key is refused.
+    assert.deepEqual(intent.refused, [{ address: '203.0.113.7', reason: NO_KEY_REASON('n1') }]);
     // Without host addresses nothing is cut out of the drops, and 198.51.100.3 is realised.
     assert.deepEqual(
       ofKind(intent, 'drop').map((e) => e.key),
@@ -357,16 +410,41 @@ void describe('core/intent: FIP elements', () => {
     ]);
   });
 
-  void it('compiles a routed association to counter and a route to the node', () => {
+  void it('compiles a routed association to counter and a route into the tunnel', () => {
     const fip = associated(ROUTED, '203.0.113.7', {
       target: '10.0.0.7',
       mode: 'routed',
       node: 'n1',
     });
-    assert.deepEqual(ownedBy(compile(only(ROUTED, fip), 'gw1'), '203.0.113.7'), [
+    const intent = compile({ ...only(ROUTED, fip), nodes: KEYED_NODES }, 'gw1');
+    assert.deepEqual(ownedBy(intent, '203.0.113.7'), [
       own('counter', '203.0.113.7'),
-      own('route', '203.0.113.7', 'n1'),
+      by('203.0.113.7')('route', '203.0.113.7/32', `dev ${tunnelName('gw1', 'gw1')}`),
     ]);
+    assert.deepEqual(intent.refused, []);
+    // Delivered, so not dropped.
+    assert.deepEqual(ofKind(intent, 'drop'), [
+      edge('drop', '203.0.113.0-203.0.113.6'),
+      edge('drop', '203.0.113.8-203.0.113.15'),
+    ]);
+  });
+
+  void it('refuses a routed association whose node has no tunnel key, and drops it', () => {
+    const fip = associated(ROUTED, '203.0.113.7', {
+      target: '10.0.0.7',
+      mode: 'routed',
+      node: 'n1',
+    });
+    const keyless: NodeRecord = { ...keyed('n1', 3), publicKey: undefined };
+    for (const nodes of [undefined, [], [keyed('gw1', 1)], [keyed('gw1', 1), keyless]]) {
+      const intent = compile({ ...only(ROUTED, fip), ...(nodes ? { nodes } : {}) }, 'gw1');
+      assert.deepEqual(intent.refused, [{ address: '203.0.113.7', reason: NO_KEY_REASON('n1') }]);
+      assert.deepEqual(intent.fips, [{ address: '203.0.113.7', revision: 1 }]);
+      // Not realised at all: no counter, no route, no tunnel; dropped like an unassociated FIP.
+      assert.deepEqual(ownedBy(intent, '203.0.113.7'), []);
+      assert.equal(intent.tunnel, undefined);
+      assert.deepEqual(ofKind(intent, 'drop'), [edge('drop', '203.0.113.0-203.0.113.15')]);
+    }
   });
 
   void it('forwards ports kept as one fwd element, single port or range', () => {
@@ -444,7 +522,7 @@ void describe('core/intent: claims', () => {
     assert.deepEqual(ofKind(compile(only(ROUTED, fip), 'gw1'), 'claim'), []);
   });
 
-  void it('claims routed-mode and ports-mode FIPs of on-link pools too', () => {
+  void it('claims ports-mode FIPs of on-link pools, and refuses routed mode on on-link IPv4', () => {
     const routed = associated(ONLINK, '198.51.100.5', {
       target: '10.0.1.5',
       mode: 'routed',
@@ -462,13 +540,17 @@ void describe('core/intent: claims', () => {
           { fip: routed, revision: 1 },
           { fip: ports, revision: 2 },
         ],
+        nodes: KEYED_NODES,
       },
       'gw1',
     );
-    assert.deepEqual(ofKind(intent, 'claim'), [
-      own('claim', '198.51.100.5', 'eth0'),
-      own('claim', '198.51.100.6', 'eth0'),
-    ]);
+    // The gateway would hold an on-link IPv4 FIP as a local address and swallow it: refused
+    // until proxy ARP is there.
+    assert.deepEqual(ofKind(intent, 'claim'), [own('claim', '198.51.100.6', 'eth0')]);
+    assert.match(
+      intent.refused.find((r) => r.address === '198.51.100.5')?.reason ?? '',
+      /proxy ARP/,
+    );
   });
 });
 
@@ -619,12 +701,15 @@ void describe('core/intent: refusals', () => {
       mode: 'routed',
       node: 'n1',
     });
-    const intent = compile(only(ONLINK, fip), 'gw1', facts('2001:DB8::0:2'));
+    // Its node has a tunnel key, so only the host address stands in the way.
+    const state = { ...only(ONLINK, fip), nodes: KEYED_NODES };
+    const intent = compile(state, 'gw1', facts('2001:DB8::0:2'));
     assert.deepEqual(intent.refused, [
       { address: '2001:db8::2', reason: REFUSED_REASON('2001:db8::2') },
     ]);
-    // Neither counted, routed nor claimed.
+    // Neither counted, routed nor claimed, and no tunnel carries it.
     assert.deepEqual(ownedBy(intent, '2001:db8::2'), []);
+    assert.equal(intent.tunnel, undefined);
   });
 
   void it('lets a ports FIP use a host address', () => {
@@ -844,7 +929,6 @@ void describe('core/intent: diffFor and diffOwners', () => {
       '198.51.100.100',
       '203.0.113.5',
       '203.0.113.6',
-      '203.0.113.7',
       '203.0.113.10',
       '2001:db8::10',
     ]);

@@ -55,6 +55,8 @@ async function startAgent(): Promise<void> {
     `127.0.0.1:${port}`,
     '--token-file',
     join(tmp.dir, 'token'),
+    '--state-dir',
+    join(tmp.dir, 'state'),
     '--resync-seconds',
     '1',
     '--log-level',
@@ -323,7 +325,7 @@ describe('a gateway forwarding floating IPs (nat and ports) on a real kernel', (
     await api.allocate({ address: fip });
     await api.associate(fip, { target: L.be1.v4, mode: 'routed', node: 'gw' });
     await waitFor('ERROR', async () => (await api.getFip(fip)).status.state === 'ERROR');
-    assert.match((await api.getFip(fip)).status.message ?? '', /routed mode needs a tunnel/);
+    assert.match((await api.getFip(fip)).status.message ?? '', /routed to its own gateway/);
     assert.equal(await kernelState(), before, 'nothing of the refused association was applied');
     await api.disassociate(fip);
   });

@@ -27,6 +27,9 @@ interface AgentFlags {
   resyncSeconds?: string;
   logLevel?: string;
   site?: string;
+  stateDir?: string;
+  tunnelPort?: string;
+  endpoint?: string;
   dataplane?: string;
   netns?: string;
 }
@@ -57,6 +60,12 @@ export function agentCommand(): Command {
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
     .option('--resync-seconds <n>', 'seconds between full resyncs that repair drift (default 30)')
     .option('--site <name>', 'site (datacenter) of this node')
+    .option(
+      '--state-dir <dir>',
+      "this node's own state: WireGuard key, daemon files (default /var/lib/ipferry)",
+    )
+    .option('--tunnel-port <port>', "UDP port of this node's tunnel (default 51820)")
+    .option('--endpoint <host:port>', "where other nodes reach this node's tunnel; omit behind NAT")
     .addOption(
       new Option('--dataplane <kind>', 'linux (the kernel, default) or fake (in memory)').choices([
         'linux',
@@ -95,6 +104,9 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     resyncSeconds: flags.resyncSeconds,
     logLevel: flags.logLevel,
     site: flags.site,
+    stateDir: flags.stateDir,
+    tunnelPort: flags.tunnelPort,
+    endpoint: flags.endpoint,
     dataplane: flags.dataplane,
     netns: flags.netns,
   };

@@ -6,8 +6,11 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpferryError } from '../core/errors.js';
+import { DEFAULT_TUNNEL_PORT } from '../core/routed.js';
+import { parseEndpoint } from '../core/tunnel.js';
 import {
   DEFAULT_CREDENTIAL_FILE,
+  DEFAULT_STATE_DIR,
   DEFAULT_LISTEN,
   DEFAULT_STORE,
   DEFAULT_TOKEN_FILE,
@@ -36,6 +39,12 @@ export interface AgentConfig {
   readonly netns?: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
   readonly site?: string;
+  /** Directory for this node's own state (the WireGuard key and daemon files). */
+  readonly stateDir: string;
+  /** UDP port of this node's tunnel. */
+  readonly tunnelPort: number;
+  /** Where other nodes reach this node's tunnel (host:port); absent behind NAT (it calls out). */
+  readonly endpoint?: string;
 }
 
 /** Raw options as flags or file give them (kebab-case flags map to camelCase keys). */
@@ -54,6 +63,9 @@ export interface RawAgentOptions {
   netns?: unknown;
   logLevel?: unknown;
   site?: unknown;
+  stateDir?: unknown;
+  tunnelPort?: unknown;
+  endpoint?: unknown;
 }
 
 const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
@@ -71,6 +83,9 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'netns',
   'logLevel',
   'site',
+  'stateDir',
+  'tunnelPort',
+  'endpoint',
 ];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
 
@@ -153,6 +168,16 @@ export function resolveConfig(
   if (!LOG_LEVELS.includes(logLevel as AgentConfig['logLevel']))
     p.add('logLevel', `must be one of ${LOG_LEVELS.join(', ')}`);
   const site = raw.site === undefined ? undefined : checkName(p, 'site', raw.site);
+  const stateDir = stringOption(p, 'stateDir', raw.stateDir ?? DEFAULT_STATE_DIR);
+  const tunnelPort = numberOption(p, 'tunnelPort', raw.tunnelPort ?? DEFAULT_TUNNEL_PORT, 1, 65535);
+  let endpoint: string | undefined;
+  if (typeof raw.endpoint === 'string') {
+    try {
+      endpoint = parseEndpoint(raw.endpoint).text;
+    } catch (e) {
+      p.add('endpoint', (e as Error).message);
+    }
+  } else if (raw.endpoint !== undefined) p.add('endpoint', 'must be host:port or [v6]:port');
   if (!p.ok) {
     throw new IpferryError(
       'IPF_E_CONFIG',
@@ -174,6 +199,9 @@ export function resolveConfig(
     ...(netns ? { netns } : {}),
     logLevel: logLevel as AgentConfig['logLevel'],
     ...(site ? { site } : {}),
+    stateDir: stateDir!,
+    tunnelPort: tunnelPort!,
+    ...(endpoint ? { endpoint } : {}),
   };
 }
 

@@ -18,7 +18,8 @@ import {
   type IntentElement,
   isEmptyDiff,
 } from '../core/intent.js';
-import type { FipStatus, FloatingIp, Pool } from '../core/model.js';
+import type { FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
+import type { TunnelOptions } from '../core/routed.js';
 import { parseStored } from '../core/json.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
@@ -38,6 +39,7 @@ export interface ReconcilerOptions {
   readonly dataplane: Dataplane;
   readonly resyncMs: number;
   readonly log: Logger;
+  readonly tunnel?: TunnelOptions;
 }
 
 export interface PassResult {
@@ -48,6 +50,7 @@ export interface PassResult {
 
 interface Snapshot {
   readonly revision: number;
+  readonly nodes: NodeRecord[];
   readonly pools: Pool[];
   readonly fips: { fip: FloatingIp; revision: number }[];
   readonly statuses: Map<string, FipStatus>;
@@ -130,7 +133,10 @@ export class Reconciler {
     diff: IntentDiff;
   }> {
     const snapshot = await this.snapshot();
-    const intent = compile(snapshot, this.o.node, await this.o.dataplane.facts());
+    const intent = compile(snapshot, this.o.node, await this.o.dataplane.facts(), this.o.tunnel);
+    // A tunnel comes first (routes, holds and its sysctls need the interface); one no longer
+    // wanted goes last, after what used it (see pass()).
+    if (!fresh && intent.tunnel) await this.o.dataplane.applyTunnel(intent.tunnel);
     let observed = fresh || this.readDue ? undefined : this.known;
     if (!observed) {
       observed = await this.o.dataplane.observe(intent.elements);
@@ -148,6 +154,7 @@ export class Reconciler {
     const errors = isEmptyDiff(diff) ? new Map<string, string>() : await this.apply(diff);
     if (errors.size === 0) this.known = applyDiff(observed, diff);
     else this.readDue = true;
+    if (!intent.tunnel) await this.o.dataplane.applyTunnel(undefined);
     await this.report(intent, snapshot, errors);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
@@ -218,7 +225,9 @@ export class Reconciler {
     const pools: Pool[] = [];
     const fips: { fip: FloatingIp; revision: number }[] = [];
     const statuses = new Map<string, FipStatus>();
+    const nodes: NodeRecord[] = [];
     for (const kv of kvs) {
+      if (kv.key.startsWith(keys.nodes)) nodes.push(parseStored<NodeRecord>(kv.key, kv.value));
       if (kv.key.startsWith(keys.pools)) pools.push(parseStored<Pool>(kv.key, kv.value));
       else if (kv.key.startsWith(keys.fips))
         fips.push({ fip: parseStored<FloatingIp>(kv.key, kv.value), revision: kv.modRevision });
@@ -227,7 +236,7 @@ export class Reconciler {
         statuses.set(s.address, s);
       }
     }
-    return { revision, pools, fips, statuses };
+    return { revision, nodes, pools, fips, statuses };
   }
 
   private async apply(diff: IntentDiff): Promise<Map<string, string>> {

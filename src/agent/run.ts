@@ -58,9 +58,12 @@ export async function startAgent(
   const control = new ControlPlane(store);
   const stops: (() => Promise<void>)[] = [() => store.close()];
   try {
+    const publicKey = await dataplane.tunnelPublicKey();
     await control.registerNode({
       name: config.node,
       ...(config.site ? { site: config.site } : {}),
+      ...(publicKey ? { publicKey } : {}),
+      ...(config.endpoint ? { endpoint: config.endpoint } : {}),
       addresses: hostAddresses(),
       reservedPorts: config.reservedPorts,
       agentVersion: VERSION,
@@ -93,6 +96,7 @@ export async function startAgent(
       dataplane,
       resyncMs: config.resyncSeconds * 1000,
       log: app.log,
+      tunnel: { listenPort: config.tunnelPort, ...(config.netns ? { salt: config.netns } : {}) },
     });
     stops.unshift(
       () => app.close(),
@@ -152,7 +156,10 @@ async function putAlive(store: Store, node: string): Promise<string> {
 
 async function dataplaneFor(config: AgentConfig): Promise<Dataplane> {
   if (config.dataplane === 'fake') return new FakeDataplane();
-  const linux = new LinuxDataplane(config.netns ? { netns: config.netns } : {});
+  const linux = new LinuxDataplane({
+    ...(config.netns ? { netns: config.netns } : {}),
+    stateDir: config.stateDir,
+  });
   await linux.check();
   return linux;
 }

@@ -25,7 +25,8 @@
  * - `counter` FIP: packets and bytes to the FIP.
  * - `claim` FIP → uplink: an on-link FIP the gateway answers ARP/NDP for on its uplink (IPv4:
  *           the address on the uplink, labelled as ipferry's; IPv6: a proxy NDP entry).
- * - `route` FIP → node: routed delivery into a tunnel (realised by the tunnel drivers).
+ * - `route`, `rule`: routed delivery through the tunnel to the FIP's node (routed.ts); the node
+ *           holds the FIP as an address of its tunnel.
  * - `sysctl`, `table`: forwarding on; the table's fixed part at its version.
  */
 import {
@@ -35,7 +36,9 @@ import {
   parseAddress,
   tryParseAddress,
 } from './address.js';
-import type { FloatingIp, Pool } from './model.js';
+import type { FloatingIp, NodeRecord, Pool } from './model.js';
+import { DEFAULT_TUNNEL_PORT, routedPart, type TunnelOptions } from './routed.js';
+import type { TunnelIntent } from './tunnel.js';
 import {
   NFT_FAMILY,
   NFT_SKELETON_VERSION,
@@ -58,7 +61,8 @@ export type ElementKind =
   | 'masq'
   | 'fwd'
   | 'fwdport'
-  | 'route';
+  | 'route'
+  | 'rule';
 
 export interface IntentElement {
   readonly kind: ElementKind;
@@ -76,11 +80,15 @@ export interface HostIntent {
   readonly fips: readonly { readonly address: string; readonly revision: number }[];
   /** FIPs this node refuses to realise, with the reason (reported as ERROR). */
   readonly refused: readonly { readonly address: string; readonly reason: string }[];
+  /** This node's tunnel, when it exchanges FIPs with other nodes. */
+  readonly tunnel?: TunnelIntent;
 }
 
 export interface CompileState {
   readonly pools: readonly Pool[];
   readonly fips: readonly { readonly fip: FloatingIp; readonly revision: number }[];
+  /** Node records, for the tunnels of FIPs served by another node. */
+  readonly nodes?: readonly NodeRecord[];
 }
 
 /** What the host itself has, read by the dataplane: needed to keep ipferry off its own feet. */
@@ -106,6 +114,7 @@ const KIND_ORDER: Record<ElementKind, number> = {
   fwd: 9,
   fwdport: 10,
   route: 11,
+  rule: 12,
 };
 
 export const HOST_OWNER = 'host';
@@ -114,6 +123,7 @@ export function compile(
   state: CompileState,
   node: string,
   facts: HostFacts = NO_FACTS,
+  tunnel: TunnelOptions = { listenPort: DEFAULT_TUNNEL_PORT },
 ): HostIntent {
   const pools = state.pools.filter((p) => p.gateway === node);
   const poolByName = new Map(pools.map((p) => [p.name, p]));
@@ -129,11 +139,29 @@ export function compile(
     if (reason) refused.push({ address: fip.address, reason });
     else elements.push(...fipElements(fip, pool));
   }
-  if (pools.length > 0) elements.push(...hostElements(pools, facts, own));
-  elements.sort(compareElements);
+  // A FIP refused above gets no tunnel either (no route, no allowed IP, not kept from the drop).
+  const refusedHere = new Set(refused.map((r) => r.address));
+  const routable = state.fips.filter(({ fip }) => !refusedHere.has(fip.address));
+  const routed = routedPart(state.pools, routable, state.nodes ?? [], node, tunnel);
+  elements.push(...routed.elements);
+  refused.push(...routed.refused);
+  // A routed FIP refused there (no tunnel key, its own gateway) is not realised at all either:
+  // no counter, no claim.
+  const unrouted = new Set(routed.refused.map((r) => r.address));
+  const realised = elements.filter((e) => !unrouted.has(e.owner));
+  // Routed FIPs leave the gateway unchanged: they must not be dropped as unassociated.
+  const keep = new Set([...own, ...routed.passing]);
+  if (pools.length > 0) realised.push(...hostElements(pools, facts, keep));
+  realised.sort(compareElements);
   fips.sort((a, b) => compareAddressText(a.address, b.address));
   refused.sort((a, b) => compareAddressText(a.address, b.address));
-  return { node, elements, fips, refused };
+  return {
+    node,
+    elements: realised,
+    fips,
+    refused,
+    ...(routed.tunnel ? { tunnel: routed.tunnel } : {}),
+  };
 }
 
 /**
@@ -230,7 +258,7 @@ function fipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
     out.push(el('dnat', fip.address, a.target), el('snat', a.target, fip.address));
     if (a.masquerade) out.push(el('masq', a.target, ''));
   } else if (a.mode === 'routed') {
-    out.push(el('route', fip.address, a.node ?? ''));
+    // Delivered through the tunnel to its node: see routed.ts.
   } else {
     for (const f of fip.forwards) {
       if (f.targetPort === f.port) {

@@ -55,7 +55,7 @@ export function describeTarget(association: Association): string {
 }
 
 export function associate(fip: FloatingIp, request: ValidAssociate, now: string): FloatingIp {
-  refuseSelfTarget(fip, request.target);
+  if (request.mode !== 'routed') refuseSelfTarget(fip, request.target);
   if (fip.shared && request.mode !== 'ports') {
     throw new IpferryError('IPF_E_ADDRESS_SHARED', { address: fip.address });
   }
@@ -87,7 +87,7 @@ export function move(
   node: string | undefined,
   now: string,
 ): FloatingIp {
-  refuseSelfTarget(fip, target);
+  if (fip.association?.mode !== 'routed') refuseSelfTarget(fip, target);
   if (!fip.association)
     throw new IpferryError('IPF_E_FIP_NOT_ASSOCIATED', { address: fip.address });
   // As in validateAssociate: a routed FIP is delivered to a node, so a move must name one.
@@ -185,7 +185,10 @@ export function removeForward(fip: FloatingIp, id: string): FloatingIp {
   return { ...fip, forwards: fip.forwards.filter((f) => f.id !== id) };
 }
 
-/** A FIP forwarded to itself would loop in the gateway. */
+/**
+ * A FIP forwarded (nat, ports) to itself would loop in the gateway. A routed FIP is delivered
+ * unchanged, so there its target is naturally the FIP itself.
+ */
 function refuseSelfTarget(fip: FloatingIp, target: Address): void {
   if (target.text === fip.address) invalid('target', `${target.text} is the floating IP itself`);
 }

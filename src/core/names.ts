@@ -22,6 +22,15 @@ export const NFT_SKELETON_VERSION = '1';
  */
 export const HAIRPIN_MARK = 0x20000000;
 
+/**
+ * Routes and rules ipferry adds carry this route protocol number (`ip route … proto 241`), so it
+ * can find and delete exactly its own; the routing table for answers sent back into a tunnel and
+ * the priority of the `from FIP` rules that choose it (below main's 32766, with gaps around).
+ */
+export const ROUTE_PROTO = 241;
+export const ROUTE_TABLE = 7447;
+export const RULE_PRIORITY = 10100;
+
 /** Kernel sysctls the gateway needs; set only when different, recorded in the kernel contract. */
 export const SYSCTL_IPV4_FORWARD = 'net.ipv4.ip_forward';
 export const SYSCTL_IPV6_FORWARD = 'net.ipv6.conf.all.forwarding';

@@ -6,6 +6,7 @@
  * alike and are held to one conformance suite.
  */
 import type { HostFacts, IntentDiff, IntentElement } from '../core/intent.js';
+import type { TunnelIntent } from '../core/tunnel.js';
 
 /** One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
 export interface Neighbour {
@@ -25,6 +26,10 @@ export interface Dataplane {
   observe(wanted: readonly IntentElement[]): Promise<IntentElement[]>;
   /** The host's own interfaces and addresses, which compile needs to stay off them. */
   facts(): Promise<HostFacts>;
+  /** Creates, updates or (undefined) removes this node's tunnel; idempotent. */
+  applyTunnel(tunnel: TunnelIntent | undefined): Promise<void>;
+  /** This node's tunnel public key, published in its node record. */
+  tunnelPublicKey(): Promise<string | undefined>;
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */
   apply(diff: IntentDiff): Promise<void>;
   close(): Promise<void>;

@@ -14,6 +14,10 @@ import {
   type IntentElement,
 } from '../core/intent.js';
 import type { Dataplane } from './dataplane.js';
+import type { TunnelIntent } from '../core/tunnel.js';
+
+/** A well-formed WireGuard public key (32 bytes, base64) that no real key pair has. */
+const FAKE_PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
 
 export class FakeDataplane implements Dataplane {
   readonly kind = 'fake';
@@ -25,6 +29,19 @@ export class FakeDataplane implements Dataplane {
   /** Number of successful apply() calls and elements they touched (for tests and benchmarks). */
   applies = 0;
   lastApplySize = 0;
+
+  /** The tunnel last applied, as a driver would hold it. */
+  tunnel: TunnelIntent | undefined;
+
+  async applyTunnel(tunnel: TunnelIntent | undefined): Promise<void> {
+    await Promise.resolve();
+    this.tunnel = tunnel;
+  }
+
+  async tunnelPublicKey(): Promise<string> {
+    await Promise.resolve();
+    return FAKE_PUBLIC_KEY;
+  }
 
   async facts(): Promise<HostFacts> {
     await Promise.resolve();

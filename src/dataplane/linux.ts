@@ -20,6 +20,10 @@ import {
 } from '../core/intent.js';
 import { tryParseAddress } from '../core/address.js';
 import { claimLabel, NFT_FAMILY, NFT_TABLE } from '../core/names.js';
+import { DEFAULT_STATE_DIR } from '../core/defaults.js';
+import { TUNNEL_IFNAME_PREFIX, type TunnelIntent } from '../core/tunnel.js';
+import { observeRouting, ROUTING_KINDS, routingBatches } from './iproute/routing.js';
+import { WireGuardDriver } from './tunnel/wireguard.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
 import { fipOf, NFT_KINDS, parseTable, renderElements, renderTable } from './nft/ruleset.js';
@@ -27,6 +31,8 @@ import { fipOf, NFT_KINDS, parseTable, renderElements, renderTable } from './nft
 export interface LinuxDataplaneOptions {
   /** Network namespace to act in (`ip netns exec`); the current one when absent. */
   readonly netns?: string;
+  /** Where the tunnel driver keeps this node's WireGuard key and daemon files. */
+  readonly stateDir?: string;
 }
 
 /** The tools the dataplane needs, with the Debian package that provides each. */
@@ -39,6 +45,10 @@ export const REQUIRED_TOOLS: readonly { tool: string; args: string[]; pkg: strin
 
 const NOTHING_DELETED = (stderr: string): boolean =>
   /0 flow entries have been deleted/.test(stderr);
+const ALREADY_GONE = (stderr: string): boolean =>
+  /No such process|Cannot find device|No such device|Cannot assign requested address|does not exist/.test(
+    stderr,
+  );
 
 export class LinuxDataplane implements Dataplane {
   readonly kind = 'linux';
@@ -71,7 +81,11 @@ export class LinuxDataplane implements Dataplane {
   /** The host's interfaces and addresses, leaving out the FIPs ipferry itself holds (claims). */
   async facts(): Promise<HostFacts> {
     const links = await this.links();
-    const own = (l: IpLink) => (l.addr_info ?? []).filter((a) => a.label !== claimLabel(l.ifname));
+    // Claimed FIPs (labelled) and FIPs held on tunnels are ipferry's, not the host's own.
+    const own = (l: IpLink) =>
+      l.ifname.startsWith(TUNNEL_IFNAME_PREFIX)
+        ? []
+        : (l.addr_info ?? []).filter((a) => a.label !== claimLabel(l.ifname));
     return {
       interfaces: links
         .map((l) => l.ifname)
@@ -120,16 +134,24 @@ export class LinuxDataplane implements Dataplane {
     });
     const elements = table.stdout.trim() ? parseTable(table.stdout) : [];
     elements.push(...(await this.claims(wanted)));
+    elements.push(
+      ...(await observeRouting((file, args, options) => this.exec(file, args, options))),
+    );
     for (const e of wanted) {
       if (e.kind !== 'sysctl') continue;
-      const { stdout } = await this.exec('sysctl', ['-n', e.key]);
-      elements.push({ kind: 'sysctl', key: e.key, value: stdout.trim(), owner: HOST_OWNER });
+      // A per-interface sysctl of a tunnel not created yet reads as missing.
+      const { stdout } = await this.exec('sysctl', ['-n', e.key], { tolerate: () => true });
+      elements.push({
+        kind: 'sysctl',
+        key: e.key,
+        value: stdout.trim() || 'missing',
+        owner: HOST_OWNER,
+      });
     }
     return elements;
   }
 
   async apply(diff: IntentDiff): Promise<void> {
-    refuseUnsupported(diff);
     for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) {
       if (e.kind === 'sysctl') await this.exec('sysctl', ['-qw', `${e.key}=${e.value}`]);
     }
@@ -141,13 +163,67 @@ export class LinuxDataplane implements Dataplane {
     );
     await this.claimAll(added);
     try {
+      await this.applyRouting('add', [...diff.add, ...diff.replace.map((r) => r.to)]);
       await this.applyNft(diff);
     } catch (e) {
       await this.releaseAll(added).catch(() => undefined);
       throw e;
     }
+    // A changed route was replaced in place; changed rules and holds go out after the new ones.
+    const gone = [
+      ...diff.remove,
+      ...diff.replace.map((r) => r.from).filter((e) => e.kind !== 'route'),
+    ];
+    await this.applyRouting('del', gone);
     await this.releaseAll(removed);
     await this.forgetStaleConnections(diff);
+  }
+
+  /**
+   * Additions go in one batch per family. Deletions tolerate what is already gone: routes and
+   * addresses of a deleted tunnel interface disappear with it.
+   */
+  private async applyRouting(op: 'add' | 'del', elements: readonly IntentElement[]): Promise<void> {
+    const batches = routingBatches(
+      op,
+      elements.filter((e) => ROUTING_KINDS.has(e.kind)),
+    );
+    for (const family of [4, 6] as const) {
+      const lines = batches[family];
+      if (lines.length === 0) continue;
+      if (op === 'add') {
+        await this.exec('ip', [`-${family}`, '-batch', '-'], { input: lines.join('\n') + '\n' });
+        continue;
+      }
+      for (const line of lines) {
+        await this.exec('ip', [`-${family}`, ...line.split(' ')], { tolerate: ALREADY_GONE });
+      }
+    }
+  }
+
+  /** Creates, updates or (when `tunnel` is undefined) removes this node's tunnel. */
+  async applyTunnel(tunnel: TunnelIntent | undefined): Promise<void> {
+    const driver = this.tunnels();
+    const existing = (await this.facts()).interfaces.filter((n) =>
+      n.startsWith(TUNNEL_IFNAME_PREFIX),
+    );
+    if (tunnel) await driver.apply(tunnel);
+    for (const name of existing) if (name !== tunnel?.name) await driver.remove(name);
+  }
+
+  /** This node's WireGuard public key (the key pair is made on first use). */
+  async tunnelPublicKey(): Promise<string> {
+    return this.tunnels().publicKey();
+  }
+
+  private tunnelDriver?: WireGuardDriver;
+
+  private tunnels(): WireGuardDriver {
+    this.tunnelDriver ??= new WireGuardDriver({
+      ...(this.o.netns ? { netns: this.o.netns } : {}),
+      stateDir: this.o.stateDir ?? DEFAULT_STATE_DIR,
+    });
+    return this.tunnelDriver;
   }
 
   /**
@@ -252,13 +328,6 @@ export function staleConnectionFilter(e: IntentElement): string[] | undefined {
     default:
       return undefined;
   }
-}
-
-function refuseUnsupported(diff: IntentDiff): void {
-  const e = [...diff.add, ...diff.replace.map((r) => r.to)].find((x) => x.kind === 'route');
-  if (!e) return;
-  const reason = `${e.key}: routed mode needs a tunnel to its node, which this version cannot build yet`;
-  throw new IpferryError('IPF_E_DATAPLANE', { reason });
 }
 
 interface IpLink {

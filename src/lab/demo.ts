@@ -370,6 +370,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       `127.0.0.1:${port}`,
       '--token-file',
       tokenFile,
+      '--state-dir',
+      join(workDir, 'state'),
       '--resync-seconds',
       '2',
       '--log-level',

@@ -1,0 +1,109 @@
+/**
+ * Routes and policy rules as intent elements, read with `ip -j` and written
+ * with `ip -batch`, one batch per family (iproute2 cannot switch family inside a batch).
+ *
+ * - `route` key `PREFIX` (main table) or `PREFIX table T`, value `dev DEV`: carries ipferry's
+ *   route protocol number, which is how ipferry finds its own routes and never others'.
+ * - `rule`  key `from ADDRESS lookup T`, value the priority: carries the same protocol number.
+ */
+import { tryParseAddress } from '../../core/address.js';
+import type { IntentElement } from '../../core/intent.js';
+import { ROUTE_PROTO } from '../../core/names.js';
+import type { ExecResult, RunOptions } from '../exec.js';
+
+type Exec = (file: string, args: readonly string[], options?: RunOptions) => Promise<ExecResult>;
+
+export const ROUTING_KINDS = new Set(['route', 'rule']);
+
+interface IpRoute {
+  dst?: string;
+  dev?: string;
+  table?: string;
+}
+
+interface IpRule {
+  priority?: number;
+  src?: string;
+  srclen?: number;
+  table?: string;
+  protocol?: string;
+}
+
+export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
+  const out: IntentElement[] = [];
+  for (const family of ['-4', '-6'] as const) {
+    const routes = await exec('ip', [
+      family,
+      '-j',
+      'route',
+      'show',
+      'table',
+      'all',
+      'proto',
+      String(ROUTE_PROTO),
+    ]);
+    for (const r of JSON.parse(routes.stdout || '[]') as IpRoute[]) {
+      const prefix = routePrefix(r.dst ?? '', family);
+      const key = r.table && r.table !== 'main' ? `${prefix} table ${r.table}` : prefix;
+      out.push({ kind: 'route', key, value: `dev ${r.dev ?? '?'}`, owner: ownerOf(prefix) });
+    }
+    const rules = await exec('ip', [family, '-j', 'rule', 'show']);
+    for (const r of JSON.parse(rules.stdout || '[]') as IpRule[]) {
+      if (r.protocol !== String(ROUTE_PROTO) || !r.src) continue;
+      const src = tryParseAddress(r.src)?.text ?? r.src;
+      out.push({
+        kind: 'rule',
+        key: `from ${src} lookup ${r.table ?? '?'}`,
+        value: String(r.priority ?? ''),
+        owner: src,
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * `ip -batch` lines per family: additions (routes, then rules, so a rule never points at an
+ * empty table) or removals (the reverse order).
+ */
+export function routingBatches(
+  op: 'add' | 'del',
+  elements: readonly IntentElement[],
+): Record<4 | 6, string[]> {
+  const order = op === 'add' ? ['route', 'rule'] : ['rule', 'route'];
+  const lines: Record<4 | 6, string[]> = { 4: [], 6: [] };
+  for (const kind of order) {
+    for (const e of elements.filter((x) => x.kind === kind)) lines[familyOf(e)].push(line(op, e));
+  }
+  return lines;
+}
+
+function line(op: 'add' | 'del', e: IntentElement): string {
+  switch (e.kind) {
+    case 'route':
+      return `route ${op === 'add' ? 'replace' : 'del'} ${e.key} ${e.value} proto ${ROUTE_PROTO}`;
+    default: {
+      const [, src = '', , table = ''] = e.key.split(' ');
+      return `rule ${op} from ${src} lookup ${table} priority ${e.value} protocol ${ROUTE_PROTO}`;
+    }
+  }
+}
+
+function familyOf(e: IntentElement): 4 | 6 {
+  const subject = e.kind === 'rule' ? (e.key.split(' ')[1] ?? '') : (e.key.split(' ')[0] ?? '');
+  return subject.includes(':') ? 6 : 4;
+}
+
+function routePrefix(dst: string, family: '-4' | '-6'): string {
+  if (dst === 'default') return family === '-4' ? '0.0.0.0/0' : '::/0';
+  const [address = dst, length] = dst.split('/');
+  const parsed = tryParseAddress(address);
+  if (!parsed) return dst;
+  return `${parsed.text}/${length ?? (parsed.family === 4 ? 32 : 128)}`;
+}
+
+function ownerOf(prefix: string): string {
+  const [address = '', length] = prefix.split('/');
+  const host = length === '32' || length === '128';
+  return host ? (tryParseAddress(address)?.text ?? 'host') : 'host';
+}

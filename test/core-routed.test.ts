@@ -1,0 +1,500 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseAddress } from '../src/core/address.js';
+import {
+  type CompileState,
+  compile,
+  diffIntent,
+  type ElementKind,
+  HOST_OWNER,
+  type HostIntent,
+  type IntentElement,
+  NO_FACTS,
+} from '../src/core/intent.js';
+import { associate, move, newFloatingIp } from '../src/core/lifecycle.js';
+import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
+import { ROUTE_TABLE, RULE_PRIORITY } from '../src/core/names.js';
+import { DEFAULT_TUNNEL_PORT, type TunnelOptions } from '../src/core/routed.js';
+import {
+  diffTunnel,
+  isTunnelName,
+  type ObservedTunnel,
+  type TunnelIntent,
+  type TunnelPeer,
+  tunnelMtu,
+  tunnelName,
+  validateTunnelIntent,
+} from '../src/core/tunnel.js';
+import { type AssociateInput, validateAllocate, validateAssociate } from '../src/core/validate.js';
+
+const T0 = '2024-01-01T00:00:00.000Z';
+const T1 = '2024-01-02T00:00:00.000Z';
+
+/** A tunnel key: any 32 bytes in base64 will do for the core. */
+const key = (seed: number): string => Buffer.alloc(32, seed).toString('base64');
+
+function node(name: string, seed: number, endpoint?: string): NodeRecord {
+  return {
+    name,
+    publicKey: key(seed),
+    ...(endpoint ? { endpoint } : {}),
+    addresses: [],
+    reservedPorts: [],
+    registeredAt: T0,
+  };
+}
+
+/** gw routes the pool; n1 (reachable) and n2 (behind NAT: no endpoint) serve FIPs; n3 none. */
+const GW = node('gw', 1, '192.0.2.2:51820');
+const N1 = node('n1', 2, '198.18.0.10:51820');
+const N2 = node('n2', 3);
+const N3 = node('n3', 4, '198.18.0.30:51820');
+const NODES: readonly NodeRecord[] = [GW, N1, N2, N3];
+
+const EDGE: Pool = {
+  name: 'edge',
+  gateway: 'gw',
+  delivery: 'routed',
+  tags: [],
+  createdAt: T0,
+  entries: [
+    { kind: 'cidr', cidr: '203.0.113.0/28' },
+    { kind: 'cidr', cidr: '2001:db8:f::/64' },
+  ],
+};
+
+function associated(address: string, input: AssociateInput): FloatingIp {
+  const fip = newFloatingIp(EDGE, parseAddress(address), validateAllocate({}), T0);
+  return associate(fip, validateAssociate(input), T1);
+}
+
+const routed = (address: string, to: string): FloatingIp =>
+  associated(address, {
+    target: address.includes(':') ? '2001:db8:1::1' : '10.0.0.1',
+    mode: 'routed',
+    node: to,
+  });
+
+/**
+ * n1 serves two IPv4 FIPs (listed out of order, .10 before .9 to catch a text sort) and an
+ * IPv6 one; n2 one IPv4 FIP; 203.0.113.4 is a plain nat FIP, which no tunnel carries.
+ */
+function state(nodes: readonly NodeRecord[] = NODES): CompileState {
+  const fips = [
+    routed('203.0.113.10', 'n1'),
+    routed('2001:db8:f::5', 'n1'),
+    routed('203.0.113.9', 'n1'),
+    routed('203.0.113.3', 'n2'),
+    associated('203.0.113.4', { target: '10.0.0.4' }),
+  ];
+  return { pools: [EDGE], fips: fips.map((fip, i) => ({ fip, revision: 10 + i })), nodes };
+}
+
+const el = (kind: ElementKind, key: string, value: string, owner: string): IntentElement => ({
+  kind,
+  key,
+  value,
+  owner,
+});
+const host = (kind: ElementKind, key: string, value: string): IntentElement =>
+  el(kind, key, value, HOST_OWNER);
+
+const GW_TUN = tunnelName('gw', 'gw');
+const N1_TUN = tunnelName('n1', 'n1');
+const N2_TUN = tunnelName('n2', 'n2');
+
+/** The policy rule a node answers from `address` with. */
+const rule = (address: string): IntentElement =>
+  el('rule', `from ${address} lookup ${ROUTE_TABLE}`, String(RULE_PRIORITY), address);
+
+const ofKind = (intent: HostIntent, ...kinds: ElementKind[]): IntentElement[] =>
+  intent.elements.filter((e) => kinds.includes(e.kind));
+
+const ownedBy = (intent: HostIntent, owner: string): IntentElement[] =>
+  intent.elements.filter((e) => e.owner === owner);
+
+const peerOf = (intent: HostIntent, record: NodeRecord): TunnelPeer | undefined =>
+  intent.tunnel?.peers.find((p) => p.publicKey === record.publicKey);
+
+/** The tunnel of an intent that must have one. */
+function tunnelOf(intent: HostIntent): TunnelIntent {
+  if (!intent.tunnel) assert.fail(`${intent.node} has no tunnel`);
+  return intent.tunnel;
+}
+
+/** What a driver would read back after applying `intent` (for diffTunnel). */
+function applied(intent: TunnelIntent): ObservedTunnel {
+  return { ...intent, kind: 'kernel', publicKey: key(9), up: true };
+}
+
+/** Deterministic Fisher–Yates with a small LCG, so a failure can be reproduced. */
+function shuffled<T>(list: readonly T[], seed: number): T[] {
+  const out = [...list];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/** `state()` with one FIP moved to another node. */
+function moved(base: CompileState, address: string, to: string): CompileState {
+  const fips = base.fips.map((r) =>
+    r.fip.address === address
+      ? { fip: move(r.fip, parseAddress(address), to, T1), revision: r.revision + 1 }
+      : r,
+  );
+  return { ...base, fips };
+}
+
+void describe('core/routed: the gateway', () => {
+  const intent = compile(state(), 'gw');
+
+  void it('routes each routed FIP into its tunnel, owned by the FIP', () => {
+    assert.deepEqual(ofKind(intent, 'route'), [
+      el('route', '2001:db8:f::5/128', `dev ${GW_TUN}`, '2001:db8:f::5'),
+      el('route', '203.0.113.10/32', `dev ${GW_TUN}`, '203.0.113.10'),
+      el('route', '203.0.113.3/32', `dev ${GW_TUN}`, '203.0.113.3'),
+      el('route', '203.0.113.9/32', `dev ${GW_TUN}`, '203.0.113.9'),
+    ]);
+    // Counted like any FIP, delivered unchanged (no DNAT), and no rule: that is the node's part.
+    assert.deepEqual(ownedBy(intent, '203.0.113.9'), [
+      el('counter', '203.0.113.9', '', '203.0.113.9'),
+      el('route', '203.0.113.9/32', `dev ${GW_TUN}`, '203.0.113.9'),
+    ]);
+    assert.deepEqual(ofKind(intent, 'rule', 'dnat', 'snat'), [
+      el('dnat', '203.0.113.4', '10.0.0.4', '203.0.113.4'),
+      el('snat', '10.0.0.4', '203.0.113.4', '203.0.113.4'),
+    ]);
+    assert.deepEqual(intent.refused, []);
+    assert.deepEqual(
+      intent.fips.map((f) => f.address),
+      ['203.0.113.3', '203.0.113.4', '203.0.113.9', '203.0.113.10', '2001:db8:f::5'],
+    );
+  });
+
+  void it('leaves routed FIPs out of the drop ranges, and drops the rest', () => {
+    // The nat FIP 203.0.113.4 stays in the drop ranges: its DNAT happens before the drop.
+    assert.deepEqual(
+      ofKind(intent, 'drop').map((e) => e.key),
+      [
+        '2001:db8:f::-2001:db8:f::4',
+        '2001:db8:f::6-2001:db8:f:0:ffff:ffff:ffff:ffff',
+        '203.0.113.0-203.0.113.2',
+        '203.0.113.11-203.0.113.15',
+        '203.0.113.4-203.0.113.8',
+      ],
+    );
+  });
+
+  void it('has one peer per serving node, with exactly its FIPs as allowed IPs', () => {
+    assert.deepEqual(intent.tunnel, {
+      name: GW_TUN,
+      listenPort: DEFAULT_TUNNEL_PORT,
+      mtu: tunnelMtu(1500, 4),
+      // The gateway holds no FIP itself.
+      addresses: [],
+      // Sorted by public key: n1's key (2…) before n2's (3…).
+      peers: [
+        {
+          publicKey: N1.publicKey,
+          endpoint: N1.endpoint,
+          // IPv4 before IPv6, by value (.9 before .10); no keepalive on the gateway's side.
+          allowedIps: ['203.0.113.9/32', '203.0.113.10/32', '2001:db8:f::5/128'],
+        },
+        // n2 has no endpoint: it calls in and the gateway learns its address.
+        { publicKey: N2.publicKey, allowedIps: ['203.0.113.3/32'] },
+      ],
+    });
+    // n3 serves nothing and gets no peer; the gateway is not its own peer.
+    assert.equal(peerOf(intent, N3), undefined);
+    assert.equal(peerOf(intent, GW), undefined);
+  });
+
+  void it('compiles a tunnel intent the tunnel validation accepts', () => {
+    const tunnel = tunnelOf(intent);
+    assert.equal(isTunnelName(tunnel.name), true);
+    const canonical = validateTunnelIntent(tunnel);
+    // Same content; validation sorts allowed IPs as text, routed.ts by family and value.
+    const bySet = (t: TunnelIntent) =>
+      t.peers.map((p) => ({ ...p, allowedIps: [...p.allowedIps].sort() }));
+    assert.deepEqual(bySet(canonical), bySet(tunnel));
+    assert.deepEqual(diffTunnel(canonical, applied(tunnel), key(9)), []);
+  });
+});
+
+void describe('core/routed: the serving node', () => {
+  void it('holds its FIPs on its tunnel and answers from them through the tunnel', () => {
+    const intent = compile(state(), 'n1');
+    assert.deepEqual(intent, {
+      node: 'n1',
+      elements: [
+        // Loose reverse-path filtering on the tunnel: clients arrive there although n1's own
+        // route back to them is its uplink.
+        host('sysctl', `net.ipv4.conf.${N1_TUN}.rp_filter`, '2'),
+        // One default route per family it holds, in ipferry's table…
+        host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${N1_TUN}`),
+        host('route', `::/0 table ${ROUTE_TABLE}`, `dev ${N1_TUN}`),
+        // …chosen for answers from each FIP.
+        rule('2001:db8:f::5'),
+        rule('203.0.113.10'),
+        rule('203.0.113.9'),
+      ],
+      // n1 is no gateway: it reports no FIP status and gets no nftables table or drops.
+      fips: [],
+      refused: [],
+      tunnel: {
+        name: N1_TUN,
+        listenPort: DEFAULT_TUNNEL_PORT,
+        mtu: tunnelMtu(1500, 4),
+        // The FIPs are addresses of the tunnel interface.
+        addresses: ['203.0.113.9/32', '203.0.113.10/32', '2001:db8:f::5/128'],
+        peers: [
+          {
+            publicKey: GW.publicKey,
+            endpoint: GW.endpoint,
+            // Answers go to any client, so the gateway carries everything…
+            allowedIps: ['0.0.0.0/0', '::/0'],
+            // …and n1 keeps the path open through NATs, since it knows where the gateway is.
+            keepaliveSeconds: 25,
+          },
+        ],
+      },
+    });
+    assert.equal(RULE_PRIORITY, 10100);
+    assert.equal(validateTunnelIntent(tunnelOf(intent)).name, N1_TUN);
+  });
+
+  void it('adds the IPv6 default route only for a node holding an IPv6 FIP', () => {
+    const n2 = compile(state(), 'n2');
+    assert.deepEqual(n2.elements, [
+      host('sysctl', `net.ipv4.conf.${N2_TUN}.rp_filter`, '2'),
+      host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${N2_TUN}`),
+      rule('203.0.113.3'),
+    ]);
+    assert.deepEqual(tunnelOf(n2).addresses, ['203.0.113.3/32']);
+    // The gateway peer still carries both families.
+    assert.deepEqual(peerOf(n2, GW)?.allowedIps, ['0.0.0.0/0', '::/0']);
+    // IPv6 only: the IPv6 default route, and no IPv4 rp_filter to loosen.
+    const v6: CompileState = {
+      ...state(),
+      fips: [{ fip: routed('2001:db8:f::7', 'n3'), revision: 1 }],
+    };
+    const tun = tunnelName('n3', 'n3');
+    assert.deepEqual(compile(v6, 'n3').elements, [
+      host('route', `::/0 table ${ROUTE_TABLE}`, `dev ${tun}`),
+      rule('2001:db8:f::7'),
+    ]);
+  });
+
+  void it('sends no keepalive when the gateway has no endpoint to call', () => {
+    const quiet: NodeRecord = { ...GW, endpoint: undefined };
+    const intent = compile(state([quiet, N1, N2]), 'n1');
+    assert.deepEqual(tunnelOf(intent).peers, [
+      { publicKey: GW.publicKey, allowedIps: ['0.0.0.0/0', '::/0'] },
+    ]);
+  });
+
+  void it('gives a node that is neither gateway nor serving node nothing', () => {
+    for (const name of ['n3', 'nobody']) {
+      assert.deepEqual(compile(state(), name), { node: name, elements: [], fips: [], refused: [] });
+    }
+  });
+});
+
+void describe('core/routed: refusals', () => {
+  void it('refuses a FIP routed to its own gateway', () => {
+    const s: CompileState = {
+      pools: [EDGE],
+      fips: [{ fip: routed('203.0.113.7', 'gw'), revision: 1 }],
+      nodes: NODES,
+    };
+    const intent = compile(s, 'gw');
+    assert.equal(intent.refused.length, 1);
+    assert.equal(intent.refused[0]?.address, '203.0.113.7');
+    assert.match(intent.refused[0]?.reason ?? '', /routed to its own gateway gw/);
+    assert.deepEqual(intent.fips, [{ address: '203.0.113.7', revision: 1 }]);
+    // Not realised (not even counted), no tunnel, and still dropped.
+    assert.deepEqual(ownedBy(intent, '203.0.113.7'), []);
+    assert.equal(intent.tunnel, undefined);
+    assert.deepEqual(
+      ofKind(intent, 'drop').map((e) => e.key),
+      ['2001:db8:f::-2001:db8:f:0:ffff:ffff:ffff:ffff', '203.0.113.0-203.0.113.15'],
+    );
+  });
+
+  void it('refuses on the gateway when the node has no key, on the node when the gateway has none', () => {
+    const keyless = (r: NodeRecord): NodeRecord => ({ ...r, publicKey: undefined });
+    const noN2 = compile(state([GW, N1, keyless(N2)]), 'gw');
+    assert.deepEqual(noN2.refused, [
+      {
+        address: '203.0.113.3',
+        reason: 'node n2 has no tunnel key: is its agent running with the Linux dataplane?',
+      },
+    ]);
+    assert.deepEqual(ownedBy(noN2, '203.0.113.3'), []);
+    assert.equal(peerOf(noN2, N2), undefined);
+    assert.equal(
+      ofKind(noN2, 'drop').some((e) => e.key === '203.0.113.0-203.0.113.8'),
+      true,
+      '203.0.113.3 is dropped again',
+    );
+    // n1's FIPs are not affected.
+    assert.equal(peerOf(noN2, N1)?.allowedIps.length, 3);
+    // A node without a record at all is refused the same way.
+    assert.deepEqual(compile(state([GW, N1]), 'gw').refused, noN2.refused);
+
+    const noGw = compile(state([keyless(GW), N1, N2]), 'n1');
+    assert.deepEqual(
+      noGw.refused.map((r) => r.address),
+      ['203.0.113.9', '203.0.113.10', '2001:db8:f::5'],
+    );
+    assert.match(noGw.refused[0]?.reason ?? '', /node gw has no tunnel key/);
+    assert.deepEqual(noGw.elements, []);
+    assert.equal(noGw.tunnel, undefined);
+  });
+});
+
+void describe('core/routed: moves, order and names', () => {
+  void it('moves the allowed IP between peers and the node side from n1 to n2', () => {
+    const before = state();
+    const after = moved(before, '203.0.113.9', 'n2');
+    const fip = after.fips.find((r) => r.fip.address === '203.0.113.9')?.fip;
+    assert.equal(fip?.association?.node, 'n2');
+
+    // The gateway: the route and its other elements stay as they are; only the peers change.
+    const gwBefore = compile(before, 'gw');
+    const gwAfter = compile(after, 'gw');
+    assert.deepEqual(gwAfter.elements, gwBefore.elements);
+    assert.deepEqual(peerOf(gwAfter, N1)?.allowedIps, ['203.0.113.10/32', '2001:db8:f::5/128']);
+    assert.deepEqual(peerOf(gwAfter, N2)?.allowedIps, ['203.0.113.3/32', '203.0.113.9/32']);
+    const changes = diffTunnel(tunnelOf(gwAfter), applied(tunnelOf(gwBefore)), key(9));
+    assert.deepEqual(
+      changes.map((c) => (c.kind === 'peer-update' ? [c.peer.publicKey, c.fields] : c.kind)),
+      [
+        [N1.publicKey, ['allowed-ips']],
+        [N2.publicKey, ['allowed-ips']],
+      ],
+    );
+
+    // The nodes: n1 lets go of the rule and the address, n2 takes them.
+    const [n1Before, n1After] = [compile(before, 'n1'), compile(after, 'n1')];
+    const [n2Before, n2After] = [compile(before, 'n2'), compile(after, 'n2')];
+    assert.deepEqual(diffIntent(n1After.elements, n1Before.elements), {
+      add: [],
+      replace: [],
+      remove: [rule('203.0.113.9')],
+    });
+    assert.deepEqual(diffIntent(n2After.elements, n2Before.elements), {
+      add: [rule('203.0.113.9')],
+      replace: [],
+      remove: [],
+    });
+    assert.deepEqual(tunnelOf(n1After).addresses, ['203.0.113.10/32', '2001:db8:f::5/128']);
+    assert.deepEqual(tunnelOf(n2After).addresses, ['203.0.113.3/32', '203.0.113.9/32']);
+    // The gateway peer carries everything either way.
+    assert.deepEqual(tunnelOf(n1After).peers, tunnelOf(n1Before).peers);
+    assert.deepEqual(tunnelOf(n2After).peers, tunnelOf(n2Before).peers);
+  });
+
+  void it("drops a node's tunnel and its gateway peer when it serves nothing any more", () => {
+    const before = state();
+    const after = moved(before, '203.0.113.3', 'n1');
+    assert.notEqual(compile(before, 'n2').tunnel, undefined);
+    assert.deepEqual(compile(after, 'n2'), { node: 'n2', elements: [], fips: [], refused: [] });
+    const gw = compile(after, 'gw');
+    assert.equal(peerOf(gw, N2), undefined);
+    const changes = diffTunnel(tunnelOf(gw), applied(tunnelOf(compile(before, 'gw'))), key(9));
+    assert.deepEqual(
+      changes.map((c) => c.kind),
+      ['peer-update', 'peer-remove'],
+    );
+  });
+
+  void it('is deterministic whatever the input order', () => {
+    const base = state();
+    for (const name of ['gw', 'n1', 'n2', 'n3']) {
+      const expected = JSON.stringify(compile(base, name));
+      for (let seed = 1; seed <= 20; seed++) {
+        const s: CompileState = {
+          pools: shuffled(base.pools, seed),
+          fips: shuffled(base.fips, seed * 7 + 3),
+          nodes: shuffled(NODES, seed * 5 + 1),
+        };
+        assert.equal(JSON.stringify(compile(s, name, NO_FACTS)), expected, `${name} seed ${seed}`);
+      }
+    }
+  });
+
+  void it('names the tunnel from the salt, and takes port and underlay MTU from the options', () => {
+    const options = (salt?: string): TunnelOptions => ({
+      listenPort: 51999,
+      underlayMtu: 1420,
+      ...(salt === undefined ? {} : { salt }),
+    });
+    const names = [undefined, 'labA', 'labB'].map(
+      (salt) => compile(state(), 'gw', NO_FACTS, options(salt)).tunnel?.name,
+    );
+    assert.deepEqual(names, [
+      tunnelName('gw', 'gw'),
+      tunnelName('gw', 'gw', 'labA'),
+      tunnelName('gw', 'gw', 'labB'),
+    ]);
+    assert.equal(new Set(names).size, 3);
+    // The gateway's routes and the node's routes and sysctl follow the salted name.
+    const gw = compile(state(), 'gw', NO_FACTS, options('labA'));
+    const tun = tunnelName('gw', 'gw', 'labA');
+    assert.deepEqual([...new Set(ofKind(gw, 'route').map((e) => e.value))], [`dev ${tun}`]);
+    assert.equal(tunnelOf(gw).listenPort, 51999);
+    assert.equal(tunnelOf(gw).mtu, 1360);
+    const n1 = compile(state(), 'n1', NO_FACTS, options('labA'));
+    const n1Tun = tunnelName('n1', 'n1', 'labA');
+    assert.equal(tunnelOf(n1).name, n1Tun);
+    assert.deepEqual(
+      n1.elements.filter((e) => e.kind !== 'rule').map((e) => `${e.key} ${e.value}`),
+      [
+        `net.ipv4.conf.${n1Tun}.rp_filter 2`,
+        `0.0.0.0/0 table ${ROUTE_TABLE} dev ${n1Tun}`,
+        `::/0 table ${ROUTE_TABLE} dev ${n1Tun}`,
+      ],
+    );
+  });
+});
+
+void describe('core/routed: one gateway per serving node', () => {
+  void it('refuses routed FIPs of a second gateway on a node that already answers for one', () => {
+    const other: Pool = {
+      ...EDGE,
+      name: 'other',
+      gateway: 'gw2',
+      entries: [{ kind: 'cidr', cidr: '198.51.100.0/28' }],
+    };
+    const second = associate(
+      newFloatingIp(other, parseAddress('198.51.100.5'), validateAllocate({}), T0),
+      validateAssociate({ target: '198.51.100.5', mode: 'routed', node: 'n1' }),
+      T1,
+    );
+    const intent = compile(
+      {
+        pools: [EDGE, other],
+        fips: [
+          { fip: routed('203.0.113.10', 'n1'), revision: 1 },
+          { fip: second, revision: 2 },
+        ],
+        nodes: [...NODES, node('gw2', 9, '192.0.2.99:51820')],
+      },
+      'n1',
+    );
+    assert.deepEqual(
+      intent.tunnel?.peers.map((p) => p.publicKey),
+      [GW.publicKey],
+    );
+    assert.match(
+      intent.refused.find((r) => r.address === '198.51.100.5')?.reason ?? '',
+      /one node answers for one gateway/,
+    );
+    assert.deepEqual(intent.tunnel?.addresses, ['203.0.113.10/32']);
+  });
+});
