@@ -698,6 +698,7 @@ describe('ipferry CLI', () => {
           '            last error: boom',
           'fips:       ACTIVE 2, DOWN 1, ERROR 0',
           'nodes:      1 alive of 2',
+          'tunnel:     -',
           '',
         ].join('\n'),
       );

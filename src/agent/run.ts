@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { IpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { stringifyStored } from '../core/json.js';
-import type { NodeLiveness } from '../core/model.js';
+import type { NodeLiveness, TunnelHealth } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
 import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
@@ -68,7 +68,7 @@ export async function startAgent(
       reservedPorts: config.reservedPorts,
       agentVersion: VERSION,
     });
-    stops.unshift(await keepAlive(store, config.node));
+    stops.unshift(await keepAlive(store, config.node, () => dataplane.tunnelHealth()));
     const app = await buildApi({
       control,
       tokens,
@@ -118,8 +118,26 @@ export async function startAgent(
 }
 
 /** Keeps `alive/NODE` under a lease; if the lease is lost (store outage), takes a new one. */
-async function keepAlive(store: Store, node: string): Promise<() => Promise<void>> {
-  let lease = await putAlive(store, node);
+/**
+ * Keeps `alive/NODE` under a lease and refreshes it with the tunnel's health on every beat, so
+ * `node show` on any agent tells how each node's tunnel is doing; if the lease is lost (store
+ * outage), takes a new one.
+ */
+async function keepAlive(
+  store: Store,
+  node: string,
+  health: () => Promise<TunnelHealth | undefined>,
+): Promise<() => Promise<void>> {
+  const since = new Date().toISOString();
+  const beat = async (lease?: string): Promise<string> => {
+    const tunnel = await health().catch(() => undefined);
+    return putAlive(
+      store,
+      { name: node, since, pid: process.pid, ...(tunnel ? { tunnel } : {}) },
+      lease,
+    );
+  };
+  let lease = await beat();
   let busy = false;
   const timer = setInterval(
     () => {
@@ -127,8 +145,11 @@ async function keepAlive(store: Store, node: string): Promise<() => Promise<void
       busy = true;
       store
         .keepAlive(lease)
+        .then(async () => {
+          lease = await beat(lease);
+        })
         .catch(async () => {
-          lease = await putAlive(store, node);
+          lease = await beat();
         })
         .catch(() => undefined)
         .finally(() => {
@@ -144,12 +165,13 @@ async function keepAlive(store: Store, node: string): Promise<() => Promise<void
   };
 }
 
-async function putAlive(store: Store, node: string): Promise<string> {
-  const lease = await store.grantLease(LEASE_TTL_SECONDS);
-  const liveness: NodeLiveness = { name: node, since: new Date().toISOString(), pid: process.pid };
+async function putAlive(store: Store, liveness: NodeLiveness, existing?: string): Promise<string> {
+  const lease = existing ?? (await store.grantLease(LEASE_TTL_SECONDS));
   await store.txn({
     compare: [],
-    success: [{ type: 'put', key: keys.nodeAlive(node), value: stringifyStored(liveness), lease }],
+    success: [
+      { type: 'put', key: keys.nodeAlive(liveness.name), value: stringifyStored(liveness), lease },
+    ],
   });
   return lease;
 }

@@ -281,7 +281,10 @@ function param(request: FastifyRequest, name: string): string {
 }
 
 async function statusOf(control: ControlPlane, agent: AgentInfo): Promise<StatusResponse> {
-  const summary = await control.summary();
+  const [summary, self] = await Promise.all([
+    control.summary(),
+    control.getNode(agent.node).catch(() => undefined),
+  ]);
   return {
     node: agent.node,
     version: agent.version,
@@ -289,5 +292,6 @@ async function statusOf(control: ControlPlane, agent: AgentInfo): Promise<Status
     dataplane: agent.dataplane(),
     fips: summary.fips,
     nodes: summary.nodes,
+    ...(self?.tunnel ? { tunnel: self.tunnel } : {}),
   };
 }

@@ -6,6 +6,7 @@
  * (core/errors.ts) with the registry's HTTP status.
  */
 import type { IntentElement } from '../core/intent.js';
+import type { TunnelHealth } from '../core/model.js';
 import type {
   AssociationMode,
   FipState,
@@ -135,6 +136,8 @@ export interface StatusResponse {
   };
   readonly fips: Record<FipState, number>;
   readonly nodes: { readonly total: number; readonly alive: number };
+  /** This node's tunnel, as its agent last saw it. */
+  readonly tunnel?: TunnelHealth;
 }
 
 export interface IppoolEntryView {

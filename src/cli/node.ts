@@ -62,6 +62,21 @@ export function printNodeTable(nodes: readonly NodeListView[]): string {
   );
 }
 
+/** One line per tunnel peer: who, when it last shook hands, how much went each way. */
+function tunnelLines(n: NodeListView): string | string[] {
+  const t = n.tunnel;
+  if (!t) return '-';
+  if (t.peers.length === 0) return `${t.name} (no peers)`;
+  return t.peers.map((p) => {
+    const who = p.node ?? `${p.publicKey.slice(0, 8)}…`;
+    const handshake =
+      p.handshakeAgeSeconds === undefined
+        ? 'no handshake yet'
+        : `handshake ${p.handshakeAgeSeconds} s ago`;
+    return `${t.name} → ${who}${p.endpoint ? ` at ${p.endpoint}` : ''}: ${handshake}, rx ${p.rxBytes} B, tx ${p.txBytes} B`;
+  });
+}
+
 export function printNode(n: NodeListView): string {
   return details([
     ['name', n.name],
@@ -71,6 +86,7 @@ export function printNode(n: NodeListView): string {
     ['addresses', [...n.addresses]],
     ['reserved ports', cell(n.reservedPorts.map((r) => `${r.protocol}/${r.port}`).join(' '))],
     ['public key', cell(n.publicKey)],
+    ['tunnel', tunnelLines(n)],
     ['version', cell(n.agentVersion)],
     ['registered', n.registeredAt],
   ]);

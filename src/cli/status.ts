@@ -27,6 +27,12 @@ export function printStatus(s: StatusResponse): string {
         .join(', '),
     ],
     ['nodes', `${s.nodes.alive} alive of ${s.nodes.total}`],
+    [
+      'tunnel',
+      s.tunnel
+        ? `${s.tunnel.name}, ${s.tunnel.peers.length} peer(s), ${s.tunnel.peers.filter((p) => p.handshakeAgeSeconds !== undefined && p.handshakeAgeSeconds < 180).length} with a recent handshake`
+        : '-',
+    ],
   ]);
 }
 

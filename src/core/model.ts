@@ -125,10 +125,28 @@ export interface NodeLiveness {
   readonly name: string;
   readonly since: string;
   readonly pid?: number;
+  /** The node's tunnel as its agent last saw it (refreshed with the liveness lease). */
+  readonly tunnel?: TunnelHealth;
+}
+
+export interface TunnelHealth {
+  readonly name: string;
+  readonly checkedAt: string;
+  readonly peers: readonly {
+    readonly publicKey: string;
+    /** The peer node, when a node with that key is registered (filled in by the API). */
+    readonly node?: string;
+    readonly endpoint?: string;
+    /** Seconds since the latest handshake; absent when there was none. */
+    readonly handshakeAgeSeconds?: number;
+    readonly rxBytes: number;
+    readonly txBytes: number;
+  }[];
 }
 
 /** A node as the API shows it: its record plus whether its agent is alive. */
 export interface NodeView extends NodeRecord {
   readonly alive: boolean;
   readonly aliveSince?: string;
+  readonly tunnel?: TunnelHealth;
 }

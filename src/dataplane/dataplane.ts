@@ -7,6 +7,7 @@
  */
 import type { HostFacts, IntentDiff, IntentElement } from '../core/intent.js';
 import type { TunnelIntent } from '../core/tunnel.js';
+import type { TunnelHealth } from '../core/model.js';
 
 /** One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
 export interface Neighbour {
@@ -28,6 +29,8 @@ export interface Dataplane {
   facts(): Promise<HostFacts>;
   /** Creates, updates or (undefined) removes this node's tunnel; idempotent. */
   applyTunnel(tunnel: TunnelIntent | undefined): Promise<void>;
+  /** Handshakes and traffic of this node's tunnel, per peer; undefined without a tunnel. */
+  tunnelHealth(): Promise<TunnelHealth | undefined>;
   /** This node's tunnel public key, published in its node record. */
   tunnelPublicKey(): Promise<string | undefined>;
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */

@@ -15,6 +15,7 @@ import {
 } from '../core/intent.js';
 import type { Dataplane } from './dataplane.js';
 import type { TunnelIntent } from '../core/tunnel.js';
+import type { TunnelHealth } from '../core/model.js';
 
 /** A well-formed WireGuard public key (32 bytes, base64) that no real key pair has. */
 const FAKE_PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -36,6 +37,23 @@ export class FakeDataplane implements Dataplane {
   async applyTunnel(tunnel: TunnelIntent | undefined): Promise<void> {
     await Promise.resolve();
     this.tunnel = tunnel;
+  }
+
+  /** The fake has no wire: a tunnel it holds reports peers that never shook hands. */
+  async tunnelHealth(): Promise<TunnelHealth | undefined> {
+    await Promise.resolve();
+    const t = this.tunnel;
+    if (!t) return undefined;
+    return {
+      name: t.name,
+      checkedAt: new Date().toISOString(),
+      peers: t.peers.map((p) => ({
+        publicKey: p.publicKey,
+        ...(p.endpoint ? { endpoint: p.endpoint } : {}),
+        rxBytes: 0,
+        txBytes: 0,
+      })),
+    };
   }
 
   async tunnelPublicKey(): Promise<string> {

@@ -21,6 +21,7 @@ import {
 import { tryParseAddress } from '../core/address.js';
 import { claimLabel, NFT_FAMILY, NFT_TABLE } from '../core/names.js';
 import { DEFAULT_STATE_DIR } from '../core/defaults.js';
+import type { TunnelHealth } from '../core/model.js';
 import { TUNNEL_IFNAME_PREFIX, type TunnelIntent } from '../core/tunnel.js';
 import { observeRouting, ROUTING_KINDS, routingBatches } from './iproute/routing.js';
 import { WireGuardDriver } from './tunnel/wireguard.js';
@@ -209,6 +210,25 @@ export class LinuxDataplane implements Dataplane {
     );
     if (tunnel) await driver.apply(tunnel);
     for (const name of existing) if (name !== tunnel?.name) await driver.remove(name);
+  }
+
+  async tunnelHealth(): Promise<TunnelHealth | undefined> {
+    const name = (await this.facts()).interfaces.find((n) => n.startsWith(TUNNEL_IFNAME_PREFIX));
+    const status = name ? await this.tunnels().status(name) : undefined;
+    if (!status) return undefined;
+    return {
+      name: status.name,
+      checkedAt: new Date().toISOString(),
+      peers: status.peers.map((p) => ({
+        publicKey: p.publicKey,
+        ...(p.endpoint ? { endpoint: p.endpoint } : {}),
+        ...(p.handshakeAgeSeconds !== undefined
+          ? { handshakeAgeSeconds: p.handshakeAgeSeconds }
+          : {}),
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes,
+      })),
+    };
   }
 
   /** This node's WireGuard public key (the key pair is made on first use). */

@@ -480,13 +480,17 @@ export class ControlPlane {
       listRecords<NodeLiveness>(this.store, keys.alive),
     ]);
     const aliveOf = new Map(alive.items.map((a) => [a.value.name, a.value]));
-    return nodes.items.map((n) => nodeView(n.value, aliveOf.get(n.value.name)));
+    const byKey = keyOwners(nodes.items.map((n) => n.value));
+    return nodes.items.map((n) => nodeView(n.value, aliveOf.get(n.value.name), byKey));
   }
 
   async getNode(name: string): Promise<NodeView> {
     const node = await this.requireNode(name);
-    const alive = await getRecord<NodeLiveness>(this.store, keys.nodeAlive(name));
-    return nodeView(node.value, alive?.value);
+    const [alive, nodes] = await Promise.all([
+      getRecord<NodeLiveness>(this.store, keys.nodeAlive(name)),
+      listRecords<NodeRecord>(this.store, keys.nodes),
+    ]);
+    return nodeView(node.value, alive?.value, keyOwners(nodes.items.map((n) => n.value)));
   }
 
   /**
@@ -664,6 +668,26 @@ function statusView(
   };
 }
 
-function nodeView(node: NodeRecord, alive: NodeLiveness | undefined): NodeView {
-  return { ...node, alive: alive !== undefined, ...(alive ? { aliveSince: alive.since } : {}) };
+function keyOwners(nodes: readonly NodeRecord[]): Map<string, string> {
+  return new Map(nodes.flatMap((n) => (n.publicKey ? [[n.publicKey, n.name] as const] : [])));
+}
+
+function nodeView(
+  node: NodeRecord,
+  alive: NodeLiveness | undefined,
+  byKey: ReadonlyMap<string, string>,
+): NodeView {
+  const tunnel = alive?.tunnel && {
+    ...alive.tunnel,
+    peers: alive.tunnel.peers.map((p) => {
+      const peer = byKey.get(p.publicKey);
+      return peer ? { ...p, node: peer } : p;
+    }),
+  };
+  return {
+    ...node,
+    alive: alive !== undefined,
+    ...(alive ? { aliveSince: alive.since } : {}),
+    ...(tunnel ? { tunnel } : {}),
+  };
 }
