@@ -6,6 +6,7 @@
  */
 import { addressFromValue, tryParseAddress } from '../../core/address.js';
 import { HOST_OWNER, type IntentElement } from '../../core/intent.js';
+import { TUNNEL_IFNAME_PREFIX } from '../../core/tunnel.js';
 import {
   counterName,
   HAIRPIN_MARK,
@@ -48,6 +49,11 @@ const CHAINS: Record<string, [string, string[]]> = {
       'ip daddr @drop4 drop',
       'ip6 daddr @drop6 drop',
       `ct direction original ct status dnat iifname . oifname @hairpin meta mark set meta mark | ${MARK}`,
+      // Tunnels carry less than the links around them: clamp the MSS of connections through
+      // them to the route's MTU both ways, so no TCP segment needs a fragment or an ICMP that
+      // a filtering path would lose.
+      `oifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
+      `iifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
     ],
   ],
   input: [
