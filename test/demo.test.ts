@@ -1,11 +1,13 @@
 /**
  * The README's demo (`bash scripts/demo.sh`) as a test: runs it with its output captured and
  * checks that every step passed, that the output states the key facts, and that it left
- * nothing behind — no namespace of its lab, no agent process.
+ * nothing behind — no namespace of its labs, no agent, no wireguard-go or its socket.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { after, it } from 'node:test';
+import { JOIN_TOKEN_PREFIX } from '../src/core/join.js';
 import { runDemo } from '../src/lab/demo.js';
 import { cleanupLabs, randomPrefix } from '../src/lab/netns.js';
 import { ensureBuilt } from './build.js';
@@ -17,13 +19,17 @@ after(async () => {
   await cleanupLabs(prefix);
 });
 
+/** Running: not exited, and not a zombie waiting for init to reap it (detached daemons are). */
 function alive(pid: number): boolean {
+  let stat: string;
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
   }
+  // The state follows the command name, which is in parentheses and may contain spaces.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
 
 it(
@@ -73,6 +79,43 @@ it(
       /released: no answer for client 2001:db8:c::9 → \[2001:db8:f::10\]:80\/tcp/,
     );
 
+    // Part 2: a FIP served from the home server through the tunnel.
+    assert.match(output, /^home\s+yes\b/m, 'home joined and is alive in `ipferry node list`');
+    assert.match(output, new RegExp(`holds ${JOIN_TOKEN_PREFIX.replace('.', '\\.')}\\S*…`));
+    assert.doesNotMatch(
+      output,
+      new RegExp(`${JOIN_TOKEN_PREFIX.replace('.', '\\.')}[\\w-]{8,}`),
+      'the join token is a secret: printed shortened only',
+    );
+    assert.match(
+      output,
+      /client 198\.51\.100\.9 → 203\.0\.113\.10:80\/tcp answered by home, which saw 198\.51\.100\.9 \(routed through the tunnel, client address preserved\)/,
+    );
+    assert.match(
+      output,
+      /client 198\.51\.100\.9 → 198\.18\.0\.10:80\/tcp answered by home, which saw 198\.51\.100\.9 \(home's own address still works, through its own ISP\)/,
+    );
+    assert.match(
+      output,
+      /home 198\.18\.0\.10 → client 198\.51\.100\.9:80\/tcp: the client saw 198\.18\.0\.10/,
+    );
+    assert.match(
+      output,
+      /\(BCP 38\): home's answers from 203\.0\.113\.10 must have gone back through the tunnel/,
+    );
+    assert.match(output, /^ipf\S+\s+\S+\s+203\.0\.113\.10\/32\b/m, "home's tunnel holds the FIP");
+    assert.match(output, /^10100: from 203\.0\.113\.10 lookup 7447 proto 241$/m);
+    assert.match(output, /^default dev ipf\S+ proto 241 /m);
+    assert.match(output, /^203\.0\.113\.10 dev ipf\S+ /m, 'gw routes the FIP into the tunnel');
+    assert.match(
+      output,
+      /disassociated: no answer for client 198\.51\.100\.9 → 203\.0\.113\.10:80\/tcp/,
+    );
+    assert.match(
+      output,
+      /198\.18\.0\.10:80\/tcp answered by home, .*\(home's own address is untouched\)/,
+    );
+
     const move = result.move;
     assert.ok(move, 'the move was measured');
     assert.equal(move.failed, 0);
@@ -82,12 +125,20 @@ it(
     // Nothing left behind.
     const namespaces = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
     assert.ok(!namespaces.includes(result.prefix), `namespaces left behind:\n${namespaces}`);
+    assert.ok(result.homePrefix.startsWith(result.prefix));
     assert.ok(result.agentPid !== undefined, 'an agent was started');
-    assert.ok(!alive(result.agentPid), `agent pid ${result.agentPid} still runs`);
+    assert.equal(result.agentPids.length, 3, 'gw, then the cloud VM gw and home');
+    for (const pid of result.agentPids) assert.ok(!alive(pid), `agent pid ${pid} still runs`);
     const ps = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' });
     assert.ok(
-      !ps.includes(`--netns ${result.prefix}gw`),
-      `an agent of this lab still runs:\n${ps}`,
+      !ps.includes(`--netns ${result.prefix}`),
+      `an agent of these labs still runs:\n${ps}`,
     );
+    // wireguard-go serves the tunnel ends where the kernel lacks WireGuard (as on the lab machines).
+    for (const { pid, name } of result.wireguard) {
+      assert.ok(!alive(pid), `wireguard-go pid ${pid} (${name}) still runs`);
+      assert.ok(!ps.includes(`wireguard-go -f ${name}`), `wireguard-go for ${name} still runs`);
+      assert.ok(!existsSync(`/var/run/wireguard/${name}.sock`), `${name}.sock left behind`);
+    }
   },
 );

@@ -13,6 +13,7 @@ import type { NodeLiveness, TunnelHealth } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
 import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
+import type { HostFacts } from '../core/intent.js';
 import { readNeighbours } from '../dataplane/iproute/neighbours.js';
 import { FakeDataplane } from '../dataplane/fake.js';
 import { LinuxDataplane } from '../dataplane/linux.js';
@@ -64,7 +65,9 @@ export async function startAgent(
       ...(config.site ? { site: config.site } : {}),
       ...(publicKey ? { publicKey } : {}),
       ...(config.endpoint ? { endpoint: config.endpoint } : {}),
-      addresses: hostAddresses(),
+      // The dataplane's host: its namespace when it acts in one (labs), else this machine.
+      addresses:
+        dataplane.kind === 'linux' ? ownAddresses(await dataplane.facts()) : hostAddresses(),
       reservedPorts: config.reservedPorts,
       agentVersion: VERSION,
     });
@@ -197,6 +200,10 @@ async function readTls(
       reason: `cannot read ${(e as NodeJS.ErrnoException).path ?? 'file'} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
     });
   }
+}
+
+function ownAddresses(facts: HostFacts): string[] {
+  return facts.addresses.filter((a) => a !== '127.0.0.1' && a !== '::1' && !a.startsWith('fe80'));
 }
 
 function hostAddresses(): string[] {

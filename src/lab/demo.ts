@@ -1,24 +1,29 @@
 /**
- * The demo (`bash scripts/demo.sh`): ipferry's main job on a real kernel, in a throwaway lab of
- * network namespaces. It builds `gatewayLan()` (an outside client, the provider's router, the
- * gateway, two LAN backends and a LAN client), starts a real `ipferry agent` whose Linux
+ * The demo (`bash scripts/demo.sh`): ipferry's main job on a real kernel, in throwaway labs of
+ * network namespaces. Part 1 builds `gatewayLan()` (an outside client, the provider's router,
+ * the gateway, two LAN backends and a LAN client), starts a real `ipferry agent` whose Linux
  * dataplane acts inside the gateway's namespace, walks floating IPs through their life with the
  * real CLI and, between the commands, probes from the lab's hosts and says in plain words what
- * answered and which address it saw.
+ * answered and which address it saw. Part 2 builds a second lab, `cloudHome()` (a small cloud VM
+ * as the public router of a home server behind its own ISP), joins a second agent on the home
+ * server to the cloud VM's agent with a join token, and serves a floating IP from home through a
+ * WireGuard tunnel (routed mode), while home's own address keeps using its own ISP.
  *
- * Nothing outside the lab is touched: the agent's API listens on loopback, its state lives in a
- * temporary directory, and the kernel it changes is the gateway namespace's. Everything is
- * removed at the end — agent (by pid), namespaces, directory — also when a step fails or on
- * Ctrl-C. `runDemo()` resolves with the outcome; run as a program it exits non-zero on failure.
+ * Nothing outside the labs is touched: the agents' APIs listen on loopback, their state lives in
+ * a temporary directory, and the kernels they change are the lab namespaces'. Everything is
+ * removed at the end — agents and the wireguard-go daemons they started (by pid), namespaces,
+ * directory — also when a step fails or on Ctrl-C. `runDemo()` resolves with the outcome; run as
+ * a program it exits non-zero on failure.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { ROUTE_PROTO, ROUTE_TABLE } from '../core/names.js';
 import { randomPrefix } from './netns.js';
 import {
   echoProbe,
@@ -28,7 +33,7 @@ import {
   type Protocol,
   startEchoServer,
 } from './probe.js';
-import { GATEWAY_LAN as L, gatewayLan } from './scenarios.js';
+import { CLOUD_HOME as H, cloudHome, GATEWAY_LAN as L, gatewayLan } from './scenarios.js';
 import { Lab } from './topology.js';
 
 /** The CLI of this checkout (it runs the compiled dist/, which scripts/setup.sh builds). */
@@ -44,7 +49,10 @@ export interface DemoOptions {
   readonly out?: (line: string) => void;
   /** Bold headers and coloured marks (default: when writing to stdout and it is a TTY). */
   readonly color?: boolean;
-  /** Namespace prefix of the lab (default: a fresh `ipft-demo-xxxxxx-`). */
+  /**
+   * Namespace prefix of the first lab (default: a fresh `ipft-demo-xxxxxx-`); the second lab's
+   * is this prefix followed by `2-`, so one sweep by `prefix` covers both.
+   */
   readonly prefix?: string;
 }
 
@@ -57,9 +65,24 @@ export interface DemoResult {
   readonly failure?: { readonly step: string; readonly error: string };
   /** What the probes saw while the FIP moved from be1 to be2. */
   readonly move?: MoveMeasurement;
-  /** The lab's namespace prefix and the agent's pid, so a caller can check they are gone. */
+  /** The labs' namespace prefixes and the processes started, so a caller can check they are gone. */
   readonly prefix: string;
+  /** The second lab's (cloudHome), inside `prefix`. */
+  readonly homePrefix: string;
+  /** The first lab's agent. */
   readonly agentPid?: number;
+  /** Every agent started, the first lab's first. */
+  readonly agentPids: readonly number[];
+  /** The wireguard-go daemons the second lab's agents started, found and stopped at teardown. */
+  readonly wireguard: readonly WireguardDaemon[];
+}
+
+/** A wireguard-go process in a lab namespace: it outlives the agent that started it. */
+export interface WireguardDaemon {
+  readonly pid: number;
+  /** Its interface (`ipf…`); its control socket is /var/run/wireguard/NAME.sock. */
+  readonly name: string;
+  readonly ns: string;
 }
 
 export interface MoveMeasurement {
@@ -168,7 +191,12 @@ const HOST_ADDRESS: Record<string, { v4: string; v6: string }> = {
   be1: L.be1,
   be2: L.be2,
   lanc: L.lanc,
+  home: H.home,
 };
+
+/** The UDP ports of the tunnel ends in the second lab (each in its own namespace). */
+const GW_TUNNEL_PORT = 51820;
+const HOME_TUNNEL_PORT = 51821;
 
 /** Builds the lab, runs every step, always tears down; resolves with the outcome. */
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
@@ -183,27 +211,51 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const red = paint('31');
   const dim = paint('2');
   const prefix = options.prefix ?? randomPrefix('ipft-demo-');
+  const homePrefix = `${prefix}2-`;
 
   let lab: Lab | undefined;
-  let agent: ChildProcess | undefined;
+  /** The second lab, cloudHome. */
+  let homeLab: Lab | undefined;
+  /** Every agent started, in order: the first lab's gw, then the cloud VM gw and home. */
+  const agents: { label: string; proc: ChildProcess; log: string }[] = [];
+  /** The wireguard-go daemons seen in the second lab (while the FIP was routed, and at teardown). */
+  const wireguard: WireguardDaemon[] = [];
+  const sawDaemons = (daemons: readonly WireguardDaemon[]): void => {
+    for (const d of daemons) if (!wireguard.some((w) => w.pid === d.pid)) wireguard.push(d);
+  };
   let workDir: string | undefined;
   let env: NodeJS.ProcessEnv = {};
   let clientServer: EchoServer | undefined;
+  let homeClientServer: EchoServer | undefined;
   let move: MoveMeasurement | undefined;
 
-  // Ctrl-C / SIGTERM: the Lab deletes its namespaces in its own handler too; the agent and the
-  // directory are ours. Synchronous, then exit: the async teardown below would not get to run.
+  // Ctrl-C / SIGTERM: the Lab deletes its namespaces in its own handler too; the agents, the
+  // wireguard-go daemons' sockets and the directory are ours. Synchronous, then exit: the async
+  // teardown below would not get to run.
   const onSignal = (signal: NodeJS.Signals): void => {
-    if (agent?.pid !== undefined && agent.exitCode === null && agent.signalCode === null) {
-      try {
-        process.kill(agent.pid, 'SIGKILL');
-      } catch {
-        // Already gone.
+    for (const { proc } of agents) {
+      if (proc.pid !== undefined && proc.exitCode === null && proc.signalCode === null) {
+        try {
+          process.kill(proc.pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
       }
     }
+    if (homeLab) {
+      for (const daemon of wireguardDaemons(homeLab)) {
+        try {
+          process.kill(daemon.pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+        rmSync(wireguardSocket(daemon.name), { force: true });
+      }
+    }
+    homeLab?.destroySync();
     lab?.destroySync();
     if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true });
-    out(`demo: interrupted by ${signal}; agent stopped, lab and work directory removed`);
+    out(`demo: interrupted by ${signal}; agents stopped, labs and work directory removed`);
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
   process.on('SIGINT', onSignal);
@@ -267,15 +319,24 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     return `${from}${own === undefined ? '' : ` ${own}`} → ${hostPort(address, port)}/${proto}`;
   };
 
-  /** Asks an echo server from a lab host; prints who answered and whom it saw, and checks both. */
+  const second = (): Lab => {
+    check(homeLab, 'the second lab is not built');
+    return homeLab;
+  };
+
+  /**
+   * Asks an echo server from a lab host (of the first lab unless `where` says otherwise); prints
+   * who answered and whom it saw, and checks both.
+   */
   const probe = async (
     from: string,
     proto: Protocol,
     address: string,
     port: number,
     expect: { by: string; sees: string; why: string },
+    where: Lab = live(),
   ): Promise<EchoReply> => {
-    const reply = await echoProbe(live(), from, proto, address, port, 2000);
+    const reply = await echoProbe(where, from, proto, address, port, 2000);
     const what = route(from, proto, address, port);
     check(reply, `${what}: no answer (expected ${expect.by})`);
     check(
@@ -293,29 +354,82 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     address: string,
     port: number,
     why: string,
+    where: Lab = live(),
   ): Promise<void> => {
-    const reply = await echoProbe(live(), from, proto, address, port, 800);
+    const reply = await echoProbe(where, from, proto, address, port, 800);
     const what = route(from, proto, address, port);
     check(reply === undefined, `${what}: ${reply?.name ?? '?'} answered, expected no answer`);
     ok(`${why}: no answer for ${what}`);
   };
 
   /** A backend's own connection out to the client's echo server: which source did it see? */
-  const outbound = async (from: 'be1' | 'be2', expected: string, why: string): Promise<void> => {
-    check(clientServer, 'the client has no echo server');
-    const seen = await outboundProbe(live(), from, clientServer, L.client.v4);
+  const outbound = async (
+    from: 'be1' | 'be2' | 'home',
+    expected: string,
+    why: string,
+    where: { lab: Lab; server: EchoServer | undefined } = { lab: live(), server: clientServer },
+  ): Promise<void> => {
+    check(where.server, 'the client has no echo server');
+    const seen = await outboundProbe(where.lab, from, where.server, L.client.v4);
     const what = `${from} ${HOST_ADDRESS[from]?.v4 ?? ''} → client ${hostPort(L.client.v4, 80)}/tcp`;
     check(seen === expected, `${what}: the client saw ${seen ?? 'nothing'}, expected ${expected}`);
     ok(`${what}: the client saw ${seen} (${why})`);
   };
 
+  /**
+   * Starts `ipferry agent ARGS` in the background (printed as a person would type it), its
+   * output in `log`, and waits (bounded) until its API at `server` answers.
+   */
+  const startAgent = async (
+    label: string,
+    args: readonly string[],
+    server: string,
+    log: string,
+    comment = '',
+  ): Promise<ChildProcess> => {
+    command(`ipferry ${args.map(shellWord).join(' ')} >${log} 2>&1 &`, comment);
+    const fd = openSync(log, 'a');
+    let proc: ChildProcess;
+    try {
+      proc = spawn(BIN, args, { stdio: ['ignore', fd, fd], env });
+    } finally {
+      closeSync(fd);
+    }
+    agents.push({ label, proc, log });
+    const started = Date.now();
+    for (;;) {
+      check(
+        proc.exitCode === null && proc.signalCode === null,
+        `the ${label} agent exited (${proc.exitCode ?? proc.signalCode}): ${readTail(log, 20)}`,
+      );
+      const health = await fetch(`${server}/healthz`).catch(() => undefined);
+      if (health?.ok) return proc;
+      check(Date.now() - started < 15_000, `the ${label} agent's API did not come up within 15 s`);
+      await sleep(100);
+    }
+  };
+
+  /** The tunnel ends of the second lab: `ip -br address show`, filtered to ipferry's `ipf…`. */
+  const tunnelAddresses = async (host: 'gw' | 'home'): Promise<string[]> => {
+    const { stdout } = await second().exec(host, ['ip', '-br', 'address', 'show']);
+    return stdout.split('\n').filter((l) => l.startsWith('ipf'));
+  };
+
   // ------------------------------------------------------------------------------------------
   // The steps
 
-  const steps: { title: string; run: () => Promise<void> }[] = [];
+  const steps: { title: string; run: () => Promise<void>; heading?: string }[] = [];
+  let heading: string | undefined;
   const step = (title: string, run: () => Promise<void>): void => {
-    steps.push({ title, run });
+    steps.push({ title, run, ...(heading === undefined ? {} : { heading }) });
+    heading = undefined;
   };
+  /** Starts a part: its heading is printed before the next step. */
+  const part = (text: string): void => {
+    heading = text;
+  };
+
+  part('Part 1: floating IPs on a gateway, delivered to its LAN by 1:1 NAT');
 
   step(
     'build the lab: client — up (the provider) — gw (the gateway) — be1, be2, lanc',
@@ -377,26 +491,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       '--log-level',
       'warn',
     ];
-    const log = join(workDir, 'agent.log');
-    command(`ipferry ${args.map(shellWord).join(' ')} >${log} 2>&1 &`);
-    const fd = openSync(log, 'a');
-    try {
-      agent = spawn(BIN, args, { stdio: ['ignore', fd, fd], env });
-    } finally {
-      closeSync(fd);
-    }
-    const proc = agent;
-    const started = Date.now();
-    for (;;) {
-      check(
-        proc.exitCode === null && proc.signalCode === null,
-        `the agent exited (${proc.exitCode ?? proc.signalCode}): ${readTail(log, 20)}`,
-      );
-      const health = await fetch(`${server}/healthz`).catch(() => undefined);
-      if (health?.ok) break;
-      check(Date.now() - started < 15_000, 'the agent API did not come up within 15 s');
-      await sleep(100);
-    }
+    const proc = await startAgent('gw', args, server, join(workDir, 'agent.log'));
     ok(`agent pid ${proc.pid}, API on ${server}`);
     note(`the CLI finds it by IPFERRY_SERVER=${server} IPFERRY_TOKEN_FILE=${tokenFile}`);
     await ipferry(['status']);
@@ -573,15 +668,302 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   });
 
   // ------------------------------------------------------------------------------------------
+  // Part 2: a FIP served by a remote node (a home server) through a WireGuard tunnel.
+
+  part(
+    "Part 2: a FIP served from a home server through a tunnel, while the server's own address stays on its ISP",
+  );
+
+  /** The cloud VM's agent's API, which the CLI talks to from now on, and part 2's directory. */
+  let hub = '';
+  let cloudDir = '';
+
+  step(
+    'build a second lab, cloudHome: client — up (the internet) — gw (a small cloud VM), and up — isp — home',
+    async () => {
+      homeLab = await cloudHome({ prefix: homePrefix });
+      const h = homeLab;
+      [homeClientServer] = await Promise.all([
+        startEchoServer(h, 'client', { tcp: [80] }),
+        startEchoServer(h, 'home', { tcp: [80] }),
+      ]);
+      ok(`network namespaces ${h.hosts.map((n) => h.ns(n)).join(', ')}`);
+      ok(`the internet routes ${H.pool.v4} to the cloud VM gw ${H.gw.uplink.v4}`);
+      ok(
+        `home ${H.home.v4} has its own address and default route from its ISP (isp, customers ${H.ispCustomers.v4})`,
+      );
+      ok(
+        `isp validates sources (BCP 38): it drops what home sends from outside ${H.ispCustomers.v4}`,
+      );
+      note('echo servers: home tcp/80 (on all its addresses); client tcp/80 (for outbound)');
+      await probe(
+        'client',
+        'tcp',
+        H.home.v4,
+        80,
+        { by: 'home', sees: H.client.v4, why: "home's own address, through its own ISP" },
+        h,
+      );
+      await silent(
+        'client',
+        'tcp',
+        FIP,
+        80,
+        'before ipferry, the pool reaches gw but goes nowhere',
+        h,
+      );
+    },
+  );
+
+  step(
+    `start the agent for the cloud VM gw, its tunnel reachable at ${H.gw.uplink.v4}:${GW_TUNNEL_PORT}`,
+    async () => {
+      check(workDir, 'no work directory');
+      cloudDir = join(workDir, 'cloud');
+      await mkdir(cloudDir, { mode: 0o700 });
+      const port = await freePort();
+      hub = `http://127.0.0.1:${port}`;
+      const tokenFile = join(cloudDir, 'gw-api-token');
+      env = { ...env, IPFERRY_SERVER: hub, IPFERRY_TOKEN_FILE: tokenFile };
+      const args = [
+        'agent',
+        '--node',
+        'gw',
+        '--dataplane',
+        'linux',
+        '--netns',
+        second().ns('gw'),
+        '--store',
+        `sqlite:${join(cloudDir, 'gw.db')}`,
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--token-file',
+        tokenFile,
+        '--state-dir',
+        join(cloudDir, 'gw-state'),
+        '--endpoint',
+        `${H.gw.uplink.v4}:${GW_TUNNEL_PORT}`,
+        '--tunnel-port',
+        String(GW_TUNNEL_PORT),
+        '--resync-seconds',
+        '2',
+        '--log-level',
+        'warn',
+      ];
+      const proc = await startAgent('cloud gw', args, hub, join(cloudDir, 'gw.log'));
+      ok(`agent pid ${proc.pid}, API on ${hub}, its own store: the hub other nodes follow`);
+      note(`the CLI talks to this agent from now on: IPFERRY_SERVER=${hub}`);
+    },
+  );
+
+  step('a join token for node home, and the home agent joining the hub with it', async () => {
+    const tokenFile = join(cloudDir, 'join-token');
+    const args = ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'];
+    command(`ipferry ${args.join(' ')} >${tokenFile}`);
+    const created = await ipferry(args, { quiet: true });
+    const token = created.stdout.trim();
+    check(token !== '' && !token.includes('\n'), 'join-token create printed no single token');
+    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    say(created.stderr);
+    ok(`${tokenFile} (mode 0600) holds ${token.slice(0, 16)}… (a secret: shortened here)`);
+    const port = await freePort();
+    const args2 = [
+      'agent',
+      '--node',
+      'home',
+      '--dataplane',
+      'linux',
+      '--netns',
+      second().ns('home'),
+      '--store',
+      hub,
+      '--join-token-file',
+      tokenFile,
+      '--credential-file',
+      join(cloudDir, 'home-credential'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--token-file',
+      join(cloudDir, 'home-api-token'),
+      '--state-dir',
+      join(cloudDir, 'home-state'),
+      '--tunnel-port',
+      String(HOME_TUNNEL_PORT),
+      '--resync-seconds',
+      '2',
+      '--log-level',
+      'warn',
+    ];
+    const proc = await startAgent(
+      'home',
+      args2,
+      `http://127.0.0.1:${port}`,
+      join(cloudDir, 'home.log'),
+      'no --endpoint: behind its home router, home calls gw and keeps the path open',
+    );
+    ok(`home agent pid ${proc.pid}: it follows gw's store over ${hub}`);
+    const started = Date.now();
+    for (;;) {
+      const shown = await runCli(['node', 'show', 'home', '--json'], env);
+      const node =
+        shown.code === 0
+          ? (JSON.parse(shown.stdout) as { alive?: boolean; publicKey?: string })
+          : {};
+      if (node.alive === true && node.publicKey) break;
+      check(Date.now() - started < 15_000, 'home did not register with its tunnel key within 15 s');
+      await sleep(200);
+    }
+    const list = await ipferry(['node', 'list']);
+    check(/^home\s+yes\b/m.test(list.stdout), 'home is not listed as alive');
+    ok(
+      'home joined: registered and alive; only its WireGuard public key is in the store, its private key never left home',
+    );
+  });
+
+  step(
+    `route ${FIP} to home through the tunnel (routed: delivered unchanged, no NAT)`,
+    async () => {
+      await ipferry(['pool', 'create', 'public', '--gateway', 'gw', '--cidr', '203.0.113.0/28']);
+      await ipferry(['fip', 'allocate', '--address', FIP]);
+      await ipferry([
+        'fip',
+        'associate',
+        FIP,
+        '--mode',
+        'routed',
+        '--node',
+        'home',
+        '--target',
+        FIP,
+      ]);
+      await waitActive(FIP);
+    },
+  );
+
+  step(
+    `real packets: ${FIP} through the tunnel to home, and home's own address on its ISP`,
+    async () => {
+      const h = second();
+      // home applies the association when it sees it in gw's store, then the tunnel's first
+      // handshake: the first answer may take a moment after ACTIVE.
+      const started = Date.now();
+      while ((await echoProbe(h, 'client', 'tcp', FIP, 80, 1500)) === undefined) {
+        check(
+          Date.now() - started < 15_000,
+          `no answer from ${FIP} through the tunnel within 15 s`,
+        );
+        await sleep(100);
+      }
+      await probe(
+        'client',
+        'tcp',
+        FIP,
+        80,
+        {
+          by: 'home',
+          sees: H.client.v4,
+          why: 'routed through the tunnel, client address preserved',
+        },
+        h,
+      );
+      await probe(
+        'client',
+        'tcp',
+        H.home.v4,
+        80,
+        {
+          by: 'home',
+          sees: H.client.v4,
+          why: "home's own address still works, through its own ISP",
+        },
+        h,
+      );
+      await outbound('home', H.home.v4, "home's own connections still leave through its ISP", {
+        lab: h,
+        server: homeClientServer,
+      });
+      ok(
+        `isp drops packets from home with a 203.0.113.x source (BCP 38): home's answers from ${FIP} must have gone back through the tunnel`,
+      );
+
+      const homeNs = h.ns('home');
+      const proto = `proto ${ROUTE_PROTO}`;
+      command(`ip netns exec ${homeNs} ip -br address show | grep ^ipf`, "home's tunnel end");
+      const addresses = await tunnelAddresses('home');
+      say(addresses.join('\n'));
+      check(
+        addresses.some((l) => l.split(/\s+/).includes(`${FIP}/32`)),
+        `home's tunnel interface does not hold ${FIP}`,
+      );
+      command(`ip netns exec ${homeNs} ip rule show | grep '${proto}'`);
+      const rules = (await h.exec('home', ['ip', 'rule', 'show'])).stdout
+        .split('\n')
+        .filter((l) => l.includes(proto))
+        .map((l) => l.replace(/\t/g, ' '));
+      say(rules.join('\n'));
+      check(
+        rules.some((l) => l.includes(`from ${FIP} lookup ${ROUTE_TABLE}`)),
+        `home has no rule from ${FIP} lookup ${ROUTE_TABLE}`,
+      );
+      command(`ip netns exec ${homeNs} ip route show table ${ROUTE_TABLE}`);
+      say((await h.exec('home', ['ip', 'route', 'show', 'table', String(ROUTE_TABLE)])).stdout);
+      command(`ip netns exec ${h.ns('gw')} ip route show ${proto}`, "the cloud VM's side");
+      say((await h.exec('gw', ['ip', 'route', 'show', 'proto', String(ROUTE_PROTO)])).stdout);
+      ok(
+        `policy routing on home: it holds ${FIP} on its tunnel interface; what it sends from ${FIP} looks up table ${ROUTE_TABLE}, whose default route is the tunnel; everything else keeps its own default route via isp`,
+      );
+      note(`ipferry marks its routes and rules with protocol ${ROUTE_PROTO}; it touches no others`);
+      const daemons = wireguardDaemons(h);
+      sawDaemons(daemons);
+      if (daemons.length > 0) {
+        const where = daemons.map((d) => `pid ${d.pid} serves ${d.name} (${d.ns})`).join(', ');
+        note(`userspace WireGuard (wireguard-go, started detached by the agents): ${where}`);
+      }
+    },
+  );
+
+  step(`disassociate ${FIP}: home gives it up, gw drops it again`, async () => {
+    const h = second();
+    await ipferry(['fip', 'disassociate', FIP]);
+    const started = Date.now();
+    for (;;) {
+      const held = (await tunnelAddresses('home')).some((l) => l.includes(`${FIP}/`));
+      const routed = (await h.exec('gw', ['ip', 'route', 'show', 'proto', String(ROUTE_PROTO)]))
+        .stdout;
+      if (!held && !routed.includes(FIP)) break;
+      check(Date.now() - started < 10_000, `${FIP} still routed to or held by home after 10 s`);
+      await sleep(100);
+    }
+    command(`ip netns exec ${h.ns('home')} ip -br address show | grep ^ipf`);
+    const left = await tunnelAddresses('home');
+    if (left.length > 0) say(left.join('\n'));
+    else note('(nothing: with no FIP left to serve, home has no tunnel interface any more)');
+    ok(`home no longer holds ${FIP}; gw no longer routes it into the tunnel`);
+    await silent('client', 'tcp', FIP, 80, 'disassociated', h);
+    await probe(
+      'client',
+      'tcp',
+      H.home.v4,
+      80,
+      { by: 'home', sees: H.client.v4, why: "home's own address is untouched" },
+      h,
+    );
+  });
+
+  // ------------------------------------------------------------------------------------------
   // Run them in order, stop at the first failure, always tear down.
 
   const total = steps.length + 1; // + teardown
   let passed = 0;
   let failure: { step: string; error: string } | undefined;
-  say(bold('ipferry demo: floating IPs on a real Linux gateway, in a throwaway namespace lab'));
-  say('Documentation and private addresses only; nothing outside the lab is touched.');
+  say(bold('ipferry demo: floating IPs on a real Linux gateway, in throwaway namespace labs'));
+  say('Documentation and private addresses only; nothing outside the labs is touched.');
   try {
     for (const [index, s] of steps.entries()) {
+      if (s.heading !== undefined) {
+        say();
+        say(bold(s.heading));
+      }
       say();
       say(bold(`== ${index + 1}/${total}. ${s.title}`));
       try {
@@ -590,9 +972,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       } catch (error) {
         failure = { step: `${index + 1} (${s.title})`, error: errorText(error) };
         out(`  ${red('✗')} ${errorText(error)}`);
-        const log = workDir === undefined ? '' : readTail(join(workDir, 'agent.log'), 20);
-        if (log !== '') {
-          note('the last lines of the agent log:');
+        for (const a of agents) {
+          const log = readTail(a.log, 20);
+          if (log === '') continue;
+          note(`the last lines of the ${a.label} agent's log:`);
           say(log.replace(/^/gm, '      '));
         }
         break;
@@ -600,13 +983,33 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     }
   } finally {
     say();
-    say(bold(`== ${total}/${total}. teardown: stop the agent, delete the lab and the directory`));
+    say(
+      bold(
+        `== ${total}/${total}. teardown: stop the agents and wireguard-go, delete the labs and the directory`,
+      ),
+    );
     const problems: string[] = [];
-    if (agent) {
-      const pid = agent.pid;
-      await stopProcess(agent).then(
-        () => ok(`agent pid ${pid} stopped`),
-        (e: unknown) => problems.push(`agent: ${errorText(e)}`),
+    for (const { label, proc } of [...agents].reverse()) {
+      await stopProcess(proc).then(
+        () => ok(`${label} agent pid ${proc.pid} stopped`),
+        (e: unknown) => problems.push(`${label} agent: ${errorText(e)}`),
+      );
+    }
+    if (homeLab) {
+      const h = homeLab;
+      await stopWireguard(h).then(
+        (stopped) => {
+          sawDaemons(stopped);
+          for (const d of stopped) {
+            ok(`wireguard-go pid ${d.pid} (${d.name} in ${d.ns}) stopped, its socket removed`);
+          }
+          if (stopped.length === 0) ok('no wireguard-go runs in the second lab any more');
+        },
+        (e: unknown) => problems.push(`wireguard-go: ${errorText(e)}`),
+      );
+      await h.destroy().then(
+        () => ok(`namespaces ${homePrefix}* deleted, their processes stopped`),
+        (e: unknown) => problems.push(`second lab: ${errorText(e)}`),
       );
     }
     if (lab) {
@@ -637,7 +1040,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     ...(failure ? { failure } : {}),
     ...(move ? { move } : {}),
     prefix,
-    ...(agent?.pid !== undefined ? { agentPid: agent.pid } : {}),
+    homePrefix,
+    ...(agents[0]?.proc.pid !== undefined ? { agentPid: agents[0].proc.pid } : {}),
+    agentPids: agents.flatMap(({ proc }) => (proc.pid === undefined ? [] : [proc.pid])),
+    wireguard,
   };
 }
 
@@ -798,6 +1204,83 @@ function readTail(path: string, lines: number): string {
   }
 }
 
+/** The control socket of a wireguard-go interface (one directory for the whole machine). */
+function wireguardSocket(name: string): string {
+  return `/var/run/wireguard/${name}.sock`;
+}
+
+/** Running: /proc has it and it is not a zombie waiting to be reaped. */
+function running(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  // The state follows the command name, which is in parentheses and may contain spaces.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X';
+}
+
+/**
+ * The wireguard-go daemons (`wireguard-go -f ipf…`) running in a lab's namespaces. The agents
+ * start them detached, so they outlive the agents; found by namespace, so only the lab's own.
+ * Synchronous: the signal handler uses it too.
+ */
+function wireguardDaemons(lab: Lab): WireguardDaemon[] {
+  const found: WireguardDaemon[] = [];
+  for (const host of lab.hosts) {
+    const ns = lab.ns(host);
+    let pids: string;
+    try {
+      pids = execFileSync('ip', ['netns', 'pids', ns], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+    } catch {
+      continue; // The namespace is gone.
+    }
+    for (const pid of pids.split(/\s+/).filter((p) => /^\d+$/.test(p))) {
+      let argv: string[];
+      try {
+        argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+          .split('\0')
+          .filter((a) => a !== '');
+      } catch {
+        continue; // Exited meanwhile.
+      }
+      const name = argv[argv.length - 1];
+      if (argv[0]?.split('/').pop() === 'wireguard-go' && name?.startsWith('ipf')) {
+        found.push({ pid: Number(pid), name, ns });
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * Stops a lab's wireguard-go daemons by pid: SIGTERM (it then removes its interface and
+ * socket), SIGKILL after 3 s; removes a socket left behind. Resolves with what it stopped.
+ */
+async function stopWireguard(lab: Lab): Promise<WireguardDaemon[]> {
+  const daemons = wireguardDaemons(lab);
+  const signal = (pid: number, name: NodeJS.Signals): void => {
+    try {
+      process.kill(pid, name);
+    } catch {
+      // Already gone.
+    }
+  };
+  for (const d of daemons) signal(d.pid, 'SIGTERM');
+  const deadline = Date.now() + 3000;
+  for (const d of daemons) {
+    while (running(d.pid) && Date.now() < deadline) await sleep(20);
+    if (running(d.pid)) signal(d.pid, 'SIGKILL');
+    rmSync(wireguardSocket(d.name), { force: true });
+  }
+  return daemons;
+}
+
 /** SIGTERM, then SIGKILL after 5 s; resolves once the process has exited. */
 async function stopProcess(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
@@ -825,9 +1308,10 @@ if (isMain()) {
   if (values.help) {
     process.stdout.write(
       'usage: bash scripts/demo.sh [--no-color]\n\n' +
-        'Builds a throwaway lab of network namespaces, runs a real ipferry agent on its gateway\n' +
-        'and walks floating IPs through their life with the CLI, probing real packets between\n' +
-        'the steps. Needs root; touches nothing outside the lab; exits non-zero on failure.\n',
+        'Builds throwaway labs of network namespaces, runs real ipferry agents on their hosts\n' +
+        'and walks floating IPs through their life with the CLI (NAT on a gateway, then routed\n' +
+        'through a WireGuard tunnel to a home server), probing real packets between the steps.\n' +
+        'Needs root; touches nothing outside the labs; exits non-zero on failure.\n',
     );
   } else {
     const result = await runDemo(values['no-color'] ? { color: false } : {});

@@ -94,9 +94,9 @@ function parsePids(stdout: string): number[] {
     .map(Number);
 }
 
-function killQuietly(pid: number): void {
+function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid, signal);
   } catch {
     // Already gone (ESRCH): that is what we wanted.
   }
@@ -108,6 +108,13 @@ function killQuietly(pid: number): void {
  * Missing namespaces are not an error, so this is safe to repeat.
  */
 export async function deleteNamespace(name: string): Promise<void> {
+  // SIGTERM first: daemons such as wireguard-go remove their control sockets (which live in one
+  // directory for the whole machine) only when asked to stop; what is left gets SIGKILL.
+  const pids = await namespacePids(name);
+  for (const pid of pids) killQuietly(pid, 'SIGTERM');
+  for (let i = 0; i < 20 && (await namespacePids(name)).length > 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
   for (const pid of await namespacePids(name)) killQuietly(pid);
   try {
     await run('ip', ['netns', 'del', name]);
