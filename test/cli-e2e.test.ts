@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { ensureBuilt, BIN } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
+import { freePort } from '../src/lab/ports.js';
 
 const exec = promisify(execFile);
 
@@ -23,17 +23,6 @@ interface Result {
 
 let tmp: { dir: string; remove: () => Promise<void> };
 const agents = new Set<ChildProcess>();
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 async function ipferry(args: string[], env: Record<string, string> = {}): Promise<Result> {
   try {

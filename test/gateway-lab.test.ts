@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiClient } from '../src/cli/client.js';
@@ -16,6 +15,7 @@ import { echoProbe, type EchoServer, outboundProbe, startEchoServer } from '../s
 import { Lab } from '../src/lab/topology.js';
 import { BIN, ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
+import { freePort } from '../src/lab/ports.js';
 
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -26,17 +26,6 @@ let clientServer: EchoServer;
 
 const FIP = '203.0.113.10';
 const FIP6 = '2001:db8:f::10';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 async function startAgent(): Promise<void> {
   const args = [

@@ -18,7 +18,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +34,7 @@ import {
 } from './probe.js';
 import { CLOUD_HOME as H, cloudHome, GATEWAY_LAN as L, gatewayLan } from './scenarios.js';
 import { Lab } from './topology.js';
+import { freePort } from './ports.js';
 
 /** The CLI of this checkout (it runs the compiled dist/, which scripts/setup.sh builds). */
 const BIN = fileURLToPath(new URL('../../bin/ipferry', import.meta.url));
@@ -112,17 +112,6 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 /** `address:port`, with IPv6 in brackets. */
