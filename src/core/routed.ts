@@ -129,6 +129,13 @@ export function routedPart(
   if (holdsAny[4]) elements.push(host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${tun}`));
   if (holdsAny[6]) elements.push(host('route', `::/0 table ${ROUTE_TABLE}`, `dev ${tun}`));
   if (holdsAny[4]) elements.push(host('sysctl', `net.ipv4.conf.${tun}.rp_filter`, '2'));
+  // A gateway that has routed FIPs knows every node that could serve one, before it does: a
+  // node's first handshake would otherwise come from a key the gateway does not know yet and be
+  // dropped, and WireGuard retries only 5 s later.
+  if (peers.size > 0 && pools.some((p) => p.gateway === node)) {
+    for (const n of nodes)
+      if (n.name !== node && n.publicKey && !peers.has(n.name)) addPeer(n.name, []);
+  }
   if (peers.size === 0) return { elements, refused, passing };
   return {
     elements,

@@ -150,15 +150,20 @@ export const CLOUD_HOME = {
   /** The home server's ISP router. */
   isp: {
     toUp: { v4: '100.64.0.2', v6: '2001:db8:2::2', ifname: 'to-up' },
+    /** A veth to home; with `homes: 2` a bridge of that name, home and home2 on its ports. */
     toHome: { v4: '198.18.0.1', v6: '2001:db8:3::1', ifname: 'to-home' },
+    /** The bridge ports of `to-home` with `homes: 2`, one cable to each home server. */
+    homePorts: { home: 'p-home', home2: 'p-home2' },
   },
   /** The home server, with its own public address from its ISP. */
   home: { v4: '198.18.0.10', v6: '2001:db8:3::10', ifname: 'eth0' },
+  /** A second home server behind the same ISP and on the same link (only with `homes: 2`). */
+  home2: { v4: '198.18.0.20', v6: '2001:db8:3::20', ifname: 'eth0' },
   /** The floating-IP pool the cloud provider routes to gw. */
   pool: { v4: '203.0.113.0/24', v6: '2001:db8:f::/48' },
   /** The ISP's customer range: the only sources isp accepts from home (BCP 38). */
   ispCustomers: { v4: '198.18.0.0/24', v6: '2001:db8:3::/48' },
-  /** The isp↔home link's prefixes. */
+  /** The isp↔home link's prefixes (home2 shares the link with `homes: 2`). */
   homeLink: { v4: '198.18.0.0/24', v6: '2001:db8:3::/64' },
   /** nftables objects the lab installs (never named `ipferry`: that is the dataplane's). */
   nft: {
@@ -180,6 +185,12 @@ export interface CloudHomeOptions {
    * fragments never arrive. See `cloudHomeRulesets` for how.
    */
   readonly blackholeMtu?: number;
+  /**
+   * How many home servers sit behind isp (default 1). With 2, isp's `to-home` is a bridge with
+   * one port per home server, and `home2` (198.18.0.20, 2001:db8:3::20) shares home's link and
+   * ISP customer range: a second remote node to move floating IPs to. Not with `blackholeMtu`.
+   */
+  readonly homes?: 1 | 2;
 }
 
 /** What isp's and home's nftables counters saw (packets); see `cloudHomeCounters`. */
@@ -218,6 +229,23 @@ function checkMtu(mtu: number | undefined): void {
   }
 }
 
+/** The number of home servers, checked: 1 or 2, and a black hole only in front of one. */
+function checkHomes(options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes'>): 1 | 2 {
+  const homes: unknown = options.homes ?? 1;
+  if (homes !== 1 && homes !== 2) {
+    throw new IpferryError('IPF_E_DATAPLANE', {
+      reason: `cloudHome: homes ${String(homes)} is not 1 or 2`,
+    });
+  }
+  // The black hole's filters sit on home's own cable; a bridged link would need them per port.
+  if (homes === 2 && options.blackholeMtu !== undefined) {
+    throw new IpferryError('IPF_E_DATAPLANE', {
+      reason: 'cloudHome: blackholeMtu works with one home server only, not with homes 2',
+    });
+  }
+  return homes;
+}
+
 /**
  * The topology of `cloudHome()` only: namespaces, cables, addresses, routes, sysctls. It lacks
  * what a LabSpec cannot express — isp's source-address validation and the MTU black hole — so
@@ -227,15 +255,37 @@ function checkMtu(mtu: number | undefined): void {
  *   client — up ─┬─ gw (cloud VM, wan0)
  *                └─ isp — home (eth0)
  *
+ * With `homes: 2`, isp's `to-home` is a bridge and home2 hangs on it next to home:
+ *
+ *                └─ isp [to-home] ─┬─ home (eth0)
+ *                                  └─ home2 (eth0)
+ *
  * Reverse-path filtering is off everywhere (explicitly: new namespaces may inherit the machine's
  * setting), so the only source check in the lab is isp's nftables rule.
  */
 export function cloudHomeSpec(options: CloudHomeOptions = {}): LabSpec {
   checkMtu(options.blackholeMtu);
+  const homes = checkHomes(options);
   const sysctls = {
     'net.ipv4.conf.all.rp_filter': 0,
     'net.ipv4.conf.default.rp_filter': 0,
   };
+  const ispToHome = { host: 'isp', ifname: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) };
+  const homeEnd = { host: 'home', ifname: H.home.ifname, addresses: cidrs(H.home) };
+  // One home: a plain cable. Two: isp's addresses on the bridge, each home on a port of it.
+  const homeLinks =
+    homes === 1
+      ? [{ a: ispToHome, b: homeEnd }]
+      : [
+          {
+            a: { host: 'isp', ifname: H.isp.homePorts.home, bridge: H.isp.toHome.ifname },
+            b: homeEnd,
+          },
+          {
+            a: { host: 'isp', ifname: H.isp.homePorts.home2, bridge: H.isp.toHome.ifname },
+            b: { host: 'home2', ifname: H.home2.ifname, addresses: cidrs(H.home2) },
+          },
+        ];
   return {
     ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
     hosts: [
@@ -252,8 +302,17 @@ export function cloudHomeSpec(options: CloudHomeOptions = {}): LabSpec {
         ],
       },
       { name: 'gw', router: true, sysctls, routes: defaults(H.up.toGw) },
-      { name: 'isp', router: true, sysctls, routes: defaults(H.up.toIsp) },
+      {
+        name: 'isp',
+        router: true,
+        sysctls,
+        routes: defaults(H.up.toIsp),
+        ...(homes === 1
+          ? {}
+          : { bridges: [{ name: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) }] }),
+      },
       { name: 'home', sysctls, routes: defaults(H.isp.toHome) },
+      ...(homes === 1 ? [] : [{ name: 'home2', sysctls, routes: defaults(H.isp.toHome) }]),
     ],
     links: [
       {
@@ -268,10 +327,7 @@ export function cloudHomeSpec(options: CloudHomeOptions = {}): LabSpec {
         a: { host: 'up', ifname: H.up.toIsp.ifname, addresses: cidrs(H.up.toIsp) },
         b: { host: 'isp', ifname: H.isp.toUp.ifname, addresses: cidrs(H.isp.toUp) },
       },
-      {
-        a: { host: 'isp', ifname: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) },
-        b: { host: 'home', ifname: H.home.ifname, addresses: cidrs(H.home) },
-      },
+      ...homeLinks,
     ],
   };
 }
@@ -290,8 +346,9 @@ export interface CloudHomeRulesets {
  * What `applyCloudHome` installs.
  *
  * BCP 38 on isp: a forward rule drops what comes in from home with a source outside the ISP's
- * customer range. A home server answering a floating IP's traffic through its own default route
- * instead of the tunnel loses that answer here, as it would behind a real ISP.
+ * customer range (from home2 too with `homes: 2`: what isp routes from the bridge's ports comes
+ * in on the bridge, `to-home`). A home server answering a floating IP's traffic through its own
+ * default route instead of the tunnel loses that answer here, as it would behind a real ISP.
  *
  * The black hole (blackholeMtu). Both ends of the isp↔home cable keep MTU 1500, so home does
  * not know the path is narrower (its TCP MSS stays 1460, like a server behind a PPPoE or
@@ -306,9 +363,10 @@ export interface CloudHomeRulesets {
  *   check sees wire-sized packets, not 64 KiB offload aggregates.
  */
 export function cloudHomeRulesets(
-  options: Pick<CloudHomeOptions, 'blackholeMtu'> = {},
+  options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes'> = {},
 ): CloudHomeRulesets {
   checkMtu(options.blackholeMtu);
+  checkHomes(options);
   const mtu = options.blackholeMtu;
   const fromHome = `iifname "${H.isp.toHome.ifname}"`;
   const tooBig = [
@@ -361,7 +419,7 @@ export function cloudHomeRulesets(
 /** Installs on a built `cloudHomeSpec()` lab what its LabSpec cannot express (see there). */
 export async function applyCloudHome(
   lab: Lab,
-  options: Pick<CloudHomeOptions, 'blackholeMtu'> = {},
+  options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes'> = {},
 ): Promise<void> {
   const rulesets = cloudHomeRulesets(options);
   await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.isp });
@@ -388,7 +446,8 @@ export async function applyCloudHome(
  * no nftables: the ipferry dataplane under test brings its own. home keeps its own public
  * address and default route through its ISP, which validates sources (BCP 38), so anything
  * home sends with a floating-IP source must go through the tunnel to gw. Optionally the
- * isp↔home path is an MTU black hole (`blackholeMtu`).
+ * isp↔home path is an MTU black hole (`blackholeMtu`), or a second home server `home2` shares
+ * home's link and ISP (`homes: 2`).
  *
  * On failure the half-built lab is destroyed and the error rethrown.
  */
