@@ -97,7 +97,7 @@ function state(): CompileState {
       '192.0.2.1', // shared
       { protocol: 'tcp', port: 80, targetPort: 8080, target: '10.0.0.8' },
       { protocol: 'tcp', port: '8000-8002', targetPort: 9000, target: '10.0.0.8' },
-      { protocol: 'udp', port: 53, target: '10.0.0.9', node: 'n2' },
+      { protocol: 'udp', port: 53, target: '10.0.0.9' },
       { protocol: 'tcp', port: '6000-6001', target: '10.0.0.8' },
     ),
     associated(ONLINK, '198.51.100.10', { target: '10.0.1.10' }),
@@ -452,7 +452,7 @@ void describe('core/intent: FIP elements', () => {
       ROUTED,
       '203.0.113.9',
       { protocol: 'tcp', port: 443, target: '10.0.0.9' },
-      { protocol: 'udp', port: '6000-6010', targetPort: 6000, target: '10.0.0.19', node: 'n2' },
+      { protocol: 'udp', port: '6000-6010', targetPort: 6000, target: '10.0.0.19' },
     );
     assert.deepEqual(ownedBy(compile(only(ROUTED, fip), 'gw1'), '203.0.113.9'), [
       own('counter', '203.0.113.9'),

@@ -11,10 +11,18 @@ import {
   type IntentElement,
   NO_FACTS,
 } from '../src/core/intent.js';
-import { associate, move, newFloatingIp } from '../src/core/lifecycle.js';
+import { addForward, associate, move, newFloatingIp } from '../src/core/lifecycle.js';
 import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
-import { ROUTE_TABLE, RULE_PRIORITY } from '../src/core/names.js';
-import { DEFAULT_TUNNEL_PORT, type TunnelOptions } from '../src/core/routed.js';
+import {
+  FORWARD_RULE_PRIORITY,
+  FORWARD_TABLE,
+  NFT_SKELETON_VERSION,
+  REPLY_RULE_PRIORITY,
+  ROUTE_TABLE,
+  RULE_PRIORITY,
+  TUNNEL_MARK,
+} from '../src/core/names.js';
+import { DEFAULT_TUNNEL_PORT, type TunnelOptions, tunnelLinkAddress } from '../src/core/routed.js';
 import {
   diffTunnel,
   isTunnelName,
@@ -25,7 +33,12 @@ import {
   tunnelName,
   validateTunnelIntent,
 } from '../src/core/tunnel.js';
-import { type AssociateInput, validateAllocate, validateAssociate } from '../src/core/validate.js';
+import {
+  type AssociateInput,
+  validateAllocate,
+  validateAssociate,
+  validateForward,
+} from '../src/core/validate.js';
 
 const T0 = '2024-01-01T00:00:00.000Z';
 const T1 = '2024-01-02T00:00:00.000Z';
@@ -195,7 +208,7 @@ void describe('core/routed: the gateway', () => {
       listenPort: DEFAULT_TUNNEL_PORT,
       mtu: tunnelMtu(1500, 4),
       // The gateway holds no FIP itself.
-      addresses: [],
+      addresses: [tunnelLinkAddress('gw')],
       // Sorted by public key: n1's key (2…) before n2's (3…).
       peers: [
         {
@@ -251,7 +264,12 @@ void describe('core/routed: the serving node', () => {
         listenPort: DEFAULT_TUNNEL_PORT,
         mtu: tunnelMtu(1500, 4),
         // The FIPs are addresses of the tunnel interface.
-        addresses: ['203.0.113.9/32', '203.0.113.10/32', '2001:db8:f::5/128'],
+        addresses: [
+          tunnelLinkAddress('n1'),
+          '203.0.113.9/32',
+          '203.0.113.10/32',
+          '2001:db8:f::5/128',
+        ],
         peers: [
           {
             publicKey: GW.publicKey,
@@ -275,7 +293,7 @@ void describe('core/routed: the serving node', () => {
       host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${N2_TUN}`),
       rule('203.0.113.3'),
     ]);
-    assert.deepEqual(tunnelOf(n2).addresses, ['203.0.113.3/32']);
+    assert.deepEqual(tunnelOf(n2).addresses, [tunnelLinkAddress('n2'), '203.0.113.3/32']);
     // The gateway peer still carries both families.
     assert.deepEqual(peerOf(n2, GW)?.allowedIps, ['0.0.0.0/0', '::/0']);
     // IPv6 only: the IPv6 default route, and no IPv4 rp_filter to loosen.
@@ -393,8 +411,16 @@ void describe('core/routed: moves, order and names', () => {
       replace: [],
       remove: [],
     });
-    assert.deepEqual(tunnelOf(n1After).addresses, ['203.0.113.10/32', '2001:db8:f::5/128']);
-    assert.deepEqual(tunnelOf(n2After).addresses, ['203.0.113.3/32', '203.0.113.9/32']);
+    assert.deepEqual(tunnelOf(n1After).addresses, [
+      tunnelLinkAddress('n1'),
+      '203.0.113.10/32',
+      '2001:db8:f::5/128',
+    ]);
+    assert.deepEqual(tunnelOf(n2After).addresses, [
+      tunnelLinkAddress('n2'),
+      '203.0.113.3/32',
+      '203.0.113.9/32',
+    ]);
     // The gateway peer carries everything either way.
     assert.deepEqual(tunnelOf(n1After).peers, tunnelOf(n1Before).peers);
     assert.deepEqual(tunnelOf(n2After).peers, tunnelOf(n2Before).peers);
@@ -497,6 +523,58 @@ void describe('core/routed: one gateway per serving node', () => {
       intent.refused.find((r) => r.address === '198.51.100.5')?.reason ?? '',
       /one node answers for one gateway/,
     );
-    assert.deepEqual(intent.tunnel?.addresses, ['203.0.113.10/32']);
+    assert.deepEqual(intent.tunnel?.addresses, [tunnelLinkAddress('n1'), '203.0.113.10/32']);
+  });
+});
+
+void describe('core/routed: nat and ports targets behind a tunnel (reply-to)', () => {
+  const forwarded = (): FloatingIp => {
+    const fip = newFloatingIp(EDGE, parseAddress('203.0.113.12'), validateAllocate({}), T0);
+    return addForward(
+      fip,
+      validateForward({
+        protocol: 'tcp',
+        port: 8080,
+        targetPort: 80,
+        target: '198.18.0.10',
+        node: 'n1',
+      }),
+      [],
+      T1,
+    ).fip;
+  };
+  const compiled = (name: string) =>
+    compile({ pools: [EDGE], fips: [{ fip: forwarded(), revision: 1 }], nodes: NODES }, name);
+
+  void it('on the gateway: marks what it DNATs to the target and routes it into the tunnel', () => {
+    const gw = compiled('gw');
+    const mark = `0x${TUNNEL_MARK.toString(16)}/0x${TUNNEL_MARK.toString(16)}`;
+    assert.deepEqual(ofKind(gw, 'tuntarget', 'route', 'rule'), [
+      el('tuntarget', '198.18.0.10', '', '203.0.113.12'),
+      el('route', `198.18.0.10/32 table ${FORWARD_TABLE}`, `dev ${GW_TUN}`, '203.0.113.12'),
+      host('rule', `fwmark ${mark} lookup ${FORWARD_TABLE} ipv4`, String(FORWARD_RULE_PRIORITY)),
+    ]);
+    assert.deepEqual(peerOf(gw, N1)?.allowedIps, ['198.18.0.10/32']);
+    assert.ok(
+      gw.elements.some((e) => e.kind === 'fwd' && e.key === '203.0.113.12 . tcp . 8080') === false,
+      'a shifted port is a fwdport element',
+    );
+    assert.ok(
+      gw.elements.some((e) => e.kind === 'fwdport' && e.value === '198.18.0.10 . 80'),
+      'the DNAT itself is as for a LAN target',
+    );
+  });
+
+  void it('on the node: answers to what came through the tunnel go back through it', () => {
+    const n1 = compiled('n1');
+    const mark = `0x${TUNNEL_MARK.toString(16)}/0x${TUNNEL_MARK.toString(16)}`;
+    assert.deepEqual(ofKind(n1, 'table', 'route', 'rule'), [
+      host('table', 'inet ipferry', NFT_SKELETON_VERSION),
+      host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${N1_TUN}`),
+      host('rule', `fwmark ${mark} lookup ${ROUTE_TABLE} ipv4`, String(REPLY_RULE_PRIORITY)),
+    ]);
+    assert.deepEqual(peerOf(n1, GW)?.allowedIps, ['0.0.0.0/0', '::/0']);
+    // It holds no FIP: only the tunnel's link address.
+    assert.deepEqual(tunnelOf(n1).addresses, [tunnelLinkAddress('n1')]);
   });
 });

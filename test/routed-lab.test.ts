@@ -255,6 +255,36 @@ describe('routed FIPs through a WireGuard tunnel to a home server', () => {
     assert.deepEqual(reply, { name: 'home', address: H.client.v6 });
   });
 
+  it('forwards ports to the home server’s own address through the tunnel; its answers go back the same way', async () => {
+    // Linux's "reply-to": the gateway marks what it DNATs to home and routes it into the tunnel;
+    // home marks what came in through the tunnel and sends the answers back through it, although
+    // its default route is its ISP. An answer that left by the ISP would come from
+    // 198.18.0.10:80, not from the FIP's port 8080, and the client's connection would fail.
+    const fip = '203.0.113.12';
+    await api.allocate({ address: fip });
+    await api.addForward(fip, {
+      protocol: 'tcp',
+      port: 8080,
+      targetPort: 80,
+      target: H.home.v4,
+      node: 'home',
+    });
+    await activeAt(fip);
+    const reply = await waitFor(
+      'a forwarded port through the tunnel',
+      async () => echoProbe(lab, 'client', 'tcp', fip, 8080, 1500),
+      15_000,
+    );
+    assert.deepEqual(reply, { name: 'home', address: H.client.v4 });
+    // Its own address still answers directly through its ISP, and leaves with it.
+    assert.deepEqual(await echoProbe(lab, 'client', 'tcp', H.home.v4, 80), {
+      name: 'home',
+      address: H.client.v4,
+    });
+    assert.equal(await outboundProbe(lab, 'home', clientServer, H.client.v4), H.home.v4);
+    await api.release(fip, true);
+  });
+
   it('stops delivering on disassociate: the FIP is dropped at the gateway again', async () => {
     await api.disassociate(FIP);
     await waitFor(

@@ -61,6 +61,7 @@ export type ElementKind =
   | 'masq'
   | 'fwd'
   | 'fwdport'
+  | 'tuntarget'
   | 'route'
   | 'rule';
 
@@ -113,8 +114,9 @@ const KIND_ORDER: Record<ElementKind, number> = {
   masq: 8,
   fwd: 9,
   fwdport: 10,
-  route: 11,
-  rule: 12,
+  tuntarget: 11,
+  route: 12,
+  rule: 13,
 };
 
 export const HOST_OWNER = 'host';
@@ -152,14 +154,17 @@ export function compile(
   // Routed FIPs leave the gateway unchanged: they must not be dropped as unassociated.
   const keep = new Set([...own, ...routed.passing]);
   if (pools.length > 0) realised.push(...hostElements(pools, facts, keep));
-  realised.sort(compareElements);
+  // One element per id (a node may need one host element for two reasons), one refusal per FIP.
+  const elements_ = [...new Map(realised.map((e) => [elementId(e), e])).values()];
+  elements_.sort(compareElements);
   fips.sort((a, b) => compareAddressText(a.address, b.address));
-  refused.sort((a, b) => compareAddressText(a.address, b.address));
+  const refusals = [...new Map(refused.map((r) => [r.address, r])).values()];
+  refusals.sort((a, b) => compareAddressText(a.address, b.address));
   return {
     node,
-    elements: realised,
+    elements: elements_,
     fips,
-    refused,
+    refused: refusals,
     ...(routed.tunnel ? { tunnel: routed.tunnel } : {}),
   };
 }

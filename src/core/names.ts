@@ -13,7 +13,7 @@ export const NFT_TABLE = 'ipferry';
  * another version — an upgrade, or a rule deleted by hand — the table is rebuilt in one
  * transaction; otherwise only map elements change.
  */
-export const NFT_SKELETON_VERSION = '2';
+export const NFT_SKELETON_VERSION = '3';
 
 /**
  * Packet mark bit for hairpin connections (a LAN client reaching a FIP whose target is on its
@@ -30,6 +30,17 @@ export const HAIRPIN_MARK = 0x20000000;
 export const ROUTE_PROTO = 241;
 export const ROUTE_TABLE = 7447;
 export const RULE_PRIORITY = 10100;
+
+/**
+ * Connections through a tunnel to a nat/ports target carry this mark bit: on the gateway,
+ * `fwmark … lookup FORWARD_TABLE` sends what it DNATed to such a target into the tunnel; on the
+ * target's node, the connection mark of what came in through the tunnel becomes the packet mark
+ * of its answers, and `fwmark … lookup ROUTE_TABLE` sends them back the same way.
+ */
+export const TUNNEL_MARK = 0x40000000;
+export const FORWARD_TABLE = 7448;
+export const FORWARD_RULE_PRIORITY = 10200;
+export const REPLY_RULE_PRIORITY = 10300;
 
 /** Kernel sysctls the gateway needs; set only when different, recorded in the kernel contract. */
 export const SYSCTL_IPV4_FORWARD = 'net.ipv4.ip_forward';

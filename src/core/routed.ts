@@ -17,8 +17,18 @@
 import { tryParseAddress } from './address.js';
 import type { IntentElement } from './intent.js';
 import type { FloatingIp, NodeRecord, Pool } from './model.js';
-import { ROUTE_TABLE, RULE_PRIORITY } from './names.js';
-import { type TunnelIntent, type TunnelPeer, tunnelMtu, tunnelName } from './tunnel.js';
+import {
+  FORWARD_RULE_PRIORITY,
+  FORWARD_TABLE,
+  NFT_FAMILY,
+  NFT_SKELETON_VERSION,
+  NFT_TABLE,
+  REPLY_RULE_PRIORITY,
+  ROUTE_TABLE,
+  RULE_PRIORITY,
+  TUNNEL_MARK,
+} from './names.js';
+import { fnv1a, type TunnelIntent, type TunnelPeer, tunnelMtu, tunnelName } from './tunnel.js';
 
 export interface TunnelOptions {
   /** UDP port this node's tunnel listens on. */
@@ -120,15 +130,81 @@ export function routedPart(
       });
     }
   }
+  // nat and ports targets on another node: the gateway marks what it DNATs to them and routes
+  // it into the tunnel; the node marks what arrives from the tunnel and sends the answers back
+  // the same way (Linux's reply-to), keeping its own default route for the rest.
+  const forwardsTo = { 4: false, 6: false };
+  const repliesBy = { 4: false, 6: false };
+  for (const { fip } of fips) {
+    const gateway = gatewayOf.get(fip.pool);
+    if (!gateway || !fip.association || fip.association.mode === 'routed') continue;
+    for (const { target, at } of remoteTargets(fip, gateway)) {
+      if (node !== gateway && node !== at) continue;
+      const peerName = node === gateway ? at : gateway;
+      if (!nodeByName.get(peerName)?.publicKey) {
+        refused.push({
+          address: fip.address,
+          reason: `node ${peerName} has no tunnel key: is its agent running with the Linux dataplane?`,
+        });
+        continue;
+      }
+      const prefix = `${target}/${fip.family === 4 ? 32 : 128}`;
+      if (node === gateway) {
+        addPeer(peerName, [prefix]);
+        forwardsTo[fip.family] = true;
+        elements.push(
+          { kind: 'tuntarget', key: target, value: '', owner: fip.address },
+          {
+            kind: 'route',
+            key: `${prefix} table ${FORWARD_TABLE}`,
+            value: `dev ${tun}`,
+            owner: fip.address,
+          },
+        );
+      } else {
+        fromGateway ??= gateway;
+        if (gateway !== fromGateway) {
+          refused.push({
+            address: fip.address,
+            reason: `${node} already answers for gateway ${fromGateway}; one node answers for one gateway`,
+          });
+          continue;
+        }
+        addPeer(peerName, ['0.0.0.0/0', '::/0']);
+        repliesBy[fip.family] = true;
+      }
+    }
+  }
   const host = (kind: IntentElement['kind'], key: string, value: string): IntentElement => ({
     kind,
     key,
     value,
     owner: 'host',
   });
-  if (holdsAny[4]) elements.push(host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${tun}`));
-  if (holdsAny[6]) elements.push(host('route', `::/0 table ${ROUTE_TABLE}`, `dev ${tun}`));
-  if (holdsAny[4]) elements.push(host('sysctl', `net.ipv4.conf.${tun}.rp_filter`, '2'));
+  const mark = `0x${TUNNEL_MARK.toString(16)}/0x${TUNNEL_MARK.toString(16)}`;
+  for (const family of [4, 6] as const) {
+    const any = family === 4 ? '0.0.0.0/0' : '::/0';
+    const name = family === 4 ? 'ipv4' : 'ipv6';
+    if (holdsAny[family] || repliesBy[family])
+      elements.push(host('route', `${any} table ${ROUTE_TABLE}`, `dev ${tun}`));
+    if (repliesBy[family])
+      elements.push(
+        host('rule', `fwmark ${mark} lookup ${ROUTE_TABLE} ${name}`, String(REPLY_RULE_PRIORITY)),
+      );
+    if (forwardsTo[family])
+      elements.push(
+        host(
+          'rule',
+          `fwmark ${mark} lookup ${FORWARD_TABLE} ${name}`,
+          String(FORWARD_RULE_PRIORITY),
+        ),
+      );
+  }
+  if (holdsAny[4] || repliesBy[4] || forwardsTo[4])
+    elements.push(host('sysctl', `net.ipv4.conf.${tun}.rp_filter`, '2'));
+  // The reply path's marks live in ipferry's nftables table, also on a node that is no gateway.
+  if (repliesBy[4] || repliesBy[6])
+    elements.push(host('table', `${NFT_FAMILY} ${NFT_TABLE}`, NFT_SKELETON_VERSION));
   // A gateway that has routed FIPs knows every node that could serve one, before it does: a
   // node's first handshake would otherwise come from a key the gateway does not know yet and be
   // dropped, and WireGuard retries only 5 s later.
@@ -141,7 +217,7 @@ export function routedPart(
     elements,
     refused,
     passing,
-    tunnel: tunnelIntent(tun, peers, holds, nodeByName, options),
+    tunnel: tunnelIntent(tun, peers, [...holds, tunnelLinkAddress(node)], nodeByName, options),
   };
 }
 
@@ -178,4 +254,29 @@ function comparePrefix(a: string, b: string): number {
   const pb = tryParseAddress(b.split('/')[0] ?? '');
   if (!pa || !pb) return a < b ? -1 : 1;
   return pa.family - pb.family || (pa.value < pb.value ? -1 : pa.value > pb.value ? 1 : 0);
+}
+
+/** Targets of a nat or ports FIP that sit on another node than its gateway, with that node. */
+function remoteTargets(fip: FloatingIp, gateway: string): { target: string; at: string }[] {
+  const a = fip.association;
+  if (!a) return [];
+  const found = new Map<string, string>();
+  if (a.mode === 'nat' && a.node && a.node !== gateway) found.set(a.target, a.node);
+  for (const f of fip.forwards) {
+    const at = f.node ?? a.node;
+    if (at && at !== gateway) found.set(f.target, at);
+  }
+  return [...found].map(([target, at]) => ({ target, at }));
+}
+
+/**
+ * A link-local IPv4 address for the node's tunnel interface. Linux's reverse-path filter drops
+ * packets that arrive on an interface without any IPv4 address when their source is routed
+ * elsewhere (a client's answer through the tunnel to the node's own address, or that address's
+ * answers arriving at the gateway), even in loose mode; any address lifts that. It is never
+ * routed anywhere, so it may be the same on two nodes.
+ */
+export function tunnelLinkAddress(node: string): string {
+  const h = fnv1a(node);
+  return `169.254.${((h >>> 8) % 254) + 1}.${(h % 254) + 1}/32`;
 }

@@ -228,7 +228,7 @@ export function isWireGuardKey(key: string): boolean {
 }
 
 /** FNV-1a, 32 bits: a stable short hash without a crypto dependency in the pure core. */
-function fnv1a(text: string): number {
+export function fnv1a(text: string): number {
   let hash = 0x811c9dc5;
   for (const byte of new TextEncoder().encode(text)) {
     hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;

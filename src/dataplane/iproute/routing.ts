@@ -4,7 +4,8 @@
  *
  * - `route` key `PREFIX` (main table) or `PREFIX table T`, value `dev DEV`: carries ipferry's
  *   route protocol number, which is how ipferry finds its own routes and never others'.
- * - `rule`  key `from ADDRESS lookup T`, value the priority: carries the same protocol number.
+ * - `rule`  key `from ADDRESS lookup T` or `fwmark MARK/MASK lookup T ipv4|ipv6`, value the
+ *   priority: carries the same protocol number.
  */
 import { tryParseAddress } from '../../core/address.js';
 import type { IntentElement } from '../../core/intent.js';
@@ -24,6 +25,8 @@ interface IpRoute {
 interface IpRule {
   priority?: number;
   src?: string;
+  fwmark?: string;
+  fwmask?: string;
   srclen?: number;
   table?: string;
   protocol?: string;
@@ -50,6 +53,12 @@ export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
     const rules = await exec('ip', [family, '-j', 'rule', 'show']);
     for (const r of JSON.parse(rules.stdout || '[]') as IpRule[]) {
       if (r.protocol !== String(ROUTE_PROTO) || !r.src) continue;
+      if (r.fwmark) {
+        const family_ = family === '-4' ? 'ipv4' : 'ipv6';
+        const key = `fwmark ${r.fwmark}/${r.fwmask ?? '0xffffffff'} lookup ${r.table ?? '?'} ${family_}`;
+        out.push({ kind: 'rule', key, value: String(r.priority ?? ''), owner: 'host' });
+        continue;
+      }
       const src = tryParseAddress(r.src)?.text ?? r.src;
       out.push({
         kind: 'rule',
@@ -83,13 +92,14 @@ function line(op: 'add' | 'del', e: IntentElement): string {
     case 'route':
       return `route ${op === 'add' ? 'replace' : 'del'} ${e.key} ${e.value} proto ${ROUTE_PROTO}`;
     default: {
-      const [, src = '', , table = ''] = e.key.split(' ');
-      return `rule ${op} from ${src} lookup ${table} priority ${e.value} protocol ${ROUTE_PROTO}`;
+      const [selector = 'from', subject = '', , table = ''] = e.key.split(' ');
+      return `rule ${op} ${selector} ${subject} lookup ${table} priority ${e.value} protocol ${ROUTE_PROTO}`;
     }
   }
 }
 
 function familyOf(e: IntentElement): 4 | 6 {
+  if (e.kind === 'rule' && e.key.startsWith('fwmark ')) return e.key.endsWith(' ipv6') ? 6 : 4;
   const subject = e.kind === 'rule' ? (e.key.split(' ')[1] ?? '') : (e.key.split(' ')[0] ?? '');
   return subject.includes(':') ? 6 : 4;
 }

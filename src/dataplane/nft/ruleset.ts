@@ -13,11 +13,13 @@ import {
   NFT_FAMILY,
   NFT_SKELETON_VERSION,
   NFT_TABLE,
+  TUNNEL_MARK,
 } from '../../core/names.js';
 
 const T = `${NFT_FAMILY} ${NFT_TABLE}`;
 const COMMENT = `ipferry skeleton ${NFT_SKELETON_VERSION}`;
 const MARK = `0x${HAIRPIN_MARK.toString(16)}`;
+const TMARK = `0x${TUNNEL_MARK.toString(16)}`;
 
 /** DNAT lookups, identical in prerouting (traffic arriving) and output (the gateway itself). */
 const DNAT_RULES = [
@@ -56,6 +58,26 @@ const CHAINS: Record<string, [string, string[]]> = {
       `iifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
     ],
   ],
+  // On a gateway: what was DNATed to a target behind a tunnel is marked, so policy routing
+  // sends it into the tunnel instead of by the main table (where the target's own address is
+  // reached through the internet, like the tunnel's own packets).
+  tunmark: [
+    'type filter hook prerouting priority -90; policy accept;',
+    [
+      `ct direction original ct status dnat ip daddr @tuntarget4 meta mark set meta mark | ${TMARK}`,
+      `ct direction original ct status dnat ip6 daddr @tuntarget6 meta mark set meta mark | ${TMARK}`,
+    ],
+  ],
+  // On a node answering for a gateway: connections that came in through a tunnel remember it…
+  replymark: [
+    'type filter hook prerouting priority mangle; policy accept;',
+    [`iifname "${TUNNEL_IFNAME_PREFIX}*" ct state new ct mark set ct mark | ${TMARK}`],
+  ],
+  // …and their answers carry the mark, which policy routing sends back into the tunnel.
+  replyroute: [
+    'type route hook output priority mangle; policy accept;',
+    [`ct mark & ${TMARK} == ${TMARK} meta mark set meta mark | ${TMARK}`],
+  ],
   input: [
     'type filter hook input priority filter; policy accept;',
     ['ip daddr @drop4 drop', 'ip6 daddr @drop6 drop'],
@@ -91,6 +113,8 @@ const DECLARATIONS = [
   'set drop4 { type ipv4_addr; flags interval; }',
   'set drop6 { type ipv6_addr; flags interval; }',
   'set hairpin { type ifname . ifname; }',
+  'set tuntarget4 { type ipv4_addr; }',
+  'set tuntarget6 { type ipv6_addr; }',
 ];
 
 /** Kinds this table holds; the others belong to other drivers. */
@@ -104,6 +128,7 @@ export const NFT_KINDS = new Set([
   'masq',
   'fwd',
   'fwdport',
+  'tuntarget',
 ]);
 
 /** The whole table, fixed part and elements, as one `nft -f` script that replaces it atomically. */
@@ -150,6 +175,8 @@ function elementTarget(e: IntentElement): { container: string; text: string } | 
       return { container: `snat${v(e.key)}`, text: `${e.key} : ${e.value}` };
     case 'masq':
       return { container: `masq${v(e.key)}`, text: e.key };
+    case 'tuntarget':
+      return { container: `tuntarget${v(e.key)}`, text: e.key };
     case 'counter':
       return { container: `counters${v(e.key)}`, text: `${e.key} : "${counterName(e.key)}"` };
     case 'fwd':
@@ -236,6 +263,8 @@ function parseElement(container: string, item: Json): IntentElement[] {
       return [fipElement('snat', addr(key), addr(value), addr(value))];
     case 'masq':
       return [fipElement('masq', addr(key), '', HOST_OWNER)];
+    case 'tuntarget':
+      return [fipElement('tuntarget', addr(key), '', HOST_OWNER)];
     case 'counters':
       return [fipElement('counter', addr(key), '', addr(key))];
     case 'fwd': {
