@@ -370,6 +370,33 @@ describe('agent start-up refusals', () => {
     assert.match(r.err, /IPF_E_SECRET_FILE.*readable by others/);
     assert.ok(!r.err.includes('a-token-that-is-long-enough'));
   });
+  it('refuses a tunnel MTU the underlay cannot carry and an endpoint that does not parse', async () => {
+    const base = [
+      'agent',
+      '--dataplane',
+      'fake',
+      '--node',
+      'x',
+      '--store',
+      'sqlite::memory:',
+      '--listen',
+      '127.0.0.1:0',
+      '--token-file',
+      join(tmp.dir, 'mtu-token'),
+    ];
+    let r = await ipferry([...base, '--tunnel-mtu', '1480']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_CONFIG.*tunnelMtu: .*1480/);
+    r = await ipferry([...base, '--underlay-mtu', '1380', '--tunnel-mtu', '1340']);
+    assert.equal(r.code, 1, 'over a 1380-byte path WireGuard carries at most 1320');
+    assert.match(r.err, /IPF_E_CONFIG.*tunnelMtu/);
+    r = await ipferry([...base, '--endpoint', '2001:db8::1:51820']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_CONFIG.*endpoint: /);
+    r = await ipferry([...base, '--endpoint', 'gw.example:99999']);
+    assert.match(r.err, /IPF_E_CONFIG.*endpoint: /);
+  });
+
   it('refuses the Linux dataplane without its tools, naming the Debian package', async () => {
     // A PATH with node and ip but no nft: the agent must stop before touching anything.
     const bin = join(tmp.dir, 'bin-without-nft');

@@ -30,6 +30,8 @@ interface AgentFlags {
   stateDir?: string;
   tunnelPort?: string;
   endpoint?: string;
+  underlayMtu?: string;
+  tunnelMtu?: string;
   dataplane?: string;
   netns?: string;
 }
@@ -65,6 +67,8 @@ export function agentCommand(): Command {
       "this node's own state: WireGuard key, daemon files (default /var/lib/ipferry)",
     )
     .option('--tunnel-port <port>', "UDP port of this node's tunnel (default 51820)")
+    .option('--underlay-mtu <bytes>', "MTU of the path the tunnel's packets take (default 1500)")
+    .option('--tunnel-mtu <bytes>', "the tunnel's MTU (default: underlay MTU − 60)")
     .option('--endpoint <host:port>', "where other nodes reach this node's tunnel; omit behind NAT")
     .addOption(
       new Option('--dataplane <kind>', 'linux (the kernel, default) or fake (in memory)').choices([
@@ -107,6 +111,8 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     stateDir: flags.stateDir,
     tunnelPort: flags.tunnelPort,
     endpoint: flags.endpoint,
+    underlayMtu: flags.underlayMtu,
+    tunnelMtu: flags.tunnelMtu,
     dataplane: flags.dataplane,
     netns: flags.netns,
   };

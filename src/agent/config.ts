@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpferryError } from '../core/errors.js';
 import { DEFAULT_TUNNEL_PORT } from '../core/routed.js';
-import { parseEndpoint } from '../core/tunnel.js';
+import { parseEndpoint, tunnelMtu } from '../core/tunnel.js';
 import {
   DEFAULT_CREDENTIAL_FILE,
   DEFAULT_STATE_DIR,
@@ -45,6 +45,10 @@ export interface AgentConfig {
   readonly tunnelPort: number;
   /** Where other nodes reach this node's tunnel (host:port); absent behind NAT (it calls out). */
   readonly endpoint?: string;
+  /** MTU of the path the tunnel's packets take (default 1500). */
+  readonly underlayMtu: number;
+  /** The tunnel's MTU, when not derived from the underlay's (underlay − 60). */
+  readonly tunnelMtu?: number;
 }
 
 /** Raw options as flags or file give them (kebab-case flags map to camelCase keys). */
@@ -66,6 +70,8 @@ export interface RawAgentOptions {
   stateDir?: unknown;
   tunnelPort?: unknown;
   endpoint?: unknown;
+  underlayMtu?: unknown;
+  tunnelMtu?: unknown;
 }
 
 const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
@@ -86,6 +92,8 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'stateDir',
   'tunnelPort',
   'endpoint',
+  'underlayMtu',
+  'tunnelMtu',
 ];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
 
@@ -178,6 +186,18 @@ export function resolveConfig(
       p.add('endpoint', (e as Error).message);
     }
   } else if (raw.endpoint !== undefined) p.add('endpoint', 'must be host:port or [v6]:port');
+  const underlayMtu = numberOption(p, 'underlayMtu', raw.underlayMtu ?? 1500, 1280, 65535);
+  const wantedMtu =
+    raw.tunnelMtu === undefined
+      ? undefined
+      : numberOption(p, 'tunnelMtu', raw.tunnelMtu, 68, 65535);
+  if (underlayMtu !== undefined && wantedMtu !== undefined) {
+    try {
+      tunnelMtu(underlayMtu, 4, { configured: wantedMtu });
+    } catch (e) {
+      p.add('tunnelMtu', (e as Error).message);
+    }
+  }
   if (!p.ok) {
     throw new IpferryError(
       'IPF_E_CONFIG',
@@ -202,6 +222,8 @@ export function resolveConfig(
     stateDir: stateDir!,
     tunnelPort: tunnelPort!,
     ...(endpoint ? { endpoint } : {}),
+    underlayMtu: underlayMtu!,
+    ...(wantedMtu !== undefined ? { tunnelMtu: wantedMtu } : {}),
   };
 }
 

@@ -99,7 +99,12 @@ export async function startAgent(
       dataplane,
       resyncMs: config.resyncSeconds * 1000,
       log: app.log,
-      tunnel: { listenPort: config.tunnelPort, ...(config.netns ? { salt: config.netns } : {}) },
+      tunnel: {
+        listenPort: config.tunnelPort,
+        underlayMtu: config.underlayMtu,
+        ...(config.tunnelMtu ? { mtu: config.tunnelMtu } : {}),
+        ...(config.netns ? { salt: config.netns } : {}),
+      },
     });
     stops.unshift(
       () => app.close(),

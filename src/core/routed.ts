@@ -36,6 +36,8 @@ export interface TunnelOptions {
   /** Separates interface names of labs sharing one machine (the namespace name there). */
   readonly salt?: string;
   readonly underlayMtu?: number;
+  /** A tunnel MTU chosen by the operator (checked against the underlay's). */
+  readonly mtu?: number;
 }
 
 export const DEFAULT_TUNNEL_PORT = 51820;
@@ -243,7 +245,7 @@ function tunnelIntent(
   return {
     name,
     listenPort: options.listenPort,
-    mtu: tunnelMtu(options.underlayMtu ?? 1500, 4),
+    mtu: tunnelMtu(options.underlayMtu ?? 1500, 4, options.mtu ? { configured: options.mtu } : {}),
     addresses: [...holds].sort(comparePrefix),
     peers: list,
   };
