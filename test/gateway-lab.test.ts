@@ -15,6 +15,7 @@ import { echoProbe, type EchoServer, outboundProbe, startEchoServer } from '../s
 import { Lab } from '../src/lab/topology.js';
 import { BIN, ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
+import { labAgentArgv } from '../src/lab/agents.js';
 import { freePort } from '../src/lab/ports.js';
 
 let lab: Lab;
@@ -28,29 +29,15 @@ const FIP = '203.0.113.10';
 const FIP6 = '2001:db8:f::10';
 
 async function startAgent(): Promise<void> {
-  const args = [
-    'agent',
-    '--node',
-    'gw',
-    '--dataplane',
-    'linux',
-    '--netns',
-    lab.ns('gw'),
-    '--store',
-    `sqlite:${join(tmp.dir, 'state.db')}`,
-  ];
-  args.push(
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--token-file',
-    join(tmp.dir, 'token'),
-    '--state-dir',
-    join(tmp.dir, 'state'),
-    '--resync-seconds',
-    '1',
-    '--log-level',
-    'warn',
-  );
+  const args = labAgentArgv({
+    node: 'gw',
+    netns: lab.ns('gw'),
+    store: `sqlite:${join(tmp.dir, 'state.db')}`,
+    port,
+    tokenFile: join(tmp.dir, 'token'),
+    stateDir: join(tmp.dir, 'state'),
+    resyncSeconds: 1,
+  });
   const proc = spawn(BIN, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   agent = proc;
   await waitFor(

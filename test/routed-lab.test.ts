@@ -41,6 +41,7 @@ import {
 import type { Lab } from '../src/lab/topology.js';
 import { BIN, ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
+import { labAgentArgv } from '../src/lab/agents.js';
 import { freePort } from '../src/lab/ports.js';
 
 let lab: Lab;
@@ -71,28 +72,21 @@ interface Agent {
 }
 
 /** The agent's command line: node `name` in lab host `host`, state under tmp/name. */
+/** The agent of `name` acting in lab host `host`'s namespace; `args` start with `--store S`. */
 function agentArgv(name: string, host: string, port: number, args: readonly string[]): string[] {
+  const [flag, store = '', ...extra] = args;
+  assert.equal(flag, '--store', 'agent arguments start with the store');
   const dir = join(tmp.dir, name);
-  return [
-    'agent',
-    '--node',
-    name,
-    '--dataplane',
-    'linux',
-    '--netns',
-    lab.ns(host),
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--token-file',
-    join(dir, 'api-token'),
-    '--state-dir',
-    join(dir, 'state'),
-    '--resync-seconds',
-    '1',
-    '--log-level',
-    'warn',
-    ...args,
-  ];
+  return labAgentArgv({
+    node: name,
+    netns: lab.ns(host),
+    store,
+    port,
+    tokenFile: join(dir, 'api-token'),
+    stateDir: join(dir, 'state'),
+    resyncSeconds: 1,
+    extra,
+  });
 }
 
 async function healthy(agent: Agent): Promise<boolean> {

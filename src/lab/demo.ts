@@ -34,6 +34,7 @@ import {
 } from './probe.js';
 import { CLOUD_HOME as H, cloudHome, GATEWAY_LAN as L, gatewayLan } from './scenarios.js';
 import { Lab } from './topology.js';
+import { labAgentArgv } from './agents.js';
 import { freePort } from './ports.js';
 
 /** The CLI of this checkout (it runs the compiled dist/, which scripts/setup.sh builds). */
@@ -459,27 +460,15 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     env = { ...process.env, IPFERRY_SERVER: server, IPFERRY_TOKEN_FILE: tokenFile };
     delete env.IPFERRY_TOKEN;
     delete env.IPFERRY_CA_FILE;
-    const args = [
-      'agent',
-      '--node',
-      'gw',
-      '--dataplane',
-      'linux',
-      '--netns',
-      live().ns('gw'),
-      '--store',
-      `sqlite:${join(workDir, 'ipferry.db')}`,
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--token-file',
+    const args = labAgentArgv({
+      node: 'gw',
+      netns: live().ns('gw'),
+      store: `sqlite:${join(workDir, 'ipferry.db')}`,
+      port,
       tokenFile,
-      '--state-dir',
-      join(workDir, 'state'),
-      '--resync-seconds',
-      '2',
-      '--log-level',
-      'warn',
-    ];
+      stateDir: join(workDir, 'state'),
+      resyncSeconds: 2,
+    });
     const proc = await startAgent('gw', args, server, join(workDir, 'agent.log'));
     ok(`agent pid ${proc.pid}, API on ${server}`);
     note(`the CLI finds it by IPFERRY_SERVER=${server} IPFERRY_TOKEN_FILE=${tokenFile}`);
@@ -714,31 +703,21 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       hub = `http://127.0.0.1:${port}`;
       const tokenFile = join(cloudDir, 'gw-api-token');
       env = { ...env, IPFERRY_SERVER: hub, IPFERRY_TOKEN_FILE: tokenFile };
-      const args = [
-        'agent',
-        '--node',
-        'gw',
-        '--dataplane',
-        'linux',
-        '--netns',
-        second().ns('gw'),
-        '--store',
-        `sqlite:${join(cloudDir, 'gw.db')}`,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--token-file',
+      const args = labAgentArgv({
+        node: 'gw',
+        netns: second().ns('gw'),
+        store: `sqlite:${join(cloudDir, 'gw.db')}`,
+        port,
         tokenFile,
-        '--state-dir',
-        join(cloudDir, 'gw-state'),
-        '--endpoint',
-        `${H.gw.uplink.v4}:${GW_TUNNEL_PORT}`,
-        '--tunnel-port',
-        String(GW_TUNNEL_PORT),
-        '--resync-seconds',
-        '2',
-        '--log-level',
-        'warn',
-      ];
+        stateDir: join(cloudDir, 'gw-state'),
+        resyncSeconds: 2,
+        extra: [
+          '--endpoint',
+          `${H.gw.uplink.v4}:${GW_TUNNEL_PORT}`,
+          '--tunnel-port',
+          String(GW_TUNNEL_PORT),
+        ],
+      });
       const proc = await startAgent('cloud gw', args, hub, join(cloudDir, 'gw.log'));
       ok(`agent pid ${proc.pid}, API on ${hub}, its own store: the hub other nodes follow`);
       note(`the CLI talks to this agent from now on: IPFERRY_SERVER=${hub}`);
@@ -756,33 +735,23 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     say(created.stderr);
     ok(`${tokenFile} (mode 0600) holds ${token.slice(0, 16)}… (a secret: shortened here)`);
     const port = await freePort();
-    const args2 = [
-      'agent',
-      '--node',
-      'home',
-      '--dataplane',
-      'linux',
-      '--netns',
-      second().ns('home'),
-      '--store',
-      hub,
-      '--join-token-file',
-      tokenFile,
-      '--credential-file',
-      join(cloudDir, 'home-credential'),
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--token-file',
-      join(cloudDir, 'home-api-token'),
-      '--state-dir',
-      join(cloudDir, 'home-state'),
-      '--tunnel-port',
-      String(HOME_TUNNEL_PORT),
-      '--resync-seconds',
-      '2',
-      '--log-level',
-      'warn',
-    ];
+    const args2 = labAgentArgv({
+      node: 'home',
+      netns: second().ns('home'),
+      store: hub,
+      port,
+      tokenFile: join(cloudDir, 'home-api-token'),
+      stateDir: join(cloudDir, 'home-state'),
+      resyncSeconds: 2,
+      extra: [
+        '--join-token-file',
+        tokenFile,
+        '--credential-file',
+        join(cloudDir, 'home-credential'),
+        '--tunnel-port',
+        String(HOME_TUNNEL_PORT),
+      ],
+    });
     const proc = await startAgent(
       'home',
       args2,
