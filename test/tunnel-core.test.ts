@@ -11,6 +11,7 @@ import {
   type TunnelIntent,
   tunnelMtu,
   tunnelName,
+  tunnelProbeAddress,
   validateTunnelIntent,
 } from '../src/core/tunnel.js';
 
@@ -211,7 +212,7 @@ describe('validateTunnelIntent', () => {
         name: 'wg0',
         listenPort: 0,
         mtu: 'big',
-        addresses: ['10.200.0.1', 'fe80::1/64'],
+        addresses: ['10.200.0.1', 'fe80::1/128'],
         peers: [
           { publicKey: 'nope', allowedIps: ['10.200.0.1/30'] },
           { publicKey: KEY_B, allowedIps: ['10.9.0.0/24'], keepaliveSeconds: 0 },
@@ -352,5 +353,24 @@ describe('diffTunnel', () => {
       'address-add 2001:db8::1/64',
       'address-del 10.200.0.1/30',
     ]);
+  });
+});
+
+describe('tunnelProbeAddress', () => {
+  it('is a stable link-local address per node, different between nodes', () => {
+    const a = tunnelProbeAddress('gw');
+    assert.equal(a, tunnelProbeAddress('gw'));
+    assert.notEqual(a, tunnelProbeAddress('home'));
+    assert.match(a, /^fe80::[0-9a-f]{1,4}(:[0-9a-f]{1,4}){3}$/);
+    assert.deepEqual(
+      validateTunnelIntent({
+        name: 'ipfx',
+        listenPort: 1,
+        mtu: 1420,
+        addresses: [`${a}/64`],
+        peers: [],
+      }).addresses,
+      [`${a}/64`],
+    );
   });
 });

@@ -4,6 +4,7 @@
  * `lifecycle.ts`, and the kernel's view of it in `compile.ts`.
  */
 import type { Family } from './address.js';
+import type { TunnelDriverKind } from './tunnel.js';
 
 export type AssociationMode = 'nat' | 'routed' | 'ports';
 export const ASSOCIATION_MODES: readonly AssociationMode[] = ['nat', 'routed', 'ports'];
@@ -107,7 +108,10 @@ export interface NodeRecord {
   readonly site?: string;
   /** Underlay endpoint (host:port) other nodes reach it at. */
   readonly endpoint?: string;
+  /** Public key of the node's tunnel, in the form its driver uses (see tunnelDriver). */
   readonly publicKey?: string;
+  /** Which tunnel the node runs; absent means WireGuard. Peers must run the same one. */
+  readonly tunnelDriver?: TunnelDriverKind;
   readonly addresses: readonly string[];
   /** TCP/UDP ports the node itself listens on (API, SSH, tunnel): never forwarded away. */
   readonly reservedPorts: readonly ReservedPort[];

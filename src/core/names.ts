@@ -62,3 +62,26 @@ export function claimLabel(uplink: string): string {
 export function counterName(address: string): string {
   return `fip_${address.replace(/[.:]/g, '_')}`;
 }
+
+/** What a route element's value may say besides its device. */
+export interface RouteVia {
+  /** Next hop: an address of the route's family, or `inet6 fe80::…` for an IPv4 route. */
+  readonly via?: string;
+  /** Preferred source address for packets the host itself sends by this route. */
+  readonly src?: string;
+  /** Route MTU: what a path through a tunnel found to pass, below the interface's MTU. */
+  readonly mtu?: number;
+}
+
+/**
+ * The value of a `route` element, in the one order compile and the observer both write:
+ * `dev DEV[ via HOP][ src ADDRESS][ mtu N]`. It is also valid `ip route` syntax as it stands.
+ */
+export function routeValue(dev: string, extra: RouteVia = {}): string {
+  return [
+    `dev ${dev}`,
+    ...(extra.via !== undefined ? [`via ${extra.via}`] : []),
+    ...(extra.src !== undefined ? [`src ${extra.src}`] : []),
+    ...(extra.mtu !== undefined ? [`mtu ${extra.mtu}`] : []),
+  ].join(' ');
+}

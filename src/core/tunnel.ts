@@ -22,6 +22,20 @@ export const TUNNEL_IFNAME_PREFIX = 'ipf';
 /** Outer IP + UDP + WireGuard header and authentication tag, per underlay family. */
 export const WIREGUARD_OVERHEAD: Readonly<Record<Family, number>> = { 4: 60, 6: 80 };
 
+/**
+ * tinc 1.0 in switch mode sends Ethernet frames in UDP: outer IP + UDP (28/48), sequence
+ * number (4), the frame's Ethernet header (14), CBC padding (up to 8) and a 4-byte MAC.
+ */
+export const TINC_OVERHEAD: Readonly<Record<Family, number>> = { 4: 58, 6: 78 };
+
+/** The tunnel implementations ipferry drives. */
+export type TunnelDriverKind = 'wireguard' | 'tinc';
+export const TUNNEL_DRIVERS: readonly TunnelDriverKind[] = ['wireguard', 'tinc'];
+
+export function tunnelOverhead(driver: TunnelDriverKind, family: Family): number {
+  return (driver === 'tinc' ? TINC_OVERHEAD : WIREGUARD_OVERHEAD)[family];
+}
+
 /** IPv6 needs every link to carry 1280-byte packets (RFC 8200). */
 export const MIN_IPV6_MTU = 1280;
 /** The smallest MTU Linux accepts on an interface carrying IPv4. */
@@ -32,8 +46,13 @@ export const MAX_MTU = 65535;
 const TCP_IP_HEADERS: Readonly<Record<Family, number>> = { 4: 40, 6: 60 };
 
 export interface TunnelPeer {
-  /** The peer's WireGuard public key (base64 of 32 bytes). */
+  /**
+   * The peer's public key: WireGuard's base64 of 32 bytes, or tinc's RSA public key in PEM
+   * (PKCS#1, as tinc 1.0 writes it into host files).
+   */
   readonly publicKey: string;
+  /** The peer node's name (tinc names its host files after it; WireGuard does not need it). */
+  readonly node?: string;
   /** `host:port` or `[v6]:port`; absent when the peer calls in (its address is learned). */
   readonly endpoint?: string;
   /** Inner prefixes routed to this peer and accepted from it (network form, host bits zero). */
@@ -51,6 +70,8 @@ export interface Underlay {
 export interface TunnelIntent {
   /** Interface name: `ipf…`, at most 15 characters, unique on the machine (see tunnelName). */
   readonly name: string;
+  /** Absent means WireGuard. */
+  readonly driver?: TunnelDriverKind;
   readonly listenPort: number;
   readonly mtu: number;
   /** Inner addresses with prefix length (`10.200.0.1/30`), canonical and sorted. */
@@ -111,14 +132,16 @@ function overheadProblem(
   family: Family,
   mtu: number | undefined,
   innerIpv6: boolean,
+  driver: TunnelDriverKind = 'wireguard',
 ): string | { mtu: number } {
   if (!Number.isInteger(underlayMtu) || underlayMtu < MIN_IPV4_MTU || underlayMtu > MAX_MTU) {
     return `underlay MTU ${String(underlayMtu)} is not an integer from ${MIN_IPV4_MTU} to ${MAX_MTU}`;
   }
-  const most = underlayMtu - WIREGUARD_OVERHEAD[family];
+  const overhead = tunnelOverhead(driver, family);
+  const most = underlayMtu - overhead;
   const chosen = mtu ?? most;
   if (chosen > most) {
-    return `MTU ${chosen} does not fit an IPv${family} underlay of MTU ${underlayMtu}: at most ${most} (WireGuard adds ${WIREGUARD_OVERHEAD[family]} bytes)`;
+    return `MTU ${chosen} does not fit an IPv${family} underlay of MTU ${underlayMtu}: at most ${most} (${driver === 'tinc' ? 'tinc' : 'WireGuard'} adds ${overhead} bytes)`;
   }
   if (innerIpv6 && chosen < MIN_IPV6_MTU) {
     return `MTU ${chosen} is below ${MIN_IPV6_MTU}, the least a link carrying IPv6 must have${mtu === undefined ? ` (an IPv${family} underlay of MTU ${underlayMtu} leaves ${most})` : ''}`;
@@ -136,13 +159,14 @@ function overheadProblem(
 export function tunnelMtu(
   underlayMtu: number,
   underlayFamily: Family,
-  options: { configured?: number; innerIpv6?: boolean } = {},
+  options: { configured?: number; innerIpv6?: boolean; driver?: TunnelDriverKind } = {},
 ): number {
   const result = overheadProblem(
     underlayMtu,
     underlayFamily,
     options.configured,
     options.innerIpv6 ?? true,
+    options.driver,
   );
   if (typeof result === 'string') throw new IpferryError('IPF_E_TUNNEL_MTU', { summary: result });
   return result.mtu;
@@ -227,6 +251,18 @@ export function isWireGuardKey(key: string): boolean {
   return KEY.test(key);
 }
 
+const TINC_KEY =
+  /^-----BEGIN RSA PUBLIC KEY-----\n(?:[A-Za-z0-9+/=]{1,76}\n){2,40}-----END RSA PUBLIC KEY-----\n?$/;
+
+/** tinc 1.0's public key: an RSA key in PKCS#1 PEM, as in its host files. */
+export function isTincKey(key: string): boolean {
+  return TINC_KEY.test(key);
+}
+
+export function isTunnelKey(driver: TunnelDriverKind, key: string): boolean {
+  return driver === 'tinc' ? isTincKey(key) : isWireGuardKey(key);
+}
+
 /** FNV-1a, 32 bits: a stable short hash without a crypto dependency in the pure core. */
 export function fnv1a(text: string): number {
   let hash = 0x811c9dc5;
@@ -249,6 +285,19 @@ export function tunnelName(local: string, remote: string, salt = ''): string {
     .slice(0, 5);
   const hash = fnv1a(`${salt}\0${local}\0${remote}`).toString(36).padStart(7, '0');
   return `${TUNNEL_IFNAME_PREFIX}${slug}${hash}`;
+}
+
+/**
+ * The IPv6 link-local address a node's tunnel interface carries, derived from its name: the
+ * peers probe each other there (health, path MTU search) and tinc's routes point at it as next
+ * hop. Link-local addresses never leave the link, so they never show up as a hop or a source
+ * to anyone outside the tunnel; 64 bits of hash make a clash between two nodes negligible.
+ */
+export function tunnelProbeAddress(node: string): string {
+  const high = fnv1a(`probe\0${node}`);
+  const low = fnv1a(`${node}\0probe`);
+  const groups = [high >>> 16, high & 0xffff, low >>> 16, low & 0xffff].map((g) => g.toString(16));
+  return `fe80::${groups.join(':')}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,8 +347,8 @@ function checkInterfaceAddress(p: TunnelProblems, path: string, value: unknown):
     p.add(path, `${JSON.stringify(value)} is not an address with prefix length (10.200.0.1/30)`);
     return null;
   }
-  if (address.family === 6 && address.value >> 118n === 0x3fan) {
-    p.add(path, `${address.text} is link-local: the kernel manages those`);
+  if (address.family === 6 && address.value >> 118n === 0x3fan && prefix.length !== 64) {
+    p.add(path, `${address.text} is link-local: give it prefix length 64`);
     return null;
   }
   return `${address.text}/${prefix.length}`;
@@ -318,14 +367,32 @@ function checkAllowedIp(p: TunnelProblems, path: string, value: unknown): string
   return null;
 }
 
-function checkPeer(p: TunnelProblems, path: string, value: unknown): TunnelPeer | null {
+const NODE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function checkPeer(
+  p: TunnelProblems,
+  path: string,
+  value: unknown,
+  driver: TunnelDriverKind,
+): TunnelPeer | null {
   if (!isRecord(value)) {
     p.add(path, 'must be an object with publicKey and allowedIps');
     return null;
   }
   const publicKey = value.publicKey;
-  if (typeof publicKey !== 'string' || !isWireGuardKey(publicKey)) {
-    p.add(`${path}.publicKey`, 'must be a WireGuard public key (base64 of 32 bytes)');
+  if (typeof publicKey !== 'string' || !isTunnelKey(driver, publicKey)) {
+    p.add(
+      `${path}.publicKey`,
+      driver === 'tinc'
+        ? 'must be a tinc RSA public key (PKCS#1 PEM)'
+        : 'must be a WireGuard public key (base64 of 32 bytes)',
+    );
+  }
+  const node = value.node;
+  if (node !== undefined && (typeof node !== 'string' || !NODE_NAME.test(node))) {
+    p.add(`${path}.node`, 'must be a node name');
+  } else if (driver === 'tinc' && node === undefined) {
+    p.add(`${path}.node`, 'is needed by tinc (its host files are named after the node)');
   }
   let endpoint: string | undefined;
   if (value.endpoint !== undefined) {
@@ -343,6 +410,7 @@ function checkPeer(p: TunnelProblems, path: string, value: unknown): TunnelPeer 
   if (typeof publicKey !== 'string' || allowedIps.includes(null)) return null;
   return {
     publicKey,
+    ...(typeof node === 'string' ? { node } : {}),
     ...(endpoint === undefined ? {} : { endpoint }),
     allowedIps: [...new Set(allowedIps as string[])].sort(),
     ...(keepalive === undefined ? {} : { keepaliveSeconds: keepalive }),
@@ -379,13 +447,18 @@ export function tunnelProblems(input: unknown): {
       `must be "${TUNNEL_IFNAME_PREFIX}" and 1–12 of [A-Za-z0-9_.-] (an interface name of at most 15 characters)`,
     );
   }
+  const driver = input.driver ?? 'wireguard';
+  if (driver !== 'wireguard' && driver !== 'tinc') {
+    p.add('driver', `must be one of ${TUNNEL_DRIVERS.join(', ')}`);
+  }
+  const kind: TunnelDriverKind = driver === 'tinc' ? 'tinc' : 'wireguard';
   const listenPort = checkInteger(p, 'listenPort', input.listenPort, 1, 65535);
   const mtu = checkInteger(p, 'mtu', input.mtu, MIN_IPV4_MTU, MAX_MTU);
   const addresses = checkList(p, 'addresses', input.addresses).map((a, i) =>
     checkInterfaceAddress(p, `addresses[${i}]`, a),
   );
   const peers = checkList(p, 'peers', input.peers).map((peer, i) =>
-    checkPeer(p, `peers[${i}]`, peer),
+    checkPeer(p, `peers[${i}]`, peer, kind),
   );
   const underlay = checkUnderlay(p, input.underlay);
 
@@ -410,7 +483,7 @@ export function tunnelProblems(input: unknown): {
   );
   if (mtu !== undefined) {
     const fit = underlay
-      ? overheadProblem(underlay.mtu, underlay.family, mtu, innerIpv6)
+      ? overheadProblem(underlay.mtu, underlay.family, mtu, innerIpv6, kind)
       : innerIpv6 && mtu < MIN_IPV6_MTU
         ? `MTU ${mtu} is below ${MIN_IPV6_MTU}, the least a link carrying IPv6 must have`
         : { mtu };
@@ -428,6 +501,7 @@ export function tunnelProblems(input: unknown): {
   return {
     intent: {
       name,
+      ...(input.driver === undefined ? {} : { driver: kind }),
       listenPort,
       mtu,
       addresses: uniqueAddresses,

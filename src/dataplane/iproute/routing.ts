@@ -2,14 +2,15 @@
  * Routes and policy rules as intent elements, read with `ip -j` and written
  * with `ip -batch`, one batch per family (iproute2 cannot switch family inside a batch).
  *
- * - `route` key `PREFIX` (main table) or `PREFIX table T`, value `dev DEV`: carries ipferry's
- *   route protocol number, which is how ipferry finds its own routes and never others'.
+ * - `route` key `PREFIX` (main table) or `PREFIX table T`, value `dev DEV [via [inet6 ]HOP]
+ *   [src ADDRESS] [mtu N]` (see routeValue): carries ipferry's route protocol number, which is
+ *   how ipferry finds its own routes and never others'.
  * - `rule`  key `from ADDRESS lookup T` or `fwmark MARK/MASK lookup T ipv4|ipv6`, value the
  *   priority: carries the same protocol number.
  */
 import { tryParseAddress } from '../../core/address.js';
 import type { IntentElement } from '../../core/intent.js';
-import { ROUTE_PROTO } from '../../core/names.js';
+import { ROUTE_PROTO, routeValue } from '../../core/names.js';
 import type { ExecResult, RunOptions } from '../exec.js';
 
 type Exec = (file: string, args: readonly string[], options?: RunOptions) => Promise<ExecResult>;
@@ -20,6 +21,12 @@ interface IpRoute {
   dst?: string;
   dev?: string;
   table?: string;
+  /** A next hop of the route's own family. */
+  gateway?: string;
+  /** A next hop of the other family (`via inet6 fe80::…` on an IPv4 route). */
+  via?: { family?: string; host?: string };
+  prefsrc?: string;
+  metrics?: { mtu?: number }[];
 }
 
 interface IpRule {
@@ -48,7 +55,7 @@ export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
     for (const r of JSON.parse(routes.stdout || '[]') as IpRoute[]) {
       const prefix = routePrefix(r.dst ?? '', family);
       const key = r.table && r.table !== 'main' ? `${prefix} table ${r.table}` : prefix;
-      out.push({ kind: 'route', key, value: `dev ${r.dev ?? '?'}`, owner: ownerOf(prefix) });
+      out.push({ kind: 'route', key, value: observedRouteValue(r), owner: ownerOf(prefix) });
     }
     const rules = await exec('ip', [family, '-j', 'rule', 'show']);
     for (const r of JSON.parse(rules.stdout || '[]') as IpRule[]) {
@@ -102,6 +109,21 @@ function familyOf(e: IntentElement): 4 | 6 {
   if (e.kind === 'rule' && e.key.startsWith('fwmark ')) return e.key.endsWith(' ipv6') ? 6 : 4;
   const subject = e.kind === 'rule' ? (e.key.split(' ')[1] ?? '') : (e.key.split(' ')[0] ?? '');
   return subject.includes(':') ? 6 : 4;
+}
+
+function observedRouteValue(r: IpRoute): string {
+  const via = r.gateway ?? r.via?.host;
+  const inet6 = r.gateway === undefined && r.via?.family === 'inet6';
+  const canonical = (a: string | undefined): string | undefined =>
+    a === undefined ? undefined : (tryParseAddress(a)?.text ?? a);
+  const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
+  const viaText = canonical(via);
+  const src = canonical(r.prefsrc);
+  return routeValue(r.dev ?? '?', {
+    ...(viaText !== undefined ? { via: inet6 ? `inet6 ${viaText}` : viaText } : {}),
+    ...(src !== undefined ? { src } : {}),
+    ...(mtu !== undefined ? { mtu } : {}),
+  });
 }
 
 function routePrefix(dst: string, family: '-4' | '-6'): string {
