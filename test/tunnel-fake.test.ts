@@ -1,19 +1,33 @@
 /** The tunnel conformance suite on the strict fake, plus what only the fake can be asked. */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { IpferryError } from '../src/core/errors.js';
-import { tunnelName } from '../src/core/tunnel.js';
+import { type TunnelDriverKind, tunnelName } from '../src/core/tunnel.js';
 import { FakeTunnelDriver, FakeTunnelNetwork } from '../src/dataplane/tunnel/fake.js';
-import { tunnelConformance } from './tunnel-conformance.js';
+import { generateKeyPair } from '../src/dataplane/tunnel/keys.js';
+import { type TunnelFixture, tunnelConformance } from './tunnel-conformance.js';
 
-tunnelConformance('fake', async () => {
+/** The fake playing `driver`, with what that driver can report. */
+async function fakeFixture(driver: TunnelDriverKind): Promise<TunnelFixture> {
   await Promise.resolve();
   const network = new FakeTunnelNetwork();
   const drivers = {
-    a: new FakeTunnelDriver({ network, host: 'a', underlay: ['100.64.0.1'] }),
-    b: new FakeTunnelDriver({ network, host: 'b', underlay: ['100.64.0.2'] }),
+    a: new FakeTunnelDriver({ network, host: 'a', underlay: ['100.64.0.1'], driver }),
+    b: new FakeTunnelDriver({ network, host: 'b', underlay: ['100.64.0.2'], driver }),
   };
+  const tinc = driver === 'tinc';
   return {
+    kind: driver,
+    can: { handshakes: true, counters: !tinc, learnedEndpoints: true, peerNodes: tinc },
+    peerKey: () =>
+      Promise.resolve(
+        tinc
+          ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+              .publicKey.export({ type: 'pkcs1', format: 'pem' })
+              .toString()
+          : generateKeyPair().publicKey,
+      ),
     drivers,
     underlay: { a: '100.64.0.1', b: '100.64.0.2' },
     salt: 'fake',
@@ -33,11 +47,16 @@ tunnelConformance('fake', async () => {
     leftovers: async (side, name) => [
       ...((await drivers[side].observe(name)) ? [`link ${name}`] : []),
       ...(network.sockets.has(name) ? [`socket ${name}`] : []),
-      ...[...network.processes].filter(([, n]) => n === name).map(([pid]) => `wireguard-go ${pid}`),
+      ...[...network.processes]
+        .filter(([, n]) => n === name)
+        .map(([pid]) => `${tinc ? 'tincd' : 'wireguard-go'} ${pid}`),
     ],
     cleanup: () => Promise.resolve(),
   };
-});
+}
+
+tunnelConformance('fake', () => fakeFixture('wireguard'));
+tunnelConformance('fake (tinc)', () => fakeFixture('tinc'));
 
 describe('fake tunnel driver: machine-wide strictness', () => {
   const KEY = 'YmMRpY5pZyhqA6oK/m22Ft4VX7me52e0vD91bGquAwg=';
@@ -84,6 +103,27 @@ describe('fake tunnel driver: machine-wide strictness', () => {
     await assert.rejects(host.apply(intent('ipftwo0', 51820)), /Address already in use/);
     assert.equal(host.dump(), before);
     assert.deepEqual([...network.sockets.keys()], ['ipfone0']);
+  });
+
+  it('refuses an intent for the other driver, creating nothing', async () => {
+    const network = new FakeTunnelNetwork();
+    const wg = new FakeTunnelDriver({ network, host: 'w', underlay: ['100.64.0.1'] });
+    const tinc = new FakeTunnelDriver({
+      network,
+      host: 't',
+      underlay: ['100.64.0.2'],
+      driver: 'tinc',
+    });
+    const tincKey = await tinc.publicKey();
+    const forTinc = {
+      ...intent('ipfone0', 51820),
+      driver: 'tinc' as const,
+      peers: [{ publicKey: tincKey, node: 'x', allowedIps: [] }],
+    };
+    await assert.rejects(wg.apply(forTinc), /driver/);
+    await assert.rejects(tinc.apply(intent('ipfone0', 51820)), /driver/);
+    assert.equal(await tinc.detect(), 'userspace');
+    assert.equal(wg.dump() + tinc.dump(), '');
   });
 
   it('dumps its state', async () => {

@@ -78,6 +78,9 @@ tunnelConformance('wireguard (two network namespaces)', async () => {
       startEchoServer(lab, 'b', { tcp: [ECHO_PORT] }),
     ]);
     return {
+      kind: 'wireguard',
+      can: { handshakes: true, counters: true, learnedEndpoints: true, peerNodes: false },
+      peerKey: () => Promise.resolve(generateKeyPair().publicKey),
       drivers,
       underlay: { a: '100.64.0.1', b: '100.64.0.2' },
       salt,

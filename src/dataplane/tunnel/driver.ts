@@ -1,7 +1,7 @@
 /**
  * The seam between the agent and a host's tunnels. A driver makes one tunnel interface look
- * like a TunnelIntent (src/core/tunnel.ts) and reads it back; the real WireGuard driver and the
- * strict fake implement it alike and are held to one conformance suite
+ * like a TunnelIntent (src/core/tunnel.ts) and reads it back; the WireGuard and tinc drivers and
+ * the strict fake implement it alike and are held to one conformance suite
  * (test/tunnel-conformance.ts).
  */
 import type {
@@ -11,7 +11,7 @@ import type {
   TunnelStatus,
 } from '../../core/tunnel.js';
 
-/** Kernel module, or wireguard-go over TUN where the module is missing. */
+/** Kernel module, or a userspace daemon (wireguard-go where the module is missing; tincd always). */
 export type WireGuardImplementation = 'kernel' | 'userspace';
 
 /** Structurally the agent's logger (pino-style), so the agent can pass its own. */
@@ -21,11 +21,11 @@ export interface TunnelLogger {
 }
 
 export interface TunnelDriver {
-  /** `wireguard`, `fake`… for logs and status. */
+  /** `wireguard`, `tinc`, `fake`… for logs and status. */
   readonly kind: string;
   /** Which implementation new tunnels get; decided once and cached. */
   detect(): Promise<WireGuardImplementation>;
-  /** This node's WireGuard public key; the key pair is made on first use. */
+  /** This node's public key of the driver's kind; the key pair is made on first use. */
   publicKey(): Promise<string>;
   /** The tunnel as the kernel holds it now, or undefined when there is no such interface. */
   observe(name: string): Promise<ObservedTunnel | undefined>;

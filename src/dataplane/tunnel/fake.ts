@@ -7,7 +7,14 @@
  * when the sending peer allows its destination, the receiving peer allows its source, and a
  * handshake is possible (an endpoint pointing at the other's underlay address and port, in at
  * least one direction). `dump()` prints a host's whole state for comparisons.
+ *
+ * With `driver: 'tinc'` it plays the tinc driver instead (src/dataplane/tunnel/tinc.ts): RSA
+ * keys in PEM, intents must say `driver: 'tinc'`, always userspace with no machine-wide socket,
+ * switch mode (allowed IPs recorded, not enforced), observe() reporting configured endpoints
+ * and peers' node names, and status() reporting reachability as handshake age 0 with no byte
+ * counters.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { IpferryError, validationError } from '../../core/errors.js';
 import { prefixRange, rangeContains, tryParseAddress, tryParsePrefix } from '../../core/address.js';
 import {
@@ -16,6 +23,7 @@ import {
   type ObservedTunnel,
   type PeerStatus,
   type TunnelChange,
+  type TunnelDriverKind,
   type TunnelIntent,
   type TunnelPeer,
   type TunnelStatus,
@@ -74,10 +82,11 @@ export class FakeTunnelNetwork {
   #nextPid = 1000;
   clock = 1_700_000_000;
 
-  spawn(name: string): number {
+  /** A daemon for tunnel `name`; WireGuard's also takes the machine-wide socket, tinc's not. */
+  spawn(name: string, socket = true): number {
     const pid = this.#nextPid++;
     this.processes.set(pid, name);
-    this.sockets.set(name, pid);
+    if (socket) this.sockets.set(name, pid);
     return pid;
   }
 
@@ -100,6 +109,15 @@ export interface FakeTunnelDriverOptions {
   /** The host's underlay addresses (where other hosts' endpoints point). */
   readonly underlay: readonly string[];
   readonly implementation?: WireGuardImplementation;
+  /** Which driver the fake plays (default WireGuard). */
+  readonly driver?: TunnelDriverKind;
+}
+
+/** A public key of the driver's kind (the fake never needs the private half). */
+function fakeKey(driver: TunnelDriverKind): string {
+  if (driver === 'wireguard') return generateKeyPair().publicKey;
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return publicKey.export({ type: 'pkcs1', format: 'pem' }).toString();
 }
 
 export class FakeTunnelDriver implements TunnelDriver {
@@ -108,15 +126,24 @@ export class FakeTunnelDriver implements TunnelDriver {
   readonly underlay: readonly string[];
   readonly #network: FakeTunnelNetwork;
   readonly #implementation: WireGuardImplementation;
-  readonly #keys = generateKeyPair();
+  readonly #driver: TunnelDriverKind;
+  readonly #keys: { readonly publicKey: string };
   #tunnels = new Map<string, FakeTunnel>();
 
   constructor(options: FakeTunnelDriverOptions) {
     this.host = options.host;
     this.underlay = options.underlay;
     this.#network = options.network;
-    this.#implementation = options.implementation ?? 'userspace';
+    this.#driver = options.driver ?? 'wireguard';
+    this.#keys = { publicKey: fakeKey(this.#driver) };
+    // tinc is a userspace daemon, always.
+    this.#implementation =
+      this.#driver === 'tinc' ? 'userspace' : (options.implementation ?? 'userspace');
     this.#network.hosts.add(this);
+  }
+
+  get #tinc(): boolean {
+    return this.#driver === 'tinc';
   }
 
   async detect(): Promise<WireGuardImplementation> {
@@ -133,25 +160,37 @@ export class FakeTunnelDriver implements TunnelDriver {
     await Promise.resolve();
     refuseForeign(name);
     const t = this.#tunnels.get(name);
-    return t ? snapshot(t) : undefined;
+    return t ? snapshot(t, this.#driver) : undefined;
   }
 
   async apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
     await Promise.resolve();
     const intent = validateTunnelIntent(input);
+    if ((intent.driver ?? 'wireguard') !== this.#driver) {
+      throw validationError([
+        { path: 'driver', message: `must be "${this.#driver}" for the ${this.#driver} driver` },
+      ]);
+    }
     const current = this.#tunnels.get(intent.name);
-    const changes = diffTunnel(intent, current && snapshot(current), this.#keys.publicKey);
+    const changes = diffTunnel(
+      intent,
+      current && snapshot(current, this.#driver),
+      this.#keys.publicKey,
+    );
     if (changes.length === 0) return changes;
     const clash = [...this.#tunnels.values()].find(
       (t) => t.name !== intent.name && t.listenPort === intent.listenPort,
     );
     if (clash) {
       throw refuse(
-        `wg set ${intent.name} listen-port ${intent.listenPort}: Address already in use (${clash.name})`,
+        this.#tinc
+          ? `tincd for ${intent.name}: Can't bind to 0.0.0.0 port ${intent.listenPort}/tcp: Address already in use (${clash.name})`
+          : `wg set ${intent.name} listen-port ${intent.listenPort}: Address already in use (${clash.name})`,
       );
     }
     if (
       !current &&
+      !this.#tinc &&
       this.#implementation === 'userspace' &&
       this.#network.sockets.has(intent.name)
     ) {
@@ -171,7 +210,9 @@ export class FakeTunnelDriver implements TunnelDriver {
           pid: undefined,
         };
     for (const change of changes) this.#change(next, change);
-    if (!current && next.kind === 'userspace') next.pid = this.#network.spawn(next.name);
+    if (!current && next.kind === 'userspace') {
+      next.pid = this.#network.spawn(next.name, !this.#tinc);
+    }
     this.#tunnels.set(next.name, next);
     return changes;
   }
@@ -254,13 +295,24 @@ export class FakeTunnelDriver implements TunnelDriver {
     const now = this.#network.clock;
     const peers: PeerStatus[] = [...t.peers.values()]
       .sort((a, b) => (a.peer.publicKey < b.peer.publicKey ? -1 : 1))
-      .map((p) => ({
-        publicKey: p.peer.publicKey,
-        endpoint: p.endpoint,
-        handshakeAgeSeconds: p.handshakeAt === undefined ? undefined : now - p.handshakeAt,
-        rxBytes: p.rxBytes,
-        txBytes: p.txBytes,
-      }));
+      .map((p) =>
+        this.#tinc
+          ? {
+              // tinc: reachable or not, no handshake times, no counters.
+              publicKey: p.peer.publicKey,
+              endpoint: p.endpoint,
+              handshakeAgeSeconds: this.#far(t, p) && p.handshakeAt !== undefined ? 0 : undefined,
+              rxBytes: 0,
+              txBytes: 0,
+            }
+          : {
+              publicKey: p.peer.publicKey,
+              endpoint: p.endpoint,
+              handshakeAgeSeconds: p.handshakeAt === undefined ? undefined : now - p.handshakeAt,
+              rxBytes: p.rxBytes,
+              txBytes: p.txBytes,
+            },
+      );
     return { name, peers };
   }
 
@@ -274,10 +326,15 @@ export class FakeTunnelDriver implements TunnelDriver {
       // The connected route of one of the tunnel's addresses reaches `address`.
       const source = t.addresses.find((a) => contains(a, address));
       if (source === undefined) continue;
-      const p = [...t.peers.values()]
-        .map((peer) => ({ peer, match: longestMatch(peer.peer.allowedIps, address) }))
-        .filter((m) => m.match >= 0)
-        .sort((a, b) => b.match - a.match)[0]?.peer;
+      const p = this.#tinc
+        ? // Switch mode: the frame goes to whichever peer holds the address (ARP finds it).
+          [...t.peers.values()].find((peer) =>
+            this.#far(t, peer)?.t.addresses.some((a) => a.startsWith(`${address}/`)),
+          )
+        : [...t.peers.values()]
+            .map((peer) => ({ peer, match: longestMatch(peer.peer.allowedIps, address) }))
+            .filter((m) => m.match >= 0)
+            .sort((a, b) => b.match - a.match)[0]?.peer;
       if (p) return { t, p, source: source.slice(0, source.indexOf('/')) };
     }
     return undefined;
@@ -333,7 +390,7 @@ export class FakeTunnelDriver implements TunnelDriver {
     if (!out || !this.#handshake(out.t, out.p)) return undefined;
     const far = this.#far(out.t, out.p);
     if (!far?.t.up || !far.t.addresses.some((a) => a.startsWith(`${address}/`))) return undefined;
-    if (longestMatch(far.p.peer.allowedIps, out.source) < 0) return undefined;
+    if (!this.#tinc && longestMatch(far.p.peer.allowedIps, out.source) < 0) return undefined;
     const back = far.host.#route(out.source);
     if (back?.p !== far.p) return undefined;
     out.p.txBytes += bytes + PACKET_OVERHEAD;
@@ -370,7 +427,11 @@ export class FakeTunnelDriver implements TunnelDriver {
   }
 }
 
-function snapshot(t: FakeTunnel): ObservedTunnel {
+/**
+ * The tunnel as its driver reads it back. WireGuard reports current (maybe learned) endpoints
+ * and knows no node names; tinc reads its files: configured endpoints and node names.
+ */
+function snapshot(t: FakeTunnel, driver: TunnelDriverKind): ObservedTunnel {
   return {
     name: t.name,
     kind: t.kind,
@@ -380,9 +441,16 @@ function snapshot(t: FakeTunnel): ObservedTunnel {
     up: t.up,
     addresses: [...t.addresses],
     peers: [...t.peers.values()]
-      .map(({ peer: { endpoint: _configured, ...rest }, endpoint }) =>
-        endpoint === undefined ? rest : { ...rest, endpoint },
-      )
+      .map(({ peer: { endpoint: configured, node, ...rest }, endpoint }) => {
+        if (driver === 'tinc') {
+          return {
+            ...rest,
+            ...(node === undefined ? {} : { node }),
+            ...(configured === undefined ? {} : { endpoint: configured }),
+          };
+        }
+        return endpoint === undefined ? rest : { ...rest, endpoint };
+      })
       .sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1)),
   };
 }

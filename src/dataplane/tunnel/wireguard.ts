@@ -310,6 +310,9 @@ export class WireGuardDriver implements TunnelDriver {
       } else if (change.kind === 'address-del') {
         await this.#ip(['address', 'del', change.address, 'dev', name]);
       } else if (change.kind === 'up') {
+        // ipferry gives the tunnel its own link-local address (the peers' probe address); the
+        // kernel must not invent another one when the link comes up.
+        await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
         await this.#ip(['link', 'set', 'dev', name, 'up']);
       }
     }
@@ -459,7 +462,7 @@ function addressesOf(link: IpLinkAddr): string[] {
   return (link.addr_info ?? [])
     .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
     .map((a) => ({ address: tryParseAddress(a.local ?? ''), length: a.prefixlen ?? 0 }))
-    .filter(({ address }) => address && !(address.family === 6 && address.value >> 118n === 0x3fan))
+    .filter(({ address }) => address !== undefined)
     .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
     .sort();
 }

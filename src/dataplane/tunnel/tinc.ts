@@ -1,0 +1,905 @@
+/**
+ * The tinc 1.0 tunnel driver: `tincd` in switch mode over a tap interface, configured by files,
+ * with `ip` for the interface's MAC, MTU, addresses and link state; everything inside `netns`
+ * when given, through execFile/spawn, never a shell.
+ *
+ * Each tunnel is one tincd with its own configuration directory `stateDir/tinc/NAME/`:
+ * `tinc.conf` (this node's Name, switch mode, tap `Interface = NAME`, a `ConnectTo` per peer
+ * with an endpoint), `hosts/NODE` per peer (`Address`, its RSA public key, and the intent's
+ * allowed IPs and keepalive as `# ipferry-…` comment lines so observe() can read them back),
+ * this node's own `hosts/NODE` (`Port` = listen port, public key), and tincd's pid and log
+ * files. tincd daemonizes and is found again by its pid file (or, when that is lost, by its
+ * command line). Peers added or removed are a rewrite and a SIGHUP (tinc 1.0 re-reads
+ * tinc.conf and drops connections whose host file went away); a new listen port, key or peer
+ * endpoint restarts tincd, which recreates the tap: the link settings and addresses are then
+ * put back by the same apply.
+ *
+ * Differences from WireGuard that callers see:
+ * - Switch mode has no allowed IPs: tinc forwards any frame to whichever peer owns the
+ *   destination MAC (learned, broadcast otherwise). The allowed IPs are recorded and reported
+ *   but NOT enforced; the routes the agent sets decide what enters the tunnel, and a peer can
+ *   send any source address.
+ * - tinc 1.0 has no per-peer counters or handshake times. status() asks tincd for its node
+ *   list (SIGUSR2 dumps it into the log file): a reachable peer with a valid key reports
+ *   handshake age 0 and its current UDP endpoint; others report no handshake. Bytes are 0.
+ * - Keepalive is recorded only: tinc pings every peer every PingInterval (10 s) regardless.
+ * - observe() reports configured endpoints (the files), not learned ones.
+ *
+ * The tap's MAC is derived from the node and interface name, so a restarted tincd comes back
+ * with the same one and the peers' neighbour caches stay right. The link is set to
+ * `addrgenmode none` before it first goes up: the kernel adds no fe80 address of its own, so
+ * every address on the tunnel (link-local ones included) is ipferry's and observe() reports
+ * them all.
+ *
+ * The node's RSA key pair (2048 bits) is made with node:crypto on first use; the private key is
+ * `stateDir/tinc/rsa_key.priv` (0600 in a 0700 directory), named to tincd by path
+ * (`PrivateKeyFile`), never put in argv, a log line or an error message.
+ *
+ * Only interfaces named `ipf…` are ever created, changed or deleted.
+ */
+import { spawn } from 'node:child_process';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPair as generateKeyPairCallback,
+  type KeyObject,
+  randomBytes,
+} from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import {
+  copyFile,
+  lstat,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  truncate,
+  unlink,
+  utimes,
+} from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { tryParseAddress } from '../../core/address.js';
+import { IpferryError, type Problem, validationError } from '../../core/errors.js';
+import {
+  describeChange,
+  diffTunnel,
+  fnv1a,
+  isTincKey,
+  isTunnelName,
+  type ObservedTunnel,
+  parseEndpoint,
+  type PeerStatus,
+  type TunnelChange,
+  type TunnelIntent,
+  type TunnelPeer,
+  type TunnelStatus,
+  validateTunnelIntent,
+} from '../../core/tunnel.js';
+import { type ExecResult, run, type RunOptions } from '../exec.js';
+import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
+import { ensurePrivateDir, writePrivateKey } from './keys.js';
+
+const generateKeyPairAsync = promisify(generateKeyPairCallback);
+
+export interface TincDriverOptions {
+  /** Network namespace to act in (`ip -n`, `ip netns exec`); the current one when absent. */
+  readonly netns?: string;
+  /** This node's state: the private key, and per tunnel tincd's configuration, pid and log. */
+  readonly stateDir: string;
+  /** This node's name ([a-z0-9-]); its tinc Name is the same with `-` as `_`. */
+  readonly node: string;
+  readonly log?: TunnelLogger;
+  /** How long tincd may take to bring its interface and sockets up (default 10 s). */
+  readonly startTimeoutMs?: number;
+}
+
+// tincd's environment is built here, not inherited, so nothing of the agent's leaks in.
+const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const NO_DEVICE = (stderr: string): boolean =>
+  /does not exist|Cannot find device|No such device/.test(stderr);
+/** tinc pings each peer this often and drops it after PingTimeout without an answer. */
+const PING_INTERVAL = 10;
+const PING_TIMEOUT = 5;
+/** The longest tinc waits between attempts to reach a peer (its default is 900 s). */
+const MAX_TIMEOUT = 10;
+/** The log file is cut back once it grows past this (status dumps append to it). */
+const LOG_LIMIT = 1024 * 1024;
+const NODE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const ALLOWED_IPS_COMMENT = '# ipferry-allowed-ips:';
+const KEEPALIVE_COMMENT = '# ipferry-keepalive:';
+/** tinc 1.0's node status bits (node.h): the session key is valid; the node is reachable. */
+const STATUS_VALIDKEY = 0x02;
+const STATUS_REACHABLE = 0x10;
+
+interface IpLinkAddr {
+  ifname?: string;
+  mtu?: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_data?: { type?: string } };
+  addr_info?: { family?: string; local?: string; prefixlen?: number }[];
+}
+
+/** What a tunnel's configuration directory says. */
+interface TincConfig {
+  readonly keyFile: string | undefined;
+  readonly listenPort: number;
+  readonly peers: readonly TunnelPeer[];
+}
+
+interface DumpedNode {
+  readonly endpoint: string | undefined;
+  readonly connected: boolean;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function dataplaneError(reason: string): IpferryError {
+  return new IpferryError('IPF_E_DATAPLANE', { reason });
+}
+
+function keyError(path: string, problem: string): IpferryError {
+  return new IpferryError('IPF_E_TUNNEL_KEY', { path, problem });
+}
+
+function refuseForeign(name: string): void {
+  if (!isTunnelName(name)) {
+    throw validationError([
+      { path: 'name', message: `${JSON.stringify(name)} is not an ipferry tunnel (ipf…) name` },
+    ]);
+  }
+}
+
+/**
+ * tinc Names allow only [A-Za-z0-9_]; node names are [a-z0-9-], so swapping `-` for `_` is
+ * one-to-one and readable, and nodeOf undoes it.
+ */
+export function tincName(node: string): string {
+  return node.replace(/-/g, '_');
+}
+
+function nodeOf(name: string): string {
+  return name.replace(/_/g, '-');
+}
+
+/** A locally administered unicast MAC, the same for a node's tunnel across tincd restarts. */
+export function tapMac(node: string, ifname: string): string {
+  const high = fnv1a(`mac\0${node}\0${ifname}`);
+  const low = fnv1a(`${ifname}\0${node}\0mac`);
+  const bytes = [
+    0x02,
+    high >>> 24,
+    (high >>> 16) & 0xff,
+    (high >>> 8) & 0xff,
+    high & 0xff,
+    low & 0xff,
+  ];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+export class TincDriver implements TunnelDriver {
+  readonly kind = 'tinc';
+  readonly #netns: string | undefined;
+  readonly #dir: string;
+  readonly #node: string;
+  readonly #name: string;
+  readonly #log: TunnelLogger | undefined;
+  readonly #startTimeoutMs: number;
+  #installed: Promise<WireGuardImplementation> | undefined;
+  /** One status dump at a time per tunnel: each reads the log from where it signalled. */
+  readonly #dumping = new Map<string, Promise<unknown>>();
+
+  constructor(options: TincDriverOptions) {
+    if (!NODE_NAME.test(options.node)) {
+      throw validationError([{ path: 'node', message: 'must be a node name ([a-z0-9-])' }]);
+    }
+    this.#netns = options.netns;
+    this.#dir = join(options.stateDir, 'tinc');
+    this.#node = options.node;
+    this.#name = tincName(options.node);
+    this.#log = options.log;
+    this.#startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  }
+
+  /** The private key file tincd is pointed at (PrivateKeyFile). */
+  get keyFile(): string {
+    return join(this.#dir, 'rsa_key.priv');
+  }
+
+  /** tincd's configuration directory for tunnel `name`. */
+  configDir(name: string): string {
+    return join(this.#dir, name);
+  }
+
+  pidFile(name: string): string {
+    return join(this.configDir(name), 'tincd.pid');
+  }
+
+  logFile(name: string): string {
+    return join(this.configDir(name), 'tincd.log');
+  }
+
+  #ip(args: readonly string[], options?: RunOptions): Promise<ExecResult> {
+    return run('ip', this.#netns === undefined ? args : ['-n', this.#netns, ...args], options);
+  }
+
+  /** tinc is a userspace daemon; this only checks once that tincd is installed. */
+  detect(): Promise<WireGuardImplementation> {
+    this.#installed ??= run('tincd', ['--version']).then(
+      () => 'userspace' as const,
+      () => {
+        this.#installed = undefined;
+        throw dataplaneError('tincd is not installed (Debian package tinc)');
+      },
+    );
+    return this.#installed;
+  }
+
+  async publicKey(): Promise<string> {
+    await ensurePrivateDir(this.#dir);
+    try {
+      return await loadPublicKey(this.keyFile);
+    } catch (error) {
+      if (!(error instanceof IpferryError) || error.params.problem !== 'does not exist') {
+        throw error;
+      }
+    }
+    const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength: 2048 });
+    const pem = privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+    // Someone else made it first: theirs is the key.
+    if (!(await writePrivateKey(this.keyFile, pem.trimEnd()))) return loadPublicKey(this.keyFile);
+    const publicKey = publicPem(privateKey);
+    this.#log?.info({ publicKey }, 'tinc: created this node’s key pair');
+    return publicKey;
+  }
+
+  async observe(name: string): Promise<ObservedTunnel | undefined> {
+    refuseForeign(name);
+    const link = await this.#link(name);
+    if (!link) return undefined;
+    if ((await this.#daemons(name)).length === 0) return this.#vanishing(name);
+    const config = await this.#readConfig(name);
+    const publicKey =
+      config.keyFile === undefined
+        ? undefined
+        : await loadPublicKey(config.keyFile).catch(() => undefined);
+    return {
+      name,
+      kind: 'userspace',
+      publicKey,
+      listenPort: config.listenPort,
+      mtu: link.mtu ?? 0,
+      up: (link.flags ?? []).includes('UP'),
+      addresses: addressesOf(link),
+      peers: config.peers,
+    };
+  }
+
+  async #link(name: string): Promise<IpLinkAddr | undefined> {
+    const { stdout } = await this.#ip(['-d', '-j', 'address', 'show', 'dev', name], {
+      tolerate: NO_DEVICE,
+    });
+    const [link] = JSON.parse(stdout.trim() || '[]') as IpLinkAddr[];
+    if (!link) return undefined;
+    const kind = link.linkinfo?.info_kind;
+    if (kind !== 'tun' || link.linkinfo?.info_data?.type !== 'tap') {
+      throw dataplaneError(`${name} exists but is a ${kind ?? 'plain'} interface, not a tinc tap`);
+    }
+    return link;
+  }
+
+  /**
+   * A tap whose tincd died (killed, crashed) lingers for a moment until the kernel has
+   * unregistered it: wait for that, then report no tunnel. A tap nobody serves is an error.
+   */
+  async #vanishing(name: string): Promise<undefined> {
+    if (await this.#linkGone(name, 2000)) return undefined;
+    throw dataplaneError(`${name} exists but no tincd of this node serves it`);
+  }
+
+  async #linkGone(name: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (await this.#link(name).catch(() => undefined)) {
+      if (Date.now() > deadline) return false;
+      await sleep(20);
+    }
+    return true;
+  }
+
+  /**
+   * Live tincds of tunnel `name`: the one in the pid file, or when that is missing or stale,
+   * any tincd whose command line names this tunnel's configuration directory (a lost pid file
+   * must not orphan a daemon).
+   */
+  async #daemons(name: string): Promise<number[]> {
+    const dir = this.configDir(name);
+    const recorded = await readPid(this.pidFile(name));
+    if (recorded !== undefined && (await servesDir(recorded, dir))) return [recorded];
+    return findDaemons(dir);
+  }
+
+  async apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
+    const intent = await resolveEndpoints(this.#validate(input));
+    await this.detect();
+    const publicKey = await this.publicKey();
+    const have = await this.observe(intent.name);
+    const changes = diffTunnel(intent, have, publicKey);
+    if (changes.length === 0) return changes;
+    const created = have === undefined;
+    try {
+      await this.#writeConfig(intent);
+      const restart = !created && changes.some(needsRestart);
+      if (created || restart) {
+        if (restart) await this.#stop(intent.name);
+        await this.#start(intent.name);
+        await this.#setUpLink(intent);
+      } else {
+        if (changes.some((c) => c.kind === 'peer-add' || c.kind === 'peer-remove')) {
+          await this.#reload(intent.name);
+        }
+        await this.#applyLinkChanges(intent.name, changes);
+      }
+    } catch (error) {
+      if (created) await this.remove(intent.name).catch(() => undefined);
+      throw error;
+    }
+    this.#log?.info(
+      { tunnel: intent.name, changes: changes.map(describeChange) },
+      'tinc: tunnel changed',
+    );
+    return changes;
+  }
+
+  /** The core's checks, plus what tinc needs: its own kind, and one host file per peer node. */
+  #validate(input: TunnelIntent): TunnelIntent {
+    // First, so a WireGuard intent is told so rather than that its keys are not tinc's.
+    if ((input as { driver?: unknown } | undefined)?.driver !== 'tinc') {
+      throw validationError([
+        { path: 'driver', message: 'must be "tinc" for the tinc driver (absent means WireGuard)' },
+      ]);
+    }
+    const intent = validateTunnelIntent(input);
+    const problems: Problem[] = [];
+    const seen = new Map<string, number>();
+    intent.peers.forEach((peer, i) => {
+      const name = tincName(peer.node ?? '');
+      if (peer.node === this.#node) {
+        problems.push({ path: `peers[${i}].node`, message: 'is this node itself' });
+      }
+      const other = seen.get(name);
+      if (other !== undefined) {
+        problems.push({ path: `peers[${i}].node`, message: `is also peers[${other}]'s node` });
+      }
+      seen.set(name, i);
+    });
+    if (problems.length > 0) throw validationError(problems);
+    return intent;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Configuration files
+
+  /**
+   * Writes the tunnel's configuration from the intent. Only files whose content changes are
+   * written (tinc drops the connection of a peer whose host file is newer than its last
+   * reload); a change to comment lines only keeps the file's old mtime for the same reason.
+   */
+  async #writeConfig(intent: TunnelIntent): Promise<void> {
+    const dir = this.configDir(intent.name);
+    await ensurePrivateDir(dir);
+    await ensurePrivateDir(join(dir, 'hosts'));
+    const publicKey = await this.publicKey();
+    const connect = intent.peers.filter((p) => p.endpoint !== undefined);
+    const conf = [
+      '# Written by ipferry: changes here are overwritten.',
+      `Name = ${this.#name}`,
+      'Mode = switch',
+      'DeviceType = tap',
+      `Interface = ${intent.name}`,
+      'AddressFamily = any',
+      `PrivateKeyFile = ${this.keyFile}`,
+      `PingInterval = ${PING_INTERVAL}`,
+      `PingTimeout = ${PING_TIMEOUT}`,
+      `MaxTimeout = ${MAX_TIMEOUT}`,
+      ...connect.map((p) => `ConnectTo = ${tincName(p.node ?? '')}`),
+    ];
+    await writeIfChanged(join(dir, 'tinc.conf'), `${conf.join('\n')}\n`);
+    const files = new Map<string, string>([
+      [this.#name, `Port = ${intent.listenPort}\n${pemLine(publicKey)}`],
+    ]);
+    for (const peer of intent.peers) files.set(tincName(peer.node ?? ''), hostFile(peer));
+    for (const [name, text] of files) await writeIfChanged(join(dir, 'hosts', name), text);
+    for (const name of await readdir(join(dir, 'hosts'))) {
+      if (!files.has(name)) await unlink(join(dir, 'hosts', name));
+    }
+  }
+
+  async #readConfig(name: string): Promise<TincConfig> {
+    const dir = this.configDir(name);
+    const conf = await readFile(join(dir, 'tinc.conf'), 'utf8').catch(() => '');
+    const keyFile = /^PrivateKeyFile\s*=\s*(.+)$/m.exec(conf)?.[1]?.trim();
+    const own = /^Name\s*=\s*(\w+)$/m.exec(conf)?.[1] ?? this.#name;
+    const names = await readdir(join(dir, 'hosts')).catch(() => []);
+    let listenPort = 0;
+    const peers: TunnelPeer[] = [];
+    for (const file of names.filter((n) => /^\w+$/.test(n)).sort()) {
+      const text = await readFile(join(dir, 'hosts', file), 'utf8').catch(() => '');
+      if (file === own) {
+        listenPort = Number(/^Port\s*=\s*(\d+)$/m.exec(text)?.[1] ?? 0);
+        continue;
+      }
+      const peer = parseHostFile(nodeOf(file), text);
+      if (peer) peers.push(peer);
+    }
+    peers.sort((a, b) => (a.publicKey < b.publicKey ? -1 : a.publicKey > b.publicKey ? 1 : 0));
+    return { keyFile, listenPort, peers };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // tincd
+
+  /**
+   * Starts tincd for `name` inside the namespace and waits until it says Ready with its tap
+   * there. tincd detaches before it opens the device and binds its port, so a failure shows
+   * only in its log: "Terminating", or an "Address already in use" even when another family's
+   * socket could be bound (a half-bound tunnel is refused as a whole).
+   */
+  async #start(name: string): Promise<void> {
+    const dir = this.configDir(name);
+    await unlink(this.pidFile(name)).catch(() => undefined);
+    await unlink(this.logFile(name)).catch(() => undefined);
+    const argv = ['tincd', '-c', dir, '--pidfile', this.pidFile(name)];
+    argv.push(`--logfile=${this.logFile(name)}`);
+    const stderr = await launch(
+      this.#netns === undefined ? argv : ['ip', 'netns', 'exec', this.#netns, ...argv],
+    );
+    const deadline = Date.now() + this.#startTimeoutMs;
+    for (;;) {
+      const log = await readFile(this.logFile(name), 'utf8').catch(() => '');
+      const pid = await readPid(this.pidFile(name));
+      const failed = /Terminating|Address already in use/.test(log);
+      if (failed || (stderr.exitCode !== 0 && stderr.exitCode !== undefined)) {
+        await this.#stop(name).catch(() => undefined);
+        throw dataplaneError(
+          `tincd for ${name} did not start: ${logLines(log) || stderr.text.trim() || `exit ${String(stderr.exitCode)}`}`,
+        );
+      }
+      if (/\bReady\b/.test(log) && pid !== undefined && (await alive(pid))) {
+        if (await this.#link(name)) {
+          this.#log?.info({ tunnel: name, pid }, 'tinc: started tincd');
+          return;
+        }
+      }
+      if (Date.now() > deadline) {
+        await this.#stop(name).catch(() => undefined);
+        throw dataplaneError(`tincd for ${name} not ready after ${this.#startTimeoutMs} ms`);
+      }
+      await sleep(25);
+    }
+  }
+
+  /** Stops every tincd of tunnel `name` and waits until its tap is gone. */
+  async #stop(name: string): Promise<boolean> {
+    const pids = await this.#daemons(name);
+    for (const pid of pids) {
+      // tincd closes its tap (which then disappears) and removes its pid file on SIGTERM.
+      await stopProcess(pid);
+      this.#log?.info({ tunnel: name, pid }, 'tinc: stopped tincd');
+    }
+    await this.#linkGone(name, 2000);
+    return pids.length > 0;
+  }
+
+  /** SIGHUP: tinc 1.0 re-reads tinc.conf (ConnectTo) and closes connections of removed hosts. */
+  async #reload(name: string): Promise<void> {
+    const [pid] = await this.#daemons(name);
+    if (pid === undefined) throw dataplaneError(`no tincd serves ${name}`);
+    const from = await fileSize(this.logFile(name));
+    if (!signal(pid, 'SIGHUP')) throw dataplaneError(`tincd for ${name} (pid ${pid}) is gone`);
+    const deadline = Date.now() + 3000;
+    while (!(await readFrom(this.logFile(name), from)).includes('Got HUP signal')) {
+      if (Date.now() > deadline) break;
+      await sleep(20);
+    }
+    // A configuration tincd cannot read makes it exit on reload.
+    await sleep(50);
+    if (!(await alive(pid))) {
+      const log = await readFrom(this.logFile(name), from);
+      throw dataplaneError(`tincd for ${name} exited on reload: ${logLines(log)}`);
+    }
+  }
+
+  /** After tincd (re)made the tap: its MAC, no kernel link-local, MTU, addresses, up. */
+  async #setUpLink(intent: TunnelIntent): Promise<void> {
+    const name = intent.name;
+    await this.#ip(['link', 'set', 'dev', name, 'address', tapMac(this.#node, name)]);
+    await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
+    await this.#ip(['link', 'set', 'dev', name, 'mtu', String(intent.mtu)]);
+    for (const address of intent.addresses) await this.#addAddress(name, address);
+    await this.#ip(['link', 'set', 'dev', name, 'up']);
+  }
+
+  async #addAddress(name: string, address: string): Promise<void> {
+    const nodad = address.includes(':') ? ['nodad'] : [];
+    await this.#ip(['address', 'add', address, 'dev', name, ...nodad]);
+  }
+
+  async #applyLinkChanges(name: string, changes: readonly TunnelChange[]): Promise<void> {
+    for (const change of changes) {
+      if (change.kind === 'mtu') {
+        await this.#ip(['link', 'set', 'dev', name, 'mtu', String(change.mtu)]);
+      } else if (change.kind === 'address-add') {
+        await this.#addAddress(name, change.address);
+      } else if (change.kind === 'address-del') {
+        await this.#ip(['address', 'del', change.address, 'dev', name]);
+      } else if (change.kind === 'up') {
+        await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
+        await this.#ip(['link', 'set', 'dev', name, 'up']);
+      }
+    }
+  }
+
+  async remove(name: string): Promise<boolean> {
+    refuseForeign(name);
+    let found = await this.#stop(name);
+    if (await this.#link(name).catch(() => undefined)) {
+      found = true;
+      await this.#ip(['link', 'del', 'dev', name], { tolerate: NO_DEVICE });
+    }
+    const dir = this.configDir(name);
+    if (await lstat(dir).catch(() => undefined)) {
+      found = true;
+      await rm(dir, { recursive: true, force: true });
+    }
+    if (found) this.#log?.info({ tunnel: name }, 'tinc: tunnel removed');
+    return found;
+  }
+
+  async status(name: string): Promise<TunnelStatus | undefined> {
+    refuseForeign(name);
+    if (!(await this.#link(name))) return undefined;
+    const [pid] = await this.#daemons(name);
+    if (pid === undefined) return this.#vanishing(name);
+    const config = await this.#readConfig(name);
+    const nodes = await this.#dumpNodes(name, pid);
+    const peers: PeerStatus[] = config.peers.map((peer) => {
+      const node = nodes.get(tincName(peer.node ?? ''));
+      return {
+        publicKey: peer.publicKey,
+        endpoint: (node?.connected ? node.endpoint : undefined) ?? peer.endpoint,
+        // tinc 1.0 keeps no handshake times: a reachable peer with a valid key counts as fresh.
+        handshakeAgeSeconds: node?.connected ? 0 : undefined,
+        rxBytes: 0,
+        txBytes: 0,
+      };
+    });
+    return { name, peers };
+  }
+
+  /** Has tincd dump its nodes into the log (SIGUSR2) and reads them back; empty on timeout. */
+  async #dumpNodes(name: string, pid: number): Promise<Map<string, DumpedNode>> {
+    const previous = this.#dumping.get(name) ?? Promise.resolve();
+    const mine = previous.catch(() => undefined).then(() => this.#dumpNodesNow(name, pid));
+    this.#dumping.set(name, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.#dumping.get(name) === mine) this.#dumping.delete(name);
+    }
+  }
+
+  async #dumpNodesNow(name: string, pid: number): Promise<Map<string, DumpedNode>> {
+    const logFile = this.logFile(name);
+    // tincd opened its log in append mode, so it may be cut back under it.
+    if ((await fileSize(logFile)) > LOG_LIMIT) {
+      await copyFile(logFile, `${logFile}.1`).catch(() => undefined);
+      await truncate(logFile, 0).catch(() => undefined);
+    }
+    const from = await fileSize(logFile);
+    if (!signal(pid, 'SIGUSR2')) return new Map();
+    const deadline = Date.now() + 2000;
+    for (;;) {
+      const text = await readFrom(logFile, from);
+      const start = text.indexOf('Nodes:');
+      const end = text.indexOf('End of nodes.', start);
+      if (start >= 0 && end > start) return parseNodes(text.slice(start, end));
+      if (Date.now() > deadline) return new Map();
+      await sleep(20);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+/**
+ * The PKCS#1 PEM public key of the RSA private key in `path`, refusing a file that others can
+ * read or write, a symbolic link, or content that is not an RSA key (never quoting it).
+ */
+async function loadPublicKey(path: string): Promise<string> {
+  const info = await lstat(path).catch((error: NodeJS.ErrnoException) => {
+    throw keyError(
+      path,
+      error.code === 'ENOENT' ? 'does not exist' : `cannot be read (${error.code ?? 'error'})`,
+    );
+  });
+  if (!info.isFile()) throw keyError(path, 'is not a regular file');
+  if ((info.mode & 0o077) !== 0) {
+    throw keyError(path, `has mode ${(info.mode & 0o777).toString(8)}, not 600`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: await readFile(path), format: 'pem' });
+  } catch {
+    throw keyError(path, 'does not hold an RSA private key');
+  }
+  if (key.asymmetricKeyType !== 'rsa') throw keyError(path, 'does not hold an RSA private key');
+  return publicPem(key);
+}
+
+function publicPem(privateKey: KeyObject): string {
+  const pem = createPublicKey(privateKey).export({ type: 'pkcs1', format: 'pem' }).toString();
+  if (!isTincKey(pem)) throw dataplaneError('node:crypto made an RSA key tinc cannot read');
+  return pem;
+}
+
+function pemLine(pem: string): string {
+  return pem.endsWith('\n') ? pem : `${pem}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host files
+
+/**
+ * A peer's host file. tinc's own path MTU discovery stays on: it converges to within a few
+ * bytes of the path's MTU and answers a packet it cannot carry whole with a "fragmentation
+ * needed" whose source is the packet's destination (never a tunnel address). The agents'
+ * probes (src/agent/paths.ts) search the path too, for both drivers alike.
+ */
+function hostFile(peer: TunnelPeer): string {
+  const lines = [
+    `${ALLOWED_IPS_COMMENT} ${peer.allowedIps.join(',')} (recorded; tinc's switch mode does not enforce them)`,
+  ];
+  if (peer.keepaliveSeconds !== undefined) {
+    lines.push(`${KEEPALIVE_COMMENT} ${peer.keepaliveSeconds}`);
+  }
+  if (peer.endpoint !== undefined) {
+    const endpoint = parseEndpoint(peer.endpoint);
+    lines.push(`Address = ${endpoint.host} ${endpoint.port}`);
+  }
+  return `${lines.join('\n')}\n${pemLine(peer.publicKey)}`;
+}
+
+function parseHostFile(node: string, text: string): TunnelPeer | undefined {
+  const pem = /-----BEGIN RSA PUBLIC KEY-----\n[\s\S]*?-----END RSA PUBLIC KEY-----\n?/.exec(text);
+  const publicKey = pem ? pemLine(pem[0]) : '';
+  if (!isTincKey(publicKey)) return undefined;
+  const allowed = new RegExp(`^${ALLOWED_IPS_COMMENT} (\\S*)`, 'm').exec(text)?.[1] ?? '';
+  const keepalive = new RegExp(`^${KEEPALIVE_COMMENT} (\\d+)$`, 'm').exec(text)?.[1];
+  const address = /^Address\s*=\s*(\S+)\s+(\d+)\s*$/m.exec(text);
+  const endpoint = address ? endpointText(address[1] ?? '', address[2] ?? '') : undefined;
+  return {
+    publicKey,
+    node,
+    ...(endpoint === undefined ? {} : { endpoint }),
+    allowedIps: allowed === '' ? [] : allowed.split(',').sort(),
+    ...(keepalive === undefined ? {} : { keepaliveSeconds: Number(keepalive) }),
+  };
+}
+
+function endpointText(host: string, port: string): string | undefined {
+  try {
+    return parseEndpoint(host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`).text;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The node lines of tinc 1.0's dump: ` NAME at HOST port PORT cipher … status XXXX …` (or
+ * `at MYSELF`, or an address tinc does not know yet).
+ */
+function parseNodes(text: string): Map<string, DumpedNode> {
+  const nodes = new Map<string, DumpedNode>();
+  for (const line of text.split('\n')) {
+    const match = /:\s+(\w+) at (.+?) cipher .* status ([0-9a-f]+)/.exec(line);
+    if (!match || match[2] === 'MYSELF') continue;
+    const where = /^(\S+) port (\d+)$/.exec(match[2] ?? '');
+    const status = parseInt(match[3] ?? '0', 16);
+    nodes.set(match[1] ?? '', {
+      endpoint: where ? endpointText(where[1] ?? '', where[2] ?? '') : undefined,
+      connected: (status & STATUS_REACHABLE) !== 0 && (status & STATUS_VALIDKEY) !== 0,
+    });
+  }
+  return nodes;
+}
+
+function addressesOf(link: IpLinkAddr): string[] {
+  return (link.addr_info ?? [])
+    .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
+    .map((a) => ({ address: tryParseAddress(a.local ?? ''), length: a.prefixlen ?? 0 }))
+    .filter(({ address }) => address !== undefined)
+    .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
+    .sort();
+}
+
+/**
+ * Endpoints given by name are resolved here, once per apply, so the files hold what observe
+ * compares with (an address) and a failed lookup creates nothing, as with WireGuard.
+ */
+async function resolveEndpoints(intent: TunnelIntent): Promise<TunnelIntent> {
+  const peers = await Promise.all(
+    intent.peers.map(async (peer) => {
+      if (peer.endpoint === undefined) return peer;
+      const endpoint = parseEndpoint(peer.endpoint);
+      if (endpoint.family !== undefined) return peer;
+      const found = await lookup(endpoint.host).catch((error: NodeJS.ErrnoException) => {
+        throw new IpferryError('IPF_E_TUNNEL_ENDPOINT', {
+          summary: `cannot resolve ${endpoint.host}: ${error.code ?? error.message}`,
+        });
+      });
+      const host = found.family === 6 ? `[${found.address}]` : found.address;
+      return { ...peer, endpoint: parseEndpoint(`${host}:${endpoint.port}`).text };
+    }),
+  );
+  return { ...intent, peers };
+}
+
+function needsRestart(change: TunnelChange): boolean {
+  // tincd reads its key and port only at start; a peer's new address would be picked up only
+  // when its connection drops, and tinc 1.0 notices a rewritten host file by mtime, in
+  // whole seconds, so a restart is the reliable way.
+  return (
+    change.kind === 'private-key' ||
+    change.kind === 'listen-port' ||
+    (change.kind === 'peer-update' && change.fields.includes('endpoint'))
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/**
+ * Replaces `path` with `text` atomically (0600), unless it already holds exactly that. When
+ * only comment lines differ, the old mtime is kept: tinc need not notice.
+ */
+async function writeIfChanged(path: string, text: string): Promise<void> {
+  const old = await readFile(path, 'utf8').catch(() => undefined);
+  if (old === text) return;
+  const before = await stat(path).catch(() => undefined);
+  const temporary = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+  const file = await open(temporary, 'wx', 0o600);
+  try {
+    await file.writeFile(text);
+  } finally {
+    await file.close();
+  }
+  await rename(temporary, path);
+  const meaningful = (t: string): string =>
+    t
+      .split('\n')
+      .filter((line) => !line.startsWith('#'))
+      .join('\n');
+  if (before && old !== undefined && meaningful(old) === meaningful(text)) {
+    await utimes(path, before.atime, before.mtime);
+  }
+}
+
+async function fileSize(path: string): Promise<number> {
+  return (await stat(path).catch(() => undefined))?.size ?? 0;
+}
+
+async function readFrom(path: string, offset: number): Promise<string> {
+  const file = await open(path, 'r').catch(() => undefined);
+  if (!file) return '';
+  try {
+    const size = (await file.stat()).size;
+    if (size <= offset) return '';
+    const buffer = Buffer.alloc(size - offset);
+    await file.read(buffer, 0, buffer.length, offset);
+    return buffer.toString('utf8');
+  } finally {
+    await file.close();
+  }
+}
+
+/** The last lines of a tincd log, without timestamps, for error messages. */
+function logLines(log: string): string {
+  return log
+    .split('\n')
+    .map((line) => line.replace(/^.*?tinc\[\d+\]: /, '').trim())
+    .filter((line) => line !== '' && !/^tincd .* starting|tun\/tap device/.test(line))
+    .slice(-4)
+    .join('; ');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/**
+ * Runs `argv` (tincd, which forks into the background and returns) with a clean environment,
+ * and waits for the foreground process to exit; its stderr says why when tincd refused to
+ * start before detaching.
+ */
+async function launch(
+  argv: readonly string[],
+): Promise<{ exitCode: number | undefined; text: string }> {
+  const [file = '', ...args] = argv;
+  const child = spawn(file, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { PATH: DAEMON_PATH },
+  });
+  let text = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    if (text.length < 4096) text += chunk;
+  });
+  return new Promise((resolve, reject) => {
+    child.once('error', (error) => reject(dataplaneError(`cannot start tincd: ${error.message}`)));
+    child.once('close', (code) => resolve({ exitCode: code ?? undefined, text }));
+  });
+}
+
+async function readPid(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return /^\d+\s*$/.test(text) ? Number(text.trim()) : undefined;
+}
+
+async function argvOf(pid: number): Promise<string[]> {
+  return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+}
+
+/** Whether `pid` is a live tincd started with `-c dir`. */
+async function servesDir(pid: number, dir: string): Promise<boolean> {
+  const argv = await argvOf(pid);
+  if (argv[0]?.split('/').pop() !== 'tincd') return false;
+  const at = argv.indexOf('-c');
+  return at >= 0 && argv[at + 1] === dir && (await alive(pid));
+}
+
+async function findDaemons(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (/^\d+$/.test(entry) && (await servesDir(Number(entry), dir))) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/** Running (not exited, not a zombie waiting to be reaped). */
+async function alive(pid: number): Promise<boolean> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The state follows the command name, which is in parentheses and may contain spaces.
+  const state = text.slice(text.lastIndexOf(')') + 2, text.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X';
+}
+
+async function gone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() <= deadline) {
+    if (!(await alive(pid))) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+/** Sends `name` to `pid`; false when there is no such process any more. */
+function signal(pid: number, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM (tincd then closes its tap and removes its pid file), SIGKILL when it lingers. */
+async function stopProcess(pid: number): Promise<void> {
+  signal(pid, 'SIGTERM');
+  if (await gone(pid, 3000)) return;
+  signal(pid, 'SIGKILL');
+  if (!(await gone(pid, 2000))) throw dataplaneError(`tincd (pid ${pid}) does not exit`);
+}

@@ -1,0 +1,387 @@
+/**
+ * The tinc driver on a real kernel: the tunnel conformance suite between two lab hosts joined
+ * by a veth (100.64.0.1/30 ↔ 100.64.0.2/30), tincd 1.0 in switch mode over a tap in each, then
+ * what only tinc has: its files and their modes, the key kept out of argv, link-local
+ * addresses that are only ipferry's, a killed tincd brought back by the next apply, and
+ * remove() stopping tincd and deleting its configuration. Cleanup removes the tunnels, then the
+ * lab (its namespaces and every process inside them), also when a test failed.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { access, readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { IpferryError } from '../src/core/errors.js';
+import {
+  isTincKey,
+  type TunnelIntent,
+  tunnelName,
+  tunnelProbeAddress,
+} from '../src/core/tunnel.js';
+import { run } from '../src/dataplane/exec.js';
+import { tapMac, TincDriver } from '../src/dataplane/tunnel/tinc.js';
+import { echoProbe, ping, startEchoServer } from '../src/lab/probe.js';
+import { Lab } from '../src/lab/topology.js';
+import { tempDir, waitFor } from './helpers.js';
+import { tunnelConformance } from './tunnel-conformance.js';
+
+/** Lab prefixes and state directories this file used, for the final check. */
+const usedPrefixes: string[] = [];
+const usedStates: string[] = [];
+const ECHO_PORT = 7000;
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Command lines of the tincd processes whose arguments mention `text` (a state directory). */
+async function tincds(text: string): Promise<{ pid: number; argv: string[] }[]> {
+  const found: { pid: number; argv: string[] }[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const state = (await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '')).split(') ')[1];
+    if (state?.startsWith('Z')) continue;
+    if (argv[0]?.split('/').pop() === 'tincd' && argv.some((a) => a.includes(text))) {
+      found.push({ pid: Number(entry), argv: argv.filter((a) => a !== '') });
+    }
+  }
+  return found;
+}
+
+function rsaPublicKey(): string {
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return publicKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+}
+
+tunnelConformance('tinc (two network namespaces)', async () => {
+  const state = await tempDir('tunnel-tinc');
+  usedStates.push(state.dir);
+  let lab: Lab | undefined;
+  const cleanup = async (): Promise<void> => {
+    await lab?.destroy();
+    await state.remove();
+  };
+  try {
+    lab = await Lab.create({
+      hosts: [{ name: 'a' }, { name: 'b' }],
+      links: [
+        {
+          a: { host: 'a', ifname: 'a0', addresses: ['100.64.0.1/30'] },
+          b: { host: 'b', ifname: 'b0', addresses: ['100.64.0.2/30'] },
+        },
+      ],
+    });
+    const theLab = lab;
+    usedPrefixes.push(lab.prefix);
+    const driver = (host: 'a' | 'b'): TincDriver =>
+      new TincDriver({ netns: theLab.ns(host), stateDir: join(state.dir, host), node: host });
+    const drivers = { a: driver('a'), b: driver('b') };
+    await Promise.all([
+      startEchoServer(lab, 'a', { tcp: [ECHO_PORT] }),
+      startEchoServer(lab, 'b', { tcp: [ECHO_PORT] }),
+    ]);
+    return {
+      kind: 'tinc',
+      // Reachability stands in for handshakes; tinc 1.0 counts no bytes per peer.
+      can: { handshakes: true, counters: false, learnedEndpoints: true, peerNodes: true },
+      peerKey: () => Promise.resolve(rsaPublicKey()),
+      drivers,
+      underlay: { a: '100.64.0.1', b: '100.64.0.2' },
+      salt: lab.prefix,
+      ping: (from, address) => ping(theLab, from, address, 1000),
+      tcpEcho: (from, address) => echoProbe(theLab, from, 'tcp', address, ECHO_PORT),
+      drift: async (side, name) => {
+        await run('ip', ['-n', theLab.ns(side), 'link', 'set', 'dev', name, 'mtu', '1300', 'down']);
+      },
+      leftovers: async (side, name) => {
+        const left: string[] = [];
+        const link = await run('ip', ['-n', theLab.ns(side), '-j', 'link', 'show', 'dev', name], {
+          tolerate: () => true,
+        });
+        if (link.stdout.includes(name)) left.push(`link ${name}`);
+        const dir = drivers[side].configDir(name);
+        for (const { pid } of await tincds(dir)) left.push(`tincd ${pid}`);
+        const files = await readdir(join(state.dir, side, 'tinc')).catch(() => []);
+        left.push(...files.filter((f) => f.startsWith(name)).map((f) => `file ${f}`));
+        return left;
+      },
+      cleanup,
+    };
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+});
+
+describe('tinc driver on a real kernel: files, secrets, crashes, link-local', () => {
+  let lab: Lab | undefined;
+  let state: Awaited<ReturnType<typeof tempDir>> | undefined;
+  const logged: unknown[] = [];
+  const log = {
+    info: (obj: object, msg?: string) => logged.push({ obj, msg }),
+    warn: (obj: object, msg?: string) => logged.push({ obj, msg }),
+  };
+  let x: TincDriver;
+  let y: TincDriver;
+  let nameX = '';
+  let nameY = '';
+  const probeX = `${tunnelProbeAddress('node-x')}/64`;
+  const probeY = `${tunnelProbeAddress('node-y')}/64`;
+  const intentX = async (): Promise<TunnelIntent> => ({
+    name: nameX,
+    driver: 'tinc',
+    listenPort: 655,
+    mtu: 1400,
+    addresses: ['10.201.0.1/30', probeX],
+    peers: [
+      {
+        publicKey: await y.publicKey(),
+        node: 'node-y',
+        endpoint: '100.64.1.2:656',
+        allowedIps: ['10.201.0.2/32'],
+      },
+    ],
+  });
+  const intentY = async (): Promise<TunnelIntent> => ({
+    name: nameY,
+    driver: 'tinc',
+    listenPort: 656,
+    mtu: 1400,
+    addresses: ['10.201.0.2/30', probeY],
+    peers: [{ publicKey: await x.publicKey(), node: 'node-x', allowedIps: ['0.0.0.0/0'] }],
+  });
+  const pingable = (from: string, address: string): Promise<boolean> =>
+    waitFor(`ping ${from} → ${address}`, () => ping(lab!, from, address, 1000), 10_000);
+
+  before(async () => {
+    state = await tempDir('tunnel-tinc-own');
+    usedStates.push(state.dir);
+    lab = await Lab.create({
+      hosts: [{ name: 'x' }, { name: 'y' }],
+      links: [
+        {
+          a: { host: 'x', ifname: 'x0', addresses: ['100.64.1.1/30'] },
+          b: { host: 'y', ifname: 'y0', addresses: ['100.64.1.2/30'] },
+        },
+      ],
+    });
+    usedPrefixes.push(lab.prefix);
+    nameX = tunnelName('node-x', 'node-y', lab.prefix);
+    nameY = tunnelName('node-y', 'node-x', lab.prefix);
+    const driver = (host: 'x' | 'y'): TincDriver =>
+      new TincDriver({
+        netns: lab!.ns(host),
+        stateDir: join(state!.dir, host),
+        node: `node-${host}`,
+        log,
+      });
+    x = driver('x');
+    y = driver('y');
+  });
+
+  after(async () => {
+    await x?.remove(nameX).catch(() => undefined);
+    await y?.remove(nameY).catch(() => undefined);
+    await lab?.destroy();
+    await state?.remove();
+  });
+
+  it('is userspace and makes an RSA key pair per node, kept 0600 in a 0700 directory', async () => {
+    assert.equal(await x.detect(), 'userspace');
+    const key = await x.publicKey();
+    assert.ok(isTincKey(key), key);
+    assert.equal(await x.publicKey(), key);
+    assert.equal((await stat(x.keyFile)).mode & 0o777, 0o600);
+    assert.equal((await stat(join(state!.dir, 'x', 'tinc'))).mode & 0o777, 0o700);
+    assert.match(await readFile(x.keyFile, 'utf8'), /^-----BEGIN RSA PRIVATE KEY-----\n/);
+  });
+
+  it('refuses an intent that is not for tinc, and a peer without a node, creating nothing', async () => {
+    const { driver: _tinc, ...wireguard } = await intentX();
+    await assert.rejects(x.apply(wireguard), (e: unknown) => {
+      assert.ok(e instanceof IpferryError && e.code === 'IPF_E_VALIDATION', String(e));
+      assert.match(e.message, /driver/);
+      return true;
+    });
+    const nameless = await intentX();
+    const [peer] = nameless.peers;
+    const { node: _node, ...anonymous } = peer!;
+    await assert.rejects(x.apply({ ...nameless, peers: [anonymous] }), /node/);
+    assert.equal(await x.observe(nameX), undefined);
+    assert.equal(await exists(x.configDir(nameX)), false);
+  });
+
+  it('runs tincd in switch mode from its own files, link-local addresses being only ours', async () => {
+    await x.apply(await intentX());
+    await y.apply(await intentY());
+    const dir = x.configDir(nameX);
+    const conf = await readFile(join(dir, 'tinc.conf'), 'utf8');
+    for (const line of [
+      'Name = node_x',
+      'Mode = switch',
+      'DeviceType = tap',
+      `Interface = ${nameX}`,
+      'ConnectTo = node_y',
+    ]) {
+      assert.ok(conf.split('\n').includes(line), `${line} not in tinc.conf:\n${conf}`);
+    }
+    const host = await readFile(join(dir, 'hosts', 'node_y'), 'utf8');
+    assert.match(host, /^# ipferry-allowed-ips: 10\.201\.0\.2\/32 /m);
+    assert.match(host, /^Address = 100\.64\.1\.2 656$/m);
+    assert.match(await readFile(join(dir, 'hosts', 'node_x'), 'utf8'), /^Port = 655$/m);
+    // y has no endpoint for x: no ConnectTo, x calls in.
+    assert.doesNotMatch(await readFile(join(y.configDir(nameY), 'tinc.conf'), 'utf8'), /ConnectTo/);
+    for (const file of ['tinc.conf', 'hosts/node_y', 'hosts/node_x']) {
+      assert.equal((await stat(join(dir, file))).mode & 0o077, 0, file);
+    }
+    const seen = await x.observe(nameX);
+    assert.deepEqual(seen?.addresses, ['10.201.0.1/30', probeX].sort());
+    assert.deepEqual(seen.peers, (await intentX()).peers);
+    const { stdout } = await run('ip', ['-n', lab!.ns('x'), '-j', 'link', 'show', 'dev', nameX]);
+    assert.equal(
+      (JSON.parse(stdout) as { address: string }[])[0]?.address,
+      tapMac('node-x', nameX),
+    );
+    assert.ok(await pingable('x', '10.201.0.2'));
+    assert.ok(await pingable('y', '10.201.0.1'));
+    // The peers reach each other's probe address: the next hop the agent will route through.
+    assert.ok(await pingable('x', `${probeY.split('/')[0]}%${nameX}`));
+    assert.deepEqual(await x.apply(await intentX()), []);
+  });
+
+  it('reports reachability and the learned endpoint in status', async () => {
+    const [peer] = (await y.status(nameY))?.peers ?? [];
+    assert.equal(peer?.publicKey, await x.publicKey());
+    assert.equal(peer.handshakeAgeSeconds, 0);
+    assert.equal(peer.endpoint, '100.64.1.1:655');
+    assert.deepEqual([peer.rxBytes, peer.txBytes], [0, 0]);
+  });
+
+  it('keeps the private key out of argv, logs and every other file', async () => {
+    const pem = await readFile(x.keyFile, 'utf8');
+    const body = pem.split('\n').filter((l) => l !== '' && !l.startsWith('-----'));
+    assert.ok(body.length > 10);
+    const daemons = await tincds(x.configDir(nameX));
+    assert.equal(daemons.length, 1);
+    const argv = daemons[0]?.argv.join(' ') ?? '';
+    assert.ok(!body.some((line) => argv.includes(line)), argv);
+    assert.doesNotMatch(argv, /PRIVATE KEY/);
+    const ps = await run('ps', ['-eo', 'args']);
+    assert.ok(!body.some((line) => ps.stdout.includes(line)));
+    assert.ok(logged.length > 0);
+    assert.ok(!body.some((line) => JSON.stringify(logged).includes(line)));
+    const files: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true })) {
+        if (entry.isDirectory()) await walk(join(dir, entry.name));
+        else files.push(join(dir, entry.name));
+      }
+    };
+    await walk(join(state!.dir, 'x'));
+    for (const file of files.filter((f) => f !== x.keyFile)) {
+      const text = await readFile(file, 'utf8');
+      assert.ok(!body.some((line) => text.includes(line)), file);
+    }
+  });
+
+  it('brings a killed tincd back on the next apply, with its addresses and MAC', async () => {
+    const [daemon] = await tincds(x.configDir(nameX));
+    assert.ok(daemon);
+    process.kill(daemon.pid, 'SIGKILL');
+    await waitFor('tincd to die', async () => (await tincds(x.configDir(nameX))).length === 0);
+    await waitFor('its tap to go', async () => (await x.observe(nameX)) === undefined);
+    assert.equal(await x.status(nameX), undefined);
+    const changes = await x.apply(await intentX());
+    assert.equal(changes[0]?.kind, 'create');
+    const [again] = await tincds(x.configDir(nameX));
+    assert.ok(again && again.pid !== daemon.pid);
+    const seen = await x.observe(nameX);
+    assert.deepEqual(seen?.addresses, ['10.201.0.1/30', probeX].sort());
+    assert.equal(seen.up, true);
+    assert.equal(seen.mtu, 1400);
+    // Same MAC as before, so y's neighbour entry for x is still right.
+    assert.ok(await pingable('y', '10.201.0.1'));
+    assert.ok(await pingable('x', '10.201.0.2'));
+  });
+
+  it('restarts tincd for a new listen port and puts the addresses back', async () => {
+    const moved = { ...(await intentX()), listenPort: 657 };
+    const [before] = await tincds(x.configDir(nameX));
+    assert.deepEqual(
+      (await x.apply(moved)).map((c) => c.kind),
+      ['listen-port'],
+    );
+    const [after] = await tincds(x.configDir(nameX));
+    assert.ok(after && after.pid !== before?.pid);
+    const seen = await x.observe(nameX);
+    assert.equal(seen?.listenPort, 657);
+    assert.deepEqual(seen.addresses, ['10.201.0.1/30', probeX].sort());
+    assert.ok(await pingable('x', '10.201.0.2'));
+  });
+
+  it('drops a removed peer on reload, and takes it back', async () => {
+    const alone = { ...(await intentX()), listenPort: 657, peers: [] };
+    assert.deepEqual(
+      (await x.apply(alone)).map((c) => c.kind),
+      ['peer-remove'],
+    );
+    assert.equal(await exists(join(x.configDir(nameX), 'hosts', 'node_y')), false);
+    await waitFor(
+      'the tunnel to drop',
+      async () => !(await ping(lab!, 'x', '10.201.0.2', 1000)),
+      15_000,
+    );
+    assert.deepEqual(
+      (await x.apply({ ...(await intentX()), listenPort: 657 })).map((c) => c.kind),
+      ['peer-add'],
+    );
+    assert.ok(await pingable('x', '10.201.0.2'));
+  });
+
+  it('remove() stops tincd and deletes its configuration', async () => {
+    const dir = x.configDir(nameX);
+    const [daemon] = await tincds(dir);
+    assert.ok(daemon);
+    assert.equal(await x.remove(nameX), true);
+    assert.deepEqual(await tincds(dir), []);
+    assert.equal(await exists(dir), false);
+    assert.equal(await x.observe(nameX), undefined);
+    assert.equal(await x.remove(nameX), false);
+    // The node's key stays: it is the node's, not the tunnel's.
+    assert.ok(await exists(x.keyFile));
+  });
+
+  it('names the Debian package when tincd is missing', async () => {
+    const path = process.env.PATH;
+    const empty = await tempDir('no-tincd');
+    process.env.PATH = empty.dir;
+    try {
+      const bare = new TincDriver({ stateDir: join(empty.dir, 'state'), node: 'z' });
+      await assert.rejects(bare.detect(), (e: unknown) => {
+        assert.ok(e instanceof IpferryError && e.code === 'IPF_E_DATAPLANE', String(e));
+        assert.match(e.message, /Debian package tinc/);
+        return true;
+      });
+    } finally {
+      process.env.PATH = path;
+      await empty.remove();
+    }
+  });
+});
+
+describe('tinc driver: after the suites', () => {
+  it('left no namespace or tincd of its own behind', async () => {
+    assert.equal(usedPrefixes.length, 2);
+    const { stdout } = await run('ip', ['netns', 'list']);
+    const namespaces = stdout.split('\n').filter((l) => usedPrefixes.some((p) => l.startsWith(p)));
+    assert.deepEqual(namespaces, []);
+    await waitFor('no tincd of ours left', async () => {
+      const left = await Promise.all(usedStates.map((s) => tincds(s)));
+      return left.flat().length === 0;
+    });
+  });
+});
