@@ -5,6 +5,7 @@
  * itself is broken (unknown host, missing namespace, missing tool).
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { IpferryError } from '../core/errors.js';
 import type { Lab, LabProcess } from './topology.js';
@@ -101,6 +102,8 @@ interface RunOptions {
   readonly timeoutMs: number;
   /** Written to stdin, which then stays open; without it stdin is /dev/null (closed). */
   readonly input?: string;
+  /** Close stdin once `input` is written (a TCP socat then half-closes its connection). */
+  readonly endInput?: boolean;
   /** Stop the process as soon as its stdout satisfies this. */
   readonly until?: (stdout: string) => boolean;
 }
@@ -137,6 +140,7 @@ async function runProbe(
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   child.stdin?.on('error', () => undefined); // the tool may exit before reading
   if (options.input !== undefined) child.stdin?.write(options.input);
+  if (options.input !== undefined && options.endInput === true) child.stdin?.end();
   const code = await new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (exitCode) => resolve(exitCode));
@@ -245,4 +249,103 @@ export async function ping(
     timeoutMs,
   });
   return !out.timedOut && out.code === 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads: large TCP transfers both ways over one connection (path MTU, MSS clamping).
+
+/** The most a payload echo server sends back: dd's one block. */
+export const PAYLOAD_ECHO_MAX = 1024 * 1024;
+
+export interface PayloadEchoServer {
+  readonly host: string;
+  readonly port: number;
+  readonly process: LabProcess;
+  stop(): Promise<void>;
+}
+
+/**
+ * `bytes` random printable characters (the base64 alphabet): random, so that a truncated,
+ * reordered or stale payload cannot pass for it; printable, so that it survives the probes'
+ * text pipes unchanged.
+ */
+export function randomPayload(bytes: number): string {
+  let text = '';
+  while (text.length < bytes)
+    text += randomBytes(Math.ceil((bytes - text.length) * 0.75) + 3).toString('base64');
+  return text.slice(0, bytes);
+}
+
+/** Resolves once `port` listens (TCP) in `host`; throws when `proc` died or time ran out. */
+async function waitListening(
+  lab: Lab,
+  host: string,
+  proc: LabProcess,
+  port: number,
+  timeoutMs: number,
+): Promise<void> {
+  let exited = false;
+  void proc.exited.then(() => (exited = true));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { stdout } = await lab.exec(host, ['ss', '-H', '-l', '-t', '-n', `sport = :${port}`]);
+    if (stdout.trim() !== '') return;
+    if (exited || Date.now() > deadline) {
+      await proc.stop();
+      const why = exited
+        ? `exited: ${proc.stderr().trim()}`
+        : `not listening after ${timeoutMs} ms`;
+      throw new IpferryError('IPF_E_DATAPLANE', {
+        reason: `payload server on ${host}:${port} ${why}`,
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * A TCP server (socat, dual stack, every address of the host) that reads what a client sends
+ * until the client half-closes — at most PAYLOAD_ECHO_MAX bytes — and then writes all of it
+ * back in one write (`dd iflag=fullblock`). One connection thus carries the client's payload one
+ * way and then the same payload, as one large write, the other way: a client that gets back
+ * exactly what it sent knows both directions delivered it intact. Resolves once it listens.
+ */
+export async function startPayloadEchoServer(
+  lab: Lab,
+  host: string,
+  port: number,
+  options: { timeoutMs?: number } = {},
+): Promise<PayloadEchoServer> {
+  const echo = `EXEC:dd bs=${PAYLOAD_ECHO_MAX} count=1 iflag=fullblock status=none`;
+  // -t: how long a connection may take to echo after the client's half-close; -T: a stalled
+  // connection (a black hole) is given up after this long, so no forked child lingers.
+  const listen = `TCP6-LISTEN:${port},ipv6only=0,fork,reuseaddr`;
+  const proc = await lab.spawn(host, ['socat', '-t', '30', '-T', '30', listen, echo]);
+  await waitListening(lab, host, proc, port, options.timeoutMs ?? 5000);
+  return { host, port, process: proc, stop: () => proc.stop() };
+}
+
+/**
+ * Sends `payload` over one TCP connection in one write, half-closes, and returns everything that
+ * came back until the server closed — from a payload echo server, the payload itself when both
+ * directions delivered it intact — or undefined when nothing came back (refused, no connection,
+ * or stalled from the start). A path that stalls midway (an MTU black hole) shows as a short
+ * answer after `timeoutMs` without progress.
+ */
+export async function tcpExchange(
+  lab: Lab,
+  host: string,
+  address: string,
+  port: number,
+  payload: string,
+  timeoutMs = 5000,
+): Promise<string | undefined> {
+  const t = seconds(timeoutMs);
+  const target = `${socatAddress('tcp', address, port)},connect-timeout=${t}`;
+  // The -b buffer takes the whole payload in one read, so it leaves in one write (as one TLS
+  // ClientHello would), not in socat's default 8 KiB pieces.
+  const buffer = String(Math.max(8192, Buffer.byteLength(payload)));
+  const argv = ['socat', '-b', buffer, '-t', t, '-T', t, 'STDIO', target];
+  const out = await runProbe(lab, host, argv, { timeoutMs, input: payload, endInput: true });
+  return out.stdout === '' ? undefined : out.stdout;
 }
