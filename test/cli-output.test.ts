@@ -682,7 +682,7 @@ describe('ipferry CLI', () => {
         version: '0.1.0',
         store: { kind: 'sqlite', revision: 42 },
         dataplane: { kind: 'fake', lastApply: 't', realisedRevision: 41, lastError: 'boom' },
-        fips: { ACTIVE: 2, DOWN: 1, ERROR: 0 },
+        fips: { ACTIVE: 2, DOWN: 1, UNREACHABLE: 0, ERROR: 0 },
         nodes: { total: 2, alive: 1 },
       };
       fake.reply('GET /v1/status', 200, status);
@@ -696,7 +696,7 @@ describe('ipferry CLI', () => {
           'store:      sqlite (revision 42)',
           'dataplane:  fake, last apply t, realised revision 41',
           '            last error: boom',
-          'fips:       ACTIVE 2, DOWN 1, ERROR 0',
+          'fips:       ACTIVE 2, DOWN 1, UNREACHABLE 0, ERROR 0',
           'nodes:      1 alive of 2',
           'tunnel:     -',
           '',

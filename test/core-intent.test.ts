@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { parseAddress } from '../src/core/address.js';
 import {
   type CompileState,
+  claimValue,
   compareElements,
   compile,
   diffFor,
@@ -18,6 +19,7 @@ import {
   type IntentElement,
   isEmptyDiff,
   NO_FACTS,
+  parseClaim,
 } from '../src/core/intent.js';
 import { addForward, associate, move, newFloatingIp } from '../src/core/lifecycle.js';
 import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
@@ -522,7 +524,7 @@ void describe('core/intent: claims', () => {
     assert.deepEqual(ofKind(compile(only(ROUTED, fip), 'gw1'), 'claim'), []);
   });
 
-  void it('claims ports-mode FIPs of on-link pools, and refuses routed mode on on-link IPv4', () => {
+  void it('claims ports-mode FIPs of on-link pools with an address, routed IPv4 ones by proxy ARP', () => {
     const routed = associated(ONLINK, '198.51.100.5', {
       target: '10.0.1.5',
       mode: 'routed',
@@ -544,13 +546,36 @@ void describe('core/intent: claims', () => {
       },
       'gw1',
     );
-    // The gateway would hold an on-link IPv4 FIP as a local address and swallow it: refused
-    // until proxy ARP is there.
-    assert.deepEqual(ofKind(intent, 'claim'), [own('claim', '198.51.100.6', 'eth0')]);
-    assert.match(
-      intent.refused.find((r) => r.address === '198.51.100.5')?.reason ?? '',
-      /proxy ARP/,
+    // A local address would swallow a FIP that must go on into the tunnel: the gateway answers
+    // ARP for it by a proxy entry instead, and the route leads it into the tunnel.
+    assert.deepEqual(ofKind(intent, 'claim'), [
+      own('claim', '198.51.100.5', 'proxy eth0'),
+      own('claim', '198.51.100.6', 'eth0'),
+    ]);
+    assert.deepEqual(intent.refused, []);
+    assert.deepEqual(
+      ofKind(intent, 'route').map((e) => e.key),
+      ['198.51.100.5/32'],
     );
+  });
+
+  void it('spells claims as parseClaim reads them', () => {
+    assert.equal(claimValue(4, 'eth0', false), 'eth0');
+    assert.equal(claimValue(4, 'eth0', true), 'proxy eth0');
+    // IPv6 claims are proxy NDP entries in any mode.
+    assert.equal(claimValue(6, 'eth0', true), 'eth0');
+    assert.deepEqual(parseClaim({ key: '192.0.2.5', value: 'eth0' }), {
+      uplink: 'eth0',
+      proxy: false,
+    });
+    assert.deepEqual(parseClaim({ key: '192.0.2.5', value: 'proxy eth0' }), {
+      uplink: 'eth0',
+      proxy: true,
+    });
+    assert.deepEqual(parseClaim({ key: '2001:db8::5', value: 'eth0' }), {
+      uplink: 'eth0',
+      proxy: true,
+    });
   });
 });
 

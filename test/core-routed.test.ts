@@ -24,6 +24,7 @@ import {
 } from '../src/core/names.js';
 import { DEFAULT_TUNNEL_PORT, type TunnelOptions, tunnelLinkAddress } from '../src/core/routed.js';
 import {
+  tunnelProbeAddress,
   diffTunnel,
   isTunnelName,
   type ObservedTunnel,
@@ -41,6 +42,10 @@ import {
 } from '../src/core/validate.js';
 
 const T0 = '2024-01-01T00:00:00.000Z';
+
+/** A node's probe address as an interface address / as a peer's allowed IP. */
+const probeNet = (n: string): string => `${tunnelProbeAddress(n)}/64`;
+const probeHost = (n: string): string => `${tunnelProbeAddress(n)}/128`;
 const T1 = '2024-01-02T00:00:00.000Z';
 
 /** A tunnel key: any 32 bytes in base64 will do for the core. */
@@ -208,19 +213,26 @@ void describe('core/routed: the gateway', () => {
       listenPort: DEFAULT_TUNNEL_PORT,
       mtu: tunnelMtu(1500, 4),
       // The gateway holds no FIP itself.
-      addresses: [tunnelLinkAddress('gw')],
+      addresses: [tunnelLinkAddress('gw'), probeNet('gw')],
       // Sorted by public key: n1's key (2…) before n2's (3…).
       peers: [
         {
           publicKey: N1.publicKey,
+          node: 'n1',
           endpoint: N1.endpoint,
-          // IPv4 before IPv6, by value (.9 before .10); no keepalive on the gateway's side.
-          allowedIps: ['203.0.113.9/32', '203.0.113.10/32', '2001:db8:f::5/128'],
+          // IPv4 before IPv6, by value (.9 before .10); no keepalive on the gateway's side. The
+          // node's link-local probe address too: the gateway probes the path there.
+          allowedIps: ['203.0.113.9/32', '203.0.113.10/32', '2001:db8:f::5/128', probeHost('n1')],
         },
         // n2 has no endpoint: it calls in and the gateway learns its address.
-        { publicKey: N2.publicKey, allowedIps: ['203.0.113.3/32'] },
+        { publicKey: N2.publicKey, node: 'n2', allowedIps: ['203.0.113.3/32', probeHost('n2')] },
         // n3 serves nothing yet but is known, so its first handshake after a move is accepted.
-        { publicKey: N3.publicKey, endpoint: N3.endpoint, allowedIps: [] },
+        {
+          publicKey: N3.publicKey,
+          node: 'n3',
+          endpoint: N3.endpoint,
+          allowedIps: [probeHost('n3')],
+        },
       ],
     });
     // The gateway is not its own peer.
@@ -269,10 +281,12 @@ void describe('core/routed: the serving node', () => {
           '203.0.113.9/32',
           '203.0.113.10/32',
           '2001:db8:f::5/128',
+          probeNet('n1'),
         ],
         peers: [
           {
             publicKey: GW.publicKey,
+            node: 'gw',
             endpoint: GW.endpoint,
             // Answers go to any client, so the gateway carries everything…
             allowedIps: ['0.0.0.0/0', '::/0'],
@@ -293,7 +307,11 @@ void describe('core/routed: the serving node', () => {
       host('route', `0.0.0.0/0 table ${ROUTE_TABLE}`, `dev ${N2_TUN}`),
       rule('203.0.113.3'),
     ]);
-    assert.deepEqual(tunnelOf(n2).addresses, [tunnelLinkAddress('n2'), '203.0.113.3/32']);
+    assert.deepEqual(tunnelOf(n2).addresses, [
+      tunnelLinkAddress('n2'),
+      '203.0.113.3/32',
+      probeNet('n2'),
+    ]);
     // The gateway peer still carries both families.
     assert.deepEqual(peerOf(n2, GW)?.allowedIps, ['0.0.0.0/0', '::/0']);
     // IPv6 only: the IPv6 default route, and no IPv4 rp_filter to loosen.
@@ -312,7 +330,7 @@ void describe('core/routed: the serving node', () => {
     const quiet: NodeRecord = { ...GW, endpoint: undefined };
     const intent = compile(state([quiet, N1, N2]), 'n1');
     assert.deepEqual(tunnelOf(intent).peers, [
-      { publicKey: GW.publicKey, allowedIps: ['0.0.0.0/0', '::/0'] },
+      { publicKey: GW.publicKey, node: 'gw', allowedIps: ['0.0.0.0/0', '::/0'] },
     ]);
   });
 
@@ -361,7 +379,7 @@ void describe('core/routed: refusals', () => {
       '203.0.113.3 is dropped again',
     );
     // n1's FIPs are not affected.
-    assert.equal(peerOf(noN2, N1)?.allowedIps.length, 3);
+    assert.equal(peerOf(noN2, N1)?.allowedIps.length, 4);
     // A node without a record at all is refused the same way.
     assert.deepEqual(compile(state([GW, N1]), 'gw').refused, noN2.refused);
 
@@ -387,8 +405,16 @@ void describe('core/routed: moves, order and names', () => {
     const gwBefore = compile(before, 'gw');
     const gwAfter = compile(after, 'gw');
     assert.deepEqual(gwAfter.elements, gwBefore.elements);
-    assert.deepEqual(peerOf(gwAfter, N1)?.allowedIps, ['203.0.113.10/32', '2001:db8:f::5/128']);
-    assert.deepEqual(peerOf(gwAfter, N2)?.allowedIps, ['203.0.113.3/32', '203.0.113.9/32']);
+    assert.deepEqual(peerOf(gwAfter, N1)?.allowedIps, [
+      '203.0.113.10/32',
+      '2001:db8:f::5/128',
+      probeHost('n1'),
+    ]);
+    assert.deepEqual(peerOf(gwAfter, N2)?.allowedIps, [
+      '203.0.113.3/32',
+      '203.0.113.9/32',
+      probeHost('n2'),
+    ]);
     const changes = diffTunnel(tunnelOf(gwAfter), applied(tunnelOf(gwBefore)), key(9));
     assert.deepEqual(
       changes.map((c) => (c.kind === 'peer-update' ? [c.peer.publicKey, c.fields] : c.kind)),
@@ -415,11 +441,13 @@ void describe('core/routed: moves, order and names', () => {
       tunnelLinkAddress('n1'),
       '203.0.113.10/32',
       '2001:db8:f::5/128',
+      probeNet('n1'),
     ]);
     assert.deepEqual(tunnelOf(n2After).addresses, [
       tunnelLinkAddress('n2'),
       '203.0.113.3/32',
       '203.0.113.9/32',
+      probeNet('n2'),
     ]);
     // The gateway peer carries everything either way.
     assert.deepEqual(tunnelOf(n1After).peers, tunnelOf(n1Before).peers);
@@ -433,7 +461,7 @@ void describe('core/routed: moves, order and names', () => {
     assert.deepEqual(compile(after, 'n2'), { node: 'n2', elements: [], fips: [], refused: [] });
     const gw = compile(after, 'gw');
     // The gateway keeps the peer, with nothing allowed, so a later move back handshakes at once.
-    assert.deepEqual(peerOf(gw, N2)?.allowedIps, []);
+    assert.deepEqual(peerOf(gw, N2)?.allowedIps, [probeHost('n2')]);
     const changes = diffTunnel(tunnelOf(gw), applied(tunnelOf(compile(before, 'gw'))), key(9));
     assert.deepEqual(
       changes.map((c) => c.kind),
@@ -523,7 +551,11 @@ void describe('core/routed: one gateway per serving node', () => {
       intent.refused.find((r) => r.address === '198.51.100.5')?.reason ?? '',
       /one node answers for one gateway/,
     );
-    assert.deepEqual(intent.tunnel?.addresses, [tunnelLinkAddress('n1'), '203.0.113.10/32']);
+    assert.deepEqual(intent.tunnel?.addresses, [
+      tunnelLinkAddress('n1'),
+      '203.0.113.10/32',
+      probeNet('n1'),
+    ]);
   });
 });
 
@@ -554,7 +586,7 @@ void describe('core/routed: nat and ports targets behind a tunnel (reply-to)', (
       el('route', `198.18.0.10/32 table ${FORWARD_TABLE}`, `dev ${GW_TUN}`, '203.0.113.12'),
       host('rule', `fwmark ${mark} lookup ${FORWARD_TABLE} ipv4`, String(FORWARD_RULE_PRIORITY)),
     ]);
-    assert.deepEqual(peerOf(gw, N1)?.allowedIps, ['198.18.0.10/32']);
+    assert.deepEqual(peerOf(gw, N1)?.allowedIps, ['198.18.0.10/32', probeHost('n1')]);
     assert.ok(
       gw.elements.some((e) => e.kind === 'fwd' && e.key === '203.0.113.12 . tcp . 8080') === false,
       'a shifted port is a fwdport element',
@@ -575,6 +607,99 @@ void describe('core/routed: nat and ports targets behind a tunnel (reply-to)', (
     ]);
     assert.deepEqual(peerOf(n1, GW)?.allowedIps, ['0.0.0.0/0', '::/0']);
     // It holds no FIP: only the tunnel's link address.
-    assert.deepEqual(tunnelOf(n1).addresses, [tunnelLinkAddress('n1')]);
+    assert.deepEqual(tunnelOf(n1).addresses, [tunnelLinkAddress('n1'), probeNet('n1')]);
+  });
+});
+
+void describe('core/routed: on-link pools (proxy ARP)', () => {
+  // The provider's router reaches these FIPs by ARP/NDP on the gateway's uplink segment.
+  const LINK: Pool = {
+    ...EDGE,
+    name: 'link',
+    delivery: 'onlink',
+    uplink: 'eth0',
+    entries: [
+      { kind: 'cidr', cidr: '192.0.2.64/28' },
+      { kind: 'cidr', cidr: '2001:db8:1::/64' },
+    ],
+  };
+  const onLink = (address: string, input: AssociateInput): FloatingIp =>
+    associate(
+      newFloatingIp(LINK, parseAddress(address), validateAllocate({}), T0),
+      validateAssociate(input),
+      T1,
+    );
+  const routedTo = (address: string, to = 'n1'): FloatingIp =>
+    onLink(address, { target: address, mode: 'routed', node: to });
+  const natTo = (address: string): FloatingIp => onLink(address, { target: '10.0.0.70' });
+  const stateOf = (fips: FloatingIp[], nodes: readonly NodeRecord[] = NODES): CompileState => ({
+    pools: [LINK],
+    fips: fips.map((fip, i) => ({ fip, revision: i + 1 })),
+    nodes,
+  });
+  const FIP = '192.0.2.70';
+  const FIP6 = '2001:db8:1::70';
+  const own = (kind: ElementKind, key: string, value = ''): IntentElement =>
+    el(kind, key, value, key.split(' ')[0]!.split('/')[0]!);
+
+  void it('answers ARP for a routed IPv4 FIP by a proxy entry, not a local address, and routes it into the tunnel', () => {
+    const intent = compile(stateOf([routedTo(FIP), routedTo(FIP6)]), 'gw');
+    assert.deepEqual(intent.refused, []);
+    assert.deepEqual(ownedBy(intent, FIP), [
+      own('claim', FIP, 'proxy eth0'),
+      own('counter', FIP),
+      own('route', `${FIP}/32`, `dev ${GW_TUN}`),
+    ]);
+    // IPv6 on-link FIPs are proxy NDP entries whatever their mode: nothing changes for them.
+    assert.deepEqual(ownedBy(intent, FIP6), [
+      own('claim', FIP6, 'eth0'),
+      own('counter', FIP6),
+      own('route', `${FIP6}/128`, `dev ${GW_TUN}`),
+    ]);
+    assert.deepEqual(peerOf(intent, N1)?.allowedIps, [`${FIP}/32`, `${FIP6}/128`, probeHost('n1')]);
+    // Delivered, so not dropped.
+    const drops = ofKind(intent, 'drop').map((e) => e.key);
+    assert.ok(drops.includes('192.0.2.65-192.0.2.69') && drops.includes('192.0.2.71-192.0.2.78'));
+  });
+
+  void it('swaps the local address and the proxy entry in one diff when a FIP moves between nat and routed', () => {
+    const asNat = compile(stateOf([natTo(FIP)]), 'gw').elements;
+    const asRouted = compile(stateOf([routedTo(FIP)]), 'gw').elements;
+    assert.deepEqual(
+      asNat.filter((e) => e.kind === 'claim'),
+      [own('claim', FIP, 'eth0')],
+    );
+    const toRouted = diffIntent(asRouted, asNat);
+    assert.deepEqual(toRouted.replace, [
+      { from: own('claim', FIP, 'eth0'), to: own('claim', FIP, 'proxy eth0') },
+    ]);
+    // Besides the FIP's own elements, only the pool's drop ranges change: they now skip it.
+    const ofFip = (list: readonly IntentElement[]): string[] =>
+      list.filter((e) => e.owner === FIP).map((e) => `${e.kind} ${e.key}`);
+    assert.deepEqual(ofFip(toRouted.add), [`route ${FIP}/32`]);
+    assert.deepEqual(ofFip(toRouted.remove), [`dnat ${FIP}`, 'snat 10.0.0.70']);
+    assert.deepEqual(
+      [...toRouted.add, ...toRouted.remove].filter((e) => e.owner !== FIP).map((e) => e.kind),
+      ['drop', 'drop', 'drop'],
+    );
+    const toNat = diffIntent(asNat, asRouted);
+    assert.deepEqual(toNat.replace, [
+      { from: own('claim', FIP, 'proxy eth0'), to: own('claim', FIP, 'eth0') },
+    ]);
+    assert.deepEqual(ofFip(toNat.remove), [`route ${FIP}/32`]);
+    assert.deepEqual(ofFip(toNat.add), [`dnat ${FIP}`, 'snat 10.0.0.70']);
+  });
+
+  void it('claims nothing on the serving node, nor for a routed FIP the gateway refuses', () => {
+    const n1 = compile(stateOf([routedTo(FIP)]), 'n1');
+    assert.deepEqual(ofKind(n1, 'claim'), []);
+    assert.ok(tunnelOf(n1).addresses.includes(`${FIP}/32`), 'n1 holds the FIP on its tunnel');
+    // Refused (no key, its own gateway): neither a proxy entry nor a local address.
+    const keyless = compile(stateOf([routedTo(FIP)], [GW, { ...N1, publicKey: undefined }]), 'gw');
+    assert.match(keyless.refused[0]?.reason ?? '', /node n1 has no tunnel key/);
+    assert.deepEqual(ownedBy(keyless, FIP), []);
+    const ownGateway = compile(stateOf([routedTo(FIP, 'gw')]), 'gw');
+    assert.match(ownGateway.refused[0]?.reason ?? '', /routed to its own gateway/);
+    assert.deepEqual(ownedBy(ownGateway, FIP), []);
   });
 });

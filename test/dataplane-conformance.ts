@@ -13,7 +13,7 @@ import {
   type IntentDiff,
   type IntentElement,
 } from '../src/core/intent.js';
-import type { FloatingIp, Pool } from '../src/core/model.js';
+import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
 import type { Dataplane } from '../src/dataplane/dataplane.js';
 
 export interface DataplaneFixture {
@@ -230,6 +230,72 @@ export function dataplaneConformance(name: string, open: () => Promise<Dataplane
         (await dp.observe(none.elements)).filter((e) => e.kind === 'claim'),
         [],
       );
+    });
+
+    it('answers ARP for on-link IPv4 FIPs routed on by a proxy entry, swapped with the local address in one apply', async () => {
+      // A routed FIP leaves the gateway into a tunnel: a local address would swallow it, so the
+      // gateway answers ARP for it by a proxy entry instead. The tunnel and the route into it
+      // are test/tunnel-conformance.ts's: only the claims and the nftables side are held here.
+      const onlink: Pool = {
+        ...POOL,
+        delivery: 'onlink',
+        uplink: 'eth0',
+        entries: [{ kind: 'range', first: '192.0.2.100', last: '192.0.2.110' }],
+      };
+      const nodes: NodeRecord[] = [
+        {
+          name: 'n1',
+          publicKey: Buffer.alloc(32, 3).toString('base64'),
+          addresses: [],
+          reservedPorts: [],
+          registeredAt: '',
+        },
+      ];
+      const address = '192.0.2.101';
+      const routed: FloatingIp['association'] = {
+        mode: 'routed',
+        target: address,
+        node: 'n1',
+        associatedAt: '',
+      };
+      const facts = await dp.facts();
+      const intentOf = (association: FloatingIp['association']): IntentElement[] =>
+        compile(
+          { pools: [onlink], fips: [fip(address, association)], nodes },
+          'gw',
+          facts,
+        ).elements.filter((e) => e.kind !== 'route');
+      const claims = async (wanted: IntentElement[]): Promise<string[]> =>
+        sorted((await dp.observe(wanted)).filter((e) => e.kind === 'claim'));
+      /** One apply to `wanted`; returns how its claims changed, and checks nothing is left. */
+      const step = async (wanted: IntentElement[]): Promise<string[]> => {
+        const diff = diffIntent(wanted, await dp.observe(wanted));
+        await dp.apply(diff);
+        const left = diffIntent(wanted, await dp.observe(wanted));
+        assert.deepEqual([...left.add, ...left.replace, ...left.remove], []);
+        return [
+          ...diff.add.filter((e) => e.kind === 'claim').map((e) => `+ ${e.value}`),
+          ...diff.replace
+            .filter((r) => r.to.kind === 'claim')
+            .map((r) => `${r.from.value} => ${r.to.value}`),
+          ...diff.remove.filter((e) => e.kind === 'claim').map((e) => `- ${e.value}`),
+        ];
+      };
+
+      const asRouted = intentOf(routed);
+      assert.deepEqual(await step(asRouted), ['+ proxy eth0']);
+      assert.deepEqual(await claims(asRouted), [`claim ${address} -> proxy eth0`]);
+      assert.deepEqual(await dp.facts(), facts, 'a proxy entry is no address of the host');
+      // routed → nat: the local address replaces the proxy entry in one apply, and back.
+      const asNat = intentOf(nat('10.0.0.61'));
+      assert.deepEqual(await step(asNat), ['proxy eth0 => eth0']);
+      assert.deepEqual(await claims(asNat), [`claim ${address} -> eth0`]);
+      assert.deepEqual(await step(asRouted), ['eth0 => proxy eth0']);
+      assert.deepEqual(await claims(asRouted), [`claim ${address} -> proxy eth0`]);
+      // Disassociated: the proxy entry goes too.
+      const none = intentOf(undefined);
+      assert.deepEqual(await step(none), ['- proxy eth0']);
+      assert.deepEqual(await claims(none), []);
     });
 
     it('holds 10,000 FIPs in one apply, then moves one with a three-element change', async () => {

@@ -16,6 +16,18 @@ describe('nftables ruleset', () => {
     );
   });
 
+  it('masquerades what arrives from a tunnel from a @masq4 source, after the SNAT of nat targets', () => {
+    const table = renderTable([], false);
+    const rule = 'iifname "ipf*" ip saddr @masq4 masquerade';
+    assert.ok(table.includes(rule), table);
+    // A nat target's own connections keep leaving as its FIP: its SNAT comes first.
+    assert.ok(table.indexOf('snat ip to ip saddr map @snat4') < table.indexOf(rule));
+    assert.deepEqual(
+      renderElements('add', [{ kind: 'masq', key: '169.254.7.9', value: '', owner: 'host' }]),
+      ['add element inet ipferry masq4 { 169.254.7.9 }'],
+    );
+  });
+
   it('never names an address in a rule: FIPs are elements', () => {
     const rules = renderTable([], false)
       .split('\n')

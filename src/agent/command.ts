@@ -32,6 +32,9 @@ interface AgentFlags {
   endpoint?: string;
   underlayMtu?: string;
   tunnelMtu?: string;
+  tunnelDriver?: string;
+  probeSeconds?: string;
+  egress?: string;
   dataplane?: string;
   netns?: string;
 }
@@ -70,6 +73,22 @@ export function agentCommand(): Command {
     .option('--underlay-mtu <bytes>', "MTU of the path the tunnel's packets take (default 1500)")
     .option('--tunnel-mtu <bytes>', "the tunnel's MTU (default: underlay MTU − 60)")
     .option('--endpoint <host:port>', "where other nodes reach this node's tunnel; omit behind NAT")
+    .addOption(
+      new Option(
+        '--tunnel-driver <kind>',
+        'wireguard (default; kernel module or wireguard-go) or tinc (1.0, switch mode)',
+      ).choices(['wireguard', 'tinc']),
+    )
+    .option(
+      '--probe-seconds <n>',
+      'seconds between active probes through the tunnel: health and path MTU (default 5)',
+    )
+    .addOption(
+      new Option(
+        '--egress <mode>',
+        "where this node's own traffic leaves: own (its default route, default), fip (through its gateway, as its routed FIP) or masquerade (through its gateway, behind the gateway's address)",
+      ).choices(['own', 'fip', 'masquerade']),
+    )
     .addOption(
       new Option('--dataplane <kind>', 'linux (the kernel, default) or fake (in memory)').choices([
         'linux',
@@ -113,6 +132,9 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     endpoint: flags.endpoint,
     underlayMtu: flags.underlayMtu,
     tunnelMtu: flags.tunnelMtu,
+    tunnelDriver: flags.tunnelDriver,
+    probeSeconds: flags.probeSeconds,
+    egress: flags.egress,
     dataplane: flags.dataplane,
     netns: flags.netns,
   };

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpferryError } from '../core/errors.js';
 import { DEFAULT_TUNNEL_PORT } from '../core/routed.js';
-import { parseEndpoint, tunnelMtu } from '../core/tunnel.js';
+import { parseEndpoint, TUNNEL_DRIVERS, type TunnelDriverKind, tunnelMtu } from '../core/tunnel.js';
 import {
   DEFAULT_CREDENTIAL_FILE,
   DEFAULT_STATE_DIR,
@@ -16,7 +16,7 @@ import {
   DEFAULT_TOKEN_FILE,
 } from '../core/defaults.js';
 import { checkName, Problems } from '../core/validate.js';
-import type { ReservedPort } from '../core/model.js';
+import type { EgressMode, ReservedPort } from '../core/model.js';
 import { isHttpStore } from '../store/open.js';
 
 export interface AgentConfig {
@@ -49,6 +49,12 @@ export interface AgentConfig {
   readonly underlayMtu: number;
   /** The tunnel's MTU, when not derived from the underlay's (underlay − 60). */
   readonly tunnelMtu?: number;
+  /** Which tunnel this node runs: WireGuard (default) or tinc in switch mode. */
+  readonly tunnelDriver: TunnelDriverKind;
+  /** Seconds between rounds of active probes through the tunnel (health, path MTU). */
+  readonly probeSeconds: number;
+  /** Where this node's own traffic leaves: its own default route, or through its gateway. */
+  readonly egress: EgressMode;
 }
 
 /** Raw options as flags or file give them (kebab-case flags map to camelCase keys). */
@@ -72,6 +78,9 @@ export interface RawAgentOptions {
   endpoint?: unknown;
   underlayMtu?: unknown;
   tunnelMtu?: unknown;
+  tunnelDriver?: unknown;
+  probeSeconds?: unknown;
+  egress?: unknown;
 }
 
 const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
@@ -94,7 +103,11 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'endpoint',
   'underlayMtu',
   'tunnelMtu',
+  'tunnelDriver',
+  'probeSeconds',
+  'egress',
 ];
+const EGRESS_MODES: readonly EgressMode[] = ['own', 'fip', 'masquerade'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
 
 export async function loadConfigFile(path: string): Promise<RawAgentOptions> {
@@ -191,13 +204,23 @@ export function resolveConfig(
     raw.tunnelMtu === undefined
       ? undefined
       : numberOption(p, 'tunnelMtu', raw.tunnelMtu, 68, 65535);
+  const tunnelDriver = raw.tunnelDriver ?? 'wireguard';
+  if (!TUNNEL_DRIVERS.includes(tunnelDriver as TunnelDriverKind))
+    p.add('tunnelDriver', `must be one of ${TUNNEL_DRIVERS.join(', ')}`);
+  const probeSeconds = numberOption(p, 'probeSeconds', raw.probeSeconds ?? 5, 1, 3600);
   if (underlayMtu !== undefined && wantedMtu !== undefined) {
     try {
-      tunnelMtu(underlayMtu, 4, { configured: wantedMtu });
+      tunnelMtu(underlayMtu, 4, {
+        configured: wantedMtu,
+        ...(tunnelDriver === 'tinc' ? { driver: 'tinc' } : {}),
+      });
     } catch (e) {
       p.add('tunnelMtu', (e as Error).message);
     }
   }
+  const egress = raw.egress ?? 'own';
+  if (!EGRESS_MODES.includes(egress as EgressMode))
+    p.add('egress', `must be one of ${EGRESS_MODES.join(', ')}`);
   if (!p.ok) {
     throw new IpferryError(
       'IPF_E_CONFIG',
@@ -224,6 +247,9 @@ export function resolveConfig(
     ...(endpoint ? { endpoint } : {}),
     underlayMtu: underlayMtu!,
     ...(wantedMtu !== undefined ? { tunnelMtu: wantedMtu } : {}),
+    tunnelDriver: tunnelDriver as TunnelDriverKind,
+    probeSeconds: probeSeconds!,
+    egress: egress as EgressMode,
   };
 }
 

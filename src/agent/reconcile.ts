@@ -18,12 +18,14 @@ import {
   type IntentElement,
   isEmptyDiff,
 } from '../core/intent.js';
-import type { FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
+import type { FipState, FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
 import type { TunnelOptions } from '../core/routed.js';
 import { parseStored } from '../core/json.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
 import type { Store, Watch } from '../store/store.js';
+import type { PathView } from './paths.js';
+import { remoteNodesOf } from '../core/routed.js';
 import type { PlanResponse } from '../api/contract.js';
 
 export interface Logger {
@@ -40,6 +42,8 @@ export interface ReconcilerOptions {
   readonly resyncMs: number;
   readonly log: Logger;
   readonly tunnel?: TunnelOptions;
+  /** Active probes through the tunnel: lowered MTUs for compile, dead paths for the states. */
+  readonly paths?: PathView;
 }
 
 export interface PassResult {
@@ -133,7 +137,14 @@ export class Reconciler {
     diff: IntentDiff;
   }> {
     const snapshot = await this.snapshot();
-    const intent = compile(snapshot, this.o.node, await this.o.dataplane.facts(), this.o.tunnel);
+    const intent = compile(
+      snapshot,
+      this.o.node,
+      await this.o.dataplane.facts(),
+      this.o.tunnel && this.o.paths
+        ? { ...this.o.tunnel, peerMtu: this.o.paths.peerMtu() }
+        : this.o.tunnel,
+    );
     // A tunnel comes first (routes, holds and its sysctls need the interface); one no longer
     // wanted goes last, after what used it (see pass()).
     if (!fresh && intent.tunnel) await this.o.dataplane.applyTunnel(intent.tunnel);
@@ -155,6 +166,7 @@ export class Reconciler {
     if (errors.size === 0) this.known = applyDiff(observed, diff);
     else this.readDue = true;
     if (!intent.tunnel) await this.o.dataplane.applyTunnel(undefined);
+    this.o.paths?.track(intent.tunnel);
     await this.report(intent, snapshot, errors);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
@@ -267,10 +279,25 @@ export class Reconciler {
   ): Promise<void> {
     const byAddress = new Map(snapshot.fips.map((f) => [f.fip.address, f.fip]));
     const refused = new Map(intent.refused.map((r) => [r.address, r.reason]));
+    const dead = this.o.paths?.deadPeers() ?? new Set<string>();
     const changed: FipStatus[] = [];
     for (const { address, revision } of intent.fips) {
-      const error = refused.get(address) ?? errors.get(address);
-      const state = error ? 'ERROR' : byAddress.get(address)?.association ? 'ACTIVE' : 'DOWN';
+      const fip = byAddress.get(address);
+      const unreachable = fip ? remoteNodesOf(fip, this.o.node).filter((n) => dead.has(n)) : [];
+      const error =
+        refused.get(address) ??
+        errors.get(address) ??
+        (unreachable.length > 0
+          ? `no answer through the tunnel to ${unreachable.join(', ')}: its data path is dead`
+          : undefined);
+      const state: FipState =
+        refused.has(address) || errors.has(address)
+          ? 'ERROR'
+          : unreachable.length > 0
+            ? 'UNREACHABLE'
+            : fip?.association
+              ? 'ACTIVE'
+              : 'DOWN';
       const current = snapshot.statuses.get(address);
       if (
         current &&

@@ -4,12 +4,13 @@
  * forwarding while the agent is down, and the next start reconciles from it.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { IpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { stringifyStored } from '../core/json.js';
-import type { NodeLiveness, TunnelHealth } from '../core/model.js';
+import type { NodeLiveness, PathProbe, TunnelHealth } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
 import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
@@ -24,6 +25,7 @@ import { VERSION } from '../version.js';
 import type { AgentConfig } from './config.js';
 import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
+import { PathMonitor } from './paths.js';
 import { ensureTokenFile } from './secrets.js';
 
 export interface RunningAgent {
@@ -64,14 +66,25 @@ export async function startAgent(
       name: config.node,
       ...(config.site ? { site: config.site } : {}),
       ...(publicKey ? { publicKey } : {}),
+      ...(publicKey && config.tunnelDriver !== 'wireguard'
+        ? { tunnelDriver: config.tunnelDriver }
+        : {}),
       ...(config.endpoint ? { endpoint: config.endpoint } : {}),
+      // Its gateway masquerades what it sends through the tunnel only when it says so here.
+      ...(config.egress !== 'own' ? { egress: config.egress } : {}),
       // The dataplane's host: its namespace when it acts in one (labs), else this machine.
       addresses:
         dataplane.kind === 'linux' ? ownAddresses(await dataplane.facts()) : hostAddresses(),
       reservedPorts: config.reservedPorts,
       agentVersion: VERSION,
     });
-    stops.unshift(await keepAlive(store, config.node, () => dataplane.tunnelHealth()));
+    // The monitor needs the API's logger, the liveness beat starts first: it finds it here.
+    const probing: { monitor?: PathMonitor } = {};
+    stops.unshift(
+      await keepAlive(store, config.node, async () =>
+        withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes()),
+      ),
+    );
     const app = await buildApi({
       control,
       tokens,
@@ -92,6 +105,15 @@ export async function startAgent(
         neighbours: options.neighbours ?? (() => readNeighbours(config.netns)),
       },
     });
+    const paths = new PathMonitor({
+      dataplane,
+      log: app.log,
+      intervalMs: config.probeSeconds * 1000,
+      onChange: () => reconciler.kick(),
+      ...(dataplane.kind === 'linux' ? { stateFile: join(config.stateDir, 'path-mtu.json') } : {}),
+    });
+    await paths.load();
+    probing.monitor = paths;
     const reconciler = new Reconciler({
       node: config.node,
       store,
@@ -104,18 +126,23 @@ export async function startAgent(
         underlayMtu: config.underlayMtu,
         ...(config.tunnelMtu ? { mtu: config.tunnelMtu } : {}),
         ...(config.netns ? { salt: config.netns } : {}),
+        ...(config.tunnelDriver !== 'wireguard' ? { driver: config.tunnelDriver } : {}),
+        ...(config.egress !== 'own' ? { egress: config.egress } : {}),
       },
+      paths,
     });
     stops.unshift(
       () => app.close(),
+      () => paths.stop(),
       () => reconciler.stop(),
     );
     if (tokenFile.created) app.log.info({ tokenFile: config.tokenFile }, 'created API token file');
     if (hub.joined) app.log.info({ credentialFile: config.credentialFile }, 'joined the hub');
     await reconciler.start();
+    paths.start();
     const address = await app.listen({ host: config.listen.host, port: config.listen.port });
     app.log.info(
-      { node: config.node, store: store.kind, dataplane: dataplane.kind },
+      { node: config.node, store: store.kind, dataplane: dataplane.kind, egress: config.egress },
       `ipferry agent ${VERSION} listening on ${address}`,
     );
     return { url: address, control, reconciler, dataplane, app, stop: () => runAll(stops) };
@@ -125,7 +152,21 @@ export async function startAgent(
   }
 }
 
-/** Keeps `alive/NODE` under a lease; if the lease is lost (store outage), takes a new one. */
+/** The tunnel's health with what the active probes found, per peer. */
+function withProbes(
+  health: TunnelHealth | undefined,
+  probes: ReadonlyMap<string, PathProbe> | undefined,
+): TunnelHealth | undefined {
+  if (!health || !probes || probes.size === 0) return health;
+  return {
+    ...health,
+    peers: health.peers.map((p) => {
+      const probe = probes.get(p.publicKey);
+      return probe ? { ...p, probe } : p;
+    }),
+  };
+}
+
 /**
  * Keeps `alive/NODE` under a lease and refreshes it with the tunnel's health on every beat, so
  * `node show` on any agent tells how each node's tunnel is doing; if the lease is lost (store
@@ -189,6 +230,8 @@ async function dataplaneFor(config: AgentConfig): Promise<Dataplane> {
   const linux = new LinuxDataplane({
     ...(config.netns ? { netns: config.netns } : {}),
     stateDir: config.stateDir,
+    tunnelDriver: config.tunnelDriver,
+    node: config.node,
   });
   await linux.check();
   return linux;

@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import type { JoinTokenResponse, NodeListView } from '../api/contract.js';
+import type { PathProbe } from '../core/model.js';
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
 import { cell, details, table } from './format.js';
@@ -67,14 +68,30 @@ function tunnelLines(n: NodeListView): string | string[] {
   const t = n.tunnel;
   if (!t) return '-';
   if (t.peers.length === 0) return `${t.name} (no peers)`;
-  return t.peers.map((p) => {
-    const who = p.node ?? `${p.publicKey.slice(0, 8)}…`;
-    const handshake =
-      p.handshakeAgeSeconds === undefined
-        ? 'no handshake yet'
-        : `handshake ${p.handshakeAgeSeconds} s ago`;
-    return `${t.name} → ${who}${p.endpoint ? ` at ${p.endpoint}` : ''}: ${handshake}, rx ${p.rxBytes} B, tx ${p.txBytes} B`;
-  });
+  return t.peers
+    .map((p) => {
+      const who = p.node ?? `${p.publicKey.slice(0, 8)}…`;
+      const handshake =
+        p.handshakeAgeSeconds === undefined
+          ? 'no handshake yet'
+          : `handshake ${p.handshakeAgeSeconds} s ago`;
+      const line = `${t.name} → ${who}${p.endpoint ? ` at ${p.endpoint}` : ''}: ${handshake}, rx ${p.rxBytes} B, tx ${p.txBytes} B`;
+      return p.probe ? [line, `  path: ${pathLine(p.probe)}`] : [line];
+    })
+    .flat();
+}
+
+/** What the active probes through the tunnel found, in one line. */
+export function pathLine(p: PathProbe): string {
+  const parts = [
+    p.alive ? `answers${p.rttMs !== undefined ? ` (${p.rttMs} ms)` : ''}` : 'DEAD',
+    p.largePasses === undefined ? undefined : `large probe ${p.largePasses ? 'passes' : 'lost'}`,
+    p.pathMtu !== undefined
+      ? `MTU lowered to ${p.pathMtu}${p.tunnelMtu ? ` (tunnel ${p.tunnelMtu})` : ''}`
+      : undefined,
+    p.note,
+  ];
+  return parts.filter((x) => x !== undefined).join('; ');
 }
 
 export function printNode(n: NodeListView): string {

@@ -5,6 +5,7 @@ import { IpferryError, type ErrorBody } from '../core/errors.js';
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
 import { details } from './format.js';
+import { pathLine } from './node.js';
 
 export const getStatus = (api: ApiClient): Promise<StatusResponse> => api.status();
 
@@ -30,7 +31,12 @@ export function printStatus(s: StatusResponse): string {
     [
       'tunnel',
       s.tunnel
-        ? `${s.tunnel.name}, ${s.tunnel.peers.length} peer(s), ${s.tunnel.peers.filter((p) => p.handshakeAgeSeconds !== undefined && p.handshakeAgeSeconds < 180).length} with a recent handshake`
+        ? [
+            `${s.tunnel.name}, ${s.tunnel.peers.length} peer(s), ${s.tunnel.peers.filter((p) => p.handshakeAgeSeconds !== undefined && p.handshakeAgeSeconds < 180).length} with a recent handshake`,
+            ...s.tunnel.peers.flatMap((p) =>
+              p.probe ? [`→ ${p.node ?? p.publicKey.slice(0, 8)}: ${pathLine(p.probe)}`] : [],
+            ),
+          ]
         : '-',
     ],
   ]);

@@ -24,7 +24,9 @@
  *           (a LAN client reaching a LAN target's FIP) are masqueraded, so replies come back.
  * - `counter` FIP: packets and bytes to the FIP.
  * - `claim` FIP → uplink: an on-link FIP the gateway answers ARP/NDP for on its uplink (IPv4:
- *           the address on the uplink, labelled as ipferry's; IPv6: a proxy NDP entry).
+ *           the address on the uplink, labelled as ipferry's, or `proxy UPLINK`, a proxy ARP
+ *           entry, for a FIP routed on into a tunnel; IPv6: always a proxy NDP entry). See
+ *           `claimValue`.
  * - `route`, `rule`: routed delivery through the tunnel to the FIP's node (routed.ts); the node
  *           holds the FIP as an address of its tunnel.
  * - `sysctl`, `table`: forwarding on; the table's fixed part at its version.
@@ -32,6 +34,7 @@
 import {
   type Address,
   addressFromValue,
+  type Family,
   compareAddressText,
   parseAddress,
   tryParseAddress,
@@ -98,6 +101,20 @@ export interface HostFacts {
   readonly interfaces: readonly string[];
   /** The host's own addresses: never a nat/routed FIP, never dropped. */
   readonly addresses: readonly string[];
+  /**
+   * The host's own default routes (main table, not ipferry's), best first per family: egress
+   * through a gateway keeps the tunnel's own packets on them (see egress.ts). Absent: none known.
+   */
+  readonly defaultRoutes?: readonly DefaultRoute[];
+}
+
+export interface DefaultRoute {
+  readonly family: 4 | 6;
+  readonly dev: string;
+  /** Next hop; absent on a point-to-point uplink. */
+  readonly via?: string;
+  /** The source address the host uses by this route (its preferred source, else the uplink's first). */
+  readonly src?: string;
 }
 
 export const NO_FACTS: HostFacts = { interfaces: [], addresses: [] };
@@ -144,7 +161,7 @@ export function compile(
   // A FIP refused above gets no tunnel either (no route, no allowed IP, not kept from the drop).
   const refusedHere = new Set(refused.map((r) => r.address));
   const routable = state.fips.filter(({ fip }) => !refusedHere.has(fip.address));
-  const routed = routedPart(state.pools, routable, state.nodes ?? [], node, tunnel);
+  const routed = routedPart(state.pools, routable, state.nodes ?? [], node, tunnel, facts);
   elements.push(...routed.elements);
   refused.push(...routed.refused);
   // A routed FIP refused there (no tunnel key, its own gateway) is not realised at all either:
@@ -257,7 +274,7 @@ function fipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
   const out: IntentElement[] = [el('counter', fip.address, '')];
   // A shared address is the gateway's own: it already holds it, so nothing to claim.
   if (pool.delivery === 'onlink' && pool.uplink && !fip.shared) {
-    out.push(el('claim', fip.address, pool.uplink));
+    out.push(el('claim', fip.address, claimValue(fip.family, pool.uplink, a.mode === 'routed')));
   }
   if (a.mode === 'nat') {
     out.push(el('dnat', fip.address, a.target), el('snat', a.target, fip.address));
@@ -278,6 +295,37 @@ function fipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
     }
   }
   return out;
+}
+
+/** Marks an IPv4 claim answered by a proxy ARP entry instead of a local address. */
+const PROXY_CLAIM = 'proxy ';
+
+/**
+ * The value of an on-link FIP's `claim`. An IPv4 FIP is normally held as a local address on
+ * the uplink (value: the uplink), which answers ARP and lets nftables DNAT it. A FIP routed on
+ * into a tunnel must not be local (the gateway would swallow it): the gateway answers ARP for it
+ * by a proxy neighbour entry instead (value `proxy UPLINK`), which Linux honours only while the
+ * route to the FIP leaves by another interface than the uplink — the tunnel. Both are one
+ * element, so a move between nat and routed replaces one by the other in one apply. IPv6 claims
+ * are always proxy NDP entries and carry the uplink alone.
+ */
+export function claimValue(family: Family, uplink: string, routed: boolean): string {
+  return family === 4 && routed ? proxyArpClaim(uplink) : uplink;
+}
+
+/** The value of an IPv4 claim answered by a proxy ARP entry on `uplink`. */
+export function proxyArpClaim(uplink: string): string {
+  return `${PROXY_CLAIM}${uplink}`;
+}
+
+/** What a claim element holds: its uplink, and whether it is a proxy entry (ARP or NDP). */
+export function parseClaim(e: Pick<IntentElement, 'key' | 'value'>): {
+  readonly uplink: string;
+  readonly proxy: boolean;
+} {
+  if (e.key.includes(':')) return { uplink: e.value, proxy: true };
+  const proxy = e.value.startsWith(PROXY_CLAIM);
+  return { uplink: proxy ? e.value.slice(PROXY_CLAIM.length) : e.value, proxy };
 }
 
 export function compareElements(a: IntentElement, b: IntentElement): number {

@@ -89,7 +89,12 @@ export interface FloatingIp {
   readonly allocatedAt: string;
 }
 
-export type FipState = 'DOWN' | 'ACTIVE' | 'ERROR';
+/**
+ * DOWN: not associated (or not realised yet). ACTIVE: realised, and where it goes through a
+ * tunnel the path answers probes. UNREACHABLE: realised, but the tunnel to the node serving it
+ * does not answer. ERROR: the dataplane refused or could not realise it.
+ */
+export type FipState = 'DOWN' | 'ACTIVE' | 'UNREACHABLE' | 'ERROR';
 
 /** What an agent reports after realising (or failing to realise) a FIP. */
 export interface FipStatus {
@@ -116,8 +121,16 @@ export interface NodeRecord {
   /** TCP/UDP ports the node itself listens on (API, SSH, tunnel): never forwarded away. */
   readonly reservedPorts: readonly ReservedPort[];
   readonly agentVersion?: string;
+  /** How the node's own traffic leaves when not by its own default route (see core/egress.ts). */
+  readonly egress?: Exclude<EgressMode, 'own'>;
   readonly registeredAt: string;
 }
+
+/**
+ * Where a node's own outbound traffic leaves: `own` by its own default route; `fip` through the
+ * tunnel to its gateway, as its routed FIP; `masquerade` through the tunnel, behind the gateway.
+ */
+export type EgressMode = 'own' | 'fip' | 'masquerade';
 
 export interface ReservedPort {
   readonly protocol: Protocol;
@@ -145,7 +158,26 @@ export interface TunnelHealth {
     readonly handshakeAgeSeconds?: number;
     readonly rxBytes: number;
     readonly txBytes: number;
+    /** The latest active probe through the tunnel to the peer (see PathProbe). */
+    readonly probe?: PathProbe;
   }[];
+}
+
+/** What an agent's probes through the tunnel found about the path to one peer. */
+export interface PathProbe {
+  /** Whether small probes are answered (false after consecutive rounds without an answer). */
+  readonly alive: boolean;
+  readonly checkedAt: string;
+  /** Round trip of the latest answered small probe. */
+  readonly rttMs?: number;
+  /** Whether a probe with a 1,900-byte payload (fragmented inside the tunnel) came back. */
+  readonly largePasses?: boolean;
+  /** The largest packet found to pass, when less than the tunnel's MTU: routes use it. */
+  readonly pathMtu?: number;
+  /** The tunnel's own MTU, for comparison. */
+  readonly tunnelMtu?: number;
+  /** What was found and done, in words. */
+  readonly note?: string;
 }
 
 /** A node as the API shows it: its record plus whether its agent is alive. */

@@ -13,7 +13,7 @@ export const NFT_TABLE = 'ipferry';
  * another version — an upgrade, or a rule deleted by hand — the table is rebuilt in one
  * transaction; otherwise only map elements change.
  */
-export const NFT_SKELETON_VERSION = '3';
+export const NFT_SKELETON_VERSION = '4';
 
 /**
  * Packet mark bit for hairpin connections (a LAN client reaching a FIP whose target is on its
@@ -41,6 +41,14 @@ export const TUNNEL_MARK = 0x40000000;
 export const FORWARD_TABLE = 7448;
 export const FORWARD_RULE_PRIORITY = 10200;
 export const REPLY_RULE_PRIORITY = 10300;
+
+/**
+ * A node sending its traffic out through its gateway (egress) keeps what leaves from its own
+ * address on its own routes: `from OWN lookup main suppress_prefixlength 1` at this priority,
+ * then `from OWN lookup EGRESS_TABLE` (its own default route) just after; both after reply-to.
+ */
+export const EGRESS_TABLE = 7449;
+export const EGRESS_RULE_PRIORITY = 10400;
 
 /** Kernel sysctls the gateway needs; set only when different, recorded in the kernel contract. */
 export const SYSCTL_IPV4_FORWARD = 'net.ipv4.ip_forward';

@@ -15,8 +15,9 @@
  * A FIP routed to a node without a registered tunnel key is refused (ERROR with the reason).
  */
 import { tryParseAddress } from './address.js';
-import type { IntentElement } from './intent.js';
-import type { FloatingIp, NodeRecord, Pool } from './model.js';
+import { egressPart } from './egress.js';
+import type { HostFacts, IntentElement } from './intent.js';
+import type { EgressMode, FloatingIp, NodeRecord, Pool } from './model.js';
 import {
   FORWARD_RULE_PRIORITY,
   FORWARD_TABLE,
@@ -28,7 +29,17 @@ import {
   RULE_PRIORITY,
   TUNNEL_MARK,
 } from './names.js';
-import { fnv1a, type TunnelIntent, type TunnelPeer, tunnelMtu, tunnelName } from './tunnel.js';
+import {
+  fnv1a,
+  parseEndpoint,
+  type TunnelDriverKind,
+  type TunnelIntent,
+  type TunnelPeer,
+  tunnelMtu,
+  tunnelName,
+  tunnelProbeAddress,
+} from './tunnel.js';
+import { routeValue, type RouteVia } from './names.js';
 
 export interface TunnelOptions {
   /** UDP port this node's tunnel listens on. */
@@ -38,6 +49,16 @@ export interface TunnelOptions {
   readonly underlayMtu?: number;
   /** A tunnel MTU chosen by the operator (checked against the underlay's). */
   readonly mtu?: number;
+  /** The tunnel implementation this node runs (default WireGuard); its peers must run it too. */
+  readonly driver?: TunnelDriverKind;
+  /**
+   * Per peer node, the largest packet the path through the tunnel was found to carry when it
+   * is less than the tunnel's MTU (see src/agent/health.ts): routes toward that peer carry it
+   * as their MTU, and the MSS clamp follows the route.
+   */
+  readonly peerMtu?: ReadonlyMap<string, number>;
+  /** Where this node's own traffic leaves (agent option `egress`; absent: `own`). See egress.ts. */
+  readonly egress?: EgressMode;
 }
 
 export const DEFAULT_TUNNEL_PORT = 51820;
@@ -57,6 +78,7 @@ export function routedPart(
   nodes: readonly NodeRecord[],
   node: string,
   options: TunnelOptions,
+  facts?: HostFacts,
 ): RoutedPart {
   const gatewayOf = new Map(pools.map((p) => [p.name, p.gateway]));
   const nodeByName = new Map(nodes.map((n) => [n.name, n]));
@@ -74,7 +96,8 @@ export function routedPart(
   };
   const holdsAny: Record<4 | 6, boolean> = { 4: false, 6: false };
   let fromGateway: string | undefined;
-  const poolByName = new Map(pools.map((p) => [p.name, p]));
+  const toward = (peerName: string, family: 4 | 6): string =>
+    routeValue(tun, nextHop(peerName, family, options));
   for (const { fip } of fips) {
     const a = fip.association;
     const gateway = gatewayOf.get(fip.pool);
@@ -87,30 +110,24 @@ export function routedPart(
       });
       continue;
     }
-    const pool = poolByName.get(fip.pool);
-    if (pool?.delivery === 'onlink' && fip.family === 4) {
-      // The gateway holds on-link IPv4 FIPs as local addresses, which would swallow them.
-      refused.push({
-        address: fip.address,
-        reason:
-          'routed mode on an on-link IPv4 pool needs proxy ARP, which this version does not do yet: route the pool to the gateway',
-      });
-      continue;
-    }
+    // An on-link IPv4 FIP routed here is answered by proxy ARP, not held as a local address
+    // (its claim, intent.ts: claimValue), so the route below carries it into the tunnel.
     const peerName = node === gateway ? a.node : gateway;
-    const peer = nodeByName.get(peerName);
-    if (!peer?.publicKey) {
-      refused.push({
-        address: fip.address,
-        reason: `node ${peerName} has no tunnel key: is its agent running with the Linux dataplane?`,
-      });
+    const unusable = unusablePeer(nodeByName.get(peerName), peerName, options);
+    if (unusable) {
+      refused.push({ address: fip.address, reason: unusable });
       continue;
     }
     const host = `${fip.address}/${fip.family === 4 ? 32 : 128}`;
     if (node === gateway) {
       passing.add(fip.address);
       addPeer(peerName, [host]);
-      elements.push({ kind: 'route', key: host, value: `dev ${tun}`, owner: fip.address });
+      elements.push({
+        kind: 'route',
+        key: host,
+        value: toward(peerName, fip.family),
+        owner: fip.address,
+      });
     } else {
       // Answers leave by one gateway: the tunnel's default route and 0.0.0.0/0 can go one way.
       fromGateway ??= gateway;
@@ -143,11 +160,9 @@ export function routedPart(
     for (const { target, at } of remoteTargets(fip, gateway)) {
       if (node !== gateway && node !== at) continue;
       const peerName = node === gateway ? at : gateway;
-      if (!nodeByName.get(peerName)?.publicKey) {
-        refused.push({
-          address: fip.address,
-          reason: `node ${peerName} has no tunnel key: is its agent running with the Linux dataplane?`,
-        });
+      const unusable = unusablePeer(nodeByName.get(peerName), peerName, options);
+      if (unusable) {
+        refused.push({ address: fip.address, reason: unusable });
         continue;
       }
       const prefix = `${target}/${fip.family === 4 ? 32 : 128}`;
@@ -159,7 +174,7 @@ export function routedPart(
           {
             kind: 'route',
             key: `${prefix} table ${FORWARD_TABLE}`,
-            value: `dev ${tun}`,
+            value: toward(peerName, fip.family),
             owner: fip.address,
           },
         );
@@ -187,8 +202,8 @@ export function routedPart(
   for (const family of [4, 6] as const) {
     const any = family === 4 ? '0.0.0.0/0' : '::/0';
     const name = family === 4 ? 'ipv4' : 'ipv6';
-    if (holdsAny[family] || repliesBy[family])
-      elements.push(host('route', `${any} table ${ROUTE_TABLE}`, `dev ${tun}`));
+    if ((holdsAny[family] || repliesBy[family]) && fromGateway)
+      elements.push(host('route', `${any} table ${ROUTE_TABLE}`, toward(fromGateway, family)));
     if (repliesBy[family])
       elements.push(
         host('rule', `fwmark ${mark} lookup ${ROUTE_TABLE} ${name}`, String(REPLY_RULE_PRIORITY)),
@@ -207,6 +222,10 @@ export function routedPart(
   // The reply path's marks live in ipferry's nftables table, also on a node that is no gateway.
   if (repliesBy[4] || repliesBy[6])
     elements.push(host('table', `${NFT_FAMILY} ${NFT_TABLE}`, NFT_SKELETON_VERSION));
+  const egress = egressPart({ node, tun, peers, holds, facts, options, fromGateway, nodeByName });
+  elements.push(...egress.elements);
+  refused.push(...egress.notes);
+  for (const [peerName, prefixes] of egress.allow) addPeer(peerName, prefixes);
   // A gateway that has routed FIPs knows every node that could serve one, before it does: a
   // node's first handshake would otherwise come from a key the gateway does not know yet and be
   // dropped, and WireGuard retries only 5 s later.
@@ -215,12 +234,53 @@ export function routedPart(
       if (n.name !== node && n.publicKey && !peers.has(n.name)) addPeer(n.name, []);
   }
   if (peers.size === 0) return { elements, refused, passing };
+  // Each peer answers probes at its link-local address; a peer whose path carries less than the
+  // tunnel's MTU gets a host route saying so, which the probes of that size then take too.
+  for (const peerName of peers.keys()) {
+    const everything = peers.get(peerName)?.has('::/0') ?? false;
+    if (options.driver !== 'tinc' && !everything)
+      addPeer(peerName, [`${tunnelProbeAddress(peerName)}/128`]);
+    const mtu = options.peerMtu?.get(peerName);
+    if (mtu !== undefined)
+      elements.push(host('route', `${tunnelProbeAddress(peerName)}/128`, routeValue(tun, { mtu })));
+  }
+  const addresses = [...holds, tunnelLinkAddress(node), `${tunnelProbeAddress(node)}/64`];
   return {
     elements,
     refused,
     passing,
-    tunnel: tunnelIntent(tun, peers, [...holds, tunnelLinkAddress(node)], nodeByName, options),
+    tunnel: tunnelIntent(tun, peers, addresses, nodeByName, options),
   };
+}
+
+/** Why a FIP cannot go through a tunnel to `peer`, or undefined when it can. */
+function unusablePeer(
+  peer: NodeRecord | undefined,
+  name: string,
+  options: TunnelOptions,
+): string | undefined {
+  if (!peer?.publicKey)
+    return `node ${name} has no tunnel key: is its agent running with the Linux dataplane?`;
+  const ours = options.driver ?? 'wireguard';
+  const theirs = peer.tunnelDriver ?? 'wireguard';
+  if (ours !== theirs)
+    return `node ${name} runs ${theirs} tunnels and this node ${ours}: both ends need the same --tunnel-driver`;
+  return undefined;
+}
+
+/**
+ * How a route reaches `peer` through the tunnel. WireGuard picks the peer by allowed IPs, so
+ * the device is enough; tinc in switch mode is an Ethernet segment, so the route names the
+ * peer's link-local address as next hop (IPv4 routes too: `via inet6`, resolved by neighbour
+ * discovery), which keeps IPv4 tunnel addresses out of the picture entirely.
+ */
+export function nextHop(peer: string, family: 4 | 6, options: TunnelOptions): RouteVia {
+  const mtu = options.peerMtu?.get(peer);
+  const via =
+    options.driver === 'tinc'
+      ? { via: `${family === 4 ? 'inet6 ' : ''}${tunnelProbeAddress(peer)}` }
+      : {};
+  return { ...via, ...(mtu !== undefined ? { mtu: Math.max(mtu, family === 6 ? 1280 : 68) } : {}) };
 }
 
 function tunnelIntent(
@@ -235,6 +295,7 @@ function tunnelIntent(
     const everything = prefixes.has('0.0.0.0/0');
     return {
       publicKey: peer?.publicKey ?? '',
+      node: peerName,
       ...(peer?.endpoint ? { endpoint: peer.endpoint } : {}),
       allowedIps: [...prefixes].sort(comparePrefix),
       // A node calls its gateway and keeps the path open through NATs; the gateway only answers.
@@ -242,10 +303,19 @@ function tunnelIntent(
     };
   });
   list.sort((a, b) => (a.publicKey < b.publicKey ? -1 : a.publicKey > b.publicKey ? 1 : 0));
+  const driver = options.driver ?? 'wireguard';
+  // The tunnel's packets travel over IPv6 when a peer is reached at an IPv6 endpoint.
+  const underlayFamily = list.some((p) => p.endpoint && parseEndpoint(p.endpoint).family === 6)
+    ? 6
+    : 4;
   return {
     name,
+    ...(driver === 'tinc' ? { driver } : {}),
     listenPort: options.listenPort,
-    mtu: tunnelMtu(options.underlayMtu ?? 1500, 4, options.mtu ? { configured: options.mtu } : {}),
+    mtu: tunnelMtu(options.underlayMtu ?? 1500, underlayFamily, {
+      driver,
+      ...(options.mtu ? { configured: options.mtu } : {}),
+    }),
     addresses: [...holds].sort(comparePrefix),
     peers: list,
   };
@@ -256,6 +326,19 @@ function comparePrefix(a: string, b: string): number {
   const pb = tryParseAddress(b.split('/')[0] ?? '');
   if (!pa || !pb) return a < b ? -1 : 1;
   return pa.family - pb.family || (pa.value < pb.value ? -1 : pa.value > pb.value ? 1 : 0);
+}
+
+/**
+ * The nodes other than `gateway` a FIP's traffic goes to through the tunnel: the node of a
+ * routed association, and the nodes of nat and ports targets away from the gateway.
+ */
+export function remoteNodesOf(fip: FloatingIp, gateway?: string): string[] {
+  const a = fip.association;
+  if (!a) return [];
+  const nodes = new Set<string>();
+  if (a.mode === 'routed' && a.node && a.node !== gateway) nodes.add(a.node);
+  if (gateway !== undefined) for (const { at } of remoteTargets(fip, gateway)) nodes.add(at);
+  return [...nodes].sort();
 }
 
 /** Targets of a nat or ports FIP that sit on another node than its gateway, with that node. */

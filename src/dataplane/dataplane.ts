@@ -16,6 +16,20 @@ export interface Neighbour {
   readonly interface: string;
 }
 
+/** One active probe through the tunnel to a peer's link-local probe address. */
+export interface PathProbeRequest {
+  readonly ifname: string;
+  /** The peer's probe address (tunnelProbeAddress). */
+  readonly address: string;
+  /** ICMPv6 echo payload bytes; the packet is 48 bytes more. */
+  readonly payload: number;
+  /**
+   * true: the packet may be cut into fragments that fit the route (the way a large first packet
+   * of a connection travels); false: it must pass whole or not at all (the path MTU search).
+   */
+  readonly fragment: boolean;
+}
+
 export interface Dataplane {
   /** `fake`, `linux`… for logs and status. */
   readonly kind: string;
@@ -31,6 +45,11 @@ export interface Dataplane {
   applyTunnel(tunnel: TunnelIntent | undefined): Promise<void>;
   /** Handshakes and traffic of this node's tunnel, per peer; undefined without a tunnel. */
   tunnelHealth(): Promise<TunnelHealth | undefined>;
+  /**
+   * Sends a few echo requests through the tunnel; resolves to the round trip in milliseconds of
+   * the first answer, or undefined when none came back in time. Never throws for a lost probe.
+   */
+  probePath(request: PathProbeRequest): Promise<number | undefined>;
   /** This node's tunnel public key, published in its node record. */
   tunnelPublicKey(): Promise<string | undefined>;
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */

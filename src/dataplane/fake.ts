@@ -1,9 +1,10 @@
 /**
  * A strict in-memory dataplane. It keeps state like a kernel, refuses what a kernel would
- * refuse (removing what is not there, adding what already is, overlapping port intervals), applies a diff all-or-nothing, records the conntrack flushes a
- * move or release causes, and prints its state with
- * `dump()` so tests can compare whole states. Tests can also make it refuse an element the way
- * a kernel would refuse a rule, to exercise ERROR paths.
+ * refuse (removing what is not there, adding what already is, overlapping port intervals, a
+ * claim — local address or proxy ARP/NDP entry — on an interface the host does not have),
+ * applies a diff all-or-nothing, records the conntrack flushes a move or release causes, and
+ * prints its state with `dump()` so tests can compare whole states. Tests can also make it
+ * refuse an element the way a kernel would refuse a rule, to exercise ERROR paths.
  */
 import { IpferryError } from '../core/errors.js';
 import {
@@ -12,10 +13,12 @@ import {
   type HostFacts,
   type IntentDiff,
   type IntentElement,
+  parseClaim,
 } from '../core/intent.js';
 import type { Dataplane } from './dataplane.js';
 import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
+import type { PathProbeRequest } from './dataplane.js';
 
 /** A well-formed WireGuard public key (32 bytes, base64) that no real key pair has. */
 const FAKE_PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -33,6 +36,30 @@ export class FakeDataplane implements Dataplane {
 
   /** The tunnel last applied, as a driver would hold it. */
   tunnel: TunnelIntent | undefined;
+
+  /**
+   * The simulated path to each probe address: `dead`, or the largest packet it carries whole
+   * (larger ones and their fragments are lost, as in an MTU black hole). Absent: a perfect path.
+   * Route MTUs the fake holds (a `route` element for the address with `mtu N`) apply as on Linux.
+   */
+  readonly paths = new Map<string, 'dead' | number>();
+  /** Every probe sent, for tests. */
+  readonly probes: PathProbeRequest[] = [];
+
+  async probePath(request: PathProbeRequest): Promise<number | undefined> {
+    await Promise.resolve();
+    this.probes.push(request);
+    const path = this.paths.get(request.address);
+    if (path === 'dead') return undefined;
+    const packet = request.payload + 48;
+    const route = [...this.elements.values()].find(
+      (e) => e.kind === 'route' && e.key === `${request.address}/128`,
+    );
+    const routeMtu = Number(/ mtu (\d+)/.exec(route?.value ?? '')?.[1] ?? this.tunnel?.mtu ?? 1420);
+    if (!request.fragment && packet > routeMtu) return undefined; // EMSGSIZE, locally
+    const piece = request.fragment ? Math.min(packet, routeMtu) : packet;
+    return path === undefined || piece <= path ? 1 : undefined;
+  }
 
   async applyTunnel(tunnel: TunnelIntent | undefined): Promise<void> {
     await Promise.resolve();
@@ -136,7 +163,21 @@ export class FakeDataplane implements Dataplane {
   private put(state: Map<string, IntentElement>, e: IntentElement): void {
     const refusal = this.refusals.find((r) => r.match(e));
     if (refusal) this.refuse(e, refusal.reason);
+    if (e.kind === 'claim') this.checkClaim(e);
     state.set(elementId(e), e);
+  }
+
+  /**
+   * A claim — a local address or a proxy entry (ARP or NDP) — needs its uplink, as
+   * `ip address add`/`ip neigh add proxy … dev X` do ("Cannot find device"). A fake whose
+   * hostFacts list no interfaces takes any uplink.
+   */
+  private checkClaim(e: IntentElement): void {
+    const { uplink } = parseClaim(e);
+    const known = this.hostFacts.interfaces;
+    if (known.length > 0 && !known.includes(uplink)) {
+      this.refuse(e, `Cannot find device "${uplink}"`);
+    }
   }
 
   /** nftables refuses overlapping intervals in one map: so does the fake. */

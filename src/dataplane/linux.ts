@@ -13,18 +13,26 @@
 import { IpferryError } from '../core/errors.js';
 import {
   elementId as id,
+  type DefaultRoute,
   HOST_OWNER,
   type HostFacts,
   type IntentDiff,
   type IntentElement,
+  parseClaim,
+  proxyArpClaim,
 } from '../core/intent.js';
 import { tryParseAddress } from '../core/address.js';
-import { claimLabel, NFT_FAMILY, NFT_TABLE } from '../core/names.js';
+import { claimLabel, NFT_FAMILY, NFT_TABLE, ROUTE_PROTO } from '../core/names.js';
 import { DEFAULT_STATE_DIR } from '../core/defaults.js';
 import type { TunnelHealth } from '../core/model.js';
+import type { PathProbeRequest } from './dataplane.js';
 import { TUNNEL_IFNAME_PREFIX, type TunnelIntent } from '../core/tunnel.js';
+import { parseProxyEntries } from './iproute/neighbours.js';
 import { observeRouting, ROUTING_KINDS, routingBatches } from './iproute/routing.js';
 import { WireGuardDriver } from './tunnel/wireguard.js';
+import { TincDriver } from './tunnel/tinc.js';
+import type { TunnelDriver } from './tunnel/driver.js';
+import type { TunnelDriverKind } from '../core/tunnel.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
 import { fipOf, NFT_KINDS, parseTable, renderElements, renderTable } from './nft/ruleset.js';
@@ -32,8 +40,12 @@ import { fipOf, NFT_KINDS, parseTable, renderElements, renderTable } from './nft
 export interface LinuxDataplaneOptions {
   /** Network namespace to act in (`ip netns exec`); the current one when absent. */
   readonly netns?: string;
-  /** Where the tunnel driver keeps this node's WireGuard key and daemon files. */
+  /** Where the tunnel driver keeps this node's tunnel key and daemon files. */
   readonly stateDir?: string;
+  /** Which tunnel this node runs (default WireGuard). */
+  readonly tunnelDriver?: TunnelDriverKind;
+  /** This node's name (tinc names its configuration after it). */
+  readonly node?: string;
 }
 
 /** The tools the dataplane needs, with the Debian package that provides each. */
@@ -43,6 +55,9 @@ export const REQUIRED_TOOLS: readonly { tool: string; args: string[]; pkg: strin
   { tool: 'conntrack', args: ['--version'], pkg: 'conntrack' },
   { tool: 'sysctl', args: ['--version'], pkg: 'procps' },
 ];
+
+/** The path probes through tunnels (src/agent/paths.ts). */
+const PING = { tool: 'ping', args: ['-V'], pkg: 'iputils-ping' };
 
 const NOTHING_DELETED = (stderr: string): boolean =>
   /0 flow entries have been deleted/.test(stderr);
@@ -64,7 +79,11 @@ export class LinuxDataplane implements Dataplane {
   async check(): Promise<void> {
     const missing: string[] = [];
     // Tools are the host's binaries: look for them directly, not inside the namespace.
-    for (const { tool, args, pkg } of REQUIRED_TOOLS) {
+    const tunnelTools =
+      this.o.tunnelDriver === 'tinc'
+        ? [{ tool: 'tincd', args: ['--version'], pkg: 'tinc' }]
+        : [{ tool: 'wg', args: ['--version'], pkg: 'wireguard-tools' }];
+    for (const { tool, args, pkg } of [...REQUIRED_TOOLS, ...tunnelTools, PING]) {
       await run(tool, args).catch(() => missing.push(`${tool} (Debian package ${pkg})`));
     }
     if (missing.length > 0) {
@@ -93,7 +112,43 @@ export class LinuxDataplane implements Dataplane {
         .filter((n) => n !== 'lo')
         .sort(),
       addresses: links.flatMap((l) => own(l).flatMap((a) => a.local ?? [])).sort(),
+      defaultRoutes: await this.defaultRoutes((dev, family) =>
+        links
+          .filter((l) => l.ifname === dev)
+          .flatMap((l) => own(l).flatMap((a) => a.local ?? []))
+          .find((a) => tryParseAddress(a)?.family === family && !a.startsWith('fe80')),
+      ),
     };
+  }
+
+  /**
+   * The host's own default routes in the main table (not ipferry's), lowest metric first per
+   * family, each with the source the host sends from by it: the route's preferred source, else
+   * the uplink's first address of the family.
+   */
+  private async defaultRoutes(
+    firstAddress: (dev: string, family: 4 | 6) => string | undefined,
+  ): Promise<DefaultRoute[]> {
+    const out: DefaultRoute[] = [];
+    for (const family of [4, 6] as const) {
+      const { stdout } = await this.exec('ip', [`-${family}`, '-j', 'route', 'show', 'default']);
+      const routes = (JSON.parse(stdout || '[]') as IpDefaultRoute[])
+        .filter((r) => (r.type ?? 'unicast') === 'unicast' && r.protocol !== String(ROUTE_PROTO))
+        .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0));
+      for (const r of routes) {
+        // A multipath default route: its first next hop stands for it.
+        const hop = r.nexthops?.[0] ?? r;
+        if (!hop.dev) continue;
+        const src = r.prefsrc ?? firstAddress(hop.dev, family);
+        out.push({
+          family,
+          dev: hop.dev,
+          ...(hop.gateway ? { via: canonical(hop.gateway) } : {}),
+          ...(src ? { src: canonical(src) } : {}),
+        });
+      }
+    }
+    return out;
   }
 
   private async links(): Promise<IpLink[]> {
@@ -102,9 +157,11 @@ export class LinuxDataplane implements Dataplane {
   }
 
   /**
-   * On-link FIPs this host answers for: IPv4 addresses carrying ipferry's label, and IPv6 proxy
-   * NDP entries inside the pools it is gateway of (the ranges of `wanted`'s drop elements: proxy
-   * entries elsewhere belong to someone else).
+   * On-link FIPs this host answers for: IPv4 addresses carrying ipferry's label, and proxy
+   * neighbour entries — IPv4 proxy ARP, IPv6 proxy NDP — whose address is a wanted claim or lies
+   * inside a pool this host is gateway of (the ranges of `wanted`'s drop elements), on whatever
+   * interface (one left on an uplink a pool no longer names is ipferry's to remove). Proxy
+   * entries for other addresses belong to someone else.
    */
   private async claims(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
     const claim = (key: string, value: string): IntentElement => ({
@@ -113,20 +170,21 @@ export class LinuxDataplane implements Dataplane {
       value,
       owner: key,
     });
-    const v4 = (await this.links()).flatMap((l) =>
+    const local = (await this.links()).flatMap((l) =>
       (l.addr_info ?? [])
         .filter((a) => a.label === claimLabel(l.ifname) && a.local)
         .map((a) => claim(canonical(a.local ?? ''), l.ifname)),
     );
-    const { stdout } = await this.exec('ip', ['-j', '-6', 'neigh', 'show', 'proxy']);
+    const { stdout } = await this.exec('ip', ['-j', 'neigh', 'show', 'proxy']);
     const pools = wanted.filter((e) => e.kind === 'drop').map((e) => e.key.split('-'));
-    const claimed = new Set(wanted.filter((e) => e.kind === 'claim').map((e) => e.key));
-    const ours = (dst: string) =>
-      claimed.has(canonical(dst)) || pools.some(([a, b]) => inRange(dst, a, b));
-    const v6 = (JSON.parse(stdout || '[]') as { dst?: string; dev?: string }[])
-      .filter((n) => n.dst && n.dev && ours(n.dst))
-      .map((n) => claim(canonical(n.dst ?? ''), n.dev ?? ''));
-    return [...v4, ...v6];
+    const want = new Map(wanted.filter((e) => e.kind === 'claim').map((e) => [e.key, e.value]));
+    const ours = (dst: string) => want.has(dst) || pools.some(([a, b]) => inRange(dst, a, b));
+    const proxies = parseProxyEntries(stdout)
+      .filter((p) => ours(p.address))
+      .map((p) =>
+        claim(p.address, p.address.includes(':') ? p.interface : proxyArpClaim(p.interface)),
+      );
+    return oneClaimPerFip([...local, ...proxies], want);
   }
 
   async observe(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
@@ -231,14 +289,31 @@ export class LinuxDataplane implements Dataplane {
     };
   }
 
+  async probePath(request: PathProbeRequest): Promise<number | undefined> {
+    try {
+      const { stdout } = await this.exec('ping', pingArgs(request), { timeoutMs: 5000 });
+      return firstRtt(stdout);
+    } catch {
+      return undefined; // no answer (exit 1), or the packet cannot leave whole (EMSGSIZE)
+    }
+  }
+
   /** This node's WireGuard public key (the key pair is made on first use). */
   async tunnelPublicKey(): Promise<string> {
     return this.tunnels().publicKey();
   }
 
-  private tunnelDriver?: WireGuardDriver;
+  private tunnelDriver?: TunnelDriver;
 
-  private tunnels(): WireGuardDriver {
+  private tunnels(): TunnelDriver {
+    if (this.o.tunnelDriver === 'tinc') {
+      this.tunnelDriver ??= new TincDriver({
+        ...(this.o.netns ? { netns: this.o.netns } : {}),
+        stateDir: this.o.stateDir ?? DEFAULT_STATE_DIR,
+        node: this.o.node ?? 'node',
+      });
+      return this.tunnelDriver;
+    }
     this.tunnelDriver ??= new WireGuardDriver({
       ...(this.o.netns ? { netns: this.o.netns } : {}),
       stateDir: this.o.stateDir ?? DEFAULT_STATE_DIR,
@@ -330,6 +405,36 @@ export class LinuxDataplane implements Dataplane {
   }
 }
 
+/**
+ * `ping` through the tunnel to a link-local address. Two echo requests 0.2 s apart and a 2 s
+ * deadline: one lost packet is not a dead path. `-M do` forbids fragmenting (the MTU search),
+ * `-M want` fragments to the route's MTU as a large first packet of a connection would be.
+ */
+export function pingArgs(r: PathProbeRequest): string[] {
+  return [
+    '-6',
+    '-n',
+    '-c',
+    '2',
+    '-i',
+    '0.2',
+    '-w',
+    '2',
+    '-s',
+    String(r.payload),
+    '-M',
+    r.fragment ? 'want' : 'do',
+    '-I',
+    r.ifname,
+    r.address,
+  ];
+}
+
+function firstRtt(stdout: string): number | undefined {
+  const match = /time=([\d.]+) ms/.exec(stdout);
+  return match ? Number(match[1]) : undefined;
+}
+
 /** `conntrack -D` arguments for the flows an old element was carrying, if it carried any. */
 export function staleConnectionFilter(e: IntentElement): string[] | undefined {
   const family = (a: string): string[] => (a.includes(':') ? ['-f', 'ipv6'] : []);
@@ -350,16 +455,56 @@ export function staleConnectionFilter(e: IntentElement): string[] | undefined {
   }
 }
 
+interface IpDefaultRoute {
+  type?: string;
+  dev?: string;
+  gateway?: string;
+  prefsrc?: string;
+  metric?: number;
+  protocol?: string;
+  nexthops?: { dev?: string; gateway?: string }[];
+}
+
 interface IpLink {
   ifname: string;
   addr_info?: { local?: string; label?: string; prefixlen?: number }[];
 }
 
-/** `ip` arguments that add or delete a claim: a labelled /32, or an IPv6 proxy NDP entry. */
+/**
+ * `ip` arguments that add or delete a claim: a labelled /32, or a proxy entry (IPv4 proxy ARP,
+ * IPv6 proxy NDP). Adding a proxy entry that exists already succeeds; adding an address does not.
+ */
 export function claimArgs(op: 'add' | 'del', c: IntentElement): string[] {
-  if (c.key.includes(':')) return ['neigh', op, 'proxy', c.key, 'dev', c.value];
-  const label = op === 'add' ? ['label', claimLabel(c.value)] : [];
-  return ['address', op, `${c.key}/32`, 'dev', c.value, ...label];
+  const { uplink, proxy } = parseClaim(c);
+  if (proxy) return ['neigh', op, 'proxy', c.key, 'dev', uplink];
+  const label = op === 'add' ? ['label', claimLabel(uplink)] : [];
+  return ['address', op, `${c.key}/32`, 'dev', uplink, ...label];
+}
+
+/**
+ * One claim per FIP, as the diff expects. The kernel can hold two for a while: the agent adds a
+ * FIP's new claim before it deletes the old one (a switch between nat and routed swaps the local
+ * address and the proxy entry), and may be killed in between. The one reported is the one the
+ * next diff should replace: the wanted local address when it is there (adding it again would
+ * fail; a proxy entry left next to it is never used, the local address answers first), else a
+ * local address (it would swallow a routed FIP), else an unwanted proxy entry (adding the wanted
+ * one again is harmless). The others are found by a later read once the first is gone.
+ */
+function oneClaimPerFip(
+  claims: readonly IntentElement[],
+  want: ReadonlyMap<string, string>,
+): IntentElement[] {
+  const rank = (c: IntentElement): number => {
+    const local = !parseClaim(c).proxy;
+    const wanted = want.get(c.key) === c.value;
+    return local ? (wanted ? 0 : 1) : wanted ? 3 : 2;
+  };
+  const byFip = new Map<string, IntentElement>();
+  for (const c of claims) {
+    const seen = byFip.get(c.key);
+    if (!seen || rank(c) < rank(seen)) byFip.set(c.key, c);
+  }
+  return [...byFip.values()];
 }
 
 function canonical(address: string): string {

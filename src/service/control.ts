@@ -535,7 +535,7 @@ export class ControlPlane {
     nodes: { total: number; alive: number };
   }> {
     const { kvs, revision } = await this.store.list(ROOT);
-    const fips: Record<FipState, number> = { ACTIVE: 0, DOWN: 0, ERROR: 0 };
+    const fips: Record<FipState, number> = { ACTIVE: 0, DOWN: 0, UNREACHABLE: 0, ERROR: 0 };
     const statuses = new Map<string, FipStatus>();
     for (const kv of kvs) {
       if (kv.key.startsWith(keys.statuses)) {

@@ -5,8 +5,8 @@
  * - `route` key `PREFIX` (main table) or `PREFIX table T`, value `dev DEV [via [inet6 ]HOP]
  *   [src ADDRESS] [mtu N]` (see routeValue): carries ipferry's route protocol number, which is
  *   how ipferry finds its own routes and never others'.
- * - `rule`  key `from ADDRESS lookup T` or `fwmark MARK/MASK lookup T ipv4|ipv6`, value the
- *   priority: carries the same protocol number.
+ * - `rule`  key `from ADDRESS lookup T[ suppress_prefixlength N]` or `fwmark MARK/MASK lookup T
+ *   ipv4|ipv6`, value the priority: carries the same protocol number.
  */
 import { tryParseAddress } from '../../core/address.js';
 import type { IntentElement } from '../../core/intent.js';
@@ -37,6 +37,7 @@ interface IpRule {
   srclen?: number;
   table?: string;
   protocol?: string;
+  suppress_prefixlen?: number;
 }
 
 export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
@@ -67,9 +68,11 @@ export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
         continue;
       }
       const src = tryParseAddress(r.src)?.text ?? r.src;
+      const suppress =
+        r.suppress_prefixlen === undefined ? '' : ` suppress_prefixlength ${r.suppress_prefixlen}`;
       out.push({
         kind: 'rule',
-        key: `from ${src} lookup ${r.table ?? '?'}`,
+        key: `from ${src} lookup ${r.table ?? '?'}${suppress}`,
         value: String(r.priority ?? ''),
         owner: src,
       });
@@ -99,8 +102,10 @@ function line(op: 'add' | 'del', e: IntentElement): string {
     case 'route':
       return `route ${op === 'add' ? 'replace' : 'del'} ${e.key} ${e.value} proto ${ROUTE_PROTO}`;
     default: {
-      const [selector = 'from', subject = '', , table = ''] = e.key.split(' ');
-      return `rule ${op} ${selector} ${subject} lookup ${table} priority ${e.value} protocol ${ROUTE_PROTO}`;
+      const [selector = 'from', subject = '', , table = '', ...rest] = e.key.split(' ');
+      // What follows the table (`suppress_prefixlength N`) is ip syntax too; the family is not.
+      const extra = rest.filter((w) => w !== 'ipv4' && w !== 'ipv6').map((w) => ` ${w}`);
+      return `rule ${op} ${selector} ${subject} lookup ${table}${extra.join('')} priority ${e.value} protocol ${ROUTE_PROTO}`;
     }
   }
 }

@@ -93,6 +93,9 @@ const CHAINS: Record<string, [string, string[]]> = {
       'ct status dnat accept',
       'snat ip to ip saddr map @snat4',
       'snat ip6 to ip6 saddr map @snat6',
+      // A node sending its own traffic out through its tunnel (egress) does so from its
+      // link-local tunnel address, in @masq4 on its gateway: it leaves behind the gateway's.
+      `iifname "${TUNNEL_IFNAME_PREFIX}*" ip saddr @masq4 masquerade`,
     ],
   ],
 };
