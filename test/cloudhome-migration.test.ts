@@ -141,7 +141,8 @@ async function startAgent(
     tokenFile: join(dir, 'api-token'),
     stateDir: join(dir, 'state'),
     resyncSeconds: 1,
-    extra,
+    // Probe the tunnel every second: a dead path shows within seconds.
+    extra: ['--probe-seconds', '1', ...extra],
   });
   const proc = spawn(BIN, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
   m.agents.push(proc);
@@ -164,10 +165,14 @@ async function startAgent(
  * The lab, home's servers, the gateway agent with the pool, and home's agent joined with a join
  * token: where the operator stands before moving any address.
  */
-async function setUp(m: Migration, options: CloudHomeOptions): Promise<void> {
+/** Which family the tunnel's own packets travel over (the VM's endpoint). */
+type Underlay = { readonly underlay?: 4 | 6 };
+
+async function setUp(m: Migration, options: CloudHomeOptions & Underlay): Promise<void> {
   await ensureBuilt();
   m.tmp = await tempDir('cloudhome');
-  m.lab = await cloudHome({ ...options, prefix: m.prefix });
+  const { underlay = 4, ...labOptions } = options;
+  m.lab = await cloudHome({ ...labOptions, prefix: m.prefix });
   const tcp = FORWARDS.filter((f) => f.protocol === 'tcp' && f.port !== PAYLOAD_FORWARD);
   const udp = FORWARDS.filter((f) => f.protocol === 'udp');
   [m.clientServer, , m.payloadForwardEcho] = await Promise.all([
@@ -183,7 +188,9 @@ async function setUp(m: Migration, options: CloudHomeOptions): Promise<void> {
   const gwDir = join(m.tmp.dir, 'gw');
   m.hub = await startAgent(m, 'gw', `sqlite:${join(gwDir, 'gw.db')}`, [
     '--endpoint',
-    `${H.gw.uplink.v4}:${TUNNEL_PORTS.gw}`,
+    underlay === 4
+      ? `${H.gw.uplink.v4}:${TUNNEL_PORTS.gw}`
+      : `[${H.gw.uplink.v6}]:${TUNNEL_PORTS.gw}`,
     '--tunnel-port',
     String(TUNNEL_PORTS.gw),
   ]);
@@ -494,6 +501,103 @@ describe(
     describe('4. large payloads both ways through the tunnel', () => {
       payloadClaims(m);
     });
+
+    describe('5. health', () => {
+      it('a dead tunnel path makes the FIPs behind it UNREACHABLE, and ACTIVE again when it heals', async () => {
+        const fipState = async (address: string) => (await api(m).getFip(address)).status;
+        assert.equal((await fipState(FIP4)).state, 'ACTIVE');
+        // The ISP starts dropping the tunnel's packets (both directions, both families).
+        await lab(m).exec('isp', ['nft', '-f', '-'], {
+          input: `table inet lab_cut {
+  chain forward {
+    type filter hook forward priority -10; policy accept;
+    udp dport { ${TUNNEL_PORTS.gw}, ${TUNNEL_PORTS.home} } drop
+    udp sport { ${TUNNEL_PORTS.gw}, ${TUNNEL_PORTS.home} } drop
+  }
+}
+`,
+        });
+        const dead = await waitFor(
+          `${FIP4} UNREACHABLE`,
+          async () => {
+            const s = await fipState(FIP4);
+            return s.state === 'UNREACHABLE' ? s : undefined;
+          },
+          30_000,
+        );
+        assert.match(dead.message ?? '', /no answer through the tunnel to home/);
+        assert.equal((await fipState(FIP6)).state, 'UNREACHABLE');
+        // The forwards on the shared address go to home through the same tunnel.
+        assert.equal((await fipState(SHARED)).state, 'UNREACHABLE');
+        // The liveness record that carries the probes is refreshed every 5 s.
+        const probe = await waitFor(
+          'node show gw: home dead',
+          async () => {
+            const view = await ipferryJson<NodeListView>(m, ['node', 'show', 'gw']);
+            const found = view.tunnel?.peers.find((p) => p.node === 'home')?.probe;
+            return found?.alive === false ? found : undefined;
+          },
+          15_000,
+        );
+        assert.match(probe.note ?? '', /no answer through the tunnel/);
+        await lab(m).exec('isp', ['nft', 'delete', 'table', 'inet', 'lab_cut']);
+        await waitFor(
+          `${FIP4} ACTIVE again`,
+          async () => (await fipState(FIP4)).state === 'ACTIVE',
+          30_000,
+        );
+        assert.deepEqual(await firstAnswer(m, 'tcp', FIP4, UNFORWARDED.tcp), {
+          name: 'home',
+          address: H.client.v4,
+        });
+      });
+    });
+  },
+);
+
+describe(
+  'the same over an IPv6 underlay: home reaches the VM at [2001:db8:1::2]',
+  { timeout: 120_000 },
+  () => {
+    const m: Migration = { prefix: randomPrefix(), agents: [] };
+    before(
+      async () => {
+        await setUp(m, { underlay: 6 });
+        await forwardPorts(m);
+        await routeFips(m);
+      },
+      { timeout: 90_000 },
+    );
+    after(() => tearDown(m), { timeout: 60_000 });
+
+    it('home’s tunnel peer is the VM’s IPv6 endpoint, and the tunnel MTU leaves room for IPv6', async () => {
+      // Home's liveness record, which carries its tunnel, is refreshed every 5 s.
+      const endpoint = await waitFor(
+        'node show home: its tunnel to gw',
+        async () => {
+          const home = await ipferryJson<NodeListView>(m, ['node', 'show', 'home']);
+          return home.tunnel?.peers.find((p) => p.node === 'gw')?.endpoint;
+        },
+        15_000,
+      );
+      assert.equal(endpoint, `[${H.gw.uplink.v6}]:${TUNNEL_PORTS.gw}`);
+      const links = await lab(m).exec('home', ['ip', '-j', 'link', 'show']);
+      const tunnel = (JSON.parse(links.stdout) as { ifname: string; mtu: number }[]).find((l) =>
+        l.ifname.startsWith('ipf'),
+      );
+      // 1500 − 80 (IPv6 40, UDP 8, WireGuard 32).
+      assert.equal(tunnel?.mtu, 1420);
+      assert.deepEqual(await firstAnswer(m, 'tcp', FIP4, UNFORWARDED.tcp), {
+        name: 'home',
+        address: H.client.v4,
+      });
+      assert.deepEqual(await firstAnswer(m, 'tcp', FIP6, UNFORWARDED.tcp), {
+        name: 'home',
+        address: H.client.v6,
+      });
+    });
+
+    payloadClaims(m);
   },
 );
 

@@ -124,6 +124,8 @@ describe('WireGuard over an IPv6 underlay', () => {
     const fresh = compile(state(nodes), 'new', undefined, { listenPort: 51820 });
     assert.equal(fresh.tunnel?.mtu, 1420);
     assert.equal(fresh.tunnel?.peers[0]?.endpoint, '[2001:db8:1::2]:51820');
+    // The gateway's peer calls in without an endpoint: its own endpoint tells the family.
+    assert.equal(compile(state(nodes), 'old', undefined, { listenPort: 51820 }).tunnel?.mtu, 1420);
     const v4 = compile(
       state([node('old', { publicKey: wgKey(1), endpoint: '192.0.2.2:51820' }), nodes[1]!]),
       'new',

@@ -249,7 +249,7 @@ export function routedPart(
     elements,
     refused,
     passing,
-    tunnel: tunnelIntent(tun, peers, addresses, nodeByName, options),
+    tunnel: tunnelIntent(tun, peers, addresses, nodeByName, options, nodeByName.get(node)),
   };
 }
 
@@ -289,6 +289,7 @@ function tunnelIntent(
   holds: readonly string[],
   nodes: Map<string, NodeRecord>,
   options: TunnelOptions,
+  self: NodeRecord | undefined,
 ): TunnelIntent {
   const list: TunnelPeer[] = [...peers].map(([peerName, prefixes]) => {
     const peer = nodes.get(peerName);
@@ -304,10 +305,10 @@ function tunnelIntent(
   });
   list.sort((a, b) => (a.publicKey < b.publicKey ? -1 : a.publicKey > b.publicKey ? 1 : 0));
   const driver = options.driver ?? 'wireguard';
-  // The tunnel's packets travel over IPv6 when a peer is reached at an IPv6 endpoint.
-  const underlayFamily = list.some((p) => p.endpoint && parseEndpoint(p.endpoint).family === 6)
-    ? 6
-    : 4;
+  // The tunnel's packets travel over IPv6 when this node or a peer is reached at an IPv6
+  // endpoint (a gateway's peers that call in have none: its own endpoint says it).
+  const endpoints = [self?.endpoint, ...list.map((p) => p.endpoint)];
+  const underlayFamily = endpoints.some((e) => e && parseEndpoint(e).family === 6) ? 6 : 4;
   return {
     name,
     ...(driver === 'tinc' ? { driver } : {}),
