@@ -395,6 +395,16 @@ describe('agent start-up refusals', () => {
     assert.match(r.err, /IPF_E_CONFIG.*endpoint: /);
     r = await ipferry([...base, '--endpoint', 'gw.example:99999']);
     assert.match(r.err, /IPF_E_CONFIG.*endpoint: /);
+    // tinc over a 1500-byte IPv4 path carries at most 1445 (WireGuard 1440).
+    r = await ipferry([...base, '--tunnel-driver', 'tinc', '--tunnel-mtu', '1446']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_CONFIG.*tunnelMtu: .*at most 1445 \(tinc adds 55 bytes\)/);
+    r = await ipferry([...base, '--tunnel-driver', 'ipsec']);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /--tunnel-driver.*wireguard, tinc/);
+    r = await ipferry([...base, '--probe-seconds', '0']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_CONFIG.*probeSeconds/);
   });
 
   it('refuses the Linux dataplane without its tools, naming the Debian package', async () => {
