@@ -149,6 +149,8 @@ const GOLDEN_GW1: HostIntent = {
   elements: [
     host('table', 'inet ipferry', NFT_SKELETON_VERSION),
     host('sysctl', 'net.ipv4.ip_forward', '1'),
+    // Proxied ARP answers (routed on-link FIPs) go out at once.
+    host('sysctl', 'net.ipv4.neigh.eth0.proxy_delay', '0'),
     host('sysctl', 'net.ipv6.conf.all.forwarding', '1'),
     // The on-link pool has IPv6 addresses: proxy NDP on its uplink.
     host('sysctl', 'net.ipv6.conf.eth0.proxy_ndp', '1'),
@@ -585,6 +587,7 @@ void describe('core/intent: host elements', () => {
     assert.deepEqual(ofKind(intent, 'table', 'sysctl', 'hairpin'), [
       host('table', 'inet ipferry', NFT_SKELETON_VERSION),
       host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
+      host('sysctl', 'net.ipv4.neigh.eth0.proxy_delay', '0'),
       host('sysctl', SYSCTL_IPV6_FORWARD, '1'),
       host('sysctl', 'net.ipv6.conf.eth0.proxy_ndp', '1'),
       host('hairpin', 'br0', 'br0'),

@@ -48,6 +48,7 @@ import {
   NFT_TABLE,
   SYSCTL_IPV4_FORWARD,
   SYSCTL_IPV6_FORWARD,
+  proxyArpDelaySysctl,
   proxyNdpSysctl,
 } from './names.js';
 import { poolRanges } from './pool.js';
@@ -228,6 +229,13 @@ function hostElements(
   );
   for (const uplink of new Set(ndpUplinks.map((p) => p.uplink ?? ''))) {
     out.push(host('sysctl', proxyNdpSysctl(uplink), '1'));
+  }
+  // On-link IPv4 FIPs routed on into a tunnel are answered by proxy ARP (see claimValue).
+  const arpUplinks = pools.filter(
+    (p) => p.delivery === 'onlink' && p.uplink && poolRanges(p).some((r) => r.range.family === 4),
+  );
+  for (const uplink of new Set(arpUplinks.map((p) => p.uplink ?? ''))) {
+    out.push(host('sysctl', proxyArpDelaySysctl(uplink), '0'));
   }
   for (const pool of pools) {
     for (const { entry, range } of poolRanges(pool)) {

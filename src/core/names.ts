@@ -54,6 +54,14 @@ export const EGRESS_RULE_PRIORITY = 10400;
 export const SYSCTL_IPV4_FORWARD = 'net.ipv4.ip_forward';
 export const SYSCTL_IPV6_FORWARD = 'net.ipv6.conf.all.forwarding';
 
+/**
+ * Linux delays proxied ARP answers by a random 0–0.8 s (proxy_delay, meant for routers that
+ * should let the real owner answer first). A routed on-link FIP has no other owner: answer now.
+ */
+export function proxyArpDelaySysctl(uplink: string): string {
+  return `net.ipv4.neigh.${uplink}.proxy_delay`;
+}
+
 export function proxyNdpSysctl(uplink: string): string {
   return `net.ipv6.conf.${uplink}.proxy_ndp`;
 }
