@@ -14,6 +14,7 @@ import {
   type IntentElement,
 } from '../src/core/intent.js';
 import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
+import { NFT_FAMILY, NFT_SKELETON_VERSION, NFT_TABLE } from '../src/core/names.js';
 import type { Dataplane } from '../src/dataplane/dataplane.js';
 
 export interface DataplaneFixture {
@@ -99,6 +100,32 @@ async function remaining(dp: Dataplane, intent: HostIntent): Promise<IntentDiff>
 
 const sorted = (xs: readonly IntentElement[]): string[] =>
   xs.map((e) => `${e.kind} ${e.key} -> ${e.value}`).sort();
+
+const host = (kind: IntentElement['kind'], key: string, value = ''): IntentElement => ({
+  kind,
+  key,
+  value,
+  owner: 'host',
+});
+
+const isMesh = (e: IntentElement): boolean => e.kind.startsWith('mesh');
+
+/** What compileMesh gives a member of a three-node fleet with reject_all on (src/core/mesh.ts). */
+const MESH: IntentElement[] = [
+  host('meshnat', '100.80.0.1', '10.0.0.1'),
+  host('meshnat', '100.80.0.2', '10.0.0.12'),
+  host('meshnat', '100.80.0.3', '192.0.2.3'),
+  host('meshmember', '10.0.0.12'),
+  host('meshmember', '192.0.2.3'),
+  host('meshmember', '2001:db8:5::3'),
+  host('meshssh', '10.9.9.9/32'),
+  host('meshssh', '198.51.100.0/24'),
+  host('meshssh', '2001:db8:a::/48'),
+  host('meshport', 'tcp . 443'),
+  host('meshport', 'udp . 8000-8010'),
+  host('meshreject', 'ipv4'),
+  host('meshreject', 'ipv6'),
+];
 
 export function dataplaneConformance(name: string, open: () => Promise<DataplaneFixture>): void {
   describe(`dataplane conformance: ${name}`, () => {
@@ -296,6 +323,91 @@ export function dataplaneConformance(name: string, open: () => Promise<Dataplane
       const none = intentOf(undefined);
       assert.deepEqual(await step(none), ['- proxy eth0']);
       assert.deepEqual(await claims(none), []);
+    });
+
+    it('holds the fleet mesh: members, NAT, failsafe SSH, open ports, reject_all — each change one apply, nothing else touched', async () => {
+      // Whatever the earlier cases left (FIPs, pools, the table) stays as it is throughout.
+      const others = (await dp.observe([])).filter((e) => !isMesh(e));
+      const table = host('table', `${NFT_FAMILY} ${NFT_TABLE}`, NFT_SKELETON_VERSION);
+      // The table at this skeleton version (a damaged one would show as a replace below).
+      const withTable = [...others.filter((e) => e.kind !== 'table'), table];
+      /** One apply from what the host holds to `mesh`; returns the diff, checks the result. */
+      const step = async (mesh: IntentElement[]): Promise<IntentDiff> => {
+        const wanted = [...withTable, ...mesh];
+        const diff = diffIntent(wanted, await dp.observe(wanted));
+        await dp.apply(diff);
+        const now = await dp.observe(wanted);
+        assert.deepEqual(
+          sorted(now.filter(isMesh)),
+          sorted(mesh),
+          'the mesh reads back as applied',
+        );
+        assert.deepEqual(sorted(now.filter((e) => !isMesh(e))), sorted(withTable));
+        const left = diffIntent(wanted, now);
+        assert.deepEqual([...left.add, ...left.replace, ...left.remove], []);
+        return diff;
+      };
+      const changes = (d: IntentDiff): string[] => [
+        ...d.add.map((e) => `+ ${e.kind} ${e.key}`),
+        ...d.replace.map((r) => `${r.to.kind} ${r.to.key}: ${r.from.value} => ${r.to.value}`),
+        ...d.remove.map((e) => `- ${e.kind} ${e.key}`),
+      ];
+
+      const first = await step(MESH);
+      assert.deepEqual(sorted(first.add.filter(isMesh)), sorted(MESH));
+      assert.ok(first.add.every((e) => isMesh(e) || e.kind === 'table'));
+      assert.deepEqual([...first.replace, ...first.remove], []);
+
+      // A member leaves: its address and its overlay mapping go, nothing else.
+      const left = MESH.filter((e) => e.key !== '192.0.2.3' && e.key !== '100.80.0.3');
+      assert.deepEqual(changes(await step(left)), [
+        '- meshnat 100.80.0.3',
+        '- meshmember 192.0.2.3',
+      ]);
+      // A member reached at another address (it moved sites): its mapping is replaced in place.
+      const moved = left.map((e) =>
+        e.kind === 'meshnat' && e.key === '100.80.0.2' ? { ...e, value: '10.0.0.22' } : e,
+      );
+      assert.deepEqual(changes(await step(moved)), ['meshnat 100.80.0.2: 10.0.0.12 => 10.0.0.22']);
+      // reject_all off, then on again.
+      const open = moved.filter((e) => e.kind !== 'meshreject');
+      assert.deepEqual(changes(await step(open)), ['- meshreject ipv4', '- meshreject ipv6']);
+      assert.deepEqual(changes(await step(moved)), ['+ meshreject ipv4', '+ meshreject ipv6']);
+      // An open port range widened over the old one, and an SSH prefix narrowed inside the old
+      // one: the old element goes and the new one comes in the same transaction.
+      const widened = moved.map((e) =>
+        e.key === 'udp . 8000-8010'
+          ? { ...e, key: 'udp . 7990-8020' }
+          : e.key === '198.51.100.0/24'
+            ? { ...e, key: '198.51.100.128/25' }
+            : e,
+      );
+      assert.deepEqual(changes(await step(widened)).sort(), [
+        '+ meshport udp . 7990-8020',
+        '+ meshssh 198.51.100.128/25',
+        '- meshport udp . 8000-8010',
+        '- meshssh 198.51.100.0/24',
+      ]);
+
+      // Refused as a whole: overlapping SSH prefixes, overlapping open ports, an IPv6 overlay
+      // mapping (there is no IPv6 mesh NAT); the host keeps exactly what it had.
+      const before = sorted(await dp.observe([]));
+      for (const bad of [
+        host('meshssh', '198.51.100.128/26'),
+        host('meshport', 'udp . 8005'),
+        host('meshnat', 'fd00:80::1', 'fd00::1'),
+      ]) {
+        await assert.rejects(
+          dp.apply({ add: [host('meshmember', '10.0.0.99'), bad], replace: [], remove: [] }),
+          (e: unknown) => e instanceof IpferryError && e.code === 'IPF_E_DATAPLANE',
+          `${bad.kind} ${bad.key}`,
+        );
+        assert.deepEqual(sorted(await dp.observe([])), before);
+      }
+
+      // The mesh goes away entirely: every set is empty again, the rest untouched.
+      const gone = await step([]);
+      assert.equal(gone.remove.length, widened.length);
     });
 
     it('holds 10,000 FIPs in one apply, then moves one with a three-element change', async () => {

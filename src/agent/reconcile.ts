@@ -9,6 +9,7 @@
 import { ROOT, keys } from '../core/keys.js';
 import {
   applyDiff,
+  compareElements,
   compile,
   diffFor,
   diffIntent,
@@ -23,9 +24,17 @@ import type { TunnelOptions } from '../core/routed.js';
 import { parseStored } from '../core/json.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
-import type { Store, Watch } from '../store/store.js';
+import type { Store, Watch, WatchEvent } from '../store/store.js';
 import type { PathView } from './paths.js';
 import { remoteNodesOf } from '../core/routed.js';
+import {
+  holdMeshRemovals,
+  type MeshConfirmation,
+  type MeshHold,
+  type MeshIntent,
+  type MeshNodeReport,
+  type MeshPolicyRecord,
+} from '../core/mesh.js';
 import type { PlanResponse } from '../api/contract.js';
 
 export interface Logger {
@@ -44,6 +53,10 @@ export interface ReconcilerOptions {
   readonly tunnel?: TunnelOptions;
   /** Active probes through the tunnel: lowered MTUs for compile, dead paths for the states. */
   readonly paths?: PathView;
+  /** The clock a mesh trial's deadline is judged by (tests). */
+  readonly now?: () => Date;
+  /** Ports the mesh firewall never closes on this node (its tunnel, a reachable API). */
+  readonly alwaysOpen?: readonly string[];
 }
 
 export interface PassResult {
@@ -58,10 +71,24 @@ interface Snapshot {
   readonly pools: Pool[];
   readonly fips: { fip: FloatingIp; revision: number }[];
   readonly statuses: Map<string, FipStatus>;
+  readonly meshPolicy?: MeshPolicyRecord;
+  readonly meshConfirm?: MeshConfirmation;
+  /** Nodes whose agent holds a live lease. */
+  readonly alive: Set<string>;
 }
 
 /** Changes under these prefixes are the agent's own reports: they must not wake it up. */
-const SELF_WRITTEN = [keys.statuses, keys.alive];
+const SELF_WRITTEN = [keys.statuses];
+
+/**
+ * Liveness records are rewritten every few seconds with fresh health: only a node coming alive
+ * (created) or going away (deleted, its lease gone) changes the mesh's membership.
+ */
+function wakes(e: WatchEvent): boolean {
+  if (SELF_WRITTEN.some((p) => e.kv.key.startsWith(p))) return false;
+  if (e.kv.key.startsWith(keys.alive)) return e.type === 'delete' || e.kv.version === 1;
+  return true;
+}
 const MAX_BACKOFF_MS = 5000;
 
 export class Reconciler {
@@ -75,6 +102,9 @@ export class Reconciler {
   /** Kernel state as last read or as left by this agent's own successful apply. */
   private known?: IntentElement[];
   private readDue = true;
+  private meshHold?: MeshHold;
+  private lastMesh?: MeshIntent;
+  private deadlineTimer?: NodeJS.Timeout;
   private stopped = true;
   private failures = 0;
 
@@ -95,6 +125,7 @@ export class Reconciler {
     this.stopped = true;
     this.watch?.close();
     if (this.timer) clearInterval(this.timer);
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     await this.running;
   }
 
@@ -137,8 +168,18 @@ export class Reconciler {
     diff: IntentDiff;
   }> {
     const snapshot = await this.snapshot();
+    const now = this.o.now?.() ?? new Date();
     const intent = compile(
-      snapshot,
+      {
+        ...snapshot,
+        mesh: {
+          ...(snapshot.meshPolicy ? { record: snapshot.meshPolicy } : {}),
+          nodes: snapshot.nodes,
+          alive: snapshot.alive,
+          ...(this.o.alwaysOpen ? { alwaysOpen: this.o.alwaysOpen } : {}),
+          now,
+        },
+      },
       this.o.node,
       await this.o.dataplane.facts(),
       this.o.tunnel && this.o.paths
@@ -156,7 +197,78 @@ export class Reconciler {
         this.readDue = false;
       }
     }
-    return { snapshot, intent, observed, diff: diffIntent(intent.elements, observed) };
+    const wanted = this.holdMesh(intent, observed, snapshot);
+    return { snapshot, intent, observed, diff: diffIntent(wanted, observed) };
+  }
+
+  /**
+   * A membership change that drops more members than the policy's maxChange is held (see
+   * holdMeshRemovals) until `ipferry mesh confirm` writes a confirmation at or after the
+   * revision at which the hold began.
+   */
+  private holdMesh(
+    intent: HostIntent,
+    observed: readonly IntentElement[],
+    snapshot: Snapshot,
+  ): readonly IntentElement[] {
+    const since = this.meshHold?.sinceRevision ?? snapshot.revision;
+    const released = (snapshot.meshConfirm?.revision ?? 0) >= since;
+    const held = holdMeshRemovals(intent.elements, observed, intent.mesh?.maxChange, released);
+    if (held.keeping.length === 0) {
+      if (this.meshHold) this.o.log.info({ released }, 'mesh membership change no longer held');
+      this.meshHold = undefined;
+      return intent.elements;
+    }
+    if (!this.meshHold)
+      this.o.log.warn(
+        { keeping: held.keeping, maxChange: intent.mesh?.maxChange },
+        'mesh membership change held: more members would go than maxChange allows; confirm with `ipferry mesh confirm`',
+      );
+    this.meshHold = {
+      keeping: held.keeping,
+      maxChange: intent.mesh?.maxChange ?? 0,
+      sinceRevision: since,
+    };
+    return held.elements.sort(compareElements);
+  }
+
+  /** What the liveness record says about this node's mesh. */
+  meshReport(): MeshNodeReport | undefined {
+    const m = this.lastMesh;
+    if (!m && this.realisedRevision === undefined) return undefined;
+    return {
+      ...(this.realisedRevision !== undefined ? { appliedRevision: this.realisedRevision } : {}),
+      ...(m?.layer ? { rejectAll: m.layer.rejectAll ?? false, members: m.members } : {}),
+      ...(this.meshHold ? { hold: this.meshHold } : {}),
+      ...(m?.rolledBack ? { rolledBack: true } : {}),
+    };
+  }
+
+  /**
+   * After a pass: a trial's deadline wakes the loop (every node goes back by itself, store or
+   * not); one that ran out is written back to the store; a member without an overlay address
+   * asks for one.
+   */
+  private async afterMesh(intent: HostIntent, snapshot: Snapshot): Promise<void> {
+    this.lastMesh = intent.mesh;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    const deadline = intent.mesh?.deadline;
+    if (deadline) {
+      const wait = Math.max(0, deadline.getTime() - (this.o.now?.() ?? new Date()).getTime());
+      this.deadlineTimer = setTimeout(() => this.kick(), Math.min(wait + 20, 2 ** 31 - 1));
+      this.deadlineTimer.unref();
+    }
+    if (intent.mesh?.rolledBack && snapshot.meshPolicy?.trial) {
+      await this.o.control.mesh.rollBack().catch((e: unknown) => {
+        this.o.log.warn({ err: (e as Error).message }, 'could not write the mesh rollback back');
+      });
+    }
+    const self = snapshot.nodes.find((n) => n.name === this.o.node);
+    if (snapshot.meshPolicy && self && intent.mesh?.notes.some((n) => n.includes('no overlay'))) {
+      await this.o.control.mesh.ensureOverlay(this.o.node).catch((e: unknown) => {
+        this.o.log.warn({ err: (e as Error).message }, 'could not get an overlay address');
+      });
+    }
   }
 
   /** One pass: snapshot, compile, diff, apply, report. */
@@ -168,6 +280,7 @@ export class Reconciler {
     if (!intent.tunnel) await this.o.dataplane.applyTunnel(undefined);
     this.o.paths?.track(intent.tunnel);
     await this.report(intent, snapshot, errors);
+    await this.afterMesh(intent, snapshot);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
     if (applied > 0) {
@@ -217,7 +330,7 @@ export class Reconciler {
     this.watch = this.o.store.watch(ROOT, {
       ...(revision !== undefined ? { fromRevision: revision + 1 } : {}),
       onEvents: (events) => {
-        if (events.some((e) => !SELF_WRITTEN.some((p) => e.kv.key.startsWith(p)))) this.kick();
+        if (events.some(wakes)) this.kick();
       },
       onError: (error) => {
         // Compacted or lost: the next pass reads everything anyway, then follow from there.
@@ -238,7 +351,14 @@ export class Reconciler {
     const fips: { fip: FloatingIp; revision: number }[] = [];
     const statuses = new Map<string, FipStatus>();
     const nodes: NodeRecord[] = [];
+    const alive = new Set<string>();
+    let meshPolicy: MeshPolicyRecord | undefined;
+    let meshConfirm: MeshConfirmation | undefined;
     for (const kv of kvs) {
+      if (kv.key === keys.meshPolicy) meshPolicy = parseStored<MeshPolicyRecord>(kv.key, kv.value);
+      if (kv.key === keys.meshConfirm)
+        meshConfirm = parseStored<MeshConfirmation>(kv.key, kv.value);
+      if (kv.key.startsWith(keys.alive)) alive.add(kv.key.slice(keys.alive.length));
       if (kv.key.startsWith(keys.nodes)) nodes.push(parseStored<NodeRecord>(kv.key, kv.value));
       if (kv.key.startsWith(keys.pools)) pools.push(parseStored<Pool>(kv.key, kv.value));
       else if (kv.key.startsWith(keys.fips))
@@ -248,7 +368,16 @@ export class Reconciler {
         statuses.set(s.address, s);
       }
     }
-    return { revision, nodes, pools, fips, statuses };
+    return {
+      revision,
+      nodes,
+      pools,
+      fips,
+      statuses,
+      alive,
+      ...(meshPolicy ? { meshPolicy } : {}),
+      ...(meshConfirm ? { meshConfirm } : {}),
+    };
   }
 
   private async apply(diff: IntentDiff): Promise<Map<string, string>> {

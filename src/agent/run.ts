@@ -79,11 +79,13 @@ export async function startAgent(
       agentVersion: VERSION,
     });
     // The monitor needs the API's logger, the liveness beat starts first: it finds it here.
-    const probing: { monitor?: PathMonitor } = {};
+    const probing: { monitor?: PathMonitor; reconciler?: Reconciler } = {};
     stops.unshift(
-      await keepAlive(store, config.node, async () =>
-        withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes()),
-      ),
+      await keepAlive(store, config.node, async () => {
+        const tunnel = withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes());
+        const mesh = probing.reconciler?.meshReport();
+        return { ...(tunnel ? { tunnel } : {}), ...(mesh ? { mesh } : {}) };
+      }),
     );
     const app = await buildApi({
       control,
@@ -130,7 +132,13 @@ export async function startAgent(
         ...(config.egress !== 'own' ? { egress: config.egress } : {}),
       },
       paths,
+      alwaysOpen: [
+        `udp/${config.tunnelPort}`,
+        // Agents joining this one as their hub are no mesh members before they have joined.
+        ...(isLoopback(config.listen.host) ? [] : [`tcp/${config.listen.port}`]),
+      ],
     });
+    probing.reconciler = reconciler;
     stops.unshift(
       () => app.close(),
       () => paths.stop(),
@@ -150,6 +158,10 @@ export async function startAgent(
     await runAll(stops);
     throw e;
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '::1';
 }
 
 /** The tunnel's health with what the active probes found, per peer. */
@@ -175,16 +187,12 @@ function withProbes(
 async function keepAlive(
   store: Store,
   node: string,
-  health: () => Promise<TunnelHealth | undefined>,
+  health: () => Promise<Pick<NodeLiveness, 'tunnel' | 'mesh'>>,
 ): Promise<() => Promise<void>> {
   const since = new Date().toISOString();
   const beat = async (lease?: string): Promise<string> => {
-    const tunnel = await health().catch(() => undefined);
-    return putAlive(
-      store,
-      { name: node, since, pid: process.pid, ...(tunnel ? { tunnel } : {}) },
-      lease,
-    );
+    const report = await health().catch(() => ({}));
+    return putAlive(store, { name: node, since, pid: process.pid, ...report }, lease);
   };
   let lease = await beat();
   let busy = false;

@@ -7,8 +7,9 @@
  * - a node credential (api/join.ts) may read under ROOT except PRIVATE_PREFIXES (its gets of them
  *   are refused, its lists and watches leave them out), and write only its own registration and
  *   status: keys.node(self) and keys.nodeAlive(self) (put or delete, a value whose `name` is
- *   itself), and keys.status(address) with a value whose `node` is itself and whose `address` is
- *   that address. Leases it grants are recorded as its own (keys.leaseOwner, attached to the
+ *   itself), keys.status(address) with a value whose `node` is itself and whose `address` is
+ *   that address, and keys.overlay(address) with a value whose `name` is itself (its overlay
+ *   address's lock). Leases it grants are recorded as its own (keys.leaseOwner, attached to the
  *   lease); it may keep alive, revoke and attach keys to those only. Its compares may name only
  *   keys it may read. Anything else is refused with IPF_E_FORBIDDEN before the store is touched,
  *   so a refused request writes nothing.
@@ -217,6 +218,13 @@ function checkNodeOp(caller: { node: string }, o: Op): void {
   if (own) {
     if (value?.['name'] !== self) {
       throw forbidden(caller, `write ${o.key} with a value whose name is not ${self}`);
+    }
+    return;
+  }
+  if (o.key.startsWith(keys.overlays)) {
+    // Its own overlay address's lock (service/mesh.ts: ensureOverlay), taken with its record.
+    if (value?.['name'] !== self) {
+      throw forbidden(caller, `lock ${o.key} for another node than ${self}`);
     }
     return;
   }

@@ -216,6 +216,36 @@ export const ERRORS = {
     message: 'This host cannot run WireGuard tunnels: {reason}',
     hint: 'Load the wireguard kernel module, or install the Debian packages wireguard-tools and wireguard-go.',
   },
+  IPF_E_MESH_OVERLAP: {
+    status: 400,
+    message: 'The overlay {overlay} overlaps LAN {lan} of site {site} at {address}.',
+    hint: 'Choose an overlay prefix that no site uses (Neti used 192.168.0.0/18), or correct the site’s LANs.',
+  },
+  IPF_E_MESH_NOT_CONFIGURED: {
+    status: 404,
+    message: 'No mesh policy is set.',
+    hint: 'Set one with `ipferry mesh policy set --file POLICY.yaml` (see docs/mesh.md).',
+  },
+  IPF_E_MESH_NO_TRIAL: {
+    status: 409,
+    message: 'There is no mesh policy change waiting for confirmation.',
+    hint: 'A change applied with --confirm-within is confirmed with `ipferry mesh confirm`; it may have rolled back already (`ipferry mesh status`).',
+  },
+  IPF_E_OVERLAY_EXHAUSTED: {
+    status: 409,
+    message: 'No free overlay address left in {overlay} for node {node}.',
+    hint: 'Remove nodes that are gone for good (`ipferry node remove`), or widen the overlay prefix.',
+  },
+  IPF_E_NODE_IN_USE: {
+    status: 409,
+    message: 'Node {node} is still in use: {uses}.',
+    hint: 'Move its floating IPs elsewhere and give its pools another gateway first.',
+  },
+  IPF_E_INVENTORY: {
+    status: 400,
+    message: '{source} line {line}: {reason}',
+    hint: 'Write one host per line: NAME ADDRESS[,ADDRESS…] [site=SITE]; "#" starts a comment.',
+  },
   IPF_E_INTERNAL: {
     status: 500,
     message: 'Internal error: {reason}',

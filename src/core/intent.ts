@@ -42,6 +42,7 @@ import {
 import type { FloatingIp, NodeRecord, Pool } from './model.js';
 import { DEFAULT_TUNNEL_PORT, routedPart, type TunnelOptions } from './routed.js';
 import type { TunnelIntent } from './tunnel.js';
+import { compileMesh, type MeshIntent, type MeshState } from './mesh.js';
 import {
   NFT_FAMILY,
   NFT_SKELETON_VERSION,
@@ -67,7 +68,16 @@ export type ElementKind =
   | 'fwdport'
   | 'tuntarget'
   | 'route'
-  | 'rule';
+  | 'rule'
+  // The fleet mesh (mesh.ts): overlay address → real address, the source to use toward a
+  // same-site member's private address, member addresses, failsafe SSH prefixes, open ports
+  // (`tcp . 443`, `udp . 8000-8010`) and the reject_all switch per family.
+  | 'meshnat'
+  | 'meshsnat'
+  | 'meshmember'
+  | 'meshssh'
+  | 'meshport'
+  | 'meshreject';
 
 export interface IntentElement {
   readonly kind: ElementKind;
@@ -87,6 +97,8 @@ export interface HostIntent {
   readonly refused: readonly { readonly address: string; readonly reason: string }[];
   /** This node's tunnel, when it exchanges FIPs with other nodes. */
   readonly tunnel?: TunnelIntent;
+  /** This node's part of the fleet mesh, when there is a mesh policy. */
+  readonly mesh?: MeshIntent;
 }
 
 export interface CompileState {
@@ -94,6 +106,8 @@ export interface CompileState {
   readonly fips: readonly { readonly fip: FloatingIp; readonly revision: number }[];
   /** Node records, for the tunnels of FIPs served by another node. */
   readonly nodes?: readonly NodeRecord[];
+  /** The fleet mesh's policy and members, and the time to judge a trial's deadline by. */
+  readonly mesh?: MeshState & { readonly now: Date };
 }
 
 /** What the host itself has, read by the dataplane: needed to keep ipferry off its own feet. */
@@ -135,6 +149,12 @@ const KIND_ORDER: Record<ElementKind, number> = {
   tuntarget: 11,
   route: 12,
   rule: 13,
+  meshnat: 14,
+  meshsnat: 15,
+  meshmember: 16,
+  meshssh: 17,
+  meshport: 18,
+  meshreject: 19,
 };
 
 export const HOST_OWNER = 'host';
@@ -172,6 +192,16 @@ export function compile(
   // Routed FIPs leave the gateway unchanged: they must not be dropped as unassociated.
   const keep = new Set([...own, ...routed.passing]);
   if (pools.length > 0) realised.push(...hostElements(pools, facts, keep));
+  // The fleet mesh: its sets and maps live in the same table, also on a node that is no gateway.
+  const mesh = state.mesh ? compileMesh(state.mesh, node, state.mesh.now) : undefined;
+  if (mesh && mesh.elements.length > 0) {
+    realised.push(...mesh.elements, {
+      kind: 'table',
+      key: `${NFT_FAMILY} ${NFT_TABLE}`,
+      value: NFT_SKELETON_VERSION,
+      owner: HOST_OWNER,
+    });
+  }
   // One element per id (a node may need one host element for two reasons), one refusal per FIP.
   const elements_ = [...new Map(realised.map((e) => [elementId(e), e])).values()];
   elements_.sort(compareElements);
@@ -184,6 +214,7 @@ export function compile(
     fips,
     refused: refusals,
     ...(routed.tunnel ? { tunnel: routed.tunnel } : {}),
+    ...(mesh && (mesh.layer || mesh.notes.length > 0) ? { mesh } : {}),
   };
 }
 

@@ -30,6 +30,12 @@ export const keys = {
   /** Which node granted a lease through the hub, attached to that lease. */
   leaseOwners: `${ROOT}lease-owners/`,
   leaseOwner: (lease: string) => `${ROOT}lease-owners/${encodeURIComponent(lease)}`,
+  /** The fleet mesh's policy (mesh.ts: MeshPolicyRecord) and the latest confirmation. */
+  meshPolicy: `${ROOT}mesh/policy`,
+  meshConfirm: `${ROOT}mesh/confirm`,
+  /** Which node holds an overlay address: the lock that keeps two nodes off one address. */
+  overlays: `${ROOT}mesh/overlay/`,
+  overlay: (address: string) => `${ROOT}mesh/overlay/${address}`,
   /** One 1:1 NAT target maps to one FIP per gateway: SNAT must know which FIP to use. */
   natTarget: (gateway: string, target: string) => `${ROOT}nat-targets/${gateway}/${target}`,
 } as const;

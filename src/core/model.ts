@@ -5,6 +5,7 @@
  */
 import type { Family } from './address.js';
 import type { TunnelDriverKind } from './tunnel.js';
+import type { MeshNodeReport } from './mesh.js';
 
 export type AssociationMode = 'nat' | 'routed' | 'ports';
 export const ASSOCIATION_MODES: readonly AssociationMode[] = ['nat', 'routed', 'ports'];
@@ -115,6 +116,8 @@ export interface NodeRecord {
   readonly endpoint?: string;
   /** Public key of the node's tunnel, in the form its driver uses (see tunnelDriver). */
   readonly publicKey?: string;
+  /** The node's fleet-mesh address (mesh.ts): unique, kept until the node is removed. */
+  readonly overlayIp?: string;
   /** Which tunnel the node runs; absent means WireGuard. Peers must run the same one. */
   readonly tunnelDriver?: TunnelDriverKind;
   readonly addresses: readonly string[];
@@ -144,6 +147,8 @@ export interface NodeLiveness {
   readonly pid?: number;
   /** The node's tunnel as its agent last saw it (refreshed with the liveness lease). */
   readonly tunnel?: TunnelHealth;
+  /** The node's mesh as its agent last applied it. */
+  readonly mesh?: MeshNodeReport;
 }
 
 export interface TunnelHealth {
@@ -185,4 +190,6 @@ export interface NodeView extends NodeRecord {
   readonly alive: boolean;
   readonly aliveSince?: string;
   readonly tunnel?: TunnelHealth;
+  /** The node's mesh as its agent last applied it (its liveness record's report). */
+  readonly mesh?: MeshNodeReport;
 }

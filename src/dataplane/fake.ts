@@ -1,11 +1,13 @@
 /**
  * A strict in-memory dataplane. It keeps state like a kernel, refuses what a kernel would
- * refuse (removing what is not there, adding what already is, overlapping port intervals, a
- * claim — local address or proxy ARP/NDP entry — on an interface the host does not have),
+ * refuse (removing what is not there, adding what already is, overlapping port intervals or
+ * mesh SSH prefixes, a mesh element nftables cannot parse or has no set for, a claim — local
+ * address or proxy ARP/NDP entry — on an interface the host does not have),
  * applies a diff all-or-nothing, records the conntrack flushes a move or release causes, and
  * prints its state with `dump()` so tests can compare whole states. Tests can also make it
  * refuse an element the way a kernel would refuse a rule, to exercise ERROR paths.
  */
+import { prefixRange, tryParseAddress, tryParsePrefix } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
 import {
   compareElements,
@@ -118,6 +120,7 @@ export class FakeDataplane implements Dataplane {
       this.put(next, e);
     }
     this.checkForwardsDisjoint(next);
+    this.checkMeshIntervals(next);
     this.elements = next;
     for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) {
       if (e.kind === 'dnat' || e.kind === 'fwd' || e.kind === 'fwdport') {
@@ -164,6 +167,8 @@ export class FakeDataplane implements Dataplane {
     const refusal = this.refusals.find((r) => r.match(e));
     if (refusal) this.refuse(e, refusal.reason);
     if (e.kind === 'claim') this.checkClaim(e);
+    const bad = meshProblem(e);
+    if (bad) this.refuse(e, bad);
     state.set(elementId(e), e);
   }
 
@@ -195,9 +200,66 @@ export class FakeDataplane implements Dataplane {
     }
   }
 
+  /**
+   * nftables refuses overlapping elements in an interval set, checked against the set as it is
+   * after the whole transaction (a prefix may give way to one inside it in one apply): SSH
+   * prefixes per family, open ports per protocol.
+   */
+  private checkMeshIntervals(state: Map<string, IntentElement>): void {
+    const seen = new Map<string, { lo: bigint; hi: bigint; e: IntentElement }[]>();
+    for (const e of state.values()) {
+      const span = meshSpan(e);
+      if (!span) continue;
+      const others = seen.get(span.group) ?? [];
+      const clash = others.find((o) => o.lo <= span.hi && span.lo <= o.hi);
+      if (clash) this.refuse(e, `interval overlaps with ${clash.e.kind} ${clash.e.key}`);
+      seen.set(span.group, [...others, { ...span, e }]);
+    }
+  }
+
   private refuse(e: IntentElement, reason: string): never {
     throw new IpferryError('IPF_E_DATAPLANE', {
       reason: `${e.kind} ${e.key} -> ${e.value}: ${reason}`,
     });
   }
+}
+
+const PORTS = /^(tcp|udp) \. (\d{1,5})(?:-(\d{1,5}))?$/;
+
+/** What nftables would refuse in a mesh element, as the kernel's table declares its sets. */
+function meshProblem(e: IntentElement): string | undefined {
+  const family = (text: string): number | undefined => tryParseAddress(text)?.family;
+  switch (e.kind) {
+    case 'meshnat':
+    case 'meshsnat':
+      return family(e.key) === 4 && family(e.value) === 4
+        ? undefined
+        : `No such file or directory (${e.kind}4 maps an IPv4 address to an IPv4 address)`;
+    case 'meshmember':
+      return family(e.key) ? undefined : 'not an address';
+    case 'meshssh':
+      return tryParsePrefix(e.key) ? undefined : 'not a prefix';
+    case 'meshport': {
+      const m = PORTS.exec(e.key);
+      const [lo, hi] = [Number(m?.[2]), Number(m?.[3] ?? m?.[2])];
+      return m && lo <= hi && hi <= 65535 ? undefined : 'not PROTO . PORT[-PORT]';
+    }
+    case 'meshreject':
+      return e.key === 'ipv4' || e.key === 'ipv6' ? undefined : 'not ipv4 or ipv6';
+    default:
+      return undefined;
+  }
+}
+
+/** The interval a mesh SSH prefix or open port covers, and the set part it must not overlap in. */
+function meshSpan(e: IntentElement): { group: string; lo: bigint; hi: bigint } | undefined {
+  if (e.kind === 'meshssh') {
+    const range = prefixRange(tryParsePrefix(e.key)!);
+    return { group: `ssh${range.family}`, lo: range.first.value, hi: range.last.value };
+  }
+  if (e.kind === 'meshport') {
+    const [, proto = '', lo = '0', hi = lo] = PORTS.exec(e.key) ?? [];
+    return { group: `port ${proto}`, lo: BigInt(lo), hi: BigInt(hi) };
+  }
+  return undefined;
 }

@@ -63,6 +63,7 @@ import type {
 } from '../api/contract.js';
 import type { Op, Store } from '../store/store.js';
 import type { Neighbour } from '../dataplane/dataplane.js';
+import { MeshControl } from './mesh.js';
 import {
   absent,
   getRecord,
@@ -90,10 +91,15 @@ const STATUS_BATCH = 100;
 const ALLOCATION_SPREAD = 64;
 
 export class ControlPlane {
+  /** The fleet mesh: policy, confirmations, overlay addresses, removals, audit. */
+  readonly mesh: MeshControl;
+
   constructor(
     readonly store: Store,
     private readonly now: () => Date = () => new Date(),
-  ) {}
+  ) {
+    this.mesh = new MeshControl(store, now);
+  }
 
   // Pools -------------------------------------------------------------------------------------
 
@@ -455,15 +461,20 @@ export class ControlPlane {
 
   // Nodes and status --------------------------------------------------------------------------
 
-  /** Creates or refreshes a node's record (called by its own agent). */
-  async registerNode(record: Omit<NodeRecord, 'registeredAt'>): Promise<NodeRecord> {
+  /**
+   * Creates or refreshes a node's record (called by its own agent). The node keeps its overlay
+   * address; when the mesh has a policy and the node has none yet, it gets one.
+   */
+  async registerNode(record: Omit<NodeRecord, 'registeredAt' | 'overlayIp'>): Promise<NodeRecord> {
     const p = new Problems();
     checkName(p, 'node', record.name);
     p.done();
-    return optimistic('register node', async () => {
+    const registered = await optimistic('register node', async () => {
       const existing = await getRecord<NodeRecord>(this.store, keys.node(record.name));
+      const overlayIp = existing?.value.overlayIp;
       const next: NodeRecord = {
         ...record,
+        ...(overlayIp ? { overlayIp } : {}),
         registeredAt: existing?.value.registeredAt ?? this.timestamp(),
       };
       const r = await this.store.txn({
@@ -472,6 +483,8 @@ export class ControlPlane {
       });
       return r.succeeded ? next : RETRY;
     });
+    const overlayIp = await this.mesh.ensureOverlay(record.name);
+    return overlayIp ? { ...registered, overlayIp } : registered;
   }
 
   async listNodes(): Promise<NodeView[]> {
@@ -689,5 +702,6 @@ function nodeView(
     alive: alive !== undefined,
     ...(alive ? { aliveSince: alive.since } : {}),
     ...(tunnel ? { tunnel } : {}),
+    ...(alive?.mesh ? { mesh: alive.mesh } : {}),
   };
 }

@@ -2,9 +2,11 @@
  * The `inet ipferry` nftables table: its fixed part (chains and rules that only reference maps
  * and sets), how intent elements become map and set elements, and how `nft -j` output becomes
  * intent elements again. Rules never name an address, so adding, moving or removing a FIP is an
- * element change whatever the number of FIPs: lookups are O(1), not a rule walk per FIP.
+ * element change whatever the number of FIPs: lookups are O(1), not a rule walk per FIP. The fleet
+ * mesh (src/core/mesh.ts) follows the same rule: a 5,000-node fleet is the same few rules and
+ * 5,000 set elements.
  */
-import { addressFromValue, tryParseAddress } from '../../core/address.js';
+import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/address.js';
 import { HOST_OWNER, type IntentElement } from '../../core/intent.js';
 import { TUNNEL_IFNAME_PREFIX } from '../../core/tunnel.js';
 import {
@@ -42,7 +44,17 @@ const CHAINS: Record<string, [string, string[]]> = {
     ],
   ],
   prerouting: ['type nat hook prerouting priority dstnat; policy accept;', DNAT_RULES],
-  output: ['type nat hook output priority -100; policy accept;', DNAT_RULES],
+  output: [
+    'type nat hook output priority -100; policy accept;',
+    [
+      ...DNAT_RULES,
+      // The mesh: this host's own connections to a member's overlay address go to the address
+      // that member is reached at from here; the member sees this host's real address (the
+      // `ct status dnat accept` in postrouting keeps it from any SNAT). After the FIPs' DNAT:
+      // a dnat that matches ends the chain, and a FIP is never an overlay address anyway.
+      'dnat ip to ip daddr map @meshnat4',
+    ],
+  ],
   forward: [
     'type filter hook forward priority filter; policy accept;',
     [
@@ -82,9 +94,46 @@ const CHAINS: Record<string, [string, string[]]> = {
     'type filter hook input priority filter; policy accept;',
     ['ip daddr @drop4 drop', 'ip6 daddr @drop6 drop'],
   ],
+  // The mesh firewall of this host's own services (what the input hook sees: not what a gateway
+  // forwards). Every rule is an accept except the last, so with every mesh set empty — a
+  // gateway that is no member — the chain changes nothing. Before `input` (priority filter):
+  // its drop is final, while its accepts leave the packet to the chains after it.
+  meshin: [
+    'type filter hook input priority filter - 10; policy accept;',
+    [
+      'iifname "lo" accept',
+      // What comes out of ipferry's own tunnels was delivered here on purpose — a routed FIP or
+      // a nat/ports target this node serves for its gateway, the path probes — by a peer that
+      // authenticated itself (WireGuard keys, tinc keys): reject_all guards the host's own
+      // addresses, it must not black-hole the FIPs the operator exposed through the tunnel.
+      `iifname "${TUNNEL_IFNAME_PREFIX}*" accept`,
+      // Established and related before the member checks, as Neti did: reject_all drops new
+      // connections only. It lets the answers to this host's own connections in (from anyone),
+      // ends the common packet's walk at the third rule, and a policy change (reject_all on, a
+      // member leaving) never cuts a live session — the operator's own SSH that rolls the
+      // change out included. A removed member cannot open new connections.
+      'ct state established,related accept',
+      // The failsafe: SSH from these prefixes passes whatever else the mesh says, ahead of the
+      // drop (test/nft-ruleset.test.ts holds the order).
+      'tcp dport 22 ip saddr @meshssh4 accept',
+      'tcp dport 22 ip6 saddr @meshssh6 accept',
+      'ip saddr @meshmember4 accept',
+      'ip6 saddr @meshmember6 accept',
+      'meta l4proto . th dport @meshport accept',
+      // IPv6 stops working on a link without neighbour discovery and router advertisements;
+      // without MLD queries a snooping switch stops forwarding the solicitations to us.
+      'icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect, mld-listener-query } accept',
+      // reject_all, per family: nothing of the above let it in.
+      'meta nfproto @meshreject drop',
+    ],
+  ],
   postrouting: [
     'type nat hook postrouting priority srcnat; policy accept;',
     [
+      // The mesh: this host's own connection to a same-site member's overlay address, DNATed
+      // in output to the member's private address, leaves from this host's private address
+      // (routing chose the source for the overlay address: the public one).
+      'fib saddr type local ct status dnat snat ip to ip daddr map @meshsnat4',
       `meta mark & ${MARK} == ${MARK} masquerade`,
       'ip daddr @masq4 ct status dnat masquerade',
       'ip6 daddr @masq6 ct status dnat masquerade',
@@ -118,6 +167,14 @@ const DECLARATIONS = [
   'set hairpin { type ifname . ifname; }',
   'set tuntarget4 { type ipv4_addr; }',
   'set tuntarget6 { type ipv6_addr; }',
+  'map meshnat4 { type ipv4_addr : ipv4_addr; }',
+  'map meshsnat4 { type ipv4_addr : ipv4_addr; }',
+  'set meshmember4 { type ipv4_addr; }',
+  'set meshmember6 { type ipv6_addr; }',
+  'set meshssh4 { type ipv4_addr; flags interval; }',
+  'set meshssh6 { type ipv6_addr; flags interval; }',
+  'set meshport { type inet_proto . inet_service; flags interval; }',
+  'set meshreject { type nf_proto; }',
 ];
 
 /** Kinds this table holds; the others belong to other drivers. */
@@ -132,6 +189,12 @@ export const NFT_KINDS = new Set([
   'fwd',
   'fwdport',
   'tuntarget',
+  'meshnat',
+  'meshsnat',
+  'meshmember',
+  'meshssh',
+  'meshport',
+  'meshreject',
 ]);
 
 /** The whole table, fixed part and elements, as one `nft -f` script that replaces it atomically. */
@@ -192,6 +255,19 @@ function elementTarget(e: IntentElement): { container: string; text: string } | 
     }
     case 'hairpin':
       return { container: 'hairpin', text: `"${e.key}" . "${e.key}"` };
+    // Mesh NAT is IPv4 only (there is no meshnat6: an IPv6 key is refused like any unknown map).
+    case 'meshnat':
+      return { container: `meshnat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+    case 'meshsnat':
+      return { container: `meshsnat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+    case 'meshmember':
+      return { container: `meshmember${v(e.key)}`, text: e.key };
+    case 'meshssh':
+      return { container: `meshssh${v(e.key)}`, text: e.key };
+    case 'meshport':
+      return { container: 'meshport', text: e.key };
+    case 'meshreject':
+      return { container: 'meshreject', text: e.key };
     default:
       return undefined;
   }
@@ -287,6 +363,20 @@ function parseElement(container: string, item: Json): IntentElement[] {
       const [name] = concat(key);
       return [{ kind: 'hairpin', key: String(name), value: String(name), owner: HOST_OWNER }];
     }
+    case 'meshnat':
+      return [fipElement('meshnat', addr(key), addr(value), HOST_OWNER)];
+    case 'meshsnat':
+      return [fipElement('meshsnat', addr(key), addr(value), HOST_OWNER)];
+    case 'meshmember':
+      return [fipElement('meshmember', addr(key), '', HOST_OWNER)];
+    case 'meshssh':
+      return [fipElement('meshssh', prefixText(key), '', HOST_OWNER)];
+    case 'meshport': {
+      const [proto, ports] = concat(key);
+      return [fipElement('meshport', `${String(proto)} . ${portText(ports)}`, '', HOST_OWNER)];
+    }
+    case 'meshreject':
+      return [fipElement('meshreject', String(key), '', HOST_OWNER)];
     default:
       return [];
   }
@@ -313,6 +403,19 @@ function addr(x: Json): string {
 function portText(x: Json): string {
   const range = (x as { range?: [number, number] }).range;
   return range ? `${range[0]}-${range[1]}` : String(x);
+}
+
+/**
+ * A prefix set element comes back as a prefix, or as a bare address when it holds one address:
+ * both become ADDRESS/LENGTH again. A range (only an operator's hand adds one) keeps its
+ * FIRST-LAST text, which no compiled key has: the next apply deletes it by that text.
+ */
+function prefixText(x: Json): string {
+  const prefix = (x as { prefix?: { addr: string; len: number } }).prefix;
+  if (prefix) return tryParsePrefix(`${prefix.addr}/${prefix.len}`)?.text ?? rangeText(x);
+  const single = tryParseAddress(String(x));
+  if (single) return `${single.text}/${single.family === 4 ? 32 : 128}`;
+  return rangeText(x);
 }
 
 /** Interval set elements come back as an address, a prefix or a range: all become FIRST-LAST. */

@@ -1,0 +1,688 @@
+/**
+ * The fleet mesh (Neti's job, done with sets and maps): every node reaches every other by an
+ * overlay address that does not change while hosts move between sites, and each node's
+ * firewall lets in exactly the fleet, a few open ports and, always, SSH from a failsafe list.
+ *
+ * - Policy is layered: fleet, then site, then node. Lists (open ports, SSH ranges) add up;
+ *   `rejectAll` and each `natOverrides` entry take the most specific layer's value. `rejectAll`
+ *   is switched per node so a rollout can be staged host by host.
+ * - Each member node gets an overlay address from `overlay`, unique and sticky (kept in its node
+ *   record until the node is removed for good). On every member, compile maps each member's
+ *   overlay address to the address it should be reached at from there: its private address
+ *   within the same site, its public address from another site, or a `natOverrides` entry.
+ * - Members are the registered nodes that hold an overlay address and whose agent is alive.
+ *   A membership change that would drop more than `maxChange` members at once is held (the old
+ *   members stay allowed and mapped) until an operator confirms it: a lost quorum or a store
+ *   hiccup must not cut a fleet off from itself.
+ * - A policy change may carry a deadline: unless confirmed by then, every node goes back to the
+ *   previous policy by itself, even when nobody can reach the store any more.
+ *
+ * All of it is pure: the agent, the API and the CLI call these functions with what they read.
+ */
+import {
+  type Address,
+  addressFromValue,
+  compareAddressText,
+  type Family,
+  prefixRange,
+  rangeContains,
+  rangeOverlap,
+  tryParseAddress,
+  tryParsePrefix,
+} from './address.js';
+import { IpferryError } from './errors.js';
+import type { IntentElement } from './intent.js';
+import type { NodeLiveness, NodeRecord, Protocol } from './model.js';
+import { fnv1a } from './tunnel.js';
+import { checkName, parsePortRange, Problems } from './validate.js';
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+/** One layer of mesh policy (fleet, a site or a node). */
+export interface MeshLayer {
+  /** `tcp/443`, `udp/53`, `tcp/8000-8010`: open to anyone (subject to the host's other rules). */
+  readonly openPorts?: readonly string[];
+  /** Prefixes always let in to TCP port 22, ahead of any drop. */
+  readonly sshAllow?: readonly string[];
+  /** Drop what is neither fleet, nor an open port, nor failsafe SSH. */
+  readonly rejectAll?: boolean;
+  /** Overlay address → address to reach it at, instead of the member's own. */
+  readonly natOverrides?: Readonly<Record<string, string>>;
+}
+
+export interface MeshSite extends MeshLayer {
+  /** The site's private prefixes: an overlay that overlaps one would shadow real hosts. */
+  readonly lans?: readonly string[];
+}
+
+export interface MeshPolicy {
+  /** IPv4 prefix the overlay addresses come from (Neti used 192.168.0.0/18). */
+  readonly overlay: string;
+  /** The most members one change may drop before it is held for confirmation. */
+  readonly maxChange?: number;
+  readonly fleet: MeshLayer;
+  readonly sites: Readonly<Record<string, MeshSite>>;
+  readonly nodes: Readonly<Record<string, MeshLayer>>;
+}
+
+/** What the store keeps under `mesh/policy`. */
+export interface MeshPolicyRecord {
+  readonly policy: MeshPolicy;
+  /** Present while a change is on trial: without a confirmation, `previous` is back at `deadline`. */
+  readonly trial?: {
+    /** The policy before this change; null when there was none (the mesh goes away). */
+    readonly previous: MeshPolicy | null;
+    readonly deadline: string;
+  };
+  readonly updatedAt: string;
+}
+
+/** What `ipferry mesh confirm` writes: holds detected up to this revision are released. */
+export interface MeshConfirmation {
+  readonly revision: number;
+  readonly at: string;
+}
+
+/** A membership change an agent holds back (more than maxChange members would go at once). */
+export interface MeshHold {
+  /** Overlay addresses of the members it keeps although they left. */
+  readonly keeping: readonly string[];
+  readonly maxChange: number;
+  /** The store revision at which the hold began: a confirmation at or after it releases it. */
+  readonly sinceRevision: number;
+}
+
+/** What a node's agent reports about its mesh in its liveness record. */
+export interface MeshNodeReport {
+  /** Store revision of the state the agent last applied. */
+  readonly appliedRevision?: number;
+  readonly rejectAll?: boolean;
+  readonly members?: number;
+  readonly hold?: MeshHold;
+  /** The policy's trial ran out unconfirmed: this node runs the previous one. */
+  readonly rolledBack?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+/** Like the pool overlap: one error code the CLI and API can point at. */
+function overlapError(overlay: string, site: string, lan: string, at: Address): IpferryError {
+  return new IpferryError('IPF_E_MESH_OVERLAP', { overlay, site, lan, address: at.text });
+}
+
+function checkPrefixList(p: Problems, path: string, value: unknown, v4only = false): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    p.add(path, 'must be a list of prefixes');
+    return [];
+  }
+  const out: string[] = [];
+  value.forEach((item, i) => {
+    const prefix = typeof item === 'string' ? tryParsePrefix(item) : undefined;
+    const loose = typeof item === 'string' ? tryParsePrefix(item, false) : undefined;
+    if (!prefix) {
+      p.add(
+        `${path}[${i}]`,
+        loose
+          ? `${JSON.stringify(item)} has host bits set: did you mean ${loose.text}?`
+          : `${JSON.stringify(item)} is not a prefix (192.0.2.0/24, 2001:db8::/32)`,
+      );
+    } else if (v4only && prefix.family !== 4) {
+      p.add(`${path}[${i}]`, `${prefix.text}: only IPv4 here`);
+    } else out.push(prefix.text);
+  });
+  return [...new Set(out)];
+}
+
+/** `tcp/443`, `udp/53-54`: the canonical text, or undefined with a problem recorded. */
+function checkPortSpec(p: Problems, path: string, value: unknown): string | undefined {
+  const m = typeof value === 'string' ? /^(tcp|udp)\/(.+)$/.exec(value) : null;
+  if (!m) {
+    p.add(path, `${JSON.stringify(value)} is not PROTOCOL/PORT[-PORT] (tcp/443, udp/8000-8010)`);
+    return undefined;
+  }
+  const range = parsePortRange(p, path, m[2]);
+  if (!range) return undefined;
+  const ports = range.port === range.portEnd ? `${range.port}` : `${range.port}-${range.portEnd}`;
+  return `${m[1]}/${ports}`;
+}
+
+function checkLayer(p: Problems, path: string, value: unknown): MeshLayer {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    p.add(path, 'must be an object');
+    return {};
+  }
+  const v = value as Record<string, unknown>;
+  const known = new Set(['openPorts', 'sshAllow', 'rejectAll', 'natOverrides', 'lans']);
+  for (const key of Object.keys(v)) if (!known.has(key)) p.add(`${path}.${key}`, 'is not known');
+  const layer: {
+    openPorts?: string[];
+    sshAllow?: string[];
+    rejectAll?: boolean;
+    natOverrides?: Record<string, string>;
+  } = {};
+  if (v.openPorts !== undefined) {
+    if (!Array.isArray(v.openPorts)) p.add(`${path}.openPorts`, 'must be a list');
+    else {
+      const ports = v.openPorts
+        .map((item, i) => checkPortSpec(p, `${path}.openPorts[${i}]`, item))
+        .filter((x): x is string => x !== undefined);
+      layer.openPorts = [...new Set(ports)];
+    }
+  }
+  if (v.sshAllow !== undefined) layer.sshAllow = checkPrefixList(p, `${path}.sshAllow`, v.sshAllow);
+  if (v.rejectAll !== undefined) {
+    if (typeof v.rejectAll !== 'boolean') p.add(`${path}.rejectAll`, 'must be true or false');
+    else layer.rejectAll = v.rejectAll;
+  }
+  if (v.natOverrides !== undefined) {
+    const o = v.natOverrides;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) {
+      p.add(`${path}.natOverrides`, 'must map overlay addresses to addresses');
+    } else {
+      const out: Record<string, string> = {};
+      for (const [from, to] of Object.entries(o as Record<string, unknown>)) {
+        const a = tryParseAddress(from);
+        const b = typeof to === 'string' ? tryParseAddress(to) : undefined;
+        if (a?.family !== 4 || b?.family !== 4) {
+          p.add(
+            `${path}.natOverrides.${from}`,
+            `${JSON.stringify(from)} → ${JSON.stringify(to)} is not a pair of IPv4 addresses (overlay address → address)`,
+          );
+        } else out[a.text] = b.text;
+      }
+      layer.natOverrides = out;
+    }
+  }
+  return layer;
+}
+
+/**
+ * Every problem of a mesh policy at once (IPF_E_VALIDATION), then overlaps of the overlay with
+ * a site's LAN (IPF_E_MESH_OVERLAP); the policy in canonical form otherwise.
+ */
+export function validateMeshPolicy(input: unknown): MeshPolicy {
+  const p = new Problems();
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    p.add('', 'must be an object with overlay, and optionally maxChange, fleet, sites, nodes');
+    p.done();
+  }
+  const v = input as Record<string, unknown>;
+  const known = new Set(['overlay', 'maxChange', 'fleet', 'sites', 'nodes']);
+  for (const key of Object.keys(v)) if (!known.has(key)) p.add(key, 'is not known');
+  const overlay = typeof v.overlay === 'string' ? tryParsePrefix(v.overlay) : undefined;
+  if (!overlay || overlay.family !== 4 || overlay.length > 30) {
+    p.add('overlay', 'must be an IPv4 prefix of length 30 or less (192.168.0.0/18)');
+  }
+  let maxChange: number | undefined;
+  if (v.maxChange !== undefined) {
+    if (typeof v.maxChange === 'number' && Number.isInteger(v.maxChange) && v.maxChange >= 0)
+      maxChange = v.maxChange;
+    else p.add('maxChange', 'must be a whole number of members, 0 or more');
+  }
+  const fleet = checkLayer(p, 'fleet', v.fleet);
+  if (v.fleet !== undefined && 'lans' in (v.fleet as object))
+    p.add('fleet.lans', 'belongs to a site');
+  const sites: Record<string, MeshSite> = {};
+  const siteLans = new Map<string, string[]>();
+  for (const [name, raw] of Object.entries(recordOf(p, 'sites', v.sites))) {
+    checkName(p, `sites.${name}`, name);
+    const layer = checkLayer(p, `sites.${name}`, raw);
+    const lans = checkPrefixList(p, `sites.${name}.lans`, (raw as { lans?: unknown }).lans);
+    siteLans.set(name, lans);
+    sites[name] = { ...layer, ...(lans.length > 0 ? { lans } : {}) };
+  }
+  const nodes: Record<string, MeshLayer> = {};
+  for (const [name, raw] of Object.entries(recordOf(p, 'nodes', v.nodes))) {
+    checkName(p, `nodes.${name}`, name);
+    if (raw && typeof raw === 'object' && 'lans' in raw)
+      p.add(`nodes.${name}.lans`, 'belongs to a site');
+    nodes[name] = checkLayer(p, `nodes.${name}`, raw);
+  }
+  p.done();
+  const overlayRange = prefixRange(overlay!);
+  for (const [site, lans] of siteLans) {
+    for (const lan of lans) {
+      const at = rangeOverlap(overlayRange, prefixRange(tryParsePrefix(lan)!));
+      if (at) throw overlapError(overlay!.text, site, lan, at);
+    }
+  }
+  return {
+    overlay: overlay!.text,
+    ...(maxChange !== undefined ? { maxChange } : {}),
+    fleet,
+    sites,
+    nodes,
+  };
+}
+
+function recordOf(p: Problems, path: string, value: unknown): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (typeof value === 'object' && value !== null && !Array.isArray(value))
+    return value as Record<string, unknown>;
+  p.add(path, 'must be an object keyed by name');
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Effective policy
+
+/** The layers that apply to `node` (in site `site`), merged. */
+export function effectiveLayer(policy: MeshPolicy, node: string, site?: string): MeshLayer {
+  const layers = [policy.fleet, site ? policy.sites[site] : undefined, policy.nodes[node]].filter(
+    (l): l is MeshLayer => l !== undefined,
+  );
+  const union = (pick: (l: MeshLayer) => readonly string[] | undefined): string[] => [
+    ...new Set(layers.flatMap((l) => pick(l) ?? [])),
+  ];
+  let rejectAll = false;
+  for (const l of layers) if (l.rejectAll !== undefined) rejectAll = l.rejectAll;
+  return {
+    openPorts: union((l) => l.openPorts),
+    sshAllow: union((l) => l.sshAllow),
+    rejectAll,
+    natOverrides: Object.assign({}, ...layers.map((l) => l.natOverrides ?? {})) as Record<
+      string,
+      string
+    >,
+  };
+}
+
+/**
+ * The policy in force at `now`: the record's, or its previous one when a trial ran out
+ * unconfirmed (undefined: no mesh).
+ */
+export function policyInForce(
+  record: MeshPolicyRecord | undefined,
+  now: Date,
+): { policy: MeshPolicy | undefined; rolledBack: boolean; deadline?: Date } {
+  if (!record) return { policy: undefined, rolledBack: false };
+  if (!record.trial) return { policy: record.policy, rolledBack: false };
+  const deadline = new Date(record.trial.deadline);
+  if (now.getTime() < deadline.getTime())
+    return { policy: record.policy, rolledBack: false, deadline };
+  return { policy: record.trial.previous ?? undefined, rolledBack: true };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses and overlay allocation
+
+const PRIVATE = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7'].map(
+  (p) => prefixRange(tryParsePrefix(p)!),
+);
+const NEVER = ['127.0.0.0/8', '169.254.0.0/16', '::1/128', 'fe80::/10'].map((p) =>
+  prefixRange(tryParsePrefix(p)!),
+);
+
+/** A node's own addresses, split into private and public (loopback and link-local left out). */
+export function classifyAddresses(addresses: readonly string[]): {
+  private: string[];
+  public: string[];
+} {
+  const out = { private: [] as string[], public: [] as string[] };
+  for (const text of addresses) {
+    const a = tryParseAddress(text.split('/')[0] ?? '');
+    if (!a || NEVER.some((r) => rangeContains(r, a))) continue;
+    (PRIVATE.some((r) => rangeContains(r, a)) ? out.private : out.public).push(a.text);
+  }
+  out.private.sort(compareAddressText);
+  out.public.sort(compareAddressText);
+  return out;
+}
+
+function firstOf(addresses: readonly string[], family: Family): string | undefined {
+  return addresses.find((a) => tryParseAddress(a)?.family === family);
+}
+
+/**
+ * A free overlay address for `node`: starting at a point its name hashes to, the first one not
+ * in `taken` (network and broadcast addresses skipped). Starting from a hash keeps many nodes
+ * registering at once from all racing for the same lowest address. Undefined when full.
+ */
+export function chooseOverlayAddress(
+  overlay: string,
+  node: string,
+  taken: ReadonlySet<string>,
+): string | undefined {
+  const range = prefixRange(tryParsePrefix(overlay)!);
+  const first = range.first.value + 1n;
+  const size = range.last.value - range.first.value - 1n;
+  if (size <= 0n) return undefined;
+  const start = BigInt(fnv1a(node)) % size;
+  for (let i = 0n; i < size; i++) {
+    const candidate = addressFromValue(4, first + ((start + i) % size)).text;
+    if (!taken.has(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+export function overlaySize(overlay: string): number {
+  const range = prefixRange(tryParsePrefix(overlay)!);
+  return Number(range.last.value - range.first.value - 1n);
+}
+
+export function inOverlay(overlay: string, address: string): boolean {
+  const a = tryParseAddress(address);
+  const range = prefixRange(tryParsePrefix(overlay)!);
+  return (
+    a !== undefined &&
+    rangeContains(range, a) &&
+    a.value !== range.first.value &&
+    a.value !== range.last.value
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compile
+
+export interface MeshState {
+  readonly record?: MeshPolicyRecord;
+  readonly nodes: readonly NodeRecord[];
+  /** Nodes whose agent holds a live lease. */
+  readonly alive: ReadonlySet<string>;
+  /**
+   * Ports this node must keep open whatever the policy says (`udp/51820`, `tcp/7447`): its
+   * tunnel's outer packets come from peers that may not be members, and agents that join a
+   * hub are no members before they joined.
+   */
+  readonly alwaysOpen?: readonly string[];
+}
+
+export interface MeshIntent {
+  readonly elements: IntentElement[];
+  readonly layer?: MeshLayer;
+  readonly members: number;
+  readonly rolledBack: boolean;
+  /** When the policy's trial ends (the agent re-evaluates then). */
+  readonly deadline?: Date;
+  readonly maxChange?: number;
+  readonly notes: string[];
+}
+
+const host = (kind: IntentElement['kind'], key: string, value = ''): IntentElement => ({
+  kind,
+  key,
+  value,
+  owner: 'host',
+});
+
+/** What `node` needs in its kernel for the mesh in force at `now`. */
+export function compileMesh(state: MeshState, node: string, now: Date): MeshIntent {
+  const { policy, rolledBack, deadline } = policyInForce(state.record, now);
+  const self = state.nodes.find((n) => n.name === node);
+  const empty = { elements: [], members: 0, rolledBack, notes: [] as string[] };
+  if (!policy) return empty;
+  if (!self?.overlayIp || !inOverlay(policy.overlay, self.overlayIp)) {
+    return { ...empty, notes: [`${node} has no overlay address in ${policy.overlay} yet`] };
+  }
+  const layer = effectiveLayer(policy, node, self.site);
+  const members = state.nodes.filter(
+    (n) =>
+      n.overlayIp !== undefined &&
+      inOverlay(policy.overlay, n.overlayIp) &&
+      (n.name === node || state.alive.has(n.name)),
+  );
+  const elements: IntentElement[] = [];
+  const notes: string[] = [];
+  const selfAddresses = classifyAddresses(self.addresses);
+  for (const m of members) {
+    const own = classifyAddresses(m.addresses);
+    const sameSite = m.name === node || (m.site !== undefined && m.site === self.site);
+    const reach = sameSite
+      ? (firstOf(own.private, 4) ?? firstOf(own.public, 4))
+      : (firstOf(own.public, 4) ?? firstOf(own.private, 4));
+    const target = layer.natOverrides?.[m.overlayIp!] ?? reach;
+    if (target) elements.push(host('meshnat', m.overlayIp!, target));
+    else notes.push(`member ${m.name} has no IPv4 address to reach its overlay address at`);
+    // The source of a connection is chosen by the route to the overlay address (the default
+    // route: the public address) before the DNAT: toward a same-site member's private address,
+    // leave from this node's own private address, as a same-site peer expects.
+    const ownPrivate = firstOf(selfAddresses.private, 4);
+    if (
+      sameSite &&
+      m.name !== node &&
+      target === reach &&
+      ownPrivate &&
+      own.private.includes(target ?? '')
+    )
+      elements.push(host('meshsnat', target!, ownPrivate));
+    if (m.name === node) continue;
+    for (const a of [...own.private, ...own.public]) elements.push(host('meshmember', a));
+  }
+  // Overrides for overlay addresses that belong to no member (pinned special mappings).
+  for (const [from, to] of Object.entries(layer.natOverrides ?? {})) {
+    if (!members.some((m) => m.overlayIp === from)) elements.push(host('meshnat', from, to));
+  }
+  // Sets with intervals refuse overlapping elements: layers add up, so merge what they give.
+  for (const prefix of outermostPrefixes(layer.sshAllow ?? []))
+    elements.push(host('meshssh', prefix));
+  for (const spec of mergePortSpecs([...(layer.openPorts ?? []), ...(state.alwaysOpen ?? [])]))
+    elements.push(host('meshport', spec));
+  if (layer.rejectAll) {
+    // Only the families this node has: an IPv6-less host needs no IPv6 drop, and dropping
+    // what it does not have would hide nothing.
+    elements.push(host('meshreject', 'ipv4'));
+    if ([...selfAddresses.private, ...selfAddresses.public].some((a) => a.includes(':')))
+      elements.push(host('meshreject', 'ipv6'));
+  }
+  return {
+    elements: dedupe(elements),
+    layer,
+    members: members.length,
+    rolledBack,
+    ...(deadline ? { deadline } : {}),
+    ...(policy.maxChange !== undefined ? { maxChange: policy.maxChange } : {}),
+    notes,
+  };
+}
+
+/** The prefixes not inside another of the list (an interval set takes no overlaps). */
+export function outermostPrefixes(prefixes: readonly string[]): string[] {
+  const parsed = [...new Set(prefixes)].map((p) => ({
+    text: p,
+    range: prefixRange(tryParsePrefix(p)!),
+  }));
+  return parsed
+    .filter(
+      (p) =>
+        !parsed.some(
+          (q) =>
+            q !== p &&
+            q.range.first.family === p.range.first.family &&
+            q.range.first.value <= p.range.first.value &&
+            q.range.last.value >= p.range.last.value &&
+            (q.range.first.value !== p.range.first.value ||
+              q.range.last.value !== p.range.last.value ||
+              q.text < p.text),
+        ),
+    )
+    .map((p) => p.text);
+}
+
+/**
+ * `tcp/443`-style specs as disjoint set keys (`tcp . 443`, `tcp . 8000-8010`): overlapping and
+ * adjacent ranges of one protocol merged.
+ */
+export function mergePortSpecs(specs: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const protocol of ['tcp', 'udp'] as Protocol[]) {
+    const ranges = specs
+      .filter((s) => s.startsWith(`${protocol}/`))
+      .map((s) => {
+        const [from = '0', to = from] = (s.split('/')[1] ?? '').split('-');
+        return [Number(from), Number(to)] as [number, number];
+      })
+      .sort((a, b) => a[0] - b[0]);
+    const merged: [number, number][] = [];
+    for (const r of ranges) {
+      const last = merged[merged.length - 1];
+      if (last && r[0] <= last[1] + 1) last[1] = Math.max(last[1], r[1]);
+      else merged.push([r[0], r[1]]);
+    }
+    for (const [from, to] of merged)
+      out.push(`${protocol} . ${from === to ? from : `${from}-${to}`}`);
+  }
+  return out;
+}
+
+function dedupe(elements: IntentElement[]): IntentElement[] {
+  const seen = new Map<string, IntentElement>();
+  for (const e of elements) seen.set(`${e.kind}\0${e.key}`, e);
+  return [...seen.values()];
+}
+
+/**
+ * Holds back a membership change that drops more than `maxChange` members: compared with what
+ * the kernel holds (`observed`), when more overlay addresses would go than allowed and no
+ * confirmation covers it, every member element that would go is kept. Additions always pass.
+ * The kernel is the memory: after an agent restart the same comparison holds the same change.
+ */
+export function holdMeshRemovals(
+  wanted: readonly IntentElement[],
+  observed: readonly IntentElement[],
+  maxChange: number | undefined,
+  released: boolean,
+): { elements: IntentElement[]; keeping: string[] } {
+  if (maxChange === undefined || released) return { elements: [...wanted], keeping: [] };
+  const wantedKeys = new Set(wanted.map((e) => `${e.kind}\0${e.key}`));
+  const leaving = observed.filter(
+    (e) => e.kind === 'meshnat' && !wantedKeys.has(`${e.kind}\0${e.key}`),
+  );
+  if (leaving.length <= maxChange) return { elements: [...wanted], keeping: [] };
+  const kept = observed.filter(
+    (e) =>
+      (e.kind === 'meshnat' || e.kind === 'meshmember') && !wantedKeys.has(`${e.kind}\0${e.key}`),
+  );
+  return {
+    elements: [...wanted, ...kept],
+    keeping: leaving.map((e) => e.key).sort(compareAddressText),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+export interface InventoryHost {
+  readonly name: string;
+  readonly addresses: readonly string[];
+  readonly site?: string;
+  readonly line: number;
+}
+
+/**
+ * Parses an inventory: one host per line, `NAME ADDRESS[,ADDRESS…] [site=SITE]`; blank lines and
+ * `#` comments are skipped. The first line that does not parse fails the whole file
+ * (IPF_E_INVENTORY), naming the line.
+ */
+export function parseInventory(text: string, source = 'inventory'): InventoryHost[] {
+  const hosts: InventoryHost[] = [];
+  const names = new Set<string>();
+  text.split('\n').forEach((raw, i) => {
+    const line = i + 1;
+    const content = raw.replace(/#.*$/, '').trim();
+    if (content === '') return;
+    const fail = (reason: string): never => {
+      throw new IpferryError('IPF_E_INVENTORY', { source, line: String(line), reason });
+    };
+    const [name = '', list = '', ...rest] = content.split(/\s+/);
+    const p = new Problems();
+    checkName(p, 'name', name);
+    if (!p.ok) fail(`"${name}" is not a host name (lower-case letters, digits, ".", "_", "-")`);
+    if (names.has(name)) fail(`${name} is listed twice`);
+    if (list === '') fail(`${name} has no address`);
+    const addresses = list.split(',').map((a) => {
+      const parsed = tryParseAddress(a);
+      return parsed ? parsed.text : fail(`"${a}" is not an IP address`);
+    });
+    let site: string | undefined;
+    for (const field of rest) {
+      const m = /^site=(.+)$/.exec(field);
+      if (!m) fail(`"${field}" is not site=NAME`);
+      site = m?.[1];
+    }
+    names.add(name);
+    hosts.push({ name, addresses, ...(site ? { site } : {}), line });
+  });
+  return hosts;
+}
+
+export interface MeshAudit {
+  readonly revision: number;
+  readonly overlay?: { readonly prefix: string; readonly used: number; readonly size: number };
+  /** Inventory hosts no registered node matches (by name or by an address). */
+  readonly unregistered: readonly InventoryHost[];
+  /** Registered nodes the inventory does not list. */
+  readonly unlisted: readonly string[];
+  /** Members whose agent applied an older revision than the store's, or is not alive. */
+  readonly lagging: readonly { node: string; appliedRevision?: number; alive: boolean }[];
+  readonly rejectAll: { readonly on: readonly string[]; readonly off: readonly string[] };
+  readonly holds: readonly { node: string; hold: MeshHold }[];
+  readonly rolledBack: readonly string[];
+}
+
+export interface NodeWithReport {
+  readonly record: NodeRecord;
+  readonly liveness?: NodeLiveness;
+}
+
+export function auditMesh(input: {
+  readonly revision: number;
+  readonly record?: MeshPolicyRecord;
+  readonly nodes: readonly NodeWithReport[];
+  readonly inventory?: readonly InventoryHost[];
+  readonly now: Date;
+}): MeshAudit {
+  const { policy } = policyInForce(input.record, input.now);
+  const byAddress = new Map<string, string>();
+  for (const { record } of input.nodes)
+    for (const a of record.addresses) byAddress.set(a, record.name);
+  const names = new Set(input.nodes.map((n) => n.record.name));
+  const matched = new Set<string>();
+  const unregistered = (input.inventory ?? []).filter((h) => {
+    const node = names.has(h.name)
+      ? h.name
+      : h.addresses.map((a) => byAddress.get(a)).find((n) => n !== undefined);
+    if (node) matched.add(node);
+    return node === undefined;
+  });
+  const members = input.nodes.filter((n) => n.record.overlayIp !== undefined);
+  const on: string[] = [];
+  const off: string[] = [];
+  for (const { record } of members) {
+    const layer = policy ? effectiveLayer(policy, record.name, record.site) : {};
+    (layer.rejectAll ? on : off).push(record.name);
+  }
+  return {
+    revision: input.revision,
+    ...(policy
+      ? {
+          overlay: {
+            prefix: policy.overlay,
+            used: members.filter((n) => inOverlay(policy.overlay, n.record.overlayIp ?? '')).length,
+            size: overlaySize(policy.overlay),
+          },
+        }
+      : {}),
+    unregistered,
+    unlisted: input.inventory
+      ? input.nodes.map((n) => n.record.name).filter((n) => !matched.has(n))
+      : [],
+    lagging: members
+      .filter((n) => !n.liveness || (n.liveness.mesh?.appliedRevision ?? 0) < input.revision)
+      .map((n) => ({
+        node: n.record.name,
+        ...(n.liveness?.mesh?.appliedRevision !== undefined
+          ? { appliedRevision: n.liveness.mesh.appliedRevision }
+          : {}),
+        alive: n.liveness !== undefined,
+      })),
+    rejectAll: { on, off },
+    holds: members.flatMap((n) =>
+      n.liveness?.mesh?.hold ? [{ node: n.record.name, hold: n.liveness.mesh.hold }] : [],
+    ),
+    rolledBack: members.filter((n) => n.liveness?.mesh?.rolledBack).map((n) => n.record.name),
+  };
+}

@@ -1,0 +1,285 @@
+/**
+ * The fleet mesh's side of the control plane: the policy (with its optional trial and
+ * deadline), confirmations, overlay addresses, removing a node for good, and the audit. Each
+ * operation is one optimistic transaction on the store, like the rest of the control plane;
+ * the decisions are in src/core/mesh.ts.
+ */
+import { IpferryError } from '../core/errors.js';
+import { keys } from '../core/keys.js';
+import { stringifyStored } from '../core/json.js';
+import {
+  auditMesh,
+  chooseOverlayAddress,
+  inOverlay,
+  type MeshAudit,
+  type MeshConfirmation,
+  type MeshPolicy,
+  type MeshPolicyRecord,
+  parseInventory,
+  policyInForce,
+  validateMeshPolicy,
+} from '../core/mesh.js';
+import type { FloatingIp, NodeLiveness, NodeRecord, Pool } from '../core/model.js';
+import type { Compare, Op, Store } from '../store/store.js';
+import { absent, getRecord, listRecords, optimistic, RETRY, unchanged } from './records.js';
+
+/** What `GET /v1/mesh` shows: the record, whether its trial ran out, and the latest confirmation. */
+export interface MeshView {
+  readonly record?: MeshPolicyRecord;
+  /** The policy in force now (the previous one when a trial ran out unconfirmed). */
+  readonly inForce?: MeshPolicy;
+  readonly rolledBack: boolean;
+  readonly confirmation?: MeshConfirmation;
+  readonly revision: number;
+}
+
+interface OverlayLock {
+  readonly name: string;
+}
+
+/** The longest a trial may run: a forgotten one should not linger for weeks. */
+const MAX_TRIAL_SECONDS = 7 * 24 * 3600;
+
+export class MeshControl {
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => Date,
+  ) {}
+
+  async view(): Promise<MeshView> {
+    const [record, confirm] = await Promise.all([
+      getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
+      getRecord<MeshConfirmation>(this.store, keys.meshConfirm),
+    ]);
+    const { revision } = await this.store.list(keys.meshPolicy);
+    const { policy, rolledBack } = policyInForce(record?.value, this.now());
+    return {
+      ...(record ? { record: record.value } : {}),
+      ...(policy ? { inForce: policy } : {}),
+      rolledBack,
+      ...(confirm ? { confirmation: confirm.value } : {}),
+      revision,
+    };
+  }
+
+  /**
+   * Sets the policy. With `confirmWithinSeconds`, the change is a trial: unless `confirm()` is
+   * called in time, every node goes back to the policy before it (the last confirmed one, also
+   * when trials follow one another). Then gives every registered node its overlay address.
+   */
+  async setPolicy(
+    input: unknown,
+    options: { confirmWithinSeconds?: number } = {},
+  ): Promise<MeshPolicyRecord> {
+    const policy = validateMeshPolicy(input);
+    const within = options.confirmWithinSeconds;
+    if (
+      within !== undefined &&
+      (!Number.isInteger(within) || within < 1 || within > MAX_TRIAL_SECONDS)
+    ) {
+      throw new IpferryError('IPF_E_VALIDATION', {
+        summary: `confirmWithinSeconds: must be a whole number of seconds from 1 to ${MAX_TRIAL_SECONDS}`,
+      });
+    }
+    const record = await optimistic('set mesh policy', async () => {
+      const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
+      const now = this.now();
+      const { policy: inForce } = policyInForce(old?.value, now);
+      // A trial still running keeps its own "previous" (the last confirmed policy).
+      const previous =
+        old?.value.trial && now < new Date(old.value.trial.deadline)
+          ? old.value.trial.previous
+          : (inForce ?? null);
+      const next: MeshPolicyRecord = {
+        policy,
+        ...(within !== undefined
+          ? {
+              trial: {
+                previous,
+                deadline: new Date(now.getTime() + within * 1000).toISOString(),
+              },
+            }
+          : {}),
+        updatedAt: now.toISOString(),
+      };
+      const r = await this.store.txn({
+        compare: [unchanged(keys.meshPolicy, old)],
+        success: [{ type: 'put', key: keys.meshPolicy, value: stringifyStored(next) }],
+      });
+      return r.succeeded ? next : RETRY;
+    });
+    const nodes = await listRecords<NodeRecord>(this.store, keys.nodes);
+    for (const n of nodes.items) await this.ensureOverlay(n.value.name);
+    return record;
+  }
+
+  /**
+   * Confirms: ends a running trial (its policy stays) and releases membership changes the
+   * agents hold back (maxChange). A trial that already ran out is written back as rolled back
+   * and refused (IPF_E_MESH_NO_TRIAL): confirming it now would surprise the nodes that went back.
+   */
+  async confirm(): Promise<{ confirmedTrial: boolean; confirmation: MeshConfirmation }> {
+    const confirmedTrial = await optimistic('confirm mesh', async () => {
+      const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
+      const now = this.now();
+      if (!old?.value.trial) return false;
+      if (now >= new Date(old.value.trial.deadline)) {
+        await this.rollBack();
+        throw new IpferryError('IPF_E_MESH_NO_TRIAL', {});
+      }
+      const next: MeshPolicyRecord = { policy: old.value.policy, updatedAt: now.toISOString() };
+      const r = await this.store.txn({
+        compare: [unchanged(keys.meshPolicy, old)],
+        success: [{ type: 'put', key: keys.meshPolicy, value: stringifyStored(next) }],
+      });
+      return r.succeeded ? true : RETRY;
+    });
+    const { revision } = await this.store.list(keys.meshConfirm);
+    const confirmation: MeshConfirmation = { revision, at: this.now().toISOString() };
+    await this.store.txn({
+      compare: [],
+      success: [{ type: 'put', key: keys.meshConfirm, value: stringifyStored(confirmation) }],
+    });
+    return { confirmedTrial, confirmation };
+  }
+
+  /**
+   * Writes a trial that ran out back as its previous policy (or removes the policy when there
+   * was none). Agents roll back by themselves at the deadline; this only makes the store say
+   * so. Any number of callers may race: one wins, the others find nothing to do.
+   */
+  async rollBack(): Promise<boolean> {
+    return optimistic('roll back mesh policy', async () => {
+      const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
+      const now = this.now();
+      if (!old?.value.trial || now < new Date(old.value.trial.deadline)) return false;
+      const previous = old.value.trial.previous;
+      const op: Op = previous
+        ? {
+            type: 'put',
+            key: keys.meshPolicy,
+            value: stringifyStored({ policy: previous, updatedAt: now.toISOString() }),
+          }
+        : { type: 'delete', key: keys.meshPolicy };
+      const r = await this.store.txn({
+        compare: [unchanged(keys.meshPolicy, old)],
+        success: [op],
+      });
+      return r.succeeded ? true : RETRY;
+    });
+  }
+
+  /**
+   * Gives `node` an overlay address when the mesh has a policy and the node has none in its
+   * overlay: a free address (the node records' own claims decide what is free), locked by
+   * keys.overlay(address) in the same transaction as the node record, so two nodes never get
+   * one address. Sticky: a node keeps its address through restarts and re-registrations.
+   */
+  async ensureOverlay(node: string): Promise<string | undefined> {
+    return optimistic('allocate overlay address', async () => {
+      const [policyRec, self] = await Promise.all([
+        getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
+        getRecord<NodeRecord>(this.store, keys.node(node)),
+      ]);
+      const { policy } = policyInForce(policyRec?.value, this.now());
+      if (!policy || !self) return undefined;
+      if (self.value.overlayIp && inOverlay(policy.overlay, self.value.overlayIp))
+        return self.value.overlayIp;
+      const [nodes, locks] = await Promise.all([
+        listRecords<NodeRecord>(this.store, keys.nodes),
+        listRecords<OverlayLock>(this.store, keys.overlays),
+      ]);
+      const claimed = new Set(
+        nodes.items.flatMap((n) => (n.value.overlayIp ? [n.value.overlayIp] : [])),
+      );
+      const address = chooseOverlayAddress(policy.overlay, node, claimed);
+      if (!address) throw new IpferryError('IPF_E_OVERLAY_EXHAUSTED', { overlay: policy.overlay, node });
+      // A lock left by a node that no longer claims its address (removed, or moved to a new
+      // overlay) may be taken over, but only as it was read.
+      const lock = locks.items.find((l) => l.kv.key === keys.overlay(address));
+      const compare: Compare[] = [
+        unchanged(keys.node(node), self),
+        lock ? unchanged(keys.overlay(address), lock) : absent(keys.overlay(address)),
+      ];
+      const next: NodeRecord = { ...self.value, overlayIp: address };
+      const r = await this.store.txn({
+        compare,
+        success: [
+          { type: 'put', key: keys.node(node), value: stringifyStored(next) },
+          { type: 'put', key: keys.overlay(address), value: stringifyStored({ name: node }) },
+        ],
+      });
+      return r.succeeded ? address : RETRY;
+    });
+  }
+
+  /**
+   * Removes a node for good: its record, liveness and overlay address (which becomes free).
+   * Refused while a pool names it as gateway or a FIP is associated with it.
+   */
+  async removeNode(name: string): Promise<{ name: string; removed: true; overlayIp?: string }> {
+    return optimistic('remove node', async () => {
+      const self = await getRecord<NodeRecord>(this.store, keys.node(name));
+      if (!self) throw new IpferryError('IPF_E_NODE_NOT_FOUND', { node: name });
+      const [pools, fips] = await Promise.all([
+        listRecords<Pool>(this.store, keys.pools),
+        listRecords<FloatingIp>(this.store, keys.fips),
+      ]);
+      const uses = [
+        ...pools.items.filter((p) => p.value.gateway === name).map((p) => `pool ${p.value.name}`),
+        ...fips.items
+          .filter(
+            (f) =>
+              f.value.association?.node === name ||
+              f.value.forwards.some((fw) => fw.node === name),
+          )
+          .map((f) => `floating IP ${f.value.address}`),
+      ];
+      if (uses.length > 0) {
+        throw new IpferryError('IPF_E_NODE_IN_USE', { node: name, uses: uses.join(', ') });
+      }
+      const overlayIp = self.value.overlayIp;
+      const r = await this.store.txn({
+        compare: [unchanged(keys.node(name), self)],
+        success: [
+          { type: 'delete', key: keys.node(name) },
+          { type: 'delete', key: keys.nodeAlive(name) },
+          ...(overlayIp ? [{ type: 'delete' as const, key: keys.overlay(overlayIp) }] : []),
+        ],
+      });
+      return r.succeeded ? { name, removed: true as const, ...(overlayIp ? { overlayIp } : {}) } : RETRY;
+    });
+  }
+
+  /**
+   * The audit: against an inventory when given (its text, parsed strictly), the hosts that are
+   * not registered, nodes behind the mesh's latest change, reject_all per node, overlay usage.
+   */
+  async audit(inventoryText?: string, source = 'inventory'): Promise<MeshAudit> {
+    const inventory = inventoryText === undefined ? undefined : parseInventory(inventoryText, source);
+    const [policy, nodes, alive] = await Promise.all([
+      getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
+      listRecords<NodeRecord>(this.store, keys.nodes),
+      listRecords<NodeLiveness>(this.store, keys.alive),
+    ]);
+    const livenessOf = new Map(alive.items.map((a) => [a.value.name, a.value]));
+    // The latest change a mesh member must have applied: the policy, a node record, a member
+    // coming alive. (Liveness refreshes rewrite alive keys every few seconds; only their
+    // creation changes membership.)
+    const revision = Math.max(
+      policy?.kv.modRevision ?? 0,
+      ...nodes.items.map((n) => n.kv.modRevision),
+      ...alive.items.map((a) => a.kv.createRevision),
+    );
+    return auditMesh({
+      revision,
+      ...(policy ? { record: policy.value } : {}),
+      nodes: nodes.items.map((n) => {
+        const liveness = livenessOf.get(n.value.name);
+        return { record: n.value, ...(liveness ? { liveness } : {}) };
+      }),
+      ...(inventory ? { inventory } : {}),
+      now: this.now(),
+    });
+  }
+}

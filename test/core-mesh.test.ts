@@ -1,0 +1,368 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { IpferryError } from '../src/core/errors.js';
+import {
+  auditMesh,
+  chooseOverlayAddress,
+  classifyAddresses,
+  compileMesh,
+  effectiveLayer,
+  holdMeshRemovals,
+  mergePortSpecs,
+  type MeshPolicy,
+  type MeshPolicyRecord,
+  outermostPrefixes,
+  parseInventory,
+  policyInForce,
+  validateMeshPolicy,
+} from '../src/core/mesh.js';
+import type { IntentElement } from '../src/core/intent.js';
+import type { NodeRecord } from '../src/core/model.js';
+
+const T = '2026-01-01T00:00:00.000Z';
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof IpferryError ? e.code : 'not an IpferryError';
+  }
+  return undefined;
+}
+
+function node(name: string, site: string, addresses: string[], overlayIp?: string): NodeRecord {
+  return {
+    name,
+    site,
+    addresses,
+    reservedPorts: [],
+    registeredAt: T,
+    ...(overlayIp ? { overlayIp } : {}),
+  };
+}
+
+const POLICY: MeshPolicy = validateMeshPolicy({
+  overlay: '192.168.0.0/18',
+  maxChange: 2,
+  fleet: { openPorts: ['tcp/443'], sshAllow: ['192.0.2.0/24'] },
+  sites: { a: { lans: ['10.1.0.0/24'], openPorts: ['udp/53'] }, b: { lans: ['10.2.0.0/24'] } },
+  nodes: { a1: { rejectAll: true, openPorts: ['tcp/8000-8010'] } },
+});
+
+const NODES = [
+  node('a1', 'a', ['10.1.0.11', '198.51.100.11', '2001:db8:a::11'], '192.168.0.11'),
+  node('a2', 'a', ['10.1.0.12', '198.51.100.12'], '192.168.0.12'),
+  node('b1', 'b', ['10.2.0.21', '203.0.113.21'], '192.168.0.21'),
+  node('b2', 'b', ['10.2.0.22', '203.0.113.22'], '192.168.0.22'),
+];
+const RECORD: MeshPolicyRecord = { policy: POLICY, updatedAt: T };
+const ALL_ALIVE = new Set(NODES.map((n) => n.name));
+
+const keysOf = (elements: IntentElement[], kind: string): string[] =>
+  elements.filter((e) => e.kind === kind).map((e) => (e.value ? `${e.key}=${e.value}` : e.key));
+
+describe('validateMeshPolicy', () => {
+  it('returns the policy in canonical form, with empty layers filled in', () => {
+    assert.equal(POLICY.overlay, '192.168.0.0/18');
+    assert.deepEqual(POLICY.fleet.openPorts, ['tcp/443']);
+    assert.deepEqual(validateMeshPolicy({ overlay: '10.200.0.0/16' }), {
+      overlay: '10.200.0.0/16',
+      fleet: {},
+      sites: {},
+      nodes: {},
+    });
+  });
+
+  it('refuses an overlay that overlaps a site’s LAN, with its own code', () => {
+    const code = codeOf(() =>
+      validateMeshPolicy({ overlay: '10.1.0.0/16', sites: { a: { lans: ['10.1.0.0/24'] } } }),
+    );
+    assert.equal(code, 'IPF_E_MESH_OVERLAP');
+  });
+
+  it('lists every problem at once: a nat override that is no address pair, ports out of range…', () => {
+    try {
+      validateMeshPolicy({
+        overlay: '192.168.0.0/33',
+        maxChange: -1,
+        fleet: {
+          openPorts: ['tcp/70000', 'icmp/1', 'udp/9-3'],
+          sshAllow: ['192.0.2.1/24'],
+          natOverrides: { '192.168.0.5': 'not-an-address', x: '10.0.0.1' },
+          rejectAll: 'yes',
+        },
+        nodes: { 'Bad Name': {} },
+        extra: 1,
+      });
+      assert.fail('accepted');
+    } catch (e) {
+      assert.ok(e instanceof IpferryError);
+      assert.equal(e.code, 'IPF_E_VALIDATION');
+      const paths = e.problems.map((p) => p.path);
+      for (const path of [
+        'overlay',
+        'maxChange',
+        'fleet.openPorts[0]',
+        'fleet.openPorts[1]',
+        'fleet.openPorts[2]',
+        'fleet.sshAllow[0]',
+        'fleet.natOverrides.192.168.0.5',
+        'fleet.natOverrides.x',
+        'fleet.rejectAll',
+        'nodes.Bad Name',
+        'extra',
+      ])
+        assert.ok(paths.includes(path), `${path} in ${paths.join(', ')}`);
+      assert.match(
+        e.problems.find((p) => p.path === 'fleet.sshAllow[0]')?.message ?? '',
+        /did you mean 192\.0\.2\.0\/24/,
+      );
+    }
+  });
+});
+
+describe('effective policy', () => {
+  it('adds up lists from fleet, site and node; the node decides rejectAll', () => {
+    const a1 = effectiveLayer(POLICY, 'a1', 'a');
+    assert.deepEqual(a1.openPorts, ['tcp/443', 'udp/53', 'tcp/8000-8010']);
+    assert.equal(a1.rejectAll, true);
+    assert.equal(effectiveLayer(POLICY, 'b1', 'b').rejectAll, false);
+    assert.deepEqual(effectiveLayer(POLICY, 'b1', 'b').openPorts, ['tcp/443']);
+  });
+
+  it('goes back to the previous policy when a trial runs out unconfirmed', () => {
+    const previous = validateMeshPolicy({ overlay: '192.168.0.0/18' });
+    const trial: MeshPolicyRecord = {
+      policy: POLICY,
+      trial: { previous, deadline: '2026-01-01T00:01:00.000Z' },
+      updatedAt: T,
+    };
+    const before = policyInForce(trial, new Date('2026-01-01T00:00:30.000Z'));
+    assert.equal(before.policy, POLICY);
+    assert.equal(before.rolledBack, false);
+    assert.equal(before.deadline?.toISOString(), '2026-01-01T00:01:00.000Z');
+    const after = policyInForce(trial, new Date('2026-01-01T00:01:00.000Z'));
+    assert.equal(after.policy, previous);
+    assert.equal(after.rolledBack, true);
+    const none = policyInForce({ ...trial, trial: { previous: null, deadline: T } }, new Date(T));
+    assert.equal(none.policy, undefined);
+  });
+});
+
+describe('compileMesh', () => {
+  const now = new Date(T);
+
+  it('maps same-site members to their private address and other sites to their public one', () => {
+    const a2 = compileMesh({ record: RECORD, nodes: NODES, alive: ALL_ALIVE }, 'a2', now);
+    assert.deepEqual(keysOf(a2.elements, 'meshnat').sort(), [
+      '192.168.0.11=10.1.0.11',
+      '192.168.0.12=10.1.0.12',
+      '192.168.0.21=203.0.113.21',
+      '192.168.0.22=203.0.113.22',
+    ]);
+    // Every other member's addresses are let in; its own are not listed.
+    assert.deepEqual(keysOf(a2.elements, 'meshmember'), [
+      '10.1.0.11',
+      '198.51.100.11',
+      '2001:db8:a::11',
+      '10.2.0.21',
+      '203.0.113.21',
+      '10.2.0.22',
+      '203.0.113.22',
+    ]);
+    // Toward a same-site member's private address, a2 leaves from its own private address.
+    assert.deepEqual(keysOf(a2.elements, 'meshsnat'), ['10.1.0.11=10.1.0.12']);
+    assert.deepEqual(keysOf(a2.elements, 'meshport'), ['tcp . 443', 'udp . 53']);
+    assert.deepEqual(keysOf(a2.elements, 'meshssh'), ['192.0.2.0/24']);
+    assert.deepEqual(keysOf(a2.elements, 'meshreject'), []);
+    assert.equal(a2.members, 4);
+  });
+
+  it('switches reject_all per node, per family it has', () => {
+    const a1 = compileMesh({ record: RECORD, nodes: NODES, alive: ALL_ALIVE }, 'a1', now);
+    assert.deepEqual(keysOf(a1.elements, 'meshreject'), ['ipv4', 'ipv6']);
+    assert.deepEqual(keysOf(a1.elements, 'meshport'), ['tcp . 443', 'tcp . 8000-8010', 'udp . 53']);
+  });
+
+  it('leaves out members whose agent is not alive, and applies nat overrides', () => {
+    const record: MeshPolicyRecord = {
+      policy: validateMeshPolicy({
+        ...POLICY,
+        nodes: { a2: { natOverrides: { '192.168.0.21': '10.9.9.9', '192.168.1.1': '10.9.9.1' } } },
+      }),
+      updatedAt: T,
+    };
+    const a2 = compileMesh({ record, nodes: NODES, alive: new Set(['a2', 'b1']) }, 'a2', now);
+    assert.deepEqual(keysOf(a2.elements, 'meshnat').sort(), [
+      '192.168.0.12=10.1.0.12',
+      '192.168.0.21=10.9.9.9',
+      '192.168.1.1=10.9.9.1',
+    ]);
+    assert.equal(a2.members, 2);
+  });
+
+  it('gives a node without an overlay address, or without a policy, nothing', () => {
+    const fresh = [...NODES, node('c1', 'a', ['10.1.0.31'])];
+    const c1 = compileMesh({ record: RECORD, nodes: fresh, alive: ALL_ALIVE }, 'c1', now);
+    assert.deepEqual(c1.elements, []);
+    assert.match(c1.notes[0] ?? '', /no overlay address/);
+    assert.deepEqual(compileMesh({ nodes: NODES, alive: ALL_ALIVE }, 'a1', now).elements, []);
+  });
+});
+
+describe('disjoint set elements', () => {
+  it('merges overlapping SSH prefixes and port ranges from the layers, and keeps ports always open', () => {
+    assert.deepEqual(
+      outermostPrefixes([
+        '10.0.0.0/8',
+        '10.1.0.0/16',
+        '192.0.2.0/24',
+        '192.0.2.0/24',
+        '2001:db8::/32',
+        '2001:db8:1::/48',
+      ]),
+      ['10.0.0.0/8', '192.0.2.0/24', '2001:db8::/32'],
+    );
+    assert.deepEqual(
+      mergePortSpecs(['tcp/8000-8010', 'tcp/8005', 'tcp/8011', 'udp/53', 'tcp/22', 'udp/53-54']),
+      ['tcp . 22', 'tcp . 8000-8011', 'udp . 53-54'],
+    );
+    const record: MeshPolicyRecord = {
+      policy: validateMeshPolicy({
+        overlay: '192.168.0.0/18',
+        fleet: { sshAllow: ['10.0.0.0/8'], openPorts: ['udp/51000-52000'] },
+        nodes: { a2: { sshAllow: ['10.1.0.0/16'] } },
+      }),
+      updatedAt: T,
+    };
+    const a2 = compileMesh(
+      { record, nodes: NODES, alive: ALL_ALIVE, alwaysOpen: ['udp/51820', 'tcp/7447'] },
+      'a2',
+      new Date(T),
+    );
+    assert.deepEqual(keysOf(a2.elements, 'meshssh'), ['10.0.0.0/8']);
+    assert.deepEqual(keysOf(a2.elements, 'meshport'), ['tcp . 7447', 'udp . 51000-52000']);
+  });
+});
+
+describe('holdMeshRemovals', () => {
+  const now = new Date(T);
+  const full = compileMesh({ record: RECORD, nodes: NODES, alive: ALL_ALIVE }, 'a2', now).elements;
+
+  it('holds a change that drops more than maxChange members, keeping them', () => {
+    const fewer = compileMesh({ record: RECORD, nodes: NODES, alive: new Set(['a2']) }, 'a2', now);
+    const held = holdMeshRemovals(fewer.elements, full, 2, false);
+    assert.deepEqual(held.keeping, ['192.168.0.11', '192.168.0.21', '192.168.0.22']);
+    assert.deepEqual(
+      keysOf(held.elements, 'meshnat').sort(),
+      keysOf(full, 'meshnat').sort(),
+      'every member kept',
+    );
+    // Confirmed: the change goes through.
+    assert.deepEqual(holdMeshRemovals(fewer.elements, full, 2, true).keeping, []);
+  });
+
+  it('lets up to maxChange members go, and additions through, at once', () => {
+    const two = compileMesh(
+      { record: RECORD, nodes: NODES, alive: new Set(['a2', 'a1']) },
+      'a2',
+      now,
+    );
+    assert.deepEqual(holdMeshRemovals(two.elements, full, 2, false).keeping, []);
+    assert.deepEqual(holdMeshRemovals(full, two.elements, 2, false).keeping, []);
+    assert.deepEqual(holdMeshRemovals(two.elements, full, undefined, false).keeping, []);
+  });
+});
+
+describe('overlay addresses', () => {
+  it('starts from a point the name hashes to and skips taken, network and broadcast addresses', () => {
+    const a = chooseOverlayAddress('192.168.0.0/30', 'x', new Set());
+    assert.ok(a === '192.168.0.1' || a === '192.168.0.2');
+    const other = a === '192.168.0.1' ? '192.168.0.2' : '192.168.0.1';
+    assert.equal(chooseOverlayAddress('192.168.0.0/30', 'x', new Set([a!])), other);
+    assert.equal(chooseOverlayAddress('192.168.0.0/30', 'x', new Set([a!, other])), undefined);
+    const spread = new Set(
+      Array.from({ length: 200 }, (_, i) =>
+        chooseOverlayAddress('192.168.0.0/18', `n${i}`, new Set()),
+      ),
+    );
+    assert.ok(spread.size > 180, `200 names start at ${spread.size} different addresses`);
+  });
+
+  it('classifies addresses as private or public, leaving out loopback and link-local', () => {
+    assert.deepEqual(
+      classifyAddresses([
+        '10.1.0.1',
+        '198.51.100.1',
+        '127.0.0.1',
+        '169.254.1.1',
+        'fe80::1',
+        'fd00::1',
+        '2001:db8::1',
+        '100.64.0.1',
+      ]),
+      { private: ['10.1.0.1', '100.64.0.1', 'fd00::1'], public: ['198.51.100.1', '2001:db8::1'] },
+    );
+  });
+});
+
+describe('inventory and audit', () => {
+  it('parses hosts, and fails naming the first bad line', () => {
+    const hosts = parseInventory('# fleet\na1 10.1.0.11,198.51.100.11 site=a\n\nzz 10.9.0.1\n');
+    assert.deepEqual(
+      hosts.map((h) => [h.name, h.addresses.join(','), h.site ?? '-', h.line]),
+      [
+        ['a1', '10.1.0.11,198.51.100.11', 'a', 2],
+        ['zz', '10.9.0.1', '-', 4],
+      ],
+    );
+    for (const bad of [
+      'a1',
+      'a1 10.1.0.300',
+      'A1 10.0.0.1',
+      'a1 10.0.0.1 rack=3',
+      'a1 10.0.0.1\na1 10.0.0.2',
+    ]) {
+      assert.throws(
+        () => parseInventory(bad, 'hosts.txt'),
+        (e: unknown) =>
+          e instanceof IpferryError &&
+          e.code === 'IPF_E_INVENTORY' &&
+          /hosts\.txt line \d/.test(e.message),
+        bad,
+      );
+    }
+  });
+
+  it('finds unregistered hosts, lagging nodes, reject_all per node and overlay usage', () => {
+    const audit = auditMesh({
+      revision: 50,
+      record: RECORD,
+      nodes: NODES.map((record) => ({
+        record,
+        ...(record.name === 'b2'
+          ? {}
+          : {
+              liveness: {
+                name: record.name,
+                since: T,
+                mesh: { appliedRevision: record.name === 'b1' ? 40 : 50 },
+              },
+            }),
+      })),
+      inventory: parseInventory('a1 10.1.0.11\nbee 203.0.113.21\nzz 10.9.0.1\n'),
+      now: new Date(T),
+    });
+    assert.deepEqual(
+      audit.unregistered.map((h) => h.name),
+      ['zz'],
+    );
+    assert.deepEqual(audit.unlisted, ['a2', 'b2']);
+    assert.deepEqual(audit.lagging, [
+      { node: 'b1', appliedRevision: 40, alive: true },
+      { node: 'b2', alive: false },
+    ]);
+    assert.deepEqual(audit.rejectAll, { on: ['a1'], off: ['a2', 'b1', 'b2'] });
+    assert.deepEqual(audit.overlay, { prefix: '192.168.0.0/18', used: 4, size: 16382 });
+  });
+});
