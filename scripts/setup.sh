@@ -7,8 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # build tools for better-sqlite3's native addon; openssl for TLS certificates in tests; the
 # kernel tools the Linux dataplane drives (wireguard-go where the kernel lacks WireGuard, tinc
-# for switch-mode tunnels), and socat/ping for the namespace lab
-APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc)
+# for switch-mode tunnels), socat/ping for the namespace lab, and etcd (server and etcdctl) for
+# the etcd store's tests and fleets
+APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client)
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -25,6 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a system etcd on localhost:2379 when it installs etcd-server; ipferry's tests
+  # start their own on free ports, and a fleet points the agents at its own cluster. Do not
+  # leave a database running that nobody asked for (an operator can enable it on purpose).
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    say "etcd-server installed; its system service is left disabled"
+  fi
 fi
 
 if ! command -v node >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 /**
  * The behaviour every Store must have, written once and run against each implementation
- * (SQLite now; etcd and the HTTP hub later). Call storeConformance() from a *.test.ts file.
+ * (SQLite, the HTTP hub, etcd). Call storeConformance() from a *.test.ts file.
  *
  * `open` must return a store that nobody else writes to while a test runs (tests compare
  * revisions relative to the first one they see) and that starts empty under the keys used here

@@ -46,7 +46,7 @@ export function agentCommand(): Command {
     .option('--node <name>', 'name of this node')
     .option(
       '--store <spec>',
-      `state store: sqlite:PATH, or https://HUB:PORT to follow another agent (default ${DEFAULT_STORE})`,
+      `state store: sqlite:PATH, etcd:http://HOST:PORT[,…] (a fleet), or https://HUB:PORT to follow another agent (default ${DEFAULT_STORE})`,
     )
     .option('--listen <addr:port>', `API listen address (default ${DEFAULT_LISTEN})`)
     .option(

@@ -1,18 +1,21 @@
 /**
  * Turns the `--store` setting into a Store. Forms:
- *   sqlite:PATH        the embedded store in one file (the parent directory is created, mode 0700)
- *   http(s)://HUB:PORT another agent's store through its API (store/http.ts); needs a credential
- * Planned, not available yet: etcd://HOST:PORT.
+ *   sqlite:PATH              the embedded store in one file (the parent directory is created,
+ *                            mode 0700)
+ *   http(s)://HUB:PORT       another agent's store through its API (store/http.ts); needs a
+ *                            credential
+ *   etcd:http://H:P[,http://H2:P2…]  an etcd 3.4+ cluster, any of its members (store/etcd.ts);
+ *                            keys under the namespace /ipferry
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IpferryError } from '../core/errors.js';
+import { openEtcdStore, parseEtcdEndpoints } from './etcd.js';
 import { openHttpStore } from './http.js';
 import { openSqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
 
 const EXAMPLE = 'sqlite:/var/lib/ipferry/state.db';
-const PLANNED = new Set(['etcd', 'etcds']);
 
 /** What a remote store needs besides its address. */
 export interface StoreAccess {
@@ -53,8 +56,19 @@ export async function openStore(spec: string, access: StoreAccess = {}): Promise
       ...(access.fingerprint !== undefined ? { fingerprint: access.fingerprint } : {}),
     });
   }
-  if (PLANNED.has(scheme)) {
-    throw configError(`the ${scheme} store is not available yet in this version; use ${EXAMPLE}`);
+  if (scheme === 'etcd') {
+    // Catch the URL-like form early: its "host" would otherwise be read as an endpoint URL.
+    if (location.startsWith('//')) {
+      throw configError(
+        `etcd endpoints are URLs after "etcd:": write etcd:http://127.0.0.1:2379, not ${spec}`,
+      );
+    }
+    return openEtcdStore(parseEtcdEndpoints(location));
+  }
+  if (scheme === 'etcds') {
+    throw configError(
+      'there is no etcds: scheme, and etcd over TLS is not supported yet: write etcd:http://HOST:2379',
+    );
   }
   throw configError(`unknown store scheme ${JSON.stringify(scheme)}; use ${EXAMPLE}`);
 }
