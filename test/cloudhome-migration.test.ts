@@ -28,18 +28,14 @@
  * when a step fails; `after` then checks that no namespace of the lab is left.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { FipView, ForwardView, NodeListView } from '../src/api/contract.js';
-import { ApiClient } from '../src/cli/client.js';
-import { tunnelName } from '../src/core/tunnel.js';
-import { labAgentArgv } from '../src/lab/agents.js';
+import type { ApiClient } from '../src/cli/client.js';
+import { LabAgents } from '../src/lab/agents.js';
 import { listNamespaces, randomPrefix } from '../src/lab/netns.js';
-import { freePort } from '../src/lab/ports.js';
 import {
   echoProbe,
   type EchoServer,
@@ -89,8 +85,8 @@ interface Migration {
   readonly prefix: string;
   tmp?: { dir: string; remove: () => Promise<void> };
   lab?: Lab;
-  /** Every agent process started: SIGKILLed by pid in `tearDown`. */
-  readonly agents: ChildProcess[];
+  /** The agents started (the VM's, home's): killed by pid in `tearDown`. */
+  agents?: LabAgents;
   /** The gateway agent's API, and the CLI's environment for it. */
   hub?: string;
   api?: ApiClient;
@@ -122,45 +118,6 @@ async function ipferryJson<T>(m: Migration, args: readonly string[]): Promise<T>
   return JSON.parse(await ipferry(m, [...args, '--json'])) as T;
 }
 
-/** Starts the agent of node `name` (its dataplane in lab host `name`) and waits until healthy. */
-async function startAgent(
-  m: Migration,
-  name: 'gw' | 'home',
-  store: string,
-  extra: readonly string[],
-): Promise<string> {
-  const tmp = m.tmp;
-  assert.ok(tmp);
-  const port = await freePort();
-  const dir = join(tmp.dir, name);
-  const argv = labAgentArgv({
-    node: name,
-    netns: lab(m).ns(name),
-    store,
-    port,
-    tokenFile: join(dir, 'api-token'),
-    stateDir: join(dir, 'state'),
-    resyncSeconds: 1,
-    // Probe the tunnel every second: a dead path shows within seconds.
-    extra: ['--probe-seconds', '1', ...extra],
-  });
-  const proc = spawn(BIN, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
-  m.agents.push(proc);
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    `${name} agent healthy`,
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`${name} agent exited with ${proc.exitCode}`);
-      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(
-        () => undefined,
-      );
-      return res?.ok === true;
-    },
-    20_000,
-  );
-  return url;
-}
-
 /**
  * The lab, home's servers, the gateway agent with the pool, and home's agent joined with a join
  * token: where the operator stands before moving any address.
@@ -185,23 +142,20 @@ async function setUp(m: Migration, options: CloudHomeOptions & Underlay): Promis
     startEchoServer(m.lab, 'home', { tcp: [PAYLOAD_FORWARD] }),
   ]);
 
-  const gwDir = join(m.tmp.dir, 'gw');
-  m.hub = await startAgent(m, 'gw', `sqlite:${join(gwDir, 'gw.db')}`, [
-    '--endpoint',
-    underlay === 4
-      ? `${H.gw.uplink.v4}:${TUNNEL_PORTS.gw}`
-      : `[${H.gw.uplink.v6}]:${TUNNEL_PORTS.gw}`,
-    '--tunnel-port',
-    String(TUNNEL_PORTS.gw),
-  ]);
-  const tokenFile = join(gwDir, 'api-token');
+  // Probe the tunnel every second: a dead path shows within seconds.
+  const agents = new LabAgents({ lab: m.lab, dir: m.tmp.dir, extra: ['--probe-seconds', '1'] });
+  m.agents = agents;
+  const gw = await agents.startHub('gw', {
+    endpoint: { address: underlay === 4 ? H.gw.uplink.v4 : H.gw.uplink.v6, port: TUNNEL_PORTS.gw },
+  });
+  m.hub = gw.agent.url;
   m.env = {
     PATH: process.env.PATH ?? '',
     HOME: m.tmp.dir,
     IPFERRY_SERVER: m.hub,
-    IPFERRY_TOKEN_FILE: tokenFile,
+    IPFERRY_TOKEN_FILE: gw.agent.tokenFile,
   };
-  m.api = new ApiClient({ server: m.hub, token: (await readFile(tokenFile, 'utf8')).trim() });
+  m.api = gw.api;
   await ipferry(m, [
     'pool',
     'create',
@@ -217,57 +171,24 @@ async function setUp(m: Migration, options: CloudHomeOptions & Underlay): Promis
   ]);
 
   // On the VM: a single-use join token for home, copied to the home server (a file, 0600).
-  const joinToken = (
+  const token = (
     await ipferry(m, ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'])
   ).trim();
-  const joinFile = join(m.tmp.dir, 'home.join');
-  await writeFile(joinFile, `${joinToken}\n`, { mode: 0o600 });
-  await chmod(joinFile, 0o600);
   // home has no public endpoint for its tunnel: it calls the VM and keeps the path open.
-  await startAgent(m, 'home', m.hub, [
-    '--join-token-file',
-    joinFile,
-    '--credential-file',
-    join(m.tmp.dir, 'home', 'credential'),
-    '--tunnel-port',
-    String(TUNNEL_PORTS.home),
-  ]);
-  await waitFor(
-    'home registered with its tunnel key',
-    async () => !!(await api(m).getNode('home')).publicKey,
-    15_000,
-  );
+  await agents.join('home', {
+    api: m.api,
+    token,
+    extra: ['--tunnel-port', String(TUNNEL_PORTS.home)],
+  });
 }
 
 /** Kills the agents by pid, destroys the lab, removes its sockets and files; checks netns. */
 async function tearDown(m: Migration): Promise<void> {
   try {
-    await Promise.all(
-      m.agents
-        .filter((proc) => proc.exitCode === null && proc.signalCode === null)
-        .map((proc) => {
-          const exited = new Promise((resolve) => proc.once('exit', resolve));
-          proc.kill('SIGKILL');
-          return exited;
-        }),
-    );
-    await m.api?.close();
+    await (m.agents ? m.agents.teardown() : m.lab?.destroy());
   } finally {
-    // Deleting the namespaces kills the wireguard-go daemons inside; their control sockets live
-    // in a directory the whole machine shares, and are removed here by their names.
-    const labNow = m.lab;
-    const sockets = labNow
-      ? (['gw', 'home'] as const).map((n) => `${tunnelName(n, n, labNow.ns(n))}.sock`)
-      : [];
-    try {
-      await labNow?.destroy();
-    } finally {
-      const present = await readdir('/var/run/wireguard').catch(() => [] as string[]);
-      for (const socket of sockets.filter((s) => present.includes(s))) {
-        await unlink(join('/var/run/wireguard', socket)).catch(() => undefined);
-      }
-      await m.tmp?.remove();
-    }
+    await m.api?.close();
+    await m.tmp?.remove();
   }
   const left = (await listNamespaces()).filter((ns) => ns.startsWith(m.prefix));
   assert.deepEqual(left, [], 'namespaces of the lab left behind');
@@ -414,7 +335,7 @@ describe(
   'the cloud VM becomes the home server’s public router, with the CLI',
   { timeout: 120_000 },
   () => {
-    const m: Migration = { prefix: randomPrefix(), agents: [] };
+    const m: Migration = { prefix: randomPrefix() };
     before(() => setUp(m, {}), { timeout: 90_000 });
     after(() => tearDown(m), { timeout: 60_000 });
 
@@ -559,7 +480,7 @@ describe(
   'the same over an IPv6 underlay: home reaches the VM at [2001:db8:1::2]',
   { timeout: 120_000 },
   () => {
-    const m: Migration = { prefix: randomPrefix(), agents: [] };
+    const m: Migration = { prefix: randomPrefix() };
     before(
       async () => {
         await setUp(m, { underlay: 6 });
@@ -605,7 +526,7 @@ describe(
   `the same over an MTU black hole of ${BLACKHOLE_MTU} between isp and home`,
   { timeout: 150_000 },
   () => {
-    const m: Migration = { prefix: randomPrefix(), agents: [] };
+    const m: Migration = { prefix: randomPrefix() };
     before(
       async () => {
         await setUp(m, { blackholeMtu: BLACKHOLE_MTU });

@@ -10,30 +10,24 @@
  * its ISP: a probe that arrives from one of them went through the tunnel.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { chmod, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/cli/client.js';
 import { EGRESS_TABLE, ROUTE_PROTO } from '../src/core/names.js';
 import { tunnelName } from '../src/core/tunnel.js';
-import { labAgentArgv } from '../src/lab/agents.js';
-import { freePort } from '../src/lab/ports.js';
+import { LabAgents } from '../src/lab/agents.js';
 import { echoProbe, type EchoServer, outboundProbe, startEchoServer } from '../src/lab/probe.js';
 import { CLOUD_HOME as H, cloudHome } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
+import { ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
 
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
-/** Every agent process this file started: SIGKILLed in `after`. */
-const agents: ChildProcess[] = [];
-let homeAgent: ChildProcess | undefined;
+/** Every agent this file starts: killed by pid in `after`. */
+let agents: LabAgents;
 /** home's own agent API (its plan). */
 let homeApi: ApiClient;
 let api: ApiClient;
-let hub: string;
 let clientServer: EchoServer;
 /** home's own default routes before any agent ran there (`ip route show default`, v4 and v6). */
 let homeDefaults: string;
@@ -41,46 +35,6 @@ let homeDefaults: string;
 const FIP = '203.0.113.10';
 const FIP6 = '2001:db8:f::10';
 const PORTS = { gw: 51820, home: 51821 } as const;
-
-async function startAgent(
-  name: 'gw' | 'home',
-  extra: string[],
-): Promise<{ proc: ChildProcess; url: string }> {
-  const port = await freePort();
-  const dir = join(tmp.dir, name);
-  const argv = labAgentArgv({
-    node: name,
-    netns: lab.ns(name),
-    store: name === 'gw' ? `sqlite:${join(tmp.dir, 'gw.db')}` : hub,
-    port,
-    tokenFile: join(dir, 'api-token'),
-    stateDir: join(dir, 'state'),
-    resyncSeconds: 1,
-    extra: ['--tunnel-port', String(PORTS[name]), ...extra],
-  });
-  const proc = spawn(BIN, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
-  agents.push(proc);
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    `${name} agent`,
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`${name} agent exited with ${proc.exitCode}`);
-      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(
-        () => undefined,
-      );
-      return res?.ok === true;
-    },
-    20_000,
-  );
-  if (name === 'gw') hub = url;
-  return { proc, url };
-}
-
-/** home's agent's API, with the token it created. */
-async function homeClient(url: string): Promise<ApiClient> {
-  const token = (await readFile(join(tmp.dir, 'home', 'api-token'), 'utf8')).trim();
-  return new ApiClient({ server: url, token });
-}
 
 /**
  * home's plan once converged: nothing left to change (ipferry reads back exactly what it wrote:
@@ -98,25 +52,21 @@ async function settledPlan(): Promise<string | undefined> {
   return plan.refused.find((r) => r.address === 'egress')?.reason;
 }
 
-async function stopHome(): Promise<void> {
-  const proc = homeAgent;
-  homeAgent = undefined;
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((resolve) => proc.once('exit', resolve));
-  proc.kill('SIGKILL');
-  await exited;
-}
-
 /** (Re)starts home's agent on its credential, with `--egress MODE` unless mode is undefined. */
 async function startHome(mode: 'fip' | 'masquerade' | undefined): Promise<void> {
-  await stopHome();
-  const started = await startAgent('home', [
-    '--credential-file',
-    join(tmp.dir, 'home', 'credential'),
-    ...(mode ? ['--egress', mode] : []),
-  ]);
-  homeAgent = started.proc;
-  homeApi = await homeClient(started.url);
+  await agents.kill('home');
+  await agents.start({
+    node: 'home',
+    store: api.server,
+    extra: [
+      '--tunnel-port',
+      String(PORTS.home),
+      '--credential-file',
+      agents.credentialFile('home'),
+      ...(mode ? ['--egress', mode] : []),
+    ],
+  });
+  homeApi = await agents.client('home');
   await waitFor(
     `home registered with egress ${mode ?? 'own'}`,
     async () => (await api.getNode('home')).egress === mode,
@@ -170,28 +120,20 @@ before(async () => {
   await ensureBuilt();
   tmp = await tempDir('egress');
   lab = await cloudHome();
+  agents = new LabAgents({ lab, dir: tmp.dir });
   clientServer = await startEchoServer(lab, 'client', { tcp: [80] });
   await startEchoServer(lab, 'home', { tcp: [80] });
   homeDefaults = await defaults();
   assert.match(homeDefaults, /default via 198\.18\.0\.1 dev eth0/);
-  await startAgent('gw', ['--endpoint', `${H.gw.uplink.v4}:${PORTS.gw}`]);
-  const token = (await readFile(join(tmp.dir, 'gw', 'api-token'), 'utf8')).trim();
-  api = new ApiClient({ server: hub, token });
-  const join_ = await api.createJoinToken({ node: 'home', ttlSeconds: 600 });
-  const tokenFile = join(tmp.dir, 'join-token-home');
-  await writeFile(tokenFile, `${join_.token}\n`, { mode: 0o600 });
-  await chmod(tokenFile, 0o600);
+  ({ api } = await agents.startHub('gw', {
+    endpoint: { address: H.gw.uplink.v4, port: PORTS.gw },
+  }));
   // The first start joins with the token and egress fip at once, as an operator would.
-  const home = await startAgent('home', [
-    '--join-token-file',
-    tokenFile,
-    '--credential-file',
-    join(tmp.dir, 'home', 'credential'),
-    '--egress',
-    'fip',
-  ]);
-  homeAgent = home.proc;
-  homeApi = await homeClient(home.url);
+  await agents.join('home', {
+    api,
+    extra: ['--tunnel-port', String(PORTS.home), '--egress', 'fip'],
+  });
+  homeApi = await agents.client('home');
   await api.createPool({
     name: 'public',
     gateway: 'gw',
@@ -204,20 +146,7 @@ before(async () => {
 });
 
 after(async () => {
-  const exits = agents
-    .filter((proc) => proc.exitCode === null && proc.signalCode === null)
-    .map((proc) => {
-      const exited = new Promise((resolve) => proc.once('exit', resolve));
-      proc.kill('SIGKILL');
-      return exited;
-    });
-  await Promise.all(exits);
-  const sockets = lab ? ['gw', 'home'].map((n) => `${tunnelName(n, n, lab.ns(n))}.sock`) : [];
-  await lab?.destroy();
-  const present = await readdir('/var/run/wireguard').catch(() => [] as string[]);
-  for (const socket of sockets.filter((s) => present.includes(s))) {
-    await unlink(join('/var/run/wireguard', socket)).catch(() => undefined);
-  }
+  await agents?.teardown();
   await tmp?.remove();
 });
 

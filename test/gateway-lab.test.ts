@@ -5,61 +5,24 @@
  * machine's own namespace is never touched; everything is removed in `after`, also on failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/cli/client.js';
 import { GATEWAY_LAN as L, gatewayLan } from '../src/lab/scenarios.js';
 import { echoProbe, type EchoServer, outboundProbe, startEchoServer } from '../src/lab/probe.js';
+import { LabAgents } from '../src/lab/agents.js';
 import { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
+import { ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
-import { labAgentArgv } from '../src/lab/agents.js';
-import { freePort } from '../src/lab/ports.js';
 
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
-let agent: ChildProcess | undefined;
+/** The gateway's agent, killed by pid in `after` (and once in a test). */
+let agents: LabAgents;
 let api: ApiClient;
-let port: number;
 let clientServer: EchoServer;
 
 const FIP = '203.0.113.10';
 const FIP6 = '2001:db8:f::10';
-
-async function startAgent(): Promise<void> {
-  const args = labAgentArgv({
-    node: 'gw',
-    netns: lab.ns('gw'),
-    store: `sqlite:${join(tmp.dir, 'state.db')}`,
-    port,
-    tokenFile: join(tmp.dir, 'token'),
-    stateDir: join(tmp.dir, 'state'),
-    resyncSeconds: 1,
-  });
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-  agent = proc;
-  await waitFor(
-    'agent API',
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}`);
-      return (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok;
-    },
-    15_000,
-  );
-  const token = (await readFile(join(tmp.dir, 'token'), 'utf8')).trim();
-  api = new ApiClient({ server: `http://127.0.0.1:${port}`, token });
-}
-
-async function killAgent(signal: NodeJS.Signals): Promise<void> {
-  const proc = agent;
-  if (!proc || proc.exitCode !== null) return;
-  const exited = new Promise((resolve) => proc.once('exit', resolve));
-  proc.kill(signal);
-  await exited;
-  agent = undefined;
-}
 
 async function activeAt(address: string): Promise<void> {
   await waitFor(`${address} ACTIVE and current`, async () => {
@@ -85,13 +48,13 @@ before(async () => {
   await ensureBuilt();
   tmp = await tempDir('gwlab');
   lab = await Lab.create(gatewayLan());
+  agents = new LabAgents({ lab, dir: tmp.dir });
   clientServer = await startEchoServer(lab, 'client', { tcp: [80] });
   await startEchoServer(lab, 'be1', { tcp: [80, 8000, 8005], udp: [5353] });
   await startEchoServer(lab, 'be2', { tcp: [80, 25, 9001], udp: [5353, 7000, 7001, 7002] });
   // The gateway's own service on its shared address.
   await startEchoServer(lab, 'gw', { tcp: [2222] });
-  port = await freePort();
-  await startAgent();
+  ({ api } = await agents.startHub('gw'));
   await api.createPool({
     name: 'public',
     gateway: 'gw',
@@ -101,8 +64,7 @@ before(async () => {
 });
 
 after(async () => {
-  await killAgent('SIGKILL');
-  await lab?.destroy();
+  await agents?.teardown();
   await tmp?.remove();
 });
 
@@ -203,9 +165,11 @@ describe('a gateway forwarding floating IPs (nat and ports) on a real kernel', (
       }
     })();
     await new Promise((resolve) => setTimeout(resolve, 300));
-    await killAgent('SIGKILL');
+    await agents.kill('gw');
     await new Promise((resolve) => setTimeout(resolve, 500));
-    await startAgent();
+    // Back on the same port, store and token file.
+    await agents.restart('gw');
+    api = await agents.client('gw');
     await new Promise((resolve) => setTimeout(resolve, 1500));
     probing = false;
     await probes;

@@ -20,14 +20,11 @@
  * failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { chmod, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { ApiClient } from '../src/cli/client.js';
-import { TUNNEL_IFNAME_PREFIX, tunnelName } from '../src/core/tunnel.js';
-import { labAgentArgv } from '../src/lab/agents.js';
-import { freePort } from '../src/lab/ports.js';
+import type { ApiClient } from '../src/cli/client.js';
+import { TUNNEL_IFNAME_PREFIX } from '../src/core/tunnel.js';
+import { LabAgents } from '../src/lab/agents.js';
 import {
   echoProbe,
   type EchoServer,
@@ -43,7 +40,7 @@ import {
   oldNewSeen,
 } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
+import { ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
 
 /** The old server's public address: the one that moves. */
@@ -208,53 +205,13 @@ function oldToNew(driver: Driver): void {
     let tmp: { dir: string; remove: () => Promise<void> };
     let api: ApiClient;
     let clientServer: EchoServer;
-    /** Every agent process this suite started: SIGKILLed in `after`. */
-    const agents: ChildProcess[] = [];
-    /** Tunnel interfaces seen in the lab, for their wireguard-go sockets in `after`. */
-    const tunnels = new Set<string>();
-
-    /** Starts the agent of node `name` in lab host `name` and waits until it is healthy. */
-    async function startAgent(name: 'old' | 'new', args: readonly string[]): Promise<string> {
-      const port = await freePort();
-      const dir = join(tmp.dir, name);
-      const argv = labAgentArgv({
-        node: name,
-        netns: lab.ns(name),
-        port,
-        tokenFile: join(dir, 'api-token'),
-        stateDir: join(dir, 'state'),
-        resyncSeconds: 1,
-        store: args[0] ?? '',
-        extra: [...args.slice(1), ...driver.args],
-      });
-      const proc = spawn(BIN, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
-      agents.push(proc);
-      const url = `http://127.0.0.1:${port}`;
-      await waitFor(
-        `${name} agent`,
-        async () => {
-          if (proc.exitCode !== null) throw new Error(`${name} agent exited with ${proc.exitCode}`);
-          const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(
-            () => undefined,
-          );
-          return res?.ok === true;
-        },
-        20_000,
-      );
-      return url;
-    }
+    /** Every agent this suite starts: killed by pid in `after`. */
+    let agents: LabAgents;
 
     async function state(address: string): Promise<{ state: string; message: string }> {
       const f = await api.getFip(address);
       const current = f.status.revision === f.revision;
       return { state: current ? f.status.state : 'PENDING', message: f.status.message ?? '' };
-    }
-
-    async function noteTunnels(): Promise<void> {
-      for (const host of ['old', 'new']) {
-        const { stdout } = await lab.exec(host, ['ip', '-o', 'link', 'show']);
-        for (const m of stdout.matchAll(/^\d+: (ipf[^:@\s]*)/gm)) if (m[1]) tunnels.add(m[1]);
-      }
     }
 
     /**
@@ -296,48 +253,32 @@ function oldToNew(driver: Driver): void {
         20_000,
       );
       assert.deepEqual(reply, { name: 'new', address: client });
-      await noteTunnels();
     }
 
     before(async () => {
       await ensureBuilt();
       tmp = await tempDir(`oldnew-${driver.name}`);
       lab = await oldNew();
+      agents = new LabAgents({ lab, dir: tmp.dir, extra: driver.args });
       clientServer = await startEchoServer(lab, 'client', {
         tcp: [CLIENT_TCP],
         udp: [CLIENT_UDP],
       });
       // The new server's TCP service listens on every address, the moved one included.
       await startEchoServer(lab, 'new', { tcp: [O.service.tcp] });
-      const hub = await startAgent('old', [
-        `sqlite:${join(tmp.dir, 'old.db')}`,
-        '--endpoint',
-        `${O.old.uplink.v4}:${TUNNEL_PORTS.old}`,
-        '--tunnel-port',
-        String(TUNNEL_PORTS.old),
-      ]);
-      const token = (await readFile(join(tmp.dir, 'old', 'api-token'), 'utf8')).trim();
-      api = new ApiClient({ server: hub, token });
-      const { token: joinToken } = await api.createJoinToken({ node: 'new', ttlSeconds: 600 });
-      const tokenFile = join(tmp.dir, 'join-token-new');
-      await writeFile(tokenFile, `${joinToken}\n`, { mode: 0o600 });
-      await chmod(tokenFile, 0o600);
+      ({ api } = await agents.startHub('old', {
+        endpoint: { address: O.old.uplink.v4, port: TUNNEL_PORTS.old },
+      }));
       // A server in a datacenter has a public address: the old server may call it too.
-      await startAgent('new', [
-        hub,
-        '--join-token-file',
-        tokenFile,
-        '--credential-file',
-        join(tmp.dir, 'new', 'credential'),
-        '--endpoint',
-        `${O.new.v4}:${TUNNEL_PORTS.new}`,
-        '--tunnel-port',
-        String(TUNNEL_PORTS.new),
-      ]);
-      await waitFor(
-        'new registered with its tunnel key',
-        async () => !!(await api.getNode('new')).publicKey,
-      );
+      await agents.join('new', {
+        api,
+        extra: [
+          '--endpoint',
+          `${O.new.v4}:${TUNNEL_PORTS.new}`,
+          '--tunnel-port',
+          String(TUNNEL_PORTS.new),
+        ],
+      });
       await api.createPool({
         name: 'old-dc',
         gateway: 'old',
@@ -346,26 +287,7 @@ function oldToNew(driver: Driver): void {
     });
 
     after(async () => {
-      const exits = agents
-        .filter((proc) => proc.exitCode === null && proc.signalCode === null)
-        .map((proc) => {
-          const exited = new Promise((resolve) => proc.once('exit', resolve));
-          proc.kill('SIGKILL');
-          return exited;
-        });
-      await Promise.all(exits);
-      if (lab) {
-        await noteTunnels().catch(() => undefined);
-        for (const host of ['old', 'new']) tunnels.add(tunnelName(host, host, lab.ns(host)));
-      }
-      // Deleting the namespaces kills the tunnel daemons inside; wireguard-go's control sockets
-      // live in a directory the whole machine shares and are removed here, by their names.
-      await lab?.destroy();
-      const present = await readdir('/var/run/wireguard').catch(() => [] as string[]);
-      for (const socket of [...tunnels].map((t) => `${t}.sock`)) {
-        if (present.includes(socket))
-          await unlink(join('/var/run/wireguard', socket)).catch(() => undefined);
-      }
+      await agents?.teardown();
       await tmp?.remove();
     });
 

@@ -13,18 +13,18 @@
  * failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/cli/client.js';
 import { IpferryError } from '../src/core/errors.js';
 import { encodeJoinToken } from '../src/core/join.js';
 import { ROUTE_PROTO } from '../src/core/names.js';
 import { tunnelName } from '../src/core/tunnel.js';
+import { healthy, LabAgents, writeSecretFile } from '../src/lab/agents.js';
 import {
   CLOUD_HOME as H,
   cloudHome,
@@ -39,23 +39,16 @@ import {
   startEchoServer,
 } from '../src/lab/probe.js';
 import type { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
+import { ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
-import { labAgentArgv } from '../src/lab/agents.js';
-import { freePort } from '../src/lab/ports.js';
 
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
-/** Every agent process this file started (also refused and restarted ones): SIGKILLed in `after`. */
-const agents: ChildProcess[] = [];
-/** The agents that should be running now, by node. */
-const running = new Map<string, Agent>();
+/** Every agent this file starts (also refused and restarted ones): killed by pid in `after`. */
+let agents: LabAgents;
 let api: ApiClient;
 let hub: string;
 let clientServer: EchoServer;
-/** The gateway agent's arguments and API port, to restart it exactly as it was. */
-let gwArgs: string[];
-let gwPort: number;
 /** home's join token, used up by its join: presenting it again must be refused. */
 let usedJoinToken: string;
 
@@ -65,89 +58,14 @@ const FIP6 = '2001:db8:f::10';
 const FIP_AFTER_OUTAGE = '203.0.113.11';
 const TUNNEL_PORTS = { gw: 51820, home: 51821, home2: 51822, intruder: 51823 } as const;
 
-interface Agent {
-  readonly proc: ChildProcess;
-  readonly url: string;
-  readonly port: number;
-}
-
-/** The agent's command line: node `name` in lab host `host`, state under tmp/name. */
-/** The agent of `name` acting in lab host `host`'s namespace; `args` start with `--store S`. */
-function agentArgv(name: string, host: string, port: number, args: readonly string[]): string[] {
-  const [flag, store = '', ...extra] = args;
-  assert.equal(flag, '--store', 'agent arguments start with the store');
-  const dir = join(tmp.dir, name);
-  return labAgentArgv({
-    node: name,
-    netns: lab.ns(host),
-    store,
-    port,
-    tokenFile: join(dir, 'api-token'),
-    stateDir: join(dir, 'state'),
-    resyncSeconds: 1,
-    extra,
-  });
-}
-
-async function healthy(agent: Agent): Promise<boolean> {
-  const res = await fetch(`${agent.url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(
-    () => undefined,
-  );
-  return res?.ok === true;
-}
-
-/** Starts the agent of lab host `name` (on `port` when given) and waits until it is healthy. */
-async function startAgent(name: string, args: string[], port?: number): Promise<Agent> {
-  const listen = port ?? (await freePort());
-  const proc = spawn(BIN, agentArgv(name, name, listen, args), {
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  agents.push(proc);
-  const agent = { proc, url: `http://127.0.0.1:${listen}`, port: listen };
-  await waitFor(
-    `${name} agent`,
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`${name} agent exited with ${proc.exitCode}`);
-      return healthy(agent);
-    },
-    20_000,
-  );
-  running.set(name, agent);
-  return agent;
-}
-
-async function kill(name: string): Promise<void> {
-  const agent = running.get(name);
-  assert.ok(agent, `no ${name} agent is running`);
-  running.delete(name);
-  if (agent.proc.exitCode !== null || agent.proc.signalCode !== null) return;
-  const exited = new Promise((resolve) => agent.proc.once('exit', resolve));
-  agent.proc.kill('SIGKILL');
-  await exited;
-}
-
-/** Creates a join token bound to `node` and starts its agent with it: a remote home server. */
+/** Joins a remote home server to the gateway with a join token bound to it; the token. */
 async function joinRemote(node: 'home' | 'home2'): Promise<string> {
-  const { token } = await api.createJoinToken({ node, ttlSeconds: 600 });
-  const tokenFile = join(tmp.dir, `join-token-${node}`);
-  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  await chmod(tokenFile, 0o600);
   // A home server has no public endpoint for its tunnel: it calls the gateway and keeps the
   // path open, as it would behind a home router.
-  await startAgent(node, [
-    '--store',
-    hub,
-    '--join-token-file',
-    tokenFile,
-    '--credential-file',
-    join(tmp.dir, node, 'credential'),
-    '--tunnel-port',
-    String(TUNNEL_PORTS[node]),
-  ]);
-  await waitFor(
-    `${node} registered with its tunnel key`,
-    async () => !!(await api.getNode(node)).publicKey,
-  );
+  const { token } = await agents.join(node, {
+    api,
+    extra: ['--tunnel-port', String(TUNNEL_PORTS[node])],
+  });
   return token;
 }
 
@@ -162,22 +80,15 @@ before(async () => {
   await ensureBuilt();
   tmp = await tempDir('routed');
   lab = await cloudHome({ homes: 2 });
+  agents = new LabAgents({ lab, dir: tmp.dir });
   clientServer = await startEchoServer(lab, 'client', { tcp: [80] });
   await startEchoServer(lab, 'home', { tcp: [80] });
   await startEchoServer(lab, 'home2', { tcp: [80] });
-  gwArgs = [
-    '--store',
-    `sqlite:${join(tmp.dir, 'gw.db')}`,
-    '--endpoint',
-    `${H.gw.uplink.v4}:${TUNNEL_PORTS.gw}`,
-    '--tunnel-port',
-    String(TUNNEL_PORTS.gw),
-  ];
-  const gw = await startAgent('gw', gwArgs);
-  gwPort = gw.port;
-  hub = gw.url;
-  const token = (await readFile(join(tmp.dir, 'gw', 'api-token'), 'utf8')).trim();
-  api = new ApiClient({ server: hub, token });
+  const gw = await agents.startHub('gw', {
+    endpoint: { address: H.gw.uplink.v4, port: TUNNEL_PORTS.gw },
+  });
+  hub = gw.agent.url;
+  api = gw.api;
   usedJoinToken = await joinRemote('home');
   await joinRemote('home2');
   await api.createPool({
@@ -188,24 +99,7 @@ before(async () => {
 });
 
 after(async () => {
-  const exits = agents
-    .filter((proc) => proc.exitCode === null && proc.signalCode === null)
-    .map((proc) => {
-      const exited = new Promise((resolve) => proc.once('exit', resolve));
-      proc.kill('SIGKILL');
-      return exited;
-    });
-  await Promise.all(exits);
-  // Deleting the namespaces kills the wireguard-go daemons inside (by pid); their control
-  // sockets live in a directory the whole machine shares and are removed here, by their names.
-  const sockets = lab
-    ? ['gw', 'home', 'home2'].map((n) => `${tunnelName(n, n, lab.ns(n))}.sock`)
-    : [];
-  await lab?.destroy();
-  const present = await readdir('/var/run/wireguard').catch(() => [] as string[]);
-  for (const socket of sockets.filter((s) => present.includes(s))) {
-    await unlink(join('/var/run/wireguard', socket)).catch(() => undefined);
-  }
+  await agents?.teardown();
   await tmp?.remove();
 });
 
@@ -549,22 +443,24 @@ describe('two home servers: a move between them, a gateway outage, a refused nod
       const dir = join(tmp.dir, 'intruder');
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const tokenFile = join(dir, 'join-token');
-      await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-      await chmod(tokenFile, 0o600);
-      const credentialFile = join(dir, 'credential');
+      await writeSecretFile(tokenFile, `${token}\n`);
       // The intruder's host is the client: a machine on the internet that found the hub.
-      const argv = agentArgv('intruder', 'client', await freePort(), [
-        '--store',
-        hub,
-        '--join-token-file',
-        tokenFile,
-        '--credential-file',
-        credentialFile,
-        '--tunnel-port',
-        String(TUNNEL_PORTS.intruder),
-      ]);
-      const proc = spawn(BIN, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-      agents.push(proc);
+      const { proc } = await agents.spawn(
+        {
+          node: 'intruder',
+          host: 'client',
+          store: hub,
+          extra: [
+            '--join-token-file',
+            tokenFile,
+            '--credential-file',
+            agents.credentialFile('intruder'),
+            '--tunnel-port',
+            String(TUNNEL_PORTS.intruder),
+          ],
+        },
+        ['ignore', 'ignore', 'pipe'],
+      );
       let stderr = '';
       proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
       const code = await new Promise<number | null>((resolve, reject) => {
@@ -632,7 +528,7 @@ describe('two home servers: a move between them, a gateway outage, a refused nod
     assert.match(before.home2?.addresses ?? '', new RegExp(`${FIP.replaceAll('.', '\\.')}/32`));
     assert.match(before.gw?.routes4 ?? '', new RegExp(`${FIP.replaceAll('.', '\\.')} dev`));
 
-    await kill('gw');
+    await agents.kill('gw');
     // While it is down nothing can change: the API is gone with it.
     await assert.rejects(
       api.getFip(FIP),
@@ -642,9 +538,9 @@ describe('two home servers: a move between them, a gateway outage, a refused nod
     for (let round = 1; round <= 4; round++) {
       await sleep(1000);
       for (const node of ['home', 'home2']) {
-        const agent = running.get(node)!;
+        const agent = agents.get(node)!;
         assert.equal(agent.proc.exitCode, null, `${node} agent exited during the outage`);
-        assert.ok(await healthy(agent), `${node} agent unhealthy during the outage`);
+        assert.ok(await healthy(agent.url), `${node} agent unhealthy during the outage`);
       }
       for (const h of hosts) assert.deepEqual(await kernelState(h), before[h], `${h} changed`);
       await answers();
@@ -655,7 +551,7 @@ describe('two home servers: a move between them, a gateway outage, a refused nod
 
     // Back on the same port and store: the remote agents' http stores reconnect to it.
     const restarted = performance.now();
-    await startAgent('gw', gwArgs, gwPort);
+    await agents.restart('gw');
     await api.allocate({ address: FIP_AFTER_OUTAGE });
     await api.associate(FIP_AFTER_OUTAGE, {
       mode: 'routed',
@@ -673,6 +569,6 @@ describe('two home servers: a move between them, a gateway outage, a refused nod
       `gateway agent restarted: ${FIP_AFTER_OUTAGE} associated to home answered ${ms(performance.now() - restarted)} after the restart began`,
     );
     await answers();
-    for (const node of ['home', 'home2']) assert.equal(running.get(node)?.proc.exitCode, null);
+    for (const node of ['home', 'home2']) assert.equal(agents.get(node)?.proc.exitCode, null);
   });
 });

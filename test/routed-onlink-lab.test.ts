@@ -12,19 +12,14 @@
  * everything removed in `after`, also on failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { chmod, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ApiClient } from '../src/cli/client.js';
-import { tunnelName } from '../src/core/tunnel.js';
+import type { ApiClient } from '../src/cli/client.js';
 import { parseProxyEntries, readNeighbours } from '../src/dataplane/iproute/neighbours.js';
-import { labAgentArgv } from '../src/lab/agents.js';
-import { freePort } from '../src/lab/ports.js';
+import { LabAgents } from '../src/lab/agents.js';
 import { echoProbe, startEchoServer } from '../src/lab/probe.js';
 import { CLOUD_HOME as H, cloudHome } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
+import { ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
 
 /** Inside up↔gw's 192.0.2.0/24, away from up (.1) and gw (.2). */
@@ -39,38 +34,8 @@ const TUNNEL_PORTS = { gw: 51820, home: 51821 } as const;
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
 let api: ApiClient;
-/** Every agent process this file started: SIGKILLed in `after`. */
-const agents: ChildProcess[] = [];
-
-async function startAgent(name: 'gw' | 'home', args: string[]): Promise<string> {
-  const port = await freePort();
-  const dir = join(tmp.dir, name);
-  const argv = labAgentArgv({
-    node: name,
-    netns: lab.ns(name),
-    store: args[0] ?? '',
-    port,
-    tokenFile: join(dir, 'api-token'),
-    stateDir: join(dir, 'state'),
-    resyncSeconds: 1,
-    extra: args.slice(1),
-  });
-  const proc = spawn(BIN, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
-  agents.push(proc);
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    `${name} agent`,
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`${name} agent exited with ${proc.exitCode}`);
-      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(
-        () => undefined,
-      );
-      return res?.ok === true;
-    },
-    20_000,
-  );
-  return url;
-}
+/** Every agent this file starts: killed by pid in `after`. */
+let agents: LabAgents;
 
 async function activeAt(address: string): Promise<void> {
   await waitFor(`${address} ACTIVE`, async () => {
@@ -120,32 +85,12 @@ before(async () => {
   await ensureBuilt();
   tmp = await tempDir('routed-onlink');
   lab = await cloudHome();
+  agents = new LabAgents({ lab, dir: tmp.dir });
   await startEchoServer(lab, 'home', { tcp: [80] });
-  const hub = await startAgent('gw', [
-    `sqlite:${join(tmp.dir, 'gw.db')}`,
-    '--endpoint',
-    `${H.gw.uplink.v4}:${TUNNEL_PORTS.gw}`,
-    '--tunnel-port',
-    String(TUNNEL_PORTS.gw),
-  ]);
-  const token = (await readFile(join(tmp.dir, 'gw', 'api-token'), 'utf8')).trim();
-  api = new ApiClient({ server: hub, token });
-  const joinToken = await api.createJoinToken({ node: 'home', ttlSeconds: 600 });
-  const tokenFile = join(tmp.dir, 'join-token-home');
-  await writeFile(tokenFile, `${joinToken.token}\n`, { mode: 0o600 });
-  await chmod(tokenFile, 0o600);
-  await startAgent('home', [
-    hub,
-    '--join-token-file',
-    tokenFile,
-    '--credential-file',
-    join(tmp.dir, 'home', 'credential'),
-    '--tunnel-port',
-    String(TUNNEL_PORTS.home),
-  ]);
-  await waitFor('home registered with its tunnel key', async () => {
-    return !!(await api.getNode('home')).publicKey;
-  });
+  ({ api } = await agents.startHub('gw', {
+    endpoint: { address: H.gw.uplink.v4, port: TUNNEL_PORTS.gw },
+  }));
+  await agents.join('home', { api, extra: ['--tunnel-port', String(TUNNEL_PORTS.home)] });
   await api.createPool({
     name: 'link',
     gateway: 'gw',
@@ -156,23 +101,7 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all(
-    agents
-      .filter((proc) => proc.exitCode === null && proc.signalCode === null)
-      .map((proc) => {
-        const exited = new Promise((resolve) => proc.once('exit', resolve));
-        proc.kill('SIGKILL');
-        return exited;
-      }),
-  );
-  // Deleting the namespaces ends the wireguard-go daemons inside; their control sockets sit in
-  // a directory the whole machine shares and are removed here, by their names.
-  const sockets = lab ? ['gw', 'home'].map((n) => `${tunnelName(n, n, lab.ns(n))}.sock`) : [];
-  await lab?.destroy();
-  const present = await readdir('/var/run/wireguard').catch(() => [] as string[]);
-  for (const socket of sockets.filter((s) => present.includes(s))) {
-    await unlink(join('/var/run/wireguard', socket)).catch(() => undefined);
-  }
+  await agents?.teardown();
   await tmp?.remove();
 });
 

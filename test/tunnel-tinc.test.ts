@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { access, readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { IpferryError } from '../src/core/errors.js';
@@ -20,22 +20,15 @@ import {
 } from '../src/core/tunnel.js';
 import { run } from '../src/dataplane/exec.js';
 import { tapMac, TincDriver } from '../src/dataplane/tunnel/tinc.js';
-import { echoProbe, ping, startEchoServer } from '../src/lab/probe.js';
+import { ping } from '../src/lab/probe.js';
 import { Lab } from '../src/lab/topology.js';
 import { tempDir, waitFor } from './helpers.js';
 import { tunnelConformance } from './tunnel-conformance.js';
+import { exists, tunnelLabFixture } from './tunnel-lab.js';
 
 /** Lab prefixes and state directories this file used, for the final check. */
 const usedPrefixes: string[] = [];
 const usedStates: string[] = [];
-const ECHO_PORT = 7000;
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** Command lines of the tincd processes whose arguments mention `text` (a state directory). */
 async function tincds(text: string): Promise<{ pid: number; argv: string[] }[]> {
@@ -57,65 +50,22 @@ function rsaPublicKey(): string {
   return publicKey.export({ type: 'pkcs1', format: 'pem' }).toString();
 }
 
-tunnelConformance('tinc (two network namespaces)', async () => {
-  const state = await tempDir('tunnel-tinc');
-  usedStates.push(state.dir);
-  let lab: Lab | undefined;
-  const cleanup = async (): Promise<void> => {
-    await lab?.destroy();
-    await state.remove();
-  };
-  try {
-    lab = await Lab.create({
-      hosts: [{ name: 'a' }, { name: 'b' }],
-      links: [
-        {
-          a: { host: 'a', ifname: 'a0', addresses: ['100.64.0.1/30'] },
-          b: { host: 'b', ifname: 'b0', addresses: ['100.64.0.2/30'] },
-        },
-      ],
-    });
-    const theLab = lab;
-    usedPrefixes.push(lab.prefix);
-    const driver = (host: 'a' | 'b'): TincDriver =>
-      new TincDriver({ netns: theLab.ns(host), stateDir: join(state.dir, host), node: host });
-    const drivers = { a: driver('a'), b: driver('b') };
-    await Promise.all([
-      startEchoServer(lab, 'a', { tcp: [ECHO_PORT] }),
-      startEchoServer(lab, 'b', { tcp: [ECHO_PORT] }),
-    ]);
-    return {
-      kind: 'tinc',
-      // Reachability stands in for handshakes; tinc 1.0 counts no bytes per peer.
-      can: { handshakes: true, counters: false, learnedEndpoints: true, peerNodes: true },
-      peerKey: () => Promise.resolve(rsaPublicKey()),
-      drivers,
-      underlay: { a: '100.64.0.1', b: '100.64.0.2' },
-      salt: lab.prefix,
-      ping: (from, address) => ping(theLab, from, address, 1000),
-      tcpEcho: (from, address) => echoProbe(theLab, from, 'tcp', address, ECHO_PORT),
-      drift: async (side, name) => {
-        await run('ip', ['-n', theLab.ns(side), 'link', 'set', 'dev', name, 'mtu', '1300', 'down']);
-      },
-      leftovers: async (side, name) => {
-        const left: string[] = [];
-        const link = await run('ip', ['-n', theLab.ns(side), '-j', 'link', 'show', 'dev', name], {
-          tolerate: () => true,
-        });
-        if (link.stdout.includes(name)) left.push(`link ${name}`);
-        const dir = drivers[side].configDir(name);
-        for (const { pid } of await tincds(dir)) left.push(`tincd ${pid}`);
-        const files = await readdir(join(state.dir, side, 'tinc')).catch(() => []);
-        left.push(...files.filter((f) => f.startsWith(name)).map((f) => `file ${f}`));
-        return left;
-      },
-      cleanup,
-    };
-  } catch (error) {
-    await cleanup();
-    throw error;
-  }
-});
+tunnelConformance('tinc (two network namespaces)', () =>
+  tunnelLabFixture('tunnel-tinc', {
+    kind: 'tinc',
+    // Reachability stands in for handshakes; tinc 1.0 counts no bytes per peer.
+    can: { handshakes: true, counters: false, learnedEndpoints: true, peerNodes: true },
+    peerKey: () => Promise.resolve(rsaPublicKey()),
+    driver: (lab, side, stateDir) => new TincDriver({ netns: lab.ns(side), stateDir, node: side }),
+    stateSubdir: 'tinc',
+    leftovers: async (side, name, drivers) =>
+      (await tincds(drivers[side].configDir(name))).map(({ pid }) => `tincd ${pid}`),
+    onLab: (lab, stateDir) => {
+      usedPrefixes.push(lab.prefix);
+      usedStates.push(stateDir);
+    },
+  }),
+);
 
 describe('tinc driver on a real kernel: files, secrets, crashes, link-local', () => {
   let lab: Lab | undefined;

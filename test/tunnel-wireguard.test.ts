@@ -6,7 +6,7 @@
  * then any control socket a killed wireguard-go left, also when a test failed.
  */
 import assert from 'node:assert/strict';
-import { access, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { IpferryError } from '../src/core/errors.js';
@@ -14,23 +14,15 @@ import { type TunnelIntent, tunnelName } from '../src/core/tunnel.js';
 import { run } from '../src/dataplane/exec.js';
 import { generateKeyPair } from '../src/dataplane/tunnel/keys.js';
 import { WireGuardDriver } from '../src/dataplane/tunnel/wireguard.js';
-import { echoProbe, ping, startEchoServer } from '../src/lab/probe.js';
 import { Lab } from '../src/lab/topology.js';
 import { tempDir, waitFor } from './helpers.js';
 import { tunnelConformance } from './tunnel-conformance.js';
+import { exists, tunnelLabFixture } from './tunnel-lab.js';
 
 const SOCKET_DIR = '/var/run/wireguard';
 /** Lab prefixes and tunnel names this file used, for the final check (other files run alongside). */
 const usedPrefixes: string[] = [];
 const usedNames: string[] = [];
-const ECHO_PORT = 7000;
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** Pids of wireguard-go processes serving `name`, anywhere on the machine. */
 async function daemonsOf(name: string): Promise<string[]> {
@@ -41,72 +33,35 @@ async function daemonsOf(name: string): Promise<string[]> {
     .map((line) => line.split(' ')[0] ?? '');
 }
 
-tunnelConformance('wireguard (two network namespaces)', async () => {
-  const state = await tempDir('tunnel-wg');
-  let lab: Lab | undefined;
+tunnelConformance('wireguard (two network namespaces)', () => {
   let salt = '';
   const names = (): string[] => [tunnelName('a', 'b', salt), tunnelName('b', 'a', salt)];
-  const cleanup = async (): Promise<void> => {
-    await lab?.destroy();
-    // A wireguard-go killed with its namespace leaves its socket behind.
-    for (const name of names()) {
-      if ((await daemonsOf(name)).length === 0) {
-        await unlink(join(SOCKET_DIR, `${name}.sock`)).catch(() => undefined);
+  return tunnelLabFixture('tunnel-wg', {
+    kind: 'wireguard',
+    can: { handshakes: true, counters: true, learnedEndpoints: true, peerNodes: false },
+    peerKey: () => Promise.resolve(generateKeyPair().publicKey),
+    driver: (lab, side, stateDir) => new WireGuardDriver({ netns: lab.ns(side), stateDir }),
+    stateSubdir: 'wireguard',
+    leftovers: async (_side, name) => {
+      const left: string[] = [];
+      for (const pid of await daemonsOf(name)) left.push(`wireguard-go ${pid}`);
+      if (await exists(join(SOCKET_DIR, `${name}.sock`))) left.push(`socket ${name}.sock`);
+      return left;
+    },
+    onLab: (lab) => {
+      salt = lab.prefix;
+      usedPrefixes.push(lab.prefix);
+      usedNames.push(...names());
+    },
+    afterDestroy: async () => {
+      // A wireguard-go killed with its namespace leaves its socket behind.
+      for (const name of names()) {
+        if ((await daemonsOf(name)).length === 0) {
+          await unlink(join(SOCKET_DIR, `${name}.sock`)).catch(() => undefined);
+        }
       }
-    }
-    await state.remove();
-  };
-  try {
-    lab = await Lab.create({
-      hosts: [{ name: 'a' }, { name: 'b' }],
-      links: [
-        {
-          a: { host: 'a', ifname: 'a0', addresses: ['100.64.0.1/30'] },
-          b: { host: 'b', ifname: 'b0', addresses: ['100.64.0.2/30'] },
-        },
-      ],
-    });
-    const theLab = lab;
-    salt = lab.prefix;
-    usedPrefixes.push(lab.prefix);
-    usedNames.push(...names());
-    const driver = (host: 'a' | 'b'): WireGuardDriver =>
-      new WireGuardDriver({ netns: theLab.ns(host), stateDir: join(state.dir, host) });
-    const drivers = { a: driver('a'), b: driver('b') };
-    await Promise.all([
-      startEchoServer(lab, 'a', { tcp: [ECHO_PORT] }),
-      startEchoServer(lab, 'b', { tcp: [ECHO_PORT] }),
-    ]);
-    return {
-      kind: 'wireguard',
-      can: { handshakes: true, counters: true, learnedEndpoints: true, peerNodes: false },
-      peerKey: () => Promise.resolve(generateKeyPair().publicKey),
-      drivers,
-      underlay: { a: '100.64.0.1', b: '100.64.0.2' },
-      salt,
-      ping: (from, address) => ping(theLab, from, address, 1000),
-      tcpEcho: (from, address) => echoProbe(theLab, from, 'tcp', address, ECHO_PORT),
-      drift: async (side, name) => {
-        await run('ip', ['-n', theLab.ns(side), 'link', 'set', 'dev', name, 'mtu', '1300', 'down']);
-      },
-      leftovers: async (side, name) => {
-        const left: string[] = [];
-        const link = await run('ip', ['-n', theLab.ns(side), '-j', 'link', 'show', 'dev', name], {
-          tolerate: () => true,
-        });
-        if (link.stdout.includes(name)) left.push(`link ${name}`);
-        for (const pid of await daemonsOf(name)) left.push(`wireguard-go ${pid}`);
-        if (await exists(join(SOCKET_DIR, `${name}.sock`))) left.push(`socket ${name}.sock`);
-        const files = await readdir(join(state.dir, side, 'wireguard')).catch(() => []);
-        left.push(...files.filter((f) => f.startsWith(name)).map((f) => `file ${f}`));
-        return left;
-      },
-      cleanup,
-    };
-  } catch (error) {
-    await cleanup();
-    throw error;
-  }
+    },
+  });
 });
 
 describe('wireguard driver on a real kernel: crashes, collisions, secrets', () => {

@@ -16,8 +16,8 @@
  * a program it exits non-zero on failure.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { readFileSync, realpathSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,11 +34,15 @@ import {
 } from './probe.js';
 import { CLOUD_HOME as H, cloudHome, GATEWAY_LAN as L, gatewayLan } from './scenarios.js';
 import { Lab } from './topology.js';
-import { labAgentArgv } from './agents.js';
+import {
+  IPFERRY_BIN,
+  type LabAgentOptions,
+  spawnLabAgent,
+  stopLabAgent,
+  waitHealthy,
+  writeSecretFile,
+} from './agents.js';
 import { freePort } from './ports.js';
-
-/** The CLI of this checkout (it runs the compiled dist/, which scripts/setup.sh builds). */
-const BIN = fileURLToPath(new URL('../../bin/ipferry', import.meta.url));
 
 const FIP = '203.0.113.10';
 const FIP6 = '2001:db8:f::10';
@@ -140,7 +144,7 @@ function runCli(
   timeoutMs = 20_000,
 ): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(IPFERRY_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let firstOutputAt = NaN;
@@ -367,36 +371,20 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   };
 
   /**
-   * Starts `ipferry agent ARGS` in the background (printed as a person would type it), its
-   * output in `log`, and waits (bounded) until its API at `server` answers.
+   * Starts `ipferry agent …` in the background (printed as a person would type it), its output
+   * in `log`, and waits (bounded) until its API answers.
    */
   const startAgent = async (
     label: string,
-    args: readonly string[],
-    server: string,
+    options: LabAgentOptions,
     log: string,
     comment = '',
   ): Promise<ChildProcess> => {
-    command(`ipferry ${args.map(shellWord).join(' ')} >${log} 2>&1 &`, comment);
-    const fd = openSync(log, 'a');
-    let proc: ChildProcess;
-    try {
-      proc = spawn(BIN, args, { stdio: ['ignore', fd, fd], env });
-    } finally {
-      closeSync(fd);
-    }
-    agents.push({ label, proc, log });
-    const started = Date.now();
-    for (;;) {
-      check(
-        proc.exitCode === null && proc.signalCode === null,
-        `the ${label} agent exited (${proc.exitCode ?? proc.signalCode}): ${readTail(log, 20)}`,
-      );
-      const health = await fetch(`${server}/healthz`).catch(() => undefined);
-      if (health?.ok) return proc;
-      check(Date.now() - started < 15_000, `the ${label} agent's API did not come up within 15 s`);
-      await sleep(100);
-    }
+    const agent = spawnLabAgent(options, { log, env });
+    agents.push({ label, proc: agent.proc, log });
+    command(`ipferry ${agent.argv.map(shellWord).join(' ')} >${log} 2>&1 &`, comment);
+    await waitHealthy(agent, 15_000);
+    return agent.proc;
   };
 
   /** The tunnel ends of the second lab: `ip -br address show`, filtered to ipferry's `ipf…`. */
@@ -460,7 +448,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     env = { ...process.env, IPFERRY_SERVER: server, IPFERRY_TOKEN_FILE: tokenFile };
     delete env.IPFERRY_TOKEN;
     delete env.IPFERRY_CA_FILE;
-    const args = labAgentArgv({
+    const options = {
       node: 'gw',
       netns: live().ns('gw'),
       store: `sqlite:${join(workDir, 'ipferry.db')}`,
@@ -468,8 +456,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       tokenFile,
       stateDir: join(workDir, 'state'),
       resyncSeconds: 2,
-    });
-    const proc = await startAgent('gw', args, server, join(workDir, 'agent.log'));
+    };
+    const proc = await startAgent('gw', options, join(workDir, 'agent.log'));
     ok(`agent pid ${proc.pid}, API on ${server}`);
     note(`the CLI finds it by IPFERRY_SERVER=${server} IPFERRY_TOKEN_FILE=${tokenFile}`);
     await ipferry(['status']);
@@ -703,7 +691,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       hub = `http://127.0.0.1:${port}`;
       const tokenFile = join(cloudDir, 'gw-api-token');
       env = { ...env, IPFERRY_SERVER: hub, IPFERRY_TOKEN_FILE: tokenFile };
-      const args = labAgentArgv({
+      const options = {
         node: 'gw',
         netns: second().ns('gw'),
         store: `sqlite:${join(cloudDir, 'gw.db')}`,
@@ -717,8 +705,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
           '--tunnel-port',
           String(GW_TUNNEL_PORT),
         ],
-      });
-      const proc = await startAgent('cloud gw', args, hub, join(cloudDir, 'gw.log'));
+      };
+      const proc = await startAgent('cloud gw', options, join(cloudDir, 'gw.log'));
       ok(`agent pid ${proc.pid}, API on ${hub}, its own store: the hub other nodes follow`);
       note(`the CLI talks to this agent from now on: IPFERRY_SERVER=${hub}`);
     },
@@ -731,11 +719,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     const created = await ipferry(args, { quiet: true });
     const token = created.stdout.trim();
     check(token !== '' && !token.includes('\n'), 'join-token create printed no single token');
-    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    await writeSecretFile(tokenFile, `${token}\n`);
     say(created.stderr);
     ok(`${tokenFile} (mode 0600) holds ${token.slice(0, 16)}… (a secret: shortened here)`);
     const port = await freePort();
-    const args2 = labAgentArgv({
+    const options = {
       node: 'home',
       netns: second().ns('home'),
       store: hub,
@@ -751,11 +739,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         '--tunnel-port',
         String(HOME_TUNNEL_PORT),
       ],
-    });
+    };
     const proc = await startAgent(
       'home',
-      args2,
-      `http://127.0.0.1:${port}`,
+      options,
       join(cloudDir, 'home.log'),
       'no --endpoint: behind its home router, home calls gw and keeps the path open',
     );
@@ -948,7 +935,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     );
     const problems: string[] = [];
     for (const { label, proc } of [...agents].reverse()) {
-      await stopProcess(proc).then(
+      // SIGTERM first: the demo shows an agent stopping cleanly; SIGKILL after 5 s.
+      await stopLabAgent(proc, 5000).then(
         () => ok(`${label} agent pid ${proc.pid} stopped`),
         (e: unknown) => problems.push(`${label} agent: ${errorText(e)}`),
       );
@@ -1237,16 +1225,6 @@ async function stopWireguard(lab: Lab): Promise<WireguardDaemon[]> {
     rmSync(wireguardSocket(d.name), { force: true });
   }
   return daemons;
-}
-
-/** SIGTERM, then SIGKILL after 5 s; resolves once the process has exited. */
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
 }
 
 function isMain(): boolean {

@@ -45,7 +45,6 @@ import {
   type KeyObject,
   randomBytes,
 } from 'node:crypto';
-import { lookup } from 'node:dns/promises';
 import {
   copyFile,
   lstat,
@@ -61,14 +60,12 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { tryParseAddress } from '../../core/address.js';
 import { IpferryError, type Problem, validationError } from '../../core/errors.js';
 import {
   describeChange,
   diffTunnel,
   fnv1a,
   isTincKey,
-  isTunnelName,
   type ObservedTunnel,
   parseEndpoint,
   type PeerStatus,
@@ -80,6 +77,20 @@ import {
 } from '../../core/tunnel.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
 import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
+import {
+  addressesOf,
+  alive,
+  DAEMON_PATH,
+  dataplaneError,
+  type IpLinkAddr,
+  ipIn,
+  NO_DEVICE,
+  readPid,
+  refuseForeign,
+  resolveEndpoints,
+  signal,
+  sleep,
+} from './common.js';
 import { ensurePrivateDir, writePrivateKey } from './keys.js';
 
 const generateKeyPairAsync = promisify(generateKeyPairCallback);
@@ -96,10 +107,6 @@ export interface TincDriverOptions {
   readonly startTimeoutMs?: number;
 }
 
-// tincd's environment is built here, not inherited, so nothing of the agent's leaks in.
-const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const NO_DEVICE = (stderr: string): boolean =>
-  /does not exist|Cannot find device|No such device/.test(stderr);
 /** tinc pings each peer this often and drops it after PingTimeout without an answer. */
 const PING_INTERVAL = 10;
 const PING_TIMEOUT = 5;
@@ -114,14 +121,6 @@ const KEEPALIVE_COMMENT = '# ipferry-keepalive:';
 const STATUS_VALIDKEY = 0x02;
 const STATUS_REACHABLE = 0x10;
 
-interface IpLinkAddr {
-  ifname?: string;
-  mtu?: number;
-  flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { type?: string } };
-  addr_info?: { family?: string; local?: string; prefixlen?: number }[];
-}
-
 /** What a tunnel's configuration directory says. */
 interface TincConfig {
   readonly keyFile: string | undefined;
@@ -134,24 +133,8 @@ interface DumpedNode {
   readonly connected: boolean;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function dataplaneError(reason: string): IpferryError {
-  return new IpferryError('IPF_E_DATAPLANE', { reason });
-}
-
 function keyError(path: string, problem: string): IpferryError {
   return new IpferryError('IPF_E_TUNNEL_KEY', { path, problem });
-}
-
-function refuseForeign(name: string): void {
-  if (!isTunnelName(name)) {
-    throw validationError([
-      { path: 'name', message: `${JSON.stringify(name)} is not an ipferry tunnel (ipf…) name` },
-    ]);
-  }
 }
 
 /**
@@ -224,7 +207,7 @@ export class TincDriver implements TunnelDriver {
   }
 
   #ip(args: readonly string[], options?: RunOptions): Promise<ExecResult> {
-    return run('ip', this.#netns === undefined ? args : ['-n', this.#netns, ...args], options);
+    return ipIn(this.#netns, args, options);
   }
 
   /** tinc is a userspace daemon; this only checks once that tincd is installed. */
@@ -718,37 +701,6 @@ function parseNodes(text: string): Map<string, DumpedNode> {
   return nodes;
 }
 
-function addressesOf(link: IpLinkAddr): string[] {
-  return (link.addr_info ?? [])
-    .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
-    .map((a) => ({ address: tryParseAddress(a.local ?? ''), length: a.prefixlen ?? 0 }))
-    .filter(({ address }) => address !== undefined)
-    .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
-    .sort();
-}
-
-/**
- * Endpoints given by name are resolved here, once per apply, so the files hold what observe
- * compares with (an address) and a failed lookup creates nothing, as with WireGuard.
- */
-async function resolveEndpoints(intent: TunnelIntent): Promise<TunnelIntent> {
-  const peers = await Promise.all(
-    intent.peers.map(async (peer) => {
-      if (peer.endpoint === undefined) return peer;
-      const endpoint = parseEndpoint(peer.endpoint);
-      if (endpoint.family !== undefined) return peer;
-      const found = await lookup(endpoint.host).catch((error: NodeJS.ErrnoException) => {
-        throw new IpferryError('IPF_E_TUNNEL_ENDPOINT', {
-          summary: `cannot resolve ${endpoint.host}: ${error.code ?? error.message}`,
-        });
-      });
-      const host = found.family === 6 ? `[${found.address}]` : found.address;
-      return { ...peer, endpoint: parseEndpoint(`${host}:${endpoint.port}`).text };
-    }),
-  );
-  return { ...intent, peers };
-}
-
 function needsRestart(change: TunnelChange): boolean {
   // tincd reads its key and port only at start; a peer's new address would be picked up only
   // when its connection drops, and tinc 1.0 notices a rewritten host file by mtime, in
@@ -844,11 +796,6 @@ async function launch(
   });
 }
 
-async function readPid(path: string): Promise<number | undefined> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return /^\d+\s*$/.test(text) ? Number(text.trim()) : undefined;
-}
-
 async function argvOf(pid: number): Promise<string[]> {
   return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
 }
@@ -869,14 +816,10 @@ async function findDaemons(dir: string): Promise<number[]> {
   return pids;
 }
 
-/** Running (not exited, not a zombie waiting to be reaped). */
-async function alive(pid: number): Promise<boolean> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // The state follows the command name, which is in parentheses and may contain spaces.
-  const state = text.slice(text.lastIndexOf(')') + 2, text.lastIndexOf(')') + 3);
-  return state !== '' && state !== 'Z' && state !== 'X';
-}
-
+/**
+ * Waits until `pid` no longer runs. tincd daemonizes, so it is never our child to reap: a zombie
+ * counts as gone here (wireguard-go, which may be, waits for the reaping too).
+ */
 async function gone(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() <= deadline) {
@@ -884,16 +827,6 @@ async function gone(pid: number, timeoutMs: number): Promise<boolean> {
     await sleep(20);
   }
   return false;
-}
-
-/** Sends `name` to `pid`; false when there is no such process any more. */
-function signal(pid: number, name: NodeJS.Signals): boolean {
-  try {
-    process.kill(pid, name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** SIGTERM (tincd then closes its tap and removes its pid file), SIGKILL when it lingers. */

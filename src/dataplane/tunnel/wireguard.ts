@@ -18,15 +18,13 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { lookup } from 'node:dns/promises';
 import { open, readdir, readFile, readlink, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tryParseAddress, tryParsePrefix } from '../../core/address.js';
-import { IpferryError, validationError } from '../../core/errors.js';
+import { tryParsePrefix } from '../../core/address.js';
+import { IpferryError } from '../../core/errors.js';
 import {
   describeChange,
   diffTunnel,
-  isTunnelName,
   type ObservedTunnel,
   parseEndpoint,
   type PeerStatus,
@@ -38,6 +36,20 @@ import {
 } from '../../core/tunnel.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
 import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
+import {
+  addressesOf,
+  alive,
+  DAEMON_PATH,
+  dataplaneError,
+  type IpLinkAddr,
+  ipIn,
+  NO_DEVICE,
+  readPid,
+  refuseForeign,
+  resolveEndpoints,
+  signal,
+  sleep,
+} from './common.js';
 import { ensureKeyFile, ensurePrivateDir } from './keys.js';
 
 export interface WireGuardDriverOptions {
@@ -58,19 +70,6 @@ export interface WireGuardDriverOptions {
 
 /** wireguard-go refuses to run on kernels ≥ 5.6 (which have the module) without this. */
 const USERSPACE_ENV = 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD';
-// wireguard-go's environment is built here, not inherited, so nothing of the agent's leaks in.
-const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const NO_DEVICE = (stderr: string): boolean =>
-  /does not exist|Cannot find device|No such device/.test(stderr);
-
-interface IpLinkAddr {
-  ifname?: string;
-  mtu?: number;
-  flags?: string[];
-  linkinfo?: { info_kind?: string };
-  addr_info?: { family?: string; local?: string; prefixlen?: number; scope?: string }[];
-}
-
 interface DumpPeer {
   readonly peer: TunnelPeer;
   readonly status: PeerStatus;
@@ -80,22 +79,6 @@ interface Dump {
   readonly publicKey: string | undefined;
   readonly listenPort: number;
   readonly peers: readonly DumpPeer[];
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function dataplaneError(reason: string): IpferryError {
-  return new IpferryError('IPF_E_DATAPLANE', { reason });
-}
-
-function refuseForeign(name: string): void {
-  if (!isTunnelName(name)) {
-    throw validationError([
-      { path: 'name', message: `${JSON.stringify(name)} is not an ipferry tunnel (ipf…) name` },
-    ]);
-  }
 }
 
 export class WireGuardDriver implements TunnelDriver {
@@ -136,7 +119,7 @@ export class WireGuardDriver implements TunnelDriver {
   }
 
   #ip(args: readonly string[], options?: RunOptions): Promise<ExecResult> {
-    return run('ip', this.#netns === undefined ? args : ['-n', this.#netns, ...args], options);
+    return ipIn(this.#netns, args, options);
   }
 
   #wg(args: readonly string[], options?: RunOptions): Promise<ExecResult> {
@@ -458,15 +441,6 @@ export class WireGuardDriver implements TunnelDriver {
   }
 }
 
-function addressesOf(link: IpLinkAddr): string[] {
-  return (link.addr_info ?? [])
-    .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
-    .map((a) => ({ address: tryParseAddress(a.local ?? ''), length: a.prefixlen ?? 0 }))
-    .filter(({ address }) => address !== undefined)
-    .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
-    .sort();
-}
-
 function parseDumpPeer(fields: string[], now: number): DumpPeer {
   const [publicKey = '', , endpointText = '(none)', allowed = '(none)', handshake = '0'] = fields;
   const [rx = '0', tx = '0', keepalive = 'off'] = fields.slice(5);
@@ -525,28 +499,6 @@ function peerArgs(
   return args;
 }
 
-/**
- * Endpoints given by name are resolved here, once per apply, so the intent compares with what
- * the kernel holds (an address) and a failed lookup creates nothing.
- */
-async function resolveEndpoints(intent: TunnelIntent): Promise<TunnelIntent> {
-  const peers = await Promise.all(
-    intent.peers.map(async (peer) => {
-      if (peer.endpoint === undefined) return peer;
-      const endpoint = parseEndpoint(peer.endpoint);
-      if (endpoint.family !== undefined) return peer;
-      const found = await lookup(endpoint.host).catch((error: NodeJS.ErrnoException) => {
-        throw new IpferryError('IPF_E_TUNNEL_ENDPOINT', {
-          summary: `cannot resolve ${endpoint.host}: ${error.code ?? error.message}`,
-        });
-      });
-      const host = found.family === 6 ? `[${found.address}]` : found.address;
-      return { ...peer, endpoint: parseEndpoint(`${host}:${endpoint.port}`).text };
-    }),
-  );
-  return { ...intent, peers };
-}
-
 // ---------------------------------------------------------------------------------------------
 // wireguard-go processes
 
@@ -573,19 +525,6 @@ async function findDaemons(name: string): Promise<Daemon[]> {
   return daemons;
 }
 
-async function readPid(path: string): Promise<number | undefined> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return /^\d+\n?$/.test(text) ? Number(text.trim()) : undefined;
-}
-
-/** Running (not exited, not a zombie waiting to be reaped). */
-async function alive(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // The state follows the command name, which is in parentheses and may contain spaces.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== '' && state !== 'Z' && state !== 'X';
-}
-
 async function gone(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() <= deadline) {
@@ -602,16 +541,9 @@ async function gone(pid: number, timeoutMs: number): Promise<boolean> {
 
 /** SIGTERM (wireguard-go then removes its interface and socket), SIGKILL when it lingers. */
 async function stopProcess(pid: number): Promise<void> {
-  const signal = (name: NodeJS.Signals): void => {
-    try {
-      process.kill(pid, name);
-    } catch {
-      // Already gone.
-    }
-  };
-  signal('SIGTERM');
+  signal(pid, 'SIGTERM');
   if (await gone(pid, 3000)) return;
-  signal('SIGKILL');
+  signal(pid, 'SIGKILL');
   if (!(await gone(pid, 2000))) throw dataplaneError(`wireguard-go (pid ${pid}) does not exit`);
 }
 

@@ -1,0 +1,109 @@
+/**
+ * What the tunnel drivers that act on a real host (WireGuard, tinc) share: `ip` in their
+ * namespace, an interface's addresses as observe() reports them, endpoints given by name
+ * resolved once per apply, and their daemons (wireguard-go, tincd) found and signalled by pid.
+ */
+import { lookup } from 'node:dns/promises';
+import { readFile } from 'node:fs/promises';
+import { tryParseAddress } from '../../core/address.js';
+import { IpferryError, validationError } from '../../core/errors.js';
+import { isTunnelName, parseEndpoint, type TunnelIntent } from '../../core/tunnel.js';
+import { type ExecResult, run, type RunOptions } from '../exec.js';
+
+// A daemon's environment is built here, not inherited, so nothing of the agent's leaks in.
+export const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** `ip`'s complaint about an interface that is not there (tolerated when looking). */
+export const NO_DEVICE = (stderr: string): boolean =>
+  /does not exist|Cannot find device|No such device/.test(stderr);
+
+/** One interface of `ip -d -j address show`, as far as the drivers read it. */
+export interface IpLinkAddr {
+  ifname?: string;
+  mtu?: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_data?: { type?: string } };
+  addr_info?: { family?: string; local?: string; prefixlen?: number; scope?: string }[];
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function dataplaneError(reason: string): IpferryError {
+  return new IpferryError('IPF_E_DATAPLANE', { reason });
+}
+
+/** Only `ipf…` interfaces are ever created, changed or deleted. */
+export function refuseForeign(name: string): void {
+  if (!isTunnelName(name)) {
+    throw validationError([
+      { path: 'name', message: `${JSON.stringify(name)} is not an ipferry tunnel (ipf…) name` },
+    ]);
+  }
+}
+
+/** `ip ARGS` in namespace `netns` (`ip -n`), or in the current one when it is undefined. */
+export function ipIn(
+  netns: string | undefined,
+  args: readonly string[],
+  options?: RunOptions,
+): Promise<ExecResult> {
+  return run('ip', netns === undefined ? args : ['-n', netns, ...args], options);
+}
+
+/** An interface's addresses as `ADDRESS/LEN`, canonical and sorted, as observe() reports them. */
+export function addressesOf(link: IpLinkAddr): string[] {
+  return (link.addr_info ?? [])
+    .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
+    .map((a) => ({ address: tryParseAddress(a.local ?? ''), length: a.prefixlen ?? 0 }))
+    .filter(({ address }) => address !== undefined)
+    .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
+    .sort();
+}
+
+/**
+ * Endpoints given by name are resolved here, once per apply, so what the driver sets is what
+ * observe() compares with (an address) and a failed lookup creates nothing.
+ */
+export async function resolveEndpoints(intent: TunnelIntent): Promise<TunnelIntent> {
+  const peers = await Promise.all(
+    intent.peers.map(async (peer) => {
+      if (peer.endpoint === undefined) return peer;
+      const endpoint = parseEndpoint(peer.endpoint);
+      if (endpoint.family !== undefined) return peer;
+      const found = await lookup(endpoint.host).catch((error: NodeJS.ErrnoException) => {
+        throw new IpferryError('IPF_E_TUNNEL_ENDPOINT', {
+          summary: `cannot resolve ${endpoint.host}: ${error.code ?? error.message}`,
+        });
+      });
+      const host = found.family === 6 ? `[${found.address}]` : found.address;
+      return { ...peer, endpoint: parseEndpoint(`${host}:${endpoint.port}`).text };
+    }),
+  );
+  return { ...intent, peers };
+}
+
+/** The pid in a daemon's pid file, or undefined when there is none (or no number in it). */
+export async function readPid(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return /^\d+\s*$/.test(text) ? Number(text.trim()) : undefined;
+}
+
+/** Running (not exited, not a zombie waiting to be reaped). */
+export async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The state follows the command name, which is in parentheses and may contain spaces.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X';
+}
+
+/** Sends `name` to `pid`; false when there is no such process any more. */
+export function signal(pid: number, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, name);
+    return true;
+  } catch {
+    return false;
+  }
+}
