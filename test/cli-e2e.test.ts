@@ -448,3 +448,213 @@ describe('agent start-up refusals', () => {
     assert.match(r.err, /IPF_E_KERNEL.*missing nft \(Debian package nftables\)/);
   });
 });
+
+describe('the fleet mesh against real agents (a hub on SQLite, a remote agent joined to it)', () => {
+  let hub: Agent;
+  let b1: Agent;
+  let env: Record<string, string>;
+  const file = (name: string): string => join(tmp.dir, 'mesh', name);
+
+  before(async () => {
+    await mkdir(file(''), { recursive: true, mode: 0o700 });
+    hub = await startAgent([
+      '--node',
+      'hub1',
+      '--site',
+      'fra',
+      '--store',
+      `sqlite:${file('hub.db')}`,
+      '--token-file',
+      file('hub-token'),
+      '--resync-seconds',
+      '1',
+    ]);
+    env = { IPFERRY_SERVER: hub.server, IPFERRY_TOKEN_FILE: file('hub-token') };
+    // b1 follows the hub's store over its API, as a backend in another site would.
+    const token = await ipferry(
+      ['node', 'join-token', 'create', '--node', 'b1', '--url', hub.server],
+      env,
+    );
+    assert.equal(token.code, 0, token.err);
+    await writeFile(file('b1.join'), token.out, { mode: 0o600 });
+    b1 = await startAgent([
+      '--node',
+      'b1',
+      '--site',
+      'ams',
+      '--store',
+      hub.server,
+      '--join-token-file',
+      file('b1.join'),
+      '--credential-file',
+      file('b1-credential'),
+      '--state-dir',
+      file('b1-state'),
+      '--token-file',
+      file('b1-token'),
+      '--resync-seconds',
+      '1',
+    ]);
+  });
+
+  const meshView = async (): Promise<{
+    record?: { trial?: { deadline: string }; policy: { nodes: Record<string, object> } };
+    inForce?: { nodes: Record<string, { rejectAll?: boolean }> };
+  }> => {
+    const r = await ipferry(['mesh', 'show', '--json'], env);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out) as never;
+  };
+
+  it('sets a policy from a YAML file; show prints it and every node gets an overlay address', async () => {
+    await writeFile(
+      file('mesh.yaml'),
+      [
+        'overlay: 192.168.0.0/18',
+        'maxChange: 2',
+        'fleet:',
+        '  openPorts: [tcp/443, udp/8000-8010]',
+        '  sshAllow: [192.0.2.0/24]',
+        'sites:',
+        '  fra: { lans: [10.1.0.0/16] }',
+        '  ams: { lans: [10.2.0.0/16] }',
+        '',
+      ].join('\n'),
+    );
+    const set = await ipferry(['mesh', 'set', '--file', file('mesh.yaml')], env);
+    assert.equal(set.code, 0, set.err);
+    assert.match(
+      set.out,
+      /^policy: +set .*: overlay 192\.168\.0\.0\/18, 2 site\(s\), 0 node layer\(s\)$/m,
+    );
+    const show = await ipferry(['mesh', 'show'], env);
+    assert.equal(show.code, 0, show.err);
+    assert.match(show.out, /^trial: +none \(confirmed\)$/m);
+    assert.match(show.out, /^rolled back: +no$/m);
+    assert.match(show.out, /^fleet: +open tcp\/443 udp\/8000-8010; ssh 192\.0\.2\.0\/24$/m);
+    assert.match(show.out, /^site ams: +lans 10\.2\.0\.0\/16$/m);
+    const nodes = JSON.parse((await ipferry(['node', 'list', '--json'], env)).out) as {
+      name: string;
+      overlayIp?: string;
+    }[];
+    const overlays = nodes.map((n) => n.overlayIp ?? '');
+    assert.deepEqual(nodes.map((n) => n.name).sort(), ['b1', 'hub1']);
+    assert.ok(
+      overlays.every((a) => /^192\.168\.\d+\.\d+$/.test(a)),
+      overlays.join(' '),
+    );
+    assert.notEqual(overlays[0], overlays[1]);
+    const list = await ipferry(['node', 'list'], env);
+    assert.match(list.out, /^NAME +ALIVE +SITE +OVERLAY +ENDPOINT/m);
+  });
+
+  it('refuses a policy whose overlay overlaps a site LAN (exit 1, nothing changes)', async () => {
+    const before = await meshView();
+    await writeFile(
+      file('overlap.yaml'),
+      'overlay: 10.1.0.0/18\nsites:\n  fra: { lans: [10.1.0.0/16] }\n',
+    );
+    const r = await ipferry(['mesh', 'set', '--file', file('overlap.yaml')], env);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.err,
+      /^error IPF_E_MESH_OVERLAP: The overlay 10\.1\.0\.0\/18 overlaps LAN 10\.1\.0\.0\/16 of site fra/m,
+    );
+    assert.deepEqual(await meshView(), before);
+  });
+
+  it('switches reject_all on one node as a trial, the agent applies it, and confirm keeps it', async () => {
+    const r = await ipferry(['mesh', 'reject-all', 'b1', 'on', '--confirm-within', '5m'], env);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^reject_all: +on for node b1$/m);
+    assert.match(r.out, /^trial: +until \S+: `ipferry mesh confirm` keeps it/m);
+    let view = await meshView();
+    assert.ok(view.record?.trial, 'on trial');
+    assert.equal(view.inForce?.nodes['b1']?.rejectAll, true);
+    const deadline = Date.parse(view.record.trial.deadline);
+    assert.ok(deadline > Date.now() + 200_000 && deadline <= Date.now() + 300_000, 'about 5 min');
+
+    // b1's agent applies it and says so in its liveness record (refreshed every few seconds).
+    await waitFor(
+      'b1 to report reject_all on',
+      async () => {
+        const status = await ipferry(['mesh', 'status'], env);
+        return /^b1 +ams +192\.168\.\S+ +yes +\d+ +on /m.test(status.out);
+      },
+      30_000,
+    );
+
+    const confirm = await ipferry(['mesh', 'confirm'], env);
+    assert.equal(confirm.code, 0, confirm.err);
+    assert.match(confirm.out, /^confirmed: +the policy on trial: it stays$/m);
+    view = await meshView();
+    assert.equal(view.record?.trial, undefined);
+    assert.equal(view.inForce?.nodes['b1']?.rejectAll, true);
+    const again = await ipferry(['mesh', 'confirm'], env);
+    assert.match(again.out, /^confirmed: +no policy change was on trial/m);
+  });
+
+  it('audits against an inventory file; a line that does not parse is exit 1 with IPF_E_INVENTORY', async () => {
+    await writeFile(
+      file('hosts.txt'),
+      ['# the fleet', 'hub1 10.1.0.1', 'b1 10.2.0.2', 'db-main 10.2.0.50 site=ams', ''].join('\n'),
+    );
+    const r = await ipferry(['mesh', 'audit', '--inventory', file('hosts.txt')], env);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^overlay: +2 of 16382 addresses used \(192\.168\.0\.0\/18\)$/m);
+    assert.match(
+      r.out,
+      /^unregistered hosts \(1\):\n {2}db-main {2}10\.2\.0\.50 {2}site=ams {2}\(line 4\)$/m,
+    );
+    assert.match(r.out, /^unlisted nodes \(0\):\n {2}none$/m);
+    assert.match(r.out, /^reject_all on \(1\):\n {2}b1$/m);
+    assert.match(r.out, /^reject_all off \(1\):\n {2}hub1$/m);
+    const asJson = JSON.parse(
+      (await ipferry(['mesh', 'audit', '--inventory', file('hosts.txt'), '--json'], env)).out,
+    ) as { unregistered: { name: string }[] };
+    assert.deepEqual(
+      asJson.unregistered.map((h) => h.name),
+      ['db-main'],
+    );
+
+    await writeFile(file('bad-hosts.txt'), 'hub1 10.1.0.1\nb1 10.2.0.300\n');
+    const bad = await ipferry(['mesh', 'audit', '--inventory', file('bad-hosts.txt')], env);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.out, '');
+    assert.match(
+      bad.err,
+      /^error IPF_E_INVENTORY: \S+bad-hosts\.txt line 2: "10\.2\.0\.300" is not an IP address$/m,
+    );
+    assert.match(bad.err, /^hint: Write one host per line/m);
+  });
+
+  it('removes a node for good once its agent is gone; refuses one in use and an unknown one', async () => {
+    const pool = await ipferry(
+      ['pool', 'create', 'edge', '--gateway', 'hub1', '--cidr', '203.0.113.32/28'],
+      env,
+    );
+    assert.equal(pool.code, 0, pool.err);
+    let r = await ipferry(['node', 'remove', 'hub1'], env);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /^error IPF_E_NODE_IN_USE: Node hub1 is still in use: pool edge\.$/m);
+    r = await ipferry(['node', 'remove', 'nowhere'], env);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /^error IPF_E_NODE_NOT_FOUND: /m);
+
+    const { overlayIp } = JSON.parse(
+      (await ipferry(['node', 'show', 'b1', '--json'], env)).out,
+    ) as { overlayIp: string };
+    // Gone for good: its agent stops first (else it would register the node again).
+    await kill(b1, 'SIGTERM');
+    r = await ipferry(['node', 'remove', 'b1'], env);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.out, `removed node b1 (overlay address ${overlayIp} is free again)\n`);
+    const names = (
+      JSON.parse((await ipferry(['node', 'list', '--json'], env)).out) as { name: string }[]
+    ).map((n) => n.name);
+    assert.deepEqual(names, ['hub1']);
+    r = await ipferry(['node', 'show', 'b1'], env);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /IPF_E_NODE_NOT_FOUND/);
+  });
+});

@@ -22,7 +22,14 @@ import type { ControlPlane } from '../service/control.js';
 import type { Store } from '../store/store.js';
 import { JOIN_ROUTE, STORE_ROUTES } from '../store/wire.js';
 import { bearerToken, setCaller, type TokenSet } from './auth.js';
-import { API_PREFIX, type PlanResponse, ROUTES, type StatusResponse } from './contract.js';
+import {
+  API_PREFIX,
+  type MeshAuditRequest,
+  type PlanResponse,
+  ROUTES,
+  type SetMeshPolicyRequest,
+  type StatusResponse,
+} from './contract.js';
 import { registerJoinRoutes, verifyNodeCredential } from './join.js';
 import * as schemas from './schemas.js';
 import { registerStoreRoutes } from './store-routes.js';
@@ -47,6 +54,13 @@ export interface ApiOptions {
 
 const PUBLIC_PATHS = ['/healthz', '/docs', JOIN_ROUTE];
 
+/**
+ * POST routes that change nothing, which a read-only token may call like any GET: the mesh audit
+ * takes its inventory as a body (too large for a query string) but only reads, and an audit is
+ * what a monitoring job holding a read-only token runs.
+ */
+const READ_ONLY_POSTS = new Set<string>([ROUTES.meshAudit]);
+
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(options.logger ?? false),
@@ -61,7 +75,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         title: 'ipferry agent API',
         version: options.agent.version,
         description:
-          'Floating IP pools, floating IPs, associations and port forwards. Every route except /healthz needs `Authorization: Bearer <token>`.',
+          'Floating IP pools, floating IPs, associations, port forwards and the fleet mesh. Every route except /healthz needs `Authorization: Bearer <token>`.',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
@@ -109,7 +123,7 @@ async function authorize(
   const presented = bearerToken(request.headers.authorization);
   const access = tokens.check(presented);
   if (access) {
-    if (access === 'ro' && request.method !== 'GET' && request.method !== 'HEAD') {
+    if (access === 'ro' && !readsOnly(request.method, path)) {
       throw new IpferryError('IPF_E_FORBIDDEN', { reason: 'it may only read' });
     }
     setCaller(request, { kind: 'admin', access });
@@ -128,6 +142,10 @@ async function authorize(
     });
   }
   setCaller(request, { kind: 'node', node });
+}
+
+function readsOnly(method: string, path: string): boolean {
+  return method === 'GET' || method === 'HEAD' || (method === 'POST' && READ_ONLY_POSTS.has(path));
 }
 
 interface LoggedRequest {
@@ -270,10 +288,40 @@ function registerRoutes(app: FastifyInstance, { control, agent }: ApiOptions): v
   app.get(`${v}/nodes/:name`, { schema: schemas.named('nodes') }, (req) =>
     control.getNode(param(req, 'name')),
   );
+  app.delete(`${v}/nodes/:name`, { schema: schemas.removeNode }, (req) =>
+    control.mesh.removeNode(param(req, 'name')),
+  );
+
+  app.get(ROUTES.mesh, { schema: schemas.getMesh }, () => control.mesh.view());
+  app.put(ROUTES.meshPolicy, { schema: schemas.setMeshPolicy }, (req) => {
+    const body = req.body as SetMeshPolicyRequest;
+    return control.mesh.setPolicy(
+      body.policy,
+      body.confirmWithinSeconds !== undefined
+        ? { confirmWithinSeconds: body.confirmWithinSeconds }
+        : {},
+    );
+  });
+  app.post(ROUTES.meshConfirm, { schema: schemas.confirmMesh }, () => control.mesh.confirm());
+  app.post(
+    ROUTES.meshAudit,
+    // Without an inventory there is nothing to send: a bare POST is an audit without one.
+    { schema: schemas.auditMesh, preValidation: bodyOrEmpty },
+    (req) => {
+      const body = req.body as MeshAuditRequest;
+      return control.mesh.audit(body.inventory, body.source);
+    },
+  );
+
   app.get(ROUTES.ippool, { schema: schemas.tagged('ip floater') }, () => control.ippool());
   app.get(`${v}/arp/:mac`, { schema: schemas.arp }, (req) =>
     control.arp(param(req, 'mac'), () => agent.neighbours()),
   );
+}
+
+async function bodyOrEmpty(request: FastifyRequest): Promise<void> {
+  await Promise.resolve();
+  request.body ??= {};
 }
 
 function param(request: FastifyRequest, name: string): string {

@@ -6,6 +6,8 @@
  * (core/errors.ts) with the registry's HTTP status.
  */
 import type { IntentElement } from '../core/intent.js';
+import type { MeshAudit, MeshConfirmation, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
+import type { MeshView } from '../service/mesh.js';
 import type { TunnelHealth } from '../core/model.js';
 import type {
   AssociationMode,
@@ -102,6 +104,25 @@ export interface CreateJoinTokenRequest {
   urls?: string[];
 }
 
+/** `PUT /v1/mesh/policy`. */
+export interface SetMeshPolicyRequest {
+  /** The whole policy (docs/mesh.md); it replaces the one in the store. */
+  policy: MeshPolicy;
+  /**
+   * Apply it as a trial: unless `POST /v1/mesh/confirm` comes within this many seconds, every
+   * node goes back to the policy before it by itself.
+   */
+  confirmWithinSeconds?: number;
+}
+
+/** `POST /v1/mesh/audit`. */
+export interface MeshAuditRequest {
+  /** An inventory: one host per line, `NAME ADDRESS[,ADDRESS…] [site=SITE]`, `#` comments. */
+  inventory?: string;
+  /** What to call the inventory in an error (`hosts.txt line 3: …`); default `inventory`. */
+  source?: string;
+}
+
 // Responses -----------------------------------------------------------------------------------
 
 export interface JoinTokenResponse {
@@ -179,6 +200,24 @@ export interface VersionResponse {
   readonly node: string;
 }
 
+export type { MeshAudit, MeshView };
+export type MeshPolicyResponse = MeshPolicyRecord;
+
+/** `POST /v1/mesh/confirm`. */
+export interface MeshConfirmResponse {
+  /** True when a running trial was confirmed; false when there was none (holds are released anyway). */
+  readonly confirmedTrial: boolean;
+  readonly confirmation: MeshConfirmation;
+}
+
+/** `DELETE /v1/nodes/:name`. */
+export interface RemoveNodeResponse {
+  readonly name: string;
+  readonly removed: true;
+  /** The overlay address the node held, free again. */
+  readonly overlayIp?: string;
+}
+
 export type ForwardView = PortForward;
 export type NodeListView = NodeView;
 
@@ -205,12 +244,18 @@ export type NodeListView = NodeView;
  *   DELETE /v1/fips/:address/forwards/:id             → { address, id, removed: true }
  *   GET    /v1/nodes                                  → NodeView[]
  *   GET    /v1/nodes/:name                            → NodeView
+ *   DELETE /v1/nodes/:name                            → RemoveNodeResponse (refused while in use)
  *   POST   /v1/nodes/join-tokens  CreateJoinTokenRequest → JoinTokenResponse      201 (admin rw only)
  *   POST   /v1/join               JoinRequest        → JoinResponse                (no bearer token)
  *   *      /v1/store/…                               → the http store (store/wire.ts); admin
  *                                                      tokens and node credentials
  *   GET    /v1/ippool                                 → IppoolEntryView[]
  *   GET    /v1/arp/:mac                               → ArpResponse
+ *   GET    /v1/mesh                                   → MeshView
+ *   PUT    /v1/mesh/policy        SetMeshPolicyRequest → MeshPolicyResponse
+ *   POST   /v1/mesh/confirm                           → MeshConfirmResponse
+ *   POST   /v1/mesh/audit         MeshAuditRequest    → MeshAudit (changes nothing; read-only
+ *                                                      tokens may call it)
  *   GET    /docs                                      → OpenAPI UI; /docs/json the document
  */
 export const ROUTES = {
@@ -232,4 +277,8 @@ export const ROUTES = {
   joinTokens: `${API_PREFIX}/nodes/join-tokens`,
   ippool: `${API_PREFIX}/ippool`,
   arp: (mac: string) => `${API_PREFIX}/arp/${encodeURIComponent(mac)}`,
+  mesh: `${API_PREFIX}/mesh`,
+  meshPolicy: `${API_PREFIX}/mesh/policy`,
+  meshConfirm: `${API_PREFIX}/mesh/confirm`,
+  meshAudit: `${API_PREFIX}/mesh/audit`,
 } as const;

@@ -158,3 +158,124 @@ export const arp = {
   summary: 'MAC → address, from pool pins and the gateway neighbour table',
   params: { type: 'object', properties: { mac: { type: 'string' } }, required: ['mac'] },
 };
+
+// The fleet mesh -------------------------------------------------------------------------------
+// Shapes only, like the routes above: core/mesh.ts (validateMeshPolicy) checks prefixes, ports,
+// address pairs and overlaps, and reports every problem at once with its path.
+
+const prefixList = (description: string): object => ({
+  type: 'array',
+  items: { type: 'string' },
+  description,
+});
+
+const meshLayerProperties = {
+  openPorts: {
+    type: 'array',
+    items: { type: 'string', examples: ['tcp/443'] },
+    description: '`tcp/443`, `udp/53`, `tcp/8000-8010`: open to anyone',
+  },
+  sshAllow: prefixList('prefixes always let in to TCP port 22, ahead of any drop'),
+  rejectAll: {
+    type: 'boolean',
+    description: 'drop what is neither fleet, nor an open port, nor failsafe SSH',
+  },
+  natOverrides: {
+    type: 'object',
+    additionalProperties: { type: 'string' },
+    description: 'overlay address → the IPv4 address to reach it at, instead of the member’s own',
+    examples: [{ '192.168.0.9': '198.51.100.9' }],
+  },
+};
+
+const meshLayer = {
+  type: 'object',
+  additionalProperties: false,
+  properties: meshLayerProperties,
+};
+
+const meshSite = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    ...meshLayerProperties,
+    lans: prefixList("the site's private prefixes; the overlay may not overlap them"),
+  },
+};
+
+export const meshPolicy = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['overlay'],
+  description: 'The fleet mesh policy: fleet, then site, then node layers (docs/mesh.md)',
+  properties: {
+    overlay: {
+      type: 'string',
+      description: 'IPv4 prefix the overlay addresses come from',
+      examples: ['192.168.0.0/18'],
+    },
+    maxChange: {
+      type: 'integer',
+      minimum: 0,
+      description: 'the most members one change may drop before it is held for confirmation',
+    },
+    fleet: meshLayer,
+    sites: { type: 'object', additionalProperties: meshSite, description: 'keyed by site name' },
+    nodes: { type: 'object', additionalProperties: meshLayer, description: 'keyed by node name' },
+  },
+};
+
+export const getMesh = {
+  tags: ['mesh'],
+  summary:
+    'The mesh policy, its trial and deadline, whether it rolled back, the latest confirmation',
+};
+
+export const setMeshPolicy = {
+  tags: ['mesh'],
+  summary: 'Set the mesh policy, optionally as a trial that rolls back unless confirmed in time',
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['policy'],
+    properties: {
+      policy: meshPolicy,
+      confirmWithinSeconds: {
+        type: 'integer',
+        minimum: 1,
+        description:
+          'seconds until every node goes back to the previous policy unless confirmed (at most a week)',
+      },
+    },
+  },
+};
+
+export const confirmMesh = {
+  tags: ['mesh'],
+  summary: 'Confirm the running trial and release membership changes held back by maxChange',
+};
+
+export const auditMesh = {
+  tags: ['mesh'],
+  summary:
+    'Audit the mesh (changes nothing): unregistered and unlisted hosts, lagging nodes, reject_all, holds, overlay usage',
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      inventory: {
+        type: 'string',
+        description: 'one host per line: NAME ADDRESS[,ADDRESS…] [site=SITE]; "#" comments',
+        examples: ['web1 10.0.0.11,203.0.113.11 site=fra\n'],
+      },
+      source: { type: 'string', maxLength: 256, description: 'its name in errors (a file name)' },
+    },
+  },
+};
+
+export const removeNode = {
+  tags: ['nodes'],
+  summary:
+    'Remove a node for good: its record, liveness and overlay address (refused while a pool or a floating IP uses it)',
+  params: { type: 'object', properties: { name }, required: ['name'] },
+};

@@ -21,10 +21,17 @@ import {
   type ForwardView,
   type IppoolEntryView,
   type JoinTokenResponse,
+  type MeshAudit,
+  type MeshAuditRequest,
+  type MeshConfirmResponse,
+  type MeshPolicyResponse,
+  type MeshView,
   type MoveRequest,
   type NodeListView,
   type PoolView,
   type ReleaseResponse,
+  type RemoveNodeResponse,
+  type SetMeshPolicyRequest,
   type PlanResponse,
   type StatusResponse,
   type VersionResponse,
@@ -215,6 +222,22 @@ export class ApiClient {
   }
   createJoinToken(body: CreateJoinTokenRequest): Promise<JoinTokenResponse> {
     return this.call('POST', ROUTES.joinTokens, body);
+  }
+  removeNode(name: string): Promise<RemoveNodeResponse> {
+    return this.call('DELETE', ROUTES.node(name));
+  }
+
+  mesh(): Promise<MeshView> {
+    return this.call('GET', ROUTES.mesh);
+  }
+  setMeshPolicy(body: SetMeshPolicyRequest): Promise<MeshPolicyResponse> {
+    return this.call('PUT', ROUTES.meshPolicy, body);
+  }
+  confirmMesh(): Promise<MeshConfirmResponse> {
+    return this.call('POST', ROUTES.meshConfirm, {});
+  }
+  auditMesh(body: MeshAuditRequest): Promise<MeshAudit> {
+    return this.call('POST', ROUTES.meshAudit, body);
   }
 
   ippool(): Promise<IppoolEntryView[]> {

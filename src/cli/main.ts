@@ -12,6 +12,7 @@ import { CliContext, processIo, type Env, type GlobalFlags, type Io } from './co
 import { fipCommand } from './fip.js';
 import { floaterCommands } from './floater.js';
 import { forwardCommand } from './forward.js';
+import { meshCommand } from './mesh.js';
 import { nodeCommand } from './node.js';
 import { poolCommand } from './pool.js';
 import {
@@ -63,6 +64,7 @@ export function buildProgram(ctx: CliContext, version: string): Command {
     fipCommand(ctx),
     forwardCommand(ctx),
     nodeCommand(ctx),
+    meshCommand(ctx),
     statusCommand(ctx),
     planCommand(ctx),
     versionCommand(ctx),

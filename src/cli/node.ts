@@ -3,11 +3,12 @@
  * the join tokens that let a remote agent follow this hub.
  */
 import { Command } from 'commander';
-import type { JoinTokenResponse, NodeListView } from '../api/contract.js';
+import type { JoinTokenResponse, NodeListView, RemoveNodeResponse } from '../api/contract.js';
 import type { PathProbe } from '../core/model.js';
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
 import { cell, details, table } from './format.js';
+import { meshReportText } from './mesh.js';
 import { collect, duration } from './options.js';
 
 export interface JoinTokenFlags {
@@ -18,6 +19,8 @@ export interface JoinTokenFlags {
 
 export const listNodes = (api: ApiClient): Promise<NodeListView[]> => api.listNodes();
 export const showNode = (api: ApiClient, name: string): Promise<NodeListView> => api.getNode(name);
+export const removeNode = (api: ApiClient, name: string): Promise<RemoveNodeResponse> =>
+  api.removeNode(name);
 
 export const createJoinToken = (
   api: ApiClient,
@@ -51,11 +54,12 @@ export function joinTokenNextSteps(answer: JoinTokenResponse): string {
 
 export function printNodeTable(nodes: readonly NodeListView[]): string {
   return table(
-    ['name', 'alive', 'site', 'endpoint', 'addresses', 'version'],
+    ['name', 'alive', 'site', 'overlay', 'endpoint', 'addresses', 'version'],
     nodes.map((n) => [
       n.name,
       cell(n.alive),
       cell(n.site),
+      cell(n.overlayIp),
       cell(n.endpoint),
       cell(n.addresses.join(',')),
       cell(n.agentVersion),
@@ -100,17 +104,22 @@ export function printNode(n: NodeListView): string {
     ['alive', n.alive ? `yes${n.aliveSince ? ` (since ${n.aliveSince})` : ''}` : 'no'],
     ['site', cell(n.site)],
     ['endpoint', cell(n.endpoint)],
+    ['overlay', cell(n.overlayIp)],
     ['addresses', [...n.addresses]],
     ['reserved ports', cell(n.reservedPorts.map((r) => `${r.protocol}/${r.port}`).join(' '))],
     ['public key', cell(n.publicKey)],
     ['tunnel', tunnelLines(n)],
+    ['mesh', meshReportText(n.mesh)],
     ['version', cell(n.agentVersion)],
     ['registered', n.registeredAt],
   ]);
 }
 
+export const printNodeRemoved = (r: RemoveNodeResponse): string =>
+  `removed node ${r.name}${r.overlayIp ? ` (overlay address ${r.overlayIp} is free again)` : ''}\n`;
+
 export function nodeCommand(ctx: CliContext): Command {
-  const node = new Command('node').description('Show the nodes of the fleet');
+  const node = new Command('node').description('Show and remove the nodes of the fleet');
   node
     .command('list')
     .description('List nodes')
@@ -120,6 +129,13 @@ export function nodeCommand(ctx: CliContext): Command {
     .description('Show one node')
     .argument('<name>', 'node name')
     .action((name: string) => ctx.run((api) => showNode(api, name), printNode));
+  node
+    .command('remove')
+    .description(
+      'Remove a node for good: its record, liveness and overlay address (refused while a pool or a floating IP uses it)',
+    )
+    .argument('<name>', 'node name')
+    .action((name: string) => ctx.run((api) => removeNode(api, name), printNodeRemoved));
   const joinToken = new Command('join-token').description(
     'Tokens that let a remote agent join this hub and follow its store',
   );

@@ -224,12 +224,12 @@ export const ERRORS = {
   IPF_E_MESH_NOT_CONFIGURED: {
     status: 404,
     message: 'No mesh policy is set.',
-    hint: 'Set one with `ipferry mesh policy set --file POLICY.yaml` (see docs/mesh.md).',
+    hint: 'Set one with `ipferry mesh set --file POLICY.yaml` (see docs/mesh.md).',
   },
   IPF_E_MESH_NO_TRIAL: {
     status: 409,
     message: 'There is no mesh policy change waiting for confirmation.',
-    hint: 'A change applied with --confirm-within is confirmed with `ipferry mesh confirm`; it may have rolled back already (`ipferry mesh status`).',
+    hint: 'A change applied with --confirm-within is confirmed with `ipferry mesh confirm`; it may have rolled back already (`ipferry mesh show`).',
   },
   IPF_E_OVERLAY_EXHAUSTED: {
     status: 409,

@@ -1,0 +1,433 @@
+/**
+ * The fleet mesh's routes in-process: policy (with trials and their deadline on a clock the test
+ * moves), confirmation, the audit (which a read-only token may run), node views carrying the
+ * agents' mesh reports, and removing a node. Every refusal is checked for its code, message and
+ * hint and for a store left exactly as it was.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { buildApi } from '../src/api/app.js';
+import { TokenSet } from '../src/api/auth.js';
+import { keys } from '../src/core/keys.js';
+import type { NodeLiveness } from '../src/core/model.js';
+import { stringifyStored } from '../src/core/json.js';
+import { ControlPlane } from '../src/service/control.js';
+import { openStore } from '../src/store/open.js';
+import type { Store } from '../src/store/store.js';
+import { dumpStore, TOKEN_FILE_TEXT, TOKEN_RO, TOKEN_RW } from './helpers.js';
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+interface ErrorOut {
+  code: string;
+  message: string;
+  hint: string;
+  problems?: { path: string; message: string }[];
+}
+
+interface Reply {
+  status: number;
+  body: any;
+}
+
+let app: FastifyInstance;
+let store: Store;
+let control: ControlPlane;
+/** The control plane's clock: trials run out when the test says so. */
+let clock = new Date('2026-03-01T12:00:00.000Z');
+const advance = (seconds: number): void => {
+  clock = new Date(clock.getTime() + seconds * 1000);
+};
+
+async function call(
+  method: Method,
+  url: string,
+  payload?: object,
+  token: string | null = TOKEN_RW,
+): Promise<Reply> {
+  const res = await app.inject({
+    method,
+    url,
+    ...(payload ? { payload } : {}),
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
+  return { status: res.statusCode, body: res.body ? JSON.parse(res.body) : undefined };
+}
+
+/** A route that must fail: its status, code, a message and a hint, and an unchanged store. */
+async function refused(
+  method: Method,
+  url: string,
+  payload: object | undefined,
+  status: number,
+  code: string,
+  token: string | null = TOKEN_RW,
+): Promise<ErrorOut> {
+  const before = await dumpStore(store);
+  const res = await call(method, url, payload, token);
+  assert.equal(res.status, status, JSON.stringify(res.body));
+  assert.equal(res.body.error.code, code, JSON.stringify(res.body));
+  assert.ok(res.body.error.message.length > 0);
+  assert.ok(res.body.error.hint.length > 0);
+  assert.equal(await dumpStore(store), before, 'a refused request must not change the store');
+  return res.body.error as ErrorOut;
+}
+
+const POLICY = {
+  overlay: '192.168.0.0/18',
+  maxChange: 2,
+  fleet: { openPorts: ['tcp/443'], sshAllow: ['192.0.2.0/24'] },
+  sites: {
+    fra: { lans: ['10.1.0.0/16'] },
+    ams: { lans: ['10.2.0.0/16'], openPorts: ['udp/53'] },
+  },
+  nodes: { web1: { rejectAll: true } },
+};
+
+async function register(name: string, site: string, addresses: string[]): Promise<void> {
+  await control.registerNode({ name, site, addresses, reservedPorts: [] });
+}
+
+before(async () => {
+  store = await openStore('sqlite::memory:');
+  control = new ControlPlane(store, () => clock);
+  await register('gw1', 'fra', ['10.1.0.1', '198.51.100.1']);
+  await register('web1', 'fra', ['10.1.0.11', '198.51.100.11']);
+  await register('web2', 'ams', ['10.2.0.12', '203.0.113.12']);
+  await register('old1', 'ams', ['10.2.0.99']);
+  app = await buildApi({
+    control,
+    tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
+    agent: {
+      node: 'gw1',
+      version: 'test',
+      dataplane: () => ({ kind: 'fake' }),
+      plan: () => Promise.reject(new Error('no plan in this test')),
+      neighbours: () => Promise.resolve([]),
+    },
+  });
+  const pool = await call('POST', '/v1/pools', {
+    name: 'public',
+    gateway: 'gw1',
+    entries: ['203.0.113.64/28'],
+  });
+  assert.equal(pool.status, 201, JSON.stringify(pool.body));
+  // web2 serves a FIP: it is in use as much as the pool's gateway is.
+  assert.equal((await call('POST', '/v1/fips', { address: '203.0.113.70' })).status, 201);
+  const associated = await call('POST', '/v1/fips/203.0.113.70/associate', {
+    target: '10.2.0.12',
+    node: 'web2',
+    mode: 'nat',
+  });
+  assert.equal(associated.status, 200, JSON.stringify(associated.body));
+});
+
+after(async () => {
+  await app.close();
+  await store.close();
+});
+
+describe('mesh API', () => {
+  it('shows no mesh before a policy is set', async () => {
+    const res = await call('GET', '/v1/mesh');
+    assert.equal(res.status, 200);
+    assert.equal(res.body.record, undefined);
+    assert.equal(res.body.inForce, undefined);
+    assert.equal(res.body.rolledBack, false);
+    assert.equal(typeof res.body.revision, 'number');
+  });
+
+  it('refuses bad policies with coded errors and writes nothing (no policy yet)', async () => {
+    const overlap = await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      { policy: { ...POLICY, overlay: '10.1.128.0/18' } },
+      400,
+      'IPF_E_MESH_OVERLAP',
+    );
+    assert.equal(
+      overlap.message,
+      'The overlay 10.1.128.0/18 overlaps LAN 10.1.0.0/16 of site fra at 10.1.128.0.',
+    );
+    assert.match(overlap.hint, /overlay prefix that no site uses/);
+
+    const pairs = await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      { policy: { ...POLICY, fleet: { natOverrides: { '192.168.0.9': 'not-an-address' } } } },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(
+      pairs.problems?.map((p) => p.path),
+      ['fleet.natOverrides.192.168.0.9'],
+    );
+    assert.match(pairs.message, /not a pair of IPv4 addresses/);
+
+    const ports = await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      {
+        policy: {
+          ...POLICY,
+          fleet: { openPorts: ['tcp/443', 'tcp/70000', 'sctp/9'] },
+          nodes: { web1: { openPorts: ['udp/0-10'], sshAllow: ['192.0.2.1/24'] } },
+        },
+      },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(
+      ports.problems?.map((p) => p.path),
+      [
+        'fleet.openPorts[1]',
+        'fleet.openPorts[2]',
+        'nodes.web1.openPorts[0]',
+        'nodes.web1.sshAllow[0]',
+      ],
+      'every problem at once',
+    );
+    assert.match(ports.hint, /Fix every problem/);
+  });
+
+  it('refuses shapes the schema does not know and trials out of bounds, writing nothing', async () => {
+    const unknown = await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      { policy: { ...POLICY, fleet: { rejectAl: true } } },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(
+      unknown.problems?.map((p) => `${p.path}: ${p.message}`),
+      ['body.policy.fleet.rejectAl: is not a known field'],
+    );
+    await refused('PUT', '/v1/mesh/policy', { overlay: '192.168.0.0/18' }, 400, 'IPF_E_VALIDATION');
+    await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      { policy: POLICY, confirmWithinSeconds: 0 },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    const long = await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      { policy: POLICY, confirmWithinSeconds: 30 * 86400 },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.match(long.message, /confirmWithinSeconds/);
+  });
+
+  it('sets a policy and gives every registered node a distinct overlay address', async () => {
+    const set = await call('PUT', '/v1/mesh/policy', { policy: POLICY });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    assert.equal(set.body.policy.overlay, '192.168.0.0/18');
+    assert.equal(set.body.trial, undefined);
+    assert.equal(set.body.updatedAt, clock.toISOString());
+    const view = await call('GET', '/v1/mesh');
+    assert.deepEqual(view.body.record.policy, set.body.policy);
+    assert.deepEqual(view.body.inForce, set.body.policy);
+    assert.equal(view.body.rolledBack, false);
+    const nodes = (await call('GET', '/v1/nodes')).body as { name: string; overlayIp?: string }[];
+    const overlays = nodes.map((n) => n.overlayIp);
+    assert.equal(overlays.length, 4);
+    assert.ok(
+      overlays.every((a) => a !== undefined && /^192\.168\.([0-9]|[1-5][0-9]|6[0-3])\./.test(a)),
+    );
+    assert.equal(new Set(overlays).size, 4, 'distinct');
+  });
+
+  it('refuses a bad policy over a good one and keeps the good one', async () => {
+    await refused(
+      'PUT',
+      '/v1/mesh/policy',
+      { policy: { ...POLICY, sites: { fra: { lans: ['192.168.8.0/24'] } } } },
+      400,
+      'IPF_E_MESH_OVERLAP',
+    );
+    assert.equal((await call('GET', '/v1/mesh')).body.record.policy.overlay, '192.168.0.0/18');
+  });
+
+  it('runs a trial that rolls back by itself at its deadline; confirming then is refused', async () => {
+    const trial = { ...POLICY, nodes: { web1: { rejectAll: true }, web2: { rejectAll: true } } };
+    const set = await call('PUT', '/v1/mesh/policy', { policy: trial, confirmWithinSeconds: 90 });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    assert.equal(set.body.trial.deadline, new Date(clock.getTime() + 90_000).toISOString());
+    assert.deepEqual(set.body.trial.previous.nodes, { web1: { rejectAll: true } });
+    let view = (await call('GET', '/v1/mesh')).body;
+    assert.equal(view.rolledBack, false);
+    assert.deepEqual(view.inForce.nodes.web2, { rejectAll: true });
+
+    advance(91);
+    view = (await call('GET', '/v1/mesh')).body;
+    assert.equal(view.rolledBack, true);
+    assert.deepEqual(view.inForce.nodes, { web1: { rejectAll: true } }, 'the previous policy');
+    assert.ok(view.record.trial, 'nobody wrote the rollback yet: the deadline alone decides');
+
+    const late = await call('POST', '/v1/mesh/confirm');
+    assert.equal(late.status, 409);
+    assert.equal(late.body.error.code, 'IPF_E_MESH_NO_TRIAL');
+    assert.ok(late.body.error.hint.length > 0);
+    view = (await call('GET', '/v1/mesh')).body;
+    assert.equal(view.record.trial, undefined, 'the late confirmation wrote the rollback down');
+    assert.deepEqual(view.record.policy.nodes, { web1: { rejectAll: true } });
+    assert.equal(view.rolledBack, false);
+  });
+
+  it('confirms a running trial, and releases holds when there is none', async () => {
+    const trial = { ...POLICY, fleet: { ...POLICY.fleet, openPorts: ['tcp/443', 'tcp/8443'] } };
+    assert.equal(
+      (await call('PUT', '/v1/mesh/policy', { policy: trial, confirmWithinSeconds: 300 })).status,
+      200,
+    );
+    advance(60);
+    const confirmed = await call('POST', '/v1/mesh/confirm');
+    assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+    assert.equal(confirmed.body.confirmedTrial, true);
+    assert.equal(confirmed.body.confirmation.at, clock.toISOString());
+    const view = (await call('GET', '/v1/mesh')).body;
+    assert.equal(view.record.trial, undefined);
+    assert.deepEqual(view.record.policy.fleet.openPorts, ['tcp/443', 'tcp/8443']);
+    assert.deepEqual(view.confirmation, confirmed.body.confirmation);
+    advance(600);
+    assert.equal((await call('GET', '/v1/mesh')).body.rolledBack, false, 'confirmed: stays');
+
+    const again = await call('POST', '/v1/mesh/confirm');
+    assert.equal(again.status, 200);
+    assert.equal(again.body.confirmedTrial, false);
+    assert.ok(again.body.confirmation.revision > confirmed.body.confirmation.revision);
+  });
+
+  it('shows each node’s mesh report from its liveness record', async () => {
+    const liveness: NodeLiveness = {
+      name: 'web1',
+      since: clock.toISOString(),
+      mesh: {
+        appliedRevision: 7,
+        rejectAll: true,
+        members: 3,
+        hold: { keeping: ['192.168.0.5'], maxChange: 2, sinceRevision: 6 },
+      },
+    };
+    await store.txn({
+      compare: [],
+      success: [{ type: 'put', key: keys.nodeAlive('web1'), value: stringifyStored(liveness) }],
+    });
+    const one = (await call('GET', '/v1/nodes/web1')).body;
+    assert.equal(one.alive, true);
+    assert.deepEqual(one.mesh, liveness.mesh);
+    const list = (await call('GET', '/v1/nodes')).body as { name: string; mesh?: unknown }[];
+    assert.deepEqual(list.find((n) => n.name === 'web1')?.mesh, liveness.mesh);
+    assert.equal(list.find((n) => n.name === 'web2')?.mesh, undefined);
+  });
+
+  it('audits against an inventory: unregistered, unlisted, lagging, reject_all, holds, overlay usage', async () => {
+    const inventory = [
+      '# hosts of the old datacenter',
+      'web1 10.1.0.11',
+      'db-main 10.2.0.50,203.0.113.50 site=ams   # not migrated yet',
+      '',
+      'renamed 10.2.0.12', // web2 by its address
+    ].join('\n');
+    const res = await call('POST', '/v1/mesh/audit', { inventory, source: 'hosts.txt' });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const audit = res.body;
+    assert.deepEqual(audit.unregistered, [
+      { name: 'db-main', addresses: ['10.2.0.50', '203.0.113.50'], site: 'ams', line: 3 },
+    ]);
+    assert.deepEqual(audit.unlisted, ['gw1', 'old1']);
+    assert.deepEqual(audit.overlay, { prefix: '192.168.0.0/18', used: 4, size: 16382 });
+    assert.deepEqual(audit.rejectAll, { on: ['web1'], off: ['gw1', 'old1', 'web2'] });
+    assert.deepEqual(audit.holds, [
+      { node: 'web1', hold: { keeping: ['192.168.0.5'], maxChange: 2, sinceRevision: 6 } },
+    ]);
+    assert.deepEqual(
+      audit.lagging.map((l: { node: string; alive: boolean }) => `${l.node}:${l.alive}`),
+      ['gw1:false', 'old1:false', 'web1:true', 'web2:false'],
+    );
+    assert.equal(audit.lagging.length, 4, 'nobody applied the latest revision');
+    assert.equal(audit.lagging.find((l: { node: string }) => l.node === 'web1').appliedRevision, 7);
+    assert.deepEqual(audit.rolledBack, []);
+
+    const without = await call('POST', '/v1/mesh/audit', {});
+    assert.equal(without.status, 200);
+    assert.deepEqual(without.body.unregistered, []);
+    assert.deepEqual(without.body.unlisted, [], 'without an inventory nothing is unlisted');
+    const bare = await call('POST', '/v1/mesh/audit');
+    assert.equal(bare.status, 200, 'a POST without a body is an audit without an inventory');
+    assert.deepEqual(bare.body.overlay, without.body.overlay);
+  });
+
+  it('refuses an inventory line that does not parse, naming the source and line', async () => {
+    const bad = await refused(
+      'POST',
+      '/v1/mesh/audit',
+      { inventory: 'web1 10.1.0.11\nweb2 10.2.0.300\n', source: 'hosts.txt' },
+      400,
+      'IPF_E_INVENTORY',
+    );
+    assert.equal(bad.message, 'hosts.txt line 2: "10.2.0.300" is not an IP address');
+    assert.match(bad.hint, /NAME ADDRESS\[,ADDRESS…\] \[site=SITE\]/);
+    const twice = await refused(
+      'POST',
+      '/v1/mesh/audit',
+      { inventory: 'a 10.0.0.1\na 10.0.0.2\n' },
+      400,
+      'IPF_E_INVENTORY',
+    );
+    assert.equal(twice.message, 'inventory line 2: a is listed twice');
+    await refused('POST', '/v1/mesh/audit', { inventory: 5 }, 400, 'IPF_E_VALIDATION');
+  });
+
+  it('removes a node for good, refusing one still in use or unknown', async () => {
+    const gateway = await refused('DELETE', '/v1/nodes/gw1', undefined, 409, 'IPF_E_NODE_IN_USE');
+    assert.equal(gateway.message, 'Node gw1 is still in use: pool public.');
+    const serving = await refused('DELETE', '/v1/nodes/web2', undefined, 409, 'IPF_E_NODE_IN_USE');
+    assert.equal(serving.message, 'Node web2 is still in use: floating IP 203.0.113.70.');
+    const unknown = await refused(
+      'DELETE',
+      '/v1/nodes/nowhere',
+      undefined,
+      404,
+      'IPF_E_NODE_NOT_FOUND',
+    );
+    assert.equal(unknown.message, 'Node nowhere is not known.');
+
+    const before = (await call('GET', '/v1/nodes/old1')).body as { overlayIp: string };
+    const removed = await call('DELETE', '/v1/nodes/old1');
+    assert.equal(removed.status, 200, JSON.stringify(removed.body));
+    assert.deepEqual(removed.body, { name: 'old1', removed: true, overlayIp: before.overlayIp });
+    assert.equal((await call('GET', '/v1/nodes/old1')).status, 404);
+    assert.equal(await store.get(keys.overlay(before.overlayIp)), undefined, 'its address is free');
+    await refused('DELETE', '/v1/nodes/old1', undefined, 404, 'IPF_E_NODE_NOT_FOUND');
+  });
+
+  it('lets a read-only token read the mesh and run the audit, but change nothing', async () => {
+    assert.equal((await call('GET', '/v1/mesh', undefined, TOKEN_RO)).status, 200);
+    const audit = await call('POST', '/v1/mesh/audit', { inventory: 'web1 10.1.0.11' }, TOKEN_RO);
+    assert.equal(audit.status, 200, JSON.stringify(audit.body));
+    await refused('PUT', '/v1/mesh/policy', { policy: POLICY }, 403, 'IPF_E_FORBIDDEN', TOKEN_RO);
+    await refused('POST', '/v1/mesh/confirm', undefined, 403, 'IPF_E_FORBIDDEN', TOKEN_RO);
+    await refused('DELETE', '/v1/nodes/web1', undefined, 403, 'IPF_E_FORBIDDEN', TOKEN_RO);
+    await refused('POST', '/v1/mesh/audit', {}, 401, 'IPF_E_UNAUTHORIZED', null);
+    await refused('GET', '/v1/mesh', undefined, 401, 'IPF_E_UNAUTHORIZED', null);
+  });
+
+  it('documents the mesh routes in the OpenAPI document', async () => {
+    const doc = (await call('GET', '/docs/json', undefined, null)).body;
+    const put = doc.paths['/v1/mesh/policy'].put;
+    const policy = put.requestBody.content['application/json'].schema.properties.policy;
+    assert.deepEqual(policy.required, ['overlay']);
+    assert.ok(policy.properties.sites && policy.properties.nodes && policy.properties.fleet);
+    assert.ok(doc.paths['/v1/mesh'].get);
+    assert.ok(doc.paths['/v1/mesh/confirm'].post);
+    assert.ok(
+      doc.paths['/v1/mesh/audit'].post.requestBody.content['application/json'].schema.properties
+        .inventory,
+    );
+    assert.ok(doc.paths['/v1/nodes/{name}'].delete);
+  });
+});
