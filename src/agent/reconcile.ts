@@ -103,6 +103,8 @@ export class Reconciler {
   private known?: IntentElement[];
   private readDue = true;
   private meshHold?: MeshHold;
+  /** The latest state read from the store: a trial's deadline may need it while it is gone. */
+  private lastSnapshot?: Snapshot;
   private lastMesh?: MeshIntent;
   private deadlineTimer?: NodeJS.Timeout;
   private stopped = true;
@@ -168,24 +170,8 @@ export class Reconciler {
     diff: IntentDiff;
   }> {
     const snapshot = await this.snapshot();
-    const now = this.o.now?.() ?? new Date();
-    const intent = compile(
-      {
-        ...snapshot,
-        mesh: {
-          ...(snapshot.meshPolicy ? { record: snapshot.meshPolicy } : {}),
-          nodes: snapshot.nodes,
-          alive: snapshot.alive,
-          ...(this.o.alwaysOpen ? { alwaysOpen: this.o.alwaysOpen } : {}),
-          now,
-        },
-      },
-      this.o.node,
-      await this.o.dataplane.facts(),
-      this.o.tunnel && this.o.paths
-        ? { ...this.o.tunnel, peerMtu: this.o.paths.peerMtu() }
-        : this.o.tunnel,
-    );
+    if (!fresh) this.lastSnapshot = snapshot;
+    const intent = await this.compileSnapshot(snapshot);
     // A tunnel comes first (routes, holds and its sysctls need the interface); one no longer
     // wanted goes last, after what used it (see pass()).
     if (!fresh && intent.tunnel) await this.o.dataplane.applyTunnel(intent.tunnel);
@@ -199,6 +185,46 @@ export class Reconciler {
     }
     const wanted = this.holdMesh(intent, observed, snapshot);
     return { snapshot, intent, observed, diff: diffIntent(wanted, observed) };
+  }
+
+  private async compileSnapshot(snapshot: Snapshot): Promise<HostIntent> {
+    return compile(
+      {
+        ...snapshot,
+        mesh: {
+          ...(snapshot.meshPolicy ? { record: snapshot.meshPolicy } : {}),
+          nodes: snapshot.nodes,
+          alive: snapshot.alive,
+          ...(this.o.alwaysOpen ? { alwaysOpen: this.o.alwaysOpen } : {}),
+          now: this.o.now?.() ?? new Date(),
+        },
+      },
+      this.o.node,
+      await this.o.dataplane.facts(),
+      this.o.tunnel && this.o.paths
+        ? { ...this.o.tunnel, peerMtu: this.o.paths.peerMtu() }
+        : this.o.tunnel,
+    );
+  }
+
+  /**
+   * The store is out of reach (the pass failed) while a mesh trial's deadline passed: go back
+   * to the previous policy anyway, from the last state read. Everything else stays as it was
+   * applied (fail-static); only the clock moved.
+   */
+  private async rollBackOffline(): Promise<void> {
+    const snapshot = this.lastSnapshot;
+    if (!snapshot?.meshPolicy?.trial || this.lastMesh?.rolledBack) return;
+    const intent = await this.compileSnapshot(snapshot);
+    if (!intent.mesh?.rolledBack) return;
+    const observed = await this.o.dataplane.observe(intent.elements);
+    const diff = diffIntent(this.holdMesh(intent, observed, snapshot), observed);
+    if (!isEmptyDiff(diff)) await this.o.dataplane.apply(diff);
+    this.lastMesh = intent.mesh;
+    this.o.log.warn(
+      { deadline: snapshot.meshPolicy.trial.deadline },
+      'mesh trial ran out unconfirmed while the store is unreachable: rolled back from the last state read',
+    );
   }
 
   /**
@@ -258,7 +284,8 @@ export class Reconciler {
       this.deadlineTimer = setTimeout(() => this.kick(), Math.min(wait + 20, 2 ** 31 - 1));
       this.deadlineTimer.unref();
     }
-    if (intent.mesh?.rolledBack && snapshot.meshPolicy?.trial) {
+    // A remote agent's credential may not write the policy: its hub's agent does.
+    if (intent.mesh?.rolledBack && snapshot.meshPolicy?.trial && this.o.store.kind !== 'http') {
       await this.o.control.mesh.rollBack().catch((e: unknown) => {
         this.o.log.warn({ err: (e as Error).message }, 'could not write the mesh rollback back');
       });
@@ -322,6 +349,9 @@ export class Reconciler {
       );
       const delay = Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.failures - 1));
       setTimeout(() => this.kick(), delay).unref();
+      await this.rollBackOffline().catch((err: unknown) => {
+        this.o.log.error({ err: (err as Error).message }, 'offline mesh rollback failed');
+      });
       return undefined;
     }
   }

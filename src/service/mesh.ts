@@ -193,7 +193,8 @@ export class MeshControl {
         nodes.items.flatMap((n) => (n.value.overlayIp ? [n.value.overlayIp] : [])),
       );
       const address = chooseOverlayAddress(policy.overlay, node, claimed);
-      if (!address) throw new IpferryError('IPF_E_OVERLAY_EXHAUSTED', { overlay: policy.overlay, node });
+      if (!address)
+        throw new IpferryError('IPF_E_OVERLAY_EXHAUSTED', { overlay: policy.overlay, node });
       // A lock left by a node that no longer claims its address (removed, or moved to a new
       // overlay) may be taken over, but only as it was read.
       const lock = locks.items.find((l) => l.kv.key === keys.overlay(address));
@@ -214,7 +215,8 @@ export class MeshControl {
   }
 
   /**
-   * Removes a node for good: its record, liveness and overlay address (which becomes free).
+   * Removes a node for good: its record, liveness, hub credential and overlay address (which
+   * becomes free).
    * Refused while a pool names it as gateway or a FIP is associated with it.
    */
   async removeNode(name: string): Promise<{ name: string; removed: true; overlayIp?: string }> {
@@ -230,8 +232,7 @@ export class MeshControl {
         ...fips.items
           .filter(
             (f) =>
-              f.value.association?.node === name ||
-              f.value.forwards.some((fw) => fw.node === name),
+              f.value.association?.node === name || f.value.forwards.some((fw) => fw.node === name),
           )
           .map((f) => `floating IP ${f.value.address}`),
       ];
@@ -244,10 +245,15 @@ export class MeshControl {
         success: [
           { type: 'delete', key: keys.node(name) },
           { type: 'delete', key: keys.nodeAlive(name) },
+          // A joined node's credential goes too: its agent, if still running, cannot register
+          // it again (it would come back with a new overlay address).
+          { type: 'delete', key: keys.nodeCredential(name) },
           ...(overlayIp ? [{ type: 'delete' as const, key: keys.overlay(overlayIp) }] : []),
         ],
       });
-      return r.succeeded ? { name, removed: true as const, ...(overlayIp ? { overlayIp } : {}) } : RETRY;
+      return r.succeeded
+        ? { name, removed: true as const, ...(overlayIp ? { overlayIp } : {}) }
+        : RETRY;
     });
   }
 
@@ -256,7 +262,8 @@ export class MeshControl {
    * not registered, nodes behind the mesh's latest change, reject_all per node, overlay usage.
    */
   async audit(inventoryText?: string, source = 'inventory'): Promise<MeshAudit> {
-    const inventory = inventoryText === undefined ? undefined : parseInventory(inventoryText, source);
+    const inventory =
+      inventoryText === undefined ? undefined : parseInventory(inventoryText, source);
     const [policy, nodes, alive] = await Promise.all([
       getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
       listRecords<NodeRecord>(this.store, keys.nodes),
