@@ -9,6 +9,7 @@ import {
   effectiveLayer,
   holdMeshRemovals,
   mergePortSpecs,
+  MESH_SETTLE_MS,
   type MeshPolicy,
   type MeshPolicyRecord,
   outermostPrefixes,
@@ -262,15 +263,53 @@ describe('holdMeshRemovals', () => {
     assert.deepEqual(holdMeshRemovals(fewer.elements, full, 2, true).keeping, []);
   });
 
-  it('lets up to maxChange members go, and additions through, at once', () => {
+  it('lets up to maxChange members go once the departure has settled; additions pass at once', () => {
     const two = compileMesh(
       { record: RECORD, nodes: NODES, alive: new Set(['a2', 'a1']) },
       'a2',
       now,
     );
-    assert.deepEqual(holdMeshRemovals(two.elements, full, 2, false).keeping, []);
-    assert.deepEqual(holdMeshRemovals(full, two.elements, 2, false).keeping, []);
-    assert.deepEqual(holdMeshRemovals(two.elements, full, undefined, false).keeping, []);
+    const meshnats = (r: { elements: IntentElement[] }) => keysOf(r.elements, 'meshnat').length;
+    // Two leave at t=0: kept while it settles, with a time to look again.
+    const first = holdMeshRemovals(two.elements, full, 2, false, new Map(), 0);
+    assert.deepEqual(first.keeping, []);
+    assert.equal(meshnats(first), 4);
+    assert.equal(first.wakeInMs, MESH_SETTLE_MS);
+    // Settled: dropped.
+    const later = holdMeshRemovals(
+      two.elements,
+      full,
+      2,
+      false,
+      first.leavingSince,
+      MESH_SETTLE_MS,
+    );
+    assert.equal(meshnats(later), 2);
+    assert.equal(later.wakeInMs, undefined);
+    // Additions pass at once, and without maxChange departures too.
+    assert.equal(meshnats(holdMeshRemovals(full, two.elements, 2, false)), 4);
+    assert.equal(meshnats(holdMeshRemovals(two.elements, full, undefined, false)), 2);
+  });
+
+  it('counts departures that trickle in within the settling time as one change', () => {
+    const fleet = compileMesh({ record: RECORD, nodes: NODES, alive: ALL_ALIVE }, 'a2', now);
+    const alive = (names: string[]) =>
+      compileMesh({ record: RECORD, nodes: NODES, alive: new Set(names) }, 'a2', now).elements;
+    // b2 goes at t=0, b1 at t=2 s, a1 at t=4 s: each step alone is within maxChange 2…
+    const t0 = holdMeshRemovals(alive(['a2', 'a1', 'b1']), fleet.elements, 2, false, new Map(), 0);
+    const t2 = holdMeshRemovals(
+      alive(['a2', 'a1']),
+      fleet.elements,
+      2,
+      false,
+      t0.leavingSince,
+      2000,
+    );
+    assert.deepEqual(t2.keeping, []);
+    const t4 = holdMeshRemovals(alive(['a2']), fleet.elements, 2, false, t2.leavingSince, 4000);
+    // …but together they are three: held, nobody dropped.
+    assert.equal(t4.keeping.length, 3);
+    assert.equal(keysOf(t4.elements, 'meshnat').length, 4);
   });
 });
 

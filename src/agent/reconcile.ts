@@ -103,6 +103,9 @@ export class Reconciler {
   private known?: IntentElement[];
   private readDue = true;
   private meshHold?: MeshHold;
+  /** When each member now leaving was first seen leaving (mesh departures settle first). */
+  private leavingSince: ReadonlyMap<string, number> = new Map();
+  private settleTimer?: NodeJS.Timeout;
   /** The latest state read from the store: a trial's deadline may need it while it is gone. */
   private lastSnapshot?: Snapshot;
   private lastMesh?: MeshIntent;
@@ -128,6 +131,7 @@ export class Reconciler {
     this.watch?.close();
     if (this.timer) clearInterval(this.timer);
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    if (this.settleTimer) clearTimeout(this.settleTimer);
     await this.running;
   }
 
@@ -228,9 +232,9 @@ export class Reconciler {
   }
 
   /**
-   * A membership change that drops more members than the policy's maxChange is held (see
-   * holdMeshRemovals) until `ipferry mesh confirm` writes a confirmation at or after the
-   * revision at which the hold began.
+   * Members that leave are kept until their departure has settled, and a change that drops more
+   * members than the policy's maxChange is held (see holdMeshRemovals) until `ipferry mesh
+   * confirm` writes a confirmation at or after the revision at which the hold began.
    */
   private holdMesh(
     intent: HostIntent,
@@ -239,11 +243,26 @@ export class Reconciler {
   ): readonly IntentElement[] {
     const since = this.meshHold?.sinceRevision ?? snapshot.revision;
     const released = (snapshot.meshConfirm?.revision ?? 0) >= since;
-    const held = holdMeshRemovals(intent.elements, observed, intent.mesh?.maxChange, released);
+    const now = (this.o.now?.() ?? new Date()).getTime();
+    const held = holdMeshRemovals(
+      intent.elements,
+      observed,
+      intent.mesh?.maxChange,
+      released,
+      this.leavingSince,
+      now,
+    );
+    this.leavingSince = held.leavingSince;
+    if (held.wakeInMs !== undefined) {
+      // Look again when the departures have settled: then they are dropped, or held.
+      if (this.settleTimer) clearTimeout(this.settleTimer);
+      this.settleTimer = setTimeout(() => this.kick(), held.wakeInMs + 20);
+      this.settleTimer.unref();
+    }
     if (held.keeping.length === 0) {
       if (this.meshHold) this.o.log.info({ released }, 'mesh membership change no longer held');
       this.meshHold = undefined;
-      return intent.elements;
+      return held.wakeInMs === undefined ? intent.elements : held.elements.sort(compareElements);
     }
     if (!this.meshHold)
       this.o.log.warn(

@@ -535,31 +535,65 @@ function dedupe(elements: IntentElement[]): IntentElement[] {
 }
 
 /**
- * Holds back a membership change that drops more than `maxChange` members: compared with what
- * the kernel holds (`observed`), when more overlay addresses would go than allowed and no
- * confirmation covers it, every member element that would go is kept. Additions always pass.
- * The kernel is the memory: after an agent restart the same comparison holds the same change.
+ * How long members that leave are kept before they are dropped, so that departures close in
+ * time are counted together against maxChange: agents that die together lose their leases
+ * within one liveness beat (5 s) of each other, not in the same instant.
+ */
+export const MESH_SETTLE_MS = 6000;
+
+export interface MeshRemovals {
+  readonly elements: IntentElement[];
+  /** Overlay addresses held because too many would go at once (reported, released by confirm). */
+  readonly keeping: string[];
+  /** When each leaving overlay address was first seen leaving: pass it back next time. */
+  readonly leavingSince: ReadonlyMap<string, number>;
+  /** Departures are still settling: look again in this many milliseconds. */
+  readonly wakeInMs?: number;
+}
+
+/**
+ * Decides what to do with members that leave (compared with what the kernel holds, `observed`,
+ * so an agent restart decides the same): departures that arrive within MESH_SETTLE_MS of each
+ * other are one change; when that change drops more than `maxChange` members and no
+ * confirmation covers it, they are all kept (a hold); otherwise they are dropped once the change
+ * has settled. Additions always pass at once. Without maxChange, departures apply at once.
  */
 export function holdMeshRemovals(
   wanted: readonly IntentElement[],
   observed: readonly IntentElement[],
   maxChange: number | undefined,
   released: boolean,
-): { elements: IntentElement[]; keeping: string[] } {
-  if (maxChange === undefined || released) return { elements: [...wanted], keeping: [] };
+  leavingSince: ReadonlyMap<string, number> = new Map(),
+  now = 0,
+): MeshRemovals {
   const wantedKeys = new Set(wanted.map((e) => `${e.kind}\0${e.key}`));
-  const leaving = observed.filter(
-    (e) => e.kind === 'meshnat' && !wantedKeys.has(`${e.kind}\0${e.key}`),
-  );
-  if (leaving.length <= maxChange) return { elements: [...wanted], keeping: [] };
-  const kept = observed.filter(
-    (e) =>
-      (e.kind === 'meshnat' || e.kind === 'meshmember') && !wantedKeys.has(`${e.kind}\0${e.key}`),
-  );
-  return {
-    elements: [...wanted, ...kept],
-    keeping: leaving.map((e) => e.key).sort(compareAddressText),
-  };
+  const leaving = observed
+    .filter((e) => e.kind === 'meshnat' && !wantedKeys.has(`${e.kind}\0${e.key}`))
+    .map((e) => e.key)
+    .sort(compareAddressText);
+  const since = new Map(leaving.map((key) => [key, leavingSince.get(key) ?? now]));
+  const apply = { elements: [...wanted], keeping: [], leavingSince: new Map<string, number>() };
+  if (maxChange === undefined || leaving.length === 0) return apply;
+  const kept = [
+    ...wanted,
+    ...observed.filter(
+      (e) =>
+        (e.kind === 'meshnat' || e.kind === 'meshmember') && !wantedKeys.has(`${e.kind}\0${e.key}`),
+    ),
+  ];
+  if (leaving.length > maxChange && !released) {
+    return { elements: kept, keeping: leaving, leavingSince: since };
+  }
+  const newest = Math.max(...since.values());
+  if (!released && now - newest < MESH_SETTLE_MS) {
+    return {
+      elements: kept,
+      keeping: [],
+      leavingSince: since,
+      wakeInMs: newest + MESH_SETTLE_MS - now,
+    };
+  }
+  return apply;
 }
 
 // ---------------------------------------------------------------------------------------------
