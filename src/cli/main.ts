@@ -12,6 +12,7 @@ import { CliContext, processIo, type Env, type GlobalFlags, type Io } from './co
 import { fipCommand } from './fip.js';
 import { floaterCommands } from './floater.js';
 import { forwardCommand } from './forward.js';
+import { labCommand } from './lab.js';
 import { meshCommand } from './mesh.js';
 import { nodeCommand } from './node.js';
 import { poolCommand } from './pool.js';
@@ -75,6 +76,7 @@ export function buildProgram(ctx: CliContext, version: string): Command {
     program.addCommand(command);
   }
   program.addCommand(agentCommand());
+  program.addCommand(labCommand(ctx));
   return program;
 }
 

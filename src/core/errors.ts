@@ -246,6 +246,26 @@ export const ERRORS = {
     message: '{source} line {line}: {reason}',
     hint: 'Write one host per line: NAME ADDRESS[,ADDRESS…] [site=SITE]; "#" starts a comment.',
   },
+  IPF_E_LAB_NOT_FOUND: {
+    status: 404,
+    message: 'There is no lab named {name}.',
+    hint: 'List the labs with `ipferry lab list`; build one with `ipferry lab up SCENARIO --name {name}`.',
+  },
+  IPF_E_LAB_EXISTS: {
+    status: 409,
+    message: 'Lab {name} exists already ({condition}).',
+    hint: 'Choose another name with --name, or remove it first with `ipferry lab down {name}`.',
+  },
+  IPF_E_LAB_START: {
+    status: 500,
+    message: 'The lab could not be built: {reason}',
+    hint: 'Everything the command had built and started was removed again. Check that setup installed the tools (scripts/setup.sh); `ipferry lab down --all` removes what a killed run left.',
+  },
+  IPF_E_LAB_NO_ANSWER: {
+    status: 503,
+    message: 'Nothing answered {protocol}/{port} at {address} from {from}.',
+    hint: 'Lab hosts answer on tcp/80 and udp/5353 (`ipferry lab list` shows whether their echo servers run); a floating IP answers once its agent made it ACTIVE (`ipferry fip list`).',
+  },
   IPF_E_INTERNAL: {
     status: 500,
     message: 'Internal error: {reason}',

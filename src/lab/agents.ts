@@ -27,7 +27,8 @@ const HEALTH_TIMEOUT_MS = 20_000;
 /** How long a joined agent may take to register its node with its tunnel key at the hub. */
 const REGISTER_TIMEOUT_MS = 15_000;
 const POLL_MS = 25;
-const WIREGUARD_SOCKETS = '/var/run/wireguard';
+/** wireguard-go's control sockets: one directory for every namespace of the machine. */
+export const WIREGUARD_SOCKETS = '/var/run/wireguard';
 
 /**
  * The command line of an agent whose Linux dataplane acts in a lab namespace: one place for the

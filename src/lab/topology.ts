@@ -258,6 +258,27 @@ export class Lab {
     }
   }
 
+  /**
+   * A handle on a lab that exists already, built by another process (`ipferry lab up`): for
+   * exec, spawn and the probes. It is not tracked for the exit cleanup and owns no namespace,
+   * so neither this process's exit nor its destroy() deletes anything of the lab.
+   */
+  static attach(spec: LabSpec & { readonly prefix: string }): Lab {
+    validate(spec);
+    return new Lab(spec);
+  }
+
+  /**
+   * Lets the lab outlive this process (`ipferry lab up`): it leaves the exit and signal cleanup
+   * and forgets its namespaces, so destroy() no longer deletes them. Processes started with
+   * spawn() stay tracked (they hold this process's pipes): start long-lived ones detached.
+   */
+  detach(): void {
+    this.#namespaces.clear();
+    live.delete(this);
+    if (live.size === 0) removeHandlers();
+  }
+
   /** Logical host names, in spec order. */
   get hosts(): readonly string[] {
     return this.spec.hosts.map((h) => h.name);
