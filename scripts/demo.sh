@@ -5,9 +5,11 @@
 # floating IPs through their life with the real CLI, probing real packets between the steps:
 # allocate → associate → traffic in, out and hairpin → plan → move under load (with the
 # measured interruption) → port forwards on the gateway's own address → IPv6 → release.
-# Part 2 builds a second lab (a cloud VM, and a home server behind its own ISP), joins a home
-# agent to the VM's agent with a join token, and serves a FIP from the home server through a
-# WireGuard tunnel, the client's address intact and the home server's own address untouched.
+# Part 2 builds a second lab (a cloud VM, and two home servers behind their own ISP), joins a
+# home agent to the VM's agent with a join token, and serves a FIP from the home server through a
+# WireGuard tunnel, the client's address intact and the home server's own address untouched;
+# then the server moves: a second home server joins, the FIP moves to it under a probe every
+# 10 ms (the measured interruption is printed) and keeps answering with the client's address.
 # Only documentation and private addresses, only inside the lab: the machine's own network is
 # never touched. Exits non-zero if any step fails; always stops the agents and deletes the labs
 # and its directory, also on Ctrl-C. Needs root. The steps are in src/lab/demo.ts.

@@ -4,10 +4,13 @@
  * the gateway, two LAN backends and a LAN client), starts a real `ipferry agent` whose Linux
  * dataplane acts inside the gateway's namespace, walks floating IPs through their life with the
  * real CLI and, between the commands, probes from the lab's hosts and says in plain words what
- * answered and which address it saw. Part 2 builds a second lab, `cloudHome()` (a small cloud VM
- * as the public router of a home server behind its own ISP), joins a second agent on the home
- * server to the cloud VM's agent with a join token, and serves a floating IP from home through a
- * WireGuard tunnel (routed mode), while home's own address keeps using its own ISP.
+ * answered and which address it saw; a FIP moves between LAN backends under a probe every 10 ms.
+ * Part 2 builds a second lab, `cloudHome({homes: 2})` (a small cloud VM as the public router of
+ * two home servers behind their own ISP), joins an agent on the home server to the cloud VM's
+ * agent with a join token, and serves a floating IP from home through a WireGuard tunnel (routed
+ * mode), while home's own address keeps using its own ISP. Then the server moves: a second
+ * server, home2, joins the same way and the FIP moves to it under a probe every 10 ms, the
+ * measured interruption printed — the tunnel to the new place is built during the move.
  *
  * Nothing outside the labs is touched: the agents' APIs listen on loopback, their state lives in
  * a temporary directory, and the kernels they change are the lab namespaces'. Everything is
@@ -68,8 +71,10 @@ export interface DemoResult {
   readonly steps: number;
   /** The failed step and why, when one failed. */
   readonly failure?: { readonly step: string; readonly error: string };
-  /** What the probes saw while the FIP moved from be1 to be2. */
+  /** What the probes saw while the FIP moved from be1 to be2 (part 1, 1:1 NAT on the LAN). */
   readonly move?: MoveMeasurement;
+  /** What the probes saw while the routed FIP moved from home to home2 (part 2, over tunnels). */
+  readonly remoteMove?: MoveMeasurement;
   /** The labs' namespace prefixes and the processes started, so a caller can check they are gone. */
   readonly prefix: string;
   /** The second lab's (cloudHome), inside `prefix`. */
@@ -91,19 +96,30 @@ export interface WireguardDaemon {
 }
 
 export interface MoveMeasurement {
+  readonly address: string;
+  /** The echo servers (lab hosts) answering before and after the move. */
+  readonly from: string;
+  readonly to: string;
   readonly probes: number;
-  readonly byBe1: number;
-  readonly byBe2: number;
+  readonly byFrom: number;
+  readonly byTo: number;
   /** Probes that got no answer (refused or timed out). */
   readonly failed: number;
   /**
-   * Time to the first answer of be2 from `ipferry fip move` being started (Node start-up
-   * included), and from the API's response reaching the CLI (negative: be2 answered first).
+   * Time to the first answer of `to` from `ipferry fip move` being started (Node start-up
+   * included), and from the API's response reaching the CLI (negative: `to` answered first).
    */
   readonly sinceSentMs: number;
   readonly sinceReturnedMs: number;
-  /** How far apart the last probe be1 answered and the first be2 answered were started. */
+  /** How far apart the last probe `from` answered and the first `to` answered were started. */
   readonly switchWindowMs: number;
+  /**
+   * The interruption: from the last answer of `from` to the first answer of `to` (by the time
+   * each answer arrived; 0 when they overlapped).
+   */
+  readonly gapMs: number;
+  /** Probes started after the first answer of `to` had arrived that `from` still answered. */
+  readonly lateFrom: number;
 }
 
 /** A step's check that did not hold: reported as the step's failure. */
@@ -186,11 +202,13 @@ const HOST_ADDRESS: Record<string, { v4: string; v6: string }> = {
   be2: L.be2,
   lanc: L.lanc,
   home: H.home,
+  home2: H.home2,
 };
 
 /** The UDP ports of the tunnel ends in the second lab (each in its own namespace). */
 const GW_TUNNEL_PORT = 51820;
-const HOME_TUNNEL_PORT = 51821;
+const HOME_TUNNEL_PORTS = { home: 51821, home2: 51822 } as const;
+type Home = keyof typeof HOME_TUNNEL_PORTS;
 
 /** Builds the lab, runs every step, always tears down; resolves with the outcome. */
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
@@ -210,7 +228,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   let lab: Lab | undefined;
   /** The second lab, cloudHome. */
   let homeLab: Lab | undefined;
-  /** Every agent started, in order: the first lab's gw, then the cloud VM gw and home. */
+  /** Every agent started, in order: the first lab's gw, then the cloud VM gw, home and home2. */
   const agents: { label: string; proc: ChildProcess; log: string }[] = [];
   /** The wireguard-go daemons seen in the second lab (while the FIP was routed, and at teardown). */
   const wireguard: WireguardDaemon[] = [];
@@ -222,6 +240,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   let clientServer: EchoServer | undefined;
   let homeClientServer: EchoServer | undefined;
   let move: MoveMeasurement | undefined;
+  let remoteMove: MoveMeasurement | undefined;
+  const startedAt = performance.now();
 
   // Ctrl-C / SIGTERM: the Lab deletes its namespaces in its own handler too; the agents, the
   // wireguard-go daemons' sockets and the directory are ours. Synchronous, then exit: the async
@@ -356,9 +376,30 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     ok(`${why}: no answer for ${what}`);
   };
 
+  /**
+   * Several `silent` checks at once, printed in order: each waits out its whole timeout, so one
+   * after the other they would only make the demo slower.
+   */
+  const silentAll = async (
+    why: string,
+    targets: readonly (readonly [from: string, proto: Protocol, address: string, port: number])[],
+  ): Promise<void> => {
+    const replies = await Promise.all(
+      targets.map(([from, proto, address, port]) =>
+        echoProbe(live(), from, proto, address, port, 800),
+      ),
+    );
+    for (const [i, [from, proto, address, port]] of targets.entries()) {
+      const what = route(from, proto, address, port);
+      const reply = replies[i];
+      check(reply === undefined, `${what}: ${reply?.name ?? '?'} answered, expected no answer`);
+      ok(`${why}: no answer for ${what}`);
+    }
+  };
+
   /** A backend's own connection out to the client's echo server: which source did it see? */
   const outbound = async (
-    from: 'be1' | 'be2' | 'home',
+    from: 'be1' | 'be2' | Home,
     expected: string,
     why: string,
     where: { lab: Lab; server: EchoServer | undefined } = { lab: live(), server: clientServer },
@@ -368,6 +409,23 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     const what = `${from} ${HOST_ADDRESS[from]?.v4 ?? ''} → client ${hostPort(L.client.v4, 80)}/tcp`;
     check(seen === expected, `${what}: the client saw ${seen ?? 'nothing'}, expected ${expected}`);
     ok(`${what}: the client saw ${seen} (${why})`);
+  };
+
+  /** Prints what the probes saw during a move, and checks that it switched once and for all. */
+  const reportMove = (m: MoveMeasurement): void => {
+    ok(
+      `${m.probes} TCP probes from the client, one started every 10 ms: ${m.byFrom} answered by ${m.from}, then ${m.byTo} by ${m.to}, ${m.failed} unanswered`,
+    );
+    check(m.byFrom > 0, `${m.from} never answered before the move`);
+    check(m.byTo > 0, `${m.to} never answered`);
+    check(
+      m.lateFrom === 0,
+      `${m.from} still answered ${m.lateFrom} probes started after ${m.to} had taken over`,
+    );
+    ok(
+      `moved to ${m.to}: ${m.to} answered first ${m.sinceSentMs} ms after \`ipferry fip move\` was started (Node start-up included)`,
+    );
+    ok(`interruption: ${interruption(m)}`);
   };
 
   /**
@@ -388,7 +446,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   };
 
   /** The tunnel ends of the second lab: `ip -br address show`, filtered to ipferry's `ipf…`. */
-  const tunnelAddresses = async (host: 'gw' | 'home'): Promise<string[]> => {
+  const tunnelAddresses = async (host: 'gw' | Home): Promise<string[]> => {
     const { stdout } = await second().exec(host, ['ip', '-br', 'address', 'show']);
     return stdout.split('\n').filter((l) => l.startsWith('ipf'));
   };
@@ -535,16 +593,20 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
 
   step(`move ${FIP} to be2 ${L.be2.v4} while the client probes it every 10 ms`, async () => {
     const rulesBefore = ruleLines(await nftTable(live(), true));
-    const m = await measureMove(live(), () => ipferry(['fip', 'move', FIP, '--target', L.be2.v4]));
+    const m = await measureMove(
+      live(),
+      {
+        address: FIP,
+        from: 'be1',
+        to: 'be2',
+        probeTimeoutMs: 1000,
+        maxInFlight: 20,
+        settleMs: 8000,
+      },
+      () => ipferry(['fip', 'move', FIP, '--target', L.be2.v4]),
+    );
     move = m;
-    ok(
-      `${m.probes} TCP probes from the client, one started every 10 ms: ${m.byBe1} answered by be1, then ${m.byBe2} by be2, ${m.failed} failed`,
-    );
-    check(m.byBe2 > 0, 'be2 never answered');
-    ok(
-      `moved to be2: be2 answered first ${m.sinceSentMs} ms after \`ipferry fip move\` was started (Node start-up included)`,
-    );
-    ok(`interruption: ${interruption(m)}`);
+    reportMove(m);
     check(m.failed === 0, `${m.failed} probes failed during the move`);
     await waitActive(FIP);
     await probe('client', 'tcp', FIP, 80, {
@@ -620,10 +682,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     await ipferry(['fip', 'list']);
     await waitNotInKernel(live(), [`${FIP} `, `${FIP6} `, `${SHARED} `]);
     ok("gw's kernel no longer holds any of them");
-    await silent('client', 'tcp', FIP, 80, 'released');
-    await silent('client', 'udp', FIP, 5353, 'released');
-    await silent('client', 'tcp', FIP6, 80, 'released');
-    await silent('client', 'tcp', SHARED, 25, 'released');
+    await silentAll('released', [
+      ['client', 'tcp', FIP, 80],
+      ['client', 'udp', FIP, 5353],
+      ['client', 'tcp', FIP6, 80],
+      ['client', 'tcp', SHARED, 25],
+    ]);
     await probe('client', 'tcp', SHARED, 2222, {
       by: 'gw',
       sees: L.client.v4,
@@ -634,24 +698,107 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   });
 
   // ------------------------------------------------------------------------------------------
-  // Part 2: a FIP served by a remote node (a home server) through a WireGuard tunnel.
+  // Part 2: a FIP served by a remote node (a home server) through a WireGuard tunnel; then the
+  // server moves to another place and the FIP follows it.
 
   part(
-    "Part 2: a FIP served from a home server through a tunnel, while the server's own address stays on its ISP",
+    "Part 2: a cloud VM's floating IP served from a home server through a tunnel; then the server moves, and its IP keeps answering",
   );
 
   /** The cloud VM's agent's API, which the CLI talks to from now on, and part 2's directory. */
   let hub = '';
   let cloudDir = '';
 
+  /**
+   * Joins a home server to the hub as an operator would: a join token made with the CLI (a
+   * secret: kept in a 0600 file, printed shortened), the node's agent started on the hub's store
+   * with it, then waited for (bounded) until the node is alive with its tunnel key registered.
+   */
+  const joinHome = async (node: Home): Promise<void> => {
+    const tokenFile = join(cloudDir, `join-token-${node}`);
+    const args = ['node', 'join-token', 'create', '--node', node, '--ttl', '10m'];
+    command(`ipferry ${args.join(' ')} >${tokenFile}`);
+    const created = await ipferry(args, { quiet: true });
+    const token = created.stdout.trim();
+    check(token !== '' && !token.includes('\n'), 'join-token create printed no single token');
+    await writeSecretFile(tokenFile, `${token}\n`);
+    say(created.stderr);
+    ok(`${tokenFile} (mode 0600) holds ${token.slice(0, 16)}… (a secret: shortened here)`);
+    const options = {
+      node,
+      netns: second().ns(node),
+      store: hub,
+      port: await freePort(),
+      tokenFile: join(cloudDir, `${node}-api-token`),
+      stateDir: join(cloudDir, `${node}-state`),
+      resyncSeconds: 2,
+      extra: [
+        '--join-token-file',
+        tokenFile,
+        '--credential-file',
+        join(cloudDir, `${node}-credential`),
+        '--tunnel-port',
+        String(HOME_TUNNEL_PORTS[node]),
+      ],
+    };
+    const proc = await startAgent(
+      node,
+      options,
+      join(cloudDir, `${node}.log`),
+      `no --endpoint: behind its home router, ${node} calls gw and keeps the path open`,
+    );
+    ok(`${node} agent pid ${proc.pid}: it follows gw's store over ${hub}`);
+    const started = Date.now();
+    for (;;) {
+      const shown = await runCli(['node', 'show', node, '--json'], env);
+      const record =
+        shown.code === 0
+          ? (JSON.parse(shown.stdout) as { alive?: boolean; publicKey?: string })
+          : {};
+      if (record.alive === true && record.publicKey) break;
+      check(
+        Date.now() - started < 15_000,
+        `${node} did not register with its tunnel key within 15 s`,
+      );
+      await sleep(200);
+    }
+    const list = await ipferry(['node', 'list']);
+    check(
+      new RegExp(`^${node}\\s+yes\\b`, 'm').test(list.stdout),
+      `${node} is not listed as alive`,
+    );
+  };
+
+  /** Waits (bounded) until `host` no longer holds the FIP on a tunnel interface. */
+  const waitReleased = async (host: Home): Promise<void> => {
+    const started = Date.now();
+    while ((await tunnelAddresses(host)).some((l) => l.includes(`${FIP}/`))) {
+      check(Date.now() - started < 10_000, `${host} still holds ${FIP} after 10 s`);
+      await sleep(100);
+    }
+  };
+
+  /** Prints a home server's tunnel end (`ip -br address show | grep ^ipf`) and returns it. */
+  const showTunnel = async (host: Home, comment = ''): Promise<string[]> => {
+    command(`ip netns exec ${second().ns(host)} ip -br address show | grep ^ipf`, comment);
+    const addresses = await tunnelAddresses(host);
+    if (addresses.length > 0) say(addresses.join('\n'));
+    else note(`(nothing: with no FIP to serve, ${host} has no tunnel interface)`);
+    return addresses;
+  };
+
+  const holds = (addresses: readonly string[]): boolean =>
+    addresses.some((l) => l.split(/\s+/).includes(`${FIP}/32`));
+
   step(
-    'build a second lab, cloudHome: client — up (the internet) — gw (a small cloud VM), and up — isp — home',
+    'build a second lab, cloudHome: client — up (the internet) — gw (a small cloud VM), and up — isp — home, home2',
     async () => {
-      homeLab = await cloudHome({ prefix: homePrefix });
+      homeLab = await cloudHome({ prefix: homePrefix, homes: 2 });
       const h = homeLab;
       [homeClientServer] = await Promise.all([
         startEchoServer(h, 'client', { tcp: [80] }),
         startEchoServer(h, 'home', { tcp: [80] }),
+        startEchoServer(h, 'home2', { tcp: [80] }),
       ]);
       ok(`network namespaces ${h.hosts.map((n) => h.ns(n)).join(', ')}`);
       ok(`the internet routes ${H.pool.v4} to the cloud VM gw ${H.gw.uplink.v4}`);
@@ -659,17 +806,24 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         `home ${H.home.v4} has its own address and default route from its ISP (isp, customers ${H.ispCustomers.v4})`,
       );
       ok(
-        `isp validates sources (BCP 38): it drops what home sends from outside ${H.ispCustomers.v4}`,
+        `home2 ${H.home2.v4}, where the service will move, sits behind the same ISP with its own address`,
       );
-      note('echo servers: home tcp/80 (on all its addresses); client tcp/80 (for outbound)');
-      await probe(
-        'client',
-        'tcp',
-        H.home.v4,
-        80,
-        { by: 'home', sees: H.client.v4, why: "home's own address, through its own ISP" },
-        h,
+      ok(
+        `isp validates sources (BCP 38): it drops what home and home2 send from outside ${H.ispCustomers.v4}`,
       );
+      note(
+        'echo servers: home, home2 tcp/80 (on all their addresses); client tcp/80 (for outbound)',
+      );
+      for (const host of ['home', 'home2'] as const) {
+        await probe(
+          'client',
+          'tcp',
+          H[host].v4,
+          80,
+          { by: host, sees: H.client.v4, why: `${host}'s own address, through its own ISP` },
+          h,
+        );
+      }
       await silent(
         'client',
         'tcp',
@@ -713,53 +867,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   );
 
   step('a join token for node home, and the home agent joining the hub with it', async () => {
-    const tokenFile = join(cloudDir, 'join-token');
-    const args = ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'];
-    command(`ipferry ${args.join(' ')} >${tokenFile}`);
-    const created = await ipferry(args, { quiet: true });
-    const token = created.stdout.trim();
-    check(token !== '' && !token.includes('\n'), 'join-token create printed no single token');
-    await writeSecretFile(tokenFile, `${token}\n`);
-    say(created.stderr);
-    ok(`${tokenFile} (mode 0600) holds ${token.slice(0, 16)}… (a secret: shortened here)`);
-    const port = await freePort();
-    const options = {
-      node: 'home',
-      netns: second().ns('home'),
-      store: hub,
-      port,
-      tokenFile: join(cloudDir, 'home-api-token'),
-      stateDir: join(cloudDir, 'home-state'),
-      resyncSeconds: 2,
-      extra: [
-        '--join-token-file',
-        tokenFile,
-        '--credential-file',
-        join(cloudDir, 'home-credential'),
-        '--tunnel-port',
-        String(HOME_TUNNEL_PORT),
-      ],
-    };
-    const proc = await startAgent(
-      'home',
-      options,
-      join(cloudDir, 'home.log'),
-      'no --endpoint: behind its home router, home calls gw and keeps the path open',
-    );
-    ok(`home agent pid ${proc.pid}: it follows gw's store over ${hub}`);
-    const started = Date.now();
-    for (;;) {
-      const shown = await runCli(['node', 'show', 'home', '--json'], env);
-      const node =
-        shown.code === 0
-          ? (JSON.parse(shown.stdout) as { alive?: boolean; publicKey?: string })
-          : {};
-      if (node.alive === true && node.publicKey) break;
-      check(Date.now() - started < 15_000, 'home did not register with its tunnel key within 15 s');
-      await sleep(200);
-    }
-    const list = await ipferry(['node', 'list']);
-    check(/^home\s+yes\b/m.test(list.stdout), 'home is not listed as alive');
+    await joinHome('home');
     ok(
       'home joined: registered and alive; only its WireGuard public key is in the store, its private key never left home',
     );
@@ -833,13 +941,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
 
       const homeNs = h.ns('home');
       const proto = `proto ${ROUTE_PROTO}`;
-      command(`ip netns exec ${homeNs} ip -br address show | grep ^ipf`, "home's tunnel end");
-      const addresses = await tunnelAddresses('home');
-      say(addresses.join('\n'));
-      check(
-        addresses.some((l) => l.split(/\s+/).includes(`${FIP}/32`)),
-        `home's tunnel interface does not hold ${FIP}`,
-      );
+      const addresses = await showTunnel('home', "home's tunnel end");
+      check(holds(addresses), `home's tunnel interface does not hold ${FIP}`);
       command(`ip netns exec ${homeNs} ip rule show | grep '${proto}'`);
       const rules = (await h.exec('home', ['ip', 'rule', 'show'])).stdout
         .split('\n')
@@ -867,30 +970,89 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     },
   );
 
-  step(`disassociate ${FIP}: home gives it up, gw drops it again`, async () => {
+  step(
+    'the server moves: its new place, home2, joins the hub with its own join token',
+    async () => {
+      await joinHome('home2');
+      const addresses = await showTunnel('home2', 'before the move');
+      check(!holds(addresses), `home2 holds ${FIP} before the move`);
+      ok(`home2 is ready: it will build its tunnel to gw when it has ${FIP} to serve`);
+    },
+  );
+
+  step(`move ${FIP} from home to home2 while the client probes it every 10 ms`, async () => {
     const h = second();
-    await ipferry(['fip', 'disassociate', FIP]);
-    const started = Date.now();
-    for (;;) {
-      const held = (await tunnelAddresses('home')).some((l) => l.includes(`${FIP}/`));
-      const routed = (await h.exec('gw', ['ip', 'route', 'show', 'proto', String(ROUTE_PROTO)]))
-        .stdout;
-      if (!held && !routed.includes(FIP)) break;
-      check(Date.now() - started < 10_000, `${FIP} still routed to or held by home after 10 s`);
-      await sleep(100);
-    }
-    command(`ip netns exec ${h.ns('home')} ip -br address show | grep ^ipf`);
-    const left = await tunnelAddresses('home');
-    if (left.length > 0) say(left.join('\n'));
-    else note('(nothing: with no FIP left to serve, home has no tunnel interface any more)');
-    ok(`home no longer holds ${FIP}; gw no longer routes it into the tunnel`);
-    await silent('client', 'tcp', FIP, 80, 'disassociated', h);
+    const m = await measureMove(
+      h,
+      // 500 ms per probe: one whose SYN is lost while home2's tunnel comes up counts as
+      // unanswered rather than as a late answer from TCP's retransmission a second later.
+      {
+        address: FIP,
+        from: 'home',
+        to: 'home2',
+        probeTimeoutMs: 500,
+        maxInFlight: 60,
+        settleMs: 15_000,
+      },
+      () => ipferry(['fip', 'move', FIP, '--node', 'home2', '--target', FIP]),
+    );
+    remoteMove = m;
+    reportMove(m);
+    note(
+      'the interruption includes home2 building its tunnel and its first handshake with gw: home2 had none before',
+    );
+    await waitActive(FIP);
+    await probe(
+      'client',
+      'tcp',
+      FIP,
+      80,
+      {
+        by: 'home2',
+        sees: H.client.v4,
+        why: 'the same IP, from its new place, client address preserved',
+      },
+      h,
+    );
+    await waitReleased('home');
+    check(holds(await showTunnel('home2', "home2's tunnel end")), `home2 does not hold ${FIP}`);
+    await showTunnel('home', 'the old place');
+    ok(`home2 holds ${FIP} now; home gave it up`);
     await probe(
       'client',
       'tcp',
       H.home.v4,
       80,
       { by: 'home', sees: H.client.v4, why: "home's own address is untouched" },
+      h,
+    );
+    await outbound('home2', H.home2.v4, "home2's own connections still leave through its ISP", {
+      lab: h,
+      server: homeClientServer,
+    });
+  });
+
+  step(`disassociate ${FIP}: home2 gives it up, gw drops it again`, async () => {
+    const h = second();
+    await ipferry(['fip', 'disassociate', FIP]);
+    const started = Date.now();
+    for (;;) {
+      const held = (await tunnelAddresses('home2')).some((l) => l.includes(`${FIP}/`));
+      const routed = (await h.exec('gw', ['ip', 'route', 'show', 'proto', String(ROUTE_PROTO)]))
+        .stdout;
+      if (!held && !routed.includes(FIP)) break;
+      check(Date.now() - started < 10_000, `${FIP} still routed to or held by home2 after 10 s`);
+      await sleep(100);
+    }
+    await showTunnel('home2');
+    ok(`home2 no longer holds ${FIP}; gw no longer routes it into the tunnel`);
+    await silent('client', 'tcp', FIP, 80, 'disassociated', h);
+    await probe(
+      'client',
+      'tcp',
+      H.home2.v4,
+      80,
+      { by: 'home2', sees: H.client.v4, why: "home2's own address is untouched" },
       h,
     );
   });
@@ -977,14 +1139,16 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     }
   }
   say();
-  if (failure === undefined) say(bold(green(`demo: all ${total} steps passed`)));
-  else say(bold(red(`demo: step ${failure.step} failed: ${failure.error}`)));
+  const took = `${Math.round((performance.now() - startedAt) / 1000)} s`;
+  if (failure === undefined) say(bold(green(`demo: all ${total} steps passed in ${took}`)));
+  else say(bold(red(`demo: step ${failure.step} failed after ${took}: ${failure.error}`)));
   return {
     ok: failure === undefined,
     passed,
     steps: total,
     ...(failure ? { failure } : {}),
     ...(move ? { move } : {}),
+    ...(remoteMove ? { remoteMove } : {}),
     prefix,
     homePrefix,
     ...(agents[0]?.proc.pid !== undefined ? { agentPid: agents[0].proc.pid } : {}),
@@ -1001,29 +1165,46 @@ interface ProbeRecord {
   readonly name: string | undefined;
 }
 
+/** What a move is measured on: the FIP, who answers before and after, how probes are paced. */
+interface MoveProbes {
+  readonly address: string;
+  readonly from: string;
+  readonly to: string;
+  /** Each probe's bound: a probe that gets no answer within it counts as unanswered. */
+  readonly probeTimeoutMs: number;
+  /** At most this many probes in flight, so a long gap cannot pile up processes. */
+  readonly maxInFlight: number;
+  /** How long after the move `to` may take to answer at all. */
+  readonly settleMs: number;
+}
+
 /**
- * Starts a TCP probe from the client to the FIP every 10 ms (at most 20 in flight) from 300 ms
- * before the move until be2 has been answering for 300 ms (8 s at most after the move), and
- * times be2's take-over against the command.
+ * Starts a TCP probe from the client to the FIP every 10 ms from 300 ms before the move until
+ * `to` has been answering for 300 ms (`settleMs` at most after the move), and times the take-over
+ * against the command.
  */
-async function measureMove(lab: Lab, move: () => Promise<CliResult>): Promise<MoveMeasurement> {
+async function measureMove(
+  lab: Lab,
+  p: MoveProbes,
+  move: () => Promise<CliResult>,
+): Promise<MoveMeasurement> {
   const records: ProbeRecord[] = [];
   const inFlight = new Set<Promise<void>>();
   let stop = false;
   const loop = (async () => {
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + 300 + 20_000 + p.settleMs;
     while (!stop && Date.now() < deadline) {
-      if (inFlight.size < 20) {
+      if (inFlight.size < p.maxInFlight) {
         const sentAt = performance.now();
         const record = (name: string | undefined): void => {
           records.push({ sentAt, doneAt: performance.now(), name });
         };
-        const p = echoProbe(lab, 'client', 'tcp', FIP, 80, 1000).then(
+        const probe = echoProbe(lab, 'client', 'tcp', p.address, 80, p.probeTimeoutMs).then(
           (reply) => record(reply?.name),
           () => record(undefined),
         );
-        inFlight.add(p);
-        void p.finally(() => inFlight.delete(p));
+        inFlight.add(probe);
+        void probe.finally(() => inFlight.delete(probe));
       }
       await sleep(10);
     }
@@ -1040,52 +1221,68 @@ async function measureMove(lab: Lab, move: () => Promise<CliResult>): Promise<Mo
     const returnedAt = Number.isNaN(result.firstOutputAt)
       ? performance.now()
       : result.firstOutputAt;
-    const deadline = Date.now() + 8000;
+    const deadline = Date.now() + p.settleMs;
     for (;;) {
-      const first = firstBe2(records);
+      const first = firstAnswer(records, p.to);
       if (first !== undefined && performance.now() - first.doneAt > 300) break;
       if (Date.now() > deadline) break;
       await sleep(20);
     }
     await finish();
-    const first = firstBe2(records);
-    // By start time: the last probe be1 answered that was started before be2's first.
-    const lastBe1 = records
-      .filter((r) => r.name === 'be1' && (first === undefined || r.sentAt < first.sentAt))
+    const first = firstAnswer(records, p.to);
+    const byFrom = records.filter((r) => r.name === p.from);
+    // By start time: the last probe `from` answered that was started before the first of `to`.
+    const lastFromSent = byFrom
+      .filter((r) => first === undefined || r.sentAt < first.sentAt)
       .reduce((latest, r) => Math.max(latest, r.sentAt), -Infinity);
+    const lastFromDone = byFrom.reduce((latest, r) => Math.max(latest, r.doneAt), -Infinity);
     const ms = (t: number): number => Math.round(t);
     return {
+      address: p.address,
+      from: p.from,
+      to: p.to,
       probes: records.length,
-      byBe1: records.filter((r) => r.name === 'be1').length,
-      byBe2: records.filter((r) => r.name === 'be2').length,
+      byFrom: byFrom.length,
+      byTo: records.filter((r) => r.name === p.to).length,
       failed: records.filter((r) => r.name === undefined).length,
       sinceSentMs: first ? ms(first.doneAt - sentAt) : NaN,
       sinceReturnedMs: first ? ms(first.doneAt - returnedAt) : NaN,
-      switchWindowMs: first && Number.isFinite(lastBe1) ? ms(first.sentAt - lastBe1) : NaN,
+      switchWindowMs:
+        first && Number.isFinite(lastFromSent) ? ms(first.sentAt - lastFromSent) : NaN,
+      gapMs:
+        first && Number.isFinite(lastFromDone) ? Math.max(0, ms(first.doneAt - lastFromDone)) : NaN,
+      lateFrom: first ? byFrom.filter((r) => r.sentAt > first.doneAt).length : 0,
     };
   } finally {
     await finish();
   }
 }
 
-/** The probe be2 answered first (by answer time). */
-function firstBe2(records: readonly ProbeRecord[]): ProbeRecord | undefined {
+/** The probe `name` answered first (by answer time). */
+function firstAnswer(records: readonly ProbeRecord[], name: string): ProbeRecord | undefined {
   let first: ProbeRecord | undefined;
-  for (const r of records) if (r.name === 'be2' && (!first || r.doneAt < first.doneAt)) first = r;
+  for (const r of records) if (r.name === name && (!first || r.doneAt < first.doneAt)) first = r;
   return first;
 }
 
-/** The interruption line: the figure in ms, whether any probe failed, and the resolution. */
+/**
+ * The interruption line. Without a lost probe, the figure is the time from the API's answer to
+ * the first answer of `to` (the old target answered meanwhile); with lost probes, the time
+ * between the last answer of `from` and the first of `to`, and how many went unanswered.
+ */
 export function interruption(m: MoveMeasurement): string {
-  const figure =
-    m.sinceReturnedMs >= 0
-      ? `${m.sinceReturnedMs} ms from the move API call returning to the first answer of be2`
-      : `0 ms: be2 answered ${-m.sinceReturnedMs} ms before the API's response reached the CLI`;
-  const failed =
-    m.failed === 0
-      ? 'no probe failed, be1 answered every one until be2 took over'
-      : `${m.failed} of ${m.probes} probes failed`;
-  return `${figure}; ${failed} (the switch fell between two probes started ${m.switchWindowMs} ms apart)`;
+  if (m.failed === 0) {
+    const figure =
+      m.sinceReturnedMs >= 0
+        ? `${m.sinceReturnedMs} ms from the move API call returning to the first answer of ${m.to}`
+        : `0 ms: ${m.to} answered ${-m.sinceReturnedMs} ms before the API's response reached the CLI`;
+    return `${figure}; no probe failed, ${m.from} answered every one until ${m.to} took over (the switch fell between two probes started ${m.switchWindowMs} ms apart)`;
+  }
+  return (
+    `${m.gapMs} ms between the last answer from ${m.from} and the first from ${m.to}; ` +
+    `${m.failed} of ${m.probes} probes went unanswered meanwhile, none answered by ${m.from} after the switch ` +
+    `(${m.sinceReturnedMs} ms from the move API call returning to the first answer of ${m.to})`
+  );
 }
 
 /** The gateway's `inet ipferry` table; `stateless` leaves out counter values (`nft -s`). */
@@ -1246,7 +1443,8 @@ if (isMain()) {
       'usage: bash scripts/demo.sh [--no-color]\n\n' +
         'Builds throwaway labs of network namespaces, runs real ipferry agents on their hosts\n' +
         'and walks floating IPs through their life with the CLI (NAT on a gateway, then routed\n' +
-        'through a WireGuard tunnel to a home server), probing real packets between the steps.\n' +
+        'through a WireGuard tunnel to a home server and moved to another one), probing real\n' +
+        'packets between the steps and timing both moves under a probe every 10 ms.\n' +
         'Needs root; touches nothing outside the labs; exits non-zero on failure.\n',
     );
   } else {
