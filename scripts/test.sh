@@ -27,7 +27,9 @@ if nft list tables 2>/dev/null | grep -q ipferry; then
   echo "the root network namespace has an ipferry nftables table: a test touched the host" >&2
   failed_checks+=("root-namespace")
 fi
-leftover=$(ip netns list 2>/dev/null | grep -c '^ipft-' || true)
+# ipft-: the tests' labs; ipfl + 6 random characters: lab-cli.test.ts's (an operator's own
+# `ipferry lab` labs are ipfl-NAME-… and are left alone).
+leftover=$(ip netns list 2>/dev/null | grep -cE '^(ipft-|ipfl[a-z0-9]{6}-)' || true)
 if [ "$leftover" -gt 0 ]; then
   echo "$leftover lab namespace(s) left behind (ip netns list)" >&2
   failed_checks+=("namespaces-left")
