@@ -106,6 +106,7 @@ export class Reconciler {
   /** When each member now leaving was first seen leaving (mesh departures settle first). */
   private leavingSince: ReadonlyMap<string, number> = new Map();
   private settleTimer?: NodeJS.Timeout;
+  private unwatchAddresses?: () => void;
   /** The latest state read from the store: a trial's deadline may need it while it is gone. */
   private lastSnapshot?: Snapshot;
   private lastMesh?: MeshIntent;
@@ -119,6 +120,7 @@ export class Reconciler {
     this.stopped = false;
     const result = await this.passOrBackoff();
     this.follow(result?.revision);
+    this.unwatchAddresses = this.o.dataplane.watchAddresses?.(() => this.kick());
     this.timer = setInterval(() => {
       this.readDue = true;
       this.kick();
@@ -132,6 +134,7 @@ export class Reconciler {
     if (this.timer) clearInterval(this.timer);
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.unwatchAddresses?.();
     await this.running;
   }
 

@@ -55,4 +55,10 @@ export interface Dataplane {
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */
   apply(diff: IntentDiff): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Calls `onChange` (debounced) whenever the host's addresses change, so that compile sees new
+   * facts at once — say, the old server giving up the address a routed FIP now carries — instead
+   * of at the next resync. Returns how to stop watching. Optional: without it, the resync does.
+   */
+  watchAddresses?(onChange: () => void): () => void;
 }

@@ -10,6 +10,7 @@
  *   are deleted, so no new packet of a stale connection reaches it.
  * - Everything runs inside `netns` when given (the lab, tests); never a shell.
  */
+import { spawn } from 'node:child_process';
 import { IpferryError } from '../core/errors.js';
 import {
   elementId as id,
@@ -55,6 +56,9 @@ export const REQUIRED_TOOLS: readonly { tool: string; args: string[]; pkg: strin
   { tool: 'conntrack', args: ['--version'], pkg: 'conntrack' },
   { tool: 'sysctl', args: ['--version'], pkg: 'procps' },
 ];
+
+/** Address changes come in bursts (a link going down takes all its addresses with it). */
+const ADDRESS_DEBOUNCE_MS = 100;
 
 /** The path probes through tunnels (src/agent/paths.ts). */
 const PING = { tool: 'ping', args: ['-V'], pkg: 'iputils-ping' };
@@ -347,6 +351,28 @@ export class LinuxDataplane implements Dataplane {
 
   async close(): Promise<void> {
     await Promise.resolve();
+  }
+
+  watchAddresses(onChange: () => void): () => void {
+    const netns = this.o.netns ? ['-n', this.o.netns] : [];
+    // `ip monitor` prints a line per change; if the agent dies, its next write ends it.
+    const child = spawn('ip', [...netns, '-o', 'monitor', 'address'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let timer: NodeJS.Timeout | undefined;
+    child.stdout.on('data', () => {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        onChange();
+      }, ADDRESS_DEBOUNCE_MS);
+      timer.unref();
+    });
+    child.on('error', () => undefined);
+    return () => {
+      if (timer) clearTimeout(timer);
+      child.kill();
+    };
   }
 
   private async applyNft(diff: IntentDiff): Promise<void> {
