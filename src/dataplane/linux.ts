@@ -57,6 +57,9 @@ export const REQUIRED_TOOLS: readonly { tool: string; args: string[]; pkg: strin
   { tool: 'sysctl', args: ['--version'], pkg: 'procps' },
 ];
 
+/** `conntrack -D` runs at once; more only queue on the kernel's conntrack lock. */
+const CONNTRACK_PARALLEL = 4;
+
 /** Address changes come in bursts (a link going down takes all its addresses with it). */
 const ADDRESS_DEBOUNCE_MS = 100;
 
@@ -414,10 +417,19 @@ export class LinuxDataplane implements Dataplane {
    */
   private async forgetStaleConnections(diff: IntentDiff): Promise<void> {
     const gone = [...diff.remove, ...diff.replace.map((r) => r.from)];
-    for (const e of gone) {
-      const args = staleConnectionFilter(e);
-      if (args) await this.exec('conntrack', ['-D', ...args], { tolerate: NOTHING_DELETED });
-    }
+    const filters = gone
+      .map(staleConnectionFilter)
+      .filter((args): args is string[] => args !== undefined);
+    // Each `conntrack -D` walks the whole table (~15 ms): a move needs two (DNAT and SNAT),
+    // a mass release thousands. They are independent, so a few run at once.
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < filters.length) {
+        const args = filters[next++] ?? [];
+        await this.exec('conntrack', ['-D', ...args], { tolerate: NOTHING_DELETED });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CONNTRACK_PARALLEL, filters.length) }, worker));
   }
 
   private exec(
