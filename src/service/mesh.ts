@@ -30,6 +30,7 @@ export interface MeshView {
   readonly inForce?: MeshPolicy;
   readonly rolledBack: boolean;
   readonly confirmation?: MeshConfirmation;
+  /** The store revision of the policy record (0 without one). */
   readonly revision: number;
 }
 
@@ -51,7 +52,9 @@ export class MeshControl {
       getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
       getRecord<MeshConfirmation>(this.store, keys.meshConfirm),
     ]);
-    const { revision } = await this.store.list(keys.meshPolicy);
+    // The policy's own revision: stable while it does not change (the store's moves on with
+    // every status and liveness write).
+    const revision = record?.kv.modRevision ?? 0;
     const { policy, rolledBack } = policyInForce(record?.value, this.now());
     return {
       ...(record ? { record: record.value } : {}),
