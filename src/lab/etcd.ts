@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.js';
+import { ExitCleanup } from './exit-cleanup.js';
 
 export interface EtcdClusterOptions {
   /** How many members (default 1). */
@@ -67,35 +68,8 @@ interface MemberState {
 // ---------------------------------------------------------------------------------------------
 // Clusters still alive in this process, for the synchronous exit / signal cleanup.
 
-const live = new Set<EtcdCluster>();
-let handlersInstalled = false;
-
-function onExit(): void {
-  for (const cluster of [...live]) cluster.destroySync();
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  onExit();
-  removeHandlers();
-  // We replaced the default action (terminate); restore it unless someone else handles it.
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-}
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', onExit);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-}
-
-function removeHandlers(): void {
-  if (!handlersInstalled) return;
-  handlersInstalled = false;
-  process.off('exit', onExit);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-}
+/** Destroyed on exit and signals while tracked (see exit-cleanup.ts). */
+const live = new ExitCleanup<EtcdCluster>();
 
 function running(proc: ChildProcess | undefined): boolean {
   return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
@@ -176,8 +150,7 @@ export class EtcdCluster {
       });
     }
     const cluster = new EtcdCluster(dir, members, options);
-    live.add(cluster);
-    installHandlers();
+    live.track(cluster);
     try {
       for (const member of members) cluster.#spawn(member);
       await Promise.all(members.map((m) => cluster.#waitHealthy(m)));
@@ -279,8 +252,7 @@ export class EtcdCluster {
         await Promise.all(this.#members.map((m) => this.#terminate(m)));
       } finally {
         await rm(this.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
-        live.delete(this);
-        if (live.size === 0) removeHandlers();
+        live.untrack(this);
       }
     })();
     return this.#stopping;
@@ -303,7 +275,7 @@ export class EtcdCluster {
     } catch {
       // Nothing more can be done while the process exits.
     }
-    live.delete(this);
+    live.untrack(this);
   }
 
   // --- internals -----------------------------------------------------------------------------

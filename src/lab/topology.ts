@@ -29,6 +29,7 @@ import {
   setSysctl,
   waitLinksReady,
 } from './netns.js';
+import { ExitCleanup } from './exit-cleanup.js';
 
 export type { RouteSpec } from './netns.js';
 
@@ -105,36 +106,8 @@ const OUTPUT_CAP = 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Labs still alive in this process, for the synchronous exit / signal cleanup.
 
-const live = new Set<Lab>();
-let handlersInstalled = false;
-
-function onExit(): void {
-  for (const lab of [...live]) lab.destroySync();
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  onExit();
-  removeHandlers();
-  // We replaced the default action (terminate); restore it unless someone else handles the
-  // signal, so Ctrl-C still ends the run.
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-}
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', onExit);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-}
-
-function removeHandlers(): void {
-  if (!handlersInstalled) return;
-  handlersInstalled = false;
-  process.off('exit', onExit);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-}
+/** Destroyed on exit and signals while tracked (see exit-cleanup.ts). */
+const live = new ExitCleanup<Lab>();
 
 // ---------------------------------------------------------------------------------------------
 
@@ -247,8 +220,7 @@ export class Lab {
   static async create(spec: LabSpec): Promise<Lab> {
     validate(spec);
     const lab = new Lab(spec);
-    live.add(lab);
-    installHandlers();
+    live.track(lab);
     try {
       await lab.#build();
       return lab;
@@ -275,8 +247,7 @@ export class Lab {
    */
   detach(): void {
     this.#namespaces.clear();
-    live.delete(this);
-    if (live.size === 0) removeHandlers();
+    live.untrack(this);
   }
 
   /** Logical host names, in spec order. */
@@ -348,7 +319,7 @@ export class Lab {
     for (const proc of this.#processes) proc.killSync();
     for (const ns of this.#namespaces) deleteNamespaceSync(ns);
     this.#namespaces.clear();
-    live.delete(this);
+    live.untrack(this);
   }
 
   async #teardown(): Promise<void> {
@@ -356,8 +327,7 @@ export class Lab {
     // deleteNamespace also kills whatever else still runs inside (children of our processes).
     await allOrThrow([...this.#namespaces].map((ns) => deleteNamespace(ns)));
     this.#namespaces.clear();
-    live.delete(this);
-    if (live.size === 0) removeHandlers();
+    live.untrack(this);
   }
 
   // Build phases, in the order the kernel needs them: namespaces and their sysctls before any

@@ -42,6 +42,7 @@ import {
   type KVClient,
 } from 'etcd3';
 import { IpferryError } from '../core/errors.js';
+import { checkText, checkTxn, storeError } from './checks.js';
 import type {
   Compare,
   KeyValue,
@@ -76,10 +77,6 @@ const LIST_ATTEMPTS = 3;
 
 type CallOptions = NonNullable<Parameters<KVClient['range']>[1]>;
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
-
-function storeError(reason: string): IpferryError {
-  return new IpferryError('IPF_E_STORE', { reason });
-}
 
 function configError(summary: string): IpferryError {
   return new IpferryError('IPF_E_CONFIG', { source: '--store', summary });
@@ -129,19 +126,6 @@ export function parseEtcdEndpoints(location: string): string[] {
 // ---------------------------------------------------------------------------------------------
 // Keys and values
 
-/**
- * Keys are UTF-8 bytes in etcd and compared as bytes (code point order, as SQLite's BINARY).
- * NUL and lone surrogates are refused as by the SQLite store, so every store accepts the same keys.
- */
-function checkText(what: string, text: string, allowEmpty: boolean): void {
-  if (typeof text !== 'string' || (!allowEmpty && text === '')) {
-    throw storeError(`${what} must be a non-empty string`);
-  }
-  if (text.includes('\0') || /\p{Cs}/u.test(text)) {
-    throw storeError(`${what} ${JSON.stringify(text)} contains NUL or an unpaired surrogate`);
-  }
-}
-
 /** The first key after every key starting with `prefix` (etcd's range_end for a prefix). */
 function rangeEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -181,31 +165,6 @@ const COMPARE_TARGET = {
   mod: 'Mod',
   version: 'Version',
 } as const;
-
-/**
- * The checks etcd makes on a txn (a branch may not put one key twice or put a key it deletes),
- * made here first so the message is ours and nothing is sent for a txn etcd would refuse.
- */
-function checkBranch(ops: readonly Op[]): void {
-  const puts = new Set<string>();
-  for (const op of ops) {
-    checkText(
-      op.type === 'deletePrefix' ? 'prefix' : 'key',
-      op.type === 'deletePrefix' ? op.prefix : op.key,
-      op.type === 'deletePrefix',
-    );
-    if (op.type !== 'put') continue;
-    if (puts.has(op.key)) throw storeError(`key ${JSON.stringify(op.key)} is put twice in one txn`);
-    puts.add(op.key);
-  }
-  for (const op of ops) {
-    const clash =
-      op.type === 'delete'
-        ? puts.has(op.key)
-        : op.type === 'deletePrefix' && [...puts].some((key) => key.startsWith(op.prefix));
-    if (clash) throw storeError('a txn may not put a key it also deletes');
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Errors and retries
@@ -336,9 +295,7 @@ export class EtcdStore implements Store {
   }
 
   async txn(txn: Txn): Promise<TxnResult> {
-    for (const compare of txn.compare) checkText('key', compare.key, false);
-    checkBranch(txn.success);
-    checkBranch(txn.failure ?? []);
+    checkTxn(txn);
     const request = {
       compare: txn.compare.map((c) => this.toCompare(c)),
       success: txn.success.map((o) => this.toRequestOp(o)),

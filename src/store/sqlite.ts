@@ -20,6 +20,7 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { IpferryError } from '../core/errors.js';
+import { checkText, checkTxn, storeError } from './checks.js';
 import type {
   Compare,
   KeyValue,
@@ -273,27 +274,10 @@ type Statements = ReturnType<typeof prepareStatements>;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function storeError(reason: string): IpferryError {
-  return new IpferryError('IPF_E_STORE', { reason });
-}
-
 /** SQLite and other unexpected errors become IPF_E_STORE; our own errors pass through. */
 function asStoreError(e: unknown): IpferryError {
   if (e instanceof IpferryError) return e;
   return storeError(`SQLite: ${e instanceof Error ? e.message : String(e)}`);
-}
-
-/**
- * Keys are compared by SQLite's BINARY collation (UTF-8 bytes, i.e. code point order, as etcd
- * compares bytes). NUL and lone surrogates would not survive the UTF-8 round trip, so refuse them.
- */
-function checkText(what: string, text: string, allowEmpty: boolean): void {
-  if (typeof text !== 'string' || (!allowEmpty && text === '')) {
-    throw storeError(`${what} must be a non-empty string`);
-  }
-  if (text.includes('\0') || /\p{Cs}/u.test(text)) {
-    throw storeError(`${what} ${JSON.stringify(text)} contains NUL or an unpaired surrogate`);
-  }
 }
 
 /**
@@ -374,39 +358,6 @@ function holds(compare: Compare, row: KvRow | undefined): boolean {
     case '>':
       return actual > compare.value;
   }
-}
-
-/**
- * etcd rejects a branch that puts one key twice or puts a key it also deletes ("duplicate key
- * given in txn request"): the result would depend on op order and emit two events for one key in
- * one revision. Both branches are checked up front, as etcd does, so a bad txn fails whichever
- * branch would run.
- */
-function checkBranch(ops: readonly Op[]): void {
-  const puts = new Set<string>();
-  for (const op of ops) {
-    checkText(
-      op.type === 'deletePrefix' ? 'prefix' : 'key',
-      op.type === 'deletePrefix' ? op.prefix : op.key,
-      op.type === 'deletePrefix',
-    );
-    if (op.type !== 'put') continue;
-    if (puts.has(op.key)) throw storeError(`key ${JSON.stringify(op.key)} is put twice in one txn`);
-    puts.add(op.key);
-  }
-  for (const op of ops) {
-    const clash =
-      op.type === 'delete'
-        ? puts.has(op.key)
-        : op.type === 'deletePrefix' && [...puts].some((key) => key.startsWith(op.prefix));
-    if (clash) throw storeError('a txn may not put a key it also deletes');
-  }
-}
-
-function checkTxn(txn: Txn): void {
-  for (const compare of txn.compare) checkText('key', compare.key, false);
-  checkBranch(txn.success);
-  checkBranch(txn.failure ?? []);
 }
 
 function groupByRevision(events: readonly EventRow[]): Map<number, WatchEvent[]> {
