@@ -95,8 +95,9 @@ async function sendBytes(
     });
     return /^\d+$/.test(stdout.trim()) ? Number(stdout.trim()) : undefined;
   } catch (error) {
-    // socat's own failure (refused, timed out) is a result; a broken lab is not.
-    if (error instanceof IpferryError && /socat\[\d+\] E connecting to /.test(error.message))
+    // socat's own failure (refused: `E connect(…)`, timed out: `E connecting to …`) is a
+    // result; a broken lab is not.
+    if (error instanceof IpferryError && /socat\[\d+\] E connect(ing to |\()/.test(error.message))
       return undefined;
     throw error;
   }
@@ -115,7 +116,7 @@ async function tcpFrom(
     const { stdout } = await lab.exec(from, ['socat', '-t', '1', '-T', '1', 'STDIO', target]);
     return stdout;
   } catch (error) {
-    if (error instanceof IpferryError && /socat\[\d+\] E connecting to /.test(error.message))
+    if (error instanceof IpferryError && /socat\[\d+\] E connect(ing to |\()/.test(error.message))
       return undefined;
     throw error;
   }

@@ -104,8 +104,24 @@ describe('tinc driver on a real kernel: files, secrets, crashes, link-local', ()
     addresses: ['10.201.0.2/30', probeY],
     peers: [{ publicKey: await x.publicKey(), node: 'node-x', allowedIps: ['0.0.0.0/0'] }],
   });
-  const pingable = (from: string, address: string): Promise<boolean> =>
-    waitFor(`ping ${from} → ${address}`, () => ping(lab!, from, address, 1000), 10_000);
+  /**
+   * Up to 20 s: a tincd whose first attempt to reach its peer fails retries after 5 s and then
+   * 10 s (MaxTimeout), so two retries must fit. A failure carries both tincd logs.
+   */
+  const pingable = async (from: string, address: string): Promise<boolean> => {
+    try {
+      return await waitFor(
+        `ping ${from} → ${address}`,
+        () => ping(lab!, from, address, 1000),
+        20_000,
+      );
+    } catch (error) {
+      const logs = await Promise.all(
+        [x.logFile(nameX), y.logFile(nameY)].map((f) => readFile(f, 'utf8').catch(String)),
+      );
+      throw new Error(`${(error as Error).message}\n--- x ---\n${logs[0]}\n--- y ---\n${logs[1]}`);
+    }
+  };
 
   before(async () => {
     state = await tempDir('tunnel-tinc-own');

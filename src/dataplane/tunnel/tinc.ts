@@ -436,7 +436,8 @@ export class TincDriver implements TunnelDriver {
     await unlink(this.pidFile(name)).catch(() => undefined);
     await unlink(this.logFile(name)).catch(() => undefined);
     const argv = ['tincd', '-c', dir, '--pidfile', this.pidFile(name)];
-    argv.push(`--logfile=${this.logFile(name)}`);
+    // Debug level 1 logs connections made and lost: what an operator needs when a peer is away.
+    argv.push(`--logfile=${this.logFile(name)}`, '--debug=1');
     const stderr = await launch(
       this.#netns === undefined ? argv : ['ip', 'netns', 'exec', this.#netns, ...argv],
     );
