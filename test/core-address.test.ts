@@ -12,6 +12,7 @@ import {
   rangeContains,
   rangeOverlap,
   rangeSize,
+  sortByAddress,
   tryParseAddress,
   tryParseMac,
   tryParsePrefix,
@@ -347,6 +348,27 @@ void describe('core/address: ordering', () => {
       '2001:db8::9',
       '2001:db8::10',
     ]);
+  });
+
+  void it('sorts records by their address as compareAddressText does, leaving the input alone', () => {
+    const list = ['2001:db8::10', '192.0.2.10', 'x', '2001:db8::9', '10.0.0.1', '192.0.2.9'];
+    const records = list.map((address, i) => ({ address, i }));
+    const sorted = sortByAddress(records, (r) => r.address);
+    assert.deepEqual(
+      sorted.map((r) => r.address),
+      [...list].sort(compareAddressText),
+    );
+    assert.equal(sorted[0], records[4]);
+    assert.deepEqual(
+      records.map((r) => r.i),
+      [0, 1, 2, 3, 4, 5],
+    );
+  });
+
+  void it('reads a canonical dotted quad by its value, the largest too', () => {
+    assert.equal(addr('255.255.255.255').value, 0xffffffffn);
+    assert.equal(addr('198.18.39.16').value, (198n << 24n) | (18n << 16n) | (39n << 8n) | 16n);
+    assert.equal(tryParseAddress('198.018.0.1'), undefined);
   });
 
   void it('falls back to text order for non-addresses', () => {

@@ -11,7 +11,6 @@ import { chmod, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { IpferryError } from '../core/errors.js';
 import { decodeJoinToken, parseNodeCredential } from '../core/join.js';
-import { joinHub } from '../store/http.js';
 import { isHttpStore, type StoreAccess } from '../store/open.js';
 import type { AgentConfig } from './config.js';
 import { readSecretFile } from './secrets.js';
@@ -118,6 +117,8 @@ async function join(config: Config, tokenFile: string): Promise<CredentialFile> 
     await unlink(partial).catch(() => undefined);
     const handle = await open(partial, 'wx', 0o600);
     try {
+      // Only a remote node joins: the http store's client is loaded for that alone.
+      const { joinHub } = await import('../store/http.js');
       const credential = await joinHub(config.store, {
         token: text,
         node: config.node,

@@ -47,7 +47,8 @@ export function bitsOf(family: Family): number {
 export function tryParseAddress(input: string): Address | undefined {
   const s = input.trim();
   if (s !== input || s.length === 0) return undefined;
-  if (DOTTED_QUAD.test(s)) return fromBytes(4, ipaddr.IPv4.parse(s).toByteArray());
+  // The pattern admits only canonical quads (no leading zeros), so the input is the text.
+  if (DOTTED_QUAD.test(s)) return { family: 4, text: s, value: BigInt(ipv4Number(s)) };
   if (!s.includes(':') || !IPV6_CHARS.test(s) || !ipaddr.IPv6.isValid(s)) return undefined;
   const embedded = s.lastIndexOf(':');
   const tail = s.slice(embedded + 1);
@@ -158,6 +159,34 @@ export function tryParseMac(input: string): string | undefined {
 export function compareAddresses(a: Address, b: Address): number {
   if (a.family !== b.family) return a.family - b.family;
   return a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
+}
+
+/** A dotted quad already checked against DOTTED_QUAD, as an unsigned 32-bit number. */
+function ipv4Number(quad: string): number {
+  let value = 0;
+  for (const part of quad.split('.')) value = value * 256 + Number(part);
+  return value;
+}
+
+/**
+ * Sorts by an address text as compareAddressText does, parsing each item's address once
+ * rather than twice per comparison: listing 10,000 FIPs spent most of its time re-parsing.
+ */
+export function sortByAddress<T>(items: Iterable<T>, addressOf: (item: T) => string): T[] {
+  const keyed = [...items].map((item) => {
+    const text = addressOf(item);
+    return { item, text, address: tryParseAddress(text) };
+  });
+  keyed.sort((a, b) =>
+    a.address && b.address
+      ? compareAddresses(a.address, b.address)
+      : a.text < b.text
+        ? -1
+        : a.text > b.text
+          ? 1
+          : 0,
+  );
+  return keyed.map((k) => k.item);
 }
 
 export function compareAddressText(a: string, b: string): number {

@@ -5,7 +5,13 @@
  * two concurrent requests can never both win: 200 allocations at once give 200 distinct
  * addresses or a clean "pool exhausted", never a duplicate.
  */
-import { type Address, compareAddressText, parseAddress, tryParseMac } from '../core/address.js';
+import {
+  type Address,
+  compareAddressText,
+  parseAddress,
+  sortByAddress,
+  tryParseMac,
+} from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
 import { keys, ROOT } from '../core/keys.js';
 import { parseStored, stringifyStored } from '../core/json.js';
@@ -307,10 +313,10 @@ export class ControlPlane {
       listRecords<FipStatus>(this.store, keys.statuses),
     ]);
     const statusOf = new Map(statuses.items.map((s) => [s.value.address, s.value]));
-    return fips.items
-      .filter((f) => !filter.pool || f.value.pool === filter.pool)
-      .sort((a, b) => compareAddressText(a.value.address, b.value.address))
-      .map((f) => this.fipView(f.value, f.kv.modRevision, statusOf.get(f.value.address)));
+    const listed = fips.items.filter((f) => !filter.pool || f.value.pool === filter.pool);
+    return sortByAddress(listed, (f) => f.value.address).map((f) =>
+      this.fipView(f.value, f.kv.modRevision, statusOf.get(f.value.address)),
+    );
   }
 
   async getFip(addressText: string): Promise<FipView> {
@@ -580,14 +586,13 @@ export class ControlPlane {
         gateway: pool.gateway,
         entries: pool.entries.map(describeEntry),
         size: poolSize(pool).toString(),
-        allocated: fips.items
-          .filter((f) => f.value.pool === pool.name)
-          .map((f) => f.value)
-          .sort((a, b) => compareAddressText(a.address, b.address))
-          .map((f) => ({
-            address: f.address,
-            ...(f.association ? { target: f.association.target, mode: f.association.mode } : {}),
-          })),
+        allocated: sortByAddress(
+          fips.items.filter((f) => f.value.pool === pool.name).map((f) => f.value),
+          (f) => f.address,
+        ).map((f) => ({
+          address: f.address,
+          ...(f.association ? { target: f.association.target, mode: f.association.mode } : {}),
+        })),
       }));
   }
 

@@ -10,10 +10,10 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IpferryError } from '../core/errors.js';
-import { openEtcdStore, parseEtcdEndpoints } from './etcd.js';
-import { openHttpStore } from './http.js';
-import { openSqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
+
+// Each implementation is imported when its scheme is opened: an agent on SQLite does not
+// carry the gRPC stack of the etcd client (about 20 MB resident) for nothing.
 
 const EXAMPLE = 'sqlite:/var/lib/ipferry/state.db';
 
@@ -50,6 +50,7 @@ export async function openStore(spec: string, access: StoreAccess = {}): Promise
         `${scheme}: needs this node's credential: start the agent once with --join-token-file`,
       );
     }
+    const { openHttpStore } = await import('./http.js');
     return openHttpStore(spec, {
       credential: access.credential,
       ...(access.ca !== undefined ? { ca: access.ca } : {}),
@@ -63,6 +64,7 @@ export async function openStore(spec: string, access: StoreAccess = {}): Promise
         `etcd endpoints are URLs after "etcd:": write etcd:http://127.0.0.1:2379, not ${spec}`,
       );
     }
+    const { openEtcdStore, parseEtcdEndpoints } = await import('./etcd.js');
     return openEtcdStore(parseEtcdEndpoints(location));
   }
   if (scheme === 'etcds') {
@@ -86,5 +88,6 @@ async function openSqlite(path: string): Promise<Store> {
       throw configError(`cannot create ${dir}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
+  const { openSqliteStore } = await import('./sqlite.js');
   return openSqliteStore(path);
 }
