@@ -50,7 +50,11 @@ function targetAddress(i: number): string {
  * Fills the store the agent will open: the gateway node, a pool, `count` FIPs allocated (their
  * records written as allocate writes them, in batches) and associated through the ControlPlane.
  */
-async function populate(spec: string, count: number, log: (l: string) => void): Promise<void> {
+export async function populate(
+  spec: string,
+  count: number,
+  log: (l: string) => void,
+): Promise<void> {
   const store = await openStore(spec);
   try {
     const control = new ControlPlane(store);
@@ -258,9 +262,9 @@ export const controlMemory: BenchModule = {
           note:
             `VmRSS of the agent process (Node ${process.version}, Linux dataplane acting in a lab namespace, SQLite store) after the pass of one move; ` +
             `its first pass applied all ${count} FIPs (${lines} lines of nftables) ${round(mem.firstPass)} s after start; peak (VmHWM) ${round(mem.peak)} MB. ` +
-            `Where it goes: the same agent with no FIP at all holds ${round(idleMem.rss)} MB (Node with Fastify and its OpenAPI UI, the etcd gRPC client, SQLite, all loaded at start); ` +
-            `the FIPs' own state (records, compiled elements, the kernel state the agent remembers) is about 10 MB of heap for 10,000 (measured in-process while writing this benchmark); the rest is heap V8 grew during the first pass — which reads, compiles and applies every FIP at once — and keeps, and a young generation sized for throughput (16 MB semi-spaces): ` +
-            `restarted on the same store and an empty nftables with \`node ${TUNED_V8.join(' ')}\` the agent holds ${round(tuned.rss)} MB after the same steps (peak ${round(tuned.peak)} MB)`,
+            `Where it goes: the same agent with no FIP at all holds ${round(idleMem.rss)} MB (Node itself about 40 MB, Fastify with its OpenAPI UI, SQLite; the etcd and hub clients load only in agents that use them); ` +
+            `the FIPs' own state (records, compiled elements, the kernel state the agent remembers) is about 10 MB of heap for 10,000 (measured in-process while writing this benchmark); the rest is heap V8 grew during the first pass — which reads, compiles and applies every FIP at once — and keeps (the agent runs with 2 MB semi-spaces, set in bin/ipferry, not V8's 16 MB); ` +
+            `restarted on the same store and an empty nftables with \`node ${TUNED_V8.join(' ')}\` (a capped old space, which ipferry does not set: 100,000 FIPs need more) the agent holds ${round(tuned.rss)} MB after the same steps (peak ${round(tuned.peak)} MB)`,
         },
       ];
       for (const c of cliTimes) {
@@ -276,7 +280,7 @@ export const controlMemory: BenchModule = {
             : {}),
           note:
             `wall time of the whole command (a new Node process, the API call, ${c.lines} lines of output), median of ${runs}; ` +
-            `of that, start-up alone (\`ipferry --version\`, no API call) takes ${round(startUp.ms)} ms, mostly loading the agent's modules (Fastify, gRPC, SQLite), which the CLI imports eagerly` +
+            `of that, start-up alone (\`ipferry --version\`, no API call) takes ${round(startUp.ms)} ms (Node itself about 60 ms, then the CLI's modules and its HTTP client, undici; the agent's modules load only for \`ipferry agent\`)` +
             (c.name === 'fip-list'
               ? `; the API call alone (GET /v1/fips from a running client) takes ${round(median(listCalls))} ms`
               : ''),
