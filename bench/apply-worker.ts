@@ -34,7 +34,7 @@ export interface WorkerStep {
   /** check: what the kernel holds for the last FIP afterwards. */
   readonly ok?: boolean;
   readonly detail?: string;
-  /** diag: the one-element nft change alone, one `conntrack -D`, the change without counters. */
+  /** diag: the one-element nft change alone, one `conntrack -D`, the change on a plain map. */
   readonly nftMs?: number;
   readonly conntrackMs?: number;
   readonly plainNftMs?: number;
@@ -87,8 +87,8 @@ async function ipferry(n: number, moves: number): Promise<void> {
 /**
  * Where a move's time goes, measured rather than guessed: the same one-element nft change
  * alone, one `conntrack -D` alone, and the same change on a table that holds N plain map
- * elements but no per-FIP named counters (the ipferry table deleted first: nft's cache covers
- * the whole ruleset).
+ * elements and nothing else (the ipferry table deleted first: nft's cache covers the whole
+ * ruleset), which tells what the rest of ipferry's table costs nft.
  */
 async function diagnose(n: number, fip: string, current: string): Promise<void> {
   const other = current === MOVE_TARGETS[0] ? MOVE_TARGETS[1] : MOVE_TARGETS[0];

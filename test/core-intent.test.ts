@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseAddress } from '../src/core/address.js';
+import { parseAddress, tryParseAddress } from '../src/core/address.js';
 import {
   type CompileState,
   claimValue,
@@ -14,6 +14,7 @@ import {
   elementId,
   HOST_OWNER,
   type HostFacts,
+  ipv4Value,
   type HostIntent,
   type IntentDiff,
   type IntentElement,
@@ -982,5 +983,176 @@ void describe('core/intent: applyDiff', () => {
     const after = applyDiff([b, a], { add: [c], replace: [{ from: a, to: moved }], remove: [b] });
     assert.deepEqual(after, [c, moved]);
     assert.deepEqual(diffIntent(after, after), { add: [], replace: [], remove: [] });
+  });
+});
+
+/** diffIntent and applyDiff as they were before their merge walks: maps of element ids. */
+function mapDiff(
+  desired: readonly IntentElement[],
+  observed: readonly IntentElement[],
+): IntentDiff {
+  const have = new Map(observed.map((e) => [elementId(e), e]));
+  const want = new Map(desired.map((e) => [elementId(e), e]));
+  const add: IntentElement[] = [];
+  const replace: { from: IntentElement; to: IntentElement }[] = [];
+  for (const [id, e] of want) {
+    const old = have.get(id);
+    if (!old) add.push(e);
+    else if (old.value !== e.value) replace.push({ from: old, to: e });
+  }
+  const remove = [...have].filter(([id]) => !want.has(id)).map(([, e]) => e);
+  return { add, replace, remove };
+}
+
+function mapApply(observed: readonly IntentElement[], diff: IntentDiff): IntentElement[] {
+  const state = new Map(observed.map((e) => [elementId(e), e]));
+  for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) state.delete(elementId(e));
+  for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) state.set(elementId(e), e);
+  return [...state.values()].sort(compareElements);
+}
+
+/** A small deterministic generator, so a failure repeats. */
+function random(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return s / 2 ** 31;
+  };
+}
+
+void describe('core/intent: diffs of large sorted intents', () => {
+  const kinds: ElementKind[] = ['counter', 'dnat', 'snat', 'hairpin', 'meshmember'];
+  const randomElements = (next: () => number, n: number): IntentElement[] =>
+    Array.from({ length: n }, () => {
+      const key = `203.0.113.${Math.floor(next() * 40)}`;
+      return {
+        kind: kinds[Math.floor(next() * kinds.length)]!,
+        key,
+        value: `10.0.0.${Math.floor(next() * 3)}`,
+        owner: key,
+      };
+    });
+
+  void it('gives what the map-based walk gives, sorted or not, with or without duplicates', () => {
+    const next = random(7);
+    for (let round = 0; round < 300; round++) {
+      const a = randomElements(next, Math.floor(next() * 30));
+      const b = randomElements(next, Math.floor(next() * 30));
+      // Sorted and unique (the fast path), sorted with duplicates, and as generated.
+      const unique = (xs: IntentElement[]) => mapApply(xs, { add: [], replace: [], remove: [] });
+      const cases: [IntentElement[], IntentElement[]][] = [
+        [unique(a), unique(b)],
+        [[...a].sort(compareElements), [...b].sort(compareElements)],
+        [a, b],
+        [unique(a), b],
+      ];
+      for (const [desired, observed] of cases) {
+        assert.deepEqual(diffIntent(desired, observed), mapDiff(desired, observed));
+        const diff = diffIntent(desired, observed);
+        assert.deepEqual(applyDiff(observed, diff), mapApply(observed, diff));
+        // Applying the diff reaches the desired state.
+        assert.deepEqual(applyDiff(observed, diff), unique(desired));
+      }
+    }
+  });
+
+  void it('finds one move among 10,000 FIPs, and the next intent from the last apply', () => {
+    const pool = mkPool('big', 'gw1', { entries: [{ kind: 'cidr', cidr: '198.18.0.0/15' }] });
+    const fips = Array.from({ length: 10_000 }, (_, i) => ({
+      fip: associated(pool, `198.18.${i >> 8}.${i & 255}`, {
+        mode: 'nat',
+        target: `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`,
+      }),
+      revision: 1,
+    }));
+    const first = compile({ pools: [pool], fips }, 'gw1', FACTS);
+    const last = fips.length - 1;
+    const movedFips = fips.map((f, i) =>
+      i === last ? { fip: move(f.fip, parseAddress('10.250.0.1'), undefined, T1), revision: 2 } : f,
+    );
+    const second = compile({ pools: [pool], fips: movedFips }, 'gw1', FACTS);
+    const diff = diffIntent(second.elements, first.elements);
+    assert.deepEqual(diff, mapDiff(second.elements, first.elements));
+    assert.deepEqual(
+      diff.replace.map((r) => `${r.to.kind} ${r.to.key} ${r.from.value} => ${r.to.value}`),
+      ['dnat 198.18.39.15 10.0.39.15 => 10.250.0.1'],
+    );
+    assert.deepEqual(diff.add.map(elementId), ['snat 10.250.0.1']);
+    assert.deepEqual(diff.remove.map(elementId), ['snat 10.0.39.15']);
+    assert.deepEqual(applyDiff(first.elements, diff), second.elements);
+  });
+});
+
+void describe('core/intent: compile again', () => {
+  void it('reuses an unchanged record’s elements and rebuilds a changed one’s', () => {
+    const fip = associated(ROUTED, '203.0.113.5', { mode: 'nat', target: '10.0.0.5' });
+    const a = compile(only(ROUTED, fip), 'gw1', FACTS);
+    const b = compile(only(ROUTED, fip), 'gw1', FACTS);
+    assert.deepEqual(b, a);
+    const dnat = (i: HostIntent) => i.elements.find((e) => e.kind === 'dnat');
+    assert.equal(dnat(b), dnat(a), 'the same element object');
+    const movedFip = move(fip, parseAddress('10.0.0.6'), undefined, T1);
+    assert.equal(dnat(compile(only(ROUTED, movedFip), 'gw1', FACTS))?.value, '10.0.0.6');
+    assert.equal(dnat(compile(only(ROUTED, fip), 'gw1', FACTS))?.value, '10.0.0.5');
+  });
+
+  void it('rebuilds a record’s elements when its pool becomes on-link', () => {
+    const fip = associated(ROUTED, '203.0.113.5', { mode: 'nat', target: '10.0.0.5' });
+    const claims = (pool: Pool) =>
+      compile(only(pool, fip), 'gw1', FACTS).elements.filter((e) => e.kind === 'claim');
+    assert.deepEqual(claims(ROUTED), []);
+    const onlink: Pool = { ...ROUTED, delivery: 'onlink', uplink: 'eth0' };
+    assert.deepEqual(claims(onlink).map(elementId), ['claim 203.0.113.5']);
+    assert.equal(claims({ ...onlink, uplink: 'eth1' })[0]?.value, 'eth1');
+    assert.deepEqual(claims(ROUTED), []);
+  });
+
+  void it('sorts FIPs by address as compareAddressText does: IPv4 by number, then IPv6', () => {
+    const addresses = [
+      '203.0.113.10',
+      '2001:db8::10',
+      '198.51.100.10',
+      '203.0.113.9',
+      '203.0.113.100',
+    ];
+    const state: CompileState = {
+      pools: [ROUTED, ONLINK],
+      fips: addresses.map((a) => ({
+        fip: allocated(a.startsWith('203') ? ROUTED : ONLINK, a),
+        revision: 1,
+      })),
+    };
+    assert.deepEqual(
+      compile(state, 'gw1', FACTS).fips.map((f) => f.address),
+      ['198.51.100.10', '203.0.113.9', '203.0.113.10', '203.0.113.100', '2001:db8::10'],
+    );
+  });
+
+  void it('reads a dotted quad as tryParseAddress does', () => {
+    const texts = [
+      '0.0.0.0',
+      '255.255.255.255',
+      '10.0.0.1',
+      '1.2.3',
+      '1.2.3.4.5',
+      '01.2.3.4',
+      '1.2.3.04',
+      '1.2.3.256',
+      '1..2.3',
+      '.1.2.3',
+      '1.2.3.',
+      ' 1.2.3.4',
+      '1.2.3.4 ',
+      '1000.1.1.1',
+      '',
+      '::1',
+      '1.2.3.0',
+      'a.b.c.d',
+    ];
+    for (const text of texts) {
+      const parsed = tryParseAddress(text);
+      const want = parsed?.family === 4 ? Number(parsed.value) : -1;
+      assert.equal(ipv4Value(text), want, text);
+    }
   });
 });

@@ -19,6 +19,11 @@ import type { Dataplane } from '../src/dataplane/dataplane.js';
 
 export interface DataplaneFixture {
   readonly dataplane: Dataplane;
+  /**
+   * Sends `count` IPv4 echo requests of 84 bytes (ping's default) to `address` from outside the
+   * host, arriving on eth0: real packets on Linux, countPacket on the fake.
+   */
+  sendPings(address: string, count: number): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -166,6 +171,40 @@ export function dataplaneConformance(name: string, open: () => Promise<Dataplane
       assert.equal((await remaining(dp, intent)).add.length, 0);
     });
 
+    it('counts each associated FIP’s packets and bytes, and a move keeps its count', async () => {
+      const counters = async () => {
+        const read = await dp.fipCounters?.();
+        assert.ok(read, 'the dataplane reads its counters');
+        return read;
+      };
+      // Every associated FIP has a counter; an unassociated one has none.
+      assert.deepEqual([...(await counters()).keys()].sort(), [
+        '192.0.2.2',
+        '2001:db8:f::10',
+        '203.0.113.10',
+        '203.0.113.12',
+      ]);
+      const before = await counters();
+      await fx.sendPings('203.0.113.10', 3);
+      const after = await counters();
+      const at = (m: Map<string, { packets: number; bytes: number }>, fip: string) =>
+        m.get(fip) ?? { packets: -1, bytes: -1 };
+      assert.deepEqual(at(after, '203.0.113.10'), {
+        packets: at(before, '203.0.113.10').packets + 3,
+        bytes: at(before, '203.0.113.10').bytes + 3 * 84,
+      });
+      assert.deepEqual(at(after, '203.0.113.12'), at(before, '203.0.113.12'));
+      // A move changes the FIP's NAT elements, never its counter: the count stays.
+      for (const state of [BASE, MOVED]) {
+        const diff = await converge(dp, await intentFor(dp, state));
+        assert.equal(diff.replace.length, 1);
+        assert.deepEqual(at(await counters(), '203.0.113.10'), at(after, '203.0.113.10'));
+      }
+      // Pings to an unassociated FIP count nowhere.
+      await fx.sendPings('203.0.113.13', 1);
+      assert.equal((await counters()).has('203.0.113.13'), false);
+    });
+
     it('removes a released FIP’s elements', async () => {
       const intent = await intentFor(
         dp,
@@ -178,6 +217,7 @@ export function dataplaneConformance(name: string, open: () => Promise<Dataplane
         'snat fd00:10::11 -> 2001:db8:f::10',
       ]);
       assert.deepEqual(sorted(await dp.observe(intent.elements)), sorted(intent.elements));
+      assert.equal((await dp.fipCounters?.())?.has('2001:db8:f::10'), false);
     });
 
     it('applies all or nothing: a refused element leaves the previous state in place', async () => {

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { IntentElement } from '../src/core/intent.js';
 import { NFT_SKELETON_VERSION } from '../src/core/names.js';
-import { parseTable, renderElements, renderTable } from '../src/dataplane/nft/ruleset.js';
+import {
+  parseCounters,
+  parseTable,
+  renderElements,
+  renderTable,
+} from '../src/dataplane/nft/ruleset.js';
 
 const host = (kind: IntentElement['kind'], key: string, value = ''): IntentElement => ({
   kind,
@@ -100,24 +105,75 @@ describe('nftables ruleset', () => {
       assert.doesNotMatch(rule, /\b\d+\.\d+\.\d+\.\d+\b|[0-9a-f]+::[0-9a-f]/i, rule);
   });
 
-  it('groups element changes per map and creates counters before their map elements', () => {
+  it('groups element changes per map; a counter is a plain element of a counting set', () => {
     const lines = renderElements('add', [
       { kind: 'counter', key: '203.0.113.10', value: '', owner: '203.0.113.10' },
       { kind: 'dnat', key: '203.0.113.10', value: '10.0.0.11', owner: '203.0.113.10' },
       { kind: 'dnat', key: '203.0.113.11', value: '10.0.0.12', owner: '203.0.113.11' },
+      { kind: 'counter', key: '2001:db8::10', value: '', owner: '2001:db8::10' },
     ]);
     assert.deepEqual(lines, [
-      'add counter inet ipferry fip_203_0_113_10',
-      'add element inet ipferry counters4 { 203.0.113.10 : "fip_203_0_113_10" }',
+      'add element inet ipferry counters4 { 203.0.113.10 }',
       'add element inet ipferry dnat4 { 203.0.113.10 : 10.0.0.11, 203.0.113.11 : 10.0.0.12 }',
+      'add element inet ipferry counters6 { 2001:db8::10 }',
     ]);
     const removal = renderElements('delete', [
       { kind: 'counter', key: '203.0.113.10', value: '', owner: '203.0.113.10' },
     ]);
-    assert.deepEqual(removal, [
-      'delete element inet ipferry counters4 { 203.0.113.10 : "fip_203_0_113_10" }',
-      'delete counter inet ipferry fip_203_0_113_10',
+    assert.deepEqual(removal, ['delete element inet ipferry counters4 { 203.0.113.10 }']);
+    // No stateful objects (named counters, quotas): nft 1.0.6 reads every one of them into its
+    // cache before any transaction, which made a one-element change grow with the FIPs.
+    const table = renderTable([], false);
+    assert.doesNotMatch(table, /counter name|: counter;|^\s*counter \w+ \{/m);
+    assert.match(table, /set counters4 \{ type ipv4_addr; counter; \}/);
+    assert.deepEqual(chainRules(table, 'count').rules, [
+      `ip daddr @counters4 comment "ipferry skeleton ${NFT_SKELETON_VERSION}"`,
+      'ip6 daddr @counters6',
     ]);
+  });
+
+  it('reads counting set elements back as counters, and their packets and bytes', () => {
+    // As nft 1.0.6 lists a set declared with `counter` (checked against the kernel).
+    const elem = (val: string, packets: number, bytes: number) => ({
+      elem: { val, counter: { packets, bytes } },
+    });
+    const listing = JSON.stringify({
+      nftables: [
+        { metainfo: { version: '1.0.6' } },
+        { table: { family: 'inet', name: 'ipferry' } },
+        {
+          set: {
+            family: 'inet',
+            table: 'ipferry',
+            name: 'counters4',
+            type: 'ipv4_addr',
+            elem: [elem('203.0.113.10', 3, 252), elem('203.0.113.12', 0, 0)],
+            stmt: [{ counter: null }],
+          },
+        },
+        {
+          set: {
+            family: 'inet',
+            table: 'ipferry',
+            name: 'counters6',
+            elem: [elem('2001:db8:0::10', 1, 104)],
+          },
+        },
+      ],
+    });
+    const own = (key: string): IntentElement => ({ kind: 'counter', key, value: '', owner: key });
+    assert.deepEqual(
+      parseTable(listing).filter((e) => e.kind !== 'table'),
+      [own('203.0.113.10'), own('203.0.113.12'), own('2001:db8::10')],
+    );
+    assert.deepEqual(
+      [...parseCounters(listing)],
+      [
+        ['203.0.113.10', { packets: 3, bytes: 252 }],
+        ['203.0.113.12', { packets: 0, bytes: 0 }],
+        ['2001:db8::10', { packets: 1, bytes: 104 }],
+      ],
+    );
   });
 
   it('renders every mesh kind into its set or map, grouped, ports as intervals', () => {
@@ -228,8 +284,10 @@ describe('nftables ruleset', () => {
     assert.deepEqual(old, { kind: 'table', key: 'inet ipferry', value: 'damaged', owner: 'host' });
     assert.notEqual(NFT_SKELETON_VERSION, '1');
     // The mesh changed the fixed part: a table of version 4 (no mesh sets) is rebuilt once,
-    // and one of version 5 (no same-site SNAT) as well.
-    assert.equal(NFT_SKELETON_VERSION, '6');
+    // one of version 5 (no same-site SNAT) as well, and one of version 6 (a named counter
+    // object per FIP, not a counting set).
+    assert.equal(NFT_SKELETON_VERSION, '7');
+    assert.equal(parseTable(listing('ipferry skeleton 6'))[0]?.value, 'damaged');
     assert.equal(parseTable(listing('ipferry skeleton 5'))[0]?.value, 'damaged');
     const [v4] = parseTable(listing('ipferry skeleton 4'));
     assert.equal(v4?.value, 'damaged');

@@ -13,7 +13,7 @@ export const NFT_TABLE = 'ipferry';
  * another version — an upgrade, or a rule deleted by hand — the table is rebuilt in one
  * transaction; otherwise only map elements change.
  */
-export const NFT_SKELETON_VERSION = '6';
+export const NFT_SKELETON_VERSION = '7';
 
 /**
  * Packet mark bit for hairpin connections (a LAN client reaching a FIP whose target is on its
@@ -72,11 +72,6 @@ export function proxyNdpSysctl(uplink: string): string {
  */
 export function claimLabel(uplink: string): string {
   return `${uplink}:ipf`;
-}
-
-/** Name of the packet counter of a FIP (nftables object names allow letters, digits, `_`). */
-export function counterName(address: string): string {
-  return `fip_${address.replace(/[.:]/g, '_')}`;
 }
 
 /** What a route element's value may say besides its device. */

@@ -345,7 +345,8 @@ export function remoteNodesOf(fip: FloatingIp, gateway?: string): string[] {
 /** Targets of a nat or ports FIP that sit on another node than its gateway, with that node. */
 function remoteTargets(fip: FloatingIp, gateway: string): { target: string; at: string }[] {
   const a = fip.association;
-  if (!a) return [];
+  // Most FIPs have no target on another node: no map for them (compile runs per change).
+  if (!a || (!a.node && !fip.forwards.some((f) => f.node))) return [];
   const found = new Map<string, string>();
   if (a.mode === 'nat' && a.node && a.node !== gateway) found.set(a.target, a.node);
   for (const f of fip.forwards) {

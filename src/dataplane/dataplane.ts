@@ -30,6 +30,12 @@ export interface PathProbeRequest {
   readonly fragment: boolean;
 }
 
+/** Packets and bytes sent to one FIP since its counter element was added (its association). */
+export interface FipCounter {
+  readonly packets: number;
+  readonly bytes: number;
+}
+
 export interface Dataplane {
   /** `fake`, `linux`… for logs and status. */
   readonly kind: string;
@@ -52,6 +58,11 @@ export interface Dataplane {
   probePath(request: PathProbeRequest): Promise<number | undefined>;
   /** This node's tunnel public key, published in its node record. */
   tunnelPublicKey(): Promise<string | undefined>;
+  /**
+   * The per-FIP counters (`counter` elements), by FIP. Optional: a dataplane without counters
+   * leaves it out.
+   */
+  fipCounters?(): Promise<Map<string, FipCounter>>;
   /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */
   apply(diff: IntentDiff): Promise<void>;
   close(): Promise<void>;

@@ -17,7 +17,7 @@ import {
   type IntentElement,
   parseClaim,
 } from '../core/intent.js';
-import type { Dataplane } from './dataplane.js';
+import type { Dataplane, FipCounter } from './dataplane.js';
 import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
 import type { PathProbeRequest } from './dataplane.js';
@@ -35,6 +35,9 @@ export class FakeDataplane implements Dataplane {
   /** Number of successful apply() calls and elements they touched (for tests and benchmarks). */
   applies = 0;
   lastApplySize = 0;
+
+  /** Traffic counted per FIP (countPacket) while it has its counter element. */
+  private traffic = new Map<string, FipCounter>();
 
   /** The tunnel last applied, as a driver would hold it. */
   tunnel: TunnelIntent | undefined;
@@ -122,6 +125,8 @@ export class FakeDataplane implements Dataplane {
     this.checkForwardsDisjoint(next);
     this.checkMeshIntervals(next);
     this.elements = next;
+    // A counter goes with its element: a FIP associated again counts from zero, as in nftables.
+    for (const e of diff.remove) if (e.kind === 'counter') this.traffic.delete(e.key);
     for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) {
       if (e.kind === 'dnat' || e.kind === 'fwd' || e.kind === 'fwdport') {
         this.conntrackFlushes.push(`${e.key.split(' . ')[0] ?? e.key} -> ${e.value}`);
@@ -129,6 +134,26 @@ export class FakeDataplane implements Dataplane {
     }
     this.applies++;
     this.lastApplySize = diff.add.length + diff.replace.length + diff.remove.length;
+  }
+
+  /** Every FIP with a counter element, with what countPacket counted for it. */
+  async fipCounters(): Promise<Map<string, FipCounter>> {
+    await Promise.resolve();
+    const out = new Map<string, FipCounter>();
+    for (const e of this.elements.values()) {
+      if (e.kind === 'counter') out.set(e.key, this.traffic.get(e.key) ?? { packets: 0, bytes: 0 });
+    }
+    return out;
+  }
+
+  /**
+   * A packet of `bytes` arriving for `fip`, for tests: counted as the kernel's lookup in the
+   * counter set would, only while the FIP has its counter element.
+   */
+  countPacket(fip: string, bytes: number): void {
+    if (!this.elements.has(elementId({ kind: 'counter', key: fip }))) return;
+    const c = this.traffic.get(fip) ?? { packets: 0, bytes: 0 };
+    this.traffic.set(fip, { packets: c.packets + 1, bytes: c.bytes + bytes });
   }
 
   async close(): Promise<void> {

@@ -26,7 +26,7 @@ import { tryParseAddress } from '../core/address.js';
 import { claimLabel, NFT_FAMILY, NFT_TABLE, ROUTE_PROTO } from '../core/names.js';
 import { DEFAULT_STATE_DIR } from '../core/defaults.js';
 import type { TunnelHealth } from '../core/model.js';
-import type { PathProbeRequest } from './dataplane.js';
+import type { FipCounter, PathProbeRequest } from './dataplane.js';
 import { TUNNEL_IFNAME_PREFIX, type TunnelIntent } from '../core/tunnel.js';
 import { parseProxyEntries } from './iproute/neighbours.js';
 import { observeRouting, ROUTING_KINDS, routingBatches } from './iproute/routing.js';
@@ -36,7 +36,14 @@ import type { TunnelDriver } from './tunnel/driver.js';
 import type { TunnelDriverKind } from '../core/tunnel.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
-import { fipOf, NFT_KINDS, parseTable, renderElements, renderTable } from './nft/ruleset.js';
+import {
+  fipOf,
+  NFT_KINDS,
+  parseCounters,
+  parseTable,
+  renderElements,
+  renderTable,
+} from './nft/ruleset.js';
 
 export interface LinuxDataplaneOptions {
   /** Network namespace to act in (`ip netns exec`); the current one when absent. */
@@ -215,6 +222,18 @@ export class LinuxDataplane implements Dataplane {
       });
     }
     return elements;
+  }
+
+  /** Reads the two counter sets only, not the whole table; none without the table. */
+  async fipCounters(): Promise<Map<string, FipCounter>> {
+    const out = new Map<string, FipCounter>();
+    for (const set of ['counters4', 'counters6']) {
+      const { stdout } = await this.exec('nft', ['-j', 'list', 'set', NFT_FAMILY, NFT_TABLE, set], {
+        tolerate: (stderr) => /No such file or directory/.test(stderr),
+      });
+      if (stdout.trim()) for (const [fip, c] of parseCounters(stdout)) out.set(fip, c);
+    }
+    return out;
   }
 
   async apply(diff: IntentDiff): Promise<void> {

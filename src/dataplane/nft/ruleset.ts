@@ -9,8 +9,8 @@
 import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/address.js';
 import { HOST_OWNER, type IntentElement } from '../../core/intent.js';
 import { TUNNEL_IFNAME_PREFIX } from '../../core/tunnel.js';
+import type { FipCounter } from '../dataplane.js';
 import {
-  counterName,
   HAIRPIN_MARK,
   NFT_FAMILY,
   NFT_SKELETON_VERSION,
@@ -37,11 +37,13 @@ const DNAT_RULES = [
 const CHAINS: Record<string, [string, string[]]> = {
   count: [
     'type filter hook prerouting priority mangle; policy accept;',
+    // Per-FIP packets and bytes: the lookup alone updates the counter of the element it finds
+    // (a set declared with `counter` gives each element one). Not named counter objects
+    // (`counter name ip daddr map @…`): nft reads every stateful object of the ruleset into its
+    // cache before each transaction, so with one object per FIP moving one FIP took 60 ms among
+    // 10,000 and 490 ms among 100,000. It does not read a set's elements to change one of them.
     // The comment carries the skeleton version (nft -j does not show table comments).
-    [
-      `counter name ip daddr map @counters4 comment "${COMMENT}"`,
-      'counter name ip6 daddr map @counters6',
-    ],
+    [`ip daddr @counters4 comment "${COMMENT}"`, 'ip6 daddr @counters6'],
   ],
   prerouting: ['type nat hook prerouting priority dstnat; policy accept;', DNAT_RULES],
   output: [
@@ -158,8 +160,8 @@ const DECLARATIONS = [
   'map fwd6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr; flags interval; }',
   'map fwdport4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }',
   'map fwdport6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }',
-  'map counters4 { type ipv4_addr : counter; }',
-  'map counters6 { type ipv6_addr : counter; }',
+  'set counters4 { type ipv4_addr; counter; }',
+  'set counters6 { type ipv6_addr; counter; }',
   'set masq4 { type ipv4_addr; }',
   'set masq6 { type ipv6_addr; }',
   'set drop4 { type ipv4_addr; flags interval; }',
@@ -212,24 +214,20 @@ export function renderTable(elements: readonly IntentElement[], replaceExisting:
 
 /**
  * `add`/`delete` commands for elements, grouped per map so 10,000 FIPs are a handful of
- * commands. Counters are objects referenced by a map: created before and deleted after their
- * map element.
+ * commands. A counter is an element like any other: the set gives it its packet and byte count.
  */
 export function renderElements(op: 'add' | 'delete', elements: readonly IntentElement[]): string[] {
   const groups = new Map<string, string[]>();
-  const counters: string[] = [];
   for (const e of elements) {
     const target = elementTarget(e);
     if (!target) continue;
-    if (e.kind === 'counter') counters.push(`${op} counter ${T} ${counterName(e.key)}`);
     const list = groups.get(target.container) ?? [];
     list.push(target.text);
     groups.set(target.container, list);
   }
-  const lines = [...groups].map(
+  return [...groups].map(
     ([container, items]) => `${op} element ${T} ${container} { ${items.join(', ')} }`,
   );
-  return op === 'add' ? [...counters, ...lines] : [...lines, ...counters];
 }
 
 function elementTarget(e: IntentElement): { container: string; text: string } | undefined {
@@ -244,7 +242,7 @@ function elementTarget(e: IntentElement): { container: string; text: string } | 
     case 'tuntarget':
       return { container: `tuntarget${v(e.key)}`, text: e.key };
     case 'counter':
-      return { container: `counters${v(e.key)}`, text: `${e.key} : "${counterName(e.key)}"` };
+      return { container: `counters${v(e.key)}`, text: e.key };
     case 'fwd':
       return { container: `fwd${v(fipOf(e))}`, text: `${e.key} : ${e.value}` };
     case 'fwdport':
@@ -333,7 +331,8 @@ function skeletonIntact(objects: NftObject[]): boolean {
 }
 
 function parseElement(container: string, item: Json): IntentElement[] {
-  const [key, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
+  const [raw, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
+  const key = elementValue(raw);
   const base = container.replace(/[46]$/, '');
   switch (base) {
     case 'dnat':
@@ -380,6 +379,31 @@ function parseElement(container: string, item: Json): IntentElement[] {
     default:
       return [];
   }
+}
+
+/** An element that carries state (a counter) comes as `{"elem": {"val": KEY, "counter": …}}`. */
+function elementValue(x: Json): Json {
+  return (x as { elem?: { val?: Json } } | null)?.elem?.val ?? x;
+}
+
+/**
+ * Per-FIP counters from `nft -j list set inet ipferry counters4` (or 6), by canonical address.
+ * An element listed without a counter (none yet: never with this table's declaration) reads 0.
+ */
+export function parseCounters(json: string): Map<string, FipCounter> {
+  const objects = (JSON.parse(json) as { nftables?: NftObject[] }).nftables ?? [];
+  const out = new Map<string, FipCounter>();
+  for (const o of objects) {
+    if (!o.set || !/^counters[46]$/.test(o.set.name)) continue;
+    for (const item of o.set.elem ?? []) {
+      const counter = (item as { elem?: { counter?: Partial<FipCounter> } } | null)?.elem?.counter;
+      out.set(addr(elementValue(item)), {
+        packets: counter?.packets ?? 0,
+        bytes: counter?.bytes ?? 0,
+      });
+    }
+  }
+  return out;
 }
 
 function fipElement(
