@@ -121,8 +121,7 @@ describe('the fleet mesh on an agent (fake dataplane)', () => {
     const rejecting = (): boolean => lines('meshreject').includes('meshreject ipv4 -> ');
     await waitFor('reject_all on', async () => Promise.resolve(rejecting()));
     await waitFor('reported', async () => {
-      const alive = await agent.control.store.get(keys.nodeAlive('a1'));
-      return (JSON.parse(alive?.value ?? '{}') as NodeLiveness).mesh?.rejectAll === true;
+      return (await agent.control.getNode('a1')).mesh?.rejectAll === true;
     });
   });
 
@@ -158,8 +157,7 @@ describe('the fleet mesh on an agent (fake dataplane)', () => {
   it('holds a departure of more than maxChange members, and applies it when confirmed', async () => {
     await Promise.all(['a2', 'b1', 'b2'].map(bringDown));
     await waitFor('hold reported', async () => {
-      const alive = await agent.control.store.get(keys.nodeAlive('a1'));
-      return (JSON.parse(alive?.value ?? '{}') as NodeLiveness).mesh?.hold !== undefined;
+      return (await agent.control.getNode('a1')).mesh?.hold !== undefined;
     });
     assert.equal(lines('meshnat').length, 5, 'nobody dropped');
     const audit = await agent.control.mesh.audit();

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../src/agent/run.js';
+import { keys, ROOT } from '../src/core/keys.js';
+import type { NodeHealth } from '../src/core/model.js';
 import { FakeDataplane } from '../src/dataplane/fake.js';
 import { printPlan } from '../src/cli/plan.js';
 import { tempDir, waitFor } from './helpers.js';
@@ -181,6 +183,52 @@ describe('agent reconcile loop (fake dataplane)', () => {
     const c = agent!.control;
     await c.release('203.0.113.11', true);
     await waitFor('released', () => Promise.resolve(!/203\.0\.113\.11/.test(dataplane.dump())));
+  });
+
+  it('beats without writing under the root, and rewrites its health report only when it changed', async () => {
+    const store = agent!.control.store;
+    await waitFor(
+      'a health report',
+      async () => (await store.get(keys.nodeHealth('gw1'))) ?? false,
+    );
+    const report = (value: string): string => {
+      const { updatedAt: _at, ...rest } = JSON.parse(value) as NodeHealth;
+      return JSON.stringify(rest);
+    };
+    const reports = [report((await store.get(keys.nodeHealth('gw1')))!.value)];
+    const aliveEvents: string[] = [];
+    const root = store.watch(ROOT, {
+      onEvents: (events) => {
+        for (const e of events) if (e.kv.key.startsWith(keys.alive)) aliveEvents.push(e.kv.key);
+      },
+    });
+    const health = store.watch(keys.health, {
+      onEvents: (events) => {
+        for (const e of events) if (e.type === 'put') reports.push(report(e.kv.value));
+      },
+    });
+    try {
+      // Two liveness beats (every 5 s), with passes every second (resyncSeconds: 1).
+      await new Promise((resolve) => setTimeout(resolve, 11_000));
+    } finally {
+      root.close();
+      health.close();
+    }
+    assert.deepEqual(aliveEvents, [], 'a beat is a lease keep-alive');
+    assert.equal((await store.get(keys.nodeAlive('gw1')))?.version, 1, 'written once per lease');
+    for (let i = 1; i < reports.length; i++)
+      assert.notEqual(
+        reports[i],
+        reports[i - 1],
+        'a health report is rewritten only when it changed',
+      );
+    // What it reports is still what the node view shows.
+    const node = await agent!.control.getNode('gw1');
+    assert.equal(node.alive, true);
+    assert.equal(
+      JSON.stringify(node.mesh),
+      JSON.stringify((JSON.parse(reports.at(-1)!) as NodeHealth).mesh),
+    );
   });
 });
 

@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../src/api/app.js';
 import { TokenSet } from '../src/api/auth.js';
 import { keys } from '../src/core/keys.js';
-import type { NodeLiveness } from '../src/core/model.js';
+import type { NodeHealth, NodeLiveness } from '../src/core/model.js';
 import { stringifyStored } from '../src/core/json.js';
 import { ControlPlane } from '../src/service/control.js';
 import { openStore } from '../src/store/open.js';
@@ -322,6 +322,33 @@ describe('mesh API', () => {
     const list = (await call('GET', '/v1/nodes')).body as { name: string; mesh?: unknown }[];
     assert.deepEqual(list.find((n) => n.name === 'web1')?.mesh, liveness.mesh);
     assert.equal(list.find((n) => n.name === 'web2')?.mesh, undefined);
+    // An agent of this version keeps its report in its health record, beside the root.
+    const health: NodeHealth = {
+      name: 'web1',
+      mesh: { appliedRevision: 9, rejectAll: false, members: 4 },
+      updatedAt: clock.toISOString(),
+    };
+    await store.txn({
+      compare: [],
+      success: [{ type: 'put', key: keys.nodeHealth('web1'), value: stringifyStored(health) }],
+    });
+    assert.deepEqual((await call('GET', '/v1/nodes/web1')).body.mesh, health.mesh);
+    const again = (await call('GET', '/v1/nodes')).body as { name: string; mesh?: unknown }[];
+    assert.deepEqual(again.find((n) => n.name === 'web1')?.mesh, health.mesh);
+    // The audit reads it too: web1 applied revision 9, older than the mesh's latest change.
+    const lagging = (await control.mesh.audit()).lagging.find((l) => l.node === 'web1');
+    assert.equal(lagging?.appliedRevision, 9);
+    // Back to the report the audit below expects.
+    await store.txn({
+      compare: [],
+      success: [
+        {
+          type: 'put',
+          key: keys.nodeHealth('web1'),
+          value: stringifyStored({ ...health, mesh: liveness.mesh }),
+        },
+      ],
+    });
   });
 
   it('audits against an inventory: unregistered, unlisted, lagging, reject_all, holds, overlay usage', async () => {
@@ -402,6 +429,7 @@ describe('mesh API', () => {
     assert.deepEqual(removed.body, { name: 'old1', removed: true, overlayIp: before.overlayIp });
     assert.equal((await call('GET', '/v1/nodes/old1')).status, 404);
     assert.equal(await store.get(keys.overlay(before.overlayIp)), undefined, 'its address is free');
+    assert.equal(await store.get(keys.nodeHealth('old1')), undefined, 'its health report too');
     await refused('DELETE', '/v1/nodes/old1', undefined, 404, 'IPF_E_NODE_NOT_FOUND');
   });
 
@@ -429,5 +457,32 @@ describe('mesh API', () => {
         .inventory,
     );
     assert.ok(doc.paths['/v1/nodes/{name}'].delete);
+  });
+});
+
+describe('mesh policy over a large fleet', () => {
+  it('gives every node its overlay address in a few transactions, all distinct', async () => {
+    const big = await openStore('sqlite::memory:');
+    try {
+      const c = new ControlPlane(big);
+      for (let i = 0; i < 120; i++)
+        await c.registerNode({
+          name: `n${i}`,
+          addresses: [`10.0.${i >> 8}.${i & 255}`],
+          reservedPorts: [],
+        });
+      const before = (await big.list(keys.nodes)).revision;
+      await c.mesh.setPolicy({ overlay: '192.168.0.0/18' });
+      const nodes = await c.listNodes();
+      const overlays = new Set(nodes.map((n) => n.overlayIp));
+      assert.equal(overlays.size, 120);
+      assert.ok(!overlays.has(undefined));
+      // The policy, then 120 nodes in batches of 50: 4 revisions, not 121.
+      assert.equal((await big.list(keys.nodes)).revision - before, 4);
+      for (const n of nodes)
+        assert.equal(JSON.parse((await big.get(keys.overlay(n.overlayIp!)))!.value).name, n.name);
+    } finally {
+      await big.close();
+    }
   });
 });

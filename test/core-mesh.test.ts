@@ -17,7 +17,7 @@ import {
   policyInForce,
   validateMeshPolicy,
 } from '../src/core/mesh.js';
-import type { IntentElement } from '../src/core/intent.js';
+import { compareElements, type IntentElement } from '../src/core/intent.js';
 import type { NodeRecord } from '../src/core/model.js';
 
 const T = '2026-01-01T00:00:00.000Z';
@@ -59,7 +59,7 @@ const NODES = [
 const RECORD: MeshPolicyRecord = { policy: POLICY, updatedAt: T };
 const ALL_ALIVE = new Set(NODES.map((n) => n.name));
 
-const keysOf = (elements: IntentElement[], kind: string): string[] =>
+const keysOf = (elements: readonly IntentElement[], kind: string): string[] =>
   elements.filter((e) => e.kind === kind).map((e) => (e.value ? `${e.key}=${e.value}` : e.key));
 
 describe('validateMeshPolicy', () => {
@@ -161,14 +161,15 @@ describe('compileMesh', () => {
       '192.168.0.21=203.0.113.21',
       '192.168.0.22=203.0.113.22',
     ]);
-    // Every other member's addresses are let in; its own are not listed.
+    // Every other member's addresses are let in; its own are not listed. Sorted by key, as
+    // compile() sorts every element.
     assert.deepEqual(keysOf(a2.elements, 'meshmember'), [
       '10.1.0.11',
+      '10.2.0.21',
+      '10.2.0.22',
       '198.51.100.11',
       '2001:db8:a::11',
-      '10.2.0.21',
       '203.0.113.21',
-      '10.2.0.22',
       '203.0.113.22',
     ]);
     // Toward a same-site member's private address, a2 leaves from its own private address.
@@ -208,6 +209,63 @@ describe('compileMesh', () => {
     assert.deepEqual(c1.elements, []);
     assert.match(c1.notes[0] ?? '', /no overlay address/);
     assert.deepEqual(compileMesh({ nodes: NODES, alive: ALL_ALIVE }, 'a1', now).elements, []);
+  });
+});
+
+describe('compileMesh on every pass', () => {
+  const now = new Date(T);
+  /** compileMesh from scratch: a copy of the node array shares nothing remembered. */
+  const fresh = (state: Parameters<typeof compileMesh>[0], name: string) =>
+    compileMesh({ ...state, nodes: [...state.nodes] }, name, now);
+
+  it("gives its elements in compile()'s order", () => {
+    const a2 = compileMesh({ record: RECORD, nodes: NODES, alive: ALL_ALIVE }, 'a2', now);
+    assert.deepEqual(a2.elements, [...a2.elements].sort(compareElements));
+    const pinned = compileMesh(
+      {
+        record: {
+          policy: validateMeshPolicy({
+            ...POLICY,
+            nodes: { a2: { natOverrides: { '192.168.0.1': '10.9.9.1' } } },
+          }),
+          updatedAt: T,
+        },
+        nodes: NODES,
+        alive: ALL_ALIVE,
+      },
+      'a2',
+      now,
+    );
+    assert.deepEqual(pinned.elements, [...pinned.elements].sort(compareElements));
+    assert.deepEqual(keysOf(pinned.elements, 'meshnat')[0], '192.168.0.1=10.9.9.1');
+  });
+
+  it('reuses nothing that changed: the same node array with another policy, live set or node', () => {
+    const nodes = [...NODES];
+    const base = { record: RECORD, nodes, alive: ALL_ALIVE };
+    const first = compileMesh(base, 'a2', now);
+    // Another policy: a port opened, a NAT override for a member.
+    const next: MeshPolicyRecord = {
+      policy: validateMeshPolicy({
+        ...POLICY,
+        fleet: { ...POLICY.fleet, openPorts: ['tcp/443', 'tcp/9000'] },
+        nodes: { a2: { natOverrides: { '192.168.0.21': '10.9.9.9' } } },
+      }),
+      updatedAt: T,
+    };
+    const changed = compileMesh({ ...base, record: next }, 'a2', now);
+    assert.deepEqual(changed.elements, fresh({ ...base, record: next }, 'a2').elements);
+    assert.ok(keysOf(changed.elements, 'meshport').includes('tcp . 9000'));
+    assert.ok(keysOf(changed.elements, 'meshnat').includes('192.168.0.21=10.9.9.9'));
+    // Another live set, another node, then back: each as if compiled afresh.
+    const fewer = new Set(['a2', 'b1']);
+    assert.deepEqual(
+      compileMesh({ ...base, alive: fewer }, 'a2', now).elements,
+      fresh({ ...base, alive: fewer }, 'a2').elements,
+    );
+    assert.deepEqual(compileMesh(base, 'b1', now).elements, fresh(base, 'b1').elements);
+    assert.deepEqual(compileMesh(base, 'a2', now).elements, first.elements);
+    assert.equal(compileMesh(base, 'a2', now).members, 4);
   });
 });
 
@@ -269,7 +327,8 @@ describe('holdMeshRemovals', () => {
       'a2',
       now,
     );
-    const meshnats = (r: { elements: IntentElement[] }) => keysOf(r.elements, 'meshnat').length;
+    const meshnats = (r: { elements: readonly IntentElement[] }) =>
+      keysOf(r.elements, 'meshnat').length;
     // Two leave at t=0: kept while it settles, with a time to look again.
     const first = holdMeshRemovals(two.elements, full, 2, false, new Map(), 0);
     assert.deepEqual(first.keeping, []);

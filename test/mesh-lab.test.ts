@@ -21,7 +21,6 @@ import { type EtcdCluster, startEtcd } from '../src/lab/etcd.js';
 import { echoProbe, startEchoServer } from '../src/lab/probe.js';
 import { FLEET, fleet, type FleetNode, fleetNodes } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
-import { keys } from '../src/core/keys.js';
 import type { NodeLiveness } from '../src/core/model.js';
 import { ControlPlane } from '../src/service/control.js';
 import { openStore } from '../src/store/open.js';
@@ -60,9 +59,10 @@ async function overlayOf(name: string): Promise<string> {
   return ip;
 }
 
-async function liveness(name: string): Promise<NodeLiveness | undefined> {
-  const kv = await store.get(keys.nodeAlive(name));
-  return kv ? (JSON.parse(kv.value) as NodeLiveness) : undefined;
+/** What a node's agent reports (its health record, as `node show` shows it). */
+async function liveness(name: string): Promise<Pick<NodeLiveness, 'mesh'> | undefined> {
+  const node = await control.getNode(name);
+  return node.alive ? node : undefined;
 }
 
 /** Waits until every running node's agent has applied the mesh's latest change. */

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IpferryError } from '../src/core/errors.js';
-import type { KeyValue, Op, Store, Watch, WatchEvent } from '../src/store/store.js';
+import { type CacheSink, PrefixCache } from '../src/store/cache.js';
+import type { KeyValue, Op, Store, Watch, WatchEvent, WatchOptions } from '../src/store/store.js';
 
 export interface ConformanceOptions {
   /**
@@ -571,6 +572,111 @@ export function storeConformance(
           assert.deepEqual(ok.revisions(), [r3]);
           assert.deepEqual(ok.errors, []);
           ok.watch.close();
+        },
+      );
+    });
+
+    void describe('prefix cache (src/store/cache.ts)', () => {
+      /** A sink that keeps the copy as a map of key → value and mod revision. */
+      function mirror() {
+        const copy = new Map<string, string>();
+        const resets: number[] = [];
+        const sink: CacheSink = {
+          reset: (kvs, revision) => {
+            resets.push(revision);
+            copy.clear();
+            for (const kv of kvs) copy.set(kv.key, `${kv.value}@${kv.modRevision}`);
+          },
+          apply: (events) => {
+            for (const e of events) {
+              if (e.type === 'put') copy.set(e.kv.key, `${e.kv.value}@${e.kv.modRevision}`);
+              else copy.delete(e.kv.key);
+            }
+          },
+        };
+        return { copy, resets, sink };
+      }
+      async function listed(store: Store, prefix: string): Promise<Map<string, string>> {
+        const { kvs } = await store.list(prefix);
+        return new Map(kvs.map((kv) => [kv.key, `${kv.value}@${kv.modRevision}`]));
+      }
+
+      void it(
+        'lists once, then follows puts, deletes, prefix deletes and revoked leases',
+        { timeout },
+        async () => {
+          await write(s, put('c/p/a', '1'), put('c/p/b', '1'), put('c/q/x', 'outside'));
+          const m = mirror();
+          const seen: number[] = [];
+          const cache = new PrefixCache(s, 'c/p/', m.sink, { onEvents: (_, r) => seen.push(r) });
+          await cache.sync();
+          assert.deepEqual(m.copy, await listed(s, 'c/p/'));
+          assert.equal(cache.revision, await currentRevision(s));
+          const lease = await s.grantLease(30);
+          await write(s, put('c/p/c', '1'), put('c/p/l', 'leased', lease));
+          await write(s, del('c/p/a'), put('c/p/b', '2'));
+          await write(s, put('c/q/y', 'outside'));
+          await write(s, put('c/p/d/1', '1'), put('c/p/d/2', '1'));
+          await write(s, delPrefix('c/p/d/'));
+          await s.revokeLease(lease);
+          const last = await write(s, put('c/p/e', '1'));
+          await until('the cache at the last write', () => cache.revision >= last);
+          assert.deepEqual(m.copy, await listed(s, 'c/p/'));
+          assert.deepEqual([...m.copy.keys()].sort(), ['c/p/b', 'c/p/c', 'c/p/e']);
+          assert.equal(cache.revision, last);
+          assert.equal(cache.synced, true);
+          assert.equal(m.resets.length, 1, 'listed once');
+          // One call per revision under the prefix, none for the write outside it.
+          assert.equal(seen.length, 6);
+          await cache.sync(); // already following: no second list
+          assert.equal(m.resets.length, 1);
+          cache.close();
+        },
+      );
+
+      void it(
+        'lists again when its watch revision was compacted, and follows on from there',
+        { timeout, skip: opts.compact ? false : 'store cannot compact on demand' },
+        async () => {
+          const compact = opts.compact!;
+          await write(s, put('c/p/a', '1'), put('c/p/b', '1'));
+          // The cache's watch starts only when released: meanwhile its revision is compacted.
+          let release: () => void = () => undefined;
+          const released = new Promise<void>((resolve) => (release = resolve));
+          const held: Store = Object.assign(Object.create(s) as Store, {
+            watch: (prefix: string, options: WatchOptions): Watch => {
+              let watch: Watch | undefined;
+              let closed = false;
+              void released.then(() => {
+                if (!closed) watch = s.watch(prefix, options);
+              });
+              return {
+                close: () => {
+                  closed = true;
+                  watch?.close();
+                },
+              };
+            },
+          });
+          const m = mirror();
+          const lost: Error[] = [];
+          const cache = new PrefixCache(held, 'c/p/', m.sink, { onLost: (e) => lost.push(e) });
+          await cache.sync();
+          await write(s, del('c/p/a'));
+          const r = await write(s, put('c/p/b', '2'), put('c/p/c', '1'));
+          await compact(s, r);
+          release();
+          await until('the watch lost', () => lost.length === 1);
+          assert.ok(lost[0] instanceof IpferryError);
+          assert.equal(lost[0].code, 'IPF_E_STORE_COMPACTED');
+          assert.equal(cache.synced, false);
+          await cache.sync();
+          assert.equal(m.resets.length, 2, 'listed again');
+          assert.deepEqual(m.copy, await listed(s, 'c/p/'));
+          const last = await write(s, put('c/p/d', '1'));
+          await until('following again', () => cache.revision >= last);
+          assert.deepEqual(m.copy, await listed(s, 'c/p/'));
+          cache.close();
         },
       );
     });

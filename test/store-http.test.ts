@@ -426,7 +426,8 @@ void describe('http store: what a node credential may do', () => {
       );
       assert.ok(!listedKeys.some((k) => k.startsWith(prefix)), `${prefix} must not be listed`);
     }
-    // A list of everything is cut down to the root without secrets.
+    // A list of everything is cut down to the root without secrets (and the health reports,
+    // of which there are none here).
     assert.deepEqual(
       (await node.list('')).kvs.map((kv) => kv.key),
       listedKeys,
@@ -457,15 +458,26 @@ void describe('http store: what a node credential may do', () => {
     await hub.store.txn({ compare: [], success: [{ type: 'delete', key: keys.pool('marker') }] });
   });
 
-  void it('writes its own registration, liveness (under its own lease) and statuses', async () => {
+  void it('writes its own registration, liveness and health (under its own lease) and statuses', async () => {
     const control = new ControlPlane(node);
     await control.registerNode({ name: 'b1', addresses: ['10.0.0.2'], reservedPorts: [] });
     const lease = await node.grantLease(15);
+    const health = { name: 'b1', mesh: { appliedRevision: 7 }, updatedAt: 'now' };
     await node.txn({
       compare: [],
-      success: [put(keys.nodeAlive('b1'), JSON.stringify({ name: 'b1', since: 'now' }), lease)],
+      success: [
+        put(keys.nodeAlive('b1'), JSON.stringify({ name: 'b1', since: 'now' }), lease),
+        put(keys.nodeHealth('b1'), JSON.stringify(health), lease),
+      ],
     });
     await node.keepAlive(lease);
+    // Health reports are outside the root, and every node may read them (`node show`).
+    assert.equal((await hub.control.getNode('b1')).mesh?.appliedRevision, 7);
+    assert.equal((await control.getNode('b1')).mesh?.appliedRevision, 7);
+    assert.deepEqual(
+      (await node.list(keys.health)).kvs.map((kv) => kv.key),
+      [keys.nodeHealth('b1')],
+    );
     const fip = await hub.store.get(keys.fip('192.0.2.1'));
     assert.equal(
       await control.reportStatuses([
@@ -483,6 +495,7 @@ void describe('http store: what a node credential may do', () => {
     assert.equal((await hub.control.getFip('192.0.2.1')).status.node, 'b1');
     await node.revokeLease(lease);
     assert.equal((await hub.control.getNode('b1')).alive, false);
+    assert.equal(await hub.store.get(keys.nodeHealth('b1')), undefined, 'gone with the lease');
   });
 
   void it("refuses every other write, other nodes' keys and leases, with nothing written", async () => {
@@ -500,6 +513,12 @@ void describe('http store: what a node credential may do', () => {
       await refused(txn(put(keys.node('gw1'), JSON.stringify({ name: 'gw1' }))), /write/);
       await refused(txn(put(keys.node('b1'), JSON.stringify({ name: 'gw1' }))), /name is not b1/);
       await refused(txn(put(keys.nodeAlive('b2'), JSON.stringify({ name: 'b2' }))));
+      await refused(txn(put(keys.nodeHealth('b2'), JSON.stringify({ name: 'b2' }))));
+      await refused(
+        txn(put(keys.nodeHealth('b1'), JSON.stringify({ name: 'b2' }))),
+        /name is not b1/,
+      );
+      await refused(txn(put('/ipferry/health/elsewhere', JSON.stringify({ name: 'b1' }))));
       await refused(txn(put(keys.status('192.0.2.1'), status('gw1'))), /not its own/);
       await refused(txn(put(keys.status('192.0.2.1'), status('b1', '192.0.2.2'))), /not its own/);
       await refused(txn(put(keys.status('192.0.2.1'), 'not json')));

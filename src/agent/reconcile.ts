@@ -1,14 +1,17 @@
 /**
  * The reconcile loop, level-triggered: store events only mark it dirty; one pass reads a
  * consistent snapshot, compiles this node's intent, diffs it against what the dataplane holds
- * and applies only the difference. It never flushes: on start it reads the kernel and changes
- * what differs, so traffic keeps flowing through an agent restart. A periodic pass repairs
+ * and applies only the difference. The snapshot is read from memory: the desired state under
+ * ROOT is listed once and then kept current by the store's watch (PrefixCache, DesiredState),
+ * listed again only when the watch cannot go on (compacted, lost). Its revision is the
+ * revision the pass realised, and what status reports are fenced on. It never flushes: on
+ * start it reads the kernel and changes what differs, so traffic keeps flowing through an
+ * agent restart. A periodic pass repairs
  * drift (an element deleted by hand). When a whole diff is refused, each FIP's part is retried
  * alone, so one bad association is ERROR with the kernel's reason while the others go ACTIVE.
  */
 import { ROOT, keys } from '../core/keys.js';
 import {
-  applyDiff,
   compareElements,
   compile,
   diffFor,
@@ -19,21 +22,20 @@ import {
   type IntentElement,
   isEmptyDiff,
 } from '../core/intent.js';
-import type { FipState, FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
+import type { FipState, FipStatus } from '../core/model.js';
 import type { TunnelOptions } from '../core/routed.js';
-import { parseStored } from '../core/json.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
-import type { Store, Watch, WatchEvent } from '../store/store.js';
+import { PrefixCache } from '../store/cache.js';
+import type { Store, WatchEvent } from '../store/store.js';
+import { DesiredState, type Snapshot } from './desired.js';
 import type { PathView } from './paths.js';
 import { remoteNodesOf } from '../core/routed.js';
 import {
   holdMeshRemovals,
-  type MeshConfirmation,
   type MeshHold,
   type MeshIntent,
   type MeshNodeReport,
-  type MeshPolicyRecord,
 } from '../core/mesh.js';
 import type { PlanResponse } from '../api/contract.js';
 
@@ -65,24 +67,13 @@ export interface PassResult {
   readonly errors: ReadonlyMap<string, string>;
 }
 
-interface Snapshot {
-  readonly revision: number;
-  readonly nodes: NodeRecord[];
-  readonly pools: Pool[];
-  readonly fips: { fip: FloatingIp; revision: number }[];
-  readonly statuses: Map<string, FipStatus>;
-  readonly meshPolicy?: MeshPolicyRecord;
-  readonly meshConfirm?: MeshConfirmation;
-  /** Nodes whose agent holds a live lease. */
-  readonly alive: Set<string>;
-}
-
 /** Changes under these prefixes are the agent's own reports: they must not wake it up. */
 const SELF_WRITTEN = [keys.statuses];
 
 /**
- * Liveness records are rewritten every few seconds with fresh health: only a node coming alive
- * (created) or going away (deleted, its lease gone) changes the mesh's membership.
+ * A liveness record is written once per lease (health goes elsewhere, keys.nodeHealth): its
+ * creation (a node coming alive) or deletion (its lease gone) changes the mesh's membership. A
+ * rewrite (an older agent still refreshing it) changes nothing.
  */
 function wakes(e: WatchEvent): boolean {
   if (SELF_WRITTEN.some((p) => e.kv.key.startsWith(p))) return false;
@@ -90,17 +81,26 @@ function wakes(e: WatchEvent): boolean {
   return true;
 }
 const MAX_BACKOFF_MS = 5000;
+/**
+ * How long a member without an overlay address waits before asking for one, at least (up to
+ * twice as long, at random). Setting a policy gives every node its address at once (in
+ * batches), so usually there is nothing left to ask; and when a policy reaches a whole fleet,
+ * its agents must not all list every node record at the same moment.
+ */
+const OVERLAY_ASK_MS = 2000;
 
 export class Reconciler {
   lastApply?: string;
   lastError?: string;
   realisedRevision?: number;
-  private watch?: Watch;
+  /** The desired state under ROOT, and the watch that keeps it current. */
+  private readonly desired = new DesiredState();
+  private readonly cache: PrefixCache;
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private dirty = false;
   /** Kernel state as last read or as left by this agent's own successful apply. */
-  private known?: IntentElement[];
+  private known?: readonly IntentElement[];
   private readDue = true;
   private meshHold?: MeshHold;
   /** When each member now leaving was first seen leaving (mesh departures settle first). */
@@ -111,15 +111,26 @@ export class Reconciler {
   private lastSnapshot?: Snapshot;
   private lastMesh?: MeshIntent;
   private deadlineTimer?: NodeJS.Timeout;
+  private overlayTimer?: NodeJS.Timeout;
   private stopped = true;
   private failures = 0;
 
-  constructor(private readonly o: ReconcilerOptions) {}
+  constructor(private readonly o: ReconcilerOptions) {
+    this.cache = new PrefixCache(o.store, ROOT, this.desired, {
+      onEvents: (events) => {
+        if (events.some(wakes)) this.kick();
+      },
+      onLost: (error) => {
+        // Compacted or lost: the next pass lists everything again and follows on from there.
+        this.o.log.warn({ err: error.message }, 'watch ended; resyncing');
+        setTimeout(() => this.kick(), 200).unref();
+      },
+    });
+  }
 
   async start(): Promise<void> {
     this.stopped = false;
-    const result = await this.passOrBackoff();
-    this.follow(result?.revision);
+    await this.passOrBackoff();
     this.unwatchAddresses = this.o.dataplane.watchAddresses?.(() => this.kick());
     this.timer = setInterval(() => {
       this.readDue = true;
@@ -130,9 +141,10 @@ export class Reconciler {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.watch?.close();
+    this.cache.close();
     if (this.timer) clearInterval(this.timer);
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    if (this.overlayTimer) clearTimeout(this.overlayTimer);
     if (this.settleTimer) clearTimeout(this.settleTimer);
     this.unwatchAddresses?.();
     await this.running;
@@ -168,15 +180,17 @@ export class Reconciler {
    * Compiles the intent and diffs it against the kernel. Reading a large table back costs
    * more than changing one element, so between resyncs the kernel state is taken to be what
    * the last successful apply left; a resync, an error or a refused apply reads it again
-   * (which is also how drift made by hand is found).
+   * (which is also how drift made by hand is found). `fresh` (a plan) lists the store itself
+   * and changes nothing the passes keep.
    */
   private async compare(fresh = false): Promise<{
     snapshot: Snapshot;
     intent: HostIntent;
-    observed: IntentElement[];
+    /** What the kernel holds once the diff is applied (sorted). */
+    wanted: readonly IntentElement[];
     diff: IntentDiff;
   }> {
-    const snapshot = await this.snapshot();
+    const snapshot = fresh ? await this.listed() : await this.snapshot();
     if (!fresh) this.lastSnapshot = snapshot;
     const intent = await this.compileSnapshot(snapshot);
     // A tunnel comes first (routes, holds and its sysctls need the interface); one no longer
@@ -191,7 +205,7 @@ export class Reconciler {
       }
     }
     const wanted = this.holdMesh(intent, observed, snapshot);
-    return { snapshot, intent, observed, diff: diffIntent(wanted, observed) };
+    return { snapshot, intent, wanted, diff: diffIntent(wanted, observed) };
   }
 
   private async compileSnapshot(snapshot: Snapshot): Promise<HostIntent> {
@@ -265,7 +279,9 @@ export class Reconciler {
     if (held.keeping.length === 0) {
       if (this.meshHold) this.o.log.info({ released }, 'mesh membership change no longer held');
       this.meshHold = undefined;
-      return held.wakeInMs === undefined ? intent.elements : held.elements.sort(compareElements);
+      return held.wakeInMs === undefined
+        ? intent.elements
+        : [...held.elements].sort(compareElements);
     }
     if (!this.meshHold)
       this.o.log.warn(
@@ -277,7 +293,7 @@ export class Reconciler {
       maxChange: intent.mesh?.maxChange ?? 0,
       sinceRevision: since,
     };
-    return held.elements.sort(compareElements);
+    return [...held.elements].sort(compareElements);
   }
 
   /** What the liveness record says about this node's mesh. */
@@ -295,7 +311,7 @@ export class Reconciler {
   /**
    * After a pass: a trial's deadline wakes the loop (every node goes back by itself, store or
    * not); one that ran out is written back to the store; a member without an overlay address
-   * asks for one.
+   * asks for one, a little later (OVERLAY_ASK_MS).
    */
   private async afterMesh(intent: HostIntent, snapshot: Snapshot): Promise<void> {
     this.lastMesh = intent.mesh;
@@ -313,18 +329,37 @@ export class Reconciler {
       });
     }
     const self = snapshot.nodes.find((n) => n.name === this.o.node);
-    if (snapshot.meshPolicy && self && intent.mesh?.notes.some((n) => n.includes('no overlay'))) {
-      await this.o.control.mesh.ensureOverlay(this.o.node).catch((e: unknown) => {
-        this.o.log.warn({ err: (e as Error).message }, 'could not get an overlay address');
-      });
-    }
+    if (snapshot.meshPolicy && self && intent.mesh?.notes.some((n) => n.includes('no overlay')))
+      this.askOverlaySoon();
+  }
+
+  /** Asks for an overlay address after a while (its record's change wakes the loop). */
+  private askOverlaySoon(): void {
+    if (this.overlayTimer || this.stopped) return;
+    this.overlayTimer = setTimeout(
+      () => {
+        if (this.stopped) return;
+        // ensureOverlay reads the node record first: given one meanwhile, it changes nothing.
+        void this.o.control.mesh
+          .ensureOverlay(this.o.node)
+          .catch((e: unknown) => {
+            this.o.log.warn({ err: (e as Error).message }, 'could not get an overlay address');
+          })
+          .finally(() => {
+            this.overlayTimer = undefined;
+          });
+      },
+      OVERLAY_ASK_MS * (1 + Math.random()),
+    );
+    this.overlayTimer.unref();
   }
 
   /** One pass: snapshot, compile, diff, apply, report. */
   async pass(): Promise<PassResult> {
-    const { snapshot, intent, observed, diff } = await this.compare();
+    const { snapshot, intent, wanted, diff } = await this.compare();
     const errors = isEmptyDiff(diff) ? new Map<string, string>() : await this.apply(diff);
-    if (errors.size === 0) this.known = applyDiff(observed, diff);
+    // Applied whole, the diff leaves the kernel holding exactly what was wanted.
+    if (errors.size === 0) this.known = wanted;
     else this.readDue = true;
     if (!intent.tunnel) await this.o.dataplane.applyTunnel(undefined);
     this.o.paths?.track(intent.tunnel);
@@ -378,58 +413,16 @@ export class Reconciler {
     }
   }
 
-  private follow(revision: number | undefined): void {
-    this.watch = this.o.store.watch(ROOT, {
-      ...(revision !== undefined ? { fromRevision: revision + 1 } : {}),
-      onEvents: (events) => {
-        if (events.some(wakes)) this.kick();
-      },
-      onError: (error) => {
-        // Compacted or lost: the next pass reads everything anyway, then follow from there.
-        this.o.log.warn({ err: error.message }, 'watch ended; resyncing');
-        if (this.stopped) return;
-        setTimeout(() => {
-          if (this.stopped) return;
-          this.kick();
-          this.follow(undefined);
-        }, 200).unref();
-      },
-    });
+  /** The desired state as the cache holds it, listed first when it is not following. */
+  private async snapshot(): Promise<Snapshot> {
+    await this.cache.sync();
+    return this.desired.snapshot(this.cache.revision);
   }
 
-  private async snapshot(): Promise<Snapshot> {
+  /** The desired state listed from the store now. */
+  private async listed(): Promise<Snapshot> {
     const { kvs, revision } = await this.o.store.list(ROOT);
-    const pools: Pool[] = [];
-    const fips: { fip: FloatingIp; revision: number }[] = [];
-    const statuses = new Map<string, FipStatus>();
-    const nodes: NodeRecord[] = [];
-    const alive = new Set<string>();
-    let meshPolicy: MeshPolicyRecord | undefined;
-    let meshConfirm: MeshConfirmation | undefined;
-    for (const kv of kvs) {
-      if (kv.key === keys.meshPolicy) meshPolicy = parseStored<MeshPolicyRecord>(kv.key, kv.value);
-      if (kv.key === keys.meshConfirm)
-        meshConfirm = parseStored<MeshConfirmation>(kv.key, kv.value);
-      if (kv.key.startsWith(keys.alive)) alive.add(kv.key.slice(keys.alive.length));
-      if (kv.key.startsWith(keys.nodes)) nodes.push(parseStored<NodeRecord>(kv.key, kv.value));
-      if (kv.key.startsWith(keys.pools)) pools.push(parseStored<Pool>(kv.key, kv.value));
-      else if (kv.key.startsWith(keys.fips))
-        fips.push({ fip: parseStored<FloatingIp>(kv.key, kv.value), revision: kv.modRevision });
-      else if (kv.key.startsWith(keys.statuses)) {
-        const s = parseStored<FipStatus>(kv.key, kv.value);
-        statuses.set(s.address, s);
-      }
-    }
-    return {
-      revision,
-      nodes,
-      pools,
-      fips,
-      statuses,
-      alive,
-      ...(meshPolicy ? { meshPolicy } : {}),
-      ...(meshConfirm ? { meshConfirm } : {}),
-    };
+    return DesiredState.of(kvs, revision);
   }
 
   private async apply(diff: IntentDiff): Promise<Map<string, string>> {

@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { IpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { stringifyStored } from '../core/json.js';
-import type { NodeLiveness, PathProbe, TunnelHealth } from '../core/model.js';
+import type { NodeHealth, NodeLiveness, PathProbe, TunnelHealth } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
 import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
@@ -72,9 +72,7 @@ export async function startAgent(
       ...(config.endpoint ? { endpoint: config.endpoint } : {}),
       // Its gateway masquerades what it sends through the tunnel only when it says so here.
       ...(config.egress !== 'own' ? { egress: config.egress } : {}),
-      // The dataplane's host: its namespace when it acts in one (labs), else this machine.
-      addresses:
-        dataplane.kind === 'linux' ? ownAddresses(await dataplane.facts()) : hostAddresses(),
+      addresses: await registeredAddresses(dataplane),
       reservedPorts: config.reservedPorts,
       agentVersion: VERSION,
     });
@@ -180,21 +178,56 @@ function withProbes(
 }
 
 /**
- * Keeps `alive/NODE` under a lease and refreshes it with the tunnel's health on every beat, so
- * `node show` on any agent tells how each node's tunnel is doing; if the lease is lost (store
- * outage), takes a new one.
+ * Keeps the node alive under a lease: `alive/NODE` (membership) is written once per lease, and
+ * the health report (`keys.nodeHealth`: the tunnel's health, the mesh as applied) under the same
+ * lease, rewritten on a beat only when it changed. Every agent watches the tree `alive/` is in,
+ * so rewriting it on every beat would wake the whole fleet N times per beat for nothing; the
+ * health report lives outside that tree, and `node show` on any agent still tells how each
+ * node's tunnel is doing. If the lease is lost (store outage), takes a new one and writes both.
  */
 async function keepAlive(
   store: Store,
   node: string,
-  health: () => Promise<Pick<NodeLiveness, 'tunnel' | 'mesh'>>,
+  health: () => Promise<Pick<NodeHealth, 'tunnel' | 'mesh'>>,
 ): Promise<() => Promise<void>> {
-  const since = new Date().toISOString();
-  const beat = async (lease?: string): Promise<string> => {
-    const report = await health().catch(() => ({}));
-    return putAlive(store, { name: node, since, pid: process.pid, ...report }, lease);
+  const liveness: NodeLiveness = { name: node, since: new Date().toISOString(), pid: process.pid };
+  /** The report last written, without its timestamp, to tell whether it changed. */
+  let written: string | undefined;
+  const report = async (): Promise<{ text: string; value: string }> => {
+    const r = await health().catch(() => ({}));
+    const text = JSON.stringify(r);
+    const value = stringifyStored({
+      name: node,
+      ...r,
+      updatedAt: new Date().toISOString(),
+    } satisfies NodeHealth);
+    return { text, value };
   };
-  let lease = await beat();
+  /** A failed write is tried again on the next beat (`written` is still the old report). */
+  const update = async (lease: string): Promise<void> => {
+    const { text, value } = await report();
+    if (text === written) return;
+    await store.txn({
+      compare: [],
+      success: [{ type: 'put', key: keys.nodeHealth(node), value, lease }],
+    });
+    written = text;
+  };
+  // Membership first, on its own: a hub that refuses the health report (an older one) must
+  // still see the node alive.
+  const join = async (): Promise<string> => {
+    const lease = await store.grantLease(LEASE_TTL_SECONDS);
+    await store.txn({
+      compare: [],
+      success: [
+        { type: 'put', key: keys.nodeAlive(node), value: stringifyStored(liveness), lease },
+      ],
+    });
+    written = undefined; // the old report went with the old lease
+    await update(lease).catch(() => undefined);
+    return lease;
+  };
+  let lease = await join();
   let busy = false;
   const timer = setInterval(
     () => {
@@ -202,12 +235,12 @@ async function keepAlive(
       busy = true;
       store
         .keepAlive(lease)
-        .then(async () => {
-          lease = await beat(lease);
-        })
-        .catch(async () => {
-          lease = await beat();
-        })
+        .then(
+          () => update(lease).catch(() => undefined),
+          async () => {
+            lease = await join();
+          },
+        )
         .catch(() => undefined)
         .finally(() => {
           busy = false;
@@ -220,17 +253,6 @@ async function keepAlive(
     clearInterval(timer);
     await store.revokeLease(lease).catch(() => undefined);
   };
-}
-
-async function putAlive(store: Store, liveness: NodeLiveness, existing?: string): Promise<string> {
-  const lease = existing ?? (await store.grantLease(LEASE_TTL_SECONDS));
-  await store.txn({
-    compare: [],
-    success: [
-      { type: 'put', key: keys.nodeAlive(liveness.name), value: stringifyStored(liveness), lease },
-    ],
-  });
-  return lease;
 }
 
 async function dataplaneFor(config: AgentConfig): Promise<Dataplane> {
@@ -256,6 +278,17 @@ async function readTls(
       reason: `cannot read ${(e as NodeJS.ErrnoException).path ?? 'file'} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
     });
   }
+}
+
+/**
+ * The addresses the node registers: its dataplane's host's — its namespace when it acts in one
+ * (labs) — else this machine's. A fake dataplane that names its host's addresses stands for a
+ * host of its own (tests, and the fleet benchmark's hundreds of agents in one process).
+ */
+async function registeredAddresses(dataplane: Dataplane): Promise<string[]> {
+  if (dataplane.kind === 'linux') return ownAddresses(await dataplane.facts());
+  const facts = await dataplane.facts();
+  return facts.addresses.length > 0 ? ownAddresses(facts) : hostAddresses();
 }
 
 function ownAddresses(facts: HostFacts): string[] {

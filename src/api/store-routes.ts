@@ -5,8 +5,9 @@
  * Who may do what:
  * - an admin token (token file) may do everything; a read-only one only the GET routes;
  * - a node credential (api/join.ts) may read under ROOT except PRIVATE_PREFIXES (its gets of them
- *   are refused, its lists and watches leave them out), and write only its own registration and
- *   status: keys.node(self) and keys.nodeAlive(self) (put or delete, a value whose `name` is
+ *   are refused, its lists and watches leave them out) and under HEALTH_ROOT (the nodes' health
+ *   reports), and write only its own registration and status: keys.node(self),
+ *   keys.nodeAlive(self) and keys.nodeHealth(self) (put or delete, a value whose `name` is
  *   itself), keys.status(address) with a value whose `node` is itself and whose `address` is
  *   that address, and keys.overlay(address) with a value whose `name` is itself (its overlay
  *   address's lock). Leases it grants are recorded as its own (keys.leaseOwner, attached to the
@@ -17,7 +18,7 @@
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { IpferryError, isIpferryError } from '../core/errors.js';
-import { keys, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
+import { HEALTH_ROOT, keys, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
 import type { Op, Store, Txn, Watch, WatchEvent } from '../store/store.js';
 import {
   HEARTBEAT_DEFAULT_MS,
@@ -177,9 +178,12 @@ function isPrivate(key: string): boolean {
   return PRIVATE_PREFIXES.some((p) => key.startsWith(p));
 }
 
-/** What a node credential may read: ROOT without the private prefixes. */
+/** The trees a node credential may read from (less the private prefixes under ROOT). */
+const READABLE = [ROOT, HEALTH_ROOT];
+
+/** What a node credential may read: ROOT without the private prefixes, and the health reports. */
 export function nodeMayRead(key: string): boolean {
-  return key.startsWith(ROOT) && !isPrivate(key);
+  return READABLE.some((tree) => key.startsWith(tree)) && !isPrivate(key);
 }
 
 /**
@@ -188,9 +192,12 @@ export function nodeMayRead(key: string): boolean {
  */
 function readFilter(caller: Caller, prefix: string): ((key: string) => boolean) | undefined {
   if (caller.kind === 'admin') return undefined;
-  const coversRoot = prefix.startsWith(ROOT) || ROOT.startsWith(prefix);
-  if (!coversRoot || isPrivate(prefix)) {
-    throw forbidden(caller, `read ${JSON.stringify(prefix)} (only ${ROOT}, without secrets)`);
+  const covers = READABLE.some((tree) => prefix.startsWith(tree) || tree.startsWith(prefix));
+  if (!covers || isPrivate(prefix)) {
+    throw forbidden(
+      caller,
+      `read ${JSON.stringify(prefix)} (only ${READABLE.join(' and ')}, without secrets)`,
+    );
   }
   return nodeMayRead;
 }
@@ -209,7 +216,8 @@ function parseObject(value: string): Record<string, unknown> | undefined {
 function checkNodeOp(caller: { node: string }, o: Op): void {
   const self = caller.node;
   if (o.type === 'deletePrefix') throw forbidden(caller, 'delete by prefix');
-  const own = o.key === keys.node(self) || o.key === keys.nodeAlive(self);
+  const own =
+    o.key === keys.node(self) || o.key === keys.nodeAlive(self) || o.key === keys.nodeHealth(self);
   if (o.type === 'delete') {
     if (!own) throw forbidden(caller, `delete ${o.key}`);
     return;

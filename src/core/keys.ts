@@ -6,6 +6,13 @@
  */
 export const ROOT = '/ipferry/v1/';
 
+/**
+ * What agents report about themselves again and again (each node's health: its tunnel, its mesh),
+ * kept outside ROOT on purpose: every agent watches ROOT, and one node's refresh must not wake
+ * every agent of the fleet. Beside ROOT, not under it, so a list or watch of ROOT never sees it.
+ */
+export const HEALTH_ROOT = '/ipferry/health/v1/';
+
 export const keys = {
   pools: `${ROOT}pools/`,
   pool: (name: string) => `${ROOT}pools/${name}`,
@@ -17,8 +24,15 @@ export const keys = {
   status: (address: string) => `${ROOT}status/${address}`,
   nodes: `${ROOT}nodes/`,
   node: (name: string) => `${ROOT}nodes/${name}`,
+  /**
+   * Membership: written once per liveness lease, so a node arriving or its lease running out
+   * are the only events it makes under ROOT.
+   */
   alive: `${ROOT}alive/`,
   nodeAlive: (name: string) => `${ROOT}alive/${name}`,
+  /** The node's health report, under the same lease, rewritten when it changes. */
+  health: HEALTH_ROOT,
+  nodeHealth: (name: string) => `${HEALTH_ROOT}${name}`,
   clientTokens: `${ROOT}client-tokens/`,
   clientToken: (token: string) => `${ROOT}client-tokens/${encodeURIComponent(token)}`,
   /** SHA-256 of a remote node's credential (issued when it joined; see api/join.ts). */

@@ -409,7 +409,15 @@ const host = (kind: IntentElement['kind'], key: string, value = ''): IntentEleme
   owner: 'host',
 });
 
-/** What `node` needs in its kernel for the mesh in force at `now`. */
+/**
+ * What `node` needs in its kernel for the mesh in force at `now`. Its elements come sorted as
+ * compile() sorts them (kind, then key), so that sort finds them in order.
+ *
+ * Called on every reconcile pass, by every agent of the fleet: the part that grows with the
+ * fleet (each member's NAT, SNAT and addresses) is remembered per `state.nodes` array (see
+ * memberPart), so a pass whose node records and live set are the very objects of the last pass
+ * — a policy change, a FIP change — pays only for the policy's few elements.
+ */
 export function compileMesh(state: MeshState, node: string, now: Date): MeshIntent {
   const { policy, rolledBack, deadline } = policyInForce(state.record, now);
   const self = state.nodes.find((n) => n.name === node);
@@ -419,28 +427,109 @@ export function compileMesh(state: MeshState, node: string, now: Date): MeshInte
     return { ...empty, notes: [`${node} has no overlay address in ${policy.overlay} yet`] };
   }
   const layer = effectiveLayer(policy, node, self.site);
+  const part = memberPart(state, self, policy.overlay, layer.natOverrides ?? {});
+  // The policy's own elements, few; none shares a kind and key with a member's.
+  const tail: IntentElement[] = [];
+  // Overrides for overlay addresses that belong to no member (pinned special mappings).
+  for (const [from, to] of Object.entries(layer.natOverrides ?? {}))
+    if (!part.overlays.has(from)) tail.push(host('meshnat', from, to));
+  // Sets with intervals refuse overlapping elements: layers add up, so merge what they give.
+  for (const prefix of outermostPrefixes(layer.sshAllow ?? [])) tail.push(host('meshssh', prefix));
+  for (const spec of mergePortSpecs([...(layer.openPorts ?? []), ...(state.alwaysOpen ?? [])]))
+    tail.push(host('meshport', spec));
+  if (layer.rejectAll) {
+    // Only the families this node has: an IPv6-less host needs no IPv6 drop, and dropping
+    // what it does not have would hide nothing.
+    tail.push(host('meshreject', 'ipv4'));
+    if (classified(self).v6) tail.push(host('meshreject', 'ipv6'));
+  }
+  sortMesh(tail);
+  // A pinned meshnat sorts among the members' ones; everything else of the tail after them.
+  const elements = [...part.elements, ...tail];
+  return {
+    elements: tail[0]?.kind === 'meshnat' ? sortMesh(elements) : elements,
+    layer,
+    members: part.members,
+    rolledBack,
+    ...(deadline ? { deadline } : {}),
+    ...(policy.maxChange !== undefined ? { maxChange: policy.maxChange } : {}),
+    notes: [...part.notes],
+  };
+}
+
+/** The members' share of a node's mesh: what grows with the fleet. */
+interface MemberPart {
+  /** meshnat, meshsnat and meshmember elements, deduplicated and sorted. */
+  readonly elements: readonly IntentElement[];
+  readonly members: number;
+  /** The members' overlay addresses. */
+  readonly overlays: ReadonlySet<string>;
+  readonly notes: readonly string[];
+}
+
+/**
+ * The last member part computed from a `nodes` array, with what else it depended on. Keyed by
+ * the array itself: an agent hands the same array to every pass until a node record changes
+ * (src/agent/desired.ts), and a new array drops the old entry with it.
+ */
+const memberParts = new WeakMap<
+  readonly NodeRecord[],
+  {
+    readonly alive: ReadonlySet<string>;
+    readonly self: NodeRecord;
+    readonly overlay: string;
+    readonly overrides: string;
+    readonly part: MemberPart;
+  }
+>();
+
+function memberPart(
+  state: MeshState,
+  self: NodeRecord,
+  overlay: string,
+  natOverrides: Readonly<Record<string, string>>,
+): MemberPart {
+  const overrides = JSON.stringify(natOverrides);
+  const hit = memberParts.get(state.nodes);
+  if (
+    hit &&
+    hit.alive === state.alive &&
+    hit.self === self &&
+    hit.overlay === overlay &&
+    hit.overrides === overrides
+  )
+    return hit.part;
+  const part = computeMemberPart(state, self, overlay, natOverrides);
+  memberParts.set(state.nodes, { alive: state.alive, self, overlay, overrides, part });
+  return part;
+}
+
+function computeMemberPart(
+  state: MeshState,
+  self: NodeRecord,
+  overlay: string,
+  natOverrides: Readonly<Record<string, string>>,
+): MemberPart {
+  const node = self.name;
   const members = state.nodes.filter(
     (n) =>
       n.overlayIp !== undefined &&
-      inOverlay(policy.overlay, n.overlayIp) &&
+      inOverlay(overlay, n.overlayIp) &&
       (n.name === node || state.alive.has(n.name)),
   );
   const elements: IntentElement[] = [];
   const notes: string[] = [];
-  const selfAddresses = classifyAddresses(self.addresses);
+  // The source of a connection is chosen by the route to the overlay address (the default
+  // route: the public address) before the DNAT: toward a same-site member's private address,
+  // leave from this node's own private address, as a same-site peer expects.
+  const ownPrivate = classified(self).private4;
   for (const m of members) {
-    const own = classifyAddresses(m.addresses);
+    const own = classified(m);
     const sameSite = m.name === node || (m.site !== undefined && m.site === self.site);
-    const reach = sameSite
-      ? (firstOf(own.private, 4) ?? firstOf(own.public, 4))
-      : (firstOf(own.public, 4) ?? firstOf(own.private, 4));
-    const target = layer.natOverrides?.[m.overlayIp!] ?? reach;
+    const reach = sameSite ? (own.private4 ?? own.public4) : (own.public4 ?? own.private4);
+    const target = natOverrides[m.overlayIp!] ?? reach;
     if (target) elements.push(host('meshnat', m.overlayIp!, target));
     else notes.push(`member ${m.name} has no IPv4 address to reach its overlay address at`);
-    // The source of a connection is chosen by the route to the overlay address (the default
-    // route: the public address) before the DNAT: toward a same-site member's private address,
-    // leave from this node's own private address, as a same-site peer expects.
-    const ownPrivate = firstOf(selfAddresses.private, 4);
     if (
       sameSite &&
       m.name !== node &&
@@ -450,33 +539,65 @@ export function compileMesh(state: MeshState, node: string, now: Date): MeshInte
     )
       elements.push(host('meshsnat', target!, ownPrivate));
     if (m.name === node) continue;
-    for (const a of [...own.private, ...own.public]) elements.push(host('meshmember', a));
-  }
-  // Overrides for overlay addresses that belong to no member (pinned special mappings).
-  for (const [from, to] of Object.entries(layer.natOverrides ?? {})) {
-    if (!members.some((m) => m.overlayIp === from)) elements.push(host('meshnat', from, to));
-  }
-  // Sets with intervals refuse overlapping elements: layers add up, so merge what they give.
-  for (const prefix of outermostPrefixes(layer.sshAllow ?? []))
-    elements.push(host('meshssh', prefix));
-  for (const spec of mergePortSpecs([...(layer.openPorts ?? []), ...(state.alwaysOpen ?? [])]))
-    elements.push(host('meshport', spec));
-  if (layer.rejectAll) {
-    // Only the families this node has: an IPv6-less host needs no IPv6 drop, and dropping
-    // what it does not have would hide nothing.
-    elements.push(host('meshreject', 'ipv4'));
-    if ([...selfAddresses.private, ...selfAddresses.public].some((a) => a.includes(':')))
-      elements.push(host('meshreject', 'ipv6'));
+    for (const a of own.all) elements.push(host('meshmember', a));
   }
   return {
-    elements: dedupe(elements),
-    layer,
+    elements: sortMesh(dedupe(elements)),
     members: members.length,
-    rolledBack,
-    ...(deadline ? { deadline } : {}),
-    ...(policy.maxChange !== undefined ? { maxChange: policy.maxChange } : {}),
+    overlays: new Set(members.map((m) => m.overlayIp!)),
     notes,
   };
+}
+
+interface Classified {
+  readonly private: readonly string[];
+  readonly public: readonly string[];
+  /** Private, then public. */
+  readonly all: readonly string[];
+  readonly private4?: string;
+  readonly public4?: string;
+  /** Whether the node has an IPv6 address (other than loopback and link-local). */
+  readonly v6: boolean;
+}
+
+/** A node record's addresses, classified once per record object (records are never mutated). */
+const classifiedRecords = new WeakMap<NodeRecord, Classified>();
+
+function classified(record: NodeRecord): Classified {
+  let c = classifiedRecords.get(record);
+  if (!c) {
+    const split = classifyAddresses(record.addresses);
+    const private4 = firstOf(split.private, 4);
+    const public4 = firstOf(split.public, 4);
+    c = {
+      private: split.private,
+      public: split.public,
+      all: [...split.private, ...split.public],
+      ...(private4 ? { private4 } : {}),
+      ...(public4 ? { public4 } : {}),
+      v6: [...split.private, ...split.public].some((a) => a.includes(':')),
+    };
+    classifiedRecords.set(record, c);
+  }
+  return c;
+}
+
+/** compile()'s order (intent.ts: compareElements) for the mesh's kinds, which are consecutive. */
+const MESH_KIND_ORDER: Partial<Record<IntentElement['kind'], number>> = {
+  meshnat: 0,
+  meshsnat: 1,
+  meshmember: 2,
+  meshssh: 3,
+  meshport: 4,
+  meshreject: 5,
+};
+
+function sortMesh(elements: IntentElement[]): IntentElement[] {
+  return elements.sort(
+    (a, b) =>
+      (MESH_KIND_ORDER[a.kind] ?? 0) - (MESH_KIND_ORDER[b.kind] ?? 0) ||
+      (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
+  );
 }
 
 /** The prefixes not inside another of the list (an interval set takes no overlaps). */
@@ -542,7 +663,8 @@ function dedupe(elements: IntentElement[]): IntentElement[] {
 export const MESH_SETTLE_MS = 6000;
 
 export interface MeshRemovals {
-  readonly elements: IntentElement[];
+  /** What the kernel should hold: `wanted` itself when nothing is kept back. */
+  readonly elements: readonly IntentElement[];
   /** Overlay addresses held because too many would go at once (reported, released by confirm). */
   readonly keeping: string[];
   /** When each leaving overlay address was first seen leaving: pass it back next time. */
@@ -566,14 +688,17 @@ export function holdMeshRemovals(
   leavingSince: ReadonlyMap<string, number> = new Map(),
   now = 0,
 ): MeshRemovals {
-  const wantedKeys = new Set(wanted.map((e) => `${e.kind}\0${e.key}`));
+  const apply = { elements: wanted, keeping: [], leavingSince: new Map<string, number>() };
+  // Every pass of every agent comes here: without maxChange, nothing to count.
+  if (maxChange === undefined) return apply;
+  const wantedNats = new Set(wanted.flatMap((e) => (e.kind === 'meshnat' ? [e.key] : [])));
   const leaving = observed
-    .filter((e) => e.kind === 'meshnat' && !wantedKeys.has(`${e.kind}\0${e.key}`))
+    .filter((e) => e.kind === 'meshnat' && !wantedNats.has(e.key))
     .map((e) => e.key)
     .sort(compareAddressText);
+  if (leaving.length === 0) return apply;
   const since = new Map(leaving.map((key) => [key, leavingSince.get(key) ?? now]));
-  const apply = { elements: [...wanted], keeping: [], leavingSince: new Map<string, number>() };
-  if (maxChange === undefined || leaving.length === 0) return apply;
+  const wantedKeys = new Set(wanted.map((e) => `${e.kind}\0${e.key}`));
   const kept = [
     ...wanted,
     ...observed.filter(

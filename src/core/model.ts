@@ -140,15 +140,29 @@ export interface ReservedPort {
   readonly port: number;
 }
 
-/** Liveness of a node, kept under a lease by its agent. */
+/**
+ * Liveness of a node, kept under a lease by its agent. The store keeps it in two records (see
+ * keys.ts): membership (`alive/NODE`: name, since, pid; written once per lease) and the health
+ * report (NodeHealth: tunnel, mesh; rewritten when it changes, outside what agents watch). Readers
+ * see them merged.
+ */
 export interface NodeLiveness {
   readonly name: string;
   readonly since: string;
   readonly pid?: number;
-  /** The node's tunnel as its agent last saw it (refreshed with the liveness lease). */
+  /** The node's tunnel as its agent last saw it. */
   readonly tunnel?: TunnelHealth;
   /** The node's mesh as its agent last applied it. */
   readonly mesh?: MeshNodeReport;
+}
+
+/** What an agent reports about its node's health, under its liveness lease (keys.nodeHealth). */
+export interface NodeHealth {
+  readonly name: string;
+  readonly tunnel?: TunnelHealth;
+  readonly mesh?: MeshNodeReport;
+  /** When the report last changed. */
+  readonly updatedAt: string;
 }
 
 export interface TunnelHealth {

@@ -29,6 +29,7 @@ import type {
   FipState,
   FipStatus,
   FloatingIp,
+  NodeHealth,
   NodeLiveness,
   NodeRecord,
   NodeView,
@@ -69,7 +70,7 @@ import type {
 } from '../api/contract.js';
 import type { Op, Store } from '../store/store.js';
 import type { Neighbour } from '../dataplane/dataplane.js';
-import { MeshControl } from './mesh.js';
+import { livenessByNode, MeshControl, withHealth } from './mesh.js';
 import {
   absent,
   getRecord,
@@ -494,22 +495,31 @@ export class ControlPlane {
   }
 
   async listNodes(): Promise<NodeView[]> {
-    const [nodes, alive] = await Promise.all([
+    const [nodes, alive, health] = await Promise.all([
       listRecords<NodeRecord>(this.store, keys.nodes),
       listRecords<NodeLiveness>(this.store, keys.alive),
+      listRecords<NodeHealth>(this.store, keys.health),
     ]);
-    const aliveOf = new Map(alive.items.map((a) => [a.value.name, a.value]));
+    const aliveOf = livenessByNode(
+      alive.items.map((a) => a.value),
+      health.items.map((h) => h.value),
+    );
     const byKey = keyOwners(nodes.items.map((n) => n.value));
     return nodes.items.map((n) => nodeView(n.value, aliveOf.get(n.value.name), byKey));
   }
 
   async getNode(name: string): Promise<NodeView> {
     const node = await this.requireNode(name);
-    const [alive, nodes] = await Promise.all([
+    const [alive, health, nodes] = await Promise.all([
       getRecord<NodeLiveness>(this.store, keys.nodeAlive(name)),
+      getRecord<NodeHealth>(this.store, keys.nodeHealth(name)),
       listRecords<NodeRecord>(this.store, keys.nodes),
     ]);
-    return nodeView(node.value, alive?.value, keyOwners(nodes.items.map((n) => n.value)));
+    return nodeView(
+      node.value,
+      withHealth(alive?.value, health?.value),
+      keyOwners(nodes.items.map((n) => n.value)),
+    );
   }
 
   /**

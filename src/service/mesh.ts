@@ -19,7 +19,7 @@ import {
   policyInForce,
   validateMeshPolicy,
 } from '../core/mesh.js';
-import type { FloatingIp, NodeLiveness, NodeRecord, Pool } from '../core/model.js';
+import type { FloatingIp, NodeHealth, NodeLiveness, NodeRecord, Pool } from '../core/model.js';
 import type { Compare, Op, Store } from '../store/store.js';
 import { absent, getRecord, listRecords, optimistic, RETRY, unchanged } from './records.js';
 
@@ -40,6 +40,45 @@ interface OverlayLock {
 
 /** The longest a trial may run: a forgotten one should not linger for weeks. */
 const MAX_TRIAL_SECONDS = 7 * 24 * 3600;
+
+/**
+ * Nodes given an overlay address per transaction by setPolicy: two compares and two puts each,
+ * well under etcd's default limit of 128 operations per transaction.
+ */
+const OVERLAY_BATCH = 50;
+
+/**
+ * A node's liveness as readers show it: its membership record (`alive/NODE`) with its health
+ * report (keys.nodeHealth) merged in. Undefined when the node is not alive. An agent of an
+ * older version has no health record and keeps its health in the membership record instead.
+ */
+export function withHealth(
+  alive: NodeLiveness | undefined,
+  health: NodeHealth | undefined,
+): NodeLiveness | undefined {
+  if (!alive) return undefined;
+  if (!health) return alive;
+  const { tunnel: _tunnel, mesh: _mesh, ...membership } = alive;
+  return {
+    ...membership,
+    ...(health.tunnel ? { tunnel: health.tunnel } : {}),
+    ...(health.mesh ? { mesh: health.mesh } : {}),
+  };
+}
+
+/** Every live node's liveness with its health, by name. */
+export function livenessByNode(
+  alive: readonly NodeLiveness[],
+  health: readonly NodeHealth[],
+): Map<string, NodeLiveness> {
+  const healthOf = new Map(health.map((h) => [h.name, h]));
+  const out = new Map<string, NodeLiveness>();
+  for (const a of alive) {
+    const merged = withHealth(a, healthOf.get(a.name));
+    if (merged) out.set(a.name, merged);
+  }
+  return out;
+}
 
 export class MeshControl {
   constructor(
@@ -111,9 +150,72 @@ export class MeshControl {
       });
       return r.succeeded ? next : RETRY;
     });
-    const nodes = await listRecords<NodeRecord>(this.store, keys.nodes);
-    for (const n of nodes.items) await this.ensureOverlay(n.value.name);
+    await this.ensureOverlays();
     return record;
+  }
+
+  /**
+   * Gives every registered node without one an overlay address: the node records and the
+   * locks are read once, the addresses chosen as ensureOverlay would, and written in batches of
+   * OVERLAY_BATCH nodes per transaction with the same compares. A batch that loses a race (a
+   * node re-registered, another writer took an address) is done node by node by ensureOverlay.
+   */
+  private async ensureOverlays(): Promise<void> {
+    const [policyRec, nodes, locks] = await Promise.all([
+      getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
+      listRecords<NodeRecord>(this.store, keys.nodes),
+      listRecords<OverlayLock>(this.store, keys.overlays),
+    ]);
+    const { policy } = policyInForce(policyRec?.value, this.now());
+    if (!policy) return;
+    const missing = nodes.items.filter(
+      (n) => !n.value.overlayIp || !inOverlay(policy.overlay, n.value.overlayIp),
+    );
+    if (missing.length === 0) return;
+    const claimed = new Set(
+      nodes.items.flatMap((n) =>
+        n.value.overlayIp && inOverlay(policy.overlay, n.value.overlayIp)
+          ? [n.value.overlayIp]
+          : [],
+      ),
+    );
+    const lockOf = new Map(locks.items.map((l) => [l.kv.key, l]));
+    const failed: string[] = [];
+    for (let i = 0; i < missing.length; i += OVERLAY_BATCH) {
+      const compare: Compare[] = [];
+      const success: Op[] = [];
+      const batch: string[] = [];
+      for (const n of missing.slice(i, i + OVERLAY_BATCH)) {
+        const address = chooseOverlayAddress(policy.overlay, n.value.name, claimed);
+        if (!address) {
+          failed.push(n.value.name); // ensureOverlay reports the exhausted overlay
+          continue;
+        }
+        claimed.add(address);
+        batch.push(n.value.name);
+        const lock = lockOf.get(keys.overlay(address));
+        compare.push(
+          unchanged(keys.node(n.value.name), n),
+          lock ? unchanged(keys.overlay(address), lock) : absent(keys.overlay(address)),
+        );
+        success.push(
+          {
+            type: 'put',
+            key: keys.node(n.value.name),
+            value: stringifyStored({ ...n.value, overlayIp: address }),
+          },
+          {
+            type: 'put',
+            key: keys.overlay(address),
+            value: stringifyStored({ name: n.value.name }),
+          },
+        );
+      }
+      if (batch.length === 0) continue;
+      const r = await this.store.txn({ compare, success });
+      if (!r.succeeded) failed.push(...batch);
+    }
+    for (const name of failed) await this.ensureOverlay(name);
   }
 
   /**
@@ -248,6 +350,7 @@ export class MeshControl {
         success: [
           { type: 'delete', key: keys.node(name) },
           { type: 'delete', key: keys.nodeAlive(name) },
+          { type: 'delete', key: keys.nodeHealth(name) },
           // A joined node's credential goes too: its agent, if still running, cannot register
           // it again (it would come back with a new overlay address).
           { type: 'delete', key: keys.nodeCredential(name) },
@@ -267,15 +370,19 @@ export class MeshControl {
   async audit(inventoryText?: string, source = 'inventory'): Promise<MeshAudit> {
     const inventory =
       inventoryText === undefined ? undefined : parseInventory(inventoryText, source);
-    const [policy, nodes, alive] = await Promise.all([
+    const [policy, nodes, alive, health] = await Promise.all([
       getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
       listRecords<NodeRecord>(this.store, keys.nodes),
       listRecords<NodeLiveness>(this.store, keys.alive),
+      listRecords<NodeHealth>(this.store, keys.health),
     ]);
-    const livenessOf = new Map(alive.items.map((a) => [a.value.name, a.value]));
+    const livenessOf = livenessByNode(
+      alive.items.map((a) => a.value),
+      health.items.map((h) => h.value),
+    );
     // The latest change a mesh member must have applied: the policy, a node record, a member
-    // coming alive. (Liveness refreshes rewrite alive keys every few seconds; only their
-    // creation changes membership.)
+    // coming alive. (Only an alive key's creation changes membership: an agent of an older
+    // version still rewrites it on every beat.)
     const revision = Math.max(
       policy?.kv.modRevision ?? 0,
       ...nodes.items.map((n) => n.kv.modRevision),

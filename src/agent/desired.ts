@@ -1,0 +1,147 @@
+/**
+ * The desired state an agent compiles from, kept in memory: fed by a PrefixCache on ROOT (a full
+ * list, then each revision's events), decoded once per change rather than once per pass.
+ *
+ * A snapshot hands out the same arrays, sets and maps pass after pass until something of their
+ * kind changes: node records and the live set in particular, so compileMesh can reuse the part
+ * of a node's mesh that grows with the fleet (see memberPart in src/core/mesh.ts) when a pass
+ * was woken by anything else. Snapshots are never mutated afterwards: a change builds a new one.
+ */
+import { keys } from '../core/keys.js';
+import { parseStored } from '../core/json.js';
+import type { MeshConfirmation, MeshPolicyRecord } from '../core/mesh.js';
+import type { FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
+import type { CacheSink } from '../store/cache.js';
+import type { KeyValue, WatchEvent } from '../store/store.js';
+
+export interface Snapshot {
+  readonly revision: number;
+  readonly nodes: readonly NodeRecord[];
+  readonly pools: readonly Pool[];
+  readonly fips: readonly { readonly fip: FloatingIp; readonly revision: number }[];
+  readonly statuses: ReadonlyMap<string, FipStatus>;
+  readonly meshPolicy?: MeshPolicyRecord;
+  readonly meshConfirm?: MeshConfirmation;
+  /** Nodes whose agent holds a live lease. */
+  readonly alive: ReadonlySet<string>;
+}
+
+type Kind = 'nodes' | 'pools' | 'fips' | 'statuses' | 'alive';
+
+/** Map keys compare as the store sorts its keys (byte order; keys here are ASCII). */
+function byKey<T>(map: ReadonlyMap<string, T>): T[] {
+  return [...map.keys()].sort().map((k) => map.get(k)!);
+}
+
+export class DesiredState implements CacheSink {
+  private nodes = new Map<string, NodeRecord>();
+  private pools = new Map<string, Pool>();
+  private fips = new Map<string, { fip: FloatingIp; revision: number }>();
+  private statuses = new Map<string, FipStatus>();
+  private alive = new Set<string>();
+  private meshPolicy?: MeshPolicyRecord;
+  private meshConfirm?: MeshConfirmation;
+  /** What the last snapshot handed out, per kind; dropped when that kind changes. */
+  private views: {
+    nodes?: readonly NodeRecord[];
+    pools?: readonly Pool[];
+    fips?: Snapshot['fips'];
+    statuses?: ReadonlyMap<string, FipStatus>;
+    alive?: ReadonlySet<string>;
+  } = {};
+
+  /** The state of a whole list (`ipferry plan` reads the store afresh). */
+  static of(kvs: readonly KeyValue[], revision: number): Snapshot {
+    const state = new DesiredState();
+    state.reset(kvs);
+    return state.snapshot(revision);
+  }
+
+  reset(kvs: readonly KeyValue[]): void {
+    // Decoded into a new state first: a record that does not parse leaves this one as it was.
+    const next = new DesiredState();
+    for (const kv of kvs) next.put(kv);
+    this.nodes = next.nodes;
+    this.pools = next.pools;
+    this.fips = next.fips;
+    this.statuses = next.statuses;
+    this.alive = next.alive;
+    this.meshPolicy = next.meshPolicy;
+    this.meshConfirm = next.meshConfirm;
+    this.views = {};
+  }
+
+  apply(events: readonly WatchEvent[]): void {
+    for (const e of events) {
+      if (e.type === 'put') this.put(e.kv);
+      else this.delete(e.kv.key);
+    }
+  }
+
+  snapshot(revision: number): Snapshot {
+    const v = this.views;
+    v.nodes ??= byKey(this.nodes);
+    v.pools ??= byKey(this.pools);
+    v.fips ??= byKey(this.fips);
+    v.statuses ??= new Map(this.statuses);
+    v.alive ??= new Set(this.alive);
+    return {
+      revision,
+      nodes: v.nodes,
+      pools: v.pools,
+      fips: v.fips,
+      statuses: v.statuses,
+      alive: v.alive,
+      ...(this.meshPolicy ? { meshPolicy: this.meshPolicy } : {}),
+      ...(this.meshConfirm ? { meshConfirm: this.meshConfirm } : {}),
+    };
+  }
+
+  private changed(kind: Kind): void {
+    this.views[kind] = undefined;
+  }
+
+  private put(kv: KeyValue): void {
+    const k = kv.key;
+    if (k === keys.meshPolicy) this.meshPolicy = parseStored<MeshPolicyRecord>(k, kv.value);
+    else if (k === keys.meshConfirm) this.meshConfirm = parseStored<MeshConfirmation>(k, kv.value);
+    else if (k.startsWith(keys.alive)) {
+      // Membership only: a rewrite of a live node's key changes nothing here.
+      const name = k.slice(keys.alive.length);
+      if (!this.alive.has(name)) {
+        this.alive.add(name);
+        this.changed('alive');
+      }
+    } else if (k.startsWith(keys.nodes)) {
+      this.nodes.set(k, parseStored<NodeRecord>(k, kv.value));
+      this.changed('nodes');
+    } else if (k.startsWith(keys.pools)) {
+      this.pools.set(k, parseStored<Pool>(k, kv.value));
+      this.changed('pools');
+    } else if (k.startsWith(keys.fips)) {
+      this.fips.set(k, { fip: parseStored<FloatingIp>(k, kv.value), revision: kv.modRevision });
+      this.changed('fips');
+    } else if (k.startsWith(keys.statuses)) {
+      const status = parseStored<FipStatus>(k, kv.value);
+      this.statuses.set(status.address, status);
+      this.changed('statuses');
+    }
+  }
+
+  private delete(k: string): void {
+    if (k === keys.meshPolicy) this.meshPolicy = undefined;
+    else if (k === keys.meshConfirm) this.meshConfirm = undefined;
+    else if (k.startsWith(keys.alive)) {
+      if (this.alive.delete(k.slice(keys.alive.length))) this.changed('alive');
+    } else if (k.startsWith(keys.nodes)) {
+      if (this.nodes.delete(k)) this.changed('nodes');
+    } else if (k.startsWith(keys.pools)) {
+      if (this.pools.delete(k)) this.changed('pools');
+    } else if (k.startsWith(keys.fips)) {
+      if (this.fips.delete(k)) this.changed('fips');
+    } else if (k.startsWith(keys.statuses)) {
+      // Keyed by the status's address, which is the key's last part (keys.status).
+      if (this.statuses.delete(k.slice(keys.statuses.length))) this.changed('statuses');
+    }
+  }
+}
