@@ -8,6 +8,8 @@ import {
   compile,
   diffFor,
   applyDiff,
+  applyById,
+  diffById,
   diffIntent,
   diffOwners,
   type ElementKind,
@@ -986,31 +988,6 @@ void describe('core/intent: applyDiff', () => {
   });
 });
 
-/** diffIntent and applyDiff as they were before their merge walks: maps of element ids. */
-function mapDiff(
-  desired: readonly IntentElement[],
-  observed: readonly IntentElement[],
-): IntentDiff {
-  const have = new Map(observed.map((e) => [elementId(e), e]));
-  const want = new Map(desired.map((e) => [elementId(e), e]));
-  const add: IntentElement[] = [];
-  const replace: { from: IntentElement; to: IntentElement }[] = [];
-  for (const [id, e] of want) {
-    const old = have.get(id);
-    if (!old) add.push(e);
-    else if (old.value !== e.value) replace.push({ from: old, to: e });
-  }
-  const remove = [...have].filter(([id]) => !want.has(id)).map(([, e]) => e);
-  return { add, replace, remove };
-}
-
-function mapApply(observed: readonly IntentElement[], diff: IntentDiff): IntentElement[] {
-  const state = new Map(observed.map((e) => [elementId(e), e]));
-  for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) state.delete(elementId(e));
-  for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) state.set(elementId(e), e);
-  return [...state.values()].sort(compareElements);
-}
-
 /** A small deterministic generator, so a failure repeats. */
 function random(seed: number): () => number {
   let s = seed;
@@ -1039,7 +1016,7 @@ void describe('core/intent: diffs of large sorted intents', () => {
       const a = randomElements(next, Math.floor(next() * 30));
       const b = randomElements(next, Math.floor(next() * 30));
       // Sorted and unique (the fast path), sorted with duplicates, and as generated.
-      const unique = (xs: IntentElement[]) => mapApply(xs, { add: [], replace: [], remove: [] });
+      const unique = (xs: IntentElement[]) => applyById(xs, { add: [], replace: [], remove: [] });
       const cases: [IntentElement[], IntentElement[]][] = [
         [unique(a), unique(b)],
         [[...a].sort(compareElements), [...b].sort(compareElements)],
@@ -1047,9 +1024,9 @@ void describe('core/intent: diffs of large sorted intents', () => {
         [unique(a), b],
       ];
       for (const [desired, observed] of cases) {
-        assert.deepEqual(diffIntent(desired, observed), mapDiff(desired, observed));
+        assert.deepEqual(diffIntent(desired, observed), diffById(desired, observed));
         const diff = diffIntent(desired, observed);
-        assert.deepEqual(applyDiff(observed, diff), mapApply(observed, diff));
+        assert.deepEqual(applyDiff(observed, diff), applyById(observed, diff));
         // Applying the diff reaches the desired state.
         assert.deepEqual(applyDiff(observed, diff), unique(desired));
       }
@@ -1072,7 +1049,7 @@ void describe('core/intent: diffs of large sorted intents', () => {
     );
     const second = compile({ pools: [pool], fips: movedFips }, 'gw1', FACTS);
     const diff = diffIntent(second.elements, first.elements);
-    assert.deepEqual(diff, mapDiff(second.elements, first.elements));
+    assert.deepEqual(diff, diffById(second.elements, first.elements));
     assert.deepEqual(
       diff.replace.map((r) => `${r.to.kind} ${r.to.key} ${r.from.value} => ${r.to.value}`),
       ['dnat 198.18.39.15 10.0.39.15 => 10.250.0.1'],

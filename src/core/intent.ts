@@ -483,6 +483,17 @@ export function diffIntent(
   // then one merge walk finds the difference without building an id string and a map entry
   // per element, which is what a one-FIP change among 100,000 spent most of its time on.
   if (strictlySorted(desired) && strictlySorted(observed)) return mergeDiff(desired, observed);
+  return diffById(desired, observed);
+}
+
+/**
+ * The general diff, for lists in any order (duplicates: the last of an id counts): maps of
+ * element ids. diffIntent's merge walk must always agree with it (test/core-intent.test.ts).
+ */
+export function diffById(
+  desired: readonly IntentElement[],
+  observed: readonly IntentElement[],
+): IntentDiff {
   const have = new Map(observed.map((e) => [elementId(e), e]));
   const want = new Map(desired.map((e) => [elementId(e), e]));
   const add: IntentElement[] = [];
@@ -557,9 +568,14 @@ export function applyDiff(observed: readonly IntentElement[], diff: IntentDiff):
   // The usual case, a small diff to a sorted list: two merge walks rather than a map of ids.
   if (strictlySorted(observed))
     return mergePut(mergeGone(observed, sortUnique(gone)), sortUnique(put));
+  return applyById(observed, diff);
+}
+
+/** applyDiff for a list in any order, by a map of element ids; its merge walks must agree. */
+export function applyById(observed: readonly IntentElement[], diff: IntentDiff): IntentElement[] {
   const state = new Map(observed.map((e) => [elementId(e), e]));
-  for (const e of gone) state.delete(elementId(e));
-  for (const e of put) state.set(elementId(e), e);
+  for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) state.delete(elementId(e));
+  for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) state.set(elementId(e), e);
   return [...state.values()].sort(compareElements);
 }
 
