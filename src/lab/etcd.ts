@@ -68,6 +68,44 @@ interface MemberState {
 // ---------------------------------------------------------------------------------------------
 // Clusters still alive in this process, for the synchronous exit / signal cleanup.
 
+/** One member of a new cluster, as the labs and tests start it. */
+export interface NewMember {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly clientUrl: string;
+  readonly peerUrl: string;
+  /** `name=peerUrl,…` of every member. */
+  readonly initialCluster: string;
+  readonly clusterToken?: string;
+}
+
+/** etcd's flags for `member` of a new cluster, logging warnings only (without the binary). */
+export function etcdMemberArgs(member: NewMember): string[] {
+  return [
+    '--name',
+    member.name,
+    '--data-dir',
+    member.dataDir,
+    '--listen-client-urls',
+    member.clientUrl,
+    '--advertise-client-urls',
+    member.clientUrl,
+    '--listen-peer-urls',
+    member.peerUrl,
+    '--initial-advertise-peer-urls',
+    member.peerUrl,
+    '--initial-cluster',
+    member.initialCluster,
+    ...(member.clusterToken !== undefined ? ['--initial-cluster-token', member.clusterToken] : []),
+    '--initial-cluster-state',
+    'new',
+    '--logger',
+    'zap',
+    '--log-level',
+    'warn',
+  ];
+}
+
 /** Destroyed on exit and signals while tracked (see exit-cleanup.ts). */
 const live = new ExitCleanup<EtcdCluster>();
 
@@ -76,7 +114,7 @@ function running(proc: ChildProcess | undefined): boolean {
 }
 
 /** The environment without ETCD_* variables: etcd reads them as flags and would mix them in. */
-function cleanEnv(): NodeJS.ProcessEnv {
+export function cleanEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
 }
 
@@ -297,28 +335,14 @@ export class EtcdCluster {
 
   #spawn(m: MemberState): void {
     const args = [
-      '--name',
-      m.name,
-      '--data-dir',
-      m.dataDir,
-      '--listen-client-urls',
-      m.clientUrl,
-      '--advertise-client-urls',
-      m.clientUrl,
-      '--listen-peer-urls',
-      m.peerUrl,
-      '--initial-advertise-peer-urls',
-      m.peerUrl,
-      '--initial-cluster',
-      this.#initialCluster,
-      '--initial-cluster-token',
-      this.#token,
-      '--initial-cluster-state',
-      'new',
-      '--logger',
-      'zap',
-      '--log-level',
-      'warn',
+      ...etcdMemberArgs({
+        name: m.name,
+        dataDir: m.dataDir,
+        clientUrl: m.clientUrl,
+        peerUrl: m.peerUrl,
+        initialCluster: this.#initialCluster,
+        clusterToken: this.#token,
+      }),
       ...this.#args,
     ];
     const fd = openSync(m.logFile, 'a');

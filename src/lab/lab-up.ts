@@ -39,6 +39,7 @@ import {
   type TunnelDriver,
   writeState,
 } from './labs.js';
+import { cleanEnv, etcdMemberArgs } from './etcd.js';
 import { deleteNamespaceSync } from './netns.js';
 import { freePort } from './ports.js';
 import { echoServerCommand } from './probe.js';
@@ -391,32 +392,15 @@ class Builder {
     const dataDir = join(this.state.dir, 'etcd');
     const argv = [
       'etcd',
-      '--name',
-      'lab',
-      '--data-dir',
-      dataDir,
-      '--listen-client-urls',
-      clientUrl,
-      '--advertise-client-urls',
-      clientUrl,
-      '--listen-peer-urls',
-      peerUrl,
-      '--initial-advertise-peer-urls',
-      peerUrl,
-      '--initial-cluster',
-      `lab=${peerUrl}`,
-      '--initial-cluster-state',
-      'new',
-      '--logger',
-      'zap',
-      '--log-level',
-      'warn',
+      ...etcdMemberArgs({
+        name: 'lab',
+        dataDir,
+        clientUrl,
+        peerUrl,
+        initialCluster: `lab=${peerUrl}`,
+      }),
     ];
-    // etcd reads ETCD_* variables as flags: keep the caller's out.
-    const env = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')),
-    );
-    const child = await this.start('etcd', 'etcd', argv, env);
+    const child = await this.start('etcd', 'etcd', argv, cleanEnv());
     this.state.etcd = { url: clientUrl, dataDir };
     this.save();
     const deadline = Date.now() + HEALTH_TIMEOUT_MS;
