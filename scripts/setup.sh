@@ -9,8 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # kernel tools the Linux dataplane drives (wireguard-go where the kernel lacks WireGuard, tinc
 # for switch-mode tunnels), socat/ping for the namespace lab, and etcd (server and etcdctl) for
 # the etcd store's tests and fleets; iperf3 and iptables for the benchmarks (bench/run.sh: traffic
-# through the lab, and the per-IP iptables rules ipferry is measured against)
-APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client iperf3 iptables)
+# through the lab, and the per-IP iptables rules ipferry is measured against); traceroute for
+# the checks docs/migration.md has an operator run in a lab (old-new, step 4)
+APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client iperf3 iptables traceroute)
 
 say() { printf '[setup] %s\n' "$*"; }
 
