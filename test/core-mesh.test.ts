@@ -81,6 +81,34 @@ describe('validateMeshPolicy', () => {
     assert.equal(code, 'IPF_E_MESH_OVERLAP');
   });
 
+  it('reports an overlap with the other problems in one error, not in a later round', () => {
+    try {
+      validateMeshPolicy({
+        overlay: '10.1.0.0/16',
+        extra: true,
+        fleet: 'open',
+        sites: { a: { lans: ['192.0.2.0/24', '10.1.0.0/24'], openPorts: ['tcp/0'] }, b: null },
+        nodes: { n1: { lans: ['10.9.0.0/24'] }, n2: [] },
+      });
+      assert.fail('accepted');
+    } catch (e) {
+      assert.ok(e instanceof IpferryError);
+      assert.equal(e.code, 'IPF_E_VALIDATION');
+      assert.deepEqual(
+        e.problems.map((p) => `${p.path}: ${p.message}`),
+        [
+          'extra: is not known',
+          'fleet: must be an object',
+          'sites.a.openPorts[0]: 0 is not a port number (1–65535)',
+          'sites.b: must be an object',
+          'nodes.n1.lans: belongs to a site',
+          'nodes.n2: must be an object',
+          'sites.a.lans[1]: 10.1.0.0/24 overlaps the overlay 10.1.0.0/16 (first shared address 10.1.0.0)',
+        ],
+      );
+    }
+  });
+
   it('lists every problem at once: a nat override that is no address pair, ports out of range…', () => {
     try {
       validateMeshPolicy({

@@ -20,7 +20,6 @@
  * All of it is pure: the agent, the API and the CLI call these functions with what they read.
  */
 import {
-  type Address,
   addressFromValue,
   compareAddressText,
   type Family,
@@ -30,7 +29,7 @@ import {
   tryParseAddress,
   tryParsePrefix,
 } from './address.js';
-import { IpferryError } from './errors.js';
+import { type ErrorParams, IpferryError, type Problem } from './errors.js';
 import type { IntentElement } from './intent.js';
 import type { NodeLiveness, NodeRecord, Protocol } from './model.js';
 import { fnv1a } from './tunnel.js';
@@ -107,9 +106,12 @@ export interface MeshNodeReport {
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-/** Like the pool overlap: one error code the CLI and API can point at. */
-function overlapError(overlay: string, site: string, lan: string, at: Address): IpferryError {
-  return new IpferryError('IPF_E_MESH_OVERLAP', { overlay, site, lan, address: at.text });
+/** What an object-valued part of the policy holds; undefined (with a problem) for anything else. */
+function objectAt(p: Problems, path: string, value: unknown, what: string): object | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value;
+  p.add(path, what);
+  return undefined;
 }
 
 function checkPrefixList(p: Problems, path: string, value: unknown, v4only = false): string[] {
@@ -149,15 +151,17 @@ function checkPortSpec(p: Problems, path: string, value: unknown): string | unde
   return `${m[1]}/${ports}`;
 }
 
-function checkLayer(p: Problems, path: string, value: unknown): MeshLayer {
-  if (value === undefined) return {};
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    p.add(path, 'must be an object');
-    return {};
+/** The keys a layer may hold; `lans` only where `withLans` (a site). */
+const LAYER_KEYS = ['openPorts', 'sshAllow', 'rejectAll', 'natOverrides'];
+
+function checkLayer(p: Problems, path: string, value: unknown, withLans = false): MeshLayer {
+  const object = objectAt(p, path, value, 'must be an object');
+  if (!object) return {};
+  const v = object as Record<string, unknown>;
+  for (const key of Object.keys(v)) {
+    if (LAYER_KEYS.includes(key) || (withLans && key === 'lans')) continue;
+    p.add(`${path}.${key}`, key === 'lans' ? 'belongs to a site' : 'is not known');
   }
-  const v = value as Record<string, unknown>;
-  const known = new Set(['openPorts', 'sshAllow', 'rejectAll', 'natOverrides', 'lans']);
-  for (const key of Object.keys(v)) if (!known.has(key)) p.add(`${path}.${key}`, 'is not known');
   const layer: {
     openPorts?: string[];
     sshAllow?: string[];
@@ -178,43 +182,49 @@ function checkLayer(p: Problems, path: string, value: unknown): MeshLayer {
     if (typeof v.rejectAll !== 'boolean') p.add(`${path}.rejectAll`, 'must be true or false');
     else layer.rejectAll = v.rejectAll;
   }
-  if (v.natOverrides !== undefined) {
-    const o = v.natOverrides;
-    if (typeof o !== 'object' || o === null || Array.isArray(o)) {
-      p.add(`${path}.natOverrides`, 'must map overlay addresses to addresses');
-    } else {
-      const out: Record<string, string> = {};
-      for (const [from, to] of Object.entries(o as Record<string, unknown>)) {
-        const a = tryParseAddress(from);
-        const b = typeof to === 'string' ? tryParseAddress(to) : undefined;
-        if (a?.family !== 4 || b?.family !== 4) {
-          p.add(
-            `${path}.natOverrides.${from}`,
-            `${JSON.stringify(from)} → ${JSON.stringify(to)} is not a pair of IPv4 addresses (overlay address → address)`,
-          );
-        } else out[a.text] = b.text;
-      }
-      layer.natOverrides = out;
+  const overrides = objectAt(
+    p,
+    `${path}.natOverrides`,
+    v.natOverrides,
+    'must map overlay addresses to addresses',
+  );
+  if (overrides) {
+    const out: Record<string, string> = {};
+    for (const [from, to] of Object.entries(overrides as Record<string, unknown>)) {
+      const a = tryParseAddress(from);
+      const b = typeof to === 'string' ? tryParseAddress(to) : undefined;
+      if (a?.family !== 4 || b?.family !== 4) {
+        p.add(
+          `${path}.natOverrides.${from}`,
+          `${JSON.stringify(from)} → ${JSON.stringify(to)} is not a pair of IPv4 addresses (overlay address → address)`,
+        );
+      } else out[a.text] = b.text;
     }
+    layer.natOverrides = out;
   }
   return layer;
 }
 
 /**
- * Every problem of a mesh policy at once (IPF_E_VALIDATION), then overlaps of the overlay with
- * a site's LAN (IPF_E_MESH_OVERLAP); the policy in canonical form otherwise.
+ * Every problem of a mesh policy at once: unknown keys, bad values and overlaps of the overlay
+ * with a site's LAN, in one error, so that a policy is fixed in one round. When overlaps are all
+ * there is, the error is IPF_E_MESH_OVERLAP (naming the first; `problems` lists each), otherwise
+ * IPF_E_VALIDATION with the overlaps among the problems. `p` may already hold problems the
+ * caller found in the rest of its request (a trial's duration): they come out in the same error.
+ * The policy in canonical form when there is none.
  */
-export function validateMeshPolicy(input: unknown): MeshPolicy {
-  const p = new Problems();
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    p.add('', 'must be an object with overlay, and optionally maxChange, fleet, sites, nodes');
-    p.done();
-  }
-  const v = input as Record<string, unknown>;
+export function validateMeshPolicy(input: unknown, p = new Problems()): MeshPolicy {
+  const v = (objectAt(
+    p,
+    '',
+    input ?? null,
+    'must be an object with overlay, and optionally maxChange, fleet, sites, nodes',
+  ) ?? {}) as Record<string, unknown>;
   const known = new Set(['overlay', 'maxChange', 'fleet', 'sites', 'nodes']);
   for (const key of Object.keys(v)) if (!known.has(key)) p.add(key, 'is not known');
   const overlay = typeof v.overlay === 'string' ? tryParsePrefix(v.overlay) : undefined;
-  if (!overlay || overlay.family !== 4 || overlay.length > 30) {
+  const overlayOk = overlay !== undefined && overlay.family === 4 && overlay.length <= 30;
+  if (!overlayOk) {
     p.add('overlay', 'must be an IPv4 prefix of length 30 or less (192.168.0.0/18)');
   }
   let maxChange: number | undefined;
@@ -224,32 +234,37 @@ export function validateMeshPolicy(input: unknown): MeshPolicy {
     else p.add('maxChange', 'must be a whole number of members, 0 or more');
   }
   const fleet = checkLayer(p, 'fleet', v.fleet);
-  if (v.fleet !== undefined && 'lans' in (v.fleet as object))
-    p.add('fleet.lans', 'belongs to a site');
   const sites: Record<string, MeshSite> = {};
-  const siteLans = new Map<string, string[]>();
+  const overlaps: (Problem & { readonly params: ErrorParams })[] = [];
   for (const [name, raw] of Object.entries(recordOf(p, 'sites', v.sites))) {
     checkName(p, `sites.${name}`, name);
-    const layer = checkLayer(p, `sites.${name}`, raw);
-    const lans = checkPrefixList(p, `sites.${name}.lans`, (raw as { lans?: unknown }).lans);
-    siteLans.set(name, lans);
+    const layer = checkLayer(p, `sites.${name}`, raw, true);
+    const rawLans = (raw as { lans?: unknown } | null)?.lans;
+    const lans = typeof raw === 'object' ? checkPrefixList(p, `sites.${name}.lans`, rawLans) : [];
     sites[name] = { ...layer, ...(lans.length > 0 ? { lans } : {}) };
+    if (!overlayOk || !Array.isArray(rawLans)) continue;
+    // By position in the list as given, so the path names the item the operator wrote.
+    rawLans.forEach((item, i) => {
+      const lan = typeof item === 'string' ? tryParsePrefix(item) : undefined;
+      const at = lan ? rangeOverlap(prefixRange(overlay), prefixRange(lan)) : undefined;
+      if (!lan || !at) return;
+      overlaps.push({
+        path: `sites.${name}.lans[${i}]`,
+        message: `${lan.text} overlaps the overlay ${overlay.text} (first shared address ${at.text})`,
+        params: { overlay: overlay.text, site: name, lan: lan.text, address: at.text },
+      });
+    });
   }
   const nodes: Record<string, MeshLayer> = {};
   for (const [name, raw] of Object.entries(recordOf(p, 'nodes', v.nodes))) {
     checkName(p, `nodes.${name}`, name);
-    if (raw && typeof raw === 'object' && 'lans' in raw)
-      p.add(`nodes.${name}.lans`, 'belongs to a site');
     nodes[name] = checkLayer(p, `nodes.${name}`, raw);
   }
+  const first = overlaps[0];
+  const asProblems = overlaps.map(({ path, message }) => ({ path, message }));
+  if (p.ok && first) throw new IpferryError('IPF_E_MESH_OVERLAP', first.params, asProblems);
+  for (const o of asProblems) p.add(o.path, o.message);
   p.done();
-  const overlayRange = prefixRange(overlay!);
-  for (const [site, lans] of siteLans) {
-    for (const lan of lans) {
-      const at = rangeOverlap(overlayRange, prefixRange(tryParsePrefix(lan)!));
-      if (at) throw overlapError(overlay!.text, site, lan, at);
-    }
-  }
   return {
     overlay: overlay!.text,
     ...(maxChange !== undefined ? { maxChange } : {}),

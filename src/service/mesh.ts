@@ -20,6 +20,7 @@ import {
   validateMeshPolicy,
 } from '../core/mesh.js';
 import type { FloatingIp, NodeHealth, NodeLiveness, NodeRecord, Pool } from '../core/model.js';
+import { Problems } from '../core/validate.js';
 import type { Compare, Op, Store } from '../store/store.js';
 import { absent, getRecord, listRecords, optimistic, RETRY, unchanged } from './records.js';
 
@@ -113,16 +114,19 @@ export class MeshControl {
     input: unknown,
     options: { confirmWithinSeconds?: number } = {},
   ): Promise<MeshPolicyRecord> {
-    const policy = validateMeshPolicy(input);
     const within = options.confirmWithinSeconds;
+    // The trial's length is checked with the policy: every problem of the request in one error.
+    const problems = new Problems();
     if (
       within !== undefined &&
       (!Number.isInteger(within) || within < 1 || within > MAX_TRIAL_SECONDS)
     ) {
-      throw new IpferryError('IPF_E_VALIDATION', {
-        summary: `confirmWithinSeconds: must be a whole number of seconds from 1 to ${MAX_TRIAL_SECONDS}`,
-      });
+      problems.add(
+        'confirmWithinSeconds',
+        `must be a whole number of seconds from 1 to ${MAX_TRIAL_SECONDS}`,
+      );
     }
+    const policy = validateMeshPolicy(input, problems);
     const record = await optimistic('set mesh policy', async () => {
       const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
       const now = this.now();
