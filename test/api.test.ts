@@ -17,8 +17,10 @@ interface Reply {
   body: any;
 }
 
+type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
 async function call(
-  method: 'GET' | 'POST' | 'DELETE',
+  method: Method,
   url: string,
   payload?: object,
   token: string | null = TOKEN_RW,
@@ -34,7 +36,7 @@ async function call(
 
 /** Calls a route that must fail, and checks the code, that a hint is given and that the store did not change. */
 async function refused(
-  method: 'GET' | 'POST' | 'DELETE',
+  method: Method,
   url: string,
   payload: object | undefined,
   status: number,
@@ -220,6 +222,171 @@ describe('pools', () => {
   });
 });
 
+describe('pool update', () => {
+  before(async () => {
+    // A gateway whose agent registered its own address, as a VPS with one public address does.
+    await control.registerNode({ name: 'vps', addresses: ['192.0.2.240'], reservedPorts: [] });
+    const created = await call('POST', '/v1/pools', {
+      name: 'edge',
+      gateway: 'vps',
+      entries: ['192.0.2.224/29'],
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+  });
+
+  it('adds a shared address, sets description and tags, in one write', async () => {
+    const res = await call('PATCH', '/v1/pools/edge', {
+      addShared: ['192.0.2.240'],
+      description: 'the VPS',
+      tags: ['eu', 'prod'],
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body.entries, [
+      { kind: 'cidr', cidr: '192.0.2.224/29' },
+      { kind: 'address', address: '192.0.2.240', shared: true },
+    ]);
+    assert.equal(res.body.description, 'the VPS');
+    assert.deepEqual(res.body.tags, ['eu', 'prod']);
+    assert.equal(res.body.size, '9');
+    assert.deepEqual((await call('GET', '/v1/pools/edge')).body, res.body);
+    // The shared address is allocatable by name and takes port forwards.
+    assert.equal((await call('POST', '/v1/fips', { address: '192.0.2.240' })).body.shared, true);
+    const fwd = await call('POST', '/v1/fips/192.0.2.240/forwards', {
+      protocol: 'tcp',
+      port: 25,
+      target: '10.0.0.25',
+    });
+    assert.equal(fwd.status, 201, JSON.stringify(fwd.body));
+    // "" removes the description; the tags stay unless given.
+    const cleared = await call('PATCH', '/v1/pools/edge', { description: '' });
+    assert.equal(cleared.body.description, undefined);
+    assert.deepEqual(cleared.body.tags, ['eu', 'prod']);
+  });
+
+  it('adds and removes single addresses, refusing one a FIP holds', async () => {
+    const added = await call('PATCH', '/v1/pools/edge', {
+      addEntries: ['192.0.2.241', '192.0.2.242=52:54:00:00:00:42'],
+    });
+    assert.equal(added.status, 200, JSON.stringify(added.body));
+    assert.equal(added.body.entries.length, 4);
+    assert.equal((await call('POST', '/v1/fips', { address: '192.0.2.241' })).status, 201);
+    const held = await refused(
+      'PATCH',
+      '/v1/pools/edge',
+      { removeAddresses: ['192.0.2.241'] },
+      409,
+      'IPF_E_ADDRESS_ALLOCATED',
+    );
+    assert.match(held.hint, /ipferry fip release 192\.0\.2\.241/);
+    const removed = await call('PATCH', '/v1/pools/edge', { removeAddresses: ['192.0.2.242'] });
+    assert.equal(removed.status, 200, JSON.stringify(removed.body));
+    assert.ok(!JSON.stringify(removed.body.entries).includes('192.0.2.242'));
+  });
+
+  it('refuses overlaps, bad entries, parts of ranges, empty updates, unknown pools, all unchanged', async () => {
+    const overlap = await refused(
+      'PATCH',
+      '/v1/pools/edge',
+      { addEntries: ['203.0.113.4'] },
+      409,
+      'IPF_E_POOL_OVERLAP',
+    );
+    assert.match(overlap.message, /Pool edge overlaps pool public at 203\.0\.113\.4/);
+    const again = await refused(
+      'PATCH',
+      '/v1/pools/edge',
+      { addShared: ['192.0.2.241'] },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.match(
+      again.message,
+      /192\.0\.2\.241 is already in pool edge as 192\.0\.2\.241: .*--remove 192\.0\.2\.241 --shared 192\.0\.2\.241/,
+    );
+    const bad = await refused(
+      'PATCH',
+      '/v1/pools/edge',
+      {
+        addEntries: ['192.0.2.300'],
+        addShared: ['nope'],
+        removeAddresses: ['192.0.2.225', '198.18.0.1'],
+        tags: ['bad tag'],
+      },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(
+      bad.problems.map((p: { path: string }) => p.path),
+      ['addEntries[0]', 'addShared[0]', 'tags[0]'],
+    );
+    const parts = await refused(
+      'PATCH',
+      '/v1/pools/edge',
+      { removeAddresses: ['192.0.2.225', '198.18.0.1'] },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(
+      parts.problems.map((p: { message: string }) => p.message),
+      [
+        '192.0.2.225 is part of 192.0.2.224/29: only single-address entries can be removed (delete and re-create the pool to change a range)',
+        '198.18.0.1 is not in pool edge',
+      ],
+    );
+    await refused('PATCH', '/v1/pools/edge', {}, 400, 'IPF_E_VALIDATION');
+    await refused('PATCH', '/v1/pools/edge', { gateway: 'gw1' }, 400, 'IPF_E_VALIDATION');
+    await refused('PATCH', '/v1/pools/nope', { description: 'x' }, 404, 'IPF_E_POOL_NOT_FOUND');
+    await refused(
+      'PATCH',
+      '/v1/pools/edge',
+      { description: 'x' },
+      403,
+      'IPF_E_FORBIDDEN',
+      TOKEN_RO,
+    );
+  });
+
+  it('refuses the gateway’s own address as a plain entry, on create and on update', async () => {
+    await control.registerNode({
+      name: 'vps2',
+      addresses: ['198.18.7.1', '198.18.7.20'],
+      reservedPorts: [],
+    });
+    const own = await refused(
+      'POST',
+      '/v1/pools',
+      { name: 'vps2', gateway: 'vps2', entries: ['198.18.7.1', '198.18.7.8/29'] },
+      409,
+      'IPF_E_ADDRESS_OWN',
+    );
+    assert.match(own.message, /198\.18\.7\.1 is an address of gateway vps2 itself/);
+    assert.match(own.hint, /--shared/);
+    // Shared, it is what the gateway's own address is for; in a prefix it may wait to move away.
+    assert.equal(
+      (
+        await call('POST', '/v1/pools', {
+          name: 'vps2',
+          gateway: 'vps2',
+          entries: ['198.18.7.0/30'],
+          shared: ['198.18.7.8'],
+        })
+      ).status,
+      201,
+    );
+    await refused(
+      'PATCH',
+      '/v1/pools/vps2',
+      { addEntries: ['198.18.7.9', '198.18.7.20'] },
+      409,
+      'IPF_E_ADDRESS_OWN',
+    );
+    assert.equal(
+      (await call('PATCH', '/v1/pools/vps2', { addShared: ['198.18.7.20'] })).status,
+      200,
+    );
+  });
+});
+
 describe('floating IP lifecycle', () => {
   it('allocates any free address, or a requested one in canonical form', async () => {
     const any = await call('POST', '/v1/fips', { pool: 'dyn' });
@@ -324,7 +491,7 @@ describe('floating IP lifecycle', () => {
     await refused(
       'POST',
       `/v1/fips/${fip}/associate`,
-      { target: '10.0.0.12', mode: 'routed', node: 'mars', allowReassociation: true },
+      { mode: 'routed', node: 'mars', allowReassociation: true },
       404,
       'IPF_E_NODE_NOT_FOUND',
     );
@@ -393,10 +560,90 @@ describe('floating IP lifecycle', () => {
     await refused(
       'POST',
       '/v1/fips/192.0.2.2/associate',
-      { target: '10.0.0.30', mode: 'routed', node: 'home' },
+      { mode: 'routed', node: 'home' },
       409,
       'IPF_E_ADDRESS_SHARED',
     );
+  });
+
+  it('routes a FIP to itself: the target defaults to the FIP, any other is refused', async () => {
+    const fip = '198.51.100.10';
+    assert.equal((await call('POST', '/v1/fips', { address: fip })).status, 201);
+    const other = await refused(
+      'POST',
+      `/v1/fips/${fip}/associate`,
+      { mode: 'routed', node: 'home', target: '10.0.0.5' },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.match(
+      other.message,
+      /its target is the FIP itself \(198\.51\.100\.10\), not 10\.0\.0\.5/,
+    );
+    const routed = await call('POST', `/v1/fips/${fip}/associate`, {
+      mode: 'routed',
+      node: 'home',
+    });
+    assert.equal(routed.status, 200, JSON.stringify(routed.body));
+    assert.deepEqual([routed.body.association.target, routed.body.association.node], [fip, 'home']);
+    await refused(
+      'POST',
+      `/v1/fips/${fip}/move`,
+      { target: '10.0.0.6', node: 'home' },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    // A nat target still has to be named.
+    const missing = await refused(
+      'POST',
+      `/v1/fips/${fip}/associate`,
+      { allowReassociation: true },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.match(missing.message, /target: is required/);
+  });
+
+  it('refuses a FIP routed to the gateway of its own pool, on associate and on move', async () => {
+    const fip = '198.51.100.10';
+    const err = await refused(
+      'POST',
+      `/v1/fips/${fip}/move`,
+      { target: fip, node: 'gw1' },
+      409,
+      'IPF_E_ROUTED_TO_GATEWAY',
+    );
+    assert.match(err.message, /cannot be routed to gw1: it is the gateway of its pool public/);
+    await refused(
+      'POST',
+      `/v1/fips/${fip}/associate`,
+      { mode: 'routed', node: 'gw1', allowReassociation: true },
+      409,
+      'IPF_E_ROUTED_TO_GATEWAY',
+    );
+    // In nat mode the gateway's own LAN is where it goes.
+    const nat = await call('POST', `/v1/fips/${fip}/associate`, {
+      target: '10.0.0.77',
+      node: 'gw1',
+      allowReassociation: true,
+    });
+    assert.equal(nat.status, 200, JSON.stringify(nat.body));
+    assert.equal((await call('DELETE', `/v1/fips/${fip}?force=true`)).status, 200);
+  });
+
+  it('says a second release finds nothing to release, not "allocate it first"', async () => {
+    const fip = '203.0.113.11';
+    assert.equal((await call('POST', '/v1/fips', { address: fip })).status, 201);
+    assert.equal((await call('DELETE', `/v1/fips/${fip}`)).status, 200);
+    const again = await refused(
+      'DELETE',
+      `/v1/fips/${fip}`,
+      undefined,
+      404,
+      'IPF_E_FIP_NOT_ALLOCATED',
+    );
+    assert.match(again.message, /released already/);
+    assert.doesNotMatch(again.hint, /allocate it/i);
   });
 
   it('never hands out a shared address as "any free address"', async () => {
@@ -506,6 +753,35 @@ describe('port forwards', () => {
     );
   });
 
+  it('says how to make an address that no pool holds a FIP, instead of going in circles', async () => {
+    const err = await refused(
+      'POST',
+      '/v1/fips/198.18.9.9/forwards',
+      { protocol: 'tcp', port: 25, target: '10.0.0.25' },
+      404,
+      'IPF_E_FIP_NOT_IN_POOL',
+    );
+    assert.match(err.hint, /ipferry pool update POOL --shared 198\.18\.9\.9/);
+    assert.match(err.hint, /ipferry fip allocate --address 198\.18\.9\.9/);
+    // In a pool but not allocated: allocating is the next step, and it works.
+    const notYet = await refused(
+      'POST',
+      '/v1/fips/203.0.113.12/forwards',
+      { protocol: 'tcp', port: 25, target: '10.0.0.25' },
+      404,
+      'IPF_E_FIP_NOT_FOUND',
+    );
+    assert.match(notYet.hint, /ipferry fip allocate --address 203\.0\.113\.12/);
+    const allocate = await refused(
+      'POST',
+      '/v1/fips',
+      { address: '198.18.9.9' },
+      400,
+      'IPF_E_ADDRESS_NOT_IN_POOL',
+    );
+    assert.match(allocate.hint, /ipferry pool update POOL .*--shared 198\.18\.9\.9/);
+  });
+
   it('refuses forwards on a FIP that already forwards everything', async () => {
     await refused(
       'POST',
@@ -534,7 +810,7 @@ describe('nodes, status and IP Floater views', () => {
     const nodes = await call('GET', '/v1/nodes');
     assert.deepEqual(
       nodes.body.map((n: { name: string }) => n.name),
-      ['gw1', 'home'],
+      ['gw1', 'home', 'vps', 'vps2'],
     );
     await refused('GET', '/v1/nodes/mars', undefined, 404, 'IPF_E_NODE_NOT_FOUND');
   });

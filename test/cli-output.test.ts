@@ -315,6 +315,69 @@ describe('ipferry CLI', () => {
       );
     });
 
+    it('update sends only what changes: entries to add in order, shared, removals, description, tags', async () => {
+      fake.reply('PATCH /v1/pools/public', 200, poolView());
+      const r = await run([
+        'pool',
+        'update',
+        'public',
+        '--shared',
+        '203.0.113.1',
+        '--cidr',
+        '192.0.2.64/28',
+        '--address',
+        '198.51.100.8=52:54:00:12:34:57',
+        '--remove',
+        '198.51.100.7',
+        '--description',
+        '',
+        '--tag',
+        'eu',
+      ]);
+      assert.equal(r.code, 0, r.err);
+      assert.deepEqual(sent(), [
+        {
+          method: 'PATCH',
+          url: '/v1/pools/public',
+          body: {
+            addEntries: ['192.0.2.64/28', '198.51.100.8=52:54:00:12:34:57'],
+            addShared: ['203.0.113.1'],
+            removeAddresses: ['198.51.100.7'],
+            description: '',
+            tags: ['eu'],
+          },
+        },
+      ]);
+      assert.match(r.out, /^name: +public$/m);
+      fake.reset();
+      fake.reply('PATCH /v1/pools/public', 200, poolView());
+      assert.equal((await run(['pool', 'update', 'public', '--clear-tags'])).code, 0);
+      assert.deepEqual(only().body, { tags: [] });
+    });
+
+    it('update with nothing to change, or with --tag and --clear-tags, is a usage error', async () => {
+      const none = await run(['pool', 'update', 'public']);
+      assert.equal(none.code, 2);
+      assert.match(none.err, /^error IPF_E_USAGE: nothing to change: give --cidr, /m);
+      assert.match(none.err, /^hint: Run `ipferry pool update --help` for usage\.$/m);
+      const both = await run(['pool', 'update', 'public', '--tag', 'a', '--clear-tags']);
+      assert.equal(both.code, 2);
+      assert.equal(fake.requests.length, 0);
+    });
+
+    it('update reports the agent’s refusal, exit 1', async () => {
+      fake.reply('PATCH /v1/pools/public', 409, {
+        error: {
+          code: 'IPF_E_ADDRESS_ALLOCATED',
+          message: 'Address 192.0.2.9 of pool public is allocated as a floating IP.',
+          hint: 'Release it first (`ipferry fip release 192.0.2.9`), then remove it from the pool.',
+        },
+      });
+      const r = await run(['pool', 'update', 'public', '--remove', '192.0.2.9']);
+      assert.equal(r.code, 1);
+      assert.match(r.err, /^error IPF_E_ADDRESS_ALLOCATED: /m);
+    });
+
     it('show and delete use the pool path', async () => {
       fake.reply('GET /v1/pools/my%20pool', 200, poolView({ name: 'my pool' }));
       fake.reply('DELETE /v1/pools/public', 200, { name: 'public', deleted: true });
@@ -396,6 +459,32 @@ describe('ipferry CLI', () => {
       const r = await run(['fip', 'associate', '192.0.2.10', '--target', '10.0.0.5']);
       assert.equal(r.code, 0, r.err);
       assert.deepEqual(only().body, { target: '10.0.0.5' });
+    });
+
+    it('associate in routed mode may leave out --target (it is the FIP); nat may not', async () => {
+      fake.reply('POST /v1/fips/192.0.2.10/associate', 200, fipView());
+      const routed = await run([
+        'fip',
+        'associate',
+        '192.0.2.10',
+        '--mode',
+        'routed',
+        '--node',
+        'b1',
+      ]);
+      assert.equal(routed.code, 0, routed.err);
+      assert.deepEqual(only().body, { mode: 'routed', node: 'b1' });
+      fake.reset();
+      const nat = await run(['fip', 'associate', '192.0.2.10', '--node', 'b1']);
+      assert.equal(nat.code, 2);
+      assert.match(
+        nat.err,
+        /^error IPF_E_USAGE: required option '--target <ip>' not specified \(only --mode routed may omit it\)$/m,
+      );
+      assert.equal(fake.requests.length, 0);
+      fake.reply('POST /v1/fips/192.0.2.10/move', 200, fipView());
+      assert.equal((await run(['fip', 'move', '192.0.2.10', '--node', 'b2'])).code, 0);
+      assert.deepEqual(only().body, { node: 'b2' });
     });
 
     it('rejects an unknown --mode before sending anything', async () => {

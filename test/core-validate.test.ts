@@ -8,7 +8,11 @@ import {
   validateForward,
   validateMove,
   validatePool,
+  validatePoolUpdate,
+  updatedPool,
+  ownAddressEntry,
 } from '../src/core/validate.js';
+import type { Pool } from '../src/core/model.js';
 
 /** Runs `fn`, expects an IPF_E_VALIDATION and returns its problems. */
 function problemsOf(fn: () => unknown): readonly Problem[] {
@@ -690,5 +694,105 @@ void describe('core/validate: validateForward', () => {
       ),
       ['protocol', 'port', 'targetPort', 'target', 'node', 'description'],
     );
+  });
+});
+
+void describe('core/validate: routed targets', () => {
+  const fip = { address: '203.0.113.5', family: 4 as const };
+
+  void it('defaults a routed target to the FIP and refuses any other', () => {
+    const v = validateAssociate({ mode: 'routed', node: 'n1' }, fip);
+    assert.equal(v.target.text, '203.0.113.5');
+    assert.equal(
+      validateAssociate({ mode: 'routed', node: 'n1', target: '203.0.113.5' }, fip).target.text,
+      '203.0.113.5',
+    );
+    assert.deepEqual(
+      pathsOf(() => validateAssociate({ mode: 'routed', node: 'n1', target: '10.0.0.5' }, fip)),
+      ['target'],
+    );
+    assert.equal(
+      validateMove({ node: 'n2' }, { ...fip, mode: 'routed' }).target.text,
+      '203.0.113.5',
+    );
+    assert.deepEqual(
+      pathsOf(() => validateMove({ target: '10.0.0.6', node: 'n2' }, { ...fip, mode: 'routed' })),
+      ['target'],
+    );
+  });
+
+  void it('still needs a target in nat and ports mode', () => {
+    assert.deepEqual(
+      problemsOf(() => validateAssociate({}, fip)),
+      [
+        {
+          path: 'target',
+          message: 'is required: the address to forward to (only a routed FIP may omit it)',
+        },
+      ],
+    );
+    assert.deepEqual(
+      pathsOf(() => validateMove({}, { ...fip, mode: 'nat' })),
+      ['target'],
+    );
+  });
+});
+
+void describe('core/validate: pool updates', () => {
+  const base: Pool = {
+    name: 'p1',
+    gateway: 'gw1',
+    delivery: 'routed',
+    entries: [
+      { kind: 'cidr', cidr: '203.0.113.0/29' },
+      { kind: 'address', address: '192.0.2.2' },
+    ],
+    description: 'old',
+    tags: ['a'],
+    createdAt: 't',
+  };
+
+  void it('adds, removes and sets only what is given', () => {
+    const next = updatedPool(
+      base,
+      validatePoolUpdate({ addShared: ['192.0.2.2'], removeAddresses: ['192.0.2.2'], tags: [] }),
+    );
+    assert.deepEqual(next.entries, [
+      { kind: 'cidr', cidr: '203.0.113.0/29' },
+      { kind: 'address', address: '192.0.2.2', shared: true },
+    ]);
+    assert.equal(next.description, 'old');
+    assert.deepEqual(next.tags, []);
+    assert.equal(updatedPool(base, validatePoolUpdate({ description: '' })).description, undefined);
+  });
+
+  void it('refuses overlaps with kept entries, parts of ranges, and emptying the pool', () => {
+    assert.deepEqual(
+      pathsOf(() => updatedPool(base, validatePoolUpdate({ addEntries: ['203.0.113.4'] }))),
+      ['addEntries'],
+    );
+    assert.deepEqual(
+      pathsOf(() => updatedPool(base, validatePoolUpdate({ removeAddresses: ['203.0.113.1'] }))),
+      ['removeAddresses[0]'],
+    );
+    const single = { ...base, entries: [{ kind: 'address' as const, address: '192.0.2.2' }] };
+    assert.deepEqual(
+      pathsOf(() => updatedPool(single, validatePoolUpdate({ removeAddresses: ['192.0.2.2'] }))),
+      ['removeAddresses'],
+    );
+    assert.deepEqual(
+      pathsOf(() => validatePoolUpdate({})),
+      ['request'],
+    );
+  });
+
+  void it('finds a single plain entry that is the gateway’s own address, not a shared one or a prefix', () => {
+    const own = ['192.0.2.2', '203.0.113.3', 'fe80::1'];
+    assert.equal(ownAddressEntry(base.entries, own), '192.0.2.2');
+    assert.equal(
+      ownAddressEntry([{ kind: 'address', address: '192.0.2.2', shared: true }], own),
+      undefined,
+    );
+    assert.equal(ownAddressEntry([{ kind: 'cidr', cidr: '203.0.113.0/29' }], own), undefined);
   });
 });

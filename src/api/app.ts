@@ -245,6 +245,9 @@ function registerRoutes(app: FastifyInstance, { control, agent }: ApiOptions): v
   app.get(`${v}/pools/:name`, { schema: schemas.named('pools') }, (req) =>
     control.getPool(param(req, 'name')),
   );
+  app.patch(`${v}/pools/:name`, { schema: schemas.updatePool }, (req) =>
+    control.updatePool(param(req, 'name'), req.body as object),
+  );
   app.delete(`${v}/pools/:name`, { schema: schemas.named('pools') }, (req) =>
     control.deletePool(param(req, 'name')),
   );

@@ -61,6 +61,23 @@ export interface CreatePoolRequest {
   tags?: string[];
 }
 
+/**
+ * `PATCH /v1/pools/:name`: what is given changes, the rest stays. Gateway, delivery and the
+ * ranges already in the pool cannot change (delete and re-create the pool for that).
+ */
+export interface UpdatePoolRequest {
+  /** Entries to add: each `CIDR`, `FIRST-LAST`, `IP` or `IP=MAC`. */
+  addEntries?: string[];
+  /** The gateway's own addresses to add, usable for port forwards only. */
+  addShared?: string[];
+  /** Single-address entries (shared or not) to remove; refused while a FIP holds one. */
+  removeAddresses?: string[];
+  /** The new description; `""` removes it. */
+  description?: string;
+  /** The new tags, replacing the old ones. */
+  tags?: string[];
+}
+
 export interface AllocateRequest {
   pool?: string;
   address?: string;
@@ -72,7 +89,8 @@ export interface AllocateRequest {
 }
 
 export interface AssociateRequest {
-  target: string;
+  /** Required, except in routed mode, where the target is the FIP itself (and nothing else). */
+  target?: string;
   node?: string;
   /** Default `nat`. */
   mode?: AssociationMode;
@@ -81,7 +99,8 @@ export interface AssociateRequest {
 }
 
 export interface MoveRequest {
-  target: string;
+  /** Required, except for a routed FIP, whose target is the FIP itself. */
+  target?: string;
   node?: string;
 }
 
@@ -231,6 +250,7 @@ export type NodeListView = NodeView;
  *   GET    /v1/pools                                  → PoolView[]
  *   POST   /v1/pools              CreatePoolRequest   → PoolView                    201
  *   GET    /v1/pools/:name                            → PoolView
+ *   PATCH  /v1/pools/:name        UpdatePoolRequest  → PoolView
  *   DELETE /v1/pools/:name                            → { name, deleted: true }
  *   GET    /v1/fips[?pool=P]                          → FipView[]
  *   POST   /v1/fips               AllocateRequest     → AllocateResponse            201 (200 when replayed by client token)

@@ -55,6 +55,36 @@ export const createPool = {
   },
 };
 
+export const updatePool = {
+  tags: ['pools'],
+  summary:
+    'Add entries (shared addresses too), remove single addresses, set the description or tags',
+  params: { type: 'object', properties: { name }, required: ['name'] },
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      addEntries: {
+        type: 'array',
+        items: { type: 'string' },
+        description: 'entries to add: CIDR, FIRST-LAST, IP or IP=MAC',
+      },
+      addShared: {
+        type: 'array',
+        items: address,
+        description: "the gateway's own addresses to add: port forwards only",
+      },
+      removeAddresses: {
+        type: 'array',
+        items: address,
+        description: 'single-address entries to remove; refused while a FIP holds one',
+      },
+      description: { ...text, description: 'the new description; "" removes it' },
+      tags: { ...tags, description: 'the new tags, replacing the old ones' },
+    },
+  },
+};
+
 export const listFips = {
   tags: ['floating ips'],
   querystring: { type: 'object', additionalProperties: false, properties: { pool: name } },
@@ -100,9 +130,11 @@ export const associate = {
   body: {
     type: 'object',
     additionalProperties: false,
-    required: ['target'],
     properties: {
-      target: address,
+      target: {
+        ...address,
+        description: 'where the FIP goes; required but in routed mode, where it is the FIP itself',
+      },
       node: name,
       mode: { type: 'string', enum: ['nat', 'routed', 'ports'] },
       masquerade: { type: 'boolean' },
@@ -118,8 +150,13 @@ export const move = {
   body: {
     type: 'object',
     additionalProperties: false,
-    required: ['target'],
-    properties: { target: address, node: name },
+    properties: {
+      target: {
+        ...address,
+        description: 'the new target; a routed FIP omits it (its target is the FIP itself)',
+      },
+      node: name,
+    },
   },
 };
 

@@ -34,6 +34,7 @@ import {
   type SetMeshPolicyRequest,
   type PlanResponse,
   type StatusResponse,
+  type UpdatePoolRequest,
   type VersionResponse,
 } from '../api/contract.js';
 import {
@@ -176,6 +177,9 @@ export class ApiClient {
   }
   getPool(name: string): Promise<PoolView> {
     return this.call('GET', ROUTES.pool(name));
+  }
+  updatePool(name: string, body: UpdatePoolRequest): Promise<PoolView> {
+    return this.call('PATCH', ROUTES.pool(name), body);
   }
   deletePool(name: string): Promise<DeletePoolResponse> {
     return this.call('DELETE', ROUTES.pool(name));

@@ -14,6 +14,7 @@ import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
 import { cell, details, hostPort, portText, table } from './format.js';
 import { collect } from './options.js';
+import { UsageError } from './report.js';
 
 export interface AllocateFlags {
   pool?: string;
@@ -34,7 +35,8 @@ export function allocateRequest(o: AllocateFlags): AllocateRequest {
 }
 
 export interface AssociateFlags {
-  target: string;
+  /** Omitted in routed mode: the target is the FIP itself. */
+  target?: string;
   node?: string;
   mode?: AssociationMode;
   masquerade?: boolean;
@@ -43,7 +45,7 @@ export interface AssociateFlags {
 
 export function associateRequest(o: AssociateFlags): AssociateRequest {
   return {
-    target: o.target,
+    ...(o.target !== undefined ? { target: o.target } : {}),
     ...(o.node !== undefined ? { node: o.node } : {}),
     ...(o.mode !== undefined ? { mode: o.mode } : {}),
     ...(o.masquerade ? { masquerade: true } : {}),
@@ -51,8 +53,17 @@ export function associateRequest(o: AssociateFlags): AssociateRequest {
   };
 }
 
-export function moveRequest(o: { target: string; node?: string }): MoveRequest {
-  return { target: o.target, ...(o.node !== undefined ? { node: o.node } : {}) };
+export interface MoveFlags {
+  /** Omitted for a routed FIP: the target is the FIP itself. */
+  target?: string;
+  node?: string;
+}
+
+export function moveRequest(o: MoveFlags): MoveRequest {
+  return {
+    ...(o.target !== undefined ? { target: o.target } : {}),
+    ...(o.node !== undefined ? { node: o.node } : {}),
+  };
 }
 
 // Handlers -------------------------------------------------------------------------------------
@@ -61,11 +72,8 @@ export const allocateFip = (api: ApiClient, o: AllocateFlags): Promise<AllocateR
   api.allocate(allocateRequest(o));
 export const associateFip = (api: ApiClient, fip: string, o: AssociateFlags): Promise<FipView> =>
   api.associate(fip, associateRequest(o));
-export const moveFip = (
-  api: ApiClient,
-  fip: string,
-  o: { target: string; node?: string },
-): Promise<FipView> => api.move(fip, moveRequest(o));
+export const moveFip = (api: ApiClient, fip: string, o: MoveFlags): Promise<FipView> =>
+  api.move(fip, moveRequest(o));
 export const disassociateFip = (api: ApiClient, fip: string): Promise<FipView> =>
   api.disassociate(fip);
 export const releaseFip = (api: ApiClient, fip: string, force: boolean): Promise<ReleaseResponse> =>
@@ -149,7 +157,7 @@ export function fipCommand(ctx: CliContext): Command {
     .command('associate')
     .description('Forward a floating IP to a target address')
     .argument('<fip>', 'floating IP')
-    .requiredOption('--target <ip>', 'address to forward to')
+    .option('--target <ip>', 'address to forward to (routed mode: the FIP itself, the default)')
     .option('--node <node>', 'node that holds the target (required for routed mode)')
     .addOption(
       new Option('--mode <mode>', 'how the FIP reaches the target (default nat)').choices(
@@ -158,17 +166,24 @@ export function fipCommand(ctx: CliContext): Command {
     )
     .option('--masquerade', 'SNAT toward the target (it then loses the client address)')
     .option('--allow-reassociation', 're-target a FIP that is already associated')
-    .action((address: string, o: AssociateFlags) =>
-      ctx.run((api) => associateFip(api, address, o), printFip),
-    );
+    .action((address: string, o: AssociateFlags) => {
+      // Only a routed FIP has a target to default to (itself); say so before sending anything.
+      if (o.target === undefined && o.mode !== 'routed') {
+        throw new UsageError(
+          "required option '--target <ip>' not specified (only --mode routed may omit it)",
+          'ipferry fip associate',
+        );
+      }
+      return ctx.run((api) => associateFip(api, address, o), printFip);
+    });
 
   fip
     .command('move')
     .description('Re-target an associated floating IP, keeping its mode')
     .argument('<fip>', 'floating IP')
-    .requiredOption('--target <ip>', 'new target address')
+    .option('--target <ip>', 'new target address (a routed FIP: omit it, its target is the FIP)')
     .option('--node <node>', 'node that holds the new target')
-    .action((address: string, o: { target: string; node?: string }) =>
+    .action((address: string, o: MoveFlags) =>
       ctx.run((api) => moveFip(api, address, o), printFip),
     );
 

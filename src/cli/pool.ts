@@ -1,11 +1,12 @@
 /** `ipferry pool …`: create, list, show and delete address pools. */
-import { Command } from 'commander';
-import type { CreatePoolRequest, PoolView } from '../api/contract.js';
+import { Command, Option } from 'commander';
+import type { CreatePoolRequest, PoolView, UpdatePoolRequest } from '../api/contract.js';
 import type { PoolEntry } from '../core/model.js';
 import type { ApiClient, DeletePoolResponse } from './client.js';
 import type { CliContext } from './context.js';
 import { cell, details, table } from './format.js';
 import { collect } from './options.js';
+import { UsageError } from './report.js';
 
 export interface PoolCreateFlags {
   gateway: string;
@@ -29,6 +30,25 @@ export function createPoolRequest(name: string, flags: PoolCreateFlags): CreateP
   };
 }
 
+export interface PoolUpdateFlags {
+  /** `--cidr`, `--range` and `--address` values to add, in the order they were given. */
+  entries: readonly string[];
+  shared: readonly string[];
+  remove: readonly string[];
+  description?: string;
+  tags?: readonly string[];
+}
+
+export function updatePoolRequest(flags: PoolUpdateFlags): UpdatePoolRequest {
+  return {
+    ...(flags.entries.length > 0 ? { addEntries: [...flags.entries] } : {}),
+    ...(flags.shared.length > 0 ? { addShared: [...flags.shared] } : {}),
+    ...(flags.remove.length > 0 ? { removeAddresses: [...flags.remove] } : {}),
+    ...(flags.description !== undefined ? { description: flags.description } : {}),
+    ...(flags.tags !== undefined ? { tags: [...flags.tags] } : {}),
+  };
+}
+
 // Handlers -------------------------------------------------------------------------------------
 
 export const createPool = (
@@ -36,6 +56,11 @@ export const createPool = (
   name: string,
   flags: PoolCreateFlags,
 ): Promise<PoolView> => api.createPool(createPoolRequest(name, flags));
+export const updatePool = (
+  api: ApiClient,
+  name: string,
+  flags: PoolUpdateFlags,
+): Promise<PoolView> => api.updatePool(name, updatePoolRequest(flags));
 export const listPools = (api: ApiClient): Promise<PoolView[]> => api.listPools();
 export const showPool = (api: ApiClient, name: string): Promise<PoolView> => api.getPool(name);
 export const deletePool = (api: ApiClient, name: string): Promise<DeletePoolResponse> =>
@@ -142,6 +167,64 @@ export function poolCommand(ctx: CliContext): Command {
           printPool,
         ),
     );
+
+  // The update's own list, for the same reason.
+  const added: string[] = [];
+  const add = (value: string, previous: string[] = []): string[] => {
+    added.push(value);
+    return [...previous, value];
+  };
+  const update = pool
+    .command('update')
+    .description(
+      'Add addresses (shared ones too) to a pool, remove single addresses, set its description or tags',
+    )
+    .argument('<name>', 'pool name')
+    .option('--cidr <cidr>', 'add a prefix of addresses (repeatable)', add)
+    .option('--range <first-last>', 'add an inclusive range of addresses (repeatable)', add)
+    .option('--address <ip[=mac]>', 'add one address, optionally pinned to a MAC (repeatable)', add)
+    .option(
+      '--shared <ip>',
+      "add the gateway's own address, for port forwards only (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      '--remove <ip>',
+      'remove a single-address entry that no floating IP holds (repeatable)',
+      collect,
+      [],
+    )
+    .option('--description <text>', 'set the description ("" removes it)')
+    .option('--tag <tag>', 'replace the tags with these (repeatable)', collect)
+    .addOption(new Option('--clear-tags', 'remove every tag').conflicts('tag'));
+  update.action(
+    (
+      name: string,
+      o: {
+        shared: string[];
+        remove: string[];
+        description?: string;
+        tag?: string[];
+        clearTags?: boolean;
+      },
+    ) => {
+      const flags: PoolUpdateFlags = {
+        entries: added,
+        shared: o.shared,
+        remove: o.remove,
+        ...(o.description !== undefined ? { description: o.description } : {}),
+        ...(o.tag !== undefined ? { tags: o.tag } : o.clearTags ? { tags: [] } : {}),
+      };
+      if (Object.keys(updatePoolRequest(flags)).length === 0) {
+        throw new UsageError(
+          'nothing to change: give --cidr, --range, --address, --shared, --remove, --description, --tag or --clear-tags',
+          'ipferry pool update',
+        );
+      }
+      return ctx.run((api) => updatePool(api, name, flags), printPool);
+    },
+  );
 
   pool
     .command('list')

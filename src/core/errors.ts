@@ -18,7 +18,7 @@ export const ERRORS = {
   IPF_E_VALIDATION: {
     status: 400,
     message: 'The request is invalid: {summary}',
-    hint: 'Fix every problem listed in "problems" and try again.',
+    hint: 'Correct each field named and send it again: every problem is reported at once.',
   },
   IPF_E_BAD_ADDRESS: {
     status: 400,
@@ -53,12 +53,23 @@ export const ERRORS = {
   IPF_E_POOL_EXHAUSTED: {
     status: 409,
     message: 'No free address left in {scope}.',
-    hint: 'Release unused floating IPs or add addresses to a pool.',
+    hint: 'Release unused floating IPs, or add addresses to a pool (`ipferry pool update POOL --cidr PREFIX`).',
   },
   IPF_E_ADDRESS_NOT_IN_POOL: {
     status: 400,
     message: 'Address {address} is not in {scope}.',
-    hint: 'Pick an address from `ipferry ippool`, or add it to a pool.',
+    hint: 'Pick an address from `ipferry ippool`, or add it to a pool: `ipferry pool update POOL --address {address}`, or `--shared {address}` for the gateway’s own address (port forwards only).',
+  },
+  IPF_E_ADDRESS_OWN: {
+    status: 409,
+    message:
+      'Address {address} is an address of gateway {node} itself; a pool may hold it only as shared.',
+    hint: 'Give it with --shared: port forwards go to it and the gateway keeps its own ports. To hand an address the gateway still holds to a server elsewhere (docs/migration.md), put it in as a prefix (`--cidr {address}/32`, /128 for IPv6): its FIP waits in ERROR until the gateway lets go of it.',
+  },
+  IPF_E_ADDRESS_ALLOCATED: {
+    status: 409,
+    message: 'Address {address} of pool {pool} is allocated as a floating IP.',
+    hint: 'Release it first (`ipferry fip release {address}`), then remove it from the pool.',
   },
   IPF_E_ADDRESS_SHARED: {
     status: 409,
@@ -70,6 +81,16 @@ export const ERRORS = {
     status: 404,
     message: 'Floating IP {address} is not allocated.',
     hint: 'Allocate it first with `ipferry fip allocate --address {address}`.',
+  },
+  IPF_E_FIP_NOT_IN_POOL: {
+    status: 404,
+    message: 'Address {address} is not a floating IP: no pool holds it.',
+    hint: 'Make it one: add it to a pool — `ipferry pool update POOL --shared {address}` for the gateway’s own address (port forwards only), `--address {address}` for an address of its own, or a new pool with `ipferry pool create … --shared {address}` — then `ipferry fip allocate --address {address}`.',
+  },
+  IPF_E_FIP_NOT_ALLOCATED: {
+    status: 404,
+    message: 'Floating IP {address} is not allocated: it was released already, or never allocated.',
+    hint: 'There is nothing to release; `ipferry fip list` shows the allocated floating IPs.',
   },
   IPF_E_FIP_IN_USE: {
     status: 409,
@@ -100,6 +121,12 @@ export const ERRORS = {
     status: 409,
     message: '{proto} port {port} of {address} is used by the gateway itself.',
     hint: 'The gateway keeps its own services (SSH, the ipferry API, tunnels) on its shared address: forward another port, or change reservedPorts in the agent config.',
+  },
+  IPF_E_ROUTED_TO_GATEWAY: {
+    status: 409,
+    message:
+      'Floating IP {address} cannot be routed to {node}: it is the gateway of its pool {pool}.',
+    hint: 'Routed mode carries a FIP through a tunnel to another node: name that node with --node. For a server on the gateway’s own LAN use nat or ports mode (`ipferry fip associate {address} --target IP --allow-reassociation`).',
   },
   IPF_E_TARGET_IN_USE: {
     status: 409,
@@ -228,8 +255,9 @@ export const ERRORS = {
   },
   IPF_E_MESH_NO_TRIAL: {
     status: 409,
-    message: 'There is no mesh policy change waiting for confirmation.',
-    hint: 'A change applied with --confirm-within is confirmed with `ipferry mesh confirm`; it may have rolled back already (`ipferry mesh show`).',
+    message:
+      'The mesh policy change of {changedAt} was not confirmed by its deadline, {deadline}: every node went back to the policy before it.',
+    hint: 'To apply it after all, set it again (`ipferry mesh set --file POLICY.yaml`, with --confirm-within for a new trial); `ipferry mesh confirm --holds-only` releases held membership changes without confirming anything.',
   },
   IPF_E_OVERLAY_EXHAUSTED: {
     status: 409,

@@ -108,6 +108,22 @@ export function move(
   return { ...fip, association, forwards: retarget(fip.forwards, fip.association, association) };
 }
 
+/**
+ * A routed FIP goes through a tunnel from its pool's gateway to another node; routed to the
+ * gateway itself it has nowhere to go, and the gateway's compile would refuse it (routed.ts).
+ * Refused here instead, when it is asked for.
+ */
+export function refuseRoutedToGateway(fip: FloatingIp, pool: Pick<Pool, 'name' | 'gateway'>): void {
+  const a = fip.association;
+  if (a?.mode === 'routed' && a.node === pool.gateway) {
+    throw new IpferryError('IPF_E_ROUTED_TO_GATEWAY', {
+      address: fip.address,
+      node: pool.gateway,
+      pool: pool.name,
+    });
+  }
+}
+
 export function disassociate(fip: FloatingIp): FloatingIp {
   if (!fip.association && fip.forwards.length === 0) return fip;
   const { association: _gone, ...rest } = fip;

@@ -20,6 +20,7 @@ import {
   ASSOCIATION_MODES,
   type AssociationMode,
   PROTOCOLS,
+  type Pool,
   type PoolDelivery,
   type PoolEntry,
   type Protocol,
@@ -232,6 +233,154 @@ export function validatePool(input: PoolInput): ValidPool {
   };
 }
 
+export interface PoolUpdateInput {
+  /** Entries to add: each `CIDR`, `FIRST-LAST`, `IP` or `IP=MAC`. */
+  addEntries?: unknown;
+  /** The gateway's own addresses to add, for port forwards only. */
+  addShared?: unknown;
+  /** Single-address entries (shared or not) to take out of the pool. */
+  removeAddresses?: unknown;
+  /** New description; the empty string removes it. */
+  description?: unknown;
+  /** The pool's tags, replacing the old ones (an empty list removes them all). */
+  tags?: unknown;
+}
+
+export interface ValidPoolUpdate {
+  readonly add: readonly PoolEntry[];
+  readonly remove: readonly Address[];
+  /** `null`: remove the description; absent: keep it. */
+  readonly description?: string | null;
+  readonly tags?: readonly string[];
+}
+
+/**
+ * What a pool update may change: entries added and single addresses removed, the description
+ * and the tags. Its gateway, delivery and existing ranges stay: FIPs and the kernel depend on
+ * them (delete and re-create the pool to change those).
+ */
+export function validatePoolUpdate(input: PoolUpdateInput): ValidPoolUpdate {
+  const p = new Problems();
+  const add = [
+    ...stringList(p, 'addEntries', input.addEntries).map(([path, s]) =>
+      parseEntry(p, path, s, false),
+    ),
+    ...stringList(p, 'addShared', input.addShared).map(([path, s]) => parseEntry(p, path, s, true)),
+  ].filter((e): e is PoolEntry => e !== undefined);
+  const remove = stringList(p, 'removeAddresses', input.removeAddresses)
+    .map(([path, s]) => checkAddress(p, path, s))
+    .filter((a): a is Address => a !== undefined);
+  const description =
+    input.description === '' ? '' : checkDescription(p, 'description', input.description);
+  const tags = input.tags === undefined ? undefined : checkTags(p, 'tags', input.tags);
+  if (
+    p.ok &&
+    input.addEntries === undefined &&
+    input.addShared === undefined &&
+    input.removeAddresses === undefined &&
+    input.description === undefined &&
+    input.tags === undefined
+  )
+    p.add('request', 'names nothing to change');
+  p.done();
+  return {
+    add,
+    remove,
+    ...(description !== undefined ? { description: description === '' ? null : description } : {}),
+    ...(tags !== undefined ? { tags } : {}),
+  };
+}
+
+/**
+ * The pool after an update. Only whole single-address entries come out: a range or prefix cannot
+ * be taken apart here, since FIPs may be allocated anywhere in it.
+ */
+export function updatedPool<P extends Pool>(pool: P, update: ValidPoolUpdate): P {
+  const p = new Problems();
+  let entries = [...pool.entries];
+  update.remove.forEach((address, i) => {
+    const at = entries.findIndex((e) => e.kind === 'address' && e.address === address.text);
+    if (at >= 0) {
+      entries.splice(at, 1);
+      return;
+    }
+    const within = poolRanges({ entries, delivery: pool.delivery }).find((r) =>
+      rangeContains(r.range, address),
+    );
+    p.add(
+      `removeAddresses[${i}]`,
+      within
+        ? `${address.text} is part of ${describeEntry(within.entry)}: only single-address entries can be removed (delete and re-create the pool to change a range)`
+        : `${address.text} is not in pool ${pool.name}`,
+    );
+  });
+  entries = [...entries, ...update.add];
+  checkAddedDisjoint(
+    p,
+    pool.name,
+    entries,
+    pool.entries.length - update.remove.length,
+    pool.delivery,
+  );
+  if (entries.length === 0 && p.ok)
+    p.add('removeAddresses', 'a pool needs at least one address, range or CIDR');
+  p.done();
+  const { description: _old, ...rest } = pool;
+  const description =
+    update.description === undefined ? pool.description : (update.description ?? undefined);
+  const next: Pool = {
+    ...rest,
+    entries,
+    ...(description !== undefined ? { description } : {}),
+    tags: update.tags ?? pool.tags,
+  };
+  return next as P;
+}
+
+/**
+ * Added entries must not overlap each other or the entries kept. An address that is already an
+ * entry gets a message saying how to change its kind (remove and add it in one update).
+ */
+function checkAddedDisjoint(
+  p: Problems,
+  pool: string,
+  entries: readonly PoolEntry[],
+  kept: number,
+  delivery: PoolDelivery,
+): void {
+  const ranges = poolRanges({ entries, delivery });
+  for (let j = kept; j < ranges.length; j++) {
+    for (let i = 0; i < j; i++) {
+      const hit = firstOverlap([ranges[i]!], [ranges[j]!]);
+      if (!hit) continue;
+      const [a, b] = [entries[i]!, entries[j]!];
+      const path = b.kind === 'address' && b.shared ? 'addShared' : 'addEntries';
+      p.add(
+        path,
+        a.kind === 'address' && b.kind === 'address' && a.address === b.address && i < kept
+          ? `${a.address} is already in pool ${pool} as ${describeEntry(a)}: to change it, remove and add it in one update (\`ipferry pool update ${pool} --remove ${a.address} ${b.shared ? '--shared' : '--address'} ${describeEntry({ ...b, shared: false })}\`)`
+          : `entries ${describeEntry(a)} and ${describeEntry(b)} overlap at ${hit.text}`,
+      );
+    }
+  }
+}
+
+/**
+ * A pool's single-address entry that the gateway registered as its own: nat or routed there
+ * would take the gateway's traffic, and its own ports would not be kept from forwards. As a
+ * shared entry it is what the gateway's own address is for. (Ranges and prefixes may hold an
+ * address the gateway is about to give up, docs/migration.md: compile holds its FIP until then.)
+ */
+export function ownAddressEntry(
+  entries: readonly PoolEntry[],
+  gatewayAddresses: readonly string[],
+): string | undefined {
+  const own = new Set(gatewayAddresses.flatMap((a) => tryParseAddress(a)?.text ?? []));
+  for (const e of entries)
+    if (e.kind === 'address' && !e.shared && own.has(e.address)) return e.address;
+  return undefined;
+}
+
 function stringList(p: Problems, path: string, value: unknown): [string, string][] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) {
@@ -395,11 +544,29 @@ export interface ValidAssociate {
   allowReassociation: boolean;
 }
 
-export function validateAssociate(input: AssociateInput, fipFamily?: Family): ValidAssociate {
+/** The FIP a request is about, as far as validating the request needs it. */
+export interface FipContext {
+  readonly address: string;
+  readonly family: Family;
+  /** Its association's mode now, if it is associated. */
+  readonly mode?: AssociationMode;
+}
+
+/**
+ * `fip`: the FIP's family (its target must be of it), or the FIP itself, which a routed
+ * association also needs to know its target.
+ */
+export function validateAssociate(
+  input: AssociateInput,
+  fip?: Family | FipContext,
+): ValidAssociate {
   const p = new Problems();
-  const target = checkAddress(p, 'target', input.target, fipFamily ? { family: fipFamily } : {});
-  const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
   const mode = input.mode ?? 'nat';
+  const target =
+    mode === 'routed' && typeof fip === 'object'
+      ? routedTarget(p, input.target, fip)
+      : requiredTarget(p, input.target, familyOf(fip));
+  const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
   if (typeof mode !== 'string' || !ASSOCIATION_MODES.includes(mode as AssociationMode)) {
     p.add('mode', `must be one of ${ASSOCIATION_MODES.join(', ')}`);
   }
@@ -424,15 +591,50 @@ export interface MoveInput {
   node?: unknown;
 }
 
+/** `fip` as in validateAssociate; with the FIP itself, its mode says whether it is routed. */
 export function validateMove(
   input: MoveInput,
-  fipFamily?: Family,
+  fip?: Family | FipContext,
 ): { target: Address; node?: string } {
   const p = new Problems();
-  const target = checkAddress(p, 'target', input.target, fipFamily ? { family: fipFamily } : {});
+  const target =
+    typeof fip === 'object' && fip.mode === 'routed'
+      ? routedTarget(p, input.target, fip)
+      : requiredTarget(p, input.target, familyOf(fip));
   const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
   p.done();
   return { target: target!, ...(node ? { node } : {}) };
+}
+
+function familyOf(fip: Family | FipContext | undefined): Family | undefined {
+  return typeof fip === 'object' ? fip.family : fip;
+}
+
+function requiredTarget(p: Problems, value: unknown, family?: Family): Address | undefined {
+  if (value === undefined) {
+    p.add('target', 'is required: the address to forward to (only a routed FIP may omit it)');
+    return undefined;
+  }
+  return checkAddress(p, 'target', value, family ? { family } : {});
+}
+
+/**
+ * A routed FIP is delivered unchanged: the node receives the FIP itself, so that is its only
+ * possible target. Omitted, the target is the FIP; any other address would be shown but do
+ * nothing, so it is refused.
+ */
+function routedTarget(p: Problems, value: unknown, fip: FipContext): Address | undefined {
+  const own = parseAddress(fip.address);
+  if (value === undefined) return own;
+  const target = checkAddress(p, 'target', value, { family: fip.family });
+  if (target && target.text !== own.text) {
+    p.add(
+      'target',
+      `a routed FIP is delivered unchanged, so its target is the FIP itself (${own.text}), not ${target.text}: omit the target, or use nat mode to forward to ${target.text}`,
+    );
+    return undefined;
+  }
+  return target;
 }
 
 function checkBoolean(p: Problems, path: string, value: unknown): boolean {

@@ -23,6 +23,7 @@ import {
   disassociate,
   move,
   newFloatingIp,
+  refuseRoutedToGateway,
   removeForward,
 } from '../core/lifecycle.js';
 import type {
@@ -34,6 +35,7 @@ import type {
   NodeRecord,
   NodeView,
   Pool,
+  PoolEntry,
   PortForward,
 } from '../core/model.js';
 import {
@@ -50,16 +52,20 @@ import {
   type ForwardInput,
   type MoveInput,
   type PoolInput,
+  type PoolUpdateInput,
   type ValidAllocate,
   checkName,
   describeEntry,
   invalid,
+  ownAddressEntry,
   Problems,
+  updatedPool,
   validateAllocate,
   validateAssociate,
   validateForward,
   validateMove,
   validatePool,
+  validatePoolUpdate,
 } from '../core/validate.js';
 import type {
   ArpResponse,
@@ -114,6 +120,7 @@ export class ControlPlane {
     const valid = validatePool(input);
     return optimistic('create pool', async () => {
       const node = await this.requireNode(valid.gateway);
+      refuseOwnAddress(valid.entries, node.value);
       const [guard, pools] = await Promise.all([
         this.store.get(keys.poolsGuard),
         listRecords<PoolRecord>(this.store, keys.pools),
@@ -171,6 +178,60 @@ export class ControlPlane {
       pool.kv.modRevision,
       fips.items.filter((f) => f.value.pool === name).length,
     );
+  }
+
+  /**
+   * Adds entries (shared ones too), removes single addresses no FIP holds, and sets the
+   * description and tags, in one transaction. Added entries are checked against every other pool
+   * under the pools guard, as a create is; each removed address is compared absent as a FIP, so
+   * an allocation racing with the removal either lands first (and the update is refused) or
+   * finds the pool changed and the address gone.
+   */
+  async updatePool(name: string, input: PoolUpdateInput): Promise<PoolView> {
+    const update = validatePoolUpdate(input);
+    return optimistic('update pool', async () => {
+      const pool = await this.requirePool(name);
+      const next = updatedPool(pool.value, update);
+      const [guard, pools, fips, gateway] = await Promise.all([
+        this.store.get(keys.poolsGuard),
+        listRecords<PoolRecord>(this.store, keys.pools),
+        listRecords<FloatingIp>(this.store, keys.fips),
+        getRecord<NodeRecord>(this.store, keys.node(pool.value.gateway)),
+      ]);
+      if (gateway) refuseOwnAddress(update.add, gateway.value);
+      const added = poolRanges({ entries: update.add, delivery: pool.value.delivery });
+      for (const other of pools.items) {
+        if (other.value.name === name) continue;
+        const hit = firstOverlap(added, poolRanges(other.value));
+        if (hit)
+          throw new IpferryError('IPF_E_POOL_OVERLAP', {
+            pool: name,
+            other: other.value.name,
+            address: hit.text,
+          });
+      }
+      const allocated = new Set(fips.items.map((f) => f.value.address));
+      const held = update.remove.find((a) => allocated.has(a.text));
+      if (held)
+        throw new IpferryError('IPF_E_ADDRESS_ALLOCATED', { address: held.text, pool: name });
+      const r = await this.store.txn({
+        compare: [
+          unchanged(keys.pool(name), pool),
+          { key: keys.poolsGuard, target: 'mod', op: '=', value: guard?.modRevision ?? 0 },
+          ...update.remove.map((a) => absent(keys.fip(a.text))),
+          ...(gateway ? [unchanged(keys.node(gateway.value.name), gateway)] : []),
+        ],
+        success: [
+          { type: 'put', key: keys.pool(name), value: stringifyStored(next) },
+          ...(update.add.length > 0
+            ? [{ type: 'put' as const, key: keys.poolsGuard, value: String(pools.revision) }]
+            : []),
+        ],
+      });
+      if (!r.succeeded) return RETRY;
+      const count = fips.items.filter((f) => f.value.pool === name).length;
+      return this.poolView(next, r.revision, count);
+    });
   }
 
   /**
@@ -328,17 +389,26 @@ export class ControlPlane {
 
   async associate(addressText: string, input: AssociateInput): Promise<FipView> {
     return this.updateFip('associate', addressText, async (fip) => {
-      const request = validateAssociate(input, fip.value.family);
+      const request = validateAssociate(input, fip.value);
       if (request.node) await this.requireNode(request.node);
-      return associate(fip.value, request, this.timestamp());
+      const next = associate(fip.value, request, this.timestamp());
+      await this.refuseRoutedToGateway(next);
+      return next;
     });
   }
 
   async move(addressText: string, input: MoveInput): Promise<FipView> {
     return this.updateFip('move', addressText, async (fip) => {
-      const request = validateMove(input, fip.value.family);
+      const { address, family, association } = fip.value;
+      const request = validateMove(input, {
+        address,
+        family,
+        ...(association ? { mode: association.mode } : {}),
+      });
       if (request.node) await this.requireNode(request.node);
-      return move(fip.value, request.target, request.node, this.timestamp());
+      const next = move(fip.value, request.target, request.node, this.timestamp());
+      await this.refuseRoutedToGateway(next);
+      return next;
     });
   }
 
@@ -354,7 +424,7 @@ export class ControlPlane {
     force: boolean,
   ): Promise<{ address: string; released: boolean }> {
     return optimistic('release', async () => {
-      const fip = await this.requireFip(addressText);
+      const fip = await this.requireFip(addressText, 'release');
       checkRelease(fip.value, force);
       const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
       const ops: Op[] = [
@@ -637,11 +707,27 @@ export class ControlPlane {
     return pool;
   }
 
-  private async requireFip(addressText: string): Promise<Rec<FloatingIp>> {
-    const address = parseAddress(addressText).text;
-    const fip = await getRecord<FloatingIp>(this.store, keys.fip(address));
-    if (!fip) throw new IpferryError('IPF_E_FIP_NOT_FOUND', { address });
-    return fip;
+  /**
+   * The FIP at an address. When there is none, the error says what would make it one: allocate
+   * it if a pool holds it, else put it in a pool first (for a release: that it is not allocated).
+   */
+  private async requireFip(addressText: string, purpose?: 'release'): Promise<Rec<FloatingIp>> {
+    const address = parseAddress(addressText);
+    const fip = await getRecord<FloatingIp>(this.store, keys.fip(address.text));
+    if (fip) return fip;
+    if (purpose === 'release')
+      throw new IpferryError('IPF_E_FIP_NOT_ALLOCATED', { address: address.text });
+    const pools = await listRecords<PoolRecord>(this.store, keys.pools);
+    const pooled = pools.items.some((p) => !p.value.deleting && poolEntryFor(p.value, address));
+    throw new IpferryError(pooled ? 'IPF_E_FIP_NOT_FOUND' : 'IPF_E_FIP_NOT_IN_POOL', {
+      address: address.text,
+    });
+  }
+
+  private async refuseRoutedToGateway(fip: FloatingIp): Promise<void> {
+    if (fip.association?.mode !== 'routed') return;
+    const pool = await getRecord<Pool>(this.store, keys.pool(fip.pool));
+    if (pool) refuseRoutedToGateway(fip, pool.value);
   }
 
   private async requireNode(name: string): Promise<Rec<NodeRecord>> {
@@ -670,6 +756,12 @@ export class ControlPlane {
   private timestamp(): string {
     return this.now().toISOString();
   }
+}
+
+/** A single address the gateway registered as its own may only be a shared entry. */
+function refuseOwnAddress(entries: readonly PoolEntry[], gateway: NodeRecord): void {
+  const own = ownAddressEntry(entries, gateway.addresses);
+  if (own) throw new IpferryError('IPF_E_ADDRESS_OWN', { address: own, node: gateway.name });
 }
 
 function natTarget(fip: FloatingIp): string | undefined {
