@@ -141,6 +141,12 @@ describe('the fleet mesh on an agent (fake dataplane)', () => {
       const view = await agent.control.mesh.view();
       return view.record?.trial === undefined && view.record?.policy.nodes.a1?.rejectAll === true;
     });
+    // Written down by the agent, the rollback is still what `mesh show` tells, and a late
+    // confirmation is refused rather than taken for a confirmation of nothing.
+    const view = await agent.control.mesh.view();
+    assert.equal(view.rolledBack, true);
+    assert.equal(view.rollback?.policy.nodes.a1?.rejectAll, false, 'the change that went back');
+    await assert.rejects(agent.control.mesh.confirm(), { code: 'IPF_E_MESH_NO_TRIAL' });
   });
 
   it('a confirmed trial stays', async () => {
@@ -165,7 +171,12 @@ describe('the fleet mesh on an agent (fake dataplane)', () => {
       audit.holds.map((h) => [h.node, h.hold.keeping.length]),
       [['a1', 3]],
     );
-    await agent.control.mesh.confirm();
+    const confirmed = await agent.control.mesh.confirm();
+    assert.deepEqual(
+      confirmed.released.map((r) => [r.node, r.hold.keeping.length]),
+      [['a1', 3]],
+      'the confirmation says which hold it released',
+    );
     await waitFor('released', async () => Promise.resolve(lines('meshnat').length === 2));
     assert.equal(lines('meshmember').length, 2, 'b3 only');
   });

@@ -332,14 +332,39 @@ describe('mesh API', () => {
     assert.deepEqual(view.inForce.nodes, { web1: { rejectAll: true } }, 'the previous policy');
     assert.ok(view.record.trial, 'nobody wrote the rollback yet: the deadline alone decides');
 
-    const late = await call('POST', '/v1/mesh/confirm');
-    assert.equal(late.status, 409);
-    assert.equal(late.body.error.code, 'IPF_E_MESH_NO_TRIAL');
-    assert.ok(late.body.error.hint.length > 0);
+    const rollback = { at: set.body.trial.deadline, changedAt: set.body.updatedAt, policy: trial };
+    assert.deepEqual(view.rollback, rollback);
+
+    // Refused, and the rollback is written down (no agent did yet): not `refused`, which checks
+    // that nothing changed.
+    const lateReply = await call('POST', '/v1/mesh/confirm');
+    assert.equal(lateReply.status, 409, JSON.stringify(lateReply.body));
+    assert.equal(lateReply.body.error.code, 'IPF_E_MESH_NO_TRIAL');
+    const late = lateReply.body.error as ErrorOut;
+    assert.equal(
+      late.message,
+      `The mesh policy change of ${rollback.changedAt} was not confirmed by its deadline, ${rollback.at}: every node went back to the policy before it.`,
+    );
+    assert.match(late.hint, /mesh confirm --holds-only/);
     view = (await call('GET', '/v1/mesh')).body;
     assert.equal(view.record.trial, undefined, 'the late confirmation wrote the rollback down');
     assert.deepEqual(view.record.policy.nodes, { web1: { rejectAll: true } });
-    assert.equal(view.rolledBack, false);
+    assert.equal(view.rolledBack, true, 'written down, it is still the story of the last change');
+    assert.deepEqual(view.rollback, rollback);
+    assert.equal(view.confirmation, undefined, 'a refused confirmation releases nothing');
+
+    // Later still, with the rollback in the store, a confirmation is refused all the same…
+    advance(3600);
+    await refused('POST', '/v1/mesh/confirm', { holdsOnly: false }, 409, 'IPF_E_MESH_NO_TRIAL');
+    // …but holds can be released on their own.
+    const holds = await call('POST', '/v1/mesh/confirm', { holdsOnly: true });
+    assert.equal(holds.status, 200, JSON.stringify(holds.body));
+    assert.equal(holds.body.confirmedTrial, false);
+    assert.equal(holds.body.trialDeadline, undefined);
+    assert.deepEqual(holds.body.released, []);
+    view = (await call('GET', '/v1/mesh')).body;
+    assert.deepEqual(view.rollback, rollback, 'releasing holds changes nothing of that');
+    assert.deepEqual(view.confirmation, holds.body.confirmation);
   });
 
   it('confirms a running trial, and releases holds when there is none', async () => {
@@ -348,11 +373,25 @@ describe('mesh API', () => {
       (await call('PUT', '/v1/mesh/policy', { policy: trial, confirmWithinSeconds: 300 })).status,
       200,
     );
-    advance(60);
+    assert.equal(
+      (await call('GET', '/v1/mesh')).body.rolledBack,
+      false,
+      'a new policy: a new story',
+    );
+    advance(30);
+    // Holds alone: the trial runs on.
+    const holdsOnly = await call('POST', '/v1/mesh/confirm', { holdsOnly: true });
+    assert.equal(holdsOnly.status, 200, JSON.stringify(holdsOnly.body));
+    assert.equal(holdsOnly.body.confirmedTrial, false);
+    assert.equal(holdsOnly.body.trialDeadline, new Date(clock.getTime() + 270_000).toISOString());
+    assert.ok((await call('GET', '/v1/mesh')).body.record.trial, 'still on trial');
+    await refused('POST', '/v1/mesh/confirm', { holdsOnly: 'yes' }, 400, 'IPF_E_VALIDATION');
+    advance(30);
     const confirmed = await call('POST', '/v1/mesh/confirm');
     assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
     assert.equal(confirmed.body.confirmedTrial, true);
     assert.equal(confirmed.body.confirmation.at, clock.toISOString());
+    assert.deepEqual(confirmed.body.released, [], 'no node reported a hold');
     const view = (await call('GET', '/v1/mesh')).body;
     assert.equal(view.record.trial, undefined);
     assert.deepEqual(view.record.policy.fleet.openPorts, ['tcp/443', 'tcp/8443']);
@@ -414,6 +453,10 @@ describe('mesh API', () => {
         },
       ],
     });
+    // A confirmation says which of the reported holds it released.
+    const confirmed = await call('POST', '/v1/mesh/confirm');
+    assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+    assert.deepEqual(confirmed.body.released, [{ node: 'web1', hold: liveness.mesh?.hold }]);
   });
 
   it('audits against an inventory: unregistered, unlisted, lagging, reject_all, holds, overlay usage', async () => {

@@ -591,7 +591,8 @@ describe('the fleet mesh against real agents (a hub on SQLite, a remote agent jo
     assert.equal(view.record?.trial, undefined);
     assert.equal(view.inForce?.nodes['b1']?.rejectAll, true);
     const again = await ipferry(['mesh', 'confirm'], env);
-    assert.match(again.out, /^confirmed: +no policy change was on trial/m);
+    assert.match(again.out, /^confirmed: +nothing: no policy change was on trial$/m);
+    assert.match(again.out, /^released: +nothing: no node reported a membership change held back/m);
   });
 
   it('audits against an inventory file; a line that does not parse is exit 1 with IPF_E_INVENTORY', async () => {

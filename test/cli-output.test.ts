@@ -854,11 +854,11 @@ describe('ipferry CLI', () => {
       revision: 57,
     };
     const MESH_LINES = [
-      'overlay:      192.168.0.0/18',
-      'max change:   2',
-      'fleet:        open tcp/443; ssh 192.0.2.0/24',
-      'site ams:     lans 10.2.0.0/16; open udp/53; reject_all on',
-      'site fra:     lans 10.1.0.0/16',
+      'overlay:       192.168.0.0/18',
+      'max change:    2',
+      'fleet:         open tcp/443; ssh 192.0.2.0/24',
+      'site ams:      lans 10.2.0.0/16; open udp/53; reject_all on',
+      'site fra:      lans 10.1.0.0/16',
     ];
 
     it('show prints the policy in force, its trial and deadline, and the latest confirmation', async () => {
@@ -868,13 +868,13 @@ describe('ipferry CLI', () => {
       assert.equal(
         r.out,
         [
-          'policy:       set 2026-03-01T12:00:00.000Z',
-          'trial:        until 2026-03-01T12:05:00.000Z: `ipferry mesh confirm` keeps it, else every node goes back to the previous policy',
-          'rolled back:  no',
-          'confirmed:    revision 40 at 2026-02-28T09:00:00.000Z',
-          'revision:     57',
+          'policy:        set 2026-03-01T12:00:00.000Z',
+          'trial:         until 2026-03-01T12:05:00.000Z: `ipferry mesh confirm` keeps it, else every node goes back to the previous policy',
+          'rolled back:   no',
+          'last confirm:  2026-02-28T09:00:00.000Z: released holds up to revision 40',
+          'revision:      57',
           ...MESH_LINES,
-          'node web1:    reject_all on; nat 192.168.0.9->198.51.100.9',
+          'node web1:     reject_all on; nat 192.168.0.9->198.51.100.9',
           '',
         ].join('\n'),
       );
@@ -882,17 +882,59 @@ describe('ipferry CLI', () => {
     });
 
     it('show says when a trial ran out and shows the previous policy, or that there is none', async () => {
-      fake.reply('GET /v1/mesh', 200, { ...onTrial, inForce: previous, rolledBack: true });
-      const back = await run(['mesh', 'show']);
-      assert.equal(back.code, 0, back.err);
+      const rollback = {
+        at: '2026-03-01T12:05:00.000Z',
+        changedAt: '2026-03-01T12:00:00.000Z',
+        policy,
+      };
+      const ranOut = [
+        'trial:         ran out unconfirmed at 2026-03-01T12:05:00.000Z: `ipferry mesh confirm` is refused',
+        'rolled back:   yes, at 2026-03-01T12:05:00.000Z: every node went back; `ipferry mesh set` applies the change again',
+        'last confirm:  2026-02-28T09:00:00.000Z: released holds up to revision 40',
+      ];
+      // Before an agent wrote the rollback (the record still holds the trial), and after (the
+      // record holds the previous policy): the same story.
+      for (const view of [
+        { ...onTrial, inForce: previous, rolledBack: true, rollback },
+        {
+          ...onTrial,
+          record: { policy: previous, updatedAt: '2026-03-01T12:05:01.000Z' },
+          inForce: previous,
+          rolledBack: true,
+          rollback,
+          revision: 58,
+        },
+      ]) {
+        fake.reset();
+        fake.reply('GET /v1/mesh', 200, view);
+        const back = await run(['mesh', 'show']);
+        assert.equal(back.code, 0, back.err);
+        assert.equal(
+          back.out,
+          [
+            'policy:        the one before the change of 2026-03-01T12:00:00.000Z (below)',
+            ...ranOut,
+            `revision:      ${view.revision}`,
+            ...MESH_LINES,
+            '',
+          ].join('\n'),
+        );
+      }
+      // A first policy that ran out: no policy at all now.
+      fake.reset();
+      fake.reply('GET /v1/mesh', 200, {
+        rolledBack: true,
+        rollback,
+        confirmation: onTrial.confirmation,
+        revision: 0,
+      });
+      const gone = await run(['mesh', 'show']);
       assert.equal(
-        back.out,
+        gone.out,
         [
-          'policy:       the previous one (below): the change of 2026-03-01T12:00:00.000Z was not confirmed by 2026-03-01T12:05:00.000Z',
-          'rolled back:  yes',
-          'confirmed:    revision 40 at 2026-02-28T09:00:00.000Z',
-          'revision:     57',
-          ...MESH_LINES,
+          'policy:        none in force: the change of 2026-03-01T12:00:00.000Z was the first policy',
+          ...ranOut,
+          'revision:      0',
           '',
         ].join('\n'),
       );
@@ -902,9 +944,9 @@ describe('ipferry CLI', () => {
       assert.equal(
         none.out,
         [
-          'policy:     none: set one with `ipferry mesh set --file POLICY.yaml`',
-          'confirmed:  -',
-          'revision:   3',
+          'policy:        none: set one with `ipferry mesh set --file POLICY.yaml`',
+          'last confirm:  -',
+          'revision:      3',
           '',
         ].join('\n'),
       );
@@ -1085,6 +1127,7 @@ describe('ipferry CLI', () => {
       fake.reply('POST /v1/mesh/confirm', 200, {
         confirmedTrial: true,
         confirmation: { revision: 61, at: 't' },
+        released: [],
       });
       const r = await run(['mesh', 'confirm']);
       assert.equal(r.code, 0, r.err);
@@ -1099,20 +1142,57 @@ describe('ipferry CLI', () => {
         r.out,
         [
           'confirmed:  the policy on trial: it stays',
-          'released:   membership changes held back (max change) up to revision 61',
+          'released:   nothing: no node reported a membership change held back (revision 61)',
           '',
         ].join('\n'),
+      );
+      // Only what it did: no trial, the holds it released.
+      fake.reset();
+      fake.reply('POST /v1/mesh/confirm', 200, {
+        confirmedTrial: false,
+        confirmation: { revision: 70, at: 't' },
+        released: [
+          {
+            node: 'web1',
+            hold: { keeping: ['192.168.0.3', '192.168.0.4'], maxChange: 1, sinceRevision: 66 },
+          },
+          { node: 'web2', hold: { keeping: ['192.168.0.3'], maxChange: 0, sinceRevision: 67 } },
+        ],
+      });
+      const holds = await run(['mesh', 'confirm']);
+      assert.equal(
+        holds.out,
+        [
+          'confirmed:  nothing: no policy change was on trial',
+          'released:   web1: 2 departed member(s) (192.168.0.3, 192.168.0.4), dropped now',
+          '            web2: 1 departed member(s) (192.168.0.3), dropped now',
+          '',
+        ].join('\n'),
+      );
+      fake.reset();
+      fake.reply('POST /v1/mesh/confirm', 200, {
+        confirmedTrial: false,
+        trialDeadline: '2026-03-01T12:05:00.000Z',
+        confirmation: { revision: 71, at: 't' },
+        released: [],
+      });
+      const holdsOnly = await run(['mesh', 'confirm', '--holds-only']);
+      assert.deepEqual(sent()[0]?.body, { holdsOnly: true });
+      assert.match(
+        holdsOnly.out,
+        /^confirmed: +nothing \(--holds-only\): the policy on trial still rolls back at 2026-03-01T12:05:00\.000Z unless confirmed$/m,
       );
       fake.reset();
       fake.reply('POST /v1/mesh/confirm', 409, {
         error: {
           code: 'IPF_E_MESH_NO_TRIAL',
-          message: 'There is no mesh policy change waiting for confirmation.',
-          hint: 'It may have rolled back already.',
+          message: 'The mesh policy change of a was not confirmed by its deadline, b: …',
+          hint: 'To apply it after all, set it again.',
         },
       });
       const late = await run(['mesh', 'confirm']);
       assert.equal(late.code, 1);
+      assert.equal(late.out, '');
       assert.match(late.err, /^error IPF_E_MESH_NO_TRIAL: /m);
     });
 

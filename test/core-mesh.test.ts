@@ -15,6 +15,7 @@ import {
   outermostPrefixes,
   parseInventory,
   policyInForce,
+  standingRollback,
   validateMeshPolicy,
 } from '../src/core/mesh.js';
 import { compareElements, type IntentElement } from '../src/core/intent.js';
@@ -175,6 +176,32 @@ describe('effective policy', () => {
     assert.equal(after.rolledBack, true);
     const none = policyInForce({ ...trial, trial: { previous: null, deadline: T } }, new Date(T));
     assert.equal(none.policy, undefined);
+  });
+
+  it('tells the rollback that stands: from the deadline, before and after it is written down', () => {
+    const previous = validateMeshPolicy({ overlay: '192.168.0.0/18' });
+    const deadline = '2026-01-01T00:01:00.000Z';
+    const trial: MeshPolicyRecord = { policy: POLICY, trial: { previous, deadline }, updatedAt: T };
+    const story = { at: deadline, changedAt: T, policy: POLICY };
+    assert.equal(
+      standingRollback(trial, undefined, new Date('2026-01-01T00:00:59.000Z')),
+      undefined,
+    );
+    assert.deepEqual(standingRollback(trial, undefined, new Date(deadline)), story);
+    // Written down: the record holds the previous policy, the store remembers the change.
+    const written: MeshPolicyRecord = { policy: previous, updatedAt: deadline };
+    assert.deepEqual(standingRollback(written, story, new Date('2026-01-02T00:00:00.000Z')), story);
+    assert.deepEqual(
+      standingRollback(undefined, story, new Date(deadline)),
+      story,
+      'no policy left',
+    );
+    // A trial set since ends the story (setting a policy also deletes what was remembered).
+    const next: MeshPolicyRecord = {
+      ...trial,
+      trial: { previous, deadline: '2026-01-03T00:00:00.000Z' },
+    };
+    assert.equal(standingRollback(next, story, new Date('2026-01-02T00:00:00.000Z')), undefined);
   });
 });
 

@@ -25,6 +25,7 @@ import { bearerToken, setCaller, type TokenSet } from './auth.js';
 import {
   API_PREFIX,
   type MeshAuditRequest,
+  type MeshConfirmRequest,
   type PlanResponse,
   ROUTES,
   type SetMeshPolicyRequest,
@@ -305,7 +306,13 @@ function registerRoutes(app: FastifyInstance, { control, agent }: ApiOptions): v
         : {},
     );
   });
-  app.post(ROUTES.meshConfirm, { schema: schemas.confirmMesh }, () => control.mesh.confirm());
+  app.post(
+    ROUTES.meshConfirm,
+    // A bare POST confirms the trial and the holds, as before the body existed.
+    { schema: schemas.confirmMesh, preValidation: bodyOrEmpty },
+    (req) =>
+      control.mesh.confirm({ holdsOnly: (req.body as MeshConfirmRequest).holdsOnly === true }),
+  );
   app.post(
     ROUTES.meshAudit,
     // Without an inventory there is nothing to send: a bare POST is an audit without one.

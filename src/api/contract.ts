@@ -6,8 +6,8 @@
  * (core/errors.ts) with the registry's HTTP status.
  */
 import type { IntentElement } from '../core/intent.js';
-import type { MeshAudit, MeshConfirmation, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
-import type { MeshView } from '../service/mesh.js';
+import type { MeshAudit, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
+import type { MeshConfirmResult, MeshView } from '../service/mesh.js';
 import type { TunnelHealth } from '../core/model.js';
 import type {
   AssociationMode,
@@ -134,6 +134,12 @@ export interface SetMeshPolicyRequest {
   confirmWithinSeconds?: number;
 }
 
+/** `POST /v1/mesh/confirm` (or no body: a confirmation of the trial and the holds). */
+export interface MeshConfirmRequest {
+  /** Release held membership changes only: confirm no trial, and refuse none that ran out. */
+  holdsOnly?: boolean;
+}
+
 /** `POST /v1/mesh/audit`. */
 export interface MeshAuditRequest {
   /** An inventory: one host per line, `NAME ADDRESS[,ADDRESS…] [site=SITE]`, `#` comments. */
@@ -222,12 +228,8 @@ export interface VersionResponse {
 export type { MeshAudit, MeshView };
 export type MeshPolicyResponse = MeshPolicyRecord;
 
-/** `POST /v1/mesh/confirm`. */
-export interface MeshConfirmResponse {
-  /** True when a running trial was confirmed; false when there was none (holds are released anyway). */
-  readonly confirmedTrial: boolean;
-  readonly confirmation: MeshConfirmation;
-}
+/** `POST /v1/mesh/confirm`: whether a trial was confirmed, and which reported holds it released. */
+export type MeshConfirmResponse = MeshConfirmResult;
 
 /** `DELETE /v1/nodes/:name`. */
 export interface RemoveNodeResponse {
@@ -273,7 +275,7 @@ export type NodeListView = NodeView;
  *   GET    /v1/arp/:mac                               → ArpResponse
  *   GET    /v1/mesh                                   → MeshView
  *   PUT    /v1/mesh/policy        SetMeshPolicyRequest → MeshPolicyResponse
- *   POST   /v1/mesh/confirm                           → MeshConfirmResponse
+ *   POST   /v1/mesh/confirm       MeshConfirmRequest? → MeshConfirmResponse
  *   POST   /v1/mesh/audit         MeshAuditRequest    → MeshAudit (changes nothing; read-only
  *                                                      tokens may call it)
  *   GET    /docs                                      → OpenAPI UI; /docs/json the document

@@ -274,7 +274,19 @@ export const setMeshPolicy = {
 
 export const confirmMesh = {
   tags: ['mesh'],
-  summary: 'Confirm the running trial and release membership changes held back by maxChange',
+  summary:
+    'Confirm the running trial (refused after its deadline) and release membership changes held back by maxChange',
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      holdsOnly: {
+        type: 'boolean',
+        description:
+          'release held membership changes only: confirm no trial, and refuse none that ran out',
+      },
+    },
+  },
 };
 
 export const auditMesh = {

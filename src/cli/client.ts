@@ -23,6 +23,7 @@ import {
   type JoinTokenResponse,
   type MeshAudit,
   type MeshAuditRequest,
+  type MeshConfirmRequest,
   type MeshConfirmResponse,
   type MeshPolicyResponse,
   type MeshView,
@@ -237,8 +238,8 @@ export class ApiClient {
   setMeshPolicy(body: SetMeshPolicyRequest): Promise<MeshPolicyResponse> {
     return this.call('PUT', ROUTES.meshPolicy, body);
   }
-  confirmMesh(): Promise<MeshConfirmResponse> {
-    return this.call('POST', ROUTES.meshConfirm, {});
+  confirmMesh(body: MeshConfirmRequest = {}): Promise<MeshConfirmResponse> {
+    return this.call('POST', ROUTES.meshConfirm, body);
   }
   auditMesh(body: MeshAuditRequest): Promise<MeshAudit> {
     return this.call('POST', ROUTES.meshAudit, body);

@@ -76,7 +76,8 @@ export const setMeshPolicy = (
     ...(confirmWithinSeconds !== undefined ? { confirmWithinSeconds } : {}),
   });
 
-export const confirmMesh = (api: ApiClient): Promise<MeshConfirmResponse> => api.confirmMesh();
+export const confirmMesh = (api: ApiClient, holdsOnly = false): Promise<MeshConfirmResponse> =>
+  api.confirmMesh(holdsOnly ? { holdsOnly } : {});
 
 export async function auditMesh(api: ApiClient, inventoryFile?: string): Promise<MeshAudit> {
   const body: MeshAuditRequest =
@@ -168,33 +169,36 @@ function trialText(record: MeshPolicyRecord): string {
 
 /** `ipferry mesh show`: the policy in force, its trial, whether it rolled back, the confirmation. */
 export function printMeshView(v: MeshView): string {
+  // The latest confirmation: what it released. It says nothing about the policy shown, which may
+  // have been set (or rolled back) since.
   const confirmed: [string, DetailValue] = [
-    'confirmed',
-    v.confirmation ? `revision ${v.confirmation.revision} at ${v.confirmation.at}` : EMPTY,
+    'last confirm',
+    v.confirmation
+      ? `${v.confirmation.at}: released holds up to revision ${v.confirmation.revision}`
+      : EMPTY,
   ];
-  if (!v.record) {
-    return details([
-      ['policy', 'none: set one with `ipferry mesh set --file POLICY.yaml`'],
-      confirmed,
-      ['revision', String(v.revision)],
-    ]);
-  }
-  const trial = v.record.trial;
-  const head: [string, DetailValue][] = v.rolledBack
+  const rb = v.rollback;
+  const head: [string, DetailValue][] = rb
     ? [
         [
           'policy',
           v.inForce
-            ? `the previous one (below): the change of ${v.record.updatedAt} was not confirmed by ${trial?.deadline ?? EMPTY}`
-            : `none in force: the first policy (${v.record.updatedAt}) was not confirmed by ${trial?.deadline ?? EMPTY}`,
+            ? `the one before the change of ${rb.changedAt} (below)`
+            : `none in force: the change of ${rb.changedAt} was the first policy`,
         ],
-        ['rolled back', 'yes'],
+        ['trial', `ran out unconfirmed at ${rb.at}: \`ipferry mesh confirm\` is refused`],
+        [
+          'rolled back',
+          `yes, at ${rb.at}: every node went back; \`ipferry mesh set\` applies the change again`,
+        ],
       ]
-    : [
-        ['policy', `set ${v.record.updatedAt}`],
-        ['trial', trialText(v.record)],
-        ['rolled back', 'no'],
-      ];
+    : v.record
+      ? [
+          ['policy', `set ${v.record.updatedAt}`],
+          ['trial', trialText(v.record)],
+          ['rolled back', 'no'],
+        ]
+      : [['policy', 'none: set one with `ipferry mesh set --file POLICY.yaml`']];
   return details([
     ...head,
     confirmed,
@@ -223,18 +227,23 @@ export function printRejectAll(r: RejectAllResult): string {
   ]);
 }
 
+/** After `mesh confirm`: what it kept, and which holds it released, as the nodes reported them. */
 export function printConfirm(r: MeshConfirmResponse): string {
+  const trial = r.confirmedTrial
+    ? 'the policy on trial: it stays'
+    : r.trialDeadline
+      ? `nothing (--holds-only): the policy on trial still rolls back at ${r.trialDeadline} unless confirmed`
+      : 'nothing: no policy change was on trial';
+  const released: DetailValue =
+    r.released.length === 0
+      ? `nothing: no node reported a membership change held back (revision ${r.confirmation.revision})`
+      : r.released.map(
+          (h) =>
+            `${h.node}: ${h.hold.keeping.length} departed member(s) (${h.hold.keeping.join(', ')}), dropped now`,
+        );
   return details([
-    [
-      'confirmed',
-      r.confirmedTrial
-        ? 'the policy on trial: it stays'
-        : 'no policy change was on trial (nothing to keep)',
-    ],
-    [
-      'released',
-      `membership changes held back (max change) up to revision ${r.confirmation.revision}`,
-    ],
+    ['confirmed', trial],
+    ['released', released],
   ]);
 }
 
@@ -351,8 +360,16 @@ export function meshCommand(ctx: CliContext): Command {
     );
   mesh
     .command('confirm')
-    .description('Keep the policy on trial, and release membership changes held back by max change')
-    .action(() => ctx.run(confirmMesh, printConfirm));
+    .description(
+      'Keep the policy on trial (refused once it ran out), and release membership changes held back by max change',
+    )
+    .option(
+      '--holds-only',
+      'release held membership changes only: confirm no trial, and refuse none that ran out',
+    )
+    .action((o: { holdsOnly?: boolean }) =>
+      ctx.run((api) => confirmMesh(api, o.holdsOnly === true), printConfirm),
+    );
   mesh
     .command('audit')
     .description(

@@ -47,6 +47,8 @@ export const keys = {
   /** The fleet mesh's policy (mesh.ts: MeshPolicyRecord) and the latest confirmation. */
   meshPolicy: `${ROOT}mesh/policy`,
   meshConfirm: `${ROOT}mesh/confirm`,
+  /** The trial that last ran out unconfirmed (mesh.ts: MeshRollback), until a policy is set. */
+  meshRollback: `${ROOT}mesh/rollback`,
   /** Which node holds an overlay address: the lock that keeps two nodes off one address. */
   overlays: `${ROOT}mesh/overlay/`,
   overlay: (address: string) => `${ROOT}mesh/overlay/${address}`,

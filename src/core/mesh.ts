@@ -77,6 +77,36 @@ export interface MeshPolicyRecord {
   readonly updatedAt: string;
 }
 
+/**
+ * A trial that ran out unconfirmed, as the store remembers it (`mesh/rollback`) from the write of
+ * the rollback until the next policy is set: so that `mesh show` still says the change rolled
+ * back, and a confirmation that comes too late is refused rather than taken for one of holds.
+ */
+export interface MeshRollback {
+  /** The trial's deadline: when every node went back, by its own clock. */
+  readonly at: string;
+  /** The change that was not confirmed: when it was set, and the policy it set. */
+  readonly changedAt: string;
+  readonly policy: MeshPolicy;
+}
+
+/**
+ * The rollback that stands at `now`: the one the store remembers, or, before any agent wrote it,
+ * the record's own trial once its deadline has passed.
+ */
+export function standingRollback(
+  record: MeshPolicyRecord | undefined,
+  remembered: MeshRollback | undefined,
+  now: Date,
+): MeshRollback | undefined {
+  const trial = record?.trial;
+  if (record && trial && now.getTime() >= new Date(trial.deadline).getTime()) {
+    return { at: trial.deadline, changedAt: record.updatedAt, policy: record.policy };
+  }
+  // A trial still running, or a policy set since without one, ends what was remembered.
+  return trial ? undefined : remembered;
+}
+
 /** What `ipferry mesh confirm` writes: holds detected up to this revision are released. */
 export interface MeshConfirmation {
   readonly revision: number;

@@ -13,10 +13,13 @@ import {
   inOverlay,
   type MeshAudit,
   type MeshConfirmation,
+  type MeshHold,
   type MeshPolicy,
   type MeshPolicyRecord,
+  type MeshRollback,
   parseInventory,
   policyInForce,
+  standingRollback,
   validateMeshPolicy,
 } from '../core/mesh.js';
 import type { FloatingIp, NodeHealth, NodeLiveness, NodeRecord, Pool } from '../core/model.js';
@@ -29,10 +32,27 @@ export interface MeshView {
   readonly record?: MeshPolicyRecord;
   /** The policy in force now (the previous one when a trial ran out unconfirmed). */
   readonly inForce?: MeshPolicy;
+  /** The last change was a trial that ran out unconfirmed: from its deadline until a policy is set. */
   readonly rolledBack: boolean;
+  /** That change, while rolledBack: when its deadline passed, when it was set, what it set. */
+  readonly rollback?: MeshRollback;
   readonly confirmation?: MeshConfirmation;
   /** The store revision of the policy record (0 without one). */
   readonly revision: number;
+}
+
+/** What `POST /v1/mesh/confirm` did. */
+export interface MeshConfirmResult {
+  /** True when a running trial was confirmed; false when there was none, or with holdsOnly. */
+  readonly confirmedTrial: boolean;
+  /** With holdsOnly: the deadline of the trial that goes on running, unconfirmed. */
+  readonly trialDeadline?: string;
+  readonly confirmation: MeshConfirmation;
+  /**
+   * The holds the confirmation releases, as the live nodes last reported them (a hold that
+   * began before the confirmation but was not reported yet is released too).
+   */
+  readonly released: readonly { readonly node: string; readonly hold: MeshHold }[];
 }
 
 interface OverlayLock {
@@ -88,18 +108,22 @@ export class MeshControl {
   ) {}
 
   async view(): Promise<MeshView> {
-    const [record, confirm] = await Promise.all([
+    const [record, confirm, remembered] = await Promise.all([
       getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
       getRecord<MeshConfirmation>(this.store, keys.meshConfirm),
+      getRecord<MeshRollback>(this.store, keys.meshRollback),
     ]);
     // The policy's own revision: stable while it does not change (the store's moves on with
     // every status and liveness write).
     const revision = record?.kv.modRevision ?? 0;
-    const { policy, rolledBack } = policyInForce(record?.value, this.now());
+    const now = this.now();
+    const { policy } = policyInForce(record?.value, now);
+    const rollback = standingRollback(record?.value, remembered?.value, now);
     return {
       ...(record ? { record: record.value } : {}),
       ...(policy ? { inForce: policy } : {}),
-      rolledBack,
+      rolledBack: rollback !== undefined,
+      ...(rollback ? { rollback } : {}),
       ...(confirm ? { confirmation: confirm.value } : {}),
       revision,
     };
@@ -150,7 +174,12 @@ export class MeshControl {
       };
       const r = await this.store.txn({
         compare: [unchanged(keys.meshPolicy, old)],
-        success: [{ type: 'put', key: keys.meshPolicy, value: stringifyStored(next) }],
+        success: [
+          { type: 'put', key: keys.meshPolicy, value: stringifyStored(next) },
+          // A new policy ends the story of the last rollback (the key is written only with the
+          // policy, so the compare above covers it).
+          { type: 'delete', key: keys.meshRollback },
+        ],
       });
       return r.succeeded ? next : RETRY;
     });
@@ -224,44 +253,86 @@ export class MeshControl {
 
   /**
    * Confirms: ends a running trial (its policy stays) and releases membership changes the
-   * agents hold back (maxChange). A trial that already ran out is written back as rolled back
-   * and refused (IPF_E_MESH_NO_TRIAL): confirming it now would surprise the nodes that went back.
+   * agents hold back (maxChange). After a trial ran out it is refused (IPF_E_MESH_NO_TRIAL), and
+   * the rollback is written if no agent did yet: confirming then would surprise the nodes that
+   * went back. That lasts until the next policy is set; `holdsOnly` releases holds whatever the
+   * trial's state, and leaves a running trial running.
    */
-  async confirm(): Promise<{ confirmedTrial: boolean; confirmation: MeshConfirmation }> {
-    const confirmedTrial = await optimistic('confirm mesh', async () => {
-      const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
-      const now = this.now();
-      if (!old?.value.trial) return false;
-      if (now >= new Date(old.value.trial.deadline)) {
-        await this.rollBack();
-        throw new IpferryError('IPF_E_MESH_NO_TRIAL', {});
-      }
-      const next: MeshPolicyRecord = { policy: old.value.policy, updatedAt: now.toISOString() };
-      const r = await this.store.txn({
-        compare: [unchanged(keys.meshPolicy, old)],
-        success: [{ type: 'put', key: keys.meshPolicy, value: stringifyStored(next) }],
-      });
-      return r.succeeded ? true : RETRY;
-    });
+  async confirm(options: { holdsOnly?: boolean } = {}): Promise<MeshConfirmResult> {
+    const trial = await optimistic<{ confirmed: boolean; deadline?: string }>(
+      'confirm mesh',
+      async () => {
+        const [old, remembered] = await Promise.all([
+          getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy),
+          getRecord<MeshRollback>(this.store, keys.meshRollback),
+        ]);
+        const now = this.now();
+        const rollback = standingRollback(old?.value, remembered?.value, now);
+        if (options.holdsOnly) {
+          const deadline = rollback ? undefined : old?.value.trial?.deadline;
+          return { confirmed: false, ...(deadline ? { deadline } : {}) };
+        }
+        if (rollback) {
+          await this.rollBack();
+          throw new IpferryError('IPF_E_MESH_NO_TRIAL', {
+            changedAt: rollback.changedAt,
+            deadline: rollback.at,
+          });
+        }
+        if (!old?.value.trial) return { confirmed: false };
+        const next: MeshPolicyRecord = { policy: old.value.policy, updatedAt: now.toISOString() };
+        const r = await this.store.txn({
+          compare: [unchanged(keys.meshPolicy, old)],
+          success: [{ type: 'put', key: keys.meshPolicy, value: stringifyStored(next) }],
+        });
+        return r.succeeded ? { confirmed: true } : RETRY;
+      },
+    );
     const { revision } = await this.store.list(keys.meshConfirm);
     const confirmation: MeshConfirmation = { revision, at: this.now().toISOString() };
     await this.store.txn({
       compare: [],
       success: [{ type: 'put', key: keys.meshConfirm, value: stringifyStored(confirmation) }],
     });
-    return { confirmedTrial, confirmation };
+    return {
+      confirmedTrial: trial.confirmed,
+      ...(trial.deadline ? { trialDeadline: trial.deadline } : {}),
+      confirmation,
+      released: await this.holdsUpTo(revision),
+    };
+  }
+
+  /** The holds live nodes report that began at or before `revision` (a confirmation's). */
+  private async holdsUpTo(
+    revision: number,
+  ): Promise<{ readonly node: string; readonly hold: MeshHold }[]> {
+    const [alive, health] = await Promise.all([
+      listRecords<NodeLiveness>(this.store, keys.alive),
+      listRecords<NodeHealth>(this.store, keys.health),
+    ]);
+    const live = livenessByNode(
+      alive.items.map((a) => a.value),
+      health.items.map((h) => h.value),
+    );
+    return [...live.values()].flatMap((l) =>
+      l.mesh?.hold && l.mesh.hold.sinceRevision <= revision
+        ? [{ node: l.name, hold: l.mesh.hold }]
+        : [],
+    );
   }
 
   /**
    * Writes a trial that ran out back as its previous policy (or removes the policy when there
-   * was none). Agents roll back by themselves at the deadline; this only makes the store say
-   * so. Any number of callers may race: one wins, the others find nothing to do.
+   * was none), and remembers the change that rolled back (keys.meshRollback) until the next
+   * policy is set. Agents roll back by themselves at the deadline; this only makes the store
+   * say so. Any number of callers may race: one wins, the others find nothing to do.
    */
   async rollBack(): Promise<boolean> {
     return optimistic('roll back mesh policy', async () => {
       const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
       const now = this.now();
-      if (!old?.value.trial || now < new Date(old.value.trial.deadline)) return false;
+      const rollback = standingRollback(old?.value, undefined, now);
+      if (!old?.value.trial || !rollback) return false;
       const previous = old.value.trial.previous;
       const op: Op = previous
         ? {
@@ -272,7 +343,7 @@ export class MeshControl {
         : { type: 'delete', key: keys.meshPolicy };
       const r = await this.store.txn({
         compare: [unchanged(keys.meshPolicy, old)],
-        success: [op],
+        success: [op, { type: 'put', key: keys.meshRollback, value: stringifyStored(rollback) }],
       });
       return r.succeeded ? true : RETRY;
     });
