@@ -315,6 +315,17 @@ describe('ipferry CLI', () => {
       );
     });
 
+    it('list and show write an IPv6-sized pool as powers of two; --json keeps the exact count', async () => {
+      const size = (2n ** 64n + 16n).toString();
+      fake.reply('GET /v1/pools', 200, [poolView({ size })]);
+      fake.reply('GET /v1/pools/public', 200, poolView({ size }));
+      const list = await run(['pool', 'list']);
+      assert.match(list.out, /^public +gw1 +routed +2\^64 \+ 16 +2 +/m);
+      assert.match((await run(['pool', 'show', 'public'])).out, /^size: +2\^64 \+ 16$/m);
+      const asJson = await run(['pool', 'list', '--json']);
+      assert.equal((JSON.parse(asJson.out) as PoolView[])[0]?.size, '18446744073709551632');
+    });
+
     it('update sends only what changes: entries to add in order, shared, removals, description, tags', async () => {
       fake.reply('PATCH /v1/pools/public', 200, poolView());
       const r = await run([

@@ -8,7 +8,7 @@ import type { ArpResponse, FipView, IppoolEntryView, ReleaseResponse } from '../
 import { IpferryError, type Problem } from '../core/errors.js';
 import { RemoteError, type ApiClient } from './client.js';
 import type { CliContext } from './context.js';
-import { cell, table } from './format.js';
+import { cell, countText, table } from './format.js';
 import { printReleased } from './fip.js';
 
 /**
@@ -94,7 +94,7 @@ export function printIppool(pools: readonly IppoolEntryView[]): string {
     pools.map((p) => [
       p.pool,
       p.gateway,
-      p.size,
+      countText(p.size),
       String(p.allocated.length),
       cell(p.entries.join(',')),
     ]),

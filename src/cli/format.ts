@@ -54,3 +54,32 @@ export function portText(port: number, portEnd: number): string {
 export function hostPort(address: string, port: string): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
+
+/** Counts up to this are written out in digits; beyond it (IPv6 prefixes) as powers of two. */
+const LARGE = 2n ** 32n;
+/** More power-of-two terms than this are rounded instead (a range of odd length). */
+const MAX_TERMS = 3;
+
+/**
+ * An address count (a decimal string, exact, as the API sends it) for people: digits up to 2^32,
+ * else the powers of two it is made of plus the small rest, as prefixes add up (`2^64 + 16` for
+ * a /64 and a /28), or `≈ 2^64.6` when that would take more than three terms. `--json` keeps the
+ * exact decimal.
+ */
+export function countText(decimal: string): string {
+  if (!/^\d+$/.test(decimal)) return decimal;
+  const n = BigInt(decimal);
+  if (n <= LARGE) return decimal;
+  const powers: number[] = [];
+  for (let bit = n.toString(2).length - 1; bit >= 32; bit--) {
+    if ((n >> BigInt(bit)) & 1n) powers.push(bit);
+  }
+  const rest = n % LARGE;
+  if (powers.length > MAX_TERMS) {
+    const bits = n.toString(2).length;
+    // The top 53 bits are all a double can hold; they are plenty for one decimal.
+    const top = Number(n >> BigInt(Math.max(0, bits - 53)));
+    return `≈ 2^${(Math.log2(top) + Math.max(0, bits - 53)).toFixed(1)}`;
+  }
+  return [...powers.map((p) => `2^${p}`), ...(rest > 0n ? [rest.toString()] : [])].join(' + ');
+}

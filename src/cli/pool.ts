@@ -4,7 +4,7 @@ import type { CreatePoolRequest, PoolView, UpdatePoolRequest } from '../api/cont
 import type { PoolEntry } from '../core/model.js';
 import type { ApiClient, DeletePoolResponse } from './client.js';
 import type { CliContext } from './context.js';
-import { cell, details, table } from './format.js';
+import { cell, countText, details, table } from './format.js';
 import { collect } from './options.js';
 import { UsageError } from './report.js';
 
@@ -86,7 +86,7 @@ export function printPoolTable(pools: readonly PoolView[]): string {
       p.name,
       p.gateway,
       p.delivery === 'onlink' && p.uplink ? `onlink:${p.uplink}` : p.delivery,
-      p.size,
+      countText(p.size),
       String(p.allocated),
       cell(p.entries.map(entryText).join(',')),
       cell(p.description),
@@ -100,7 +100,7 @@ export function printPool(p: PoolView): string {
     ['gateway', p.gateway],
     ['delivery', p.delivery],
     ...(p.uplink ? [['uplink', p.uplink] as const] : []),
-    ['size', p.size],
+    ['size', countText(p.size)],
     ['allocated', String(p.allocated)],
     ['entries', p.entries.map(entryText)],
     ['description', cell(p.description)],
