@@ -33,3 +33,18 @@ export function duration(value: string): number {
   }
   return seconds;
 }
+
+/**
+ * A duration (as `duration`) of at most `max` seconds. The agent enforces its own limits; checked
+ * here too so that the error names the flag rather than the API field it becomes.
+ */
+export function durationAtMost(max: number): (value: string) => number {
+  return (value) => {
+    const seconds = duration(value);
+    if (seconds > max) {
+      const days = max % 86400 === 0 ? ` (${max / 86400} days)` : '';
+      throw new InvalidArgumentError(`At most ${max} seconds${days}.`);
+    }
+    return seconds;
+  };
+}
