@@ -8,10 +8,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # build tools for better-sqlite3's native addon; openssl for TLS certificates in tests; the
 # kernel tools the Linux dataplane drives (wireguard-go where the kernel lacks WireGuard, tinc
 # for switch-mode tunnels), socat/ping for the namespace lab, and etcd (server and etcdctl) for
-# the etcd store's tests and fleets; iperf3 and iptables for the benchmarks (bench/run.sh: traffic
+# the etcd store's tests and fleets; chromium (headless) and curl, the real clients the
+# real-clients lab drives through every tunnel mode; iperf3 and iptables for the benchmarks (bench/run.sh: traffic
 # through the lab, and the per-IP iptables rules ipferry is measured against); traceroute for
 # the checks docs/migration.md has an operator run in a lab (old-new, step 4)
-APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client iperf3 iptables traceroute)
+APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client iperf3 iptables traceroute chromium curl)
 
 say() { printf '[setup] %s\n' "$*"; }
 

@@ -6,6 +6,7 @@ import { type RunningAgent, startAgent } from '../src/agent/run.js';
 import { keys, ROOT } from '../src/core/keys.js';
 import type { NodeHealth } from '../src/core/model.js';
 import { FakeDataplane } from '../src/dataplane/fake.js';
+import { openStore } from '../src/store/open.js';
 import { printPlan } from '../src/cli/plan.js';
 import { tempDir, waitFor } from './helpers.js';
 
@@ -171,6 +172,15 @@ describe('agent reconcile loop (fake dataplane)', () => {
     const before = dataplane.dump();
     await agent!.stop();
     assert.equal(dataplane.dump(), before, 'stopping the agent leaves the dataplane as it was');
+    // Its membership went with its lease; its last health report stays, for the mesh audit to
+    // tell what a node that is gone last applied.
+    const stopped = await openStore(`sqlite:${join(tmp.dir, 'state.db')}`);
+    try {
+      assert.equal(await stopped.get(keys.nodeAlive('gw1')), undefined);
+      assert.ok(await stopped.get(keys.nodeHealth('gw1')), 'the last health report outlives it');
+    } finally {
+      await stopped.close();
+    }
     const applies = dataplane.applies;
     agent = await startAgent(config(), { dataplane });
     await agent.reconciler.settled();

@@ -188,7 +188,7 @@ describe('mesh API', () => {
       ],
       'every problem at once',
     );
-    assert.match(ports.hint, /Fix every problem/);
+    assert.match(ports.hint, /every problem is reported at once/);
   });
 
   it('refuses unknown keys and trials out of bounds, writing nothing', async () => {
@@ -467,6 +467,21 @@ describe('mesh API', () => {
       '',
       'renamed 10.2.0.12', // web2 by its address
     ].join('\n');
+    // old1's agent reported applying revision 5, then died: its report outlives it.
+    await store.txn({
+      compare: [],
+      success: [
+        {
+          type: 'put',
+          key: keys.nodeHealth('old1'),
+          value: stringifyStored({
+            name: 'old1',
+            mesh: { appliedRevision: 5, members: 3 },
+            updatedAt: clock.toISOString(),
+          } satisfies NodeHealth),
+        },
+      ],
+    });
     const res = await call('POST', '/v1/mesh/audit', { inventory, source: 'hosts.txt' });
     assert.equal(res.status, 200, JSON.stringify(res.body));
     const audit = res.body;
@@ -485,6 +500,16 @@ describe('mesh API', () => {
     );
     assert.equal(audit.lagging.length, 4, 'nobody applied the latest revision');
     assert.equal(audit.lagging.find((l: { node: string }) => l.node === 'web1').appliedRevision, 7);
+    assert.deepEqual(
+      audit.lagging.find((l: { node: string }) => l.node === 'old1'),
+      { node: 'old1', appliedRevision: 5, alive: false },
+      'a dead node: what it last applied',
+    );
+    assert.equal(
+      (await call('GET', '/v1/nodes/old1')).body.mesh,
+      undefined,
+      'node views show a report only while the node is alive',
+    );
     assert.deepEqual(audit.rolledBack, []);
 
     const without = await call('POST', '/v1/mesh/audit', {});

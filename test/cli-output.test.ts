@@ -1218,6 +1218,7 @@ describe('ipferry CLI', () => {
       lagging: [
         { node: 'web2', appliedRevision: 80, alive: true },
         { node: 'web3', alive: false },
+        { node: 'web4', appliedRevision: 77, alive: false },
       ],
       rejectAll: { on: ['web1'], off: ['gw1', 'web2', 'web3'] },
       holds: [
@@ -1248,9 +1249,10 @@ describe('ipferry CLI', () => {
           '  mail  10.1.0.25  (line 7)',
           'unlisted nodes (1):',
           '  gw1',
-          'lagging nodes (2):',
+          'lagging nodes (3):',
           '  web2  applied revision 80',
-          '  web3  applied nothing yet, not alive',
+          '  web3  not alive; no applied revision known',
+          '  web4  not alive; last applied revision 77',
           'reject_all on (1):',
           '  web1',
           'reject_all off (3):',

@@ -494,7 +494,8 @@ describe('inventory and audit', () => {
       nodes: NODES.map((record) => ({
         record,
         ...(record.name === 'b2'
-          ? {}
+          ? // Dead, its last report kept: what it applied before it died.
+            { lastReport: { appliedRevision: 45 } }
           : {
               liveness: {
                 name: record.name,
@@ -513,7 +514,7 @@ describe('inventory and audit', () => {
     assert.deepEqual(audit.unlisted, ['a2', 'b2']);
     assert.deepEqual(audit.lagging, [
       { node: 'b1', appliedRevision: 40, alive: true },
-      { node: 'b2', alive: false },
+      { node: 'b2', appliedRevision: 45, alive: false },
     ]);
     assert.deepEqual(audit.rejectAll, { on: ['a1'], off: ['a2', 'b1', 'b2'] });
     assert.deepEqual(audit.overlay, { prefix: '192.168.0.0/18', used: 4, size: 16382 });

@@ -256,6 +256,7 @@ void describe('core/routed: the serving node', () => {
     const intent = compile(state(), 'n1');
     assert.deepEqual(intent, {
       node: 'n1',
+      carriers: ['gw'],
       elements: [
         // Loose reverse-path filtering on the tunnel: clients arrive there although n1's own
         // route back to them is its uplink.
@@ -582,7 +583,8 @@ void describe('core/routed: nat and ports targets behind a tunnel (reply-to)', (
     const gw = compiled('gw');
     const mark = `0x${TUNNEL_MARK.toString(16)}/0x${TUNNEL_MARK.toString(16)}`;
     assert.deepEqual(ofKind(gw, 'tuntarget', 'route', 'rule'), [
-      el('tuntarget', '198.18.0.10', '', '203.0.113.12'),
+      // The MSS of the tunnel's path (1440 over a 1500-byte underlay, minus 40).
+      el('tuntarget', '198.18.0.10', '1400', '203.0.113.12'),
       el('route', `198.18.0.10/32 table ${FORWARD_TABLE}`, `dev ${GW_TUN}`, '203.0.113.12'),
       host('rule', `fwmark ${mark} lookup ${FORWARD_TABLE} ipv4`, String(FORWARD_RULE_PRIORITY)),
     ]);
@@ -595,6 +597,65 @@ void describe('core/routed: nat and ports targets behind a tunnel (reply-to)', (
       gw.elements.some((e) => e.kind === 'fwdport' && e.value === '198.18.0.10 . 80'),
       'the DNAT itself is as for a LAN target',
     );
+  });
+
+  void it('gives the target the MSS of a narrower path, once measured; nothing before', () => {
+    const measured = compile(
+      { pools: [EDGE], fips: [{ fip: forwarded(), revision: 1 }], nodes: NODES },
+      'gw',
+      NO_FACTS,
+      { listenPort: 51820, peerMtu: new Map([['n1', 1320]]) },
+    );
+    assert.deepEqual(ofKind(measured, 'tuntarget'), [
+      el('tuntarget', '198.18.0.10', '1280', '203.0.113.12'),
+    ]);
+    assert.deepEqual(measured.carriers, ['n1']);
+    // Until n1's path is measured: n1 is in the tunnel (so the probes pass) and probed, but
+    // no DNAT, mark or route sends anything toward it, and the FIP is pending, not refused.
+    const waiting = compile(
+      { pools: [EDGE], fips: [{ fip: forwarded(), revision: 1 }], nodes: NODES },
+      'gw',
+      NO_FACTS,
+      { listenPort: 51820, measured: new Set(['n3']) },
+    );
+    assert.deepEqual(ofKind(waiting, 'tuntarget', 'route', 'rule', 'fwd', 'fwdport', 'dnat'), []);
+    assert.deepEqual(waiting.refused, []);
+    assert.deepEqual(
+      waiting.pending?.map((p) => p.address),
+      ['203.0.113.12'],
+    );
+    assert.match(waiting.pending?.[0]?.reason ?? '', /path through the tunnel to n1/);
+    assert.deepEqual(waiting.carriers, ['n1']);
+    assert.deepEqual(peerOf(waiting, N1)?.allowedIps, [probeHost('n1')]);
+  });
+
+  void it('starts from the MTU of the route toward a peer endpoint when no underlay is set', () => {
+    const facts = { ...NO_FACTS, defaultRoutes: [{ family: 4 as const, dev: 'eth0', mtu: 1500 }] };
+    // n1's side: its gateway's endpoint lies behind a 1,380-byte uplink.
+    const n1 = compile(
+      { pools: [EDGE], fips: [{ fip: forwarded(), revision: 1 }], nodes: NODES },
+      'n1',
+      { ...facts, defaultRoutes: [{ family: 4, dev: 'eth0', mtu: 1380 }] },
+      { listenPort: 51820, endpointMtus: new Map([['192.0.2.2', 1380]]) },
+    );
+    assert.equal(n1.tunnel?.mtu, 1320);
+    // The gateway's peers call in: its default route's MTU.
+    assert.equal(compiled('gw').tunnel?.mtu, 1440);
+    const gw = compile(
+      { pools: [EDGE], fips: [{ fip: forwarded(), revision: 1 }], nodes: NODES },
+      'gw',
+      { ...facts, defaultRoutes: [{ family: 4, dev: 'eth0', mtu: 9000 }] },
+      { listenPort: 51820 },
+    );
+    assert.equal(gw.tunnel?.mtu, 8940);
+    // An operator's underlay wins.
+    const fixed = compile(
+      { pools: [EDGE], fips: [{ fip: forwarded(), revision: 1 }], nodes: NODES },
+      'n1',
+      facts,
+      { listenPort: 51820, underlayMtu: 1500, endpointMtus: new Map([['192.0.2.2', 1380]]) },
+    );
+    assert.equal(fixed.tunnel?.mtu, 1440);
   });
 
   void it('on the node: answers to what came through the tunnel go back through it', () => {

@@ -84,6 +84,21 @@ describe('nftables ruleset', () => {
       table,
       /iifname "ipf\*" tcp flags syn \/ syn,rst tcp option maxseg size set rt mtu/,
     );
+    // Out of a tunnel from a nat/ports target: the MSS of that target's tunnel path.
+    assert.match(
+      table,
+      /iifname "ipf\*" tcp flags syn \/ syn,rst tcp option maxseg size set ip saddr map @tuntarget4/,
+    );
+    assert.match(table, /maxseg size set ip6 saddr map @tuntarget6/);
+    // The host's own SYN-ACKs into a tunnel, after the mark rerouted them.
+    assert.match(
+      table,
+      /chain tunclamp \{\n\s+type filter hook postrouting priority mangle; policy accept;\n\s+oifname "ipf\*" tcp flags syn \/ syn,rst tcp option maxseg size set rt mtu/,
+    );
+    assert.deepEqual(
+      renderElements('add', [{ kind: 'tuntarget', key: '198.18.0.10', value: '1272', owner: 'h' }]),
+      ['add element inet ipferry tuntarget4 { 198.18.0.10 : 1272 }'],
+    );
   });
 
   it('masquerades what arrives from a tunnel from a @masq4 source, after the SNAT of nat targets', () => {
@@ -285,8 +300,10 @@ describe('nftables ruleset', () => {
     assert.notEqual(NFT_SKELETON_VERSION, '1');
     // The mesh changed the fixed part: a table of version 4 (no mesh sets) is rebuilt once,
     // one of version 5 (no same-site SNAT) as well, and one of version 6 (a named counter
-    // object per FIP, not a counting set).
-    assert.equal(NFT_SKELETON_VERSION, '7');
+    // object per FIP, not a counting set), and one of version 7 (tunnel targets in a set, not
+    // a map to the MSS of their tunnel path; no clamp of the host's own SYN-ACKs).
+    assert.equal(NFT_SKELETON_VERSION, '8');
+    assert.equal(parseTable(listing('ipferry skeleton 7'))[0]?.value, 'damaged');
     assert.equal(parseTable(listing('ipferry skeleton 6'))[0]?.value, 'damaged');
     assert.equal(parseTable(listing('ipferry skeleton 5'))[0]?.value, 'damaged');
     const [v4] = parseTable(listing('ipferry skeleton 4'));

@@ -69,7 +69,10 @@ export function agentCommand(): Command {
       "this node's own state: WireGuard key, daemon files (default /var/lib/ipferry)",
     )
     .option('--tunnel-port <port>', "UDP port of this node's tunnel (default 51820)")
-    .option('--underlay-mtu <bytes>', "MTU of the path the tunnel's packets take (default 1500)")
+    .option(
+      '--underlay-mtu <bytes>',
+      "MTU of the path the tunnel's packets take (default: the route's toward the peers)",
+    )
     .option('--tunnel-mtu <bytes>', "the tunnel's MTU (default: underlay MTU − 60)")
     .option('--endpoint <host:port>', "where other nodes reach this node's tunnel; omit behind NAT")
     .addOption(

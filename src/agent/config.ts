@@ -45,8 +45,11 @@ export interface AgentConfig {
   readonly tunnelPort: number;
   /** Where other nodes reach this node's tunnel (host:port); absent behind NAT (it calls out). */
   readonly endpoint?: string;
-  /** MTU of the path the tunnel's packets take (default 1500). */
-  readonly underlayMtu: number;
+  /**
+   * MTU of the path the tunnel's packets take; absent: that of this host's route toward its
+   * peers' endpoints (else its default route's), as wg-quick derives it.
+   */
+  readonly underlayMtu?: number;
   /** The tunnel's MTU, when not derived from the underlay's (underlay − 60). */
   readonly tunnelMtu?: number;
   /** Which tunnel this node runs: WireGuard (default) or tinc in switch mode. */
@@ -199,7 +202,11 @@ export function resolveConfig(
       p.add('endpoint', (e as Error).message);
     }
   } else if (raw.endpoint !== undefined) p.add('endpoint', 'must be host:port or [v6]:port');
-  const underlayMtu = numberOption(p, 'underlayMtu', raw.underlayMtu ?? 1500, 1280, 65535);
+  // Unset: the tunnel follows this host's routes toward its peers (compile's withUnderlay).
+  const underlayMtu =
+    raw.underlayMtu === undefined
+      ? undefined
+      : numberOption(p, 'underlayMtu', raw.underlayMtu, 1280, 65535);
   const wantedMtu =
     raw.tunnelMtu === undefined
       ? undefined
@@ -245,7 +252,7 @@ export function resolveConfig(
     stateDir: stateDir!,
     tunnelPort: tunnelPort!,
     ...(endpoint ? { endpoint } : {}),
-    underlayMtu: underlayMtu!,
+    ...(underlayMtu !== undefined ? { underlayMtu } : {}),
     ...(wantedMtu !== undefined ? { tunnelMtu: wantedMtu } : {}),
     tunnelDriver: tunnelDriver as TunnelDriverKind,
     probeSeconds: probeSeconds!,

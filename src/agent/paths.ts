@@ -31,8 +31,16 @@ export interface PathView {
   peerMtu(): ReadonlyMap<string, number>;
   /** Peer nodes whose tunnel path does not answer. */
   deadPeers(): ReadonlySet<string>;
-  /** The tunnel as the latest pass compiled it: which peers to probe. */
-  track(tunnel: TunnelIntent | undefined): void;
+  /**
+   * Peer nodes whose path has been measured (by this run, or kept from the previous one):
+   * FIPs are routed only toward these (TunnelOptions.measured).
+   */
+  measured(): ReadonlySet<string>;
+  /**
+   * The tunnel as the latest pass compiled it, and the peers that carry traffic through it or
+   * wait for their path to be measured: those are probed.
+   */
+  track(tunnel: TunnelIntent | undefined, carriers?: readonly string[]): void;
 }
 
 export interface PathMonitorOptions {
@@ -54,12 +62,25 @@ interface Peer {
 
 interface PeerState {
   alive: boolean;
+  /** A whole round passed: the path's MTU is known (the tunnel's, or the one found). */
+  measured: boolean;
   failedRounds: number;
   checkedAt?: string;
   rttMs?: number;
   largePasses?: boolean;
   pathMtu?: number;
   note?: string;
+}
+
+/** How soon a round is repeated while a peer's path is still to be measured. */
+const MEASURE_AGAIN_MS = 100;
+
+/**
+ * How long the large probe and each probe of the search wait for their answer, in whole
+ * seconds (ping's deadline): 1, or 2 on a path whose small probe took more than a third of it.
+ */
+export function searchWaitSeconds(rttMs: number): number {
+  return rttMs * 3 > 1000 ? 2 : 1;
 }
 
 export class PathMonitor implements PathView {
@@ -70,22 +91,33 @@ export class PathMonitor implements PathView {
   private timer?: NodeJS.Timeout;
   private round?: Promise<void>;
   private stopped = true;
-  private loaded: Record<string, number> = {};
+  /** Peers measured by a previous run, with the MTU found when it was lower than the tunnel's. */
+  private loaded: Record<string, { pathMtu?: number }> = {};
+  private soon?: NodeJS.Timeout;
 
   constructor(private readonly o: PathMonitorOptions) {}
 
-  /** Reads the MTUs a previous run lowered, so compile uses them from the first pass. */
+  /**
+   * Reads what a previous run measured, so that compile uses it from the first pass: a restart
+   * neither opens a black hole again nor holds back FIPs whose path was measured already.
+   * The file is `{"peers": {NODE: {"pathMtu"?: N}}}`; an older one maps NODE → lowered MTU.
+   */
   async load(): Promise<void> {
     if (!this.o.stateFile) return;
     try {
       const parsed = JSON.parse(await readFile(this.o.stateFile, 'utf8')) as unknown;
       if (typeof parsed !== 'object' || parsed === null) return;
-      for (const [node, mtu] of Object.entries(parsed)) {
+      const peers = (parsed as { peers?: unknown }).peers ?? parsed;
+      if (typeof peers !== 'object' || peers === null) return;
+      for (const [node, entry] of Object.entries(peers)) {
+        const mtu = typeof entry === 'number' ? entry : (entry as { pathMtu?: unknown }).pathMtu;
         if (typeof mtu === 'number' && Number.isInteger(mtu) && mtu >= MIN_PATH_MTU)
-          this.loaded[node] = mtu;
+          this.loaded[node] = { pathMtu: mtu };
+        else if (typeof entry === 'object' && entry !== null && mtu === undefined)
+          this.loaded[node] = {};
       }
     } catch {
-      // No file yet, or an unreadable one: search again.
+      // No file yet, or an unreadable one: measure again.
     }
   }
 
@@ -98,14 +130,31 @@ export class PathMonitor implements PathView {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.soon) clearTimeout(this.soon);
     await this.round;
   }
 
   peerMtu(): ReadonlyMap<string, number> {
     const out = new Map<string, number>();
-    for (const [node, mtu] of Object.entries(this.loaded)) out.set(node, mtu);
+    for (const [node, { pathMtu }] of Object.entries(this.loaded))
+      if (pathMtu !== undefined) out.set(node, pathMtu);
     for (const [node, s] of this.states) if (s.pathMtu !== undefined) out.set(node, s.pathMtu);
     return out;
+  }
+
+  measured(): ReadonlySet<string> {
+    const out = new Set(Object.keys(this.loaded));
+    for (const [node, s] of this.states) if (s.measured) out.add(node);
+    return out;
+  }
+
+  /** Tracked peers whose path is still to be measured. */
+  private measuring(): ReadonlySet<string> {
+    return new Set(
+      [...this.peers.keys()].filter(
+        (node) => !this.states.get(node)?.measured && this.loaded[node] === undefined,
+      ),
+    );
   }
 
   deadPeers(): ReadonlySet<string> {
@@ -135,12 +184,13 @@ export class PathMonitor implements PathView {
    * Probes the peers that carry traffic: on a gateway the nodes serving its FIPs, on a node its
    * gateway. A peer known only so that its first handshake is accepted is not probed.
    */
-  track(tunnel: TunnelIntent | undefined): void {
+  track(tunnel: TunnelIntent | undefined, carriers?: readonly string[]): void {
     const wanted = new Map<string, Peer>();
+    const carrying = new Set(carriers ?? []);
     for (const p of tunnel?.peers ?? []) {
       if (!p.node) continue;
       const address = tunnelProbeAddress(p.node);
-      const carries = p.allowedIps.some((a) => a !== `${address}/128`);
+      const carries = carrying.has(p.node) || p.allowedIps.some((a) => a !== `${address}/128`);
       if (carries || tunnel?.driver === 'tinc')
         wanted.set(p.node, { node: p.node, publicKey: p.publicKey, address });
     }
@@ -184,19 +234,44 @@ export class PathMonitor implements PathView {
       ),
     );
     if (results.some(Boolean)) this.changed();
+    // FIPs wait for a path to be measured: ask again at once (each probe has its own timeout)
+    // rather than at the next tick, e.g. while a new tunnel makes its first handshake.
+    if (this.measuring().size > 0 && !this.stopped) {
+      if (this.soon) clearTimeout(this.soon);
+      this.soon = setTimeout(() => this.kick(), Math.min(MEASURE_AGAIN_MS, this.o.intervalMs));
+      this.soon.unref();
+    }
   }
 
   /** One round for one peer; true when something compile or the FIP states use changed. */
   private async probePeer(ifname: string, peer: Peer): Promise<boolean> {
-    const s: PeerState = this.states.get(peer.node) ?? { alive: true, failedRounds: 0 };
-    if (s.pathMtu === undefined && this.loaded[peer.node] !== undefined) {
-      s.pathMtu = this.loaded[peer.node];
-      s.note = `MTU ${s.pathMtu} kept from the previous run`;
+    const s: PeerState = this.states.get(peer.node) ?? {
+      alive: true,
+      measured: false,
+      failedRounds: 0,
+    };
+    const kept = this.loaded[peer.node];
+    if (!s.measured && kept !== undefined) {
+      s.measured = true;
+      if (s.pathMtu === undefined && kept.pathMtu !== undefined) {
+        s.pathMtu = kept.pathMtu;
+        s.note = `MTU ${s.pathMtu} kept from the previous run`;
+      }
     }
     this.states.set(peer.node, s);
-    const probe = (payload: number, fragment: boolean): Promise<number | undefined> =>
-      this.o.dataplane.probePath({ ifname, address: peer.address, payload, fragment });
-    const before = { alive: s.alive, pathMtu: s.pathMtu };
+    const probe = (
+      payload: number,
+      fragment: boolean,
+      waitSeconds?: number,
+    ): Promise<number | undefined> =>
+      this.o.dataplane.probePath({
+        ifname,
+        address: peer.address,
+        payload,
+        fragment,
+        ...(waitSeconds !== undefined ? { waitSeconds } : {}),
+      });
+    const before = { alive: s.alive, pathMtu: s.pathMtu, measured: s.measured };
     const rtt = await probe(SMALL_PROBE_PAYLOAD, false);
     s.checkedAt = new Date().toISOString();
     if (rtt === undefined) {
@@ -210,28 +285,36 @@ export class PathMonitor implements PathView {
     s.failedRounds = 0;
     s.alive = true;
     s.rttMs = rtt;
-    s.largePasses = (await probe(LARGE_PROBE_PAYLOAD, true)) !== undefined;
+    // The answer to a small probe came back: the large one and the search wait about one
+    // round trip plus a margin, so that a whole round fits well inside a probe interval.
+    const wait = searchWaitSeconds(rtt);
+    s.largePasses = (await probe(LARGE_PROBE_PAYLOAD, true, wait)) !== undefined;
     if (!s.largePasses) {
       const found = await largestPassing(
         MIN_PATH_MTU,
         this.tunnelMtu,
-        async (size) => (await probe(size - PROBE_HEADERS, false)) !== undefined,
+        async (size) => (await probe(size - PROBE_HEADERS, false, wait)) !== undefined,
       );
       const outcome = searchOutcome(found, s.pathMtu ?? this.tunnelMtu);
       if (outcome.pathMtu !== undefined) s.pathMtu = outcome.pathMtu;
       s.note = outcome.note;
-    } else if (s.note?.startsWith('no answer')) {
-      s.note = undefined;
+    } else {
+      s.note =
+        s.pathMtu === undefined
+          ? `a ${LARGE_PROBE_PAYLOAD}-byte probe passes at the tunnel's MTU ${this.tunnelMtu}`
+          : `a ${LARGE_PROBE_PAYLOAD}-byte probe passes at MTU ${s.pathMtu}, the largest packet the path carried whole when the search ran (the tunnel's is ${this.tunnelMtu})`;
     }
+    s.measured = true;
     return this.report(peer, s, before);
   }
 
   private report(
     peer: Peer,
     s: PeerState,
-    before: { alive: boolean; pathMtu: number | undefined },
+    before: { alive: boolean; pathMtu: number | undefined; measured: boolean },
   ): boolean {
-    if (s.alive === before.alive && s.pathMtu === before.pathMtu) return false;
+    if (s.alive === before.alive && s.pathMtu === before.pathMtu && s.measured === before.measured)
+      return false;
     const fields = { peer: peer.node, alive: s.alive, pathMtu: s.pathMtu, note: s.note };
     if (s.alive) this.o.log.info(fields, 'tunnel path changed');
     else this.o.log.warn(fields, 'tunnel path dead');
@@ -245,11 +328,17 @@ export class PathMonitor implements PathView {
 
   private async save(): Promise<void> {
     if (!this.o.stateFile) return;
-    const mtus = Object.fromEntries(this.peerMtu());
-    this.loaded = { ...mtus };
+    const mtus = this.peerMtu();
+    const peers: Record<string, { pathMtu?: number }> = {};
+    for (const [node, s] of this.states) {
+      if (!s.measured) continue;
+      const pathMtu = mtus.get(node);
+      peers[node] = pathMtu !== undefined ? { pathMtu } : {};
+    }
+    this.loaded = { ...peers };
     const tmp = `${this.o.stateFile}.tmp`;
     try {
-      await writeFile(tmp, JSON.stringify(mtus) + '\n', { mode: 0o600 });
+      await writeFile(tmp, JSON.stringify({ peers }) + '\n', { mode: 0o600 });
       await rename(tmp, this.o.stateFile);
     } catch (e) {
       this.o.log.warn({ err: (e as Error).message }, 'could not save path MTUs');

@@ -30,7 +30,7 @@ import { PrefixCache } from '../store/cache.js';
 import type { Store, WatchEvent } from '../store/store.js';
 import { DesiredState, type Snapshot } from './desired.js';
 import type { PathView } from './paths.js';
-import { remoteNodesOf } from '../core/routed.js';
+import { endpointHosts, remoteNodesOf } from '../core/routed.js';
 import {
   holdMeshRemovals,
   type MeshHold,
@@ -222,10 +222,29 @@ export class Reconciler {
       },
       this.o.node,
       await this.o.dataplane.facts(),
-      this.o.tunnel && this.o.paths
-        ? { ...this.o.tunnel, peerMtu: this.o.paths.peerMtu() }
-        : this.o.tunnel,
+      await this.tunnelOptions(snapshot),
     );
+  }
+
+  /**
+   * The tunnel options with what only this host knows: the MTUs its path probes found, the
+   * peers still being measured, and (unless the operator set the underlay's MTU) the MTU of its
+   * routes toward the peers' endpoints.
+   */
+  private async tunnelOptions(snapshot: Snapshot): Promise<TunnelOptions | undefined> {
+    const tunnel = this.o.tunnel;
+    if (!tunnel) return undefined;
+    const endpointMtus =
+      tunnel.underlayMtu === undefined && this.o.dataplane.routeMtus
+        ? await this.o.dataplane.routeMtus(endpointHosts(snapshot.nodes, this.o.node))
+        : undefined;
+    return {
+      ...tunnel,
+      ...(this.o.paths
+        ? { peerMtu: this.o.paths.peerMtu(), measured: this.o.paths.measured() }
+        : {}),
+      ...(endpointMtus && endpointMtus.size > 0 ? { endpointMtus } : {}),
+    };
   }
 
   /**
@@ -362,7 +381,7 @@ export class Reconciler {
     if (errors.size === 0) this.known = wanted;
     else this.readDue = true;
     if (!intent.tunnel) await this.o.dataplane.applyTunnel(undefined);
-    this.o.paths?.track(intent.tunnel);
+    this.o.paths?.track(intent.tunnel, intent.carriers);
     await this.report(intent, snapshot, errors);
     await this.afterMesh(intent, snapshot);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
@@ -453,6 +472,7 @@ export class Reconciler {
   ): Promise<void> {
     const byAddress = new Map(snapshot.fips.map((f) => [f.fip.address, f.fip]));
     const refused = new Map(intent.refused.map((r) => [r.address, r.reason]));
+    const pending = new Map((intent.pending ?? []).map((r) => [r.address, r.reason]));
     const dead = this.o.paths?.deadPeers() ?? new Set<string>();
     const changed: FipStatus[] = [];
     for (const { address, revision } of intent.fips) {
@@ -461,17 +481,20 @@ export class Reconciler {
       const error =
         refused.get(address) ??
         errors.get(address) ??
+        pending.get(address) ??
         (unreachable.length > 0
           ? `no answer through the tunnel to ${unreachable.join(', ')}: its data path is dead`
           : undefined);
       const state: FipState =
         refused.has(address) || errors.has(address)
           ? 'ERROR'
-          : unreachable.length > 0
-            ? 'UNREACHABLE'
-            : fip?.association
-              ? 'ACTIVE'
-              : 'DOWN';
+          : pending.has(address)
+            ? 'DOWN'
+            : unreachable.length > 0
+              ? 'UNREACHABLE'
+              : fip?.association
+                ? 'ACTIVE'
+                : 'DOWN';
       const current = snapshot.statuses.get(address);
       if (
         current &&

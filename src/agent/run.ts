@@ -123,7 +123,7 @@ export async function startAgent(
       log: app.log,
       tunnel: {
         listenPort: config.tunnelPort,
-        underlayMtu: config.underlayMtu,
+        ...(config.underlayMtu !== undefined ? { underlayMtu: config.underlayMtu } : {}),
         ...(config.tunnelMtu ? { mtu: config.tunnelMtu } : {}),
         ...(config.netns ? { salt: config.netns } : {}),
         ...(config.tunnelDriver !== 'wireguard' ? { driver: config.tunnelDriver } : {}),
@@ -179,11 +179,14 @@ function withProbes(
 
 /**
  * Keeps the node alive under a lease: `alive/NODE` (membership) is written once per lease, and
- * the health report (`keys.nodeHealth`: the tunnel's health, the mesh as applied) under the same
- * lease, rewritten on a beat only when it changed. Every agent watches the tree `alive/` is in,
- * so rewriting it on every beat would wake the whole fleet N times per beat for nothing; the
- * health report lives outside that tree, and `node show` on any agent still tells how each
- * node's tunnel is doing. If the lease is lost (store outage), takes a new one and writes both.
+ * the health report (`keys.nodeHealth`: the tunnel's health, the mesh as applied) rewritten on a
+ * beat only when it changed. Every agent watches the tree `alive/` is in, so rewriting it on
+ * every beat would wake the whole fleet N times per beat for nothing; the health report lives
+ * outside that tree, and `node show` on any agent still tells how each node's tunnel is doing.
+ * The report is not under the lease: readers show it only while the node is alive, and when the
+ * agent dies it stays as the last word of the node (the mesh audit names the revision a dead
+ * node last applied); `node remove` deletes it. If the lease is lost (store outage), takes a new
+ * one and writes both.
  */
 async function keepAlive(
   store: Store,
@@ -204,12 +207,12 @@ async function keepAlive(
     return { text, value };
   };
   /** A failed write is tried again on the next beat (`written` is still the old report). */
-  const update = async (lease: string): Promise<void> => {
+  const update = async (): Promise<void> => {
     const { text, value } = await report();
     if (text === written) return;
     await store.txn({
       compare: [],
-      success: [{ type: 'put', key: keys.nodeHealth(node), value, lease }],
+      success: [{ type: 'put', key: keys.nodeHealth(node), value }],
     });
     written = text;
   };
@@ -223,8 +226,8 @@ async function keepAlive(
         { type: 'put', key: keys.nodeAlive(node), value: stringifyStored(liveness), lease },
       ],
     });
-    written = undefined; // the old report went with the old lease
-    await update(lease).catch(() => undefined);
+    written = undefined; // write it again with the new lease: the store may have lost it too
+    await update().catch(() => undefined);
     return lease;
   };
   let lease = await join();
@@ -236,7 +239,7 @@ async function keepAlive(
       store
         .keepAlive(lease)
         .then(
-          () => update(lease).catch(() => undefined),
+          () => update().catch(() => undefined),
           async () => {
             lease = await join();
           },

@@ -26,7 +26,10 @@ import type {
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
 import { cell, details, type DetailValue, EMPTY, table } from './format.js';
-import { duration } from './options.js';
+import { durationAtMost } from './options.js';
+
+/** The longest trial the agent accepts (service/mesh.ts), checked before anything is sent. */
+const confirmWithin = durationAtMost(7 * 86400);
 
 // Files ----------------------------------------------------------------------------------------
 
@@ -259,6 +262,16 @@ function section(title: string, items: readonly string[] | undefined): string[] 
   ];
 }
 
+/** A lagging node: what it applied, and whether its agent still runs. */
+function laggingText(l: MeshAudit['lagging'][number]): string {
+  if (l.alive) {
+    return `${l.node}  ${l.appliedRevision !== undefined ? `applied revision ${l.appliedRevision}` : 'applied nothing yet'}`;
+  }
+  return l.appliedRevision !== undefined
+    ? `${l.node}  not alive; last applied revision ${l.appliedRevision}`
+    : `${l.node}  not alive; no applied revision known`;
+}
+
 /** `ipferry mesh audit`: one section per finding, one line per host or node. */
 export function printAudit(a: MeshAudit, withInventory: boolean): string {
   const lines = [
@@ -275,13 +288,7 @@ export function printAudit(a: MeshAudit, withInventory: boolean): string {
         : undefined,
     ),
     ...section('unlisted nodes', withInventory ? [...a.unlisted] : undefined),
-    ...section(
-      'lagging nodes',
-      a.lagging.map(
-        (l) =>
-          `${l.node}  ${l.appliedRevision !== undefined ? `applied revision ${l.appliedRevision}` : 'applied nothing yet'}${l.alive ? '' : ', not alive'}`,
-      ),
-    ),
+    ...section('lagging nodes', a.lagging.map(laggingText)),
     ...section('reject_all on', [...a.rejectAll.on]),
     ...section('reject_all off', [...a.rejectAll.off]),
     ...section(
@@ -344,7 +351,7 @@ export function meshCommand(ctx: CliContext): Command {
     .command('set')
     .description('Set the mesh policy from a YAML or JSON file (it replaces the whole policy)')
     .requiredOption('--file <file>', 'the policy file (docs/mesh.md#the-policy-file)')
-    .option('--confirm-within <duration>', CONFIRM_WITHIN, duration)
+    .option('--confirm-within <duration>', CONFIRM_WITHIN, confirmWithin)
     .action(async (o: { file: string; confirmWithin?: number }) => {
       const policy = await readPolicyFile(o.file);
       await ctx.run((api) => setMeshPolicy(api, policy, o.confirmWithin), printPolicySet);
@@ -354,7 +361,7 @@ export function meshCommand(ctx: CliContext): Command {
     .description("Switch one node's reject_all in the policy in force (a staged rollout)")
     .argument('<node>', 'node name')
     .addArgument(new Argument('<state>', 'on or off').choices(['on', 'off']))
-    .option('--confirm-within <duration>', CONFIRM_WITHIN, duration)
+    .option('--confirm-within <duration>', CONFIRM_WITHIN, confirmWithin)
     .action((node: string, state: 'on' | 'off', o: { confirmWithin?: number }) =>
       ctx.run((api) => switchRejectAll(api, node, state === 'on', o.confirmWithin), printRejectAll),
     );

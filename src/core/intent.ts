@@ -96,6 +96,10 @@ export interface HostIntent {
   readonly fips: readonly { readonly address: string; readonly revision: number }[];
   /** FIPs this node refuses to realise, with the reason (reported as ERROR). */
   readonly refused: readonly { readonly address: string; readonly reason: string }[];
+  /** FIPs not realised yet, with the reason (reported as DOWN): see TunnelOptions.measured. */
+  readonly pending?: readonly { readonly address: string; readonly reason: string }[];
+  /** Tunnel peers that carry FIPs' traffic or are about to: the path probes watch these. */
+  readonly carriers?: readonly string[];
   /** This node's tunnel, when it exchanges FIPs with other nodes. */
   readonly tunnel?: TunnelIntent;
   /** This node's part of the fleet mesh, when there is a mesh policy. */
@@ -131,6 +135,8 @@ export interface DefaultRoute {
   readonly via?: string;
   /** The source address the host uses by this route (its preferred source, else the uplink's first). */
   readonly src?: string;
+  /** What the route carries: its own `mtu` metric, else its device's MTU. */
+  readonly mtu?: number;
 }
 
 export const NO_FACTS: HostFacts = { interfaces: [], addresses: [] };
@@ -188,7 +194,7 @@ export function compile(
   refused.push(...routed.refused);
   // A routed FIP refused there (no tunnel key, its own gateway) is not realised at all either:
   // no counter, no claim.
-  const unrouted = new Set(routed.refused.map((r) => r.address));
+  const unrouted = new Set([...routed.refused, ...routed.pending].map((r) => r.address));
   const realised = unrouted.size > 0 ? elements.filter((e) => !unrouted.has(e.owner)) : elements;
   // Routed FIPs leave the gateway unchanged: they must not be dropped as unassociated.
   const keep = new Set([...own, ...routed.passing]);
@@ -211,6 +217,10 @@ export function compile(
     elements: knownSorted(sortUnique(realised)),
     fips: byAddress(fips),
     refused: byAddress(refusals),
+    ...(routed.pending.length > 0
+      ? { pending: byAddress([...new Map(routed.pending.map((r) => [r.address, r])).values()]) }
+      : {}),
+    ...(routed.carriers.size > 0 ? { carriers: [...routed.carriers].sort() } : {}),
     ...(routed.tunnel ? { tunnel: routed.tunnel } : {}),
     ...(mesh && (mesh.layer || mesh.notes.length > 0) ? { mesh } : {}),
   };

@@ -30,7 +30,10 @@ export const keys = {
    */
   alive: `${ROOT}alive/`,
   nodeAlive: (name: string) => `${ROOT}alive/${name}`,
-  /** The node's health report, under the same lease, rewritten when it changes. */
+  /**
+   * The node's health report, rewritten when it changes. Not under the lease: a dead node's last
+   * report tells the mesh audit what it last applied (readers show it only while it is alive).
+   */
   health: HEALTH_ROOT,
   nodeHealth: (name: string) => `${HEALTH_ROOT}${name}`,
   clientTokens: `${ROOT}client-tokens/`,

@@ -820,7 +820,11 @@ export interface MeshAudit {
   readonly unregistered: readonly InventoryHost[];
   /** Registered nodes the inventory does not list. */
   readonly unlisted: readonly string[];
-  /** Members whose agent applied an older revision than the store's, or is not alive. */
+  /**
+   * Members whose agent applied an older revision than the store's, or is not alive: the
+   * revision it last reported applying (for a dead node, its last report before it died; absent
+   * when it never reported one, or died before reports outlived their agent).
+   */
   readonly lagging: readonly { node: string; appliedRevision?: number; alive: boolean }[];
   readonly rejectAll: { readonly on: readonly string[]; readonly off: readonly string[] };
   readonly holds: readonly { node: string; hold: MeshHold }[];
@@ -829,7 +833,10 @@ export interface MeshAudit {
 
 export interface NodeWithReport {
   readonly record: NodeRecord;
+  /** Present while the node is alive. */
   readonly liveness?: NodeLiveness;
+  /** The mesh report its agent last wrote, alive or not (the health record outlives the agent). */
+  readonly lastReport?: MeshNodeReport;
 }
 
 export function auditMesh(input: {
@@ -876,13 +883,14 @@ export function auditMesh(input: {
       : [],
     lagging: members
       .filter((n) => !n.liveness || (n.liveness.mesh?.appliedRevision ?? 0) < input.revision)
-      .map((n) => ({
-        node: n.record.name,
-        ...(n.liveness?.mesh?.appliedRevision !== undefined
-          ? { appliedRevision: n.liveness.mesh.appliedRevision }
-          : {}),
-        alive: n.liveness !== undefined,
-      })),
+      .map((n) => {
+        const applied = (n.liveness?.mesh ?? n.lastReport)?.appliedRevision;
+        return {
+          node: n.record.name,
+          ...(applied !== undefined ? { appliedRevision: applied } : {}),
+          alive: n.liveness !== undefined,
+        };
+      }),
     rejectAll: { on, off },
     holds: members.flatMap((n) =>
       n.liveness?.mesh?.hold ? [{ node: n.record.name, hold: n.liveness.mesh.hold }] : [],

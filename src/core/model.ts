@@ -156,7 +156,10 @@ export interface NodeLiveness {
   readonly mesh?: MeshNodeReport;
 }
 
-/** What an agent reports about its node's health, under its liveness lease (keys.nodeHealth). */
+/**
+ * What an agent reports about its node's health (keys.nodeHealth). Not under its liveness lease:
+ * readers show it only while the node is alive, and it stays as the last word of a dead node.
+ */
 export interface NodeHealth {
   readonly name: string;
   readonly tunnel?: TunnelHealth;

@@ -13,7 +13,7 @@ export const NFT_TABLE = 'ipferry';
  * another version — an upgrade, or a rule deleted by hand — the table is rebuilt in one
  * transaction; otherwise only map elements change.
  */
-export const NFT_SKELETON_VERSION = '7';
+export const NFT_SKELETON_VERSION = '8';
 
 /**
  * Packet mark bit for hairpin connections (a LAN client reaching a FIP whose target is on its

@@ -31,12 +31,14 @@ import {
 } from './names.js';
 import {
   fnv1a,
+  mssFor,
   parseEndpoint,
   type TunnelDriverKind,
   type TunnelIntent,
   type TunnelPeer,
   tunnelMtu,
   tunnelName,
+  tunnelOverhead,
   tunnelProbeAddress,
 } from './tunnel.js';
 import { routeValue, type RouteVia } from './names.js';
@@ -57,6 +59,22 @@ export interface TunnelOptions {
    * as their MTU, and the MSS clamp follows the route.
    */
   readonly peerMtu?: ReadonlyMap<string, number>;
+  /**
+   * Peer nodes whose path through the tunnel has been measured (src/agent/paths.ts). When
+   * given, a gateway routes FIPs only toward these: toward any other — a new peer included —
+   * a path narrower than the tunnel believes, losing fragments and ICMP, would swallow the
+   * first large packets, so it reports those FIPs DOWN with the reason instead. The peer is in
+   * the tunnel meanwhile, and among the carriers, so that the probes go to it at once.
+   * Absent: no probes run, everything is routed at once.
+   */
+  readonly measured?: ReadonlySet<string>;
+  /**
+   * The MTU of this host's route toward a peer's endpoint host (`ip route get`), as the agent
+   * read it. Without an operator's `underlayMtu`, the tunnel's MTU follows the largest of these
+   * (as wg-quick does), else the default route's, and a peer behind a narrower route starts at
+   * what that route carries until its path is measured.
+   */
+  readonly endpointMtus?: ReadonlyMap<string, number>;
   /** Where this node's own traffic leaves (agent option `egress`; absent: `own`). See egress.ts. */
   readonly egress?: EgressMode;
 }
@@ -68,6 +86,10 @@ interface RoutedPart {
   readonly elements: IntentElement[];
   readonly tunnel?: TunnelIntent;
   readonly refused: { address: string; reason: string }[];
+  /** FIPs not routed yet: the path toward their node is being measured (reported DOWN). */
+  readonly pending: { address: string; reason: string }[];
+  /** Peer nodes that carry FIPs' traffic or are about to: the ones the path probes watch. */
+  readonly carriers: ReadonlySet<string>;
   /** FIPs delivered elsewhere: the gateway must not drop them. */
   readonly passing: Set<string>;
 }
@@ -77,14 +99,29 @@ export function routedPart(
   fips: readonly { fip: FloatingIp }[],
   nodes: readonly NodeRecord[],
   node: string,
-  options: TunnelOptions,
+  given: TunnelOptions,
   facts?: HostFacts,
 ): RoutedPart {
   const gatewayOf = new Map(pools.map((p) => [p.name, p.gateway]));
   const nodeByName = new Map(nodes.map((n) => [n.name, n]));
+  const options = withUnderlay(given, nodes, node, facts);
   const tun = tunnelName(node, node, options.salt ?? '');
   const elements: IntentElement[] = [];
   const refused: { address: string; reason: string }[] = [];
+  const pending: { address: string; reason: string }[] = [];
+  const carriers = new Set<string>();
+  const measuring = (peerName: string, address: string): boolean => {
+    if (options.measured === undefined || options.measured.has(peerName)) return false;
+    pending.push({
+      address,
+      reason: `waiting for the path through the tunnel to ${peerName} to be measured before routing into it`,
+    });
+    addPeer(peerName, []);
+    carriers.add(peerName);
+    return true;
+  };
+  /** Per gateway-side target behind a tunnel: its MSS is known once the tunnel's MTU is. */
+  const tunTargets: { target: string; peer: string; family: 4 | 6; owner: string }[] = [];
   const passing = new Set<string>();
   /** FIPs this node holds: addresses of its tunnel interface, managed with the tunnel. */
   const holds: string[] = [];
@@ -119,6 +156,8 @@ export function routedPart(
       continue;
     }
     const host = `${fip.address}/${fip.family === 4 ? 32 : 128}`;
+    if (node === gateway && measuring(peerName, fip.address)) continue;
+    carriers.add(peerName);
     if (node === gateway) {
       passing.add(fip.address);
       addPeer(peerName, [host]);
@@ -166,18 +205,18 @@ export function routedPart(
         continue;
       }
       const prefix = `${target}/${fip.family === 4 ? 32 : 128}`;
+      if (node === gateway && measuring(peerName, fip.address)) continue;
+      carriers.add(peerName);
       if (node === gateway) {
         addPeer(peerName, [prefix]);
         forwardsTo[fip.family] = true;
-        elements.push(
-          { kind: 'tuntarget', key: target, value: '', owner: fip.address },
-          {
-            kind: 'route',
-            key: `${prefix} table ${FORWARD_TABLE}`,
-            value: toward(peerName, fip.family),
-            owner: fip.address,
-          },
-        );
+        tunTargets.push({ target, peer: peerName, family: fip.family, owner: fip.address });
+        elements.push({
+          kind: 'route',
+          key: `${prefix} table ${FORWARD_TABLE}`,
+          value: toward(peerName, fip.family),
+          owner: fip.address,
+        });
       } else {
         fromGateway ??= gateway;
         if (gateway !== fromGateway) {
@@ -233,7 +272,7 @@ export function routedPart(
     for (const n of nodes)
       if (n.name !== node && n.publicKey && !peers.has(n.name)) addPeer(n.name, []);
   }
-  if (peers.size === 0) return { elements, refused, passing };
+  if (peers.size === 0) return { elements, refused, pending, carriers, passing };
   // Each peer answers probes at its link-local address; a peer whose path carries less than the
   // tunnel's MTU gets a host route saying so, which the probes of that size then take too.
   for (const peerName of peers.keys()) {
@@ -245,12 +284,80 @@ export function routedPart(
       elements.push(host('route', `${tunnelProbeAddress(peerName)}/128`, routeValue(tun, { mtu })));
   }
   const addresses = [...holds, tunnelLinkAddress(node), `${tunnelProbeAddress(node)}/64`];
-  return {
-    elements,
-    refused,
-    passing,
-    tunnel: tunnelIntent(tun, peers, addresses, nodeByName, options, nodeByName.get(node)),
-  };
+  const tunnel = tunnelIntent(tun, peers, addresses, nodeByName, options, nodeByName.get(node));
+  // What a target behind the tunnel announces as its MSS was chosen by its own routes; the
+  // gateway lowers it in the SYN-ACK to what the tunnel path toward that target carries.
+  for (const t of tunTargets) {
+    const mtu = Math.min(tunnel.mtu, options.peerMtu?.get(t.peer) ?? tunnel.mtu);
+    elements.push({
+      kind: 'tuntarget',
+      key: t.target,
+      value: String(mssFor(mtu, t.family)),
+      owner: t.owner,
+    });
+  }
+  for (const e of egress.allow.keys()) carriers.add(e);
+  return { elements, refused, pending, carriers, passing, tunnel };
+}
+
+/** More peers' endpoints than this and the default route's MTU stands for all of them. */
+const MAX_ENDPOINT_ROUTES = 64;
+
+/**
+ * The hosts of other nodes' endpoints (IP literals), whose routes give the tunnel's underlay
+ * MTU (see withUnderlay); none beyond MAX_ENDPOINT_ROUTES, so that a large fleet does not cost
+ * a route lookup per member.
+ */
+export function endpointHosts(nodes: readonly NodeRecord[], self: string): string[] {
+  const hosts = new Set<string>();
+  for (const n of nodes) {
+    if (n.name === self || !n.endpoint) continue;
+    const endpoint = tryEndpoint(n.endpoint);
+    if (endpoint?.family !== undefined) hosts.add(endpoint.host);
+  }
+  return hosts.size > MAX_ENDPOINT_ROUTES ? [] : [...hosts].sort();
+}
+
+function tryEndpoint(text: string): ReturnType<typeof parseEndpoint> | undefined {
+  try {
+    return parseEndpoint(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The options with the tunnel's underlay worked out from this host's routes when the operator
+ * gave no `underlayMtu`: the largest MTU of the routes toward peers' endpoints (wg-quick's rule),
+ * else the default route's; and each peer whose endpoint lies behind a narrower route starts at
+ * what that route carries (a measured path MTU, when lower, wins).
+ */
+function withUnderlay(
+  options: TunnelOptions,
+  nodes: readonly NodeRecord[],
+  self: string,
+  facts: HostFacts | undefined,
+): TunnelOptions {
+  if (options.underlayMtu !== undefined) return options;
+  const routes: { peer: string; family: 4 | 6; mtu: number }[] = [];
+  for (const n of nodes) {
+    if (n.name === self || !n.endpoint) continue;
+    const endpoint = tryEndpoint(n.endpoint);
+    const mtu = endpoint && options.endpointMtus?.get(endpoint.host);
+    if (endpoint && mtu !== undefined)
+      routes.push({ peer: n.name, family: endpoint.family ?? 4, mtu });
+  }
+  const underlay =
+    routes.length > 0
+      ? Math.max(...routes.map((r) => r.mtu))
+      : (facts?.defaultRoutes?.find((r) => r.mtu !== undefined)?.mtu ?? 1500);
+  const peerMtu = new Map(options.peerMtu ?? []);
+  for (const r of routes) {
+    if (r.mtu >= underlay) continue;
+    const start = r.mtu - tunnelOverhead(options.driver ?? 'wireguard', r.family, r.mtu);
+    peerMtu.set(r.peer, Math.min(start, peerMtu.get(r.peer) ?? start));
+  }
+  return { ...options, underlayMtu: underlay, peerMtu };
 }
 
 /** Why a FIP cannot go through a tunnel to `peer`, or undefined when it can. */

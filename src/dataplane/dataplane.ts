@@ -28,6 +28,8 @@ export interface PathProbeRequest {
    * of a connection travels); false: it must pass whole or not at all (the path MTU search).
    */
   readonly fragment: boolean;
+  /** Whole seconds to wait for an answer (default 2): the MTU search waits less. */
+  readonly waitSeconds?: number;
 }
 
 /** Packets and bytes sent to one FIP since its counter element was added (its association). */
@@ -47,6 +49,11 @@ export interface Dataplane {
   observe(wanted: readonly IntentElement[]): Promise<IntentElement[]>;
   /** The host's own interfaces and addresses, which compile needs to stay off them. */
   facts(): Promise<HostFacts>;
+  /**
+   * The MTU of this host's route toward each of `hosts` (IP literals; its `mtu` metric, else
+   * its device's), for the tunnel's underlay. Optional: without it, the default route's.
+   */
+  routeMtus?(hosts: readonly string[]): Promise<ReadonlyMap<string, number>>;
   /** Creates, updates or (undefined) removes this node's tunnel; idempotent. */
   applyTunnel(tunnel: TunnelIntent | undefined): Promise<void>;
   /** Handshakes and traffic of this node's tunnel, per peer; undefined without a tunnel. */

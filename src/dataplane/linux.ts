@@ -69,6 +69,8 @@ const CONNTRACK_PARALLEL = 4;
 
 /** Address changes come in bursts (a link going down takes all its addresses with it). */
 const ADDRESS_DEBOUNCE_MS = 100;
+/** Routes toward peers' endpoints change rarely: each is read again after this long. */
+const ROUTE_MTU_TTL_MS = 30_000;
 
 /** The path probes through tunnels (src/agent/paths.ts). */
 const PING = { tool: 'ping', args: ['-V'], pkg: 'iputils-ping' };
@@ -126,11 +128,13 @@ export class LinuxDataplane implements Dataplane {
         .filter((n) => n !== 'lo')
         .sort(),
       addresses: links.flatMap((l) => own(l).flatMap((a) => a.local ?? [])).sort(),
-      defaultRoutes: await this.defaultRoutes((dev, family) =>
-        links
-          .filter((l) => l.ifname === dev)
-          .flatMap((l) => own(l).flatMap((a) => a.local ?? []))
-          .find((a) => tryParseAddress(a)?.family === family && !a.startsWith('fe80')),
+      defaultRoutes: await this.defaultRoutes(
+        (dev, family) =>
+          links
+            .filter((l) => l.ifname === dev)
+            .flatMap((l) => own(l).flatMap((a) => a.local ?? []))
+            .find((a) => tryParseAddress(a)?.family === family && !a.startsWith('fe80')),
+        (dev) => links.find((l) => l.ifname === dev)?.mtu,
       ),
     };
   }
@@ -142,6 +146,7 @@ export class LinuxDataplane implements Dataplane {
    */
   private async defaultRoutes(
     firstAddress: (dev: string, family: 4 | 6) => string | undefined,
+    linkMtu: (dev: string) => number | undefined,
   ): Promise<DefaultRoute[]> {
     const out: DefaultRoute[] = [];
     for (const family of [4, 6] as const) {
@@ -154,11 +159,13 @@ export class LinuxDataplane implements Dataplane {
         const hop = r.nexthops?.[0] ?? r;
         if (!hop.dev) continue;
         const src = r.prefsrc ?? firstAddress(hop.dev, family);
+        const mtu = routeMtu(r) ?? linkMtu(hop.dev);
         out.push({
           family,
           dev: hop.dev,
           ...(hop.gateway ? { via: canonical(hop.gateway) } : {}),
           ...(src ? { src: canonical(src) } : {}),
+          ...(mtu !== undefined ? { mtu } : {}),
         });
       }
     }
@@ -313,6 +320,35 @@ export class LinuxDataplane implements Dataplane {
         txBytes: p.txBytes,
       })),
     };
+  }
+
+  async routeMtus(hosts: readonly string[]): Promise<ReadonlyMap<string, number>> {
+    const out = new Map<string, number>();
+    const now = Date.now();
+    for (const host of hosts) {
+      const cached = this.routeMtuCache.get(host);
+      if (cached && now - cached.at < ROUTE_MTU_TTL_MS) {
+        out.set(host, cached.mtu);
+        continue;
+      }
+      const mtu = await this.routeMtu(host).catch(() => undefined);
+      if (mtu === undefined) continue;
+      this.routeMtuCache.set(host, { mtu, at: now });
+      out.set(host, mtu);
+    }
+    return out;
+  }
+
+  private readonly routeMtuCache = new Map<string, { mtu: number; at: number }>();
+
+  private async routeMtu(host: string): Promise<number | undefined> {
+    const { stdout } = await this.exec('ip', ['-j', 'route', 'get', host]);
+    const [route] = JSON.parse(stdout || '[]') as IpDefaultRoute[];
+    if (!route?.dev) return undefined;
+    const own = routeMtu(route);
+    if (own !== undefined) return own;
+    const link = await this.exec('ip', ['-j', 'link', 'show', 'dev', route.dev]);
+    return (JSON.parse(link.stdout || '[]') as IpLink[])[0]?.mtu;
   }
 
   async probePath(request: PathProbeRequest): Promise<number | undefined> {
@@ -471,12 +507,14 @@ export function pingArgs(r: PathProbeRequest): string[] {
   return [
     '-6',
     '-n',
+    // One answer is enough: sent again every 0.2 s until one comes back or the wait is over,
+    // so a lost packet costs 0.2 s, not a failed probe.
     '-c',
-    '2',
+    '1',
     '-i',
     '0.2',
     '-w',
-    '2',
+    String(r.waitSeconds ?? 2),
     '-s',
     String(r.payload),
     '-M',
@@ -520,10 +558,17 @@ interface IpDefaultRoute {
   metric?: number;
   protocol?: string;
   nexthops?: { dev?: string; gateway?: string }[];
+  /** `ip -j` lists a route's metrics as objects: `[{ "mtu": 1380 }]`. */
+  metrics?: { mtu?: number }[];
+}
+
+function routeMtu(r: Pick<IpDefaultRoute, 'metrics'>): number | undefined {
+  return r.metrics?.find((m) => typeof m.mtu === 'number')?.mtu;
 }
 
 interface IpLink {
   ifname: string;
+  mtu?: number;
   addr_info?: { local?: string; label?: string; prefixlen?: number }[];
 }
 

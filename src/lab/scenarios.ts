@@ -171,6 +171,8 @@ export const CLOUD_HOME = {
   nft: {
     /** `inet` table on isp: source-address validation, and the ICMP drops of the black hole. */
     ispTable: 'lab_isp',
+    /** `inet` table on up (only with blackholeMtu): the ICMP drops of a router on the way. */
+    upTable: 'lab_up',
     /** `netdev` table on isp's to-home (only with blackholeMtu): drops packets above the MTU. */
     ispWireTable: 'lab_isp_wire',
     /** `netdev` table on home (only with blackholeMtu): drops IPv4/IPv6 fragments on eth0. */
@@ -187,6 +189,13 @@ export interface CloudHomeOptions {
    * fragments never arrive. See `cloudHomeRulesets` for how.
    */
   readonly blackholeMtu?: number;
+  /**
+   * Where the black hole's narrow link is: `path` (default), on isp toward home, which neither
+   * end can see (both keep MTU 1500: a router in between); or `uplink`, home's own cable to
+   * its ISP, both ends of which carry only `blackholeMtu` (a PPPoE or DSL line: home sees it in
+   * its own routes). Either way fragments and ICMP "too big" are lost on the way.
+   */
+  readonly bottleneck?: 'path' | 'uplink';
   /**
    * How many home servers sit behind isp (default 1). With 2, isp's `to-home` is a bridge with
    * one port per home server, and `home2` (198.18.0.20, 2001:db8:3::20) shares home's link and
@@ -366,7 +375,7 @@ export interface CloudHomeRulesets {
  */
 export function cloudHomeRulesets(
   options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes'> = {},
-): CloudHomeRulesets {
+): CloudHomeRulesets & { readonly up?: string } {
   checkMtu(options.blackholeMtu);
   checkHomes(options);
   const mtu = options.blackholeMtu;
@@ -404,6 +413,18 @@ export function cloudHomeRulesets(
     '}',
     '',
   ].join('\n');
+  // A router on the way that eats ICMP "too big" (in both directions): a client is never told
+  // that a segment it sent was too large for the tunnel, so only a right MSS gets it through.
+  const up = [
+    `table inet ${H.nft.upTable} {`,
+    '  counter too_big { }',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    ...tooBig,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
   const home = [
     `table netdev ${H.nft.homeTable} {`,
     '  counter fragments { }',
@@ -415,18 +436,24 @@ export function cloudHomeRulesets(
     '}',
     '',
   ].join('\n');
-  return { isp, ispWire, home };
+  return { isp, ispWire, home, up };
 }
 
 /** Installs on a built `cloudHomeSpec()` lab what its LabSpec cannot express (see there). */
 export async function applyCloudHome(
   lab: Lab,
-  options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes'> = {},
+  options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes' | 'bottleneck'> = {},
 ): Promise<void> {
   const rulesets = cloudHomeRulesets(options);
   await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.isp });
   const mtu = options.blackholeMtu;
   if (mtu === undefined || rulesets.ispWire === undefined || rulesets.home === undefined) return;
+  if (rulesets.up !== undefined) await lab.exec('up', ['nft', '-f', '-'], { input: rulesets.up });
+  if (options.bottleneck === 'uplink') {
+    // Both ends of home's cable carry the lower MTU: home's routes say what its uplink carries.
+    await lab.exec('isp', ['ip', 'link', 'set', 'dev', H.isp.toHome.ifname, 'mtu', String(mtu)]);
+    await lab.exec('home', ['ip', 'link', 'set', 'dev', H.home.ifname, 'mtu', String(mtu)]);
+  }
   // The connected routes, with the MTU added (same key: prefix, metric; same protocol).
   const dev = ['dev', H.isp.toHome.ifname, 'proto', 'kernel', 'scope', 'link'];
   const withMtu = ['mtu', String(mtu)];

@@ -463,12 +463,19 @@ export class MeshControl {
       ...nodes.items.map((n) => n.kv.modRevision),
       ...alive.items.map((a) => a.kv.createRevision),
     );
+    // A dead node's health record is its agent's last word: what it applied before it died.
+    const lastReportOf = new Map(health.items.map((h) => [h.value.name, h.value.mesh]));
     return auditMesh({
       revision,
       ...(policy ? { record: policy.value } : {}),
       nodes: nodes.items.map((n) => {
         const liveness = livenessOf.get(n.value.name);
-        return { record: n.value, ...(liveness ? { liveness } : {}) };
+        const lastReport = lastReportOf.get(n.value.name);
+        return {
+          record: n.value,
+          ...(liveness ? { liveness } : {}),
+          ...(lastReport ? { lastReport } : {}),
+        };
       }),
       ...(inventory ? { inventory } : {}),
       now: this.now(),

@@ -66,10 +66,18 @@ const CHAINS: Record<string, [string, string[]]> = {
       'ip6 daddr @drop6 drop',
       `ct direction original ct status dnat iifname . oifname @hairpin meta mark set meta mark | ${MARK}`,
       // Tunnels carry less than the links around them: clamp the MSS of connections through
-      // them to the route's MTU both ways, so no TCP segment needs a fragment or an ICMP that
-      // a filtering path would lose.
+      // them both ways, so no TCP segment needs a fragment or an ICMP that a filtering path
+      // would lose. Into a tunnel, the route chosen says how much its path carries (`rt mtu`
+      // is the smaller of that route's MTU and the MTU back to the source). Out of a tunnel,
+      // the route toward the client says nothing about the tunnel: a SYN-ACK from a nat or
+      // ports target behind it (its own address, reached here through the internet by the
+      // main table) gets the MSS of that target's tunnel path from the map, and one from a
+      // routed FIP (routed into the tunnel by a route with the path's MTU) from `rt mtu`.
+      // The kernel only ever lowers an MSS this way, never raises it.
       `oifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
       `iifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
+      `iifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set ip saddr map @tuntarget4`,
+      `iifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set ip6 saddr map @tuntarget6`,
     ],
   ],
   // On a gateway: what was DNATed to a target behind a tunnel is marked, so policy routing
@@ -91,6 +99,16 @@ const CHAINS: Record<string, [string, string[]]> = {
   replyroute: [
     'type route hook output priority mangle; policy accept;',
     [`ct mark & ${TMARK} == ${TMARK} meta mark set meta mark | ${TMARK}`],
+  ],
+  // This host's own SYN and SYN-ACK into a tunnel. The stack picks the MSS it announces from
+  // the route it looked up first: for an answer sent back into the tunnel by its mark (above),
+  // that is the main table's route toward the client — the host's own uplink — not the tunnel's.
+  // After rerouting, the route is the tunnel's, carrying the MTU its path was found to carry.
+  tunclamp: [
+    'type filter hook postrouting priority mangle; policy accept;',
+    [
+      `oifname "${TUNNEL_IFNAME_PREFIX}*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
+    ],
   ],
   input: [
     'type filter hook input priority filter; policy accept;',
@@ -167,8 +185,9 @@ const DECLARATIONS = [
   'set drop4 { type ipv4_addr; flags interval; }',
   'set drop6 { type ipv6_addr; flags interval; }',
   'set hairpin { type ifname . ifname; }',
-  'set tuntarget4 { type ipv4_addr; }',
-  'set tuntarget6 { type ipv6_addr; }',
+  // A nat or ports target behind a tunnel → the TCP MSS its tunnel path carries.
+  'map tuntarget4 { typeof ip daddr : tcp option maxseg size; }',
+  'map tuntarget6 { typeof ip6 daddr : tcp option maxseg size; }',
   'map meshnat4 { type ipv4_addr : ipv4_addr; }',
   'map meshsnat4 { type ipv4_addr : ipv4_addr; }',
   'set meshmember4 { type ipv4_addr; }',
@@ -240,7 +259,7 @@ function elementTarget(e: IntentElement): { container: string; text: string } | 
     case 'masq':
       return { container: `masq${v(e.key)}`, text: e.key };
     case 'tuntarget':
-      return { container: `tuntarget${v(e.key)}`, text: e.key };
+      return { container: `tuntarget${v(e.key)}`, text: `${e.key} : ${e.value}` };
     case 'counter':
       return { container: `counters${v(e.key)}`, text: e.key };
     case 'fwd':
@@ -342,7 +361,7 @@ function parseElement(container: string, item: Json): IntentElement[] {
     case 'masq':
       return [fipElement('masq', addr(key), '', HOST_OWNER)];
     case 'tuntarget':
-      return [fipElement('tuntarget', addr(key), '', HOST_OWNER)];
+      return [fipElement('tuntarget', addr(key), String(value), HOST_OWNER)];
     case 'counters':
       return [fipElement('counter', addr(key), '', addr(key))];
     case 'fwd': {

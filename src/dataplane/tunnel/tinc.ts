@@ -385,6 +385,11 @@ export class TincDriver implements TunnelDriver {
       `Interface = ${intent.name}`,
       'AddressFamily = any',
       `PrivateKeyFile = ${this.keyFile}`,
+      // The agents' probes measure the path (src/agent/paths.ts), as for WireGuard. tinc's own
+      // discovery would send what is larger than what it has found so far over its TCP meta
+      // connection meanwhile — so a large probe passes through a black hole and the path looks
+      // whole — and settle a few bytes low. Off, every frame goes by UDP, unfragmented by tinc.
+      'PMTUDiscovery = no',
       `PingInterval = ${PING_INTERVAL}`,
       `PingTimeout = ${PING_TIMEOUT}`,
       `MaxTimeout = ${MAX_TIMEOUT}`,
@@ -639,10 +644,9 @@ function pemLine(pem: string): string {
 // Host files
 
 /**
- * A peer's host file. tinc's own path MTU discovery stays on: it converges to within a few
- * bytes of the path's MTU and answers a packet it cannot carry whole with a "fragmentation
- * needed" whose source is the packet's destination (never a tunnel address). The agents'
- * probes (src/agent/paths.ts) search the path too, for both drivers alike.
+ * A peer's host file. tinc's own path MTU discovery is off (tinc.conf): the agents' probes
+ * (src/agent/paths.ts) search the path for both drivers alike, and the routes and MSS clamps
+ * follow what they find.
  */
 function hostFile(peer: TunnelPeer): string {
   const lines = [

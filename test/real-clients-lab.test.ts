@@ -1,0 +1,237 @@
+/**
+ * Real clients over a real home path, through every way a FIP reaches a home server behind a
+ * tunnel: Debian's chromium (headless) loads an HTTPS page and curl uploads 1 MB, each exactly
+ * once, right after the FIP shows ACTIVE — no retry, no waiting for the path search.
+ *
+ *   client — up ─┬─ gw   (the cloud VM: hub agent, TLS-less API on its namespace, --endpoint)
+ *                └─ isp — home   (the home server, joined by a join token)
+ *
+ * The path between gw and home carries 1,380 bytes, loses IP fragments and every ICMP "too
+ * big" (on isp and on up, a router on the way), with the bottleneck
+ * - `uplink`: on home's own cable (home's routes say 1380, as on PPPoE/DSL), or
+ * - `path`: on isp toward home, which neither end can see (both keep MTU 1500).
+ * Over WireGuard and over tinc. The three targets, each on home's HTTPS server (port 443):
+ * - a routed FIP (203.0.113.10), delivered unchanged;
+ * - a port forward on the VM's own address (tcp 8443 → home's own address, port 443);
+ * - 1:1 NAT of a FIP (203.0.113.11) to home's own address through the tunnel.
+ * The browser's ClientHello (~1,900 bytes, post-quantum key share) and the upload's full-sized
+ * segments go client → home: they pass only when the MSS the client is told fits the tunnel's
+ * path, and only once the path has been measured. Home sees the client's own address each time.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { ApiClient } from '../src/cli/client.js';
+import { LabAgents } from '../src/lab/agents.js';
+import {
+  browserLoad,
+  type Certificate,
+  curlUpload,
+  httpsUrl,
+  makeCertificate,
+  startWebServer,
+} from '../src/lab/clients.js';
+import { listNamespaces, randomPrefix } from '../src/lab/netns.js';
+import { CLOUD_HOME as H, cloudHome } from '../src/lab/scenarios.js';
+import type { Lab } from '../src/lab/topology.js';
+import { BIN, ensureBuilt } from './build.js';
+import { tempDir, waitFor } from './helpers.js';
+
+const execFileP = promisify(execFile);
+
+const SHARED = H.gw.uplink.v4;
+const ROUTED = '203.0.113.10';
+const NAT = '203.0.113.11';
+const HTTPS = 443;
+const FORWARDED = 8443;
+const UPLOAD_BYTES = 1024 * 1024;
+const PATH_MTU = 1380;
+const TUNNEL_PORTS = { gw: 51820, home: 51821 } as const;
+
+const DRIVERS = [
+  { name: 'WireGuard', args: [] as string[] },
+  { name: 'tinc', args: ['--tunnel-driver', 'tinc'] },
+] as const;
+const BOTTLENECKS = [
+  { name: 'uplink', what: "on home's own uplink" },
+  { name: 'path', what: 'on a router between the ends' },
+] as const;
+
+interface Setup {
+  readonly prefix: string;
+  tmp?: { dir: string; remove: () => Promise<void> };
+  lab?: Lab;
+  agents?: LabAgents;
+  api?: ApiClient;
+  env?: Record<string, string>;
+  certificate?: Certificate;
+}
+
+async function ipferry(s: Setup, args: readonly string[]): Promise<string> {
+  assert.ok(s.env, 'the gateway agent is not running');
+  const { stdout } = await execFileP(BIN, args, { env: s.env, timeout: 30_000 });
+  return stdout;
+}
+
+async function setUp(
+  s: Setup,
+  driver: (typeof DRIVERS)[number],
+  bottleneck: (typeof BOTTLENECKS)[number]['name'],
+): Promise<void> {
+  await ensureBuilt();
+  s.tmp = await tempDir('realclients');
+  s.lab = await cloudHome({ prefix: s.prefix, blackholeMtu: PATH_MTU, bottleneck });
+  s.certificate = await makeCertificate(s.tmp.dir);
+  await startWebServer(s.lab, 'home', { name: 'home', port: HTTPS, certificate: s.certificate });
+  // The default probe interval: measuring a new path must not wait for its tick.
+  const agents = new LabAgents({ lab: s.lab, dir: s.tmp.dir, extra: [...driver.args] });
+  s.agents = agents;
+  const gw = await agents.startHub('gw', {
+    endpoint: { address: H.gw.uplink.v4, port: TUNNEL_PORTS.gw },
+  });
+  s.api = gw.api;
+  s.env = {
+    PATH: process.env.PATH ?? '',
+    HOME: s.tmp.dir,
+    IPFERRY_SERVER: gw.agent.url,
+    IPFERRY_TOKEN_FILE: gw.agent.tokenFile,
+  };
+  await ipferry(s, [
+    'pool',
+    'create',
+    'public',
+    '--gateway',
+    'gw',
+    '--cidr',
+    '203.0.113.0/28',
+    '--shared',
+    SHARED,
+  ]);
+  const token = (
+    await ipferry(s, ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'])
+  ).trim();
+  await agents.join('home', {
+    api: s.api,
+    token,
+    extra: ['--tunnel-port', String(TUNNEL_PORTS.home)],
+  });
+}
+
+async function tearDown(s: Setup): Promise<void> {
+  try {
+    await (s.agents ? s.agents.teardown() : s.lab?.destroy());
+  } finally {
+    await s.api?.close();
+    await s.tmp?.remove();
+  }
+  const left = (await listNamespaces()).filter((ns) => ns.startsWith(s.prefix));
+  assert.deepEqual(left, [], 'namespaces of the lab left behind');
+}
+
+/** Waits until the gateway reports the FIP ACTIVE at its current revision; never longer. */
+async function active(s: Setup, address: string): Promise<void> {
+  assert.ok(s.api);
+  const api = s.api;
+  await waitFor(
+    `${address} ACTIVE`,
+    async () => {
+      const f = await api.getFip(address);
+      return f.status.state === 'ACTIVE' && f.status.revision === f.revision ? f : undefined;
+    },
+    30_000,
+  );
+}
+
+/** The first page load and the first upload, once each, to `address:port`. */
+async function firstTry(s: Setup, address: string, port: number): Promise<void> {
+  assert.ok(s.lab);
+  const page = await browserLoad(s.lab, 'client', httpsUrl(address, port));
+  assert.ok(
+    page.ok,
+    `chromium's first load of ${address}:${port} failed after ${page.ms} ms: ${page.output || '(nothing on stdout)'}`,
+  );
+  assert.match(page.output, new RegExp(`served by home to ${H.client.v4}`));
+  const upload = await curlUpload(
+    s.lab,
+    'client',
+    httpsUrl(address, port, '/upload'),
+    UPLOAD_BYTES,
+  );
+  assert.ok(upload.received, `curl's first upload to ${address}:${port} failed: ${upload.error}`);
+  assert.deepEqual(
+    { bytes: upload.received.bytes, sha256: upload.received.sha256 },
+    upload.sent,
+    'the upload arrived changed',
+  );
+  assert.equal(upload.received.client, H.client.v4, "home saw another address than the client's");
+}
+
+for (const driver of DRIVERS) {
+  for (const bottleneck of BOTTLENECKS) {
+    describe(
+      `real clients through ${driver.name}, ${PATH_MTU}-byte bottleneck ${bottleneck.what}`,
+      { timeout: 300_000 },
+      () => {
+        const s: Setup = { prefix: randomPrefix() };
+        before(() => setUp(s, driver, bottleneck.name));
+        after(() => tearDown(s));
+
+        it('a routed FIP: the first page load and 1 MB upload after ACTIVE both work', async () => {
+          await ipferry(s, ['fip', 'allocate', '--pool', 'public', '--address', ROUTED]);
+          await ipferry(s, [
+            'fip',
+            'associate',
+            ROUTED,
+            '--mode',
+            'routed',
+            '--node',
+            'home',
+            '--target',
+            ROUTED,
+          ]);
+          await active(s, ROUTED);
+          await firstTry(s, ROUTED, HTTPS);
+        });
+
+        it("a port forward on the VM's own address to home's own address: the same", async () => {
+          await ipferry(s, ['fip', 'allocate', '--address', SHARED]);
+          await ipferry(s, [
+            'forward',
+            'add',
+            SHARED,
+            '--proto',
+            'tcp',
+            '--port',
+            String(FORWARDED),
+            '--target-port',
+            String(HTTPS),
+            '--target',
+            H.home.v4,
+            '--node',
+            'home',
+          ]);
+          await active(s, SHARED);
+          await firstTry(s, SHARED, FORWARDED);
+        });
+
+        it("1:1 NAT of a FIP to home's own address through the tunnel: the same", async () => {
+          await ipferry(s, ['fip', 'allocate', '--pool', 'public', '--address', NAT]);
+          await ipferry(s, [
+            'fip',
+            'associate',
+            NAT,
+            '--mode',
+            'nat',
+            '--node',
+            'home',
+            '--target',
+            H.home.v4,
+          ]);
+          await active(s, NAT);
+          await firstTry(s, NAT, HTTPS);
+        });
+      },
+    );
+  }
+}
