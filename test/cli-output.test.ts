@@ -1731,6 +1731,75 @@ describe('ipferry CLI', () => {
       assert.equal(fake.requests.length, 0);
     });
 
+    it('reports a mistyped flag as unknown, with the flag meant, before any required one it hides', async () => {
+      const typo = await run([
+        'forward',
+        'add',
+        '192.0.2.2',
+        '--proto',
+        'tcp',
+        '--port',
+        '25',
+        '--traget',
+        '10.0.0.5',
+      ]);
+      assert.equal(typo.code, 2);
+      assert.match(
+        typo.err,
+        /^error IPF_E_USAGE: unknown option '--traget' \(did you mean --target\?\)$/m,
+      );
+      const gateway = await run([
+        'pool',
+        'create',
+        'p',
+        '--gatway',
+        'gw1',
+        '--cidr',
+        '192.0.2.0/30',
+      ]);
+      assert.match(gateway.err, /unknown option '--gatway' \(did you mean --gateway\?\)$/m);
+      const command = await run(['fip', 'lsit']);
+      assert.match(
+        command.err,
+        /^error IPF_E_USAGE: unknown command 'lsit' \(did you mean list\?\)$/m,
+      );
+      // Without a typo, a missing required flag is still named.
+      const missing = await run(['forward', 'add', '192.0.2.2', '--proto', 'tcp', '--port', '25']);
+      assert.equal(missing.code, 2);
+      assert.match(
+        missing.err,
+        /^error IPF_E_USAGE: required option '--target <ip>' not specified$/m,
+      );
+      assert.match(missing.err, /^hint: Run `ipferry forward add --help` for usage\.$/m);
+      assert.equal(fake.requests.length, 0);
+    });
+
+    it('names --confirm-within, not the API field, for a trial longer than the agent allows', async () => {
+      const r = await run(['mesh', 'set', '--file', '/nonexistent.yaml', '--confirm-within', '8d']);
+      assert.equal(r.code, 2);
+      assert.match(
+        r.err,
+        /^error IPF_E_USAGE: option '--confirm-within <duration>' argument '8d' is invalid\. At most 604800 seconds \(7 days\)\.$/m,
+      );
+      assert.doesNotMatch(r.err, /confirmWithinSeconds/);
+      assert.equal(fake.requests.length, 0);
+    });
+
+    it('https:// against an agent that serves plain HTTP says so, exit 3', async () => {
+      const r = await run(
+        ['fip', 'list'],
+        { IPFERRY_TOKEN: TOKEN },
+        fake.url.replace('http:', 'https:'),
+      );
+      assert.equal(r.code, 3);
+      assert.match(
+        r.err,
+        /^error IPF_E_NOT_TLS: The agent at https:\/\/127\.0\.0\.1:\d+ does not speak TLS\.$/m,
+      );
+      assert.match(r.err, /^hint: Use http:\/\/ in --server .*--tls-cert and --tls-key\.$/m);
+      assert.doesNotMatch(r.err, /SSL routines|openssl/i);
+    });
+
     it('help is exit 0 on stdout; a group without a subcommand prints help on stderr, exit 2', async () => {
       const help = await run(['fip', '--help']);
       assert.equal(help.code, 0);
@@ -1800,8 +1869,11 @@ describe('ipferry CLI', () => {
       assert.equal(missing.code, 1);
       assert.match(
         missing.err,
-        /^error IPF_E_SECRET_FILE: Secret file .*missing cannot be read \(ENOENT\)\.$/m,
+        /^error IPF_E_TOKEN_FILE: Token file .*missing cannot be read \(ENOENT\)\.$/m,
       );
+      // Where a client gets a token, not how an agent keeps its secret files.
+      assert.match(missing.err, /^hint: .*\/var\/lib\/ipferry\/api-token.*IPFERRY_TOKEN\.$/m);
+      assert.doesNotMatch(missing.err, /chmod/);
       const none = await run(['fip', 'list', '--token-file', empty]);
       assert.equal(none.code, 1);
       assert.match(none.err, /contains no token/);

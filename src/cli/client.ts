@@ -277,9 +277,12 @@ export class ApiClient {
       status = res.statusCode;
       text = await res.body.text();
     } catch (e) {
+      if (this.server.startsWith('https:') && speaksNoTls(e)) {
+        throw new IpferryError('IPF_E_NOT_TLS', { server: this.server });
+      }
       throw new IpferryError('IPF_E_UNREACHABLE', {
         server: this.server,
-        reason: transportReason(e, this.timeoutMs),
+        reason: transportReason(e, this.timeoutMs, this.server.startsWith('http:')),
       });
     }
 
@@ -358,6 +361,18 @@ const TLS_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
+/**
+ * What OpenSSL says when the first bytes back are no TLS record: a plain-HTTP server answered
+ * the ClientHello (its "400 Bad Request" read as a record header).
+ */
+const NOT_TLS_CODES = new Set(['ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG']);
+
+function speaksNoTls(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string' && NOT_TLS_CODES.has(code)) return true;
+  return e instanceof Error && /wrong version number|packet length too long/i.test(e.message);
+}
+
 const TIMEOUT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_HEADERS_TIMEOUT',
@@ -365,8 +380,11 @@ const TIMEOUT_CODES = new Set([
   'ETIMEDOUT',
 ]);
 
-/** Why a request failed below HTTP, in words; never includes request headers. */
-export function transportReason(e: unknown, timeoutMs: number): string {
+/**
+ * Why a request failed below HTTP, in words; never includes request headers. `plain`: the
+ * request was plain HTTP, which a TLS server drops without a word, so a closed connection says so.
+ */
+export function transportReason(e: unknown, timeoutMs: number, plain = false): string {
   if (!(e instanceof Error)) return String(e);
   const code = (e as { code?: unknown }).code;
   const codeText = typeof code === 'string' ? code : undefined;
@@ -384,7 +402,9 @@ export function transportReason(e: unknown, timeoutMs: number): string {
     return `the TLS certificate is not trusted (${message}); pass the agent's CA with --ca-file`;
   }
   if (message === '') return codeText ?? e.name;
-  return codeText !== undefined && !message.includes(codeText)
-    ? `${message} (${codeText})`
-    : message;
+  const text =
+    codeText !== undefined && !message.includes(codeText) ? `${message} (${codeText})` : message;
+  return plain && codeText === 'UND_ERR_SOCKET'
+    ? `${text}; if the agent serves TLS, use https://`
+    : text;
 }

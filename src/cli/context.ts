@@ -66,20 +66,24 @@ export async function resolveToken(
   }
 }
 
+/**
+ * The client's token file. Its errors are IPF_E_TOKEN_FILE, whose hint says where a client gets
+ * a token (the agent's token file, or IPFERRY_TOKEN), not how an agent's secret file is kept.
+ */
 async function readTokenFile(path: string): Promise<string> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
     const code = (e as { code?: unknown }).code;
-    throw new IpferryError('IPF_E_SECRET_FILE', {
+    throw new IpferryError('IPF_E_TOKEN_FILE', {
       path,
       problem: `cannot be read (${typeof code === 'string' ? code : String(e)})`,
     });
   }
   const token = parseTokenFile(text);
   if (token === undefined) {
-    throw new IpferryError('IPF_E_SECRET_FILE', { path, problem: 'contains no token' });
+    throw new IpferryError('IPF_E_TOKEN_FILE', { path, problem: 'contains no token' });
   }
   return token;
 }

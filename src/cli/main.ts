@@ -77,7 +77,30 @@ export function buildProgram(ctx: CliContext, version: string): Command {
   }
   program.addCommand(agentCommand());
   program.addCommand(labCommand(ctx));
+  requireAfterUnknown(program);
   return program;
+}
+
+/**
+ * Commander checks mandatory options before it looks for unknown ones, so a typo of a required
+ * flag (`--traget 10.0.0.5`) was reported as the flag missing, hiding the typo. Here mandatory
+ * options are checked in a preAction hook instead, which runs after commander has refused
+ * unknown options (suggesting the flag meant) and checked the arguments.
+ */
+function requireAfterUnknown(command: Command): void {
+  const mandatory = command.options.filter((o) => o.mandatory);
+  for (const option of mandatory) option.mandatory = false;
+  if (mandatory.length > 0) {
+    command.hook('preAction', (self) => {
+      const missing = mandatory.find((o) => self.getOptionValue(o.attributeName()) === undefined);
+      if (missing) {
+        self.error(`error: required option '${missing.flags}' not specified`, {
+          code: 'commander.missingMandatoryOptionValue',
+        });
+      }
+    });
+  }
+  for (const sub of command.commands) requireAfterUnknown(sub);
 }
 
 function addGlobalOptions(command: Command): void {
@@ -122,7 +145,7 @@ export async function main(
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT_OK;
       // A command group run without a subcommand: commander has printed its help to stderr.
       if (e.code === 'commander.help') return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-      const usage = new UsageError(e.message.replace(/^error: /, ''), commandPath(failed));
+      const usage = new UsageError(usageSummary(e.message), commandPath(failed));
       io.err(renderError(usage, jsonRequested()));
       return EXIT_USAGE;
     }
@@ -145,6 +168,14 @@ function configure(command: Command, io: Io, onError: (command: Command) => void
     outputError: () => onError(command),
   });
   for (const sub of command.commands) configure(sub, io, onError);
+}
+
+/** Commander's message on one line: `unknown option '--traget' (did you mean --target?)`. */
+function usageSummary(message: string): string {
+  return message
+    .replace(/^error: /, '')
+    .replace(/\s*\n\(Did you mean (.+)\?\)\s*$/, ' (did you mean $1?)')
+    .trim();
 }
 
 function commandPath(command: Command): string {

@@ -8,7 +8,7 @@ export const EXIT_OK = 0;
 export const EXIT_ERROR = 1;
 /** The command line itself is wrong. */
 export const EXIT_USAGE = 2;
-/** The agent could not be reached (connection, TLS, timeout). */
+/** The agent could not be reached (connection, TLS, timeout, an agent that speaks no TLS). */
 export const EXIT_UNREACHABLE = 3;
 
 /** A usage error with a hint naming the command whose --help to read. */
@@ -33,6 +33,7 @@ export function exitCodeFor(e: IpferryError): number {
     case 'IPF_E_USAGE':
       return EXIT_USAGE;
     case 'IPF_E_UNREACHABLE':
+    case 'IPF_E_NOT_TLS':
       return EXIT_UNREACHABLE;
     default:
       return EXIT_ERROR;

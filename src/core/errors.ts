@@ -166,7 +166,7 @@ export const ERRORS = {
   IPF_E_UNAUTHORIZED: {
     status: 401,
     message: 'Missing or invalid API token.',
-    hint: 'Pass a token with --token-file or IPFERRY_TOKEN; the agent reads its tokens from --token-file.',
+    hint: 'Pass a token with --token-file or IPFERRY_TOKEN: the agent writes one to its own --token-file when it first starts (by default /var/lib/ipferry/api-token on its host).',
   },
   IPF_E_FORBIDDEN: {
     status: 403,
@@ -188,6 +188,11 @@ export const ERRORS = {
     message: '{summary}',
     hint: 'Run the command with --help.',
   },
+  IPF_E_TOKEN_FILE: {
+    status: 400,
+    message: 'Token file {path} {problem}.',
+    hint: 'The agent writes an API token to its own --token-file when it first starts (by default /var/lib/ipferry/api-token on its host): copy a token from there into this file (one per line, the first is used), or give the token itself in IPFERRY_TOKEN.',
+  },
   IPF_E_SECRET_FILE: {
     status: 400,
     message: 'Secret file {path} {problem}.',
@@ -207,6 +212,11 @@ export const ERRORS = {
     status: 503,
     message: 'Cannot reach the agent at {server}: {reason}',
     hint: 'Check that `ipferry agent` runs and that --server (or IPFERRY_SERVER) points at it.',
+  },
+  IPF_E_NOT_TLS: {
+    status: 503,
+    message: 'The agent at {server} does not speak TLS.',
+    hint: 'Use http:// in --server (or IPFERRY_SERVER), or start the agent with --tls-cert and --tls-key.',
   },
   IPF_E_TLS: {
     status: 400,
