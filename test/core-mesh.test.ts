@@ -208,6 +208,40 @@ describe('effective policy', () => {
 describe('compileMesh', () => {
   const now = new Date(T);
 
+  it('routes the overlay prefix via lo, from the source the host would use', () => {
+    const state = { record: RECORD, nodes: NODES, alive: ALL_ALIVE };
+    const route = (facts?: Parameters<typeof compileMesh>[3]): string[] =>
+      keysOf(compileMesh(state, 'a1', now, facts).elements, 'route');
+    // The host's own default route decides, as it did before the mesh routed the overlay.
+    const viaDefault = { family: 4 as const, dev: 'eth0', via: '198.51.100.1', src: '10.1.0.11' };
+    assert.deepEqual(
+      route({ addresses: ['10.1.0.11', '198.51.100.11'], defaultRoutes: [viaDefault] }),
+      ['192.168.0.0/18=dev lo src 10.1.0.11'],
+    );
+    // No default route: the public address, held by the host; else the private one; else none.
+    assert.deepEqual(route({ addresses: ['10.1.0.11', '198.51.100.11'], defaultRoutes: [] }), [
+      '192.168.0.0/18=dev lo src 198.51.100.11',
+    ]);
+    assert.deepEqual(route({ addresses: ['10.1.0.11'], defaultRoutes: [] }), [
+      '192.168.0.0/18=dev lo src 10.1.0.11',
+    ]);
+    assert.deepEqual(route({ addresses: ['10.9.9.9'] }), ['192.168.0.0/18=dev lo']);
+    // Without facts (a fake dataplane that knows none), the node record's.
+    assert.deepEqual(route(), ['192.168.0.0/18=dev lo src 198.51.100.11']);
+    // Compile sorts kinds: the route before every mesh kind.
+    assert.equal(compileMesh(state, 'a1', now).elements[0]?.kind, 'route');
+    // No mesh, or no overlay address yet: no route.
+    assert.deepEqual(
+      keysOf(compileMesh({ ...state, record: undefined }, 'a1', now).elements, 'route'),
+      [],
+    );
+    const bare = NODES.map((n) => (n.name === 'a1' ? { ...n, overlayIp: undefined } : n));
+    assert.deepEqual(
+      keysOf(compileMesh({ ...state, nodes: bare }, 'a1', now).elements, 'route'),
+      [],
+    );
+  });
+
   it('maps same-site members to their private address and other sites to their public one', () => {
     const a2 = compileMesh({ record: RECORD, nodes: NODES, alive: ALL_ALIVE }, 'a2', now);
     assert.deepEqual(keysOf(a2.elements, 'meshnat').sort(), [

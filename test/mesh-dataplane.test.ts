@@ -4,15 +4,19 @@
  * and an outsider `s` inside the failsafe SSH prefix, all on one switch `sw`:
  *
  *   h 10.0.0.1  fd00:e::1      m 10.0.0.2  fd00:e::2      o 10.0.0.3  fd00:e::3      s 10.0.0.70
+ *   n 10.0.0.4 (no default route: it reaches its LAN only)
  *
  * With reject_all on, only members, open ports and failsafe SSH get in (IPv6 neighbour
  * discovery keeps working); off, everything does; and h reaches m at m's overlay address,
- * m seeing h's real address.
+ * m seeing h's real address. n, whose mesh is compiled by compileMesh from a policy, reaches m
+ * at its overlay address through the route the mesh holds for the overlay prefix.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { diffIntent, type IntentElement } from '../src/core/intent.js';
-import { NFT_FAMILY, NFT_SKELETON_VERSION, NFT_TABLE } from '../src/core/names.js';
+import { compileMesh, validateMeshPolicy } from '../src/core/mesh.js';
+import type { NodeRecord } from '../src/core/model.js';
+import { NFT_FAMILY, NFT_SKELETON_VERSION, NFT_TABLE, ROUTE_PROTO } from '../src/core/names.js';
 import { LinuxDataplane } from '../src/dataplane/linux.js';
 import { echoProbe, ping, startEchoServer } from '../src/lab/probe.js';
 import { Lab, type LabSpec } from '../src/lab/topology.js';
@@ -21,6 +25,7 @@ const H = { v4: '10.0.0.1', v6: 'fd00:e::1' };
 const M = { v4: '10.0.0.2', v6: 'fd00:e::2' };
 const O = { v4: '10.0.0.3', v6: 'fd00:e::3' };
 const S = { v4: '10.0.0.70' };
+const N = { v4: '10.0.0.4' };
 const OVERLAY_M = '100.80.0.2';
 /** A floating IP h itself maps to m (a gateway's own connections to a FIP). */
 const FIP = '203.0.113.10';
@@ -47,12 +52,14 @@ function spec(): LabSpec {
       { name: 'm' },
       { name: 'o' },
       { name: 's' },
+      { name: 'n' },
     ],
     links: [
       end('h', [`${H.v4}/24`, `${H.v6}/64`]),
       end('m', [`${M.v4}/24`, `${M.v6}/64`]),
       end('o', [`${O.v4}/24`, `${O.v6}/64`]),
       end('s', [`${S.v4}/24`]),
+      end('n', [`${N.v4}/24`]),
     ],
   };
 }
@@ -178,6 +185,57 @@ describe('the fleet mesh on a real kernel', { timeout: 90_000 }, () => {
       seen('h', O.v4),
       seen('m', H.v4),
     ]);
+  });
+
+  it('routes the overlay prefix: a host without a default route reaches a member by its overlay address', async () => {
+    const n = new LinuxDataplane({ netns: lab!.ns('n') });
+    const record = (name: string, address: string, overlayIp: string): NodeRecord => ({
+      name,
+      site: 'lan',
+      addresses: [address],
+      reservedPorts: [],
+      registeredAt: new Date(0).toISOString(),
+      overlayIp,
+    });
+    const policy = validateMeshPolicy({ overlay: '100.80.0.0/24' });
+    const mesh = compileMesh(
+      {
+        record: { policy, updatedAt: new Date(0).toISOString() },
+        nodes: [record('n', N.v4, '100.80.0.4'), record('m', M.v4, OVERLAY_M)],
+        alive: new Set(['n', 'm']),
+      },
+      'n',
+      new Date(),
+      await n.facts(),
+    );
+    const route = host('route', '100.80.0.0/24', `dev lo src ${N.v4}`);
+    assert.deepEqual(
+      mesh.elements.filter((e) => e.kind === 'route'),
+      [route],
+      'the overlay prefix, from the address n holds',
+    );
+    const applyOnN = async (elements: readonly IntentElement[]): Promise<void> => {
+      const wanted = [TABLE, ...elements];
+      await n.apply(diffIntent(wanted, await n.observe(wanted)));
+      const left = diffIntent(wanted, await n.observe(wanted));
+      assert.deepEqual([...left.add, ...left.replace, ...left.remove], []);
+    };
+    try {
+      // Without the route, the DNAT in output is never reached: connect() fails at once.
+      await applyOnN(mesh.elements.filter((e) => e.kind !== 'route'));
+      assert.equal(await tcp('n', OVERLAY_M, CLOSED, DROP_MS), undefined);
+      await assert.rejects(lab!.exec('n', ['ip', 'route', 'get', OVERLAY_M]), /unreachable/);
+      await applyOnN(mesh.elements);
+      assert.deepEqual(await tcp('n', OVERLAY_M, CLOSED), seen('m', N.v4));
+      const held = await lab!.exec('n', ['ip', 'route', 'show', 'proto', String(ROUTE_PROTO)]);
+      assert.match(held.stdout, /^100\.80\.0\.0\/24 dev lo scope link src 10\.0\.0\.4 $/m);
+      // An overlay address no member holds goes nowhere: not out to the LAN.
+      assert.equal(await tcp('n', '100.80.0.99', CLOSED, DROP_MS), undefined);
+    } finally {
+      await applyOnN([]);
+    }
+    const left = await lab!.exec('n', ['ip', 'route', 'show', 'proto', String(ROUTE_PROTO)]);
+    assert.equal(left.stdout, '', 'the route goes with the mesh');
   });
 
   it('drops a member that left, on again: it is an outsider like any other', async () => {

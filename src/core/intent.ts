@@ -200,7 +200,7 @@ export function compile(
   const keep = new Set([...own, ...routed.passing]);
   if (pools.length > 0) realised.push(...hostElements(pools, facts, keep));
   // The fleet mesh: its sets and maps live in the same table, also on a node that is no gateway.
-  const mesh = state.mesh ? compileMesh(state.mesh, node, state.mesh.now) : undefined;
+  const mesh = state.mesh ? compileMesh(state.mesh, node, state.mesh.now, facts) : undefined;
   if (mesh && mesh.elements.length > 0) {
     realised.push(...mesh.elements, {
       kind: 'table',

@@ -30,8 +30,9 @@ import {
   tryParsePrefix,
 } from './address.js';
 import { type ErrorParams, IpferryError, type Problem } from './errors.js';
-import type { IntentElement } from './intent.js';
+import type { HostFacts, IntentElement } from './intent.js';
 import type { NodeLiveness, NodeRecord, Protocol } from './model.js';
+import { routeValue } from './names.js';
 import { fnv1a } from './tunnel.js';
 import { checkName, parsePortRange, Problems } from './validate.js';
 
@@ -456,14 +457,20 @@ const host = (kind: IntentElement['kind'], key: string, value = ''): IntentEleme
 
 /**
  * What `node` needs in its kernel for the mesh in force at `now`. Its elements come sorted as
- * compile() sorts them (kind, then key), so that sort finds them in order.
+ * compile() sorts them (kind, then key), so that sort finds them in order. `facts` (the host's
+ * addresses and default routes) choose the source of the overlay route (overlayRoute).
  *
  * Called on every reconcile pass, by every agent of the fleet: the part that grows with the
  * fleet (each member's NAT, SNAT and addresses) is remembered per `state.nodes` array (see
  * memberPart), so a pass whose node records and live set are the very objects of the last pass
  * — a policy change, a FIP change — pays only for the policy's few elements.
  */
-export function compileMesh(state: MeshState, node: string, now: Date): MeshIntent {
+export function compileMesh(
+  state: MeshState,
+  node: string,
+  now: Date,
+  facts?: Pick<HostFacts, 'addresses' | 'defaultRoutes'>,
+): MeshIntent {
   const { policy, rolledBack, deadline } = policyInForce(state.record, now);
   const self = state.nodes.find((n) => n.name === node);
   const empty = { elements: [], members: 0, rolledBack, notes: [] as string[] };
@@ -489,10 +496,14 @@ export function compileMesh(state: MeshState, node: string, now: Date): MeshInte
     if (classified(self).v6) tail.push(host('meshreject', 'ipv6'));
   }
   sortMesh(tail);
-  // A pinned meshnat sorts among the members' ones; everything else of the tail after them.
+  // A pinned meshnat sorts among the members' ones; everything else of the tail after them. The
+  // route sorts before every mesh kind, as compile() sorts kinds.
   const elements = [...part.elements, ...tail];
   return {
-    elements: tail[0]?.kind === 'meshnat' ? sortMesh(elements) : elements,
+    elements: [
+      overlayRoute(policy.overlay, self, facts),
+      ...(tail[0]?.kind === 'meshnat' ? sortMesh(elements) : elements),
+    ],
     layer,
     members: part.members,
     rolledBack,
@@ -500,6 +511,32 @@ export function compileMesh(state: MeshState, node: string, now: Date): MeshInte
     ...(policy.maxChange !== undefined ? { maxChange: policy.maxChange } : {}),
     notes: [...part.notes],
   };
+}
+
+/**
+ * The route this node holds for the overlay prefix (main table, ipferry's route protocol). A
+ * connection to an overlay address is routed before the output hook DNATs it to the member:
+ * without a route that covers the overlay, connect() fails with ENETUNREACH on a host that has no
+ * default route (a private subnet reaching only its LAN). Any unicast route lets the lookup
+ * succeed, and the DNAT then routes the packet again by its real destination; blackhole,
+ * unreachable and prohibit routes fail connect() themselves. Via `lo`: it needs no uplink, and a
+ * packet to an overlay address no member holds (no DNAT) is dropped here rather than sent to a
+ * router or ARPed for on a LAN. The route picks the connection's source, so it carries the one the
+ * host's own default route gives (unchanged where there is one); without it, the node's public
+ * IPv4 address, else its private one (meshsnat then gives same-site peers the private one). An
+ * address the host does not hold cannot be a source: then none, and the kernel picks.
+ */
+function overlayRoute(
+  overlay: string,
+  self: NodeRecord,
+  facts: Pick<HostFacts, 'addresses' | 'defaultRoutes'> | undefined,
+): IntentElement {
+  const own = classified(self);
+  const held = (a: string | undefined): a is string =>
+    a !== undefined && (!facts?.addresses.length || facts.addresses.includes(a));
+  const viaDefault = facts?.defaultRoutes?.find((r) => r.family === 4)?.src;
+  const src = [viaDefault, own.public4, own.private4].find(held);
+  return host('route', overlay, routeValue('lo', src !== undefined ? { src } : {}));
 }
 
 /** The members' share of a node's mesh: what grows with the fleet. */
