@@ -242,6 +242,28 @@ describe('agent reconcile loop (fake dataplane)', () => {
   });
 });
 
+describe('agent configuration errors', () => {
+  it('name each option as the operator wrote it, and where it came from', () => {
+    const flagsOnly = () =>
+      resolveConfig({}, { node: 'gw1', resyncSeconds: 0, egress: 'gateway' }, undefined);
+    assert.throws(flagsOnly, {
+      code: 'IPF_E_CONFIG',
+      message:
+        /^Configuration on the command line is invalid: --resync-seconds: must be a number from .*; --egress: must be one of own, fip, masquerade$/,
+    });
+    assert.throws(
+      () => resolveConfig({ node: 'gw1', resyncSeconds: 0 }, { egress: 'gateway' }, 'agent.yaml'),
+      {
+        message:
+          /^Configuration in agent\.yaml and on the command line is invalid: resyncSeconds: must be .*; --egress: must be one of own, fip, masquerade$/,
+      },
+    );
+    assert.throws(() => resolveConfig({}, {}, undefined), {
+      message: /^Configuration of the agent is invalid: node: is required/,
+    });
+  });
+});
+
 describe('plan', () => {
   it('shows what a pass would change, and changes nothing', async () => {
     await agent!.reconciler.stop();

@@ -335,7 +335,7 @@ describe('agent start-up refusals', () => {
       '--listen',
       '127.0.0.1:0',
     ]);
-    assert.match(r.err, /IPF_E_CONFIG.*node: is required/);
+    assert.match(r.err, /IPF_E_CONFIG: Configuration of the agent is invalid: node: is required/);
     r = await ipferry([
       'agent',
       '--dataplane',
@@ -386,25 +386,28 @@ describe('agent start-up refusals', () => {
     ];
     let r = await ipferry([...base, '--tunnel-mtu', '1480']);
     assert.equal(r.code, 1);
-    assert.match(r.err, /IPF_E_CONFIG.*tunnelMtu: .*1480/);
+    assert.match(
+      r.err,
+      /^error IPF_E_CONFIG: Configuration on the command line is invalid: --tunnel-mtu: .*1480/m,
+    );
     r = await ipferry([...base, '--underlay-mtu', '1380', '--tunnel-mtu', '1340']);
     assert.equal(r.code, 1, 'over a 1380-byte path WireGuard carries at most 1320');
-    assert.match(r.err, /IPF_E_CONFIG.*tunnelMtu/);
+    assert.match(r.err, /IPF_E_CONFIG.*--tunnel-mtu/);
     r = await ipferry([...base, '--endpoint', '2001:db8::1:51820']);
     assert.equal(r.code, 1);
-    assert.match(r.err, /IPF_E_CONFIG.*endpoint: /);
+    assert.match(r.err, /IPF_E_CONFIG.*--endpoint: /);
     r = await ipferry([...base, '--endpoint', 'gw.example:99999']);
-    assert.match(r.err, /IPF_E_CONFIG.*endpoint: /);
+    assert.match(r.err, /IPF_E_CONFIG.*--endpoint: /);
     // tinc over a 1500-byte IPv4 path carries at most 1445 (WireGuard 1440).
     r = await ipferry([...base, '--tunnel-driver', 'tinc', '--tunnel-mtu', '1446']);
     assert.equal(r.code, 1);
-    assert.match(r.err, /IPF_E_CONFIG.*tunnelMtu: .*at most 1445 \(tinc adds 55 bytes\)/);
+    assert.match(r.err, /IPF_E_CONFIG.*--tunnel-mtu: .*at most 1445 \(tinc adds 55 bytes\)/);
     r = await ipferry([...base, '--tunnel-driver', 'ipsec']);
     assert.equal(r.code, 2, r.err);
     assert.match(r.err, /--tunnel-driver.*wireguard, tinc/);
     r = await ipferry([...base, '--probe-seconds', '0']);
     assert.equal(r.code, 1);
-    assert.match(r.err, /IPF_E_CONFIG.*probeSeconds/);
+    assert.match(r.err, /IPF_E_CONFIG.*--probe-seconds/);
   });
 
   it('refuses the Linux dataplane without its tools, naming the Debian package', async () => {

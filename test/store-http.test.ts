@@ -783,7 +783,7 @@ void describe('joining a hub', () => {
     assert.throws(
       () =>
         resolveConfig({}, { node: 'b1', store: 'sqlite::memory:', joinTokenFile: '/x' }, 'test'),
-      isCode('IPF_E_CONFIG', /joinTokenFile: joins a hub/),
+      isCode('IPF_E_CONFIG', /--join-token-file: joins a hub/),
     );
     await assert.rejects(openStore(hub.url), isCode('IPF_E_CONFIG', /credential/));
   });

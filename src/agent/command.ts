@@ -146,7 +146,7 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     dataplane: flags.dataplane,
     netns: flags.netns,
   };
-  const config = resolveConfig(file, fromFlags, configPath ?? 'flags');
+  const config = resolveConfig(file, fromFlags, configPath);
   const agent = await startAgent(config);
   await new Promise<void>((resolve) => {
     const stop = (): void => {

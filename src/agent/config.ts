@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import { IpferryError } from '../core/errors.js';
+import { IpferryError, type Problem } from '../core/errors.js';
 import { DEFAULT_TUNNEL_PORT } from '../core/routed.js';
 import { parseEndpoint, TUNNEL_DRIVERS, type TunnelDriverKind, tunnelMtu } from '../core/tunnel.js';
 import {
@@ -113,6 +113,45 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
 const EGRESS_MODES: readonly EgressMode[] = ['own', 'fip', 'masquerade'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
 
+/**
+ * The error for invalid options, each named as the operator wrote it: `--tunnel-mtu` when it was
+ * given on the command line, the file's key otherwise; and where they came from, as the message's
+ * source ("Configuration on the command line is invalid: --tunnel-mtu: …").
+ */
+function configError(
+  problems: readonly Problem[],
+  flags: RawAgentOptions,
+  configFile: string | undefined,
+): IpferryError {
+  const given = (path: string): string | undefined => {
+    const key = /^[A-Za-z]+/.exec(path)?.[0];
+    return key !== undefined && (flags as Record<string, unknown>)[key] !== undefined
+      ? key
+      : undefined;
+  };
+  const named = problems.map((x) => {
+    const key = given(x.path);
+    return key ? { ...x, path: `--${kebab(key)}${x.path.slice(key.length)}` } : x;
+  });
+  const onFlags = problems.filter((x) => given(x.path) !== undefined).length;
+  const where = [
+    ...(configFile !== undefined && onFlags < problems.length ? [`in ${configFile}`] : []),
+    ...(onFlags > 0 ? ['on the command line'] : []),
+  ];
+  return new IpferryError(
+    'IPF_E_CONFIG',
+    {
+      source: where.length > 0 ? where.join(' and ') : 'of the agent',
+      summary: named.map((x) => `${x.path}: ${x.message}`).join('; '),
+    },
+    named,
+  );
+}
+
+function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
 export async function loadConfigFile(path: string): Promise<RawAgentOptions> {
   let text: string;
   try {
@@ -147,11 +186,14 @@ export async function loadConfigFile(path: string): Promise<RawAgentOptions> {
   return data;
 }
 
-/** Merges file and flags (flags win) and validates every option, reporting all problems. */
+/**
+ * Merges file and flags (flags win) and validates every option, reporting all problems.
+ * `configFile` names the file the options of `file` came from, for the error.
+ */
 export function resolveConfig(
   file: RawAgentOptions,
   flags: RawAgentOptions,
-  source: string,
+  configFile?: string,
 ): AgentConfig {
   const raw: RawAgentOptions = { ...file };
   for (const [k, v] of Object.entries(flags))
@@ -228,13 +270,7 @@ export function resolveConfig(
   const egress = raw.egress ?? 'own';
   if (!EGRESS_MODES.includes(egress as EgressMode))
     p.add('egress', `must be one of ${EGRESS_MODES.join(', ')}`);
-  if (!p.ok) {
-    throw new IpferryError(
-      'IPF_E_CONFIG',
-      { source, summary: p.list.map((x) => `${x.path}: ${x.message}`).join('; ') },
-      p.list,
-    );
-  }
+  if (!p.ok) throw configError(p.list, flags, configFile);
   return {
     node: node!,
     store: store!,
