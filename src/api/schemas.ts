@@ -200,33 +200,15 @@ export const arp = {
 // The policy's parts are described here but not checked: core/mesh.ts (validateMeshPolicy) checks
 // keys, types, prefixes, ports, address pairs and overlaps, and reports every problem at once
 // with its path. A check here would answer first with only its own share (an unknown key), and
-// the rest would come one round later.
+// the rest would come one round later. So the layers are described in words (ajv's strict mode
+// wants `type: object` beside `properties`, and a type is a check).
 
-const meshLayerProperties = {
-  openPorts: {
-    description: 'a list of `tcp/443`, `udp/53`, `tcp/8000-8010`: open to anyone',
-    examples: [['tcp/443']],
-  },
-  sshAllow: { description: 'a list of prefixes always let in to TCP port 22, ahead of any drop' },
-  rejectAll: {
-    description: 'true or false: drop what is neither fleet, nor an open port, nor failsafe SSH',
-  },
-  natOverrides: {
-    description: 'overlay address → the IPv4 address to reach it at, instead of the member’s own',
-    examples: [{ '192.168.0.9': '198.51.100.9' }],
-  },
-};
+const LAYER =
+  'an object: `openPorts` (a list of `tcp/443`, `udp/53`, `tcp/8000-8010`: open to anyone), `sshAllow` (a list of prefixes always let in to TCP port 22, ahead of any drop), `rejectAll` (true or false: drop what is neither fleet, nor an open port, nor failsafe SSH), `natOverrides` (overlay address → the IPv4 address to reach it at, instead of the member’s own)';
 
-const meshLayer = { description: 'a layer (an object)', properties: meshLayerProperties };
-
-const meshSite = {
-  description: 'a site (an object)',
-  properties: {
-    ...meshLayerProperties,
-    lans: {
-      description: "a list of the site's private prefixes; the overlay may not overlap them",
-    },
-  },
+const meshLayer = {
+  description: `a layer, ${LAYER}`,
+  examples: [{ openPorts: ['tcp/443'], sshAllow: ['192.0.2.0/24'], rejectAll: false }],
 };
 
 export const meshPolicy = {
@@ -243,8 +225,14 @@ export const meshPolicy = {
         'a whole number, 0 or more: the most members one change may drop before it is held for confirmation',
     },
     fleet: meshLayer,
-    sites: { description: 'keyed by site name', additionalProperties: meshSite },
-    nodes: { description: 'keyed by node name', additionalProperties: meshLayer },
+    sites: {
+      description: `keyed by site name, each ${LAYER}, and \`lans\` (a list of the site's private prefixes; the overlay may not overlap them)`,
+      examples: [{ fra: { lans: ['10.1.0.0/16'], openPorts: ['udp/53'] } }],
+    },
+    nodes: {
+      description: `keyed by node name, each ${LAYER}`,
+      examples: [{ web7: { natOverrides: { '192.168.3.9': '198.51.100.9' } } }],
+    },
   },
 };
 
