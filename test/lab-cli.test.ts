@@ -3,7 +3,10 @@
  * probe with the right host and the prober's address, and goes down without a trace (no
  * namespace, no process, no state file). A `lab up` killed halfway and namespaces without a
  * state file are removed by `lab down NAME` and `lab down --all`. Agents: a gateway agent on the
- * LAN forwards a floating IP set with the CLI; a fleet on etcd gives overlay addresses.
+ * LAN forwards a floating IP set with the CLI and a port of its own address (the pool it made
+ * shares that address), where a service that is no echo server answers the probe; a cloud VM
+ * delivers a routed FIP to a home server that answers it over TCP and UDP, and a UDP port of its
+ * own address; a fleet on etcd gives overlay addresses.
  *
  * Everything runs under a namespace base and a state directory of this file's own
  * (IPFERRY_LAB_PREFIX, IPFERRY_LAB_DIR), so `lab down --all` here never touches a lab of a
@@ -100,6 +103,33 @@ async function downAndGone(name: string, args: string[] = [name]): Promise<void>
 
 async function probe(name: string, args: string[]): Promise<ProbeResult> {
   return json<ProbeResult>(['lab', 'probe', name, ...args]);
+}
+
+/** Runs a command that must succeed (exit 0). */
+async function ok(args: string[], extra: Record<string, string> = {}): Promise<Result> {
+  const r = await ipferry(args, extra);
+  assert.equal(r.code, 0, `ipferry ${args.join(' ')} failed: ${r.stderr}`);
+  return r;
+}
+
+/**
+ * A service that is no echo server, in a host of a lab: socat answering each connection or
+ * datagram with `reply` (or, without one, accepting connections and sending nothing).
+ */
+function service(lab: string, host: string, listen: string, reply?: string): () => void {
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      `${BASE}${lab}-${host}`,
+      'socat',
+      listen,
+      `SYSTEM:${reply ? `echo ${reply}` : 'sleep 3'}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  return () => child.kill();
 }
 
 /** A probe that may get no answer (exit 1, the result still on stdout). */
@@ -340,8 +370,137 @@ describe('ipferry lab: with agents', { timeout: 180_000 }, () => {
         );
         assert.equal(reply.sawAddress, '198.51.100.9');
       }
+      // The banner names the pool the agents made: part of what is routed, and gw's own address.
+      assert.deepEqual(up.agentPool, {
+        name: 'public',
+        gateway: 'gw',
+        entries: ['203.0.113.0/28', '2001:db8:f::/64'],
+        shared: ['192.0.2.2'],
+      });
+      const shown = (await ok(['lab', 'show', 'agents'])).stdout;
+      assert.match(shown, /^routed: +203\.0\.113\.0\/24, 2001:db8:f::\/48 to gw$/m);
+      assert.match(
+        shown,
+        /^pool: +public on gw: 203\.0\.113\.0\/28, 2001:db8:f::\/64, shared 192\.0\.2\.2$/m,
+      );
+      // docs/migration.md, LAN step 2: a port forward on the gateway's own address, to a mail
+      // server on be1 that the probe reports for what it is.
+      await ok(['fip', 'allocate', '--address', '192.0.2.2'], api);
+      await ok(
+        ['forward', 'add', '192.0.2.2', '--proto', 'tcp', '--port', '25', '--target', '10.0.0.11'],
+        api,
+      );
+      const stopMail = service('agents', 'be1', 'TCP-LISTEN:25,fork,reuseaddr', '220 be1 ESMTP');
+      const stopSilent = service('agents', 'be1', 'TCP-LISTEN:26,fork,reuseaddr');
+      try {
+        const mail = await waitFor(
+          'the mail server answering on the forward',
+          async () => {
+            const p = await tryProbe('agents', ['client', '192.0.2.2', '--port', '25']);
+            return p?.attempts[0]?.reply !== undefined && p;
+          },
+          20_000,
+        );
+        assert.deepEqual(
+          mail.attempts.map((a) => a.reply),
+          ['220 be1 ESMTP'],
+        );
+        assert.equal(mail.answered, 1);
+        const text = await ok(['lab', 'probe', 'agents', 'client', '192.0.2.2', '--port', '25']);
+        assert.match(
+          text.stdout,
+          /^client → 192\.0\.2\.2 tcp\/25: answered, not an echo server: "220 be1 ESMTP" \(/m,
+        );
+        const silent = await waitFor(
+          'a silent service answering',
+          async () => {
+            const r = await ipferry(['lab', 'probe', 'agents', 'lanc', 'be1', '--port', '26']);
+            return r.code === 0 && r;
+          },
+          10_000,
+        );
+        assert.match(silent.stdout, /: connected, nothing came back: not an echo server \(/);
+      } finally {
+        stopMail();
+        stopSilent();
+      }
     } finally {
       await downAndGone('agents');
+    }
+  });
+
+  it('cloud-home --agents: a routed FIP answers TCP and UDP from home, a forward of the VM’s own address reaches home', async () => {
+    const up = await json<LabState>(['lab', 'up', 'cloud-home', '--agents', '--name', 'vm']);
+    try {
+      const gw = up.agents.find((a) => a.node === 'gw');
+      assert.ok(gw);
+      const api = { IPFERRY_SERVER: gw.url, IPFERRY_TOKEN_FILE: gw.tokenFile };
+      assert.deepEqual(up.agentPool?.shared, ['192.0.2.2']);
+      // docs/migration.md, cloud-home step 4: a routed FIP. UDP too: home's echo server binds
+      // the address once its agent puts it on the tunnel, and answers from it.
+      await ok(['fip', 'allocate', '--address', '203.0.113.10'], api);
+      await ok(
+        [
+          'fip',
+          'associate',
+          '203.0.113.10',
+          '--mode',
+          'routed',
+          '--node',
+          'home',
+          '--target',
+          '203.0.113.10',
+        ],
+        api,
+      );
+      for (const udp of [[], ['--udp']]) {
+        const reply = await waitFor(
+          `home answering on the routed FIP ${udp.join('')}`,
+          async () => {
+            const p = await tryProbe('vm', ['client', '203.0.113.10', ...udp]);
+            return p?.attempts[0]?.answeredBy !== undefined && p.attempts[0];
+          },
+          30_000,
+        );
+        assert.deepEqual(
+          { by: reply.answeredBy, saw: reply.sawAddress },
+          { by: 'home', saw: '198.51.100.9' },
+        );
+      }
+      // Step 3: a port of the VM's own address (the pool's shared one) forwarded to home.
+      await ok(['fip', 'allocate', '--address', '192.0.2.2'], api);
+      await ok(
+        [
+          'forward',
+          'add',
+          '192.0.2.2',
+          '--proto',
+          'udp',
+          '--port',
+          '53',
+          '--target',
+          '198.18.0.10',
+          '--node',
+          'home',
+        ],
+        api,
+      );
+      const stopDns = service('vm', 'home', 'UDP-RECVFROM:53,fork', 'dns-at-home');
+      try {
+        const dns = await waitFor(
+          'home answering on the forwarded port',
+          async () => {
+            const p = await tryProbe('vm', ['client', '192.0.2.2', '--udp', '--port', '53']);
+            return p?.attempts[0]?.reply !== undefined && p.attempts[0];
+          },
+          30_000,
+        );
+        assert.equal(dns.reply, 'dns-at-home');
+      } finally {
+        stopDns();
+      }
+    } finally {
+      await downAndGone('vm');
     }
   });
 

@@ -81,7 +81,13 @@ export function printUp(s: LabState): string {
   lines.push('');
   if (s.pool) {
     const ranges = [s.pool.v4, s.pool.v6].filter((r) => r !== undefined).join(', ');
-    lines.push(`pool:         ${ranges}, routed to ${s.pool.routedTo}`);
+    lines.push(`routed:       ${ranges} to ${s.pool.routedTo}`);
+  }
+  // The pool the agents use is a part of what is routed, plus the gateway's own address.
+  if (s.agentPool) {
+    const p = s.agentPool;
+    const shared = p.shared.length > 0 ? `, shared ${p.shared.join(', ')}` : '';
+    lines.push(`pool:         ${p.name} on ${p.gateway}: ${p.entries.join(', ')}${shared}`);
   }
   lines.push(
     `echo servers: tcp/${s.echo.tcp} and udp/${s.echo.udp} on ${s.echo.hosts.join(', ')} (answer "NAME SOURCE")`,
@@ -105,13 +111,17 @@ export function printUp(s: LabState): string {
 
 export function printProbe(r: ProbeResult): string {
   const target = r.to === r.address ? r.address : `${r.to} (${r.address})`;
+  const outcome = (a: ProbeResult['attempts'][number]): string =>
+    a.answeredBy !== undefined
+      ? `${a.answeredBy} answered, saw ${a.sawAddress ?? '?'}`
+      : a.reply !== undefined
+        ? `answered, not an echo server: ${JSON.stringify(a.reply)}`
+        : a.connected === true
+          ? 'connected, nothing came back: not an echo server'
+          : 'no answer';
   return (
     r.attempts
-      .map((a) =>
-        a.answeredBy === undefined
-          ? `${r.from} → ${target} ${r.protocol}/${r.port}: no answer (${a.ms} ms)`
-          : `${r.from} → ${target} ${r.protocol}/${r.port}: ${a.answeredBy} answered, saw ${a.sawAddress ?? '?'} (${a.ms} ms)`,
-      )
+      .map((a) => `${r.from} → ${target} ${r.protocol}/${r.port}: ${outcome(a)} (${a.ms} ms)`)
       .join('\n') + '\n'
   );
 }

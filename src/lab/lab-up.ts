@@ -80,7 +80,11 @@ const TUNNEL_PORT = 51820;
 const START_AT_ONCE = 6;
 /** The most fleet members per site `--agents` runs: each agent is a Node process of ~110 MB. */
 export const MAX_FLEET_AGENTS_PER_SITE = 10;
-/** The pool `lab up --agents` creates on the gateway: a /28 and a /64 of the routed ranges. */
+/**
+ * The pool `lab up --agents` creates on the gateway: a /28 and a /64 of the routed ranges, and
+ * the gateway's own public address as shared, for port forwards (docs/migration.md: `forward add`
+ * on it in the lan and cloud-home moves).
+ */
 const POOL = { name: 'public', v4: '203.0.113.0/28', v6: '2001:db8:f::/64' } as const;
 const FIP = '203.0.113.10';
 
@@ -89,6 +93,11 @@ interface EchoSpec {
   /** The name it answers with (default the host's). */
   readonly name?: string;
   readonly bind?: readonly string[];
+  /**
+   * Also answer UDP from each address the host gains later: a node that a routed FIP is
+   * delivered to holds it on its tunnel only once associated (echo-server --udp-each-address).
+   */
+  readonly udpEachAddress?: boolean;
 }
 
 /** A scenario as `lab up` builds it. */
@@ -150,7 +159,7 @@ function cloudHomePlan(prefix: string): Plan {
       home: 'the home server, with its own address from its ISP',
     },
     pool: { v4: H.pool.v4, v6: H.pool.v6, routedTo: 'gw' },
-    echo: [{ host: 'client' }, { host: 'home' }],
+    echo: [{ host: 'client' }, { host: 'home', udpEachAddress: true }],
   };
 }
 
@@ -173,7 +182,7 @@ function oldNewPlan(prefix: string): Plan {
       { host: 'client' },
       // Bound to the service address: a UDP answer must leave from the address it was asked on.
       { host: 'old', bind: [O.service.v4, O.service.v6] },
-      { host: 'new' },
+      { host: 'new', udpEachAddress: true },
     ],
   };
 }
@@ -294,6 +303,7 @@ class Builder {
       '--udp',
       String(ECHO_PORTS.udp),
       ...(e.bind === undefined ? [] : ['--bind', e.bind.join(',')]),
+      ...(e.udpEachAddress === true ? ['--udp-each-address'] : []),
     ];
     const child = await this.start('echo', e.host, argv);
     const log = this.log(`echo-${e.host}`);
@@ -430,8 +440,12 @@ function cliEnv(agent: LabAgentRecord): string {
   return `export IPFERRY_SERVER=${agent.url} IPFERRY_TOKEN_FILE=${agent.tokenFile}`;
 }
 
-async function createPool(api: ApiClient, gateway: string): Promise<void> {
-  await api.createPool({ name: POOL.name, gateway, entries: [POOL.v4, POOL.v6] });
+/** The pool on the gateway, with its own public address as shared; recorded for the banner. */
+async function createPool(b: Builder, api: ApiClient, gateway: string, own: string): Promise<void> {
+  const pool = { name: POOL.name, gateway, entries: [POOL.v4, POOL.v6], shared: [own] };
+  await api.createPool(pool);
+  b.state.agentPool = pool;
+  b.save();
 }
 
 async function startAgents(b: Builder, request: UpRequest): Promise<void> {
@@ -448,7 +462,7 @@ async function startAgents(b: Builder, request: UpRequest): Promise<void> {
       case 'lan': {
         const gw = await b.hub('gw', []);
         clients.push(gw);
-        await createPool(gw, 'gw');
+        await createPool(b, gw, 'gw', GATEWAY_LAN.gw.uplink.v4);
         return;
       }
       case 'cloud-home': {
@@ -461,7 +475,7 @@ async function startAgents(b: Builder, request: UpRequest): Promise<void> {
         clients.push(
           await b.join(gw, 'home', ['--tunnel-port', String(TUNNEL_PORT + 1), ...tunnel]),
         );
-        await createPool(gw, 'gw');
+        await createPool(b, gw, 'gw', CLOUD_HOME.gw.uplink.v4);
         return;
       }
       case 'old-new': {
@@ -473,7 +487,7 @@ async function startAgents(b: Builder, request: UpRequest): Promise<void> {
         clients.push(
           await b.join(old, 'new', [...endpoint(OLD_NEW.new.v4, TUNNEL_PORT + 1), ...tunnel]),
         );
-        await createPool(old, 'old');
+        await createPool(b, old, 'old', OLD_NEW.old.uplink.v4);
         return;
       }
       case 'fleet': {

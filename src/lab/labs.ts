@@ -31,7 +31,7 @@ import { IpferryError } from '../core/errors.js';
 import { tunnelName } from '../core/tunnel.js';
 import { removeWireguardSockets, WIREGUARD_SOCKETS } from './agents.js';
 import { cleanupLabs, LAB_PREFIX, listNamespaces } from './netns.js';
-import { echoProbe, type Protocol } from './probe.js';
+import { type Protocol, serviceProbe } from './probe.js';
 import { Lab } from './topology.js';
 
 /** Where state files live unless `--state-dir` or IPFERRY_LAB_DIR says otherwise. */
@@ -104,7 +104,15 @@ export interface LabState {
   readonly createdAt: string;
   status: 'building' | 'ready';
   hosts: LabHost[];
+  /** What the scenario's provider routes to its gateway. */
   pool?: { readonly v4: string; readonly v6?: string; readonly routedTo: string };
+  /** The pool `lab up --agents` created on the gateway: part of `pool`, and a shared address. */
+  agentPool?: {
+    readonly name: string;
+    readonly gateway: string;
+    readonly entries: readonly string[];
+    readonly shared: readonly string[];
+  };
   echo: { readonly tcp: number; readonly udp: number; hosts: string[] };
   processes: LabProcessRecord[];
   agents: LabAgentRecord[];
@@ -511,9 +519,13 @@ export interface ProbeRequest {
 }
 
 export interface ProbeAttempt {
-  /** Who answered and which source address it saw; absent when nothing answered. */
+  /** Which echo server answered and which source address it saw. */
   readonly answeredBy?: string;
   readonly sawAddress?: string;
+  /** Another service answered (no echo server): the first line it sent. */
+  readonly reply?: string;
+  /** TCP: the connection was accepted, but nothing came back (no echo server). */
+  readonly connected?: boolean;
   readonly ms: number;
 }
 
@@ -525,6 +537,7 @@ export interface ProbeResult {
   readonly protocol: Protocol;
   readonly port: number;
   readonly attempts: readonly ProbeAttempt[];
+  /** Attempts that something answered: an echo server, or another service. */
   readonly answered: number;
 }
 
@@ -575,7 +588,7 @@ export async function labProbe(
   const attempts: ProbeAttempt[] = [];
   for (let i = 0; i < (request.count ?? 1); i++) {
     const start = performance.now();
-    const reply = await echoProbe(
+    const reply = await serviceProbe(
       lab,
       request.from,
       request.protocol,
@@ -584,7 +597,15 @@ export async function labProbe(
       request.timeoutMs ?? 2000,
     );
     const ms = Math.round((performance.now() - start) * 10) / 10;
-    attempts.push(reply ? { answeredBy: reply.name, sawAddress: reply.address, ms } : { ms });
+    attempts.push(
+      reply?.kind === 'echo'
+        ? { answeredBy: reply.echo.name, sawAddress: reply.echo.address, ms }
+        : reply?.kind === 'other'
+          ? { reply: reply.text, ms }
+          : reply?.kind === 'silent'
+            ? { connected: true, ms }
+            : { ms },
+    );
   }
   return {
     lab: name,
@@ -594,6 +615,8 @@ export async function labProbe(
     protocol: request.protocol,
     port,
     attempts,
-    answered: attempts.filter((a) => a.answeredBy !== undefined).length,
+    answered: attempts.filter(
+      (a) => a.answeredBy !== undefined || a.reply !== undefined || a.connected === true,
+    ).length,
   };
 }

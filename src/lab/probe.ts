@@ -185,14 +185,25 @@ export async function udpProbe(
   timeoutMs = 2000,
   payload = 'probe\n',
 ): Promise<string | undefined> {
+  const out = await udpExchange(lab, host, address, port, timeoutMs, payload, (stdout) =>
+    stdout.includes('\n'),
+  );
+  return out === undefined ? undefined : out.slice(0, out.indexOf('\n') + 1);
+}
+
+/** Sends one datagram; what came back once `until` holds, else undefined. */
+async function udpExchange(
+  lab: Lab,
+  host: string,
+  address: string,
+  port: number,
+  timeoutMs: number,
+  payload: string,
+  until: (stdout: string) => boolean,
+): Promise<string | undefined> {
   const argv = ['socat', '-T', seconds(timeoutMs), '-', socatAddress('udp', address, port)];
-  const out = await runProbe(lab, host, argv, {
-    timeoutMs,
-    input: payload,
-    until: (stdout) => stdout.includes('\n'),
-  });
-  if (!out.matched) return undefined;
-  return out.stdout.slice(0, out.stdout.indexOf('\n') + 1);
+  const out = await runProbe(lab, host, argv, { timeoutMs, input: payload, until });
+  return out.matched ? out.stdout : undefined;
 }
 
 /** Asks an echo server (over TCP or UDP) who answered and which source address it saw. */
@@ -206,6 +217,47 @@ export async function echoProbe(
 ): Promise<EchoReply | undefined> {
   const probe = protocol === 'tcp' ? tcpProbe : udpProbe;
   return parseEchoReply(await probe(lab, host, address, port, timeoutMs));
+}
+
+/**
+ * What answered a probe of a port that may hold any service, not only an echo server (a mail
+ * server behind a port forward): the echo server's line, or the first line of what another
+ * service sent, or — TCP — a connection on which nothing came back.
+ */
+export type ServiceReply =
+  | { readonly kind: 'echo'; readonly echo: EchoReply }
+  | { readonly kind: 'other'; readonly text: string }
+  | { readonly kind: 'silent' };
+
+/** The longest part of another service's answer a probe reports. */
+const REPLY_SHOWN = 60;
+
+/** Like echoProbe, but tells an answer of another service from no answer at all. */
+export async function serviceProbe(
+  lab: Lab,
+  host: string,
+  protocol: Protocol,
+  address: string,
+  port: number,
+  timeoutMs = 2000,
+): Promise<ServiceReply | undefined> {
+  // UDP: any datagram back is an answer (a DNS server's has no line end).
+  const raw =
+    protocol === 'tcp'
+      ? await tcpProbe(lab, host, address, port, timeoutMs)
+      : await udpExchange(lab, host, address, port, timeoutMs, 'probe\n', (out) => out !== '');
+  if (raw === undefined) return undefined;
+  const echo = parseEchoReply(protocol === 'udp' ? raw.slice(0, raw.indexOf('\n') + 1) : raw);
+  if (echo) return { kind: 'echo', echo };
+  if (raw === '') return { kind: 'silent' };
+  // Its first line, in printable characters: a banner (`220 mail ESMTP`) or some of a binary answer.
+  const line = (raw.split(/\r?\n/).find((l) => l.trim() !== '') ?? raw)
+    .replace(/[^\x20-\x7e]/g, '.')
+    .trim();
+  return {
+    kind: 'other',
+    text: line.length > REPLY_SHOWN ? `${line.slice(0, REPLY_SHOWN)}…` : line,
+  };
 }
 
 /**
