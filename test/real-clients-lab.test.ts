@@ -33,7 +33,7 @@ import {
   startWebServer,
 } from '../src/lab/clients.js';
 import { listNamespaces, randomPrefix } from '../src/lab/netns.js';
-import { CLOUD_HOME as H, cloudHome } from '../src/lab/scenarios.js';
+import { CLOUD_HOME as H, cloudHome, setCloudHomeBlackhole } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
 import { BIN, ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
@@ -47,6 +47,8 @@ const HTTPS = 443;
 const FORWARDED = 8443;
 const UPLOAD_BYTES = 1024 * 1024;
 const PATH_MTU = 1380;
+/** What the ISP's line narrows to later (the `path` bottleneck): tunnels still carry IPv6's 1,280. */
+const NARROWER_MTU = 1350;
 const TUNNEL_PORTS = { gw: 51820, home: 51821 } as const;
 
 const DRIVERS = [
@@ -167,6 +169,14 @@ async function firstTry(s: Setup, address: string, port: number): Promise<void> 
   assert.equal(upload.received.client, H.client.v4, "home saw another address than the client's");
 }
 
+/** The MTU of the gateway's route carrying `address` into the tunnel (none: the device's). */
+async function gwRouteMtu(s: Setup, address: string): Promise<number | undefined> {
+  assert.ok(s.lab);
+  const { stdout } = await s.lab.exec('gw', ['ip', '-j', 'route', 'show', address]);
+  const [route] = JSON.parse(stdout) as { metrics?: { mtu?: number }[] }[];
+  return route?.metrics?.find((m) => m.mtu !== undefined)?.mtu;
+}
+
 for (const driver of DRIVERS) {
   for (const bottleneck of BOTTLENECKS) {
     describe(
@@ -231,6 +241,29 @@ for (const driver of DRIVERS) {
           await active(s, NAT);
           await firstTry(s, NAT, HTTPS);
         });
+
+        if (bottleneck.name === 'path') {
+          it('the ISP narrows the path: the next probes find it, and the next load and upload work', async (t) => {
+            const before = await gwRouteMtu(s, ROUTED);
+            assert.ok(s.lab);
+            const narrowed = Date.now();
+            await setCloudHomeBlackhole(s.lab, NARROWER_MTU);
+            const after = await waitFor(
+              'the route into the tunnel lowered',
+              async () => {
+                const mtu = await gwRouteMtu(s, ROUTED);
+                return mtu !== undefined && mtu < (before ?? Infinity) ? mtu : undefined;
+              },
+              30_000,
+            );
+            // A figure, not a claim: the agents probe every 5 s and the search takes ~3 s.
+            t.diagnostic(
+              `route MTU ${String(before)} → ${after} found ${Date.now() - narrowed} ms after the path narrowed to ${NARROWER_MTU}`,
+            );
+            await firstTry(s, ROUTED, HTTPS);
+            await firstTry(s, SHARED, FORWARDED);
+          });
+        }
       },
     );
   }

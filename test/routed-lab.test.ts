@@ -69,11 +69,19 @@ async function joinRemote(node: 'home' | 'home2'): Promise<string> {
   return token;
 }
 
+/**
+ * ACTIVE once the gateway routes the FIP into a path it measured: a new tunnel's first
+ * handshake comes first, which WireGuard may retry only after 5 s when both ends start at once.
+ */
 async function activeAt(address: string): Promise<void> {
-  await waitFor(`${address} ACTIVE`, async () => {
-    const f = await api.getFip(address);
-    return f.status.state === 'ACTIVE' && f.status.revision === f.revision;
-  });
+  await waitFor(
+    `${address} ACTIVE`,
+    async () => {
+      const f = await api.getFip(address);
+      return f.status.state === 'ACTIVE' && f.status.revision === f.revision;
+    },
+    15_000,
+  );
 }
 
 before(async () => {

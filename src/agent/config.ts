@@ -257,9 +257,12 @@ export function resolveConfig(
   if (!TUNNEL_DRIVERS.includes(tunnelDriver as TunnelDriverKind))
     p.add('tunnelDriver', `must be one of ${TUNNEL_DRIVERS.join(', ')}`);
   const probeSeconds = numberOption(p, 'probeSeconds', raw.probeSeconds ?? 5, 1, 3600);
-  if (underlayMtu !== undefined && wantedMtu !== undefined) {
+  // A tunnel MTU of the operator's is checked against their underlay, else against 1500 (the
+  // tunnel then keeps it whatever the routes say: see compile's withUnderlay).
+  const checkedUnderlay = raw.underlayMtu === undefined ? 1500 : underlayMtu;
+  if (checkedUnderlay !== undefined && wantedMtu !== undefined) {
     try {
-      tunnelMtu(underlayMtu, 4, {
+      tunnelMtu(checkedUnderlay, 4, {
         configured: wantedMtu,
         ...(tunnelDriver === 'tinc' ? { driver: 'tinc' } : {}),
       });

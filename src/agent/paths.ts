@@ -76,11 +76,12 @@ interface PeerState {
 const MEASURE_AGAIN_MS = 100;
 
 /**
- * How long the large probe and each probe of the search wait for their answer, in whole
- * seconds (ping's deadline): 1, or 2 on a path whose small probe took more than a third of it.
+ * How long the large probe and each probe of the search wait for an answer after their last
+ * request: three round trips of the small probe that just answered, at least 0.25 s (an answer
+ * from a busy peer) and at most 2 s.
  */
 export function searchWaitSeconds(rttMs: number): number {
-  return rttMs * 3 > 1000 ? 2 : 1;
+  return Math.min(2, Math.max(0.25, Math.round((rttMs * 3) / 10) / 100));
 }
 
 export class PathMonitor implements PathView {

@@ -338,7 +338,8 @@ function withUnderlay(
   self: string,
   facts: HostFacts | undefined,
 ): TunnelOptions {
-  if (options.underlayMtu !== undefined) return options;
+  // An operator's tunnel MTU was checked against a 1500-byte underlay (or the one they gave).
+  if (options.underlayMtu !== undefined || options.mtu !== undefined) return options;
   const routes: { peer: string; family: 4 | 6; mtu: number }[] = [];
   for (const n of nodes) {
     if (n.name === self || !n.endpoint) continue;

@@ -28,7 +28,7 @@ export interface PathProbeRequest {
    * of a connection travels); false: it must pass whole or not at all (the path MTU search).
    */
   readonly fragment: boolean;
-  /** Whole seconds to wait for an answer (default 2): the MTU search waits less. */
+  /** Seconds to wait for an answer; absent: the liveness probe's own pace (see pingArgs). */
   readonly waitSeconds?: number;
 }
 

@@ -499,22 +499,23 @@ export class LinuxDataplane implements Dataplane {
 }
 
 /**
- * `ping` through the tunnel to a link-local address. Two echo requests 0.2 s apart and a 2 s
- * deadline: one lost packet is not a dead path. `-M do` forbids fragmenting (the MTU search),
- * `-M want` fragments to the route's MTU as a large first packet of a connection would be.
+ * `ping` through the tunnel to a link-local address. `-M do` forbids fragmenting (the MTU
+ * search), `-M want` fragments to the route's MTU as a large first packet of a connection would
+ * be. The liveness probe sends one request every 0.2 s until one answer comes back or 2 s are
+ * over: a lost packet costs 0.2 s, not a failed probe. A probe with `waitSeconds` (the large
+ * probe and the search, asked right after a small one answered) sends three requests 50 ms
+ * apart and waits that long after the last: three chances against loss, and a size that does
+ * not pass costs a fraction of a second instead of a whole one.
  */
 export function pingArgs(r: PathProbeRequest): string[] {
+  const timing =
+    r.waitSeconds === undefined
+      ? ['-c', '1', '-i', '0.2', '-w', '2']
+      : ['-c', '3', '-i', '0.05', '-W', String(r.waitSeconds)];
   return [
     '-6',
     '-n',
-    // One answer is enough: sent again every 0.2 s until one comes back or the wait is over,
-    // so a lost packet costs 0.2 s, not a failed probe.
-    '-c',
-    '1',
-    '-i',
-    '0.2',
-    '-w',
-    String(r.waitSeconds ?? 2),
+    ...timing,
     '-s',
     String(r.payload),
     '-M',

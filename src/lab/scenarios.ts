@@ -454,16 +454,31 @@ export async function applyCloudHome(
     await lab.exec('isp', ['ip', 'link', 'set', 'dev', H.isp.toHome.ifname, 'mtu', String(mtu)]);
     await lab.exec('home', ['ip', 'link', 'set', 'dev', H.home.ifname, 'mtu', String(mtu)]);
   }
-  // The connected routes, with the MTU added (same key: prefix, metric; same protocol).
+  await narrowIspRoutes(lab, mtu);
+  await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.ispWire });
+  await lab.exec('home', ['ip', 'link', 'set', 'dev', H.home.ifname, 'gso_max_segs', '1']);
+  await lab.exec('home', ['nft', '-f', '-'], { input: rulesets.home });
+}
+
+/** isp's connected routes toward home, with the MTU added (same key: prefix, metric, protocol). */
+async function narrowIspRoutes(lab: Lab, mtu: number): Promise<void> {
   const dev = ['dev', H.isp.toHome.ifname, 'proto', 'kernel', 'scope', 'link'];
   const withMtu = ['mtu', String(mtu)];
   const v4 = [H.homeLink.v4, ...dev, 'src', H.isp.toHome.v4, ...withMtu];
   const v6 = [H.homeLink.v6, ...dev, 'metric', '256', ...withMtu];
   await lab.exec('isp', ['ip', '-4', 'route', 'replace', ...v4]);
   await lab.exec('isp', ['ip', '-6', 'route', 'replace', ...v6]);
-  await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.ispWire });
-  await lab.exec('home', ['ip', 'link', 'set', 'dev', H.home.ifname, 'gso_max_segs', '1']);
-  await lab.exec('home', ['nft', '-f', '-'], { input: rulesets.home });
+}
+
+/**
+ * The ISP changes its line: the black hole of a lab built with `blackholeMtu` and the `path`
+ * bottleneck narrows (or widens) to `mtu`, at once and as silently as before.
+ */
+export async function setCloudHomeBlackhole(lab: Lab, mtu: number): Promise<void> {
+  const rulesets = cloudHomeRulesets({ blackholeMtu: mtu });
+  await narrowIspRoutes(lab, mtu);
+  await lab.exec('isp', ['nft', 'delete', 'table', 'netdev', H.nft.ispWireTable]);
+  await lab.exec('isp', ['nft', '-f', '-'], { input: rulesets.ispWire ?? '' });
 }
 
 /**
