@@ -13,7 +13,8 @@
  * Over WireGuard and over tinc. The three targets, each on home's HTTPS server (port 443):
  * - a routed FIP (203.0.113.10), delivered unchanged;
  * - a port forward on the VM's own address (tcp 8443 → home's own address, port 443);
- * - 1:1 NAT of a FIP (203.0.113.11) to home's own address through the tunnel.
+ * - 1:1 NAT of a FIP (203.0.113.11) to home's own address through the tunnel;
+ * - over IPv6, a routed FIP and a port forward on the VM's own IPv6 address.
  * The browser's ClientHello (~1,900 bytes, post-quantum key share) and the upload's full-sized
  * segments go client → home: they pass only when the MSS the client is told fits the tunnel's
  * path, and only once the path has been measured. Home sees the client's own address each time.
@@ -41,7 +42,9 @@ import { tempDir, waitFor } from './helpers.js';
 const execFileP = promisify(execFile);
 
 const SHARED = H.gw.uplink.v4;
+const SHARED6 = H.gw.uplink.v6;
 const ROUTED = '203.0.113.10';
+const ROUTED6 = '2001:db8:f::10';
 const NAT = '203.0.113.11';
 const HTTPS = 443;
 const FORWARDED = 8443;
@@ -107,8 +110,12 @@ async function setUp(
     'gw',
     '--cidr',
     '203.0.113.0/28',
+    '--cidr',
+    '2001:db8:f::/64',
     '--shared',
     SHARED,
+    '--shared',
+    SHARED6,
   ]);
   const token = (
     await ipferry(s, ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'])
@@ -153,7 +160,8 @@ async function firstTry(s: Setup, address: string, port: number): Promise<void> 
     page.ok,
     `chromium's first load of ${address}:${port} failed after ${page.ms} ms: ${page.output || '(nothing on stdout)'}`,
   );
-  assert.match(page.output, new RegExp(`served by home to ${H.client.v4}`));
+  const client = address.includes(':') ? H.client.v6 : H.client.v4;
+  assert.match(page.output, new RegExp(`served by home to ${client}`));
   const upload = await curlUpload(
     s.lab,
     'client',
@@ -166,7 +174,7 @@ async function firstTry(s: Setup, address: string, port: number): Promise<void> 
     upload.sent,
     'the upload arrived changed',
   );
-  assert.equal(upload.received.client, H.client.v4, "home saw another address than the client's");
+  assert.equal(upload.received.client, client, "home saw another address than the client's");
 }
 
 /** The MTU of the gateway's route carrying `address` into the tunnel (none: the device's). */
@@ -240,6 +248,31 @@ for (const driver of DRIVERS) {
           ]);
           await active(s, NAT);
           await firstTry(s, NAT, HTTPS);
+        });
+
+        it("IPv6: a routed FIP, and a port forward on the VM's own IPv6 address to home's: the same", async () => {
+          await ipferry(s, ['fip', 'allocate', '--pool', 'public', '--address', ROUTED6]);
+          await ipferry(s, ['fip', 'associate', ROUTED6, '--mode', 'routed', '--node', 'home']);
+          await ipferry(s, ['fip', 'allocate', '--address', SHARED6]);
+          await ipferry(s, [
+            'forward',
+            'add',
+            SHARED6,
+            '--proto',
+            'tcp',
+            '--port',
+            String(FORWARDED),
+            '--target-port',
+            String(HTTPS),
+            '--target',
+            H.home.v6,
+            '--node',
+            'home',
+          ]);
+          await active(s, ROUTED6);
+          await active(s, SHARED6);
+          await firstTry(s, ROUTED6, HTTPS);
+          await firstTry(s, SHARED6, FORWARDED);
         });
 
         if (bottleneck.name === 'path') {
