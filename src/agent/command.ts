@@ -83,7 +83,7 @@ export function agentCommand(): Command {
     )
     .option(
       '--probe-seconds <n>',
-      'seconds between active probes through the tunnel: health and path MTU (default 5)',
+      'seconds between active probes through the tunnel (health, path MTU) and checks of its device and daemon (0.1 to 3600, default 5)',
     )
     .addOption(
       new Option(

@@ -54,7 +54,10 @@ export interface AgentConfig {
   readonly tunnelMtu?: number;
   /** Which tunnel this node runs: WireGuard (default) or tinc in switch mode. */
   readonly tunnelDriver: TunnelDriverKind;
-  /** Seconds between rounds of active probes through the tunnel (health, path MTU). */
+  /**
+   * Seconds between rounds of active probes through the tunnel (health, path MTU), and between
+   * checks that the tunnel's device and daemon are as applied (src/agent/tunnelwatch.ts).
+   */
   readonly probeSeconds: number;
   /** Where this node's own traffic leaves: its own default route, or through its gateway. */
   readonly egress: EgressMode;
@@ -256,7 +259,8 @@ export function resolveConfig(
   const tunnelDriver = raw.tunnelDriver ?? 'wireguard';
   if (!TUNNEL_DRIVERS.includes(tunnelDriver as TunnelDriverKind))
     p.add('tunnelDriver', `must be one of ${TUNNEL_DRIVERS.join(', ')}`);
-  const probeSeconds = numberOption(p, 'probeSeconds', raw.probeSeconds ?? 5, 1, 3600);
+  // Down to 0.1 s: the tunnel watch checks the tunnel device as often (tests run it that fast).
+  const probeSeconds = numberOption(p, 'probeSeconds', raw.probeSeconds ?? 5, 0.1, 3600);
   // A tunnel MTU of the operator's is checked against their underlay, else against 1500 (the
   // tunnel then keeps it whatever the routes say: see compile's withUnderlay).
   const checkedUnderlay = raw.underlayMtu === undefined ? 1500 : underlayMtu;

@@ -55,6 +55,8 @@ export interface ReconcilerOptions {
   readonly tunnel?: TunnelOptions;
   /** Active probes through the tunnel: lowered MTUs for compile, dead paths for the states. */
   readonly paths?: PathView;
+  /** Peers behind a tunnel found lost and not answering since (src/agent/tunnelwatch.ts). */
+  readonly tunnelWatch?: { deadPeers(): ReadonlySet<string> };
   /** The clock a mesh trial's deadline is judged by (tests). */
   readonly now?: () => Date;
   /** Ports the mesh firewall never closes on this node (its tunnel, a reachable API). */
@@ -114,6 +116,8 @@ export class Reconciler {
   private overlayTimer?: NodeJS.Timeout;
   private stopped = true;
   private failures = 0;
+  /** The FIP statuses this agent wrote last, by address (see report()). */
+  private readonly reported = new Map<string, FipStatus>();
 
   constructor(private readonly o: ReconcilerOptions) {
     this.cache = new PrefixCache(o.store, ROOT, this.desired, {
@@ -162,6 +166,17 @@ export class Reconciler {
   /** Waits until no pass is running or pending (for tests and the demo). */
   async settled(): Promise<void> {
     while (this.running) await this.running;
+  }
+
+  /**
+   * A pass that reads the kernel again before it diffs, as the periodic resync does; resolves
+   * once no pass is pending. The tunnel watch asks for it: a tunnel device that was lost or
+   * made anew took the routes through it along, which the last apply's state still lists.
+   */
+  async resync(): Promise<void> {
+    this.readDue = true;
+    this.kick();
+    await this.settled();
   }
 
   /** What a pass would change in the kernel now, without changing anything (`ipferry plan`). */
@@ -473,7 +488,10 @@ export class Reconciler {
     const byAddress = new Map(snapshot.fips.map((f) => [f.fip.address, f.fip]));
     const refused = new Map(intent.refused.map((r) => [r.address, r.reason]));
     const pending = new Map((intent.pending ?? []).map((r) => [r.address, r.reason]));
-    const dead = this.o.paths?.deadPeers() ?? new Set<string>();
+    const dead = new Set([
+      ...(this.o.paths?.deadPeers() ?? []),
+      ...(this.o.tunnelWatch?.deadPeers() ?? []),
+    ]);
     const changed: FipStatus[] = [];
     for (const { address, revision } of intent.fips) {
       const fip = byAddress.get(address);
@@ -495,7 +513,11 @@ export class Reconciler {
               : fip?.association
                 ? 'ACTIVE'
                 : 'DOWN';
-      const current = snapshot.statuses.get(address);
+      // What this agent wrote last, rather than the snapshot: its own writes reach the
+      // snapshot a moment later, and a pass right after one (a lost tunnel's peer answering
+      // again) would otherwise take the old state for the new one and never write it.
+      const mine = this.reported.get(address);
+      const current = mine?.revision === revision ? mine : snapshot.statuses.get(address);
       if (
         current &&
         current.state === state &&
@@ -514,5 +536,9 @@ export class Reconciler {
       });
     }
     await this.o.control.reportStatuses(changed);
+    for (const s of changed) this.reported.set(s.address, s);
+    const fips = new Set(intent.fips.map((f) => f.address));
+    for (const address of this.reported.keys())
+      if (!fips.has(address)) this.reported.delete(address);
   }
 }

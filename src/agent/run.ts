@@ -26,6 +26,7 @@ import type { AgentConfig } from './config.js';
 import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { PathMonitor } from './paths.js';
+import { TunnelWatch } from './tunnelwatch.js';
 import { ensureTokenFile } from './secrets.js';
 
 export interface RunningAgent {
@@ -77,10 +78,12 @@ export async function startAgent(
       agentVersion: VERSION,
     });
     // The monitor needs the API's logger, the liveness beat starts first: it finds it here.
-    const probing: { monitor?: PathMonitor; reconciler?: Reconciler } = {};
+    const probing: { monitor?: PathMonitor; reconciler?: Reconciler; watch?: TunnelWatch } = {};
     stops.unshift(
       await keepAlive(store, config.node, async () => {
-        const tunnel = withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes());
+        const probed = withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes());
+        const restore = probing.watch?.restore();
+        const tunnel = probed && restore ? { ...probed, restore } : probed;
         const mesh = probing.reconciler?.meshReport();
         return { ...(tunnel ? { tunnel } : {}), ...(mesh ? { mesh } : {}) };
       }),
@@ -114,6 +117,15 @@ export async function startAgent(
     });
     await paths.load();
     probing.monitor = paths;
+    // A tunnel daemon that crashed or lost its device is found and restored within one interval.
+    const watch = new TunnelWatch({
+      dataplane,
+      log: app.log,
+      intervalMs: config.probeSeconds * 1000,
+      resync: (): Promise<void> => reconciler.resync(),
+      onChange: () => reconciler.kick(),
+    });
+    probing.watch = watch;
     const reconciler = new Reconciler({
       node: config.node,
       store,
@@ -130,6 +142,7 @@ export async function startAgent(
         ...(config.egress !== 'own' ? { egress: config.egress } : {}),
       },
       paths,
+      tunnelWatch: watch,
       alwaysOpen: [
         `udp/${config.tunnelPort}`,
         // Agents joining this one as their hub are no mesh members before they have joined.
@@ -140,12 +153,14 @@ export async function startAgent(
     stops.unshift(
       () => app.close(),
       () => paths.stop(),
+      () => watch.stop(),
       () => reconciler.stop(),
     );
     if (tokenFile.created) app.log.info({ tokenFile: config.tokenFile }, 'created API token file');
     if (hub.joined) app.log.info({ credentialFile: config.credentialFile }, 'joined the hub');
     await reconciler.start();
     paths.start();
+    watch.start();
     const address = await app.listen({ host: config.listen.host, port: config.listen.port });
     app.log.info(
       { node: config.node, store: store.kind, dataplane: dataplane.kind, egress: config.egress },

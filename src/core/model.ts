@@ -171,6 +171,8 @@ export interface NodeHealth {
 export interface TunnelHealth {
   readonly name: string;
   readonly checkedAt: string;
+  /** The latest time the agent found the tunnel's device or daemon lost, and restored it. */
+  readonly restore?: TunnelRestore;
   readonly peers: readonly {
     readonly publicKey: string;
     /** The peer node, when a node with that key is registered (filled in by the API). */
@@ -183,6 +185,21 @@ export interface TunnelHealth {
     /** The latest active probe through the tunnel to the peer (see PathProbe). */
     readonly probe?: PathProbe;
   }[];
+}
+
+/**
+ * A tunnel found not as the agent left it (its device gone or made anew, down, without its
+ * addresses or MAC, its daemon dead or another one: src/core/tunnelhealth.ts) and restored.
+ */
+export interface TunnelRestore {
+  /** What was wrong, in words. */
+  readonly faults: readonly string[];
+  /** When the agent's tunnel watch found it (at most one probe interval after it happened). */
+  readonly noticedAt: string;
+  /** When the tunnel was as applied again; absent while it is not. */
+  readonly restoredAt?: string;
+  /** When every peer answered a probe through it again; absent while one does not. */
+  readonly answeredAt?: string;
 }
 
 /** What an agent's probes through the tunnel found about the path to one peer. */

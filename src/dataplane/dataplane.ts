@@ -8,6 +8,7 @@
 import type { HostFacts, IntentDiff, IntentElement } from '../core/intent.js';
 import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
+import type { TunnelCheck } from '../core/tunnelhealth.js';
 
 /** One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
 export interface Neighbour {
@@ -58,6 +59,12 @@ export interface Dataplane {
   applyTunnel(tunnel: TunnelIntent | undefined): Promise<void>;
   /** Handshakes and traffic of this node's tunnel, per peer; undefined without a tunnel. */
   tunnelHealth(): Promise<TunnelHealth | undefined>;
+  /**
+   * Whether the tunnel last applied is still as that apply left it (its device, link,
+   * addresses, MAC, daemon: src/core/tunnelhealth.ts); undefined without one. Cheap: the
+   * agent asks every probe interval. Optional: without it, a lost tunnel waits for a resync.
+   */
+  checkTunnel?(): Promise<TunnelCheck | undefined>;
   /**
    * Sends a few echo requests through the tunnel; resolves to the round trip in milliseconds of
    * the first answer, or undefined when none came back in time. Never throws for a lost probe.

@@ -20,6 +20,7 @@ import {
 import type { Dataplane, FipCounter } from './dataplane.js';
 import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
+import type { TunnelCheck } from '../core/tunnelhealth.js';
 import type { PathProbeRequest } from './dataplane.js';
 
 /** A well-formed WireGuard public key (32 bytes, base64) that no real key pair has. */
@@ -41,6 +42,9 @@ export class FakeDataplane implements Dataplane {
 
   /** The tunnel last applied, as a driver would hold it. */
   tunnel: TunnelIntent | undefined;
+  /** The tunnel's device: lost (loseTunnel) until applyTunnel makes a new one. */
+  private tunnelLost = false;
+  private tunnelIfindex = 1;
 
   /**
    * The simulated path to each probe address: `dead`, or the largest packet it carries whole
@@ -54,6 +58,7 @@ export class FakeDataplane implements Dataplane {
   async probePath(request: PathProbeRequest): Promise<number | undefined> {
     await Promise.resolve();
     this.probes.push(request);
+    if (this.tunnelLost) return undefined;
     const path = this.paths.get(request.address);
     if (path === 'dead') return undefined;
     const packet = request.payload + 48;
@@ -69,6 +74,34 @@ export class FakeDataplane implements Dataplane {
   async applyTunnel(tunnel: TunnelIntent | undefined): Promise<void> {
     await Promise.resolve();
     this.tunnel = tunnel;
+    if (this.tunnelLost && tunnel) {
+      this.tunnelLost = false;
+      this.tunnelIfindex++;
+    }
+  }
+
+  /**
+   * A tunnel daemon that crashed, as Linux shows it: the device is gone, and every route
+   * through it went with it; applyTunnel makes a new one (another ifindex).
+   */
+  loseTunnel(): void {
+    const name = this.tunnel?.name;
+    if (name === undefined) throw new Error('the fake has no tunnel to lose');
+    for (const [id, e] of this.elements) {
+      const words = e.value.split(' ');
+      if (e.kind === 'route' && words[words.indexOf('dev') + 1] === name) this.elements.delete(id);
+    }
+    this.tunnelLost = true;
+  }
+
+  async checkTunnel(): Promise<TunnelCheck | undefined> {
+    await Promise.resolve();
+    const name = this.tunnel?.name;
+    if (name === undefined) return undefined;
+    const applied = this.tunnel;
+    return this.tunnelLost
+      ? { name, faults: [{ kind: 'device-gone', detail: `${name} is gone` }], applied }
+      : { name, ifindex: this.tunnelIfindex, faults: [], applied };
   }
 
   /** The fake has no wire: a tunnel it holds reports peers that never shook hands. */

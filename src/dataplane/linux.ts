@@ -26,6 +26,7 @@ import { tryParseAddress } from '../core/address.js';
 import { claimLabel, NFT_FAMILY, NFT_TABLE, ROUTE_PROTO } from '../core/names.js';
 import { DEFAULT_STATE_DIR } from '../core/defaults.js';
 import type { TunnelHealth } from '../core/model.js';
+import type { TunnelCheck } from '../core/tunnelhealth.js';
 import type { FipCounter, PathProbeRequest } from './dataplane.js';
 import { TUNNEL_IFNAME_PREFIX, type TunnelIntent } from '../core/tunnel.js';
 import { parseProxyEntries } from './iproute/neighbours.js';
@@ -300,7 +301,18 @@ export class LinuxDataplane implements Dataplane {
       n.startsWith(TUNNEL_IFNAME_PREFIX),
     );
     if (tunnel) await driver.apply(tunnel);
+    this.appliedTunnel = tunnel;
     for (const name of existing) if (name !== tunnel?.name) await driver.remove(name);
+  }
+
+  /** The tunnel applyTunnel last made, for checkTunnel (its device may be gone by then). */
+  private appliedTunnel?: TunnelIntent;
+
+  async checkTunnel(): Promise<TunnelCheck | undefined> {
+    const applied = this.appliedTunnel;
+    if (!applied) return undefined;
+    const check = await this.tunnels().check?.(applied.name);
+    return check && { ...check, applied };
   }
 
   async tunnelHealth(): Promise<TunnelHealth | undefined> {

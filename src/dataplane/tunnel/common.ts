@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { tryParseAddress } from '../../core/address.js';
 import { IpferryError, validationError } from '../../core/errors.js';
 import { isTunnelName, parseEndpoint, type TunnelIntent } from '../../core/tunnel.js';
+import type { TunnelSnapshot } from '../../core/tunnelhealth.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
 
 // A daemon's environment is built here, not inherited, so nothing of the agent's leaks in.
@@ -19,7 +20,10 @@ export const NO_DEVICE = (stderr: string): boolean =>
 
 /** One interface of `ip -d -j address show`, as far as the drivers read it. */
 export interface IpLinkAddr {
+  ifindex?: number;
   ifname?: string;
+  /** The MAC (`ip` calls it the link's address). */
+  address?: string;
   mtu?: number;
   flags?: string[];
   linkinfo?: { info_kind?: string; info_data?: { type?: string } };
@@ -60,6 +64,31 @@ export function addressesOf(link: IpLinkAddr): string[] {
     .filter(({ address }) => address !== undefined)
     .map(({ address, length }) => `${address?.text ?? ''}/${length}`)
     .sort();
+}
+
+/** The device part of a tunnel snapshot (src/core/tunnelhealth.ts); `mac` for taps only. */
+export function linkSnapshot(link: IpLinkAddr | undefined, mac: boolean): TunnelSnapshot['link'] {
+  if (!link) return undefined;
+  return {
+    ifindex: link.ifindex ?? 0,
+    up: (link.flags ?? []).includes('UP'),
+    ...(mac && link.address !== undefined ? { mac: link.address } : {}),
+    addresses: addressesOf(link),
+  };
+}
+
+/**
+ * Runs calls one after the other: a driver's apply(), remove() and check() of the same tunnel
+ * must not interleave (a check while apply restarts a daemon would see its device gone).
+ */
+export class Serial {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(step: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(step, step);
+    this.#tail = result.catch(() => undefined);
+    return result;
+  }
 }
 
 /**

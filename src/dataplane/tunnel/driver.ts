@@ -10,6 +10,7 @@ import type {
   TunnelIntent,
   TunnelStatus,
 } from '../../core/tunnel.js';
+import type { TunnelCheck } from '../../core/tunnelhealth.js';
 
 /** Kernel module, or a userspace daemon (wireguard-go where the module is missing; tincd always). */
 export type WireGuardImplementation = 'kernel' | 'userspace';
@@ -39,4 +40,12 @@ export interface TunnelDriver {
   remove(name: string): Promise<boolean>;
   /** Per peer: handshake age, bytes, current endpoint; undefined when there is no such tunnel. */
   status(name: string): Promise<TunnelStatus | undefined>;
+  /**
+   * Whether tunnel `name` is still as this driver's last apply() left it (src/core/
+   * tunnelhealth.ts): its device there with the same ifindex, up, its addresses and MAC, its
+   * daemon the same process. Cheap enough for every probe interval, and taken in turn with
+   * apply() and remove(), so a tunnel is never judged halfway through one. Undefined when this
+   * driver has not applied it (or removed it since). Optional: the agent's tunnel watch uses it.
+   */
+  check?(name: string): Promise<TunnelCheck | undefined>;
 }

@@ -14,6 +14,16 @@
  * endpoint restarts tincd, which recreates the tap: the link settings and addresses are then
  * put back by the same apply.
  *
+ * tincd 1.0 survives a crash its own way: on a fatal signal (it segfaults now and then when
+ * connections churn) it closes its tap, which the kernel then deletes with every route
+ * through it, sleeps 5 s and re-executes itself: a new pid, and a new tap that is down,
+ * without addresses and with a MAC of the kernel's choosing. apply() repairs both halves: a
+ * tincd still serving a tunnel whose tap is gone is one waiting to re-execute, and is killed
+ * (SIGKILL: a SIGTERM would only cut its sleep short) before a fresh one starts; a tap with
+ * another MAC than ours was made by such a re-executed tincd, and gets its MAC back before the
+ * rest of the diff (the peers' neighbour entries point at ours). check() tells the agent that
+ * a tunnel needs it (src/core/tunnelhealth.ts).
+ *
  * Differences from WireGuard that callers see:
  * - Switch mode has no allowed IPs: tinc forwards any frame to whichever peer owns the
  *   destination MAC (learned, broadcast otherwise). The allowed IPs are recorded and reported
@@ -77,6 +87,8 @@ import {
 } from '../../core/tunnel.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
 import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
+import type { TunnelCheck, TunnelFault, TunnelSnapshot } from '../../core/tunnelhealth.js';
+import { tunnelFaults } from '../../core/tunnelhealth.js';
 import {
   addressesOf,
   alive,
@@ -84,10 +96,12 @@ import {
   dataplaneError,
   type IpLinkAddr,
   ipIn,
+  linkSnapshot,
   NO_DEVICE,
   readPid,
   refuseForeign,
   resolveEndpoints,
+  Serial,
   signal,
   sleep,
 } from './common.js';
@@ -175,6 +189,12 @@ export class TincDriver implements TunnelDriver {
   #installed: Promise<WireGuardImplementation> | undefined;
   /** One status dump at a time per tunnel: each reads the log from where it signalled. */
   readonly #dumping = new Map<string, Promise<unknown>>();
+  /** apply(), remove() and check() one at a time. */
+  readonly #serial = new Serial();
+  /** Each tunnel as the last apply() left it, for check(). */
+  readonly #left = new Map<string, TunnelSnapshot>();
+  /** Losses apply() found and repaired, until check() tells of them. */
+  readonly #repaired = new Map<string, { faults: TunnelFault[]; at: number }>();
 
   constructor(options: TincDriverOptions) {
     if (!NODE_NAME.test(options.node)) {
@@ -242,15 +262,23 @@ export class TincDriver implements TunnelDriver {
 
   async observe(name: string): Promise<ObservedTunnel | undefined> {
     refuseForeign(name);
+    return (await this.#observe(name))?.tunnel;
+  }
+
+  /** The tunnel as observe() reports it, with the tap as `ip` showed it (its MAC). */
+  async #observe(
+    name: string,
+  ): Promise<{ tunnel: ObservedTunnel; link: IpLinkAddr; pid: number } | undefined> {
     const link = await this.#link(name);
     if (!link) return undefined;
-    if ((await this.#daemons(name)).length === 0) return this.#vanishing(name);
+    const [pid] = await this.#daemons(name);
+    if (pid === undefined) return this.#vanishing(name);
     const config = await this.#readConfig(name);
     const publicKey =
       config.keyFile === undefined
         ? undefined
         : await loadPublicKey(config.keyFile).catch(() => undefined);
-    return {
+    const tunnel: ObservedTunnel = {
       name,
       kind: 'userspace',
       publicKey,
@@ -260,6 +288,7 @@ export class TincDriver implements TunnelDriver {
       addresses: addressesOf(link),
       peers: config.peers,
     };
+    return { tunnel, link, pid };
   }
 
   async #link(name: string): Promise<IpLinkAddr | undefined> {
@@ -305,36 +334,87 @@ export class TincDriver implements TunnelDriver {
     return findDaemons(dir);
   }
 
-  async apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
+  apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
+    return this.#serial.run(() => this.#apply(input));
+  }
+
+  async #apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
     const intent = await resolveEndpoints(this.#validate(input));
     await this.detect();
     const publicKey = await this.publicKey();
-    const have = await this.observe(intent.name);
+    const name = intent.name;
+    const seen = await this.#observe(name);
+    await this.#noteLoss(name, seen ? snapshotOf(seen.link, seen.pid) : undefined);
+    const have = seen?.tunnel;
     const changes = diffTunnel(intent, have, publicKey);
-    if (changes.length === 0) return changes;
+    // A tap with another MAC was made by a tincd that re-executed itself after a crash.
+    const mac = tapMac(this.#node, name);
+    const relink = seen !== undefined && seen.link.address !== mac;
+    if (changes.length === 0 && !relink) {
+      this.#left.set(name, snapshotOf(seen?.link, seen?.pid));
+      return changes;
+    }
     const created = have === undefined;
     try {
       await this.#writeConfig(intent);
       const restart = !created && changes.some(needsRestart);
       if (created || restart) {
-        if (restart) await this.#stop(intent.name);
-        await this.#start(intent.name);
+        if (restart) await this.#stop(name);
+        else await this.#killStranded(name);
+        await this.#start(name);
         await this.#setUpLink(intent);
       } else {
+        if (relink) await this.#relink(name, seen.link.address);
         if (changes.some((c) => c.kind === 'peer-add' || c.kind === 'peer-remove')) {
-          await this.#reload(intent.name);
+          await this.#reload(name);
         }
-        await this.#applyLinkChanges(intent.name, changes);
+        await this.#applyLinkChanges(name, changes);
       }
     } catch (error) {
-      if (created) await this.remove(intent.name).catch(() => undefined);
+      if (created) await this.#remove(name).catch(() => undefined);
       throw error;
     }
+    this.#left.set(name, await this.#snapshot(name));
     this.#log?.info(
-      { tunnel: intent.name, changes: changes.map(describeChange) },
+      { tunnel: name, changes: changes.map(describeChange), ...(relink ? { mac } : {}) },
       'tinc: tunnel changed',
     );
     return changes;
+  }
+
+  /**
+   * Remembers, for check(), that the tunnel is not as the last apply left it (`now`, or taken
+   * here when the tap is gone): this apply is about to repair a loss nobody reported yet.
+   */
+  async #noteLoss(name: string, now: TunnelSnapshot | undefined): Promise<void> {
+    const left = this.#left.get(name);
+    if (!left) return;
+    const faults = tunnelFaults(name, left, now ?? (await this.#snapshot(name)));
+    if (faults.length > 0) this.#repaired.set(name, { faults, at: Date.now() });
+  }
+
+  /** The tunnel's tap and tincd now, as check() compares them (one `ip`, a few /proc reads). */
+  async #snapshot(name: string): Promise<TunnelSnapshot> {
+    const link = await this.#link(name).catch(() => undefined);
+    const [pid] = await this.#daemons(name);
+    return snapshotOf(link, pid);
+  }
+
+  check(name: string): Promise<TunnelCheck | undefined> {
+    return this.#serial.run(async () => {
+      refuseForeign(name);
+      const left = this.#left.get(name);
+      if (!left) return undefined;
+      const now = await this.#snapshot(name);
+      const repaired = this.#repaired.get(name);
+      this.#repaired.delete(name);
+      return {
+        name,
+        ...(now.link ? { ifindex: now.link.ifindex } : {}),
+        faults: tunnelFaults(name, left, now),
+        ...(repaired ? { repaired } : {}),
+      };
+    });
   }
 
   /** The core's checks, plus what tinc needs: its own kind, and one host file per peer node. */
@@ -467,8 +547,39 @@ export class TincDriver implements TunnelDriver {
         await this.#stop(name).catch(() => undefined);
         throw dataplaneError(`tincd for ${name} not ready after ${this.#startTimeoutMs} ms`);
       }
-      await sleep(25);
+      // Short: a tunnel restored after a crash is down until this loop sees tincd ready.
+      await sleep(10);
     }
+  }
+
+  /**
+   * Kills the tincds that still serve tunnel `name` although its tap is gone: after a fatal
+   * signal tincd closes the tap and sleeps 5 s before it re-executes itself, and a re-executed
+   * tincd would find the fresh one's tap busy, fail, and take its pid file with it. SIGKILL,
+   * because a SIGTERM only cuts that sleep short.
+   */
+  async #killStranded(name: string): Promise<void> {
+    for (const pid of await this.#daemons(name)) {
+      signal(pid, 'SIGKILL');
+      if (!(await gone(pid, 2000))) throw dataplaneError(`tincd (pid ${pid}) does not exit`);
+      this.#log?.warn(
+        { tunnel: name, pid },
+        'tinc: killed a tincd whose tap is gone (crashed, waiting to re-execute itself)',
+      );
+    }
+  }
+
+  /**
+   * Gives a tap made by a re-executed tincd our MAC back (the peers' neighbour entries point at
+   * it) and no kernel link-local address; the diff does the rest (MTU, addresses, up).
+   */
+  async #relink(name: string, was: string | undefined): Promise<void> {
+    this.#log?.warn(
+      { tunnel: name, mac: was ?? null },
+      'tinc: the tap is not the one this agent set up (tincd re-executed itself?): restoring its MAC',
+    );
+    await this.#ip(['link', 'set', 'dev', name, 'address', tapMac(this.#node, name)]);
+    await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
   }
 
   /** Stops every tincd of tunnel `name` and waits until its tap is gone. */
@@ -505,11 +616,18 @@ export class TincDriver implements TunnelDriver {
   /** After tincd (re)made the tap: its MAC, no kernel link-local, MTU, addresses, up. */
   async #setUpLink(intent: TunnelIntent): Promise<void> {
     const name = intent.name;
-    await this.#ip(['link', 'set', 'dev', name, 'address', tapMac(this.#node, name)]);
-    await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
-    await this.#ip(['link', 'set', 'dev', name, 'mtu', String(intent.mtu)]);
-    for (const address of intent.addresses) await this.#addAddress(name, address);
-    await this.#ip(['link', 'set', 'dev', name, 'up']);
+    // One `ip -batch` (it stops at the first failing line, as separate calls would): a tunnel
+    // restored after a crash carries nothing until it is up.
+    const lines = [
+      `link set dev ${name} address ${tapMac(this.#node, name)}`,
+      `link set dev ${name} addrgenmode none`,
+      `link set dev ${name} mtu ${intent.mtu}`,
+      ...intent.addresses.map(
+        (a) => `address add ${a} dev ${name}${a.includes(':') ? ' nodad' : ''}`,
+      ),
+      `link set dev ${name} up`,
+    ];
+    await this.#ip(['-batch', '-'], { input: `${lines.join('\n')}\n` });
   }
 
   async #addAddress(name: string, address: string): Promise<void> {
@@ -532,8 +650,16 @@ export class TincDriver implements TunnelDriver {
     }
   }
 
-  async remove(name: string): Promise<boolean> {
-    refuseForeign(name);
+  remove(name: string): Promise<boolean> {
+    return this.#serial.run(() => {
+      refuseForeign(name);
+      return this.#remove(name);
+    });
+  }
+
+  async #remove(name: string): Promise<boolean> {
+    this.#left.delete(name);
+    this.#repaired.delete(name);
     let found = await this.#stop(name);
     if (await this.#link(name).catch(() => undefined)) {
       found = true;
@@ -706,6 +832,14 @@ function parseNodes(text: string): Map<string, DumpedNode> {
   return nodes;
 }
 
+function snapshotOf(link: IpLinkAddr | undefined, pid: number | undefined): TunnelSnapshot {
+  const device = linkSnapshot(link, true);
+  return {
+    ...(device ? { link: device } : {}),
+    ...(pid !== undefined ? { daemon: { program: 'tincd', pid } } : {}),
+  };
+}
+
 function needsRestart(change: TunnelChange): boolean {
   // tincd reads its key and port only at start; a peer's new address would be picked up only
   // when its connection drops, and tinc 1.0 notices a rewritten host file by mtime, in
@@ -829,7 +963,7 @@ async function gone(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() <= deadline) {
     if (!(await alive(pid))) return true;
-    await sleep(20);
+    await sleep(5);
   }
   return false;
 }

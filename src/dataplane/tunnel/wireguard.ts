@@ -14,6 +14,11 @@
  * reaches `wg` as that path only. `wg show dump` prints the private key back: its first field
  * is dropped on parsing and never kept, logged or put in an error.
  *
+ * A wireguard-go that dies (killed, crashed) takes its TUN interface and every route through
+ * it along; the next apply() starts a new one. check() tells the agent that a tunnel needs it
+ * (src/core/tunnelhealth.ts): its interface gone or made anew, down, without its addresses, or
+ * its wireguard-go not the one started.
+ *
  * Only interfaces named `ipf…` are ever created, changed or deleted.
  */
 import { spawn } from 'node:child_process';
@@ -43,14 +48,22 @@ import {
   dataplaneError,
   type IpLinkAddr,
   ipIn,
+  linkSnapshot,
   NO_DEVICE,
   readPid,
   refuseForeign,
   resolveEndpoints,
+  Serial,
   signal,
   sleep,
 } from './common.js';
 import { ensureKeyFile, ensurePrivateDir } from './keys.js';
+import {
+  type TunnelCheck,
+  type TunnelFault,
+  tunnelFaults,
+  type TunnelSnapshot,
+} from '../../core/tunnelhealth.js';
 
 export interface WireGuardDriverOptions {
   /** Network namespace to act in (`ip -n`, `ip netns exec`); the current one when absent. */
@@ -90,6 +103,12 @@ export class WireGuardDriver implements TunnelDriver {
   readonly #startTimeoutMs: number;
   readonly #now: () => number;
   #implementation: Promise<WireGuardImplementation> | undefined;
+  /** apply(), remove() and check() one at a time. */
+  readonly #serial = new Serial();
+  /** Each tunnel as the last apply() left it, for check(). */
+  readonly #left = new Map<string, TunnelSnapshot>();
+  /** Losses apply() found and repaired, until check() tells of them. */
+  readonly #repaired = new Map<string, { faults: TunnelFault[]; at: number }>();
 
   constructor(options: WireGuardDriverOptions) {
     this.#netns = options.netns;
@@ -177,11 +196,16 @@ export class WireGuardDriver implements TunnelDriver {
 
   async observe(name: string): Promise<ObservedTunnel | undefined> {
     refuseForeign(name);
+    return (await this.#observe(name))?.tunnel;
+  }
+
+  /** The tunnel as observe() reports it, with the interface as `ip` showed it. */
+  async #observe(name: string): Promise<{ tunnel: ObservedTunnel; link: IpLinkAddr } | undefined> {
     const link = await this.#link(name);
     if (!link) return undefined;
     const dump = await this.#dump(name);
     if (!dump) return this.#vanishing(name, link);
-    return {
+    const tunnel: ObservedTunnel = {
       name,
       kind: link.linkinfo?.info_kind === 'wireguard' ? 'kernel' : 'userspace',
       publicKey: dump.publicKey,
@@ -191,6 +215,7 @@ export class WireGuardDriver implements TunnelDriver {
       addresses: addressesOf(link),
       peers: dump.peers.map((p) => p.peer),
     };
+    return { tunnel, link };
   }
 
   async #link(name: string): Promise<IpLinkAddr | undefined> {
@@ -244,21 +269,31 @@ export class WireGuardDriver implements TunnelDriver {
     };
   }
 
-  async apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
+  apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
+    return this.#serial.run(() => this.#apply(input));
+  }
+
+  async #apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
     const intent = await resolveEndpoints(validateTunnelIntent(input));
     const implementation = await this.detect();
     const publicKey = await this.publicKey();
-    const have = await this.observe(intent.name);
+    const seen = await this.#observe(intent.name);
+    await this.#noteLoss(intent.name, seen?.link);
+    const have = seen?.tunnel;
     const changes = diffTunnel(intent, have, publicKey);
-    if (changes.length === 0) return changes;
+    if (changes.length === 0) {
+      this.#left.set(intent.name, await this.#snapshot(intent.name, seen?.link));
+      return changes;
+    }
     const created = changes.some((c) => c.kind === 'create');
     if (created) await this.#create(intent.name, implementation);
     try {
       await this.#applyChanges(intent.name, changes);
     } catch (error) {
-      if (created) await this.remove(intent.name).catch(() => undefined);
+      if (created) await this.#remove(intent.name).catch(() => undefined);
       throw error;
     }
+    this.#left.set(intent.name, await this.#snapshot(intent.name));
     this.#log?.info(
       { tunnel: intent.name, changes: changes.map(describeChange) },
       'wireguard: tunnel changed',
@@ -402,8 +437,58 @@ export class WireGuardDriver implements TunnelDriver {
     await unlink(this.#logFile(name)).catch(() => undefined);
   }
 
-  async remove(name: string): Promise<boolean> {
-    refuseForeign(name);
+  /**
+   * The interface and the wireguard-go this driver started for it (the pid file's, when it
+   * still runs as `wireguard-go … NAME`: cheap enough for every probe interval).
+   */
+  async #snapshot(name: string, seen?: IpLinkAddr): Promise<TunnelSnapshot> {
+    const device = linkSnapshot(seen ?? (await this.#link(name).catch(() => undefined)), false);
+    const pid = await readPid(this.pidFile(name));
+    const running = pid !== undefined && (await isDaemonOf(pid, name));
+    return {
+      ...(device ? { link: device } : {}),
+      ...(running ? { daemon: { program: 'wireguard-go', pid } } : {}),
+    };
+  }
+
+  /**
+   * Remembers, for check(), that the tunnel is not as the last apply left it: this apply is
+   * about to repair a loss nobody reported yet.
+   */
+  async #noteLoss(name: string, seen: IpLinkAddr | undefined): Promise<void> {
+    const left = this.#left.get(name);
+    if (!left) return;
+    const faults = tunnelFaults(name, left, await this.#snapshot(name, seen));
+    if (faults.length > 0) this.#repaired.set(name, { faults, at: Date.now() });
+  }
+
+  check(name: string): Promise<TunnelCheck | undefined> {
+    return this.#serial.run(async () => {
+      refuseForeign(name);
+      const left = this.#left.get(name);
+      if (!left) return undefined;
+      const now = await this.#snapshot(name);
+      const repaired = this.#repaired.get(name);
+      this.#repaired.delete(name);
+      return {
+        name,
+        ...(now.link ? { ifindex: now.link.ifindex } : {}),
+        faults: tunnelFaults(name, left, now),
+        ...(repaired ? { repaired } : {}),
+      };
+    });
+  }
+
+  remove(name: string): Promise<boolean> {
+    return this.#serial.run(() => {
+      refuseForeign(name);
+      return this.#remove(name);
+    });
+  }
+
+  async #remove(name: string): Promise<boolean> {
+    this.#left.delete(name);
+    this.#repaired.delete(name);
     let found = false;
     const recorded = await readPid(this.pidFile(name));
     for (const pid of await this.#daemons(name)) {
@@ -506,6 +591,15 @@ interface Daemon {
   readonly pid: number;
   /** Inode of its network namespace. */
   readonly netns: number;
+}
+
+/** Whether `pid` is a live `wireguard-go … NAME`. */
+async function isDaemonOf(pid: number, name: string): Promise<boolean> {
+  const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+  const program = argv[0]?.split('/').pop();
+  return (
+    program === 'wireguard-go' && argv.filter((a) => a !== '').pop() === name && (await alive(pid))
+  );
 }
 
 /** Every live `wireguard-go … NAME` on the machine, with its network namespace. */

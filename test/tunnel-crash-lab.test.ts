@@ -1,0 +1,317 @@
+/**
+ * Tunnel daemons that crash, under real agents: the old-new lab (src/lab/scenarios.ts) with
+ * the gateway agent on `old` and the node agent on `new` (joined over the http store), a FIP
+ * routed from `old` to `new` through their tunnel, and both agents probing every 100 ms
+ * (`--probe-seconds 0.1`).
+ *
+ * tincd 1.0.36 segfaults now and then when connections churn; here the crash is provoked
+ * (`kill -SEGV`): tincd then closes its tap (the kernel deletes it, with every route through
+ * it) and would re-execute itself 5 s later into a bare new tap. The agent's tunnel watch
+ * (src/agent/tunnelwatch.ts) must find that at its next check, restore the tunnel at once —
+ * a fresh tincd, the tap's MAC, addresses and link, the routes — and report the FIP
+ * UNREACHABLE until a probe through the restored tunnel is answered. Measured from the kill:
+ * when the agent noticed (asserted: within one probe interval), when the tunnel was whole again
+ * (seen by this test, printed with the number of probe intervals it took), when the FIP
+ * answered the client again. The same for a killed wireguard-go.
+ *
+ * Every agent is killed by pid and the lab removed in `after`, also on failure.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { ApiClient } from '../src/cli/client.js';
+import { keys } from '../src/core/keys.js';
+import type { FipStatus } from '../src/core/model.js';
+import { TUNNEL_IFNAME_PREFIX } from '../src/core/tunnel.js';
+import { run } from '../src/dataplane/exec.js';
+import { tapMac } from '../src/dataplane/tunnel/tinc.js';
+import { LabAgents } from '../src/lab/agents.js';
+import { echoProbe, startEchoServer } from '../src/lab/probe.js';
+import { OLD_NEW as O, oldNew } from '../src/lab/scenarios.js';
+import type { Lab } from '../src/lab/topology.js';
+import { openHttpStore } from '../src/store/http.js';
+import { ensureBuilt } from './build.js';
+import { tempDir, waitFor } from './helpers.js';
+
+/** A pool address `old` does not hold itself (it answers on O.service.v4 on its `lo`). */
+const FIP = '203.0.113.12';
+const PROBE_MS = 100;
+/**
+ * What noticing may take beyond the interval: the fault shows a few milliseconds after the
+ * signal (tincd closes its tap), and the check that finds it runs `ip` once (more on a loaded
+ * 2-core machine).
+ */
+const NOTICE_SLACK_MS = 100;
+const TUNNEL_PORTS = { old: 51820, new: 51821 } as const;
+
+interface Driver {
+  readonly name: 'tinc' | 'wireguard';
+  readonly args: readonly string[];
+  /** How the daemon is made to crash. */
+  readonly signal: NodeJS.Signals;
+}
+
+const DRIVERS: readonly Driver[] = [
+  { name: 'tinc', args: ['--tunnel-driver', 'tinc'], signal: 'SIGSEGV' },
+  { name: 'wireguard', args: [], signal: 'SIGKILL' },
+];
+
+/** The tunnel of a lab host as this test compares it before and after a crash. */
+interface TunnelState {
+  readonly ifname: string;
+  readonly ifindex: number;
+  readonly mac: string;
+  readonly up: boolean;
+  readonly addresses: readonly string[];
+  /** `DST TABLE GATEWAY` of every route through it, IPv4 and IPv6, sorted. */
+  readonly routes: readonly string[];
+  readonly pid: number | undefined;
+}
+
+interface IpLink {
+  ifname: string;
+  ifindex: number;
+  address?: string;
+  flags?: string[];
+  addr_info?: { local?: string; prefixlen?: number }[];
+}
+
+interface IpRoute {
+  dst?: string;
+  table?: string;
+  gateway?: string;
+}
+
+function crashSuite(driver: Driver): void {
+  describe(`a crashed tunnel daemon under real agents (${driver.name}, probes every ${PROBE_MS} ms)`, () => {
+    let lab: Lab;
+    let tmp: { dir: string; remove: () => Promise<void> };
+    let api: ApiClient;
+    let agents: LabAgents;
+
+    /** The daemon's pid file, as the node's agent keeps it in its state directory. */
+    const pidFile = (node: string, ifname: string): string =>
+      driver.name === 'tinc'
+        ? join(tmp.dir, node, 'state', 'tinc', ifname, 'tincd.pid')
+        : join(tmp.dir, node, 'state', 'wireguard', `${ifname}.pid`);
+
+    async function tunnelState(host: string): Promise<TunnelState | undefined> {
+      const links = JSON.parse(
+        (await lab.exec(host, ['ip', '-j', 'address', 'show'])).stdout || '[]',
+      ) as IpLink[];
+      const link = links.find((l) => l.ifname.startsWith(TUNNEL_IFNAME_PREFIX));
+      if (!link) return undefined;
+      const routes: string[] = [];
+      for (const family of ['-4', '-6']) {
+        const shown = await run(
+          'ip',
+          ['-n', lab.ns(host), family, '-j', 'route', 'show', 'table', 'all', 'dev', link.ifname],
+          { tolerate: () => true },
+        );
+        // Gone since it was listed: the daemon died in between.
+        if (shown.stderr.includes('Cannot find device')) return undefined;
+        for (const r of JSON.parse(shown.stdout || '[]') as IpRoute[]) {
+          routes.push(`${r.dst ?? '?'} ${r.table ?? 'main'} ${r.gateway ?? ''}`.trim());
+        }
+      }
+      const pid = Number(
+        (await readFile(pidFile(host, link.ifname), 'utf8').catch(() => '')).trim(),
+      );
+      return {
+        ifname: link.ifname,
+        ifindex: link.ifindex,
+        mac: link.address ?? '',
+        up: (link.flags ?? []).includes('UP'),
+        addresses: (link.addr_info ?? []).map((a) => `${a.local ?? ''}/${a.prefixlen ?? 0}`).sort(),
+        routes: routes.sort(),
+        pid: pid > 0 ? pid : undefined,
+      };
+    }
+
+    /** Whether `now` is the tunnel of `was` whole again, served by another daemon than `killed`. */
+    function whole(was: TunnelState, now: TunnelState | undefined, killed: number): boolean {
+      return (
+        now !== undefined &&
+        now.up &&
+        now.mac === was.mac &&
+        now.pid !== undefined &&
+        now.pid !== killed &&
+        JSON.stringify(now.addresses) === JSON.stringify(was.addresses) &&
+        JSON.stringify(now.routes) === JSON.stringify(was.routes)
+      );
+    }
+
+    before(async () => {
+      await ensureBuilt();
+      tmp = await tempDir(`tunnel-crash-${driver.name}`);
+      lab = await oldNew({ service: false });
+      agents = new LabAgents({
+        lab,
+        dir: tmp.dir,
+        // No periodic resync to come first and repair the tunnel: what is measured is the watch.
+        resyncSeconds: 600,
+        extra: [...driver.args, '--probe-seconds', String(PROBE_MS / 1000)],
+      });
+      // The new server's service listens on every address, the FIP it will hold included.
+      await startEchoServer(lab, 'new', { tcp: [O.service.tcp] });
+      ({ api } = await agents.startHub('old', {
+        endpoint: { address: O.old.uplink.v4, port: TUNNEL_PORTS.old },
+      }));
+      await agents.join('new', {
+        api,
+        extra: [
+          '--endpoint',
+          `${O.new.v4}:${TUNNEL_PORTS.new}`,
+          '--tunnel-port',
+          String(TUNNEL_PORTS.new),
+        ],
+      });
+      await api.createPool({ name: 'old-dc', gateway: 'old', entries: ['203.0.113.0/28'] });
+      await api.allocate({ address: FIP });
+      await api.associate(FIP, { mode: 'routed', node: 'new', target: FIP });
+      await waitFor(
+        `${FIP} answering from new`,
+        async () =>
+          (await echoProbe(lab, 'client', 'tcp', FIP, O.service.tcp, 1500))?.name === 'new',
+        30_000,
+      );
+      await waitFor(
+        'ACTIVE',
+        async () => (await api.getFip(FIP)).status.state === 'ACTIVE',
+        15_000,
+      );
+    });
+
+    after(async () => {
+      await agents?.teardown();
+      await tmp?.remove();
+    });
+
+    /**
+     * Every state the gateway writes for the FIP from now on, from a watch on the hub's store
+     * (so none is missed, however short). Resolves once the watch is live.
+     */
+    async function followFip(): Promise<{ states: string[]; stop: () => Promise<void> }> {
+      const token = (await readFile(agents.tokenFile('old'), 'utf8')).trim();
+      const store = await openHttpStore(agents.get('old')!.url, { credential: token });
+      const states: string[] = [];
+      const watch = store.watch(keys.status(FIP), {
+        onEvents: (events) => {
+          for (const e of events) {
+            const state = e.type === 'put' ? (JSON.parse(e.kv.value) as FipStatus).state : 'gone';
+            // A status written again unchanged (a pass that had not seen its own write yet).
+            if (states.at(-1) !== state) states.push(state);
+          }
+        },
+      });
+      // Calls after watch() wait until the hub has fixed its start.
+      await store.list(keys.status(FIP));
+      return {
+        states,
+        stop: async () => {
+          watch.close();
+          await store.close();
+        },
+      };
+    }
+
+    /**
+     * Crashes `host`'s tunnel daemon and follows what happens: the tunnel as this test sees it
+     * (every few milliseconds), and (when `fipStates`) every state the gateway reports for the
+     * FIP.
+     */
+    async function crash(host: 'old' | 'new', fipStates: boolean): Promise<void> {
+      const was = await tunnelState(host);
+      assert.ok(was?.pid !== undefined && was.up, JSON.stringify(was));
+      if (driver.name === 'tinc') assert.equal(was.mac, tapMac(host, was.ifname));
+      assert.ok(
+        was.routes.some((r) => r.startsWith(host === 'old' ? FIP : 'default 7447')),
+        `no route through ${was.ifname} to compare: ${was.routes.join('; ')}`,
+      );
+      const fip = fipStates ? await followFip() : undefined;
+      const states = fip?.states ?? [];
+      const killedAt = Date.now();
+      process.kill(was.pid, driver.signal);
+      let restoredAt: number | undefined;
+      let answeredAt: number | undefined;
+      try {
+        const now = await waitFor(
+          `${host}'s tunnel whole again`,
+          async () => {
+            const s = await tunnelState(host);
+            return whole(was, s, was.pid!) && s;
+          },
+          10_000,
+        );
+        restoredAt = Date.now();
+        assert.notEqual(now.pid, was.pid);
+        await waitFor(
+          `${FIP} answering from new again`,
+          async () =>
+            (await echoProbe(lab, 'client', 'tcp', FIP, O.service.tcp, 1000))?.name === 'new',
+          20_000,
+        );
+        answeredAt = Date.now();
+        if (fipStates) {
+          await waitFor(`${FIP} ACTIVE again (states: ${states.join(', ')})`, async () =>
+            Promise.resolve(states.at(-1) === 'ACTIVE'),
+          );
+        }
+      } finally {
+        await fip?.stop();
+      }
+      // What the agent of `host` says it found, and when (its liveness beat, every 5 s).
+      const restore = await waitFor(
+        `${host}'s agent reporting the restore`,
+        async () => {
+          const r = (await api.getNode(host)).tunnel?.restore;
+          return r && Date.parse(r.noticedAt) >= killedAt && r.answeredAt !== undefined && r;
+        },
+        15_000,
+      );
+      const noticed = Date.parse(restore.noticedAt) - killedAt;
+      const restoredByAgent = Date.parse(restore.restoredAt ?? '') - killedAt;
+      const back = restoredAt - killedAt;
+      console.log(
+        `${driver.name}: ${host}'s ${driver.name === 'tinc' ? 'tincd' : 'wireguard-go'} ${driver.signal}: ` +
+          `noticed by its agent after ${noticed} ms, tunnel whole again (device, MAC, addresses, routes, ` +
+          `daemon) after ${back} ms = ${Math.ceil(back / PROBE_MS)} probe interval(s) of ${PROBE_MS} ms ` +
+          `(the agent's own check: ${restoredByAgent} ms), ${FIP} answering the client after ` +
+          `${answeredAt - killedAt} ms; faults: ${restore.faults.join('; ')}` +
+          (fipStates ? `; ${FIP} at the gateway: ${states.join(' → ')}` : ''),
+      );
+      assert.ok(noticed <= PROBE_MS + NOTICE_SLACK_MS, `noticed after ${noticed} ms`);
+      if (fipStates) assert.deepEqual(states, ['UNREACHABLE', 'ACTIVE']);
+    }
+
+    it(`restores the gateway's tunnel when its ${driver.name === 'tinc' ? 'tincd' : 'wireguard-go'} dies, the FIP UNREACHABLE meanwhile`, async () => {
+      await crash('old', true);
+    });
+
+    it(`restores the node's tunnel when its ${driver.name === 'tinc' ? 'tincd' : 'wireguard-go'} dies`, async () => {
+      await crash('new', false);
+      assert.equal((await api.getFip(FIP)).status.state, 'ACTIVE');
+    });
+
+    it('leaves one daemon per tunnel: the crashed ones never come back', async () => {
+      // tincd re-executes itself 5 s after a fatal signal, unless it was killed first.
+      if (driver.name === 'tinc') await new Promise((r) => setTimeout(r, 5500));
+      for (const host of ['old', 'new']) {
+        const t = await tunnelState(host);
+        assert.ok(t?.pid !== undefined);
+        const program = driver.name === 'tinc' ? 'tincd' : 'wireguard-go';
+        const { stdout } = await run('ip', ['netns', 'pids', lab.ns(host)]);
+        const daemons: number[] = [];
+        for (const pid of stdout.split('\n').filter((l) => l !== '')) {
+          const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+          if (comm === program) daemons.push(Number(pid));
+        }
+        assert.deepEqual(daemons, [t.pid], `${host}: ${program} ${daemons.join(', ')}`);
+      }
+      assert.equal((await echoProbe(lab, 'client', 'tcp', FIP, O.service.tcp, 1500))?.name, 'new');
+    });
+  });
+}
+
+for (const driver of DRIVERS) crashSuite(driver);
