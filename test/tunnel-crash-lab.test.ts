@@ -294,6 +294,38 @@ function crashSuite(driver: Driver): void {
       assert.equal((await api.getFip(FIP)).status.state, 'ACTIVE');
     });
 
+    it('reports what the driver knows of its peers: tinc reachability and interface bytes', async () => {
+      const tunnel = await waitFor(
+        'old reporting new reachable',
+        async () => {
+          const t = (await api.getNode('old')).tunnel;
+          const peer = t?.peers.find((p) => p.node === 'new');
+          return (
+            (driver.name === 'tinc' ? peer?.reachable : peer?.handshakeAgeSeconds !== undefined) &&
+            t
+          );
+        },
+        15_000,
+      );
+      if (driver.name === 'tinc') {
+        // tinc 1.0 counts no bytes per peer and keeps no handshake times: none are made up.
+        assert.equal(tunnel.driver, 'tinc');
+        assert.ok((tunnel.rxBytes ?? 0) > 0 && (tunnel.txBytes ?? 0) > 0, JSON.stringify(tunnel));
+        for (const p of tunnel.peers) {
+          assert.deepEqual(
+            [p.rxBytes, p.txBytes, p.handshakeAgeSeconds],
+            [undefined, undefined, undefined],
+          );
+        }
+      } else {
+        assert.equal(tunnel.driver, undefined);
+        assert.ok(
+          tunnel.peers.some((p) => (p.rxBytes ?? 0) > 0),
+          JSON.stringify(tunnel),
+        );
+      }
+    });
+
     it('leaves one daemon per tunnel: the crashed ones never come back', async () => {
       // tincd re-executes itself 5 s after a fatal signal, unless it was killed first.
       if (driver.name === 'tinc') await new Promise((r) => setTimeout(r, 5500));

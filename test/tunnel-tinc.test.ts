@@ -250,8 +250,14 @@ describe('tinc driver on a real kernel: files, secrets, crashes, link-local', ()
     const [peer] = (await y.status(nameY))?.peers ?? [];
     assert.equal(peer?.publicKey, await x.publicKey());
     assert.equal(peer.handshakeAgeSeconds, 0);
+    assert.equal(peer.reachable, true);
     assert.equal(peer.endpoint, '100.64.1.1:655');
+    // No bytes per peer in tinc 1.0: the tap's own counters stand for the tunnel.
     assert.deepEqual([peer.rxBytes, peer.txBytes], [0, 0]);
+    const status = await y.status(nameY);
+    assert.equal(status?.driver, 'tinc');
+    assert.equal(status.peerCounters, false);
+    assert.ok((status.device?.rxBytes ?? 0) > 0 && (status.device?.txBytes ?? 0) > 0);
   });
 
   it('keeps the private key out of argv, logs and every other file', async () => {

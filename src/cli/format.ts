@@ -2,6 +2,8 @@
  * Plain-text rendering for human output: aligned tables and `key: value` blocks. No colours and
  * no trailing spaces, so the output diffs cleanly and survives `grep`/`awk`.
  */
+import { createHash } from 'node:crypto';
+import { isTincKey } from '../core/tunnel.js';
 
 /** Placeholder for an empty cell, so columns stay countable for `awk`. */
 export const EMPTY = '-';
@@ -82,4 +84,37 @@ export function countText(decimal: string): string {
     return `≈ 2^${(Math.log2(top) + Math.max(0, bits - 53)).toFixed(1)}`;
   }
   return [...powers.map((p) => `2^${p}`), ...(rest > 0n ? [rest.toString()] : [])].join(' + ');
+}
+
+/** Bytes for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`. */
+export function bytesText(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit] ?? ''}`;
+}
+
+/**
+ * The SHA-256 of a tinc node's RSA public key (the DER inside its PEM), its first 16 hex
+ * digits: what tells two keys apart at a glance, where the PEM block is 8 lines.
+ */
+export function tincKeyFingerprint(pem: string): string {
+  const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
+  return createHash('sha256').update(der).digest('hex').slice(0, 16);
+}
+
+/** A tunnel public key for human output: WireGuard's as it is, tinc's by fingerprint. */
+export function keyText(key: string): string {
+  return isTincKey(key)
+    ? `RSA SHA256:${tincKeyFingerprint(key)} (tinc; --json shows the whole key)`
+    : key;
+}
+
+/** A key short enough to name a peer in a line: 8 characters, or tinc's fingerprint. */
+export function shortKey(key: string): string {
+  return isTincKey(key) ? `RSA SHA256:${tincKeyFingerprint(key)}` : `${key.slice(0, 8)}…`;
 }

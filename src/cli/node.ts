@@ -4,10 +4,10 @@
  */
 import { Command } from 'commander';
 import type { JoinTokenResponse, NodeListView, RemoveNodeResponse } from '../api/contract.js';
-import type { PathProbe } from '../core/model.js';
+import type { PathProbe, TunnelHealth, TunnelRestore } from '../core/model.js';
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
-import { cell, details, table } from './format.js';
+import { bytesText, cell, details, keyText, shortKey, table } from './format.js';
 import { meshReportText } from './mesh.js';
 import { collect, duration } from './options.js';
 
@@ -67,22 +67,58 @@ export function printNodeTable(nodes: readonly NodeListView[]): string {
   );
 }
 
-/** One line per tunnel peer: who, when it last shook hands, how much went each way. */
-function tunnelLines(n: NodeListView): string | string[] {
-  const t = n.tunnel;
+/**
+ * One line per tunnel peer: who, when it last shook hands (or, for tinc, whether it is
+ * reachable: tinc 1.0 keeps no handshake times), how much went each way (tinc counts nothing
+ * per peer: its interface's totals come first instead); then what the path probes found, and
+ * the latest time the agent found the tunnel lost and restored it.
+ */
+export function tunnelLines(t: TunnelHealth | undefined): string | string[] {
   if (!t) return '-';
-  if (t.peers.length === 0) return `${t.name} (no peers)`;
-  return t.peers
-    .map((p) => {
-      const who = p.node ?? `${p.publicKey.slice(0, 8)}…`;
-      const handshake =
-        p.handshakeAgeSeconds === undefined
+  const lines: string[] = [];
+  const perPeer = t.peers.every((p) => p.rxBytes !== undefined);
+  if (!perPeer || t.rxBytes !== undefined) {
+    const totals =
+      t.rxBytes !== undefined && t.txBytes !== undefined
+        ? `rx ${bytesText(t.rxBytes)}, tx ${bytesText(t.txBytes)} in all`
+        : 'no byte counters';
+    lines.push(`${t.name}${t.driver ? ` (${t.driver})` : ''}: ${totals}, none per peer`);
+  }
+  if (t.peers.length === 0) lines.push(`${t.name} (no peers)`);
+  for (const p of t.peers) {
+    const who = p.node ?? shortKey(p.publicKey);
+    const state =
+      p.reachable !== undefined
+        ? p.reachable
+          ? 'reachable'
+          : 'not reachable'
+        : p.handshakeAgeSeconds === undefined
           ? 'no handshake yet'
           : `handshake ${p.handshakeAgeSeconds} s ago`;
-      const line = `${t.name} → ${who}${p.endpoint ? ` at ${p.endpoint}` : ''}: ${handshake}, rx ${p.rxBytes} B, tx ${p.txBytes} B`;
-      return p.probe ? [line, `  path: ${pathLine(p.probe)}`] : [line];
-    })
-    .flat();
+    const traffic =
+      p.rxBytes !== undefined && p.txBytes !== undefined
+        ? `, rx ${bytesText(p.rxBytes)}, tx ${bytesText(p.txBytes)}`
+        : '';
+    lines.push(`${t.name} → ${who}${p.endpoint ? ` at ${p.endpoint}` : ''}: ${state}${traffic}`);
+    if (p.probe) lines.push(`  path: ${pathLine(p.probe)}`);
+  }
+  if (t.restore) lines.push(`${t.name} ${restoreLine(t.restore)}`);
+  return lines;
+}
+
+/** The latest loss of the tunnel and its restoring, in one line. */
+export function restoreLine(r: TunnelRestore): string {
+  const after = (at: string | undefined): string | undefined =>
+    at === undefined ? undefined : `${Date.parse(at) - Date.parse(r.noticedAt)} ms`;
+  const restored = after(r.restoredAt);
+  const answered = after(r.answeredAt);
+  return [
+    `lost at ${r.noticedAt} (${r.faults.join('; ')})`,
+    restored === undefined ? 'not restored yet' : `restored ${restored} later`,
+    ...(restored === undefined
+      ? []
+      : [answered === undefined ? 'peers not answering yet' : `peers answering ${answered} later`]),
+  ].join(', ');
 }
 
 /** What the active probes through the tunnel found, in one line. */
@@ -107,8 +143,8 @@ export function printNode(n: NodeListView): string {
     ['overlay', cell(n.overlayIp)],
     ['addresses', [...n.addresses]],
     ['reserved ports', cell(n.reservedPorts.map((r) => `${r.protocol}/${r.port}`).join(' '))],
-    ['public key', cell(n.publicKey)],
-    ['tunnel', tunnelLines(n)],
+    ['public key', cell(n.publicKey === undefined ? undefined : keyText(n.publicKey))],
+    ['tunnel', tunnelLines(n.tunnel)],
     ['mesh', meshReportText(n.mesh)],
     ['version', cell(n.agentVersion)],
     ['registered', n.registeredAt],

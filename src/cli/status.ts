@@ -4,8 +4,8 @@ import type { StatusResponse, VersionResponse } from '../api/contract.js';
 import { IpferryError, type ErrorBody } from '../core/errors.js';
 import type { ApiClient } from './client.js';
 import type { CliContext } from './context.js';
-import { details } from './format.js';
-import { pathLine } from './node.js';
+import { details, shortKey } from './format.js';
+import { pathLine, restoreLine } from './node.js';
 
 export const getStatus = (api: ApiClient): Promise<StatusResponse> => api.status();
 
@@ -32,10 +32,13 @@ export function printStatus(s: StatusResponse): string {
       'tunnel',
       s.tunnel
         ? [
-            `${s.tunnel.name}, ${s.tunnel.peers.length} peer(s), ${s.tunnel.peers.filter((p) => p.handshakeAgeSeconds !== undefined && p.handshakeAgeSeconds < 180).length} with a recent handshake`,
+            s.tunnel.driver === 'tinc'
+              ? `${s.tunnel.name} (tinc), ${s.tunnel.peers.length} peer(s), ${s.tunnel.peers.filter((p) => p.reachable === true).length} reachable`
+              : `${s.tunnel.name}, ${s.tunnel.peers.length} peer(s), ${s.tunnel.peers.filter((p) => p.handshakeAgeSeconds !== undefined && p.handshakeAgeSeconds < 180).length} with a recent handshake`,
             ...s.tunnel.peers.flatMap((p) =>
-              p.probe ? [`→ ${p.node ?? p.publicKey.slice(0, 8)}: ${pathLine(p.probe)}`] : [],
+              p.probe ? [`→ ${p.node ?? shortKey(p.publicKey)}: ${pathLine(p.probe)}`] : [],
             ),
+            ...(s.tunnel.restore ? [restoreLine(s.tunnel.restore)] : []),
           ]
         : '-',
     ],

@@ -171,6 +171,14 @@ export interface NodeHealth {
 export interface TunnelHealth {
   readonly name: string;
   readonly checkedAt: string;
+  /** The tunnel's driver; absent (as from older agents): WireGuard. */
+  readonly driver?: TunnelDriverKind;
+  /**
+   * The interface's own byte counters, all peers together: reported by a driver that counts
+   * nothing per peer (tinc 1.0), whose peers then have no rxBytes/txBytes.
+   */
+  readonly rxBytes?: number;
+  readonly txBytes?: number;
   /** The latest time the agent found the tunnel's device or daemon lost, and restored it. */
   readonly restore?: TunnelRestore;
   readonly peers: readonly {
@@ -178,10 +186,13 @@ export interface TunnelHealth {
     /** The peer node, when a node with that key is registered (filled in by the API). */
     readonly node?: string;
     readonly endpoint?: string;
-    /** Seconds since the latest handshake; absent when there was none. */
+    /** Seconds since the latest handshake; absent when there was none, or the driver has none. */
     readonly handshakeAgeSeconds?: number;
-    readonly rxBytes: number;
-    readonly txBytes: number;
+    /** Whether the tunnel daemon reaches the peer: from a driver without handshakes (tinc). */
+    readonly reachable?: boolean;
+    /** Bytes from and to the peer; absent from a driver that counts none per peer (tinc). */
+    readonly rxBytes?: number;
+    readonly txBytes?: number;
     /** The latest active probe through the tunnel to the peer (see PathProbe). */
     readonly probe?: PathProbe;
   }[];

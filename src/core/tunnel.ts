@@ -113,12 +113,21 @@ export interface PeerStatus {
   readonly endpoint: string | undefined;
   /** Seconds since the latest handshake; undefined when there was none. */
   readonly handshakeAgeSeconds: number | undefined;
+  /** Whether the daemon reaches the peer, from drivers that know it without handshakes (tinc). */
+  readonly reachable?: boolean;
+  /** 0 from a driver without per-peer counters (TunnelStatus.peerCounters false). */
   readonly rxBytes: number;
   readonly txBytes: number;
 }
 
 export interface TunnelStatus {
   readonly name: string;
+  /** The driver that reports it; absent: WireGuard. */
+  readonly driver?: TunnelDriverKind;
+  /** false: the driver counts no bytes per peer (tinc 1.0), its peers' counters mean nothing. */
+  readonly peerCounters?: boolean;
+  /** The interface's own counters, all peers together, from a driver without per-peer ones. */
+  readonly device?: { readonly rxBytes: number; readonly txBytes: number };
   readonly peers: readonly PeerStatus[];
 }
 

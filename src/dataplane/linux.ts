@@ -319,17 +319,23 @@ export class LinuxDataplane implements Dataplane {
     const name = (await this.facts()).interfaces.find((n) => n.startsWith(TUNNEL_IFNAME_PREFIX));
     const status = name ? await this.tunnels().status(name) : undefined;
     if (!status) return undefined;
+    // A driver that knows reachability but no handshakes (tinc) reports that, not a stand-in
+    // handshake age; one without per-peer counters reports the interface's instead of zeros.
+    const perPeer = status.peerCounters !== false;
     return {
       name: status.name,
       checkedAt: new Date().toISOString(),
+      ...(status.driver ? { driver: status.driver } : {}),
+      ...(status.device ? status.device : {}),
       peers: status.peers.map((p) => ({
         publicKey: p.publicKey,
         ...(p.endpoint ? { endpoint: p.endpoint } : {}),
-        ...(p.handshakeAgeSeconds !== undefined
-          ? { handshakeAgeSeconds: p.handshakeAgeSeconds }
-          : {}),
-        rxBytes: p.rxBytes,
-        txBytes: p.txBytes,
+        ...(p.reachable !== undefined
+          ? { reachable: p.reachable }
+          : p.handshakeAgeSeconds !== undefined
+            ? { handshakeAgeSeconds: p.handshakeAgeSeconds }
+            : {}),
+        ...(perPeer ? { rxBytes: p.rxBytes, txBytes: p.txBytes } : {}),
       })),
     };
   }

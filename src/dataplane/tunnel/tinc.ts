@@ -30,8 +30,10 @@
  *   but NOT enforced; the routes the agent sets decide what enters the tunnel, and a peer can
  *   send any source address.
  * - tinc 1.0 has no per-peer counters or handshake times. status() asks tincd for its node
- *   list (SIGUSR2 dumps it into the log file): a reachable peer with a valid key reports
- *   handshake age 0 and its current UDP endpoint; others report no handshake. Bytes are 0.
+ *   list (SIGUSR2 dumps it into the log file): a peer is reachable (with a valid key) or not,
+ *   and a reachable one reports its current UDP endpoint and, standing in for a handshake,
+ *   handshake age 0. Per-peer bytes are 0; the tap's own counters (all peers together) are
+ *   reported for the tunnel.
  * - Keepalive is recorded only: tinc pings every peer every PingInterval (10 s) regardless.
  * - observe() reports configured endpoints (the files), not learned ones.
  *
@@ -683,16 +685,32 @@ export class TincDriver implements TunnelDriver {
     const nodes = await this.#dumpNodes(name, pid);
     const peers: PeerStatus[] = config.peers.map((peer) => {
       const node = nodes.get(tincName(peer.node ?? ''));
+      const reachable = node?.connected === true;
       return {
         publicKey: peer.publicKey,
-        endpoint: (node?.connected ? node.endpoint : undefined) ?? peer.endpoint,
+        endpoint: (reachable ? node.endpoint : undefined) ?? peer.endpoint,
         // tinc 1.0 keeps no handshake times: a reachable peer with a valid key counts as fresh.
-        handshakeAgeSeconds: node?.connected ? 0 : undefined,
+        handshakeAgeSeconds: reachable ? 0 : undefined,
+        reachable,
         rxBytes: 0,
         txBytes: 0,
       };
     });
-    return { name, peers };
+    const device = await this.#counters(name);
+    return { name, driver: 'tinc', peerCounters: false, ...(device ? { device } : {}), peers };
+  }
+
+  /** The tap's own byte counters: all peers together, the only ones tinc 1.0 has. */
+  async #counters(name: string): Promise<{ rxBytes: number; txBytes: number } | undefined> {
+    const { stdout } = await this.#ip(['-s', '-j', 'link', 'show', 'dev', name], {
+      tolerate: NO_DEVICE,
+    });
+    const [link] = JSON.parse(stdout.trim() || '[]') as {
+      stats64?: { rx?: { bytes?: number }; tx?: { bytes?: number } };
+    }[];
+    const rx = link?.stats64?.rx?.bytes;
+    const tx = link?.stats64?.tx?.bytes;
+    return rx === undefined || tx === undefined ? undefined : { rxBytes: rx, txBytes: tx };
   }
 
   /** Has tincd dump its nodes into the log (SIGUSR2) and reads them back; empty on timeout. */
