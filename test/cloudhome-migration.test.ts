@@ -28,14 +28,11 @@
  * when a step fails; `after` then checks that no namespace of the lab is left.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import type { FipView, ForwardView, NodeListView } from '../src/api/contract.js';
 import type { ApiClient } from '../src/cli/client.js';
-import { LabAgents } from '../src/lab/agents.js';
-import { listNamespaces, randomPrefix } from '../src/lab/netns.js';
+import { randomPrefix } from '../src/lab/netns.js';
 import {
   echoProbe,
   type EchoServer,
@@ -45,19 +42,23 @@ import {
   startPayloadEchoServer,
   tcpExchange,
 } from '../src/lab/probe.js';
-import { CLOUD_HOME as H, cloudHome, type CloudHomeOptions } from '../src/lab/scenarios.js';
+import { CLOUD_HOME as H, type CloudHomeOptions } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
-import { tempDir, waitFor } from './helpers.js';
-
-const execFileP = promisify(execFile);
+import {
+  activeAt as activeAtHub,
+  type CloudHomeHub,
+  ipferryAt,
+  startCloudHomeHub,
+  stopCloudHomeHub,
+  TUNNEL_PORTS,
+} from './cloudhome-hub.js';
+import { waitFor } from './helpers.js';
 
 /** The VM's single public address: the pool's shared address, only port forwards go there. */
 const SHARED = H.gw.uplink.v4;
 const FIP4 = '203.0.113.10';
 const FIP6 = '2001:db8:f::10';
 const POOL = { v4: '203.0.113.0/28', v6: H.pool.v6 } as const;
-const TUNNEL_PORTS = { gw: 51820, home: 51821 } as const;
 
 /** The ports the issue forwards from the VM to the home server (mail and DNS). */
 const FORWARDS = [
@@ -81,16 +82,7 @@ const SIZES = [
 const BLACKHOLE_MTU = 1380;
 
 /** Everything one migration set up, filled as it goes so `tearDown` removes what exists. */
-interface Migration {
-  readonly prefix: string;
-  tmp?: { dir: string; remove: () => Promise<void> };
-  lab?: Lab;
-  /** The agents started (the VM's, home's): killed by pid in `tearDown`. */
-  agents?: LabAgents;
-  /** The gateway agent's API, and the CLI's environment for it. */
-  hub?: string;
-  api?: ApiClient;
-  env?: Record<string, string>;
+interface Migration extends CloudHomeHub {
   clientServer?: EchoServer;
   /** home's echo server on the forwarded port the payloads later use. */
   payloadForwardEcho?: EchoServer;
@@ -107,12 +99,7 @@ function api(m: Migration): ApiClient {
 }
 
 /** Runs the CLI against the gateway agent, as the operator on the VM would; its stdout. */
-async function ipferry(m: Migration, args: readonly string[]): Promise<string> {
-  assert.ok(m.env, 'the gateway agent is not running');
-  // On failure the error's message carries the command's stderr (the agent's refusal).
-  const { stdout } = await execFileP(BIN, args, { env: m.env, timeout: 30_000 });
-  return stdout;
-}
+const ipferry = ipferryAt;
 
 async function ipferryJson<T>(m: Migration, args: readonly string[]): Promise<T> {
   return JSON.parse(await ipferry(m, [...args, '--json'])) as T;
@@ -122,87 +109,37 @@ async function ipferryJson<T>(m: Migration, args: readonly string[]): Promise<T>
  * The lab, home's servers, the gateway agent with the pool, and home's agent joined with a join
  * token: where the operator stands before moving any address.
  */
-/** Which family the tunnel's own packets travel over (the VM's endpoint). */
-type Underlay = { readonly underlay?: 4 | 6 };
-
-async function setUp(m: Migration, options: CloudHomeOptions & Underlay): Promise<void> {
-  await ensureBuilt();
-  m.tmp = await tempDir('cloudhome');
+async function setUp(
+  m: Migration,
+  options: Omit<CloudHomeOptions, 'prefix'> & { readonly underlay?: 4 | 6 },
+): Promise<void> {
   const { underlay = 4, ...labOptions } = options;
-  m.lab = await cloudHome({ ...labOptions, prefix: m.prefix });
   const tcp = FORWARDS.filter((f) => f.protocol === 'tcp' && f.port !== PAYLOAD_FORWARD);
   const udp = FORWARDS.filter((f) => f.protocol === 'udp');
-  [m.clientServer, , m.payloadForwardEcho] = await Promise.all([
-    startEchoServer(m.lab, 'client', { tcp: [80] }),
-    startEchoServer(m.lab, 'home', {
-      tcp: [...tcp.map((f) => f.port), UNFORWARDED.tcp],
-      udp: [...udp.map((f) => f.port), UNFORWARDED.udp],
-    }),
-    // Its own process, so the payload server can take the port over later.
-    startEchoServer(m.lab, 'home', { tcp: [PAYLOAD_FORWARD] }),
-  ]);
-
-  // Probe the tunnel every second: a dead path shows within seconds.
-  const agents = new LabAgents({ lab: m.lab, dir: m.tmp.dir, extra: ['--probe-seconds', '1'] });
-  m.agents = agents;
-  const gw = await agents.startHub('gw', {
-    endpoint: { address: underlay === 4 ? H.gw.uplink.v4 : H.gw.uplink.v6, port: TUNNEL_PORTS.gw },
-  });
-  m.hub = gw.agent.url;
-  m.env = {
-    PATH: process.env.PATH ?? '',
-    HOME: m.tmp.dir,
-    IPFERRY_SERVER: m.hub,
-    IPFERRY_TOKEN_FILE: gw.agent.tokenFile,
-  };
-  m.api = gw.api;
-  await ipferry(m, [
-    'pool',
-    'create',
-    'public',
-    '--gateway',
-    'gw',
-    '--cidr',
-    POOL.v4,
-    '--cidr',
-    POOL.v6,
-    '--shared',
-    SHARED,
-  ]);
-
-  // On the VM: a single-use join token for home, copied to the home server (a file, 0600).
-  const token = (
-    await ipferry(m, ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'])
-  ).trim();
-  // home has no public endpoint for its tunnel: it calls the VM and keeps the path open.
-  await agents.join('home', {
-    api: m.api,
-    token,
-    extra: ['--tunnel-port', String(TUNNEL_PORTS.home)],
-  });
-}
-
-/** Kills the agents by pid, destroys the lab, removes its sockets and files; checks netns. */
-async function tearDown(m: Migration): Promise<void> {
-  try {
-    await (m.agents ? m.agents.teardown() : m.lab?.destroy());
-  } finally {
-    await m.api?.close();
-    await m.tmp?.remove();
-  }
-  const left = (await listNamespaces()).filter((ns) => ns.startsWith(m.prefix));
-  assert.deepEqual(left, [], 'namespaces of the lab left behind');
-}
-
-async function activeAt(m: Migration, address: string): Promise<FipView> {
-  return waitFor(
-    `${address} ACTIVE`,
-    async () => {
-      const f = await api(m).getFip(address);
-      return f.status.state === 'ACTIVE' && f.status.revision === f.revision ? f : undefined;
+  await startCloudHomeHub(m, {
+    lab: labOptions,
+    underlay,
+    // Probe the tunnel every second: a dead path shows within seconds.
+    agentFlags: ['--probe-seconds', '1'],
+    pool: ['--cidr', POOL.v4, '--cidr', POOL.v6, '--shared', SHARED],
+    beforeAgents: async (lab) => {
+      [m.clientServer, , m.payloadForwardEcho] = await Promise.all([
+        startEchoServer(lab, 'client', { tcp: [80] }),
+        startEchoServer(lab, 'home', {
+          tcp: [...tcp.map((f) => f.port), UNFORWARDED.tcp],
+          udp: [...udp.map((f) => f.port), UNFORWARDED.udp],
+        }),
+        // Its own process, so the payload server can take the port over later.
+        startEchoServer(lab, 'home', { tcp: [PAYLOAD_FORWARD] }),
+      ]);
     },
-    15_000,
-  );
+  });
+}
+
+const tearDown = stopCloudHomeHub;
+
+function activeAt(m: Migration, address: string): Promise<FipView> {
+  return activeAtHub(m, address, 15_000);
 }
 
 /** Step 2 as the operator types it: the VM's own address, one forward per port to home. */

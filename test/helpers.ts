@@ -6,6 +6,8 @@ import { ROOT } from '../src/core/keys.js';
 import { ControlPlane } from '../src/service/control.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/store.js';
+import type { FipView } from '../src/api/contract.js';
+import type { ApiClient } from '../src/cli/client.js';
 
 export const TOKEN_RW = 'rw-token-0123456789abcdef';
 export const TOKEN_RO = 'ro-token-0123456789abcdef';
@@ -56,4 +58,24 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * Waits until the gateway reports `address` ACTIVE at its record's current revision. Through a
+ * tunnel, ACTIVE means the path was measured: a new tunnel's first handshake comes first, which
+ * WireGuard may retry only after 5 s when both ends start at once; hence 15 s by default.
+ */
+export function activeFip(
+  api: Pick<ApiClient, 'getFip'>,
+  address: string,
+  timeoutMs = 15_000,
+): Promise<FipView> {
+  return waitFor(
+    `${address} ACTIVE`,
+    async () => {
+      const f = await api.getFip(address);
+      return f.status.state === 'ACTIVE' && f.status.revision === f.revision ? f : undefined;
+    },
+    timeoutMs,
+  );
 }

@@ -20,26 +20,24 @@
  * path, and only once the path has been measured. Home sees the client's own address each time.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
-import type { ApiClient } from '../src/cli/client.js';
-import { LabAgents } from '../src/lab/agents.js';
 import {
   browserLoad,
-  type Certificate,
   curlUpload,
   httpsUrl,
   makeCertificate,
   startWebServer,
 } from '../src/lab/clients.js';
-import { listNamespaces, randomPrefix } from '../src/lab/netns.js';
-import { CLOUD_HOME as H, cloudHome, setCloudHomeBlackhole } from '../src/lab/scenarios.js';
-import type { Lab } from '../src/lab/topology.js';
-import { BIN, ensureBuilt } from './build.js';
-import { tempDir, waitFor } from './helpers.js';
-
-const execFileP = promisify(execFile);
+import { randomPrefix } from '../src/lab/netns.js';
+import { CLOUD_HOME as H, setCloudHomeBlackhole } from '../src/lab/scenarios.js';
+import {
+  activeAt as active,
+  type CloudHomeHub,
+  ipferryAt as ipferry,
+  startCloudHomeHub,
+  stopCloudHomeHub,
+} from './cloudhome-hub.js';
+import { waitFor } from './helpers.js';
 
 const SHARED = H.gw.uplink.v4;
 const SHARED6 = H.gw.uplink.v6;
@@ -52,7 +50,6 @@ const UPLOAD_BYTES = 1024 * 1024;
 const PATH_MTU = 1380;
 /** What the ISP's line narrows to later (the `path` bottleneck): tunnels still carry IPv6's 1,280. */
 const NARROWER_MTU = 1350;
-const TUNNEL_PORTS = { gw: 51820, home: 51821 } as const;
 
 const DRIVERS = [
   { name: 'WireGuard', args: [] as string[] },
@@ -63,97 +60,58 @@ const BOTTLENECKS = [
   { name: 'path', what: 'on a router between the ends' },
 ] as const;
 
-interface Setup {
-  readonly prefix: string;
-  tmp?: { dir: string; remove: () => Promise<void> };
-  lab?: Lab;
-  agents?: LabAgents;
-  api?: ApiClient;
-  env?: Record<string, string>;
-  certificate?: Certificate;
-}
-
-async function ipferry(s: Setup, args: readonly string[]): Promise<string> {
-  assert.ok(s.env, 'the gateway agent is not running');
-  const { stdout } = await execFileP(BIN, args, { env: s.env, timeout: 30_000 });
-  return stdout;
-}
-
-async function setUp(
-  s: Setup,
+/**
+ * The hub and home's HTTPS server. The agents probe at the default interval: measuring a new
+ * path must not wait for its tick.
+ */
+function setUp(
+  s: CloudHomeHub,
   driver: (typeof DRIVERS)[number],
   bottleneck: (typeof BOTTLENECKS)[number]['name'],
 ): Promise<void> {
-  await ensureBuilt();
-  s.tmp = await tempDir('realclients');
-  s.lab = await cloudHome({ prefix: s.prefix, blackholeMtu: PATH_MTU, bottleneck });
-  s.certificate = await makeCertificate(s.tmp.dir);
-  await startWebServer(s.lab, 'home', { name: 'home', port: HTTPS, certificate: s.certificate });
-  // The default probe interval: measuring a new path must not wait for its tick.
-  const agents = new LabAgents({ lab: s.lab, dir: s.tmp.dir, extra: [...driver.args] });
-  s.agents = agents;
-  const gw = await agents.startHub('gw', {
-    endpoint: { address: H.gw.uplink.v4, port: TUNNEL_PORTS.gw },
-  });
-  s.api = gw.api;
-  s.env = {
-    PATH: process.env.PATH ?? '',
-    HOME: s.tmp.dir,
-    IPFERRY_SERVER: gw.agent.url,
-    IPFERRY_TOKEN_FILE: gw.agent.tokenFile,
-  };
-  await ipferry(s, [
-    'pool',
-    'create',
-    'public',
-    '--gateway',
-    'gw',
-    '--cidr',
-    '203.0.113.0/28',
-    '--cidr',
-    '2001:db8:f::/64',
-    '--shared',
-    SHARED,
-    '--shared',
-    SHARED6,
-  ]);
-  const token = (
-    await ipferry(s, ['node', 'join-token', 'create', '--node', 'home', '--ttl', '10m'])
-  ).trim();
-  await agents.join('home', {
-    api: s.api,
-    token,
-    extra: ['--tunnel-port', String(TUNNEL_PORTS.home)],
-  });
-}
-
-async function tearDown(s: Setup): Promise<void> {
-  try {
-    await (s.agents ? s.agents.teardown() : s.lab?.destroy());
-  } finally {
-    await s.api?.close();
-    await s.tmp?.remove();
-  }
-  const left = (await listNamespaces()).filter((ns) => ns.startsWith(s.prefix));
-  assert.deepEqual(left, [], 'namespaces of the lab left behind');
-}
-
-/** Waits until the gateway reports the FIP ACTIVE at its current revision; never longer. */
-async function active(s: Setup, address: string): Promise<void> {
-  assert.ok(s.api);
-  const api = s.api;
-  await waitFor(
-    `${address} ACTIVE`,
-    async () => {
-      const f = await api.getFip(address);
-      return f.status.state === 'ACTIVE' && f.status.revision === f.revision ? f : undefined;
+  return startCloudHomeHub(s, {
+    lab: { blackholeMtu: PATH_MTU, bottleneck },
+    agentFlags: driver.args,
+    pool: [
+      '--cidr',
+      '203.0.113.0/28',
+      '--cidr',
+      '2001:db8:f::/64',
+      '--shared',
+      SHARED,
+      '--shared',
+      SHARED6,
+    ],
+    beforeAgents: async (lab) => {
+      assert.ok(s.tmp);
+      const certificate = await makeCertificate(s.tmp.dir);
+      await startWebServer(lab, 'home', { name: 'home', port: HTTPS, certificate });
     },
-    30_000,
-  );
+  });
+}
+
+/** The VM's own address, allocated, forwards tcp FORWARDED to home's HTTPS at `target`. */
+async function forwardHttps(s: CloudHomeHub, shared: string, target: string): Promise<void> {
+  await ipferry(s, ['fip', 'allocate', '--address', shared]);
+  await ipferry(s, [
+    'forward',
+    'add',
+    shared,
+    '--proto',
+    'tcp',
+    '--port',
+    String(FORWARDED),
+    '--target-port',
+    String(HTTPS),
+    '--target',
+    target,
+    '--node',
+    'home',
+  ]);
 }
 
 /** The first page load and the first upload, once each, to `address:port`. */
-async function firstTry(s: Setup, address: string, port: number): Promise<void> {
+async function firstTry(s: CloudHomeHub, address: string, port: number): Promise<void> {
   assert.ok(s.lab);
   const page = await browserLoad(s.lab, 'client', httpsUrl(address, port));
   assert.ok(
@@ -178,7 +136,7 @@ async function firstTry(s: Setup, address: string, port: number): Promise<void> 
 }
 
 /** The MTU of the gateway's route carrying `address` into the tunnel (none: the device's). */
-async function gwRouteMtu(s: Setup, address: string): Promise<number | undefined> {
+async function gwRouteMtu(s: CloudHomeHub, address: string): Promise<number | undefined> {
   assert.ok(s.lab);
   const { stdout } = await s.lab.exec('gw', ['ip', '-j', 'route', 'show', address]);
   const [route] = JSON.parse(stdout) as { metrics?: { mtu?: number }[] }[];
@@ -191,9 +149,9 @@ for (const driver of DRIVERS) {
       `real clients through ${driver.name}, ${PATH_MTU}-byte bottleneck ${bottleneck.what}`,
       { timeout: 300_000 },
       () => {
-        const s: Setup = { prefix: randomPrefix() };
+        const s: CloudHomeHub = { prefix: randomPrefix() };
         before(() => setUp(s, driver, bottleneck.name));
-        after(() => tearDown(s));
+        after(() => stopCloudHomeHub(s));
 
         it('a routed FIP: the first page load and 1 MB upload after ACTIVE both work', async () => {
           await ipferry(s, ['fip', 'allocate', '--pool', 'public', '--address', ROUTED]);
@@ -213,22 +171,7 @@ for (const driver of DRIVERS) {
         });
 
         it("a port forward on the VM's own address to home's own address: the same", async () => {
-          await ipferry(s, ['fip', 'allocate', '--address', SHARED]);
-          await ipferry(s, [
-            'forward',
-            'add',
-            SHARED,
-            '--proto',
-            'tcp',
-            '--port',
-            String(FORWARDED),
-            '--target-port',
-            String(HTTPS),
-            '--target',
-            H.home.v4,
-            '--node',
-            'home',
-          ]);
+          await forwardHttps(s, SHARED, H.home.v4);
           await active(s, SHARED);
           await firstTry(s, SHARED, FORWARDED);
         });
@@ -253,22 +196,7 @@ for (const driver of DRIVERS) {
         it("IPv6: a routed FIP, and a port forward on the VM's own IPv6 address to home's: the same", async () => {
           await ipferry(s, ['fip', 'allocate', '--pool', 'public', '--address', ROUTED6]);
           await ipferry(s, ['fip', 'associate', ROUTED6, '--mode', 'routed', '--node', 'home']);
-          await ipferry(s, ['fip', 'allocate', '--address', SHARED6]);
-          await ipferry(s, [
-            'forward',
-            'add',
-            SHARED6,
-            '--proto',
-            'tcp',
-            '--port',
-            String(FORWARDED),
-            '--target-port',
-            String(HTTPS),
-            '--target',
-            H.home.v6,
-            '--node',
-            'home',
-          ]);
+          await forwardHttps(s, SHARED6, H.home.v6);
           await active(s, ROUTED6);
           await active(s, SHARED6);
           await firstTry(s, ROUTED6, HTTPS);

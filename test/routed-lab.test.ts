@@ -40,7 +40,7 @@ import {
 } from '../src/lab/probe.js';
 import type { Lab } from '../src/lab/topology.js';
 import { ensureBuilt } from './build.js';
-import { tempDir, waitFor } from './helpers.js';
+import { activeFip, tempDir, waitFor } from './helpers.js';
 
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -69,19 +69,8 @@ async function joinRemote(node: 'home' | 'home2'): Promise<string> {
   return token;
 }
 
-/**
- * ACTIVE once the gateway routes the FIP into a path it measured: a new tunnel's first
- * handshake comes first, which WireGuard may retry only after 5 s when both ends start at once.
- */
 async function activeAt(address: string): Promise<void> {
-  await waitFor(
-    `${address} ACTIVE`,
-    async () => {
-      const f = await api.getFip(address);
-      return f.status.state === 'ACTIVE' && f.status.revision === f.revision;
-    },
-    15_000,
-  );
+  await activeFip(api, address);
 }
 
 before(async () => {

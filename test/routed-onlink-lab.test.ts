@@ -20,7 +20,7 @@ import { echoProbe, startEchoServer } from '../src/lab/probe.js';
 import { CLOUD_HOME as H, cloudHome } from '../src/lab/scenarios.js';
 import type { Lab } from '../src/lab/topology.js';
 import { ensureBuilt } from './build.js';
-import { tempDir, waitFor } from './helpers.js';
+import { activeFip, tempDir, waitFor } from './helpers.js';
 
 /** Inside up↔gw's 192.0.2.0/24, away from up (.1) and gw (.2). */
 const POOL = '192.0.2.64/28';
@@ -38,10 +38,7 @@ let api: ApiClient;
 let agents: LabAgents;
 
 async function activeAt(address: string): Promise<void> {
-  await waitFor(`${address} ACTIVE`, async () => {
-    const f = await api.getFip(address);
-    return f.status.state === 'ACTIVE' && f.status.revision === f.revision;
-  });
+  await activeFip(api, address);
 }
 
 /** The gateway's IPv4 proxy entries, as `ADDRESS dev IFNAME`. */
