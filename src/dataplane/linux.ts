@@ -150,8 +150,12 @@ export class LinuxDataplane implements Dataplane {
     linkMtu: (dev: string) => number | undefined,
   ): Promise<DefaultRoute[]> {
     const out: DefaultRoute[] = [];
-    for (const family of [4, 6] as const) {
-      const { stdout } = await this.exec('ip', [`-${family}`, '-j', 'route', 'show', 'default']);
+    const families = [4, 6] as const;
+    const listed = await Promise.all(
+      families.map((family) => this.exec('ip', [`-${family}`, '-j', 'route', 'show', 'default'])),
+    );
+    for (const [i, family] of families.entries()) {
+      const stdout = listed[i]?.stdout ?? '';
       const routes = (JSON.parse(stdout || '[]') as IpDefaultRoute[])
         .filter((r) => (r.type ?? 'unicast') === 'unicast' && r.protocol !== String(ROUTE_PROTO))
         .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0));
@@ -192,12 +196,15 @@ export class LinuxDataplane implements Dataplane {
       value,
       owner: key,
     });
-    const local = (await this.links()).flatMap((l) =>
+    const [links, { stdout }] = await Promise.all([
+      this.links(),
+      this.exec('ip', ['-j', 'neigh', 'show', 'proxy']),
+    ]);
+    const local = links.flatMap((l) =>
       (l.addr_info ?? [])
         .filter((a) => a.label === claimLabel(l.ifname) && a.local)
         .map((a) => claim(canonical(a.local ?? ''), l.ifname)),
     );
-    const { stdout } = await this.exec('ip', ['-j', 'neigh', 'show', 'proxy']);
     const pools = wanted.filter((e) => e.kind === 'drop').map((e) => e.key.split('-'));
     const want = new Map(wanted.filter((e) => e.kind === 'claim').map((e) => [e.key, e.value]));
     const ours = (dst: string) => want.has(dst) || pools.some(([a, b]) => inRange(dst, a, b));
@@ -210,26 +217,23 @@ export class LinuxDataplane implements Dataplane {
   }
 
   async observe(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
-    const table = await this.exec('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE], {
-      tolerate: (stderr) => /No such file or directory/.test(stderr),
-    });
-    const elements = table.stdout.trim() ? parseTable(table.stdout) : [];
-    elements.push(...(await this.claims(wanted)));
-    elements.push(
-      ...(await observeRouting((file, args, options) => this.exec(file, args, options))),
-    );
-    for (const e of wanted) {
-      if (e.kind !== 'sysctl') continue;
+    // Independent reads, all at once: a pass that repairs a lost tunnel waits for the slowest
+    // of them, not for their sum.
+    const sysctl = async (key: string): Promise<IntentElement> => {
       // A per-interface sysctl of a tunnel not created yet reads as missing.
-      const { stdout } = await this.exec('sysctl', ['-n', e.key], { tolerate: () => true });
-      elements.push({
-        kind: 'sysctl',
-        key: e.key,
-        value: stdout.trim() || 'missing',
-        owner: HOST_OWNER,
-      });
-    }
-    return elements;
+      const { stdout } = await this.exec('sysctl', ['-n', key], { tolerate: () => true });
+      return { kind: 'sysctl', key, value: stdout.trim() || 'missing', owner: HOST_OWNER };
+    };
+    const [table, claims, routing, sysctls] = await Promise.all([
+      this.exec('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE], {
+        tolerate: (stderr) => /No such file or directory/.test(stderr),
+      }),
+      this.claims(wanted),
+      observeRouting((file, args, options) => this.exec(file, args, options)),
+      Promise.all(wanted.filter((e) => e.kind === 'sysctl').map((e) => sysctl(e.key))),
+    ]);
+    const elements = table.stdout.trim() ? parseTable(table.stdout) : [];
+    return [...elements, ...claims, ...routing, ...sysctls];
   }
 
   /** Reads the two counter sets only, not the whole table; none without the table. */

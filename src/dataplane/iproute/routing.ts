@@ -42,23 +42,25 @@ interface IpRule {
 
 export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
   const out: IntentElement[] = [];
-  for (const family of ['-4', '-6'] as const) {
-    const routes = await exec('ip', [
-      family,
-      '-j',
-      'route',
-      'show',
-      'table',
-      'all',
-      'proto',
-      String(ROUTE_PROTO),
-    ]);
+  // The four reads at once (a repair pass waits for the slowest, not their sum), then read in
+  // a fixed order.
+  const families = ['-4', '-6'] as const;
+  const read = await Promise.all(
+    families.map((family) =>
+      Promise.all([
+        exec('ip', [family, '-j', 'route', 'show', 'table', 'all', 'proto', String(ROUTE_PROTO)]),
+        exec('ip', [family, '-j', 'rule', 'show']),
+      ]),
+    ),
+  );
+  for (const [i, family] of families.entries()) {
+    const [routes, rules] = read[i] ?? [];
+    if (!routes || !rules) continue;
     for (const r of JSON.parse(routes.stdout || '[]') as IpRoute[]) {
       const prefix = routePrefix(r.dst ?? '', family);
       const key = r.table && r.table !== 'main' ? `${prefix} table ${r.table}` : prefix;
       out.push({ kind: 'route', key, value: observedRouteValue(r), owner: ownerOf(prefix) });
     }
-    const rules = await exec('ip', [family, '-j', 'rule', 'show']);
     for (const r of JSON.parse(rules.stdout || '[]') as IpRule[]) {
       if (r.protocol !== String(ROUTE_PROTO) || !r.src) continue;
       if (r.fwmark) {
