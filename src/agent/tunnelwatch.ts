@@ -23,7 +23,7 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Logger } from './reconcile.js';
 
 export interface TunnelWatchOptions {
-  readonly dataplane: Pick<Dataplane, 'checkTunnel' | 'probePath'>;
+  readonly dataplane: Pick<Dataplane, 'checkTunnel' | 'probePath' | 'watchTunnelLinks'>;
   readonly log: Logger;
   /** The probe interval: how often the tunnel is checked. */
   readonly intervalMs: number;
@@ -62,6 +62,9 @@ export class TunnelWatch {
   private clearing?: Promise<void>;
   /** This watch asked for the repair of the current loss (its pass then reports it repaired). */
   private asked = false;
+  private unwatchLinks?: () => void;
+  /** A link event came during a round: one more round after it. */
+  private again = false;
 
   constructor(private readonly o: TunnelWatchOptions) {
     this.backoffMs = o.intervalMs;
@@ -72,11 +75,14 @@ export class TunnelWatch {
     this.stopped = false;
     this.timer = setInterval(() => this.kick(), this.o.intervalMs);
     this.timer.unref();
+    // A crashed daemon's device goes at once: check then, not at the next tick.
+    this.unwatchLinks = this.o.dataplane.watchTunnelLinks?.(() => this.kickSoon());
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.unwatchLinks?.();
     await this.round;
     await this.clearing;
   }
@@ -97,6 +103,20 @@ export class TunnelWatch {
       ...(i.restoredAt !== undefined ? { restoredAt: iso(i.restoredAt) } : {}),
       ...(i.answeredAt !== undefined ? { answeredAt: iso(i.answeredAt) } : {}),
     };
+  }
+
+  /**
+   * A round now, or right after the one running (which may have looked before the change):
+   * link events come in bursts, and this asks for one round more at most.
+   */
+  private kickSoon(): void {
+    if (!this.round) return this.kick();
+    if (this.again) return;
+    this.again = true;
+    void this.round.finally(() => {
+      this.again = false;
+      this.kick();
+    });
   }
 
   /** Starts a round unless one is running (a slow `ip` must not pile rounds up). */

@@ -86,4 +86,11 @@ export interface Dataplane {
    * of at the next resync. Returns how to stop watching. Optional: without it, the resync does.
    */
   watchAddresses?(onChange: () => void): () => void;
+  /**
+   * Calls `onChange` at once whenever a link of ipferry's tunnels changes (created, deleted,
+   * up or down): a tunnel daemon that crashed and took its device along is then checked within
+   * milliseconds, not at the next probe interval. Returns how to stop watching. Optional:
+   * without it, the tunnel watch's interval does.
+   */
+  watchTunnelLinks?(onChange: () => void): () => void;
 }

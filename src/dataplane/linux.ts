@@ -455,6 +455,23 @@ export class LinuxDataplane implements Dataplane {
     };
   }
 
+  watchTunnelLinks(onChange: () => void): () => void {
+    const netns = this.o.netns ? ['-n', this.o.netns] : [];
+    // One line per change (`-o`); `12: ipf…:` or `Deleted 12: ipf…:`. No debounce: the tunnel
+    // watch runs one check at a time and a burst of events asks for one more at most.
+    const child = spawn('ip', [...netns, '-o', 'monitor', 'link'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const ours = new RegExp(`^(?:Deleted )?\\d+: ${TUNNEL_IFNAME_PREFIX}`, 'm');
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (ours.test(chunk.toString())) onChange();
+    });
+    child.on('error', () => undefined);
+    return () => {
+      child.kill();
+    };
+  }
+
   private async applyNft(diff: IntentDiff): Promise<void> {
     const nft = (e: IntentElement): boolean => NFT_KINDS.has(e.kind);
     const tableChange = [...diff.add, ...diff.replace.map((r) => r.to)].find(
