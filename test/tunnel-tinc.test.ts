@@ -2,16 +2,17 @@
  * The tinc driver on a real kernel: the tunnel conformance suite between two lab hosts joined
  * by a veth (100.64.0.1/30 ↔ 100.64.0.2/30), tincd 1.0 in switch mode over a tap in each, then
  * what only tinc has: its files and their modes, the key kept out of argv, link-local
- * addresses that are only ipferry's, tincds that crash (SIGSEGV, provoked: found by check(),
- * restored by the next apply, both while the crashed tincd waits to re-execute itself and
- * after it did), a killed tincd brought back by the next apply, churn (a peer killed,
+ * addresses that are only ipferry's, tincds that crash (SIGSEGV, provoked: the driver's
+ * persistent tap keeps its addresses and routes; found by check(), mended by restore() or the
+ * next apply while the crashed tincd waits to re-execute itself, adopted after it did), a tap
+ * an older ipferry let tincd make, a killed tincd brought back by the next apply, churn (a peer killed,
  * restarted on a new port, dropped and taken back) under the agent's tunnel watch, and
  * remove() stopping tincd and deleting its configuration. Cleanup stops the watch, removes the
  * tunnels, then the lab (its namespaces and every process inside them), also when a test failed.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TunnelWatch } from '../src/agent/tunnelwatch.js';
@@ -54,6 +55,13 @@ async function tincds(text: string): Promise<{ pid: number; argv: string[] }[]> 
     }
   }
   return found;
+}
+
+/** Whether `pid` blocks SIGSEGV (bit 11 of SigBlk in /proc/PID/status). */
+async function segvBlocked(pid: number): Promise<boolean> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const mask = /^SigBlk:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0';
+  return (BigInt(`0x${mask}`) & (1n << 10n)) !== 0n;
 }
 
 function rsaPublicKey(): string {
@@ -287,74 +295,126 @@ describe('tinc driver on a real kernel: files, secrets, crashes, link-local', ()
     }
   });
 
-  it('replaces a tincd that crashed (SIGSEGV) and waits to re-execute itself, for good', async () => {
+  it('keeps the tap, its addresses and routes when tincd crashes (SIGSEGV); the next apply replaces the tincd', async () => {
     const dir = x.configDir(nameX);
     const [daemon] = await tincds(dir);
-    assert.ok(daemon);
+    const before = await linkOf('x', nameX);
+    assert.ok(daemon && before);
+    await run('ip', ['-n', lab!.ns('x'), 'route', 'add', '10.202.0.0/24', 'dev', nameX]);
     process.kill(daemon.pid, 'SIGSEGV');
-    // tincd catches it, closes its tap (the kernel deletes it) and sleeps 5 s before it
-    // re-executes itself: alive, without a device.
-    await waitFor('its tap to go', async () => (await linkOf('x', nameX)) === undefined);
+    // tincd catches it, closes its tap and sleeps 5 s before it re-executes itself: alive,
+    // holding nothing. The tap is the driver's (persistent): it stays, without carrier.
+    await waitFor('its tap to lose carrier', async () =>
+      (await linkOf('x', nameX))?.flags.includes('NO-CARRIER'),
+    );
     const check = await x.check(nameX);
     assert.deepEqual(
       check?.faults.map((f) => f.kind),
-      ['device-gone'],
+      ['carrier-lost'],
     );
+    assert.equal(check.ifindex, before.ifindex);
+    assert.equal((await x.observe(nameX))?.served, false);
     assert.deepEqual(
       (await tincds(dir)).map((d) => d.pid),
       [daemon.pid],
     );
-    assert.equal((await x.apply(await intentX()))[0]?.kind, 'create');
+    assert.deepEqual(
+      (await x.apply(await intentX())).map((c) => c.kind),
+      ['daemon-start'],
+    );
     // The crashed one was killed, so it cannot re-execute itself into the fresh one's tap.
     const now = await tincds(dir);
     assert.equal(now.length, 1, JSON.stringify(now));
     assert.notEqual(now[0]?.pid, daemon.pid);
     assert.deepEqual((await x.check(nameX))?.faults, []);
     const link = await linkOf('x', nameX);
-    assert.equal(link?.address, tapMac('node-x', nameX));
-    assert.ok(link.flags.includes('UP'));
+    assert.equal(link?.ifindex, before.ifindex);
+    assert.equal(link.address, tapMac('node-x', nameX));
+    assert.ok(link.flags.includes('UP') && !link.flags.includes('NO-CARRIER'));
     assert.deepEqual((await x.observe(nameX))?.addresses, ['10.201.0.1/30', probeX].sort());
+    const { stdout } = await run('ip', ['-n', lab!.ns('x'), 'route', 'show', 'dev', nameX]);
+    assert.match(stdout, /^10\.202\.0\.0\/24 /m);
     assert.ok(await pingable('x', '10.201.0.2'));
     assert.ok(await pingable('y', '10.201.0.1'));
   });
 
-  it('gives a tap a re-executed tincd made (after SIGSEGV) its MAC, addresses and link back', async () => {
+  it('restore() puts a fresh tincd on the tap after a crash, touching nothing else', async () => {
+    const dir = x.configDir(nameX);
+    const [daemon] = await tincds(dir);
+    assert.ok(daemon);
+    assert.equal(await x.restore(nameX), true, 'nothing to do: whole');
+    process.kill(daemon.pid, 'SIGSEGV');
+    await waitFor('its tap to lose carrier', async () =>
+      (await linkOf('x', nameX))?.flags.includes('NO-CARRIER'),
+    );
+    const started = Date.now();
+    assert.equal(await x.restore(nameX), true);
+    const took = Date.now() - started;
+    const [again] = await tincds(dir);
+    assert.ok(again && again.pid !== daemon.pid);
+    assert.deepEqual((await x.check(nameX))?.faults, []);
+    assert.ok(!(await linkOf('x', nameX))?.flags.includes('NO-CARRIER'));
+    const { stdout } = await run('ip', ['-n', lab!.ns('x'), 'route', 'show', 'dev', nameX]);
+    assert.match(stdout, /^10\.202\.0\.0\/24 /m);
+    console.log(`restore(): a fresh tincd holds the tap ${took} ms after it was asked`);
+    // x's tincd connects to y on its own (ConnectTo), so the path is back without an apply.
+    assert.ok(await pingable('x', '10.201.0.2'));
+    // A tap the driver cannot mend in place (down) is left to a whole apply.
+    await run('ip', ['-n', lab!.ns('x'), 'route', 'del', '10.202.0.0/24', 'dev', nameX]);
+    await run('ip', ['-n', lab!.ns('x'), 'link', 'set', 'dev', nameX, 'down']);
+    assert.equal(await x.restore(nameX), false);
+    // The kernel drops IPv6 addresses with the link (keep_addr_on_down is off).
+    assert.deepEqual(
+      (await x.apply(await intentX())).map((c) => c.kind),
+      ['address-add', 'up'],
+    );
+    assert.ok(await pingable('x', '10.201.0.2'));
+  });
+
+  it('lets a tincd that re-executed itself (5 s after SIGSEGV) take its tap back as it was', async () => {
     const dir = y.configDir(nameY);
+    // A tincd that re-executed itself already (y's may have crashed by itself when x's went)
+    // runs with SIGSEGV blocked, as its handler left the mask: a kill would stay pending. Start
+    // a fresh one for this.
+    const [first] = await tincds(dir);
+    if (first && (await segvBlocked(first.pid))) {
+      process.kill(first.pid, 'SIGKILL');
+      await waitFor('tincd to die', async () => (await tincds(dir)).length === 0);
+      assert.deepEqual(
+        (await y.apply(await intentY())).map((c) => c.kind),
+        ['daemon-start'],
+      );
+    }
     const [daemon] = await tincds(dir);
     const before = await linkOf('y', nameY);
     assert.ok(daemon && before);
     process.kill(daemon.pid, 'SIGSEGV');
-    // 5 s later tincd runs itself again: another process, and a new tap — another ifindex,
-    // down, without addresses, with a MAC of the kernel's choosing.
+    // 5 s later tincd runs itself again (another process) and opens the tap it finds.
     const again = await waitFor(
       'tincd to re-execute itself',
       async () => {
         const [d] = await tincds(dir);
         const link = await linkOf('y', nameY);
-        return d && d.pid !== daemon.pid && link ? { pid: d.pid, link } : undefined;
+        return d && d.pid !== daemon.pid && link && !link.flags.includes('NO-CARRIER')
+          ? { pid: d.pid, link }
+          : undefined;
       },
       10_000,
-    );
-    assert.notEqual(again.link.ifindex, before.ifindex);
-    assert.notEqual(again.link.address, tapMac('node-y', nameY));
-    assert.ok(!again.link.flags.includes('UP'));
+    ).catch(async (error: unknown) => {
+      const log = await readFile(y.logFile(nameY), 'utf8').catch(String);
+      const now = JSON.stringify({ tincd: await tincds(dir), link: await linkOf('y', nameY) });
+      throw new Error(`${(error as Error).message}: ${now}\n${log}`);
+    });
+    assert.equal(again.link.ifindex, before.ifindex);
+    assert.equal(again.link.address, tapMac('node-y', nameY));
+    assert.ok(again.link.flags.includes('UP'));
     const check = await y.check(nameY);
-    assert.deepEqual(check?.faults.map((f) => f.kind).sort(), [
-      'addresses-gone',
-      'daemon-replaced',
-      'device-replaced',
-      'link-down',
-      'mac-changed',
-    ]);
-    assert.equal(check.ifindex, again.link.ifindex);
     assert.deepEqual(
-      (await y.apply(await intentY())).map((c) => c.kind),
-      ['mtu', 'address-add', 'address-add', 'up'],
+      check?.faults.map((f) => f.kind),
+      ['daemon-replaced'],
     );
-    // The MAC x's neighbour entries point at: without it x's packets to y would be dropped.
-    const link = await linkOf('y', nameY);
-    assert.equal(link?.address, tapMac('node-y', nameY));
-    assert.ok(link.flags.includes('UP'));
+    // Nothing to change: the apply adopts it.
+    assert.deepEqual(await y.apply(await intentY()), []);
     assert.deepEqual((await y.check(nameY))?.faults, []);
     assert.deepEqual(
       (await tincds(dir)).map((d) => d.pid),
@@ -374,6 +434,7 @@ describe('tinc driver on a real kernel: files, secrets, crashes, link-local', ()
           const check = await y.check(nameY);
           return check && { ...check, applied: await intentY() };
         },
+        restoreTunnel: () => y.restore(nameY),
         // The churn tests probe the path themselves.
         probePath: () => Promise.resolve(1),
       },
@@ -393,24 +454,76 @@ describe('tinc driver on a real kernel: files, secrets, crashes, link-local', ()
     watchY.start();
   });
 
-  it('brings a killed tincd back on the next apply, with its addresses and MAC', async () => {
+  it('brings a killed tincd back on the next apply, onto the same tap', async () => {
     const [daemon] = await tincds(x.configDir(nameX));
-    assert.ok(daemon);
+    const before = await linkOf('x', nameX);
+    assert.ok(daemon && before);
     process.kill(daemon.pid, 'SIGKILL');
     await waitFor('tincd to die', async () => (await tincds(x.configDir(nameX))).length === 0);
-    await waitFor('its tap to go', async () => (await x.observe(nameX)) === undefined);
-    assert.equal(await x.status(nameX), undefined);
+    assert.equal((await x.observe(nameX))?.served, false);
+    // No tincd to ask: every peer unreachable.
+    assert.deepEqual(
+      (await x.status(nameX))?.peers.map((p) => p.reachable),
+      [false],
+    );
     const changes = await x.apply(await intentX());
-    assert.equal(changes[0]?.kind, 'create');
+    assert.deepEqual(
+      changes.map((c) => c.kind),
+      ['daemon-start'],
+    );
     const [again] = await tincds(x.configDir(nameX));
     assert.ok(again && again.pid !== daemon.pid);
     const seen = await x.observe(nameX);
     assert.deepEqual(seen?.addresses, ['10.201.0.1/30', probeX].sort());
     assert.equal(seen.up, true);
     assert.equal(seen.mtu, 1400);
+    assert.equal((await linkOf('x', nameX))?.ifindex, before.ifindex);
     // Same MAC as before, so y's neighbour entry for x is still right.
     assert.ok(await pingable('y', '10.201.0.1'));
     assert.ok(await pingable('x', '10.201.0.2'));
+  });
+
+  it('takes over a tap tincd made itself (an older ipferry’s): its MAC back, then made persistent', async () => {
+    const dir = x.configDir(nameX);
+    const [daemon] = await tincds(dir);
+    assert.ok(daemon);
+    process.kill(daemon.pid, 'SIGKILL');
+    await waitFor('tincd to die', async () => (await tincds(dir)).length === 0);
+    await run('ip', ['-n', lab!.ns('x'), 'link', 'del', 'dev', nameX]);
+    // As an older ipferry ran it: tincd makes its own tap (down, bare, the kernel's MAC). The
+    // killed one's pid file would stop it while that pid is not yet reaped.
+    await rm(x.pidFile(nameX), { force: true });
+    await run('ip', [
+      'netns',
+      'exec',
+      lab!.ns('x'),
+      'tincd',
+      '-c',
+      dir,
+      '--pidfile',
+      x.pidFile(nameX),
+    ]);
+    const made = await waitFor('tincd to make its tap', () => linkOf('x', nameX));
+    assert.notEqual(made.address, tapMac('node-x', nameX));
+    assert.deepEqual(
+      (await x.apply(await intentX())).map((c) => c.kind),
+      ['mtu', 'address-add', 'address-add', 'up'],
+    );
+    assert.equal((await linkOf('x', nameX))?.address, tapMac('node-x', nameX));
+    assert.ok(await pingable('x', '10.201.0.2'));
+    // Its tincd goes, and the tap with it: the next apply makes the driver's own.
+    const [held] = await tincds(dir);
+    process.kill(held!.pid, 'SIGKILL');
+    await waitFor('its tap to go', async () => (await linkOf('x', nameX)) === undefined);
+    assert.deepEqual(
+      (await x.check(nameX))?.faults.map((f) => f.kind),
+      ['device-gone', 'daemon-gone'],
+    );
+    assert.equal((await x.apply(await intentX()))[0]?.kind, 'create');
+    const { stdout } = await run('ip', ['-n', lab!.ns('x'), '-d', '-j', 'link', 'show', nameX]);
+    assert.match(stdout, /"persist":true/);
+    assert.ok(await pingable('x', '10.201.0.2'));
+    assert.ok(await pingable('y', '10.201.0.1'));
   });
 
   it('restarts tincd for a new listen port and puts the addresses back', async () => {

@@ -106,6 +106,12 @@ export interface ObservedTunnel {
   readonly addresses: readonly string[];
   /** Endpoints are the current ones, which may be learned rather than configured. */
   readonly peers: readonly TunnelPeer[];
+  /**
+   * Userspace drivers whose device outlives its daemon (tinc's persistent tap): false when no
+   * daemon holds the device — it crashed or was killed, and the device, with its addresses and
+   * the routes through it, waits for a new one. Absent where device and daemon go together.
+   */
+  readonly served?: boolean;
 }
 
 export interface PeerStatus {
@@ -136,6 +142,8 @@ export type PeerField = 'endpoint' | 'allowed-ips' | 'keepalive';
 /** One step from the observed tunnel to the intended one, in the order drivers apply them. */
 export type TunnelChange =
   | { readonly kind: 'create' }
+  /** The device is there but no daemon holds it: start one (ObservedTunnel.served). */
+  | { readonly kind: 'daemon-start' }
   | { readonly kind: 'private-key' }
   | { readonly kind: 'listen-port'; readonly port: number }
   | { readonly kind: 'peer-add'; readonly peer: TunnelPeer }
@@ -585,6 +593,7 @@ export function diffTunnel(
 ): TunnelChange[] {
   const changes: TunnelChange[] = [];
   if (!have) changes.push({ kind: 'create' });
+  if (have?.served === false) changes.push({ kind: 'daemon-start' });
   if (have?.publicKey !== publicKey) changes.push({ kind: 'private-key' });
   if (have?.listenPort !== want.listenPort) {
     changes.push({ kind: 'listen-port', port: want.listenPort });
@@ -628,6 +637,7 @@ export function diffTunnel(
 export function describeChange(change: TunnelChange): string {
   switch (change.kind) {
     case 'create':
+    case 'daemon-start':
     case 'private-key':
     case 'up':
       return change.kind;

@@ -4,13 +4,14 @@
  * agent's tunnel watch (src/agent/tunnelwatch.ts) acts on the faults.
  *
  * Why a snapshot and not the intent's diff: a tunnel daemon that crashes can come back by
- * itself in a state the diff does not see. tincd 1.0 catches a fatal signal, closes its tap
- * (the kernel deletes it, and every route through it), sleeps 5 s and re-executes itself: the
- * new tincd has another pid and a new tap (another ifindex, down, without addresses, with a
- * MAC of the kernel's choosing). The diff would bring the link up with its addresses but not
- * the MAC the peers' neighbour entries point at, and the reconcile loop, which takes the
- * kernel to hold what its last apply left, would not put the routes back until its next
- * resync. Comparing ifindex, MAC and pid with what apply left tells all of that at once.
+ * itself in a state the diff does not see. tincd 1.0 catches a fatal signal, closes its tap,
+ * sleeps 5 s and re-executes itself with another pid. A tap tincd made itself goes with the
+ * close (and every route through it), and the re-executed tincd makes a new one: another
+ * ifindex, down, bare, with a MAC of the kernel's choosing. The tinc driver therefore makes
+ * the tap itself, persistent: it outlives the crash with its ifindex, MAC, addresses and
+ * routes, and only its carrier tells that no daemon holds it. Comparing carrier, ifindex, MAC
+ * and pid with what apply left tells either story at once, where the reconcile loop, which
+ * takes the kernel to hold what its last apply left, would look only at its next resync.
  */
 import type { TunnelIntent } from './tunnel.js';
 
@@ -22,6 +23,11 @@ export interface TunnelSnapshot {
     readonly up: boolean;
     /** tinc's tap only; WireGuard interfaces have no MAC. */
     readonly mac?: string;
+    /**
+     * Whether a daemon holds the device (tinc's persistent tap: the kernel's LOWER_UP). Absent
+     * where the device goes with its daemon.
+     */
+    readonly carrier?: boolean;
     /** `ADDRESS/LEN`, canonical and sorted (as observe() reports them). */
     readonly addresses: readonly string[];
   };
@@ -35,6 +41,7 @@ export type TunnelFaultKind =
   | 'link-down'
   | 'addresses-gone'
   | 'mac-changed'
+  | 'carrier-lost'
   | 'daemon-gone'
   | 'daemon-replaced';
 
@@ -88,6 +95,12 @@ export function tunnelFaults(
       faults.push({
         kind: 'addresses-gone',
         detail: `${name} lost ${missing.join(', ')}`,
+      });
+    }
+    if (was.carrier === true && is.carrier === false) {
+      faults.push({
+        kind: 'carrier-lost',
+        detail: `no daemon holds ${name} (no carrier)`,
       });
     }
     if (was.mac !== undefined && is.mac !== was.mac) {

@@ -26,7 +26,7 @@ export interface IpLinkAddr {
   address?: string;
   mtu?: number;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { type?: string } };
+  linkinfo?: { info_kind?: string; info_data?: { type?: string; persist?: boolean } };
   addr_info?: { family?: string; local?: string; prefixlen?: number; scope?: string }[];
 }
 
@@ -67,14 +67,28 @@ export function addressesOf(link: IpLinkAddr): string[] {
 }
 
 /** The device part of a tunnel snapshot (src/core/tunnelhealth.ts); `mac` for taps only. */
-export function linkSnapshot(link: IpLinkAddr | undefined, mac: boolean): TunnelSnapshot['link'] {
+/**
+ * The device part of a TunnelSnapshot. `tap`: tinc's tap, whose MAC the peers know and whose
+ * carrier says whether a daemon holds it.
+ */
+export function linkSnapshot(link: IpLinkAddr | undefined, tap: boolean): TunnelSnapshot['link'] {
   if (!link) return undefined;
   return {
     ifindex: link.ifindex ?? 0,
     up: (link.flags ?? []).includes('UP'),
-    ...(mac && link.address !== undefined ? { mac: link.address } : {}),
+    ...(tap && link.address !== undefined ? { mac: link.address } : {}),
+    ...(tap && hasCarrier(link) !== undefined ? { carrier: hasCarrier(link) } : {}),
     addresses: addressesOf(link),
   };
+}
+
+/**
+ * Whether a daemon holds the tun/tap device (it has carrier only while one has it open);
+ * undefined while the link is down, when the kernel does not say.
+ */
+export function hasCarrier(link: IpLinkAddr): boolean | undefined {
+  const flags = link.flags ?? [];
+  return flags.includes('UP') ? !flags.includes('NO-CARRIER') : undefined;
 }
 
 /**

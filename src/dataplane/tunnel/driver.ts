@@ -48,4 +48,11 @@ export interface TunnelDriver {
    * driver has not applied it (or removed it since). Optional: the agent's tunnel watch uses it.
    */
   check?(name: string): Promise<TunnelCheck | undefined>;
+  /**
+   * Mends tunnel `name` in place when only its daemon was lost (the device, kept by the driver,
+   * still as the last apply left it): a fresh daemon on the same device, nothing else read or
+   * written, so it is back within milliseconds. True when the tunnel is whole; false when it
+   * needs a whole apply. Optional: drivers whose device goes with its daemon leave it out.
+   */
+  restore?(name: string): Promise<boolean>;
 }

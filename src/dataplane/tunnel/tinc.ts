@@ -11,18 +11,23 @@
  * files. tincd daemonizes and is found again by its pid file (or, when that is lost, by its
  * command line). Peers added or removed are a rewrite and a SIGHUP (tinc 1.0 re-reads
  * tinc.conf and drops connections whose host file went away); a new listen port, key or peer
- * endpoint restarts tincd, which recreates the tap: the link settings and addresses are then
- * put back by the same apply.
+ * endpoint restarts tincd.
  *
- * tincd 1.0 survives a crash its own way: on a fatal signal (it segfaults now and then when
- * connections churn) it closes its tap, which the kernel then deletes with every route
- * through it, sleeps 5 s and re-executes itself: a new pid, and a new tap that is down,
- * without addresses and with a MAC of the kernel's choosing. apply() repairs both halves: a
- * tincd still serving a tunnel whose tap is gone is one waiting to re-execute, and is killed
- * (SIGKILL: a SIGTERM would only cut its sleep short) before a fresh one starts; a tap with
- * another MAC than ours was made by such a re-executed tincd, and gets its MAC back before the
- * rest of the diff (the peers' neighbour entries point at ours). check() tells the agent that
- * a tunnel needs it (src/core/tunnelhealth.ts).
+ * The tap is the driver's, not tincd's: it is made persistent (`ip tuntap add … mode tap`)
+ * with its MAC, MTU, addresses and link up before the first tincd attaches to it (tincd opens
+ * an existing tap of its `Interface` name). So it outlives tincd: a restart, a kill, a crash
+ * leave its ifindex, addresses and every route through it in place, and only its carrier goes
+ * while no tincd holds it. That matters because tincd 1.0 survives a crash its own way: on a
+ * fatal signal (it segfaults now and then when connections churn) it closes its tap, sleeps
+ * 5 s and re-executes itself. Over a tap of its own making, the kernel would delete the tap
+ * with its routes and the re-executed tincd would make a bare new one; over ours, the
+ * re-executed tincd simply takes it back. The driver does not wait those 5 s: observe()
+ * reports a tap no tincd holds as not served, and apply() kills the one waiting to re-execute
+ * (SIGKILL: a SIGTERM would only cut its sleep short) and starts a fresh one; restore() does
+ * just that for the agent's tunnel watch, within milliseconds of the crash. A tap with another
+ * MAC than ours (one an older ipferry let tincd make) gets its MAC back before the rest of the
+ * diff (the peers' neighbour entries point at ours). check() tells the agent that a tunnel
+ * needs it (src/core/tunnelhealth.ts).
  *
  * Differences from WireGuard that callers see:
  * - Switch mode has no allowed IPs: tinc forwards any frame to whichever peer owns the
@@ -37,7 +42,7 @@
  * - Keepalive is recorded only: tinc pings every peer every PingInterval (10 s) regardless.
  * - observe() reports configured endpoints (the files), not learned ones.
  *
- * The tap's MAC is derived from the node and interface name, so a restarted tincd comes back
+ * The tap's MAC is derived from the node and interface name, so a tap made anew comes back
  * with the same one and the peers' neighbour caches stay right. The link is set to
  * `addrgenmode none` before it first goes up: the kernel adds no fe80 address of its own, so
  * every address on the tunnel (link-local ones included) is ipferry's and observe() reports
@@ -89,7 +94,12 @@ import {
 } from '../../core/tunnel.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
 import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
-import type { TunnelCheck, TunnelFault, TunnelSnapshot } from '../../core/tunnelhealth.js';
+import type {
+  TunnelCheck,
+  TunnelFault,
+  TunnelFaultKind,
+  TunnelSnapshot,
+} from '../../core/tunnelhealth.js';
 import { tunnelFaults } from '../../core/tunnelhealth.js';
 import {
   addressesOf,
@@ -98,6 +108,7 @@ import {
   dataplaneError,
   type IpLinkAddr,
   ipIn,
+  hasCarrier,
   linkSnapshot,
   NO_DEVICE,
   readPid,
@@ -270,11 +281,12 @@ export class TincDriver implements TunnelDriver {
   /** The tunnel as observe() reports it, with the tap as `ip` showed it (its MAC). */
   async #observe(
     name: string,
-  ): Promise<{ tunnel: ObservedTunnel; link: IpLinkAddr; pid: number } | undefined> {
+  ): Promise<{ tunnel: ObservedTunnel; link: IpLinkAddr; pid: number | undefined } | undefined> {
     const link = await this.#link(name);
     if (!link) return undefined;
     const [pid] = await this.#daemons(name);
-    if (pid === undefined) return this.#vanishing(name);
+    // A tap tincd made itself (an older ipferry's) goes with its tincd; ours stays.
+    if (pid === undefined && !persistent(link)) return this.#vanishing(name);
     const config = await this.#readConfig(name);
     const publicKey =
       config.keyFile === undefined
@@ -289,6 +301,8 @@ export class TincDriver implements TunnelDriver {
       up: (link.flags ?? []).includes('UP'),
       addresses: addressesOf(link),
       peers: config.peers,
+      // A crashed tincd waiting to re-execute itself is alive but has let go of the tap.
+      ...(pid !== undefined && hasCarrier(link) !== false ? {} : { served: false }),
     };
     return { tunnel, link, pid };
   }
@@ -307,8 +321,9 @@ export class TincDriver implements TunnelDriver {
   }
 
   /**
-   * A tap whose tincd died (killed, crashed) lingers for a moment until the kernel has
-   * unregistered it: wait for that, then report no tunnel. A tap nobody serves is an error.
+   * A tap tincd made itself goes when its tincd dies (killed, crashed), after a moment until
+   * the kernel has unregistered it: wait for that, then report no tunnel. One that stays is
+   * held by something else: an error.
    */
   async #vanishing(name: string): Promise<undefined> {
     if (await this.#linkGone(name, 2000)) return undefined;
@@ -360,11 +375,14 @@ export class TincDriver implements TunnelDriver {
     try {
       await this.#writeConfig(intent);
       const restart = !created && changes.some(needsRestart);
-      if (created || restart) {
+      if (created || restart || changes.some((c) => c.kind === 'daemon-start')) {
         if (restart) await this.#stop(name);
         else await this.#killStranded(name);
+        if (!(await this.#ensureTap(intent))) {
+          if (relink) await this.#relink(name, seen?.link.address);
+          await this.#applyLinkChanges(name, changes);
+        }
         await this.#start(name);
-        await this.#setUpLink(intent);
       } else {
         if (relink) await this.#relink(name, seen.link.address);
         if (changes.some((c) => c.kind === 'peer-add' || c.kind === 'peer-remove')) {
@@ -416,6 +434,42 @@ export class TincDriver implements TunnelDriver {
         faults: tunnelFaults(name, left, now),
         ...(repaired ? { repaired } : {}),
       };
+    });
+  }
+
+  /**
+   * Makes tunnel `name` whole again when its tincd alone is missing: the tap still as the last
+   * apply left it (same ifindex, MAC, addresses, up; so the routes through it are there too)
+   * but no tincd holds it — crashed and waiting to re-execute, or killed. The stranded tincd
+   * is killed and a fresh one attached, without reading or writing anything else: this is the
+   * agent's tunnel watch's first answer to a crash (src/agent/tunnelwatch.ts), milliseconds
+   * after it. A tincd that re-executed itself and took the tap back is adopted as it is. True
+   * when the tunnel is whole (nothing was wrong, or it is now); false when it needs a whole
+   * apply (its tap gone, replaced or changed), which is left to the caller.
+   */
+  restore(name: string): Promise<boolean> {
+    return this.#serial.run(async () => {
+      refuseForeign(name);
+      const left = this.#left.get(name);
+      if (!left?.link) return false;
+      const link = await this.#link(name).catch(() => undefined);
+      if (!link || !persistent(link)) return false;
+      const [pid] = await this.#daemons(name);
+      const faults = tunnelFaults(name, left, snapshotOf(link, pid));
+      if (faults.some((f) => !DAEMON_FAULTS.has(f.kind))) return false;
+      if (faults.length === 0) return true;
+      const held = pid !== undefined && hasCarrier(link) === true;
+      if (held) this.#left.set(name, snapshotOf(link, pid));
+      else {
+        await this.#killStranded(name);
+        const started = await this.#start(name);
+        this.#left.set(name, snapshotOf(started.link, started.pid));
+      }
+      this.#log?.warn(
+        { tunnel: name, faults: faults.map((f) => f.detail) },
+        held ? 'tinc: a re-executed tincd holds the tap again' : 'tinc: restarted tincd on its tap',
+      );
+      return true;
     });
   }
 
@@ -518,7 +572,7 @@ export class TincDriver implements TunnelDriver {
    * only in its log: "Terminating", or an "Address already in use" even when another family's
    * socket could be bound (a half-bound tunnel is refused as a whole).
    */
-  async #start(name: string): Promise<void> {
+  async #start(name: string): Promise<{ pid: number; link: IpLinkAddr }> {
     const dir = this.configDir(name);
     await unlink(this.pidFile(name)).catch(() => undefined);
     await unlink(this.logFile(name)).catch(() => undefined);
@@ -540,9 +594,10 @@ export class TincDriver implements TunnelDriver {
         );
       }
       if (/\bReady\b/.test(log) && pid !== undefined && (await alive(pid))) {
-        if (await this.#link(name)) {
+        const link = await this.#link(name);
+        if (link && hasCarrier(link) !== false) {
           this.#log?.info({ tunnel: name, pid }, 'tinc: started tincd');
-          return;
+          return { pid, link };
         }
       }
       if (Date.now() > deadline) {
@@ -550,15 +605,15 @@ export class TincDriver implements TunnelDriver {
         throw dataplaneError(`tincd for ${name} not ready after ${this.#startTimeoutMs} ms`);
       }
       // Short: a tunnel restored after a crash is down until this loop sees tincd ready.
-      await sleep(10);
+      await sleep(5);
     }
   }
 
   /**
-   * Kills the tincds that still serve tunnel `name` although its tap is gone: after a fatal
-   * signal tincd closes the tap and sleeps 5 s before it re-executes itself, and a re-executed
-   * tincd would find the fresh one's tap busy, fail, and take its pid file with it. SIGKILL,
-   * because a SIGTERM only cuts that sleep short.
+   * Kills the tincds of tunnel `name` that let go of its tap, before a fresh one starts: after
+   * a fatal signal tincd closes the tap and sleeps 5 s before it re-executes itself, and a
+   * re-executed tincd would find the fresh one's tap busy, fail, and take its pid file with it.
+   * SIGKILL, because a SIGTERM only cuts that sleep short.
    */
   async #killStranded(name: string): Promise<void> {
     for (const pid of await this.#daemons(name)) {
@@ -584,15 +639,16 @@ export class TincDriver implements TunnelDriver {
     await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
   }
 
-  /** Stops every tincd of tunnel `name` and waits until its tap is gone. */
+  /** Stops every tincd of tunnel `name`; a tap it made itself is waited for until it is gone. */
   async #stop(name: string): Promise<boolean> {
     const pids = await this.#daemons(name);
     for (const pid of pids) {
-      // tincd closes its tap (which then disappears) and removes its pid file on SIGTERM.
+      // tincd closes its tap and removes its pid file on SIGTERM.
       await stopProcess(pid);
       this.#log?.info({ tunnel: name, pid }, 'tinc: stopped tincd');
     }
-    await this.#linkGone(name, 2000);
+    const link = await this.#link(name).catch(() => undefined);
+    if (link && !persistent(link)) await this.#linkGone(name, 2000);
     return pids.length > 0;
   }
 
@@ -615,12 +671,22 @@ export class TincDriver implements TunnelDriver {
     }
   }
 
-  /** After tincd (re)made the tap: its MAC, no kernel link-local, MTU, addresses, up. */
-  async #setUpLink(intent: TunnelIntent): Promise<void> {
+  /**
+   * Makes the tunnel's tap, persistent, with its MAC, no kernel link-local address, MTU,
+   * addresses and link up, unless one of ours is there already (false then). A tap tincd made
+   * itself (an older ipferry's) is waited for to go with its tincd, stopped by now, and then
+   * made anew as ours.
+   */
+  async #ensureTap(intent: TunnelIntent): Promise<boolean> {
     const name = intent.name;
-    // One `ip -batch` (it stops at the first failing line, as separate calls would): a tunnel
-    // restored after a crash carries nothing until it is up.
+    const link = await this.#link(name);
+    if (link && persistent(link)) return false;
+    if (link && !(await this.#linkGone(name, 2000))) {
+      throw dataplaneError(`${name} exists, held by something other than this node's tincd`);
+    }
+    // One `ip -batch` (it stops at the first failing line, as separate calls would).
     const lines = [
+      `tuntap add dev ${name} mode tap`,
       `link set dev ${name} address ${tapMac(this.#node, name)}`,
       `link set dev ${name} addrgenmode none`,
       `link set dev ${name} mtu ${intent.mtu}`,
@@ -630,6 +696,7 @@ export class TincDriver implements TunnelDriver {
       `link set dev ${name} up`,
     ];
     await this.#ip(['-batch', '-'], { input: `${lines.join('\n')}\n` });
+    return true;
   }
 
   async #addAddress(name: string, address: string): Promise<void> {
@@ -678,11 +745,14 @@ export class TincDriver implements TunnelDriver {
 
   async status(name: string): Promise<TunnelStatus | undefined> {
     refuseForeign(name);
-    if (!(await this.#link(name))) return undefined;
+    const link = await this.#link(name);
+    if (!link) return undefined;
     const [pid] = await this.#daemons(name);
-    if (pid === undefined) return this.#vanishing(name);
+    if (pid === undefined && !persistent(link)) return this.#vanishing(name);
     const config = await this.#readConfig(name);
-    const nodes = await this.#dumpNodes(name, pid);
+    // No tincd holding the tap (crashed, killed): every peer is unreachable.
+    const held = pid !== undefined && hasCarrier(link) !== false;
+    const nodes = held ? await this.#dumpNodes(name, pid) : new Map<string, DumpedNode>();
     const peers: PeerStatus[] = config.peers.map((peer) => {
       const node = nodes.get(tincName(peer.node ?? ''));
       const reachable = node?.connected === true;
@@ -848,6 +918,18 @@ function parseNodes(text: string): Map<string, DumpedNode> {
     });
   }
   return nodes;
+}
+
+/** Faults a new tincd on the same tap mends (restore()). */
+const DAEMON_FAULTS: ReadonlySet<TunnelFaultKind> = new Set([
+  'carrier-lost',
+  'daemon-gone',
+  'daemon-replaced',
+]);
+
+/** Whether the tap outlives its tincd: ours, made by `ip tuntap add` (#ensureTap). */
+function persistent(link: IpLinkAddr): boolean {
+  return link.linkinfo?.info_data?.persist === true;
 }
 
 function snapshotOf(link: IpLinkAddr | undefined, pid: number | undefined): TunnelSnapshot {
