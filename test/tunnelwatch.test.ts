@@ -52,6 +52,21 @@ describe('tunnelFaults', () => {
     assert.match(tunnelFaults('ipft', left, {})[1]?.detail ?? '', /tincd \(pid 100\) is gone/);
   });
 
+  it('tells a crashed tincd that let go of its persistent tap by the carrier', () => {
+    const held: TunnelSnapshot = { ...left, link: { ...left.link!, carrier: true } };
+    const letGo: TunnelSnapshot = { ...left, link: { ...left.link!, carrier: false } };
+    assert.deepEqual(
+      tunnelFaults('ipft', held, letGo).map((f) => f.kind),
+      ['carrier-lost'],
+    );
+    // A link that is down says nothing of its carrier: that is a link-down alone.
+    const down: TunnelSnapshot = { ...left, link: { ...left.link!, up: false } };
+    assert.deepEqual(
+      tunnelFaults('ipft', held, down).map((f) => f.kind),
+      ['link-down'],
+    );
+  });
+
   it('names everything a re-executed tincd changed', () => {
     const reexecuted: TunnelSnapshot = {
       link: { ifindex: 9, up: false, mac: '9a:00:00:00:00:02', addresses: [] },
@@ -150,9 +165,61 @@ describe('TunnelWatch', () => {
     // A device made anew by an apply (a restart) is no loss, but its routes went: one pass.
     check = { ...check, ifindex: 6 };
     await watch.check();
+    await new Promise((r) => setImmediate(r));
     assert.equal(repairs.length, 2);
     assert.equal(watch.deadPeers().size, 0);
     release?.();
+    await watch.stop();
+  });
+});
+
+describe('TunnelWatch with a driver that mends in place', () => {
+  it('restores the daemon without a pass, and reports the loss before the peers count as back', async () => {
+    const applied = gwTunnel();
+    let check: TunnelCheck = { name: applied.name, ifindex: 4, faults: [], applied };
+    let restores = 0;
+    let resyncs = 0;
+    const watch = new TunnelWatch({
+      dataplane: {
+        checkTunnel: () => Promise.resolve(check),
+        restoreTunnel: () => {
+          restores += 1;
+          check = { name: applied.name, ifindex: 4, faults: [], applied };
+          return Promise.resolve(true);
+        },
+        // The peer answers at once: the loss is mended before anyone reported it.
+        probePath: () => Promise.resolve(1),
+      },
+      log: { info: () => undefined, warn: () => undefined, error: () => undefined },
+      intervalMs: 60_000,
+      resync: () => {
+        resyncs += 1;
+        return Promise.resolve();
+      },
+      onChange: () => undefined,
+    });
+    await watch.check();
+    check = {
+      name: applied.name,
+      ifindex: 4,
+      faults: [{ kind: 'carrier-lost', detail: 'no daemon holds ipfgwtest (no carrier)' }],
+      applied,
+    };
+    await watch.check();
+    // Not started: this test runs the rounds a started watch would run on its own.
+    await waitFor('the restore', () => Promise.resolve(restores === 1));
+    await watch.check();
+    assert.ok(watch.restore()?.restoredAt);
+    assert.deepEqual([restores, resyncs], [1, 0]);
+    assert.equal(watch.restore()?.repair, 'daemon');
+    // However soon home answers, it stays dead until the reconcile loop has read it once…
+    await watch.check();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual([...watch.deadPeers()], ['home']);
+    // …and is cleared by the next round after that.
+    await watch.check();
+    await waitFor('home answering', () => Promise.resolve(watch.deadPeers().size === 0));
+    assert.ok(watch.restore()?.answeredAt);
     await watch.stop();
   });
 });

@@ -18,6 +18,7 @@ import type { HostFacts } from '../core/intent.js';
 import { readNeighbours } from '../dataplane/iproute/neighbours.js';
 import { FakeDataplane } from '../dataplane/fake.js';
 import { LinuxDataplane } from '../dataplane/linux.js';
+import type { TunnelLogger } from '../dataplane/tunnel/driver.js';
 import { ControlPlane } from '../service/control.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
@@ -58,7 +59,10 @@ export async function startAgent(
   const tokens = TokenSet.parse(tokenFile.text, config.tokenFile);
   const hub = await storeAccess(config);
   const store = await openStore(config.store, hub.access);
-  const dataplane = options.dataplane ?? (await dataplaneFor(config));
+  // The API's logger is made with the API, after the dataplane: until then the drivers' lines
+  // (a key pair made, a daemon started) wait here.
+  const driverLog = new DeferredLog();
+  const dataplane = options.dataplane ?? (await dataplaneFor(config, driverLog));
   const control = new ControlPlane(store);
   const stops: (() => Promise<void>)[] = [() => store.close()];
   try {
@@ -108,6 +112,7 @@ export async function startAgent(
         neighbours: options.neighbours ?? (() => readNeighbours(config.netns)),
       },
     });
+    driverLog.attach(app.log);
     const paths = new PathMonitor({
       dataplane,
       log: app.log,
@@ -273,13 +278,38 @@ async function keepAlive(
   };
 }
 
-async function dataplaneFor(config: AgentConfig): Promise<Dataplane> {
+/** A logger that holds what it is told until the real one is attached, then forwards. */
+class DeferredLog implements TunnelLogger {
+  private target?: TunnelLogger;
+  private readonly held: { level: 'info' | 'warn'; obj: object; msg?: string }[] = [];
+
+  attach(target: TunnelLogger): void {
+    this.target = target;
+    for (const { level, obj, msg } of this.held.splice(0)) target[level](obj, msg);
+  }
+
+  info(obj: object, msg?: string): void {
+    this.write('info', obj, msg);
+  }
+
+  warn(obj: object, msg?: string): void {
+    this.write('warn', obj, msg);
+  }
+
+  private write(level: 'info' | 'warn', obj: object, msg?: string): void {
+    if (this.target) this.target[level](obj, msg);
+    else if (this.held.length < 100) this.held.push({ level, obj, ...(msg ? { msg } : {}) });
+  }
+}
+
+async function dataplaneFor(config: AgentConfig, log: TunnelLogger): Promise<Dataplane> {
   if (config.dataplane === 'fake') return new FakeDataplane();
   const linux = new LinuxDataplane({
     ...(config.netns ? { netns: config.netns } : {}),
     stateDir: config.stateDir,
     tunnelDriver: config.tunnelDriver,
     node: config.node,
+    log,
   });
   await linux.check();
   return linux;

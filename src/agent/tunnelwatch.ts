@@ -1,11 +1,13 @@
 /**
- * The tunnel watch: every probe interval it asks the dataplane whether this node's tunnel is
- * still as the last apply left it (src/core/tunnelhealth.ts: the device there with the same
- * ifindex, up, with its addresses and MAC; the same daemon). A tunnel daemon that crashed,
- * re-executed itself or lost its device is so found within one interval, rather than after
- * rounds of dead path probes or at the next resync, and restored at once by a pass that reads
- * the kernel again: the routes through a lost device went with it, and the loop would
- * otherwise take them to be there until its next resync.
+ * The tunnel watch: every probe interval, and at once when the kernel reports a change of one
+ * of ipferry's tunnel links, it asks the dataplane whether this node's tunnel is still as the
+ * last apply left it (src/core/tunnelhealth.ts: the device there with the same ifindex, up,
+ * with carrier, its addresses and MAC; the same daemon). A tunnel daemon that crashed,
+ * re-executed itself or lost its device is so found within milliseconds, rather than after
+ * rounds of dead path probes or at the next resync, and restored at once: in place when only
+ * the daemon was lost (tinc's tap outlives tincd, so a fresh tincd on it is the whole repair),
+ * otherwise by a pass that reads the kernel again: the routes through a lost device went with
+ * it, and the loop would otherwise take them to be there until its next resync.
  *
  * Meanwhile the tunnel's peers count as dead, so the FIPs behind them are UNREACHABLE: from
  * when the loss is noticed until a probe through the restored tunnel is answered (a restored
@@ -23,7 +25,10 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Logger } from './reconcile.js';
 
 export interface TunnelWatchOptions {
-  readonly dataplane: Pick<Dataplane, 'checkTunnel' | 'probePath' | 'watchTunnelLinks'>;
+  readonly dataplane: Pick<
+    Dataplane,
+    'checkTunnel' | 'restoreTunnel' | 'probePath' | 'watchTunnelLinks'
+  >;
   readonly log: Logger;
   /** The probe interval: how often the tunnel is checked. */
   readonly intervalMs: number;
@@ -44,6 +49,7 @@ interface Incident {
   readonly noticedAt: number;
   restoredAt?: number;
   answeredAt?: number;
+  repair?: 'daemon' | 'pass';
 }
 
 export class TunnelWatch {
@@ -55,6 +61,11 @@ export class TunnelWatch {
   private incident?: Incident;
   /** Peers behind a lost tunnel that have not answered through the restored one yet. */
   private readonly dead = new Set<string>();
+  /**
+   * Dead peers nobody has asked deadPeers() about yet: kept dead until then, however soon they
+   * answer, so that a loss mended within milliseconds still shows as UNREACHABLE once.
+   */
+  private readonly unreported = new Set<string>();
   private repairing?: Promise<void>;
   /** No repair before this (after one that did not help), and the next wait. */
   private notBefore = 0;
@@ -87,9 +98,17 @@ export class TunnelWatch {
     await this.clearing;
   }
 
-  /** Peer nodes behind a lost tunnel that have not answered through it since. */
+  /**
+   * Peer nodes behind a lost tunnel that have not answered through it since (the reconcile
+   * loop's report asks, to mark the FIPs behind them UNREACHABLE).
+   */
   deadPeers(): ReadonlySet<string> {
-    return this.dead;
+    if (this.unreported.size > 0) {
+      this.unreported.clear();
+      // Those that answered already may be cleared now: look again at once.
+      setImmediate(() => this.kick());
+    }
+    return new Set(this.dead);
   }
 
   /** The latest loss of the tunnel and its restoring, for the node's tunnel health. */
@@ -101,6 +120,7 @@ export class TunnelWatch {
       faults: i.faults,
       noticedAt: iso(i.noticedAt),
       ...(i.restoredAt !== undefined ? { restoredAt: iso(i.restoredAt) } : {}),
+      ...(i.repair !== undefined ? { repair: i.repair } : {}),
       ...(i.answeredAt !== undefined ? { answeredAt: iso(i.answeredAt) } : {}),
     };
   }
@@ -144,17 +164,24 @@ export class TunnelWatch {
     for (const node of this.dead) {
       if (peers.includes(node)) continue;
       this.dead.delete(node);
+      this.unreported.delete(node);
       changed = true;
     }
     // Lost now, or lost and already repaired by a pass that came before this check.
     const lost = found.faults.length > 0 ? found.faults : (found.repaired?.faults ?? []);
     if (lost.length > 0 && (!this.incident || this.incident.restoredAt !== undefined)) {
       const faults = lost.map((f) => f.detail);
-      this.incident = { tunnel: found.name, faults, noticedAt: found.repaired?.at ?? now };
+      this.incident = {
+        tunnel: found.name,
+        faults,
+        noticedAt: found.repaired?.at ?? now,
+        ...(found.repaired ? { repair: 'pass' as const } : {}),
+      };
       this.o.log.warn({ tunnel: found.name, faults }, 'tunnel lost: restoring it');
       for (const node of peers) {
         if (this.dead.has(node)) continue;
         this.dead.add(node);
+        this.unreported.add(node);
         changed = true;
       }
       this.backoffMs = this.o.intervalMs;
@@ -175,13 +202,7 @@ export class TunnelWatch {
     this.backoffMs = this.o.intervalMs;
     this.notBefore = 0;
     const i = this.incident;
-    if (i && i.restoredAt === undefined) {
-      i.restoredAt = now;
-      this.o.log.info(
-        { tunnel: i.tunnel, faults: i.faults, restoredMs: now - i.noticedAt },
-        'tunnel restored',
-      );
-    }
+    if (i && i.restoredAt === undefined) this.restored(i, now);
     // Repaired by a pass that did not read the kernel again (its routes are still to come
     // back), or made anew by an apply (a restart): no loss, but the routes through the old
     // device went with it.
@@ -193,11 +214,22 @@ export class TunnelWatch {
     if (this.dead.size > 0 && !this.repairing) this.clearing ??= this.clear(found.name);
   }
 
-  /** Asks for a pass that re-reads the kernel, one at a time, backing off while it fails. */
+  /**
+   * Mends the tunnel in place when the driver can (only its daemon was lost), else asks for a
+   * pass that re-reads the kernel; one at a time, backing off while it fails.
+   */
   private repair(now: number): void {
     if (this.repairing || now < this.notBefore) return;
-    this.repairing = this.o
-      .resync()
+    this.repairing = this.restoreInPlace()
+      .then((whole) => {
+        const i = this.incident;
+        if (i && i.restoredAt === undefined) {
+          i.repair = whole ? 'daemon' : 'pass';
+          // The driver saw it whole: no need to wait for the next check to say so.
+          if (whole) this.restored(i, this.now());
+        }
+        return whole ? undefined : this.o.resync();
+      })
       .catch((e: unknown) => {
         this.o.log.warn({ err: (e as Error).message }, 'tunnel repair pass failed');
       })
@@ -211,19 +243,38 @@ export class TunnelWatch {
       });
   }
 
+  private restored(i: Incident, at: number): void {
+    i.restoredAt = at;
+    this.o.log.info(
+      { tunnel: i.tunnel, faults: i.faults, restoredMs: at - i.noticedAt, repair: i.repair },
+      'tunnel restored',
+    );
+  }
+
+  private async restoreInPlace(): Promise<boolean> {
+    try {
+      return (await this.o.dataplane.restoreTunnel?.()) ?? false;
+    } catch (e) {
+      this.o.log.warn({ err: (e as Error).message }, 'tunnel restore in place failed');
+      return false;
+    }
+  }
+
   /** Probes each dead peer through the restored tunnel; those that answer are alive again. */
   private async clear(ifname: string): Promise<void> {
     try {
       const answered = await Promise.all(
-        [...this.dead].map(async (node) => {
-          const rtt = await this.o.dataplane.probePath({
-            ifname,
-            address: tunnelProbeAddress(node),
-            payload: SMALL_PROBE_PAYLOAD,
-            fragment: false,
-          });
-          return rtt === undefined ? undefined : node;
-        }),
+        [...this.dead]
+          .filter((node) => !this.unreported.has(node))
+          .map(async (node) => {
+            const rtt = await this.o.dataplane.probePath({
+              ifname,
+              address: tunnelProbeAddress(node),
+              payload: SMALL_PROBE_PAYLOAD,
+              fragment: false,
+            });
+            return rtt === undefined ? undefined : node;
+          }),
       );
       const back = answered.filter((n): n is string => n !== undefined && this.dead.delete(n));
       if (back.length === 0) return;

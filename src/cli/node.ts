@@ -114,7 +114,9 @@ export function restoreLine(r: TunnelRestore): string {
   const answered = after(r.answeredAt);
   return [
     `lost at ${r.noticedAt} (${r.faults.join('; ')})`,
-    restored === undefined ? 'not restored yet' : `restored ${restored} later`,
+    restored === undefined
+      ? 'not restored yet'
+      : `restored ${restored} later${r.repair === 'daemon' ? ' (a new daemon on the kept device)' : r.repair === 'pass' ? ' (the device and its routes made anew)' : ''}`,
     ...(restored === undefined
       ? []
       : [answered === undefined ? 'peers not answering yet' : `peers answering ${answered} later`]),

@@ -209,6 +209,11 @@ export interface TunnelRestore {
   readonly noticedAt: string;
   /** When the tunnel was as applied again; absent while it is not. */
   readonly restoredAt?: string;
+  /**
+   * How: `daemon`, a new daemon on the device the driver kept (its routes never went);
+   * `pass`, a reconcile pass that read the kernel again and rebuilt what went with the device.
+   */
+  readonly repair?: 'daemon' | 'pass';
   /** When every peer answered a probe through it again; absent while one does not. */
   readonly answeredAt?: string;
 }

@@ -66,6 +66,12 @@ export interface Dataplane {
    */
   checkTunnel?(): Promise<TunnelCheck | undefined>;
   /**
+   * Mends the tunnel last applied in place when only its daemon was lost (a fresh daemon on
+   * the same device, whose routes are still there): true when it is whole, false when it needs
+   * a pass that reads the kernel again. Optional: without it, that pass is the only repair.
+   */
+  restoreTunnel?(): Promise<boolean>;
+  /**
    * Sends a few echo requests through the tunnel; resolves to the round trip in milliseconds of
    * the first answer, or undefined when none came back in time. Never throws for a lost probe.
    */

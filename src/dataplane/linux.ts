@@ -33,7 +33,7 @@ import { parseProxyEntries } from './iproute/neighbours.js';
 import { observeRouting, ROUTING_KINDS, routingBatches } from './iproute/routing.js';
 import { WireGuardDriver } from './tunnel/wireguard.js';
 import { TincDriver } from './tunnel/tinc.js';
-import type { TunnelDriver } from './tunnel/driver.js';
+import type { TunnelDriver, TunnelLogger } from './tunnel/driver.js';
 import type { TunnelDriverKind } from '../core/tunnel.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
@@ -55,6 +55,8 @@ export interface LinuxDataplaneOptions {
   readonly tunnelDriver?: TunnelDriverKind;
   /** This node's name (tinc names its configuration after it). */
   readonly node?: string;
+  /** Where the tunnel drivers say what they did (a daemon started, restarted, killed). */
+  readonly log?: TunnelLogger;
 }
 
 /** The tools the dataplane needs, with the Debian package that provides each. */
@@ -319,6 +321,11 @@ export class LinuxDataplane implements Dataplane {
     return check && { ...check, applied };
   }
 
+  async restoreTunnel(): Promise<boolean> {
+    const applied = this.appliedTunnel;
+    return applied ? ((await this.tunnels().restore?.(applied.name)) ?? false) : false;
+  }
+
   async tunnelHealth(): Promise<TunnelHealth | undefined> {
     const name = (await this.facts()).interfaces.find((n) => n.startsWith(TUNNEL_IFNAME_PREFIX));
     const status = name ? await this.tunnels().status(name) : undefined;
@@ -395,12 +402,14 @@ export class LinuxDataplane implements Dataplane {
         ...(this.o.netns ? { netns: this.o.netns } : {}),
         stateDir: this.o.stateDir ?? DEFAULT_STATE_DIR,
         node: this.o.node ?? 'node',
+        ...(this.o.log ? { log: this.o.log } : {}),
       });
       return this.tunnelDriver;
     }
     this.tunnelDriver ??= new WireGuardDriver({
       ...(this.o.netns ? { netns: this.o.netns } : {}),
       stateDir: this.o.stateDir ?? DEFAULT_STATE_DIR,
+      ...(this.o.log ? { log: this.o.log } : {}),
     });
     return this.tunnelDriver;
   }
