@@ -37,7 +37,7 @@ import {
   type MeshIntent,
   type MeshNodeReport,
 } from '../core/mesh.js';
-import type { PlanResponse } from '../api/contract.js';
+import type { PlanResponse } from '../service/views.js';
 
 export interface Logger {
   info(obj: object, msg?: string): void;

@@ -10,10 +10,16 @@ import type { FastifyInstance } from 'fastify';
 import { IpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { stringifyStored } from '../core/json.js';
-import type { NodeHealth, NodeLiveness, PathProbe, TunnelHealth } from '../core/model.js';
+import type {
+  Neighbour,
+  NodeHealth,
+  NodeLiveness,
+  PathProbe,
+  TunnelHealth,
+} from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
-import type { Dataplane, Neighbour } from '../dataplane/dataplane.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
 import type { HostFacts } from '../core/intent.js';
 import { readNeighbours } from '../dataplane/iproute/neighbours.js';
 import { FakeDataplane } from '../dataplane/fake.js';

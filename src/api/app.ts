@@ -17,7 +17,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { X509Certificate } from 'node:crypto';
 import { IpferryError, isIpferryError, validationError } from '../core/errors.js';
 import { NODE_CREDENTIAL_PREFIX } from '../core/join.js';
-import type { Neighbour } from '../dataplane/dataplane.js';
+import type { Neighbour } from '../core/model.js';
 import type { ControlPlane } from '../service/control.js';
 import type { Store } from '../store/store.js';
 import { JOIN_ROUTE, STORE_ROUTES } from '../store/wire.js';

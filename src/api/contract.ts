@@ -5,46 +5,21 @@
  * Every route except /healthz needs `Authorization: Bearer <token>`. Errors are `ErrorBody`
  * (core/errors.ts) with the registry's HTTP status.
  */
-import type { IntentElement } from '../core/intent.js';
 import type { MeshAudit, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
 import type { MeshConfirmResult, MeshView } from '../service/mesh.js';
 import type { TunnelHealth } from '../core/model.js';
+import type { AssociationMode, FipState, NodeView, PortForward, Protocol } from '../core/model.js';
 import type {
-  AssociationMode,
-  FipState,
-  FloatingIp,
-  NodeView,
-  Pool,
-  PortForward,
-  Protocol,
-} from '../core/model.js';
+  ArpResponse,
+  FipStatusView,
+  FipView,
+  IppoolEntryView,
+  PlanResponse,
+  PoolView,
+} from '../service/views.js';
 
 export const API_PREFIX = '/v1';
 export const DEFAULT_PORT = 7447;
-
-export interface FipStatusView {
-  readonly state: FipState;
-  /** Node that realised (or failed to realise) the FIP. */
-  readonly node?: string;
-  /** Revision of the FIP that status describes; `stale` when the FIP changed since. */
-  readonly revision?: number;
-  readonly stale?: boolean;
-  readonly message?: string;
-  readonly updatedAt?: string;
-}
-
-export interface FipView extends FloatingIp {
-  /** Store revision of this FIP record. */
-  readonly revision: number;
-  readonly status: FipStatusView;
-}
-
-export interface PoolView extends Pool {
-  readonly revision: number;
-  /** Number of usable addresses, as a decimal string (an IPv6 /64 does not fit a JSON number). */
-  readonly size: string;
-  readonly allocated: number;
-}
 
 // Requests ------------------------------------------------------------------------------------
 
@@ -186,46 +161,14 @@ export interface StatusResponse {
   readonly tunnel?: TunnelHealth;
 }
 
-export interface IppoolEntryView {
-  readonly pool: string;
-  readonly gateway: string;
-  readonly entries: readonly string[];
-  readonly size: string;
-  readonly allocated: readonly {
-    readonly address: string;
-    readonly target?: string;
-    readonly mode?: AssociationMode;
-  }[];
-}
-
-export interface ArpResponse {
-  readonly mac: string;
-  readonly address: string;
-  /** `pool`: pinned in a pool entry; `neighbour`: seen in the gateway's neighbour table. */
-  readonly source: 'pool' | 'neighbour';
-  readonly pool?: string;
-  readonly interface?: string;
-}
-
-/** `GET /v1/plan`: what the agent would change in this host's kernel now. */
-export interface PlanResponse {
-  readonly node: string;
-  readonly dataplane: string;
-  /** Store revision the plan was compiled from. */
-  readonly revision: number;
-  readonly add: readonly IntentElement[];
-  readonly replace: readonly { readonly from: IntentElement; readonly to: IntentElement }[];
-  readonly remove: readonly IntentElement[];
-  /** FIPs the agent refuses to realise on this host, with the reason. */
-  readonly refused: readonly { readonly address: string; readonly reason: string }[];
-}
-
 export interface VersionResponse {
   readonly version: string;
   readonly node: string;
 }
 
 export type { MeshAudit, MeshView };
+// Built by the control plane and the agent (service/views.ts), served as they are.
+export type { ArpResponse, FipStatusView, FipView, IppoolEntryView, PlanResponse, PoolView };
 export type MeshPolicyResponse = MeshPolicyRecord;
 
 /** `POST /v1/mesh/confirm`: whether a trial was confirmed, and which reported holds it released. */

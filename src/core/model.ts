@@ -243,3 +243,13 @@ export interface NodeView extends NodeRecord {
   /** The node's mesh as its agent last applied it (its liveness record's report). */
   readonly mesh?: MeshNodeReport;
 }
+
+/**
+ * One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`: the dataplane reads
+ * them, the control plane and the API answer with them.
+ */
+export interface Neighbour {
+  readonly address: string;
+  readonly mac: string;
+  readonly interface: string;
+}

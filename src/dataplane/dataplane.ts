@@ -10,12 +10,8 @@ import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
 import type { TunnelCheck } from '../core/tunnelhealth.js';
 
-/** One entry of a host's neighbour (ARP/NDP) table, for `ipferry arp MAC`. */
-export interface Neighbour {
-  readonly address: string;
-  readonly mac: string;
-  readonly interface: string;
-}
+// The driver that reads the neighbour table (iproute/neighbours.ts) names it from here.
+export type { Neighbour } from '../core/model.js';
 
 /** One active probe through the tunnel to a peer's link-local probe address. */
 export interface PathProbeRequest {

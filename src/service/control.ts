@@ -30,6 +30,7 @@ import type {
   FipState,
   FipStatus,
   FloatingIp,
+  Neighbour,
   NodeHealth,
   NodeLiveness,
   NodeRecord,
@@ -67,15 +68,7 @@ import {
   validatePool,
   validatePoolUpdate,
 } from '../core/validate.js';
-import type {
-  ArpResponse,
-  FipStatusView,
-  FipView,
-  IppoolEntryView,
-  PoolView,
-} from '../api/contract.js';
 import type { Op, Store } from '../store/store.js';
-import type { Neighbour } from '../dataplane/dataplane.js';
 import { livenessByNode, MeshControl, withHealth } from './mesh.js';
 import {
   absent,
@@ -86,6 +79,7 @@ import {
   RETRY,
   unchanged,
 } from './records.js';
+import type { ArpResponse, FipStatusView, FipView, IppoolEntryView, PoolView } from './views.js';
 
 interface ClientTokenRecord {
   readonly address: string;
