@@ -23,7 +23,7 @@ import {
 } from '../core/pathmtu.js';
 import { type TunnelIntent, tunnelProbeAddress } from '../core/tunnel.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
-import type { Logger } from './reconcile.js';
+import type { Logger } from './log.js';
 
 /** What the reconcile loop asks of the path monitor. */
 export interface PathView {

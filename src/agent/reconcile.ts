@@ -38,12 +38,7 @@ import {
   type MeshNodeReport,
 } from '../core/mesh.js';
 import type { PlanResponse } from '../service/views.js';
-
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+import type { Logger } from './log.js';
 
 export interface ReconcilerOptions {
   readonly node: string;

@@ -22,7 +22,7 @@ import type { TunnelRestore } from '../core/model.js';
 import { type TunnelIntent, tunnelProbeAddress } from '../core/tunnel.js';
 import type { TunnelCheck } from '../core/tunnelhealth.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
-import type { Logger } from './reconcile.js';
+import type { Logger } from './log.js';
 
 export interface TunnelWatchOptions {
   readonly dataplane: Pick<
