@@ -23,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { LabAgents } from '../src/lab/agents.js';
 import { echoProbe, startEchoServer } from '../src/lab/probe.js';
 import { CLOUD_HOME as H, cloudHome, GATEWAY_LAN as L, gatewayLan } from '../src/lab/scenarios.js';

@@ -20,7 +20,7 @@ import type {
 } from '../src/api/contract.js';
 import type { MeshPolicy, MeshPolicyRecord } from '../src/core/mesh.js';
 import type { NodeView, PortForward } from '../src/core/model.js';
-import { RemoteError } from '../src/cli/client.js';
+import { RemoteError } from '../src/client/api-client.js';
 import { CliContext, parseTokenFile } from '../src/cli/context.js';
 import { details, table } from '../src/cli/format.js';
 import { buildProgram, main } from '../src/cli/main.js';

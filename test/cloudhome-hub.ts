@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { FipView } from '../src/api/contract.js';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { LabAgents } from '../src/lab/agents.js';
 import { listNamespaces } from '../src/lab/netns.js';
 import { CLOUD_HOME as H, cloudHome, type CloudHomeOptions } from '../src/lab/scenarios.js';

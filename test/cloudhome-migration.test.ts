@@ -31,7 +31,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { FipView, ForwardView, NodeListView } from '../src/api/contract.js';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { randomPrefix } from '../src/lab/netns.js';
 import {
   echoProbe,

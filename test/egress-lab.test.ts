@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { EGRESS_TABLE, ROUTE_PROTO } from '../src/core/names.js';
 import { tunnelName } from '../src/core/tunnel.js';
 import { LabAgents } from '../src/lab/agents.js';

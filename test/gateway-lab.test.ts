@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { GATEWAY_LAN as L, gatewayLan } from '../src/lab/scenarios.js';
 import { echoProbe, type EchoServer, outboundProbe, startEchoServer } from '../src/lab/probe.js';
 import { LabAgents } from '../src/lab/agents.js';

@@ -7,7 +7,7 @@ import { ControlPlane } from '../src/service/control.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/store.js';
 import type { FipView } from '../src/api/contract.js';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 
 export const TOKEN_RW = 'rw-token-0123456789abcdef';
 export const TOKEN_RO = 'ro-token-0123456789abcdef';

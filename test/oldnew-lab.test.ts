@@ -22,7 +22,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { TUNNEL_IFNAME_PREFIX } from '../src/core/tunnel.js';
 import { LabAgents } from '../src/lab/agents.js';
 import {

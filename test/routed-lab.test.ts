@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { IpferryError } from '../src/core/errors.js';
 import { encodeJoinToken } from '../src/core/join.js';
 import { ROUTE_PROTO } from '../src/core/names.js';

@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { parseProxyEntries, readNeighbours } from '../src/dataplane/iproute/neighbours.js';
 import { LabAgents } from '../src/lab/agents.js';
 import { echoProbe, startEchoServer } from '../src/lab/probe.js';

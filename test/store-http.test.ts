@@ -17,7 +17,7 @@ import { resolveConfig } from '../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../src/agent/run.js';
 import { buildApi } from '../src/api/app.js';
 import { TokenSet } from '../src/api/auth.js';
-import { ApiClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/client/api-client.js';
 import { main } from '../src/cli/main.js';
 import { IpferryError } from '../src/core/errors.js';
 import { decodeJoinToken, encodeJoinToken } from '../src/core/join.js';

@@ -22,7 +22,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ApiClient } from '../src/cli/client.js';
+import type { ApiClient } from '../src/client/api-client.js';
 import { keys } from '../src/core/keys.js';
 import type { FipStatus } from '../src/core/model.js';
 import { TUNNEL_IFNAME_PREFIX } from '../src/core/tunnel.js';

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
 import { IpferryError } from '../core/errors.js';
-import { ApiClient } from './client.js';
+import { ApiClient } from '../client/api-client.js';
 import { json } from './format.js';
 
 export interface Io {

@@ -10,7 +10,7 @@ import type {
   ReleaseResponse,
 } from '../api/contract.js';
 import { ASSOCIATION_MODES, type AssociationMode, type PortForward } from '../core/model.js';
-import type { ApiClient } from './client.js';
+import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, details, hostPort, portText, table } from './format.js';
 import { collect } from './options.js';

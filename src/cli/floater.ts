@@ -6,7 +6,7 @@
 import { Command } from 'commander';
 import type { ArpResponse, FipView, IppoolEntryView, ReleaseResponse } from '../api/contract.js';
 import { IpferryError, type Problem } from '../core/errors.js';
-import { RemoteError, type ApiClient } from './client.js';
+import { RemoteError, type ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, countText, table } from './format.js';
 import { printReleased } from './fip.js';

@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import type { AddForwardRequest, ForwardView } from '../api/contract.js';
 import { PROTOCOLS, type Protocol } from '../core/model.js';
-import type { ApiClient, RemoveForwardResponse } from './client.js';
+import type { ApiClient, RemoveForwardResponse } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, details, portText, table } from './format.js';
 import { port, portRange } from './options.js';

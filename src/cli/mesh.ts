@@ -23,7 +23,7 @@ import type {
   MeshPolicyRecord,
   MeshSite,
 } from '../core/mesh.js';
-import type { ApiClient } from './client.js';
+import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, details, type DetailValue, EMPTY, table } from './format.js';
 import { durationAtMost } from './options.js';

@@ -5,7 +5,7 @@
 import { Command } from 'commander';
 import type { JoinTokenResponse, NodeListView, RemoveNodeResponse } from '../api/contract.js';
 import type { PathProbe, TunnelHealth, TunnelRestore } from '../core/model.js';
-import type { ApiClient } from './client.js';
+import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { bytesText, cell, details, keyText, shortKey, table } from './format.js';
 import { meshReportText } from './mesh.js';

@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import type { PlanResponse } from '../api/contract.js';
 import type { IntentElement } from '../core/intent.js';
-import type { ApiClient } from './client.js';
+import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 
 export const getPlan = (api: ApiClient): Promise<PlanResponse> => api.plan();

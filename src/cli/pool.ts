@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import type { CreatePoolRequest, PoolView, UpdatePoolRequest } from '../api/contract.js';
 import type { PoolEntry } from '../core/model.js';
-import type { ApiClient, DeletePoolResponse } from './client.js';
+import type { ApiClient, DeletePoolResponse } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, countText, details, table } from './format.js';
 import { collect } from './options.js';

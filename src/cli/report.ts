@@ -1,6 +1,6 @@
 /** How a failed command ends: the error on stderr and the exit code. */
 import { IpferryError } from '../core/errors.js';
-import { RemoteError } from './client.js';
+import { RemoteError } from '../client/api-client.js';
 import { json } from './format.js';
 
 export const EXIT_OK = 0;

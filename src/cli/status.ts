@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import type { StatusResponse, VersionResponse } from '../api/contract.js';
 import { IpferryError, type ErrorBody } from '../core/errors.js';
-import type { ApiClient } from './client.js';
+import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { details, shortKey } from './format.js';
 import { pathLine, restoreLine } from './node.js';

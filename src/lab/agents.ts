@@ -14,7 +14,7 @@ import { closeSync, openSync } from 'node:fs';
 import { chmod, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ApiClient } from '../cli/client.js';
+import { ApiClient } from '../client/api-client.js';
 import { tunnelName } from '../core/tunnel.js';
 import { freePort } from './ports.js';
 import type { Lab } from './topology.js';

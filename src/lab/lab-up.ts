@@ -9,7 +9,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiClient } from '../cli/client.js';
+import { ApiClient } from '../client/api-client.js';
 import { IpferryError } from '../core/errors.js';
 import { tunnelName } from '../core/tunnel.js';
 import {

@@ -1,5 +1,6 @@
 /**
- * Typed client of the agent's HTTP API (api/contract.ts): one method per route. Error bodies come
+ * Typed client of the agent's HTTP API (api/contract.ts): one method per route, for every program
+ * that talks to an agent (the CLI, the lab, tests and benchmarks). Error bodies come
  * back as `IpferryError`s (a `RemoteError` keeping the server's own message, hint and code), and
  * a failed connection as `IPF_E_UNREACHABLE`, so callers handle one kind of error.
  *
