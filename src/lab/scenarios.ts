@@ -4,27 +4,180 @@
  * and in cloudHome the CGNAT range (100.64.0.0/10) between routers and the benchmarking range
  * (198.18.0.0/15, never routed on the internet) as a home ISP's "public" customer range.
  * oldNew uses the benchmarking range as datacenter B's public addresses.
+ *
+ * gatewayLan, cloudHome and oldNew stand in the same internet (`internet()` below): a client,
+ * the router `up` and the host the floating pool is routed to; each scenario adds only what is
+ * its own. fleet is a topology of its own.
  */
 import { IpferryError } from '../core/errors.js';
 import { startEchoServer } from './probe.js';
-import { Lab, type LabSpec } from './topology.js';
+import { type BridgeSpec, type HostSpec, Lab, type LabSpec, type LinkSpec } from './topology.js';
+
+// ---------------------------------------------------------------------------------------------
+// The internet: what gatewayLan, cloudHome and oldNew share.
+
+/** An address of each family (without prefix length), and the interface holding them. */
+interface End {
+  readonly v4: string;
+  readonly v6: string;
+  readonly ifname: string;
+}
+
+/** A pair of prefixes, IPv4 and IPv6. */
+interface Prefixes {
+  readonly v4: string;
+  readonly v6: string;
+}
+
+/** The client on the internet, and `up`'s end of its cable. */
+const CLIENT = { v4: '198.51.100.9', v6: '2001:db8:c::9', ifname: 'to-up' } as const;
+const UP_TO_CLIENT = { v4: '198.51.100.1', v6: '2001:db8:c::1', ifname: 'to-client' } as const;
+/** `up`'s end of the cable to the host the pool is routed to (its ifname names that host). */
+const UP_TO_POOL_HOST = { v4: '192.0.2.1', v6: '2001:db8:1::1' } as const;
+/** That host's end: its provider routes the floating pool to `wan0`. */
+const POOL_HOST_UPLINK = { v4: '192.0.2.2', v6: '2001:db8:1::2', ifname: 'wan0' } as const;
+/** The floating-IP pool. */
+const POOL = { v4: '203.0.113.0/24', v6: '2001:db8:f::/48' } as const;
+/**
+ * A second provider (cloudHome's home ISP, oldNew's datacenter B) in the benchmarking range:
+ * the only sources its router accepts from its customers (BCP 38), its router's end of the
+ * customer link, and the first server on it.
+ */
+const CUSTOMERS = { v4: '198.18.0.0/24', v6: '2001:db8:3::/48' } as const;
+const TO_CUSTOMERS = { v4: '198.18.0.1', v6: '2001:db8:3::1' } as const;
+const CUSTOMER_SERVER = { v4: '198.18.0.10', v6: '2001:db8:3::10', ifname: 'eth0' } as const;
+
+/**
+ * Reverse-path filtering off, explicitly (new namespaces may inherit the machine's setting), so
+ * a lab's own nftables rules are its only source checks.
+ */
+const NO_RP_FILTER = {
+  'net.ipv4.conf.all.rp_filter': 0,
+  'net.ipv4.conf.default.rp_filter': 0,
+};
+
+function cidrs(end: Prefixes): string[] {
+  return [`${end.v4}/24`, `${end.v6}/64`];
+}
+
+function defaults(via: Prefixes) {
+  return [
+    { to: 'default', via: via.v4 },
+    { to: 'default', via: via.v6 },
+  ];
+}
+
+function withPrefix(prefix: string | undefined): { prefix?: string } {
+  return prefix === undefined ? {} : { prefix };
+}
+
+/** A cable between two hosts, each end addressed (/24 and /64). */
+function cable(a: string, aEnd: End, b: string, bEnd: End): LinkSpec {
+  return {
+    a: { host: a, ifname: aEnd.ifname, addresses: cidrs(aEnd) },
+    b: { host: b, ifname: bEnd.ifname, addresses: cidrs(bEnd) },
+  };
+}
+
+/** A router cabled to `up`: the host the pool is routed to, or another provider's router. */
+interface Site {
+  readonly name: string;
+  /** `up`'s end of the cable, and the site's. */
+  readonly up: End;
+  readonly end: End;
+  /** What `up` routes to the site. */
+  readonly routes: readonly Prefixes[];
+  readonly bridges?: readonly BridgeSpec[];
+}
+
+interface InternetSpec {
+  readonly prefix?: string | undefined;
+  /** Sysctls of every host of the internet (client, up, the sites). */
+  readonly sysctls?: Readonly<Record<string, number>>;
+  readonly sites: readonly Site[];
+  /** The hosts behind the sites (LAN hosts, servers) and their cables. */
+  readonly hosts: readonly HostSpec[];
+  readonly links: readonly LinkSpec[];
+}
+
+/**
+ * client — up ─┬─ site (each router of `sites`, cabled to up; its default routes via up)
+ *              └─ …
+ *
+ * `up` routes to each site what the site says, in order; the client's default routes go via up.
+ * Then the scenario's own hosts and cables.
+ */
+function internet(spec: InternetSpec): LabSpec {
+  const sysctls = spec.sysctls === undefined ? {} : { sysctls: spec.sysctls };
+  const upRoutes = spec.sites.flatMap((site) =>
+    site.routes.flatMap((to) => [
+      { to: to.v4, via: site.end.v4 },
+      { to: to.v6, via: site.end.v6 },
+    ]),
+  );
+  const sites = spec.sites.map((site) => ({
+    name: site.name,
+    router: true,
+    ...sysctls,
+    routes: defaults(site.up),
+    ...(site.bridges === undefined ? {} : { bridges: site.bridges }),
+  }));
+  return {
+    ...withPrefix(spec.prefix),
+    hosts: [
+      { name: 'client', ...sysctls, routes: defaults(UP_TO_CLIENT) },
+      { name: 'up', router: true, ...sysctls, routes: upRoutes },
+      ...sites,
+      ...spec.hosts,
+    ],
+    links: [
+      cable('client', CLIENT, 'up', UP_TO_CLIENT),
+      ...spec.sites.map((site) => cable('up', site.up, site.name, site.end)),
+      ...spec.links,
+    ],
+  };
+}
+
+/** Creates the lab and installs what its spec cannot express; on failure destroys it, rethrows. */
+async function build(spec: LabSpec, apply: (lab: Lab) => Promise<void>): Promise<Lab> {
+  const lab = await Lab.create(spec);
+  try {
+    await apply(lab);
+    return lab;
+  } catch (error) {
+    await lab.destroy();
+    throw error;
+  }
+}
+
+/**
+ * BCP 38 on a provider's router: the forward-chain rules that drop (and count, in counters
+ * `spoofed_v4` and `spoofed_v6`) what comes in on `ifname` from outside the customer range.
+ */
+function sourceValidation(ifname: string): string[] {
+  const from = `iifname "${ifname}"`;
+  return [
+    `    ${from} ip saddr != ${CUSTOMERS.v4} counter name "spoofed_v4" drop`,
+    `    ${from} ip6 saddr != ${CUSTOMERS.v6} counter name "spoofed_v6" drop`,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// gatewayLan: a gateway with floating IPs in front of a LAN.
 
 /** Addresses and interface names of `gatewayLan()`, so tests do not repeat literals. */
 export const GATEWAY_LAN = {
-  client: { v4: '198.51.100.9', v6: '2001:db8:c::9', ifname: 'to-up' },
-  up: {
-    toClient: { v4: '198.51.100.1', v6: '2001:db8:c::1', ifname: 'to-client' },
-    toGw: { v4: '192.0.2.1', v6: '2001:db8:1::1', ifname: 'to-gw' },
-  },
+  client: CLIENT,
+  up: { toClient: UP_TO_CLIENT, toGw: { ...UP_TO_POOL_HOST, ifname: 'to-gw' } },
   gw: {
-    uplink: { v4: '192.0.2.2', v6: '2001:db8:1::2', ifname: 'wan0' },
+    uplink: POOL_HOST_UPLINK,
     lan: { v4: '10.0.0.1', v6: 'fd00:10::1', ifname: 'lan0' },
   },
   be1: { v4: '10.0.0.11', v6: 'fd00:10::11', ifname: 'lan' },
   be2: { v4: '10.0.0.12', v6: 'fd00:10::12', ifname: 'lan' },
   lanc: { v4: '10.0.0.50', v6: 'fd00:10::50', ifname: 'lan' },
   /** The floating-IP pool the provider routes to the gateway. */
-  pool: { v4: '203.0.113.0/24', v6: '2001:db8:f::/48' },
+  pool: POOL,
   lanPrefix: { v4: '10.0.0.0/24', v6: 'fd00:10::/64' },
 } as const;
 
@@ -41,24 +194,7 @@ export interface GatewayLanOptions {
 }
 
 const N = GATEWAY_LAN;
-
-/** A LAN host: one cable to a port of the gateway's bridge, default routes via the gateway. */
-function lanHost(name: 'be1' | 'be2' | 'lanc') {
-  const host = N[name];
-  return {
-    host: {
-      name,
-      routes: [
-        { to: 'default', via: N.gw.lan.v4 },
-        { to: 'default', via: N.gw.lan.v6 },
-      ],
-    },
-    link: {
-      a: { host: 'gw', ifname: `p-${name}`, bridge: N.gw.lan.ifname },
-      b: { host: name, ifname: host.ifname, addresses: [`${host.v4}/24`, `${host.v6}/64`] },
-    },
-  };
-}
+const LAN_HOSTS = ['be1', 'be2', 'lanc'] as const;
 
 /**
  * client — up — gw — lan0 bridge — be1, be2, lanc.
@@ -68,72 +204,23 @@ function lanHost(name: 'be1' | 'be2' | 'lanc') {
  * ipferry dataplane under test adds them.
  */
 export function gatewayLan(options: GatewayLanOptions = {}): LabSpec {
-  const lanHosts = (['be1', 'be2', 'lanc'] as const).map(lanHost);
-  const lanRoutes =
-    options.lanRoutes === false
-      ? []
-      : [
-          { to: N.lanPrefix.v4, via: N.gw.uplink.v4 },
-          { to: N.lanPrefix.v6, via: N.gw.uplink.v6 },
-        ];
-  return {
-    ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
-    hosts: [
-      {
-        name: 'client',
-        routes: [
-          { to: 'default', via: N.up.toClient.v4 },
-          { to: 'default', via: N.up.toClient.v6 },
-        ],
-      },
-      {
-        name: 'up',
-        router: true,
-        routes: [
-          { to: N.pool.v4, via: N.gw.uplink.v4 },
-          { to: N.pool.v6, via: N.gw.uplink.v6 },
-          ...lanRoutes,
-        ],
-      },
-      {
-        name: 'gw',
-        router: true,
-        bridges: [{ name: N.gw.lan.ifname, addresses: [`${N.gw.lan.v4}/24`, `${N.gw.lan.v6}/64`] }],
-        routes: [
-          { to: 'default', via: N.up.toGw.v4 },
-          { to: 'default', via: N.up.toGw.v6 },
-        ],
-      },
-      ...lanHosts.map((h) => h.host),
-    ],
-    links: [
-      {
-        a: {
-          host: 'client',
-          ifname: N.client.ifname,
-          addresses: [`${N.client.v4}/24`, `${N.client.v6}/64`],
-        },
-        b: {
-          host: 'up',
-          ifname: N.up.toClient.ifname,
-          addresses: [`${N.up.toClient.v4}/24`, `${N.up.toClient.v6}/64`],
-        },
-      },
-      {
-        a: {
-          host: 'up',
-          ifname: N.up.toGw.ifname,
-          addresses: [`${N.up.toGw.v4}/24`, `${N.up.toGw.v6}/64`],
-        },
-        b: {
-          host: 'gw',
-          ifname: N.gw.uplink.ifname,
-          addresses: [`${N.gw.uplink.v4}/24`, `${N.gw.uplink.v6}/64`],
-        },
-      },
-      ...lanHosts.map((h) => h.link),
-    ],
+  const gw: Site = {
+    name: 'gw',
+    up: N.up.toGw,
+    end: N.gw.uplink,
+    routes: options.lanRoutes === false ? [N.pool] : [N.pool, N.lanPrefix],
+    bridges: [{ name: N.gw.lan.ifname, addresses: cidrs(N.gw.lan) }],
   };
+  return internet({
+    prefix: options.prefix,
+    sites: [gw],
+    // Each LAN host: a cable to a port of the gateway's bridge, default routes via the gateway.
+    hosts: LAN_HOSTS.map((name) => ({ name, routes: defaults(N.gw.lan) })),
+    links: LAN_HOSTS.map((name) => ({
+      a: { host: 'gw', ifname: `p-${name}`, bridge: N.gw.lan.ifname },
+      b: { host: name, ifname: N[name].ifname, addresses: cidrs(N[name]) },
+    })),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,30 +228,30 @@ export function gatewayLan(options: GatewayLanOptions = {}): LabSpec {
 
 /** Addresses, interface names and nftables objects of `cloudHome()`. */
 export const CLOUD_HOME = {
-  client: { v4: '198.51.100.9', v6: '2001:db8:c::9', ifname: 'to-up' },
+  client: CLIENT,
   up: {
-    toClient: { v4: '198.51.100.1', v6: '2001:db8:c::1', ifname: 'to-client' },
-    toGw: { v4: '192.0.2.1', v6: '2001:db8:1::1', ifname: 'to-gw' },
+    toClient: UP_TO_CLIENT,
+    toGw: { ...UP_TO_POOL_HOST, ifname: 'to-gw' },
     toIsp: { v4: '100.64.0.1', v6: '2001:db8:2::1', ifname: 'to-isp' },
   },
   /** The cloud VM: its provider routes the floating pool to `wan0`. */
-  gw: { uplink: { v4: '192.0.2.2', v6: '2001:db8:1::2', ifname: 'wan0' } },
+  gw: { uplink: POOL_HOST_UPLINK },
   /** The home server's ISP router. */
   isp: {
     toUp: { v4: '100.64.0.2', v6: '2001:db8:2::2', ifname: 'to-up' },
     /** A veth to home; with `homes: 2` a bridge of that name, home and home2 on its ports. */
-    toHome: { v4: '198.18.0.1', v6: '2001:db8:3::1', ifname: 'to-home' },
+    toHome: { ...TO_CUSTOMERS, ifname: 'to-home' },
     /** The bridge ports of `to-home` with `homes: 2`, one cable to each home server. */
     homePorts: { home: 'p-home', home2: 'p-home2' },
   },
   /** The home server, with its own public address from its ISP. */
-  home: { v4: '198.18.0.10', v6: '2001:db8:3::10', ifname: 'eth0' },
+  home: CUSTOMER_SERVER,
   /** A second home server behind the same ISP and on the same link (only with `homes: 2`). */
   home2: { v4: '198.18.0.20', v6: '2001:db8:3::20', ifname: 'eth0' },
   /** The floating-IP pool the cloud provider routes to gw. */
-  pool: { v4: '203.0.113.0/24', v6: '2001:db8:f::/48' },
+  pool: POOL,
   /** The ISP's customer range: the only sources isp accepts from home (BCP 38). */
-  ispCustomers: { v4: '198.18.0.0/24', v6: '2001:db8:3::/48' },
+  ispCustomers: CUSTOMERS,
   /** The isp↔home link's prefixes (home2 shares the link with `homes: 2`). */
   homeLink: { v4: '198.18.0.0/24', v6: '2001:db8:3::/64' },
   /** nftables objects the lab installs (never named `ipferry`: that is the dataplane's). */
@@ -220,17 +307,6 @@ export interface CloudHomeCounters {
 
 const H = CLOUD_HOME;
 
-function cidrs(end: { readonly v4: string; readonly v6: string }): string[] {
-  return [`${end.v4}/24`, `${end.v6}/64`];
-}
-
-function defaults(via: { readonly v4: string; readonly v6: string }) {
-  return [
-    { to: 'default', via: via.v4 },
-    { to: 'default', via: via.v6 },
-  ];
-}
-
 function checkMtu(mtu: number | undefined): void {
   // 1280 is IPv6's minimum link MTU; a black hole at or above 1500 would hide nothing.
   if (mtu !== undefined && !(Number.isInteger(mtu) && mtu >= 1280 && mtu < 1500)) {
@@ -277,70 +353,33 @@ function checkHomes(options: Pick<CloudHomeOptions, 'blackholeMtu' | 'homes'>): 
 export function cloudHomeSpec(options: CloudHomeOptions = {}): LabSpec {
   checkMtu(options.blackholeMtu);
   const homes = checkHomes(options);
-  const sysctls = {
-    'net.ipv4.conf.all.rp_filter': 0,
-    'net.ipv4.conf.default.rp_filter': 0,
+  const sysctls = NO_RP_FILTER;
+  const gw: Site = { name: 'gw', up: H.up.toGw, end: H.gw.uplink, routes: [H.pool] };
+  const isp: Site = {
+    name: 'isp',
+    up: H.up.toIsp,
+    end: H.isp.toUp,
+    routes: [H.ispCustomers],
+    // Two homes: isp's addresses on a bridge, each home on a port of it.
+    ...(homes === 1
+      ? {}
+      : { bridges: [{ name: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) }] }),
   };
-  const ispToHome = { host: 'isp', ifname: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) };
-  const homeEnd = { host: 'home', ifname: H.home.ifname, addresses: cidrs(H.home) };
-  // One home: a plain cable. Two: isp's addresses on the bridge, each home on a port of it.
+  const home = { name: 'home', sysctls, routes: defaults(H.isp.toHome) };
   const homeLinks =
     homes === 1
-      ? [{ a: ispToHome, b: homeEnd }]
-      : [
-          {
-            a: { host: 'isp', ifname: H.isp.homePorts.home, bridge: H.isp.toHome.ifname },
-            b: homeEnd,
-          },
-          {
-            a: { host: 'isp', ifname: H.isp.homePorts.home2, bridge: H.isp.toHome.ifname },
-            b: { host: 'home2', ifname: H.home2.ifname, addresses: cidrs(H.home2) },
-          },
-        ];
-  return {
-    ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
-    hosts: [
-      { name: 'client', sysctls, routes: defaults(H.up.toClient) },
-      {
-        name: 'up',
-        router: true,
-        sysctls,
-        routes: [
-          { to: H.pool.v4, via: H.gw.uplink.v4 },
-          { to: H.pool.v6, via: H.gw.uplink.v6 },
-          { to: H.ispCustomers.v4, via: H.isp.toUp.v4 },
-          { to: H.ispCustomers.v6, via: H.isp.toUp.v6 },
-        ],
-      },
-      { name: 'gw', router: true, sysctls, routes: defaults(H.up.toGw) },
-      {
-        name: 'isp',
-        router: true,
-        sysctls,
-        routes: defaults(H.up.toIsp),
-        ...(homes === 1
-          ? {}
-          : { bridges: [{ name: H.isp.toHome.ifname, addresses: cidrs(H.isp.toHome) }] }),
-      },
-      { name: 'home', sysctls, routes: defaults(H.isp.toHome) },
-      ...(homes === 1 ? [] : [{ name: 'home2', sysctls, routes: defaults(H.isp.toHome) }]),
-    ],
-    links: [
-      {
-        a: { host: 'client', ifname: H.client.ifname, addresses: cidrs(H.client) },
-        b: { host: 'up', ifname: H.up.toClient.ifname, addresses: cidrs(H.up.toClient) },
-      },
-      {
-        a: { host: 'up', ifname: H.up.toGw.ifname, addresses: cidrs(H.up.toGw) },
-        b: { host: 'gw', ifname: H.gw.uplink.ifname, addresses: cidrs(H.gw.uplink) },
-      },
-      {
-        a: { host: 'up', ifname: H.up.toIsp.ifname, addresses: cidrs(H.up.toIsp) },
-        b: { host: 'isp', ifname: H.isp.toUp.ifname, addresses: cidrs(H.isp.toUp) },
-      },
-      ...homeLinks,
-    ],
-  };
+      ? [cable('isp', H.isp.toHome, 'home', H.home)]
+      : (['home', 'home2'] as const).map((name) => ({
+          a: { host: 'isp', ifname: H.isp.homePorts[name], bridge: H.isp.toHome.ifname },
+          b: { host: name, ifname: H[name].ifname, addresses: cidrs(H[name]) },
+        }));
+  return internet({
+    prefix: options.prefix,
+    sysctls,
+    sites: [gw, isp],
+    hosts: homes === 1 ? [home] : [home, { ...home, name: 'home2' }],
+    links: homeLinks,
+  });
 }
 
 /** The nftables scripts of `applyCloudHome`, one per table; the black-hole ones are optional. */
@@ -379,7 +418,6 @@ export function cloudHomeRulesets(
   checkMtu(options.blackholeMtu);
   checkHomes(options);
   const mtu = options.blackholeMtu;
-  const fromHome = `iifname "${H.isp.toHome.ifname}"`;
   const tooBig = [
     'icmp type destination-unreachable icmp code frag-needed counter name "too_big" drop',
     'icmpv6 type packet-too-big counter name "too_big" drop',
@@ -391,8 +429,7 @@ export function cloudHomeRulesets(
     '  counter too_big { }',
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    `    ${fromHome} ip saddr != ${H.ispCustomers.v4} counter name "spoofed_v4" drop`,
-    `    ${fromHome} ip6 saddr != ${H.ispCustomers.v6} counter name "spoofed_v6" drop`,
+    ...sourceValidation(H.isp.toHome.ifname),
     ...(mtu === undefined ? [] : tooBig),
     '  }',
     ...(mtu === undefined
@@ -496,14 +533,7 @@ export async function setCloudHomeBlackhole(lab: Lab, mtu: number): Promise<void
  * On failure the half-built lab is destroyed and the error rethrown.
  */
 export async function cloudHome(options: CloudHomeOptions = {}): Promise<Lab> {
-  const lab = await Lab.create(cloudHomeSpec(options));
-  try {
-    await applyCloudHome(lab, options);
-    return lab;
-  } catch (error) {
-    await lab.destroy();
-    throw error;
-  }
+  return await build(cloudHomeSpec(options), (lab) => applyCloudHome(lab, options));
 }
 
 interface NftCounterList {
@@ -557,21 +587,21 @@ export async function cloudHomeCounters(lab: Lab): Promise<CloudHomeCounters> {
 
 /** Addresses, interface names, the old server's service and nftables objects of `oldNew()`. */
 export const OLD_NEW = {
-  client: { v4: '198.51.100.9', v6: '2001:db8:c::9', ifname: 'to-up' },
+  client: CLIENT,
   up: {
-    toClient: { v4: '198.51.100.1', v6: '2001:db8:c::1', ifname: 'to-client' },
-    toOld: { v4: '192.0.2.1', v6: '2001:db8:1::1', ifname: 'to-old' },
+    toClient: UP_TO_CLIENT,
+    toOld: { ...UP_TO_POOL_HOST, ifname: 'to-old' },
     toDcb: { v4: '198.19.0.1', v6: '2001:db8:2::1', ifname: 'to-dcb' },
   },
   /** The old server in datacenter A: its provider routes the pool to `wan0`. */
-  old: { uplink: { v4: '192.0.2.2', v6: '2001:db8:1::2', ifname: 'wan0' } },
+  old: { uplink: POOL_HOST_UPLINK },
   /** Datacenter B's router: the new server's provider. */
   dcb: {
     toUp: { v4: '198.19.0.2', v6: '2001:db8:2::2', ifname: 'to-up' },
-    toNew: { v4: '198.18.0.1', v6: '2001:db8:3::1', ifname: 'to-new' },
+    toNew: { ...TO_CUSTOMERS, ifname: 'to-new' },
   },
   /** The new server in datacenter B, with its own public address from its provider. */
-  new: { v4: '198.18.0.10', v6: '2001:db8:3::10', ifname: 'eth0' },
+  new: CUSTOMER_SERVER,
   /**
    * The public address the old server answers on before the move (on its `lo`, out of the
    * pool): the address that moves. `oldNew()` runs an echo server there named `old`.
@@ -585,9 +615,9 @@ export const OLD_NEW = {
     udp: 5353,
   },
   /** The pool datacenter A's provider routes to the old server. */
-  pool: { v4: '203.0.113.0/24', v6: '2001:db8:f::/48' },
+  pool: POOL,
   /** Datacenter B's customer range: the only sources dcb accepts from the new server (BCP 38). */
-  dcbCustomers: { v4: '198.18.0.0/24', v6: '2001:db8:3::/48' },
+  dcbCustomers: CUSTOMERS,
   /** nftables objects the lab installs (never named `ipferry`: that is the dataplane's). */
   nft: {
     /** `inet` table on dcb: source-address validation. */
@@ -633,48 +663,16 @@ const O = OLD_NEW;
  * filtering is off everywhere, so dcb's nftables rule is the only source check in the lab.
  */
 export function oldNewSpec(options: Pick<OldNewOptions, 'prefix'> = {}): LabSpec {
-  const sysctls = {
-    'net.ipv4.conf.all.rp_filter': 0,
-    'net.ipv4.conf.default.rp_filter': 0,
-  };
-  return {
-    ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
-    hosts: [
-      { name: 'client', sysctls, routes: defaults(O.up.toClient) },
-      {
-        name: 'up',
-        router: true,
-        sysctls,
-        routes: [
-          { to: O.pool.v4, via: O.old.uplink.v4 },
-          { to: O.pool.v6, via: O.old.uplink.v6 },
-          { to: O.dcbCustomers.v4, via: O.dcb.toUp.v4 },
-          { to: O.dcbCustomers.v6, via: O.dcb.toUp.v6 },
-        ],
-      },
-      { name: 'old', router: true, sysctls, routes: defaults(O.up.toOld) },
-      { name: 'dcb', router: true, sysctls, routes: defaults(O.up.toDcb) },
-      { name: 'new', sysctls, routes: defaults(O.dcb.toNew) },
+  return internet({
+    prefix: options.prefix,
+    sysctls: NO_RP_FILTER,
+    sites: [
+      { name: 'old', up: O.up.toOld, end: O.old.uplink, routes: [O.pool] },
+      { name: 'dcb', up: O.up.toDcb, end: O.dcb.toUp, routes: [O.dcbCustomers] },
     ],
-    links: [
-      {
-        a: { host: 'client', ifname: O.client.ifname, addresses: cidrs(O.client) },
-        b: { host: 'up', ifname: O.up.toClient.ifname, addresses: cidrs(O.up.toClient) },
-      },
-      {
-        a: { host: 'up', ifname: O.up.toOld.ifname, addresses: cidrs(O.up.toOld) },
-        b: { host: 'old', ifname: O.old.uplink.ifname, addresses: cidrs(O.old.uplink) },
-      },
-      {
-        a: { host: 'up', ifname: O.up.toDcb.ifname, addresses: cidrs(O.up.toDcb) },
-        b: { host: 'dcb', ifname: O.dcb.toUp.ifname, addresses: cidrs(O.dcb.toUp) },
-      },
-      {
-        a: { host: 'dcb', ifname: O.dcb.toNew.ifname, addresses: cidrs(O.dcb.toNew) },
-        b: { host: 'new', ifname: O.new.ifname, addresses: cidrs(O.new) },
-      },
-    ],
-  };
+    hosts: [{ name: 'new', sysctls: NO_RP_FILTER, routes: defaults(O.dcb.toNew) }],
+    links: [cable('dcb', O.dcb.toNew, 'new', O.new)],
+  });
 }
 
 /** The nftables scripts of `applyOldNew`, one per table. */
@@ -697,15 +695,13 @@ export interface OldNewRulesets {
  * errors included): a capture without tcpdump, to show which addresses the client ever saw.
  */
 export function oldNewRulesets(): OldNewRulesets {
-  const fromNew = `iifname "${O.dcb.toNew.ifname}"`;
   const dcb = [
     `table inet ${O.nft.dcbTable} {`,
     '  counter spoofed_v4 { }',
     '  counter spoofed_v6 { }',
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    `    ${fromNew} ip saddr != ${O.dcbCustomers.v4} counter name "spoofed_v4" drop`,
-    `    ${fromNew} ip6 saddr != ${O.dcbCustomers.v6} counter name "spoofed_v6" drop`,
+    ...sourceValidation(O.dcb.toNew.ifname),
     '  }',
     '}',
     '',
@@ -750,23 +746,17 @@ export async function applyOldNew(lab: Lab): Promise<void> {
  * On failure the half-built lab is destroyed and the error rethrown.
  */
 export async function oldNew(options: OldNewOptions = {}): Promise<Lab> {
-  const lab = await Lab.create(oldNewSpec(options));
-  try {
+  return await build(oldNewSpec(options), async (lab) => {
     await applyOldNew(lab);
-    if (options.service !== false) {
-      await startEchoServer(lab, 'old', {
-        name: O.service.name,
-        tcp: [O.service.tcp],
-        udp: [O.service.udp],
-        // Bound to the service address: a UDP answer must leave from the address it was asked on.
-        bind: [O.service.v4, O.service.v6],
-      });
-    }
-    return lab;
-  } catch (error) {
-    await lab.destroy();
-    throw error;
-  }
+    if (options.service === false) return;
+    await startEchoServer(lab, 'old', {
+      name: O.service.name,
+      tcp: [O.service.tcp],
+      udp: [O.service.udp],
+      // Bound to the service address: a UDP answer must leave from the address it was asked on.
+      bind: [O.service.v4, O.service.v6],
+    });
+  });
 }
 
 /** Packets dcb's source validation dropped so far. */
@@ -935,10 +925,7 @@ function prefixLength(cidr: string): string {
  */
 export function fleetSpec(options: FleetOptions = {}): LabSpec {
   const nodes = fleetNodes(options);
-  const sysctls = {
-    'net.ipv4.conf.all.rp_filter': 0,
-    'net.ipv4.conf.default.rp_filter': 0,
-  };
+  const sysctls = NO_RP_FILTER;
   const bridges = FLEET_SITES.map((site) => {
     const s = F.sites[site];
     return {
@@ -969,7 +956,7 @@ export function fleetSpec(options: FleetOptions = {}): LabSpec {
     };
   });
   return {
-    ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+    ...withPrefix(options.prefix),
     hosts: [
       { name: 'router', router: true, sysctls, bridges },
       { name: 'outsider', sysctls, routes: [{ to: 'default', via: F.outsider.router.v4 }] },
@@ -1058,14 +1045,7 @@ export async function applyFleet(
  * On failure the half-built lab is destroyed and the error rethrown.
  */
 export async function fleet(options: FleetOptions = {}): Promise<Lab> {
-  const lab = await Lab.create(fleetSpec(options));
-  try {
-    await applyFleet(lab, options);
-    return lab;
-  } catch (error) {
-    await lab.destroy();
-    throw error;
-  }
+  return await build(fleetSpec(options), (lab) => applyFleet(lab, options));
 }
 
 /** Packets the router dropped so far for carrying a private address between sites. */
