@@ -1,5 +1,7 @@
 // Type-aware linting; the import rules keep the arrows of DESIGN.md pointing one way:
-// src/core is pure (no I/O modules, no imports from the edges).
+// src/core is pure (no I/O modules, no imports from the edges), and each layer imports only
+// the layers below it (docs/architecture.md, "Layers"). Import cycles are found by
+// dependency-cruiser (.dependency-cruiser.mjs, scripts/test.sh), which sees type-only imports.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import globals from 'globals';
@@ -18,6 +20,19 @@ const ioModules = [
   'cluster',
   'process',
 ].flatMap((m) => [m, `node:${m}`]);
+
+/** A layer's files may import nothing from the directories (under src/) named in `above`. */
+function layer(files, above, message) {
+  return {
+    files,
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: above.map((dir) => `**/${dir}/**`), message }] },
+      ],
+    },
+  };
+}
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.state/**', 'bin/**'] },
@@ -60,6 +75,7 @@ export default tseslint.config(
                 '**/dataplane/**',
                 '**/service/**',
                 '**/lab/**',
+                '**/client/**',
               ],
               message: 'src/core must not depend on the edges.',
             },
@@ -69,16 +85,47 @@ export default tseslint.config(
       'no-restricted-globals': ['error', 'process', 'fetch', 'setTimeout', 'setInterval'],
     },
   },
+  layer(
+    ['src/store/**/*.ts', 'src/dataplane/**/*.ts'],
+    ['api', 'cli', 'agent', 'service', 'lab', 'client'],
+    'Drivers and stores sit below the control plane, the agent, the API and its clients.',
+  ),
+  layer(
+    ['src/service/**/*.ts'],
+    ['api', 'cli', 'agent', 'lab'],
+    'The control plane sits below the API and the agent: put shared types in service/views.ts or core.',
+  ),
+  layer(
+    ['src/api/**/*.ts'],
+    ['cli', 'agent', 'lab'],
+    'The API serves the control plane; the agent builds it (agent/run.ts), not the other way.',
+  ),
+  layer(
+    ['src/agent/**/*.ts'],
+    ['cli', 'lab'],
+    'The agent does not depend on the CLI or the lab, which drive it from outside.',
+  ),
+  layer(
+    ['src/client/**/*.ts'],
+    ['cli', 'agent', 'service', 'lab', 'dataplane'],
+    'The API client knows the HTTP contract (api/contract.ts) and core, nothing of the server.',
+  ),
+  layer(
+    ['src/lab/**/*.ts'],
+    ['cli'],
+    'The lab drives agents through src/client; the CLI sits on top of the lab, not below it.',
+  ),
   {
-    files: ['src/store/**/*.ts', 'src/dataplane/**/*.ts'],
+    // src/intent stands on core/address.ts alone: nothing else from src but its own modules.
+    files: ['src/intent/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
         {
           patterns: [
             {
-              group: ['**/api/**', '**/cli/**', '**/agent/**', '**/service/**'],
-              message: 'Drivers and stores sit below the agent, API and CLI.',
+              regex: '^\\.\\./(?!core/address\\.js$)',
+              message: 'src/intent imports only ../core/address.js and its own modules.',
             },
           ],
         },
@@ -105,5 +152,8 @@ export default tseslint.config(
       ],
     },
   },
-  { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
+  {
+    files: ['eslint.config.js', '.dependency-cruiser.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+  },
 );

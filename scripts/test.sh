@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of ipferry and ends with one summary line:
 #   "tests: N passed, N failed, N skipped"
-# Static checks (types, lint, formatting) run first; a failing one fails the run.
+# Static checks (types, lint, import cycles, formatting) run first; a failing one fails the run.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh || exit 1
@@ -14,6 +14,7 @@ check() {
 }
 check typecheck node_modules/.bin/tsc -p tsconfig.json --noEmit
 check lint node_modules/.bin/eslint --max-warnings 0 .
+check cycles node_modules/.bin/depcruise --config .dependency-cruiser.mjs src
 check format node_modules/.bin/prettier --check --log-level warn .
 
 mapfile -t files < <(find test src -name '*.test.ts' | sort)
