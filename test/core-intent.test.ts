@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { parseAddress, tryParseAddress } from '../src/core/address.js';
 import {
   type CompileState,
-  claimValue,
+  claimElement,
   compareElements,
   compile,
   diffFor,
@@ -565,10 +565,11 @@ void describe('core/intent: claims', () => {
   });
 
   void it('spells claims as parseClaim reads them', () => {
-    assert.equal(claimValue(4, 'eth0', false), 'eth0');
-    assert.equal(claimValue(4, 'eth0', true), 'proxy eth0');
+    assert.equal(claimElement('192.0.2.5', 4, 'eth0', false).value, 'eth0');
+    assert.equal(claimElement('192.0.2.5', 4, 'eth0', true).value, 'proxy eth0');
     // IPv6 claims are proxy NDP entries in any mode.
-    assert.equal(claimValue(6, 'eth0', true), 'eth0');
+    assert.equal(claimElement('2001:db8::5', 6, 'eth0', true).value, 'eth0');
+    assert.equal(claimElement('2001:db8::5', 6, 'eth0', false).value, 'eth0');
     assert.deepEqual(parseClaim({ key: '192.0.2.5', value: 'eth0' }), {
       uplink: 'eth0',
       proxy: false,

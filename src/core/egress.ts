@@ -33,7 +33,8 @@
 import { compareAddressText, tryParseAddress } from './address.js';
 import type { DefaultRoute, HostFacts, IntentElement } from './intent.js';
 import type { NodeRecord } from './model.js';
-import { EGRESS_RULE_PRIORITY, EGRESS_TABLE, routeValue } from './names.js';
+import { EGRESS_RULE_PRIORITY, EGRESS_TABLE, type RouteVia } from './names.js';
+import { element, type RoutingTable } from '../intent/elements.js';
 import { parseEndpoint } from './tunnel.js';
 // A cycle (routed.ts calls egressPart), harmless: only functions cross it, called after loading.
 import { nextHop, type TunnelOptions, tunnelLinkAddress } from './routed.js';
@@ -139,8 +140,8 @@ function forServedNodes(input: EgressInput): Pick<EgressPart, 'elements' | 'allo
     const source = egressSource(name);
     allow.set(name, [`${source}/32`]);
     elements.push(
-      host('route', `${source}/32`, routeValue(input.tun, nextHop(name, 4, input.options))),
-      host('masq', source, ''),
+      route(`${source}/32`, input.tun, nextHop(name, 4, input.options)),
+      element('masq', { target: source }, HOST),
     );
   }
   return { elements, allow };
@@ -196,36 +197,20 @@ function forThisNode(input: EgressInput): { elements: IntentElement[]; notes: st
   const elements: IntentElement[] = [];
   for (const [family, src] of sources) {
     for (const half of HALVES[family])
-      elements.push(
-        host(
-          'route',
-          half,
-          routeValue(input.tun, { ...nextHop(gateway, family, input.options), src }),
-        ),
-      );
+      elements.push(route(half, input.tun, { ...nextHop(gateway, family, input.options), src }));
     const uplink = own(family);
     if (!uplink) continue;
     const hop = { ...(uplink.via !== undefined ? { via: uplink.via } : {}) };
     if (family === endpoint.family)
-      elements.push(
-        host(
-          'route',
-          `${endpoint.address}/${family === 4 ? 32 : 128}`,
-          routeValue(uplink.dev, hop),
-        ),
-      );
+      elements.push(route(`${endpoint.address}/${family === 4 ? 32 : 128}`, uplink.dev, hop));
     if (uplink.src !== undefined) {
       const any = family === 4 ? '0.0.0.0/0' : '::/0';
       // Its own address keeps the main table's specific routes (LAN, containers), then the
       // node's own default route instead of the halves into the tunnel.
       elements.push(
-        host('route', `${any} table ${EGRESS_TABLE}`, routeValue(uplink.dev, hop)),
-        host(
-          'rule',
-          `from ${uplink.src} lookup main suppress_prefixlength 1`,
-          String(EGRESS_RULE_PRIORITY),
-        ),
-        host('rule', `from ${uplink.src} lookup ${EGRESS_TABLE}`, String(EGRESS_RULE_PRIORITY + 1)),
+        route(any, uplink.dev, hop, EGRESS_TABLE),
+        fromRule(uplink.src, 'main', EGRESS_RULE_PRIORITY, 1),
+        fromRule(uplink.src, EGRESS_TABLE, EGRESS_RULE_PRIORITY + 1),
       );
     }
   }
@@ -250,6 +235,17 @@ function gatewayEndpoint(
   return { address: parsed.host, family: parsed.family };
 }
 
-function host(kind: IntentElement['kind'], key: string, value: string): IntentElement {
-  return { kind, key, value, owner: HOST };
+function route(prefix: string, dev: string, via: RouteVia, table?: number): IntentElement {
+  return element('route', { prefix, ...(table !== undefined ? { table } : {}), dev, ...via }, HOST);
+}
+
+function fromRule(
+  source: string,
+  table: RoutingTable,
+  priority: number,
+  suppressPrefixLength?: number,
+): IntentElement {
+  const selector = { from: source };
+  const suppress = suppressPrefixLength === undefined ? {} : { suppressPrefixLength };
+  return element('rule', { selector, table, ...suppress, priority }, HOST);
 }

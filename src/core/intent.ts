@@ -36,7 +36,6 @@ import {
   addressFromValue,
   type Family,
   compareAddresses,
-  compareAddressText,
   parseAddress,
   tryParseAddress,
 } from './address.js';
@@ -44,10 +43,10 @@ import type { FloatingIp, NodeRecord, Pool } from './model.js';
 import { DEFAULT_TUNNEL_PORT, routedPart, type TunnelOptions } from './routed.js';
 import type { TunnelIntent } from './tunnel.js';
 import { compileMesh, type MeshIntent, type MeshState } from './mesh.js';
+import { element, HOST_OWNER, type IntentElement, KINDS } from '../intent/elements.js';
+import { knownSorted, sortUnique } from '../intent/diff.js';
 import {
-  NFT_FAMILY,
   NFT_SKELETON_VERSION,
-  NFT_TABLE,
   SYSCTL_IPV4_FORWARD,
   SYSCTL_IPV6_FORWARD,
   proxyArpDelaySysctl,
@@ -55,38 +54,22 @@ import {
 } from './names.js';
 import { poolRanges } from './pool.js';
 
-export type ElementKind =
-  | 'table'
-  | 'sysctl'
-  | 'hairpin'
-  | 'drop'
-  | 'claim'
-  | 'counter'
-  | 'dnat'
-  | 'snat'
-  | 'masq'
-  | 'fwd'
-  | 'fwdport'
-  | 'tuntarget'
-  | 'route'
-  | 'rule'
-  // The fleet mesh (mesh.ts): overlay address → real address, the source to use toward a
-  // same-site member's private address, member addresses, failsafe SSH prefixes, open ports
-  // (`tcp . 443`, `udp . 8000-8010`) and the reject_all switch per family.
-  | 'meshnat'
-  | 'meshsnat'
-  | 'meshmember'
-  | 'meshssh'
-  | 'meshport'
-  | 'meshreject';
-
-export interface IntentElement {
-  readonly kind: ElementKind;
-  readonly key: string;
-  readonly value: string;
-  /** The FIP this element realises, `pool:NAME` or `host`. */
-  readonly owner: string;
-}
+// The element types and the diff moved to src/intent/; importers still reading them here are
+// being moved too.
+export type { ElementKind, IntentElement } from '../intent/elements.js';
+export { HOST_OWNER } from '../intent/elements.js';
+export {
+  applyById,
+  applyDiff,
+  compareElements,
+  diffById,
+  diffFor,
+  diffIntent,
+  diffOwners,
+  elementId,
+  type IntentDiff,
+  isEmptyDiff,
+} from '../intent/diff.js';
 
 export interface HostIntent {
   readonly node: string;
@@ -141,31 +124,6 @@ export interface DefaultRoute {
 
 export const NO_FACTS: HostFacts = { interfaces: [], addresses: [] };
 
-const KIND_ORDER: Record<ElementKind, number> = {
-  table: 0,
-  sysctl: 1,
-  hairpin: 2,
-  drop: 3,
-  claim: 4,
-  counter: 5,
-  dnat: 6,
-  snat: 7,
-  masq: 8,
-  fwd: 9,
-  fwdport: 10,
-  tuntarget: 11,
-  route: 12,
-  rule: 13,
-  meshnat: 14,
-  meshsnat: 15,
-  meshmember: 16,
-  meshssh: 17,
-  meshport: 18,
-  meshreject: 19,
-};
-
-export const HOST_OWNER = 'host';
-
 export function compile(
   state: CompileState,
   node: string,
@@ -202,12 +160,7 @@ export function compile(
   // The fleet mesh: its sets and maps live in the same table, also on a node that is no gateway.
   const mesh = state.mesh ? compileMesh(state.mesh, node, state.mesh.now, facts) : undefined;
   if (mesh && mesh.elements.length > 0) {
-    realised.push(...mesh.elements, {
-      kind: 'table',
-      key: `${NFT_FAMILY} ${NFT_TABLE}`,
-      value: NFT_SKELETON_VERSION,
-      owner: HOST_OWNER,
-    });
+    realised.push(...mesh.elements, tableElement());
   }
   // One refusal per FIP.
   const refusals = [...new Map(refused.map((r) => [r.address, r])).values()];
@@ -246,42 +199,37 @@ function hostElements(
   facts: HostFacts,
   own: ReadonlySet<string>,
 ): IntentElement[] {
-  const host = (kind: ElementKind, key: string, value: string): IntentElement => ({
-    kind,
-    key,
-    value,
-    owner: HOST_OWNER,
-  });
-  const out = [
-    host('table', `${NFT_FAMILY} ${NFT_TABLE}`, NFT_SKELETON_VERSION),
-    host('sysctl', SYSCTL_IPV4_FORWARD, '1'),
-    ...facts.interfaces.map((name) => host('hairpin', name, name)),
+  const sysctl = (path: string, value: string): IntentElement =>
+    element('sysctl', { path, value }, HOST_OWNER);
+  const out: IntentElement[] = [
+    tableElement(),
+    sysctl(SYSCTL_IPV4_FORWARD, '1'),
+    ...facts.interfaces.map((ifname) => element('hairpin', { ifname }, HOST_OWNER)),
   ];
   // IPv6 forwarding makes Linux ignore router advertisements (accept_ra=1): only turn it on
   // where there is IPv6 to forward.
   if (pools.some((p) => poolRanges(p).some((r) => r.range.family === 6))) {
-    out.push(host('sysctl', SYSCTL_IPV6_FORWARD, '1'));
+    out.push(sysctl(SYSCTL_IPV6_FORWARD, '1'));
   }
   // On-link IPv6 FIPs are answered by proxy NDP on the uplink.
   const ndpUplinks = pools.filter(
     (p) => p.delivery === 'onlink' && p.uplink && poolRanges(p).some((r) => r.range.family === 6),
   );
   for (const uplink of new Set(ndpUplinks.map((p) => p.uplink ?? ''))) {
-    out.push(host('sysctl', proxyNdpSysctl(uplink), '1'));
+    out.push(sysctl(proxyNdpSysctl(uplink), '1'));
   }
   // On-link IPv4 FIPs routed on into a tunnel are answered by proxy ARP (see claimValue).
   const arpUplinks = pools.filter(
     (p) => p.delivery === 'onlink' && p.uplink && poolRanges(p).some((r) => r.range.family === 4),
   );
   for (const uplink of new Set(arpUplinks.map((p) => p.uplink ?? ''))) {
-    out.push(host('sysctl', proxyArpDelaySysctl(uplink), '0'));
+    out.push(sysctl(proxyArpDelaySysctl(uplink), '0'));
   }
   for (const pool of pools) {
     for (const { entry, range } of poolRanges(pool)) {
       if (entry.kind === 'address' && entry.shared) continue;
       for (const [first, last] of subtract(range.first, range.last, own)) {
-        const key = `${first.text}-${last.text}`;
-        out.push({ kind: 'drop', key, value: '', owner: `pool:${pool.name}` });
+        out.push(element('drop', { first: first.text, last: last.text }, `pool:${pool.name}`));
       }
     }
   }
@@ -333,57 +281,59 @@ function buildFipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
   const a = fip.association;
   if (!a) return [];
   const owner = fip.address;
-  const el = (kind: ElementKind, key: string, value: string): IntentElement => ({
-    kind,
-    key,
-    value,
-    owner,
-  });
-  const out: IntentElement[] = [el('counter', fip.address, '')];
+  const out: IntentElement[] = [element('counter', { fip: fip.address }, owner)];
   // A shared address is the gateway's own: it already holds it, so nothing to claim.
   if (pool.delivery === 'onlink' && pool.uplink && !fip.shared) {
-    out.push(el('claim', fip.address, claimValue(fip.family, pool.uplink, a.mode === 'routed')));
+    out.push(claimElement(fip.address, fip.family, pool.uplink, a.mode === 'routed', owner));
   }
   if (a.mode === 'nat') {
-    out.push(el('dnat', fip.address, a.target), el('snat', a.target, fip.address));
-    if (a.masquerade) out.push(el('masq', a.target, ''));
+    out.push(
+      element('dnat', { fip: fip.address, target: a.target }, owner),
+      element('snat', { target: a.target, fip: fip.address }, owner),
+    );
+    if (a.masquerade) out.push(element('masq', { target: a.target }, owner));
   } else if (a.mode === 'routed') {
     // Delivered through the tunnel to its node: see routed.ts.
   } else {
     for (const f of fip.forwards) {
+      const { protocol, target } = f;
       if (f.targetPort === f.port) {
-        const ports = f.port === f.portEnd ? `${f.port}` : `${f.port}-${f.portEnd}`;
-        out.push(el('fwd', `${fip.address} . ${f.protocol} . ${ports}`, f.target));
+        const ports = { first: f.port, last: f.portEnd };
+        out.push(element('fwd', { fip: fip.address, protocol, ports, target }, owner));
         continue;
       }
       for (let port = f.port; port <= f.portEnd; port++) {
-        const to = f.targetPort + (port - f.port);
-        out.push(el('fwdport', `${fip.address} . ${f.protocol} . ${port}`, `${f.target} . ${to}`));
+        const targetPort = f.targetPort + (port - f.port);
+        out.push(
+          element('fwdport', { fip: fip.address, protocol, port, target, targetPort }, owner),
+        );
       }
     }
   }
   return out;
 }
 
-/** Marks an IPv4 claim answered by a proxy ARP entry instead of a local address. */
-const PROXY_CLAIM = 'proxy ';
-
-/**
- * The value of an on-link FIP's `claim`. An IPv4 FIP is normally held as a local address on
- * the uplink (value: the uplink), which answers ARP and lets nftables DNAT it. A FIP routed on
- * into a tunnel must not be local (the gateway would swallow it): the gateway answers ARP for it
- * by a proxy neighbour entry instead (value `proxy UPLINK`), which Linux honours only while the
- * route to the FIP leaves by another interface than the uplink — the tunnel. Both are one
- * element, so a move between nat and routed replaces one by the other in one apply. IPv6 claims
- * are always proxy NDP entries and carry the uplink alone.
- */
-export function claimValue(family: Family, uplink: string, routed: boolean): string {
-  return family === 4 && routed ? proxyArpClaim(uplink) : uplink;
+/** The `table` element: the nftables table's fixed part at this version. */
+export function tableElement(): IntentElement {
+  return element('table', { version: NFT_SKELETON_VERSION }, HOST_OWNER);
 }
 
-/** The value of an IPv4 claim answered by a proxy ARP entry on `uplink`. */
-export function proxyArpClaim(uplink: string): string {
-  return `${PROXY_CLAIM}${uplink}`;
+/**
+ * An on-link FIP's `claim`. An IPv4 FIP is normally held as a local address on the uplink,
+ * which answers ARP and lets nftables DNAT it. A FIP routed on into a tunnel must not be local
+ * (the gateway would swallow it): the gateway answers ARP for it by a proxy neighbour entry
+ * instead, which Linux honours only while the route to the FIP leaves by another interface than
+ * the uplink — the tunnel. Both are one element (the key is the FIP), so a move between nat and
+ * routed replaces one by the other in one apply. IPv6 claims are always proxy NDP entries.
+ */
+export function claimElement(
+  fip: string,
+  family: Family,
+  uplink: string,
+  routed: boolean,
+  owner: string = fip,
+): IntentElement {
+  return element('claim', { fip, uplink, proxy: family === 6 || routed }, owner);
 }
 
 /** What a claim element holds: its uplink, and whether it is a proxy entry (ARP or NDP). */
@@ -391,29 +341,8 @@ export function parseClaim(e: Pick<IntentElement, 'key' | 'value'>): {
   readonly uplink: string;
   readonly proxy: boolean;
 } {
-  if (e.key.includes(':')) return { uplink: e.value, proxy: true };
-  const proxy = e.value.startsWith(PROXY_CLAIM);
-  return { uplink: proxy ? e.value.slice(PROXY_CLAIM.length) : e.value, proxy };
-}
-
-/**
- * The elements sorted by compareElements, one per id (the last given, as a map would keep it).
- * Kinds first by a stable bucket pass, then each kind by key: a one-FIP change among 100,000
- * FIPs recompiles 300,000 elements, and a map keyed by id strings cost more than all the rest.
- */
-function sortUnique(elements: readonly IntentElement[]): IntentElement[] {
-  const buckets: IntentElement[][] = Object.keys(KIND_ORDER).map(() => []);
-  for (const e of elements) buckets[KIND_ORDER[e.kind]]!.push(e);
-  const out: IntentElement[] = [];
-  for (const bucket of buckets) {
-    bucket.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    for (let i = 0; i < bucket.length; i++) {
-      // Array.prototype.sort is stable: the last of equal keys is the last given.
-      if (i + 1 < bucket.length && bucket[i]!.key === bucket[i + 1]!.key) continue;
-      out.push(bucket[i]!);
-    }
-  }
-  return out;
+  const { uplink, proxy } = KINDS.claim.decode(e.key, e.value);
+  return { uplink, proxy };
 }
 
 /**
@@ -466,174 +395,4 @@ export function ipv4Value(text: string): number {
     } else return -1;
   }
   return digits === 0 || dots !== 3 ? -1 : value * 256 + part;
-}
-
-export function compareElements(a: IntentElement, b: IntentElement): number {
-  // Neighbours mostly share their kind: skip the table lookup then (sorting 300,000 elements).
-  if (a.kind !== b.kind) return KIND_ORDER[a.kind] - KIND_ORDER[b.kind];
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-}
-
-export function elementId(e: Pick<IntentElement, 'kind' | 'key'>): string {
-  return `${e.kind} ${e.key}`;
-}
-
-/** The minimal change from `observed` to `desired`: elements to add, to replace, to remove. */
-export interface IntentDiff {
-  readonly add: readonly IntentElement[];
-  readonly replace: readonly { readonly from: IntentElement; readonly to: IntentElement }[];
-  readonly remove: readonly IntentElement[];
-}
-
-export function diffIntent(
-  desired: readonly IntentElement[],
-  observed: readonly IntentElement[],
-): IntentDiff {
-  // Both sides are usually sorted already (compile's output, and what the last apply left):
-  // then one merge walk finds the difference without building an id string and a map entry
-  // per element, which is what a one-FIP change among 100,000 spent most of its time on.
-  if (strictlySorted(desired) && strictlySorted(observed)) return mergeDiff(desired, observed);
-  return diffById(desired, observed);
-}
-
-/**
- * The general diff, for lists in any order (duplicates: the last of an id counts): maps of
- * element ids. diffIntent's merge walk must always agree with it (test/core-intent.test.ts).
- */
-export function diffById(
-  desired: readonly IntentElement[],
-  observed: readonly IntentElement[],
-): IntentDiff {
-  const have = new Map(observed.map((e) => [elementId(e), e]));
-  const want = new Map(desired.map((e) => [elementId(e), e]));
-  const add: IntentElement[] = [];
-  const replace: { from: IntentElement; to: IntentElement }[] = [];
-  for (const [id, e] of want) {
-    const old = have.get(id);
-    if (!old) add.push(e);
-    else if (old.value !== e.value) replace.push({ from: old, to: e });
-  }
-  const remove = [...have].filter(([id]) => !want.has(id)).map(([, e]) => e);
-  return { add, replace, remove };
-}
-
-/**
- * Lists known to be sorted by compareElements with one element per id: compile's own output,
- * which nobody changes in place (HostIntent.elements is readonly), so diffIntent need not walk
- * it to find out.
- */
-const SORTED = new WeakSet<readonly IntentElement[]>();
-
-function knownSorted(elements: IntentElement[]): readonly IntentElement[] {
-  SORTED.add(elements);
-  return elements;
-}
-
-/** Sorted by compareElements, one element per id. */
-function strictlySorted(xs: readonly IntentElement[]): boolean {
-  if (SORTED.has(xs)) return true;
-  for (let i = 1; i < xs.length; i++) if (compareElements(xs[i - 1]!, xs[i]!) >= 0) return false;
-  return true;
-}
-
-/**
- * diffIntent of two strictly sorted lists, with the same result as the map-based walk. An
- * element both lists hold (compile reuses a FIP's unchanged elements) is equal without
- * comparing its text.
- */
-function mergeDiff(
-  desired: readonly IntentElement[],
-  observed: readonly IntentElement[],
-): IntentDiff {
-  const add: IntentElement[] = [];
-  const replace: { from: IntentElement; to: IntentElement }[] = [];
-  const remove: IntentElement[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < desired.length && j < observed.length) {
-    const to = desired[i]!;
-    const from = observed[j]!;
-    const order = to === from ? 0 : compareElements(to, from);
-    if (order < 0) {
-      add.push(to);
-      i++;
-    } else if (order > 0) {
-      remove.push(from);
-      j++;
-    } else {
-      if (from.value !== to.value) replace.push({ from, to });
-      i++;
-      j++;
-    }
-  }
-  while (i < desired.length) add.push(desired[i++]!);
-  while (j < observed.length) remove.push(observed[j++]!);
-  return { add, replace, remove };
-}
-
-/** What a dataplane holds after `diff` was applied to `observed`. */
-export function applyDiff(observed: readonly IntentElement[], diff: IntentDiff): IntentElement[] {
-  const gone = [...diff.remove, ...diff.replace.map((r) => r.from)];
-  const put = [...diff.add, ...diff.replace.map((r) => r.to)];
-  // The usual case, a small diff to a sorted list: two merge walks rather than a map of ids.
-  if (strictlySorted(observed))
-    return mergePut(mergeGone(observed, sortUnique(gone)), sortUnique(put));
-  return applyById(observed, diff);
-}
-
-/** applyDiff for a list in any order, by a map of element ids; its merge walks must agree. */
-export function applyById(observed: readonly IntentElement[], diff: IntentDiff): IntentElement[] {
-  const state = new Map(observed.map((e) => [elementId(e), e]));
-  for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) state.delete(elementId(e));
-  for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) state.set(elementId(e), e);
-  return [...state.values()].sort(compareElements);
-}
-
-/** The strictly sorted `xs` without the ids of the strictly sorted `gone`. */
-function mergeGone(xs: readonly IntentElement[], gone: readonly IntentElement[]): IntentElement[] {
-  const out: IntentElement[] = [];
-  let j = 0;
-  for (const x of xs) {
-    while (j < gone.length && compareElements(gone[j]!, x) < 0) j++;
-    if (j < gone.length && compareElements(gone[j]!, x) === 0) continue;
-    out.push(x);
-  }
-  return out;
-}
-
-/** Two strictly sorted lists in one; on equal ids `put`'s element wins. */
-function mergePut(xs: readonly IntentElement[], put: readonly IntentElement[]): IntentElement[] {
-  const out: IntentElement[] = [];
-  let j = 0;
-  for (const x of xs) {
-    while (j < put.length && compareElements(put[j]!, x) < 0) out.push(put[j++]!);
-    if (j < put.length && compareElements(put[j]!, x) === 0) continue;
-    out.push(x);
-  }
-  while (j < put.length) out.push(put[j++]!);
-  return out;
-}
-
-export function isEmptyDiff(d: IntentDiff): boolean {
-  return d.add.length === 0 && d.replace.length === 0 && d.remove.length === 0;
-}
-
-/** Restricts a diff to the elements of one FIP (to isolate a failing FIP). */
-export function diffFor(d: IntentDiff, owner: string): IntentDiff {
-  return {
-    add: d.add.filter((e) => e.owner === owner),
-    replace: d.replace.filter((r) => r.to.owner === owner || r.from.owner === owner),
-    remove: d.remove.filter((e) => e.owner === owner),
-  };
-}
-
-/** Owners in the order their parts must be applied: the host's, the pools', then each FIP's. */
-export function diffOwners(d: IntentDiff): string[] {
-  const owners = new Set([
-    ...d.add.map((e) => e.owner),
-    ...d.replace.map((r) => r.to.owner),
-    ...d.remove.map((e) => e.owner),
-  ]);
-  const rank = (o: string): number => (o === HOST_OWNER ? 0 : o.startsWith('pool:') ? 1 : 2);
-  return [...owners].sort((a, b) => rank(a) - rank(b) || compareAddressText(a, b));
 }

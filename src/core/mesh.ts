@@ -32,7 +32,7 @@ import {
 import { type ErrorParams, IpferryError, type Problem } from './errors.js';
 import type { HostFacts, IntentElement } from './intent.js';
 import type { NodeLiveness, NodeRecord, Protocol } from './model.js';
-import { routeValue } from './names.js';
+import { element, HOST_OWNER, KINDS, type PortRange } from '../intent/elements.js';
 import { fnv1a } from './tunnel.js';
 import { checkName, parsePortRange, Problems } from './validate.js';
 
@@ -448,12 +448,8 @@ export interface MeshIntent {
   readonly notes: string[];
 }
 
-const host = (kind: IntentElement['kind'], key: string, value = ''): IntentElement => ({
-  kind,
-  key,
-  value,
-  owner: 'host',
-});
+const meshnat = (overlay: string, address: string): IntentElement =>
+  element('meshnat', { overlay, address }, HOST_OWNER);
 
 /**
  * What `node` needs in its kernel for the mesh in force at `now`. Its elements come sorted as
@@ -484,16 +480,17 @@ export function compileMesh(
   const tail: IntentElement[] = [];
   // Overrides for overlay addresses that belong to no member (pinned special mappings).
   for (const [from, to] of Object.entries(layer.natOverrides ?? {}))
-    if (!part.overlays.has(from)) tail.push(host('meshnat', from, to));
+    if (!part.overlays.has(from)) tail.push(meshnat(from, to));
   // Sets with intervals refuse overlapping elements: layers add up, so merge what they give.
-  for (const prefix of outermostPrefixes(layer.sshAllow ?? [])) tail.push(host('meshssh', prefix));
-  for (const spec of mergePortSpecs([...(layer.openPorts ?? []), ...(state.alwaysOpen ?? [])]))
-    tail.push(host('meshport', spec));
+  for (const prefix of outermostPrefixes(layer.sshAllow ?? []))
+    tail.push(element('meshssh', { prefix }, HOST_OWNER));
+  for (const open of mergePortRanges([...(layer.openPorts ?? []), ...(state.alwaysOpen ?? [])]))
+    tail.push(element('meshport', open, HOST_OWNER));
   if (layer.rejectAll) {
     // Only the families this node has: an IPv6-less host needs no IPv6 drop, and dropping
     // what it does not have would hide nothing.
-    tail.push(host('meshreject', 'ipv4'));
-    if (classified(self).v6) tail.push(host('meshreject', 'ipv6'));
+    tail.push(element('meshreject', { family: 'ipv4' }, HOST_OWNER));
+    if (classified(self).v6) tail.push(element('meshreject', { family: 'ipv6' }, HOST_OWNER));
   }
   sortMesh(tail);
   // A pinned meshnat sorts among the members' ones; everything else of the tail after them. The
@@ -536,7 +533,11 @@ function overlayRoute(
     a !== undefined && (!facts?.addresses.length || facts.addresses.includes(a));
   const viaDefault = facts?.defaultRoutes?.find((r) => r.family === 4)?.src;
   const src = [viaDefault, own.public4, own.private4].find(held);
-  return host('route', overlay, routeValue('lo', src !== undefined ? { src } : {}));
+  return element(
+    'route',
+    { prefix: overlay, dev: 'lo', ...(src !== undefined ? { src } : {}) },
+    HOST_OWNER,
+  );
 }
 
 /** The members' share of a node's mesh: what grows with the fleet. */
@@ -610,7 +611,7 @@ function computeMemberPart(
     const sameSite = m.name === node || (m.site !== undefined && m.site === self.site);
     const reach = sameSite ? (own.private4 ?? own.public4) : (own.public4 ?? own.private4);
     const target = natOverrides[m.overlayIp!] ?? reach;
-    if (target) elements.push(host('meshnat', m.overlayIp!, target));
+    if (target) elements.push(meshnat(m.overlayIp!, target));
     else notes.push(`member ${m.name} has no IPv4 address to reach its overlay address at`);
     if (
       sameSite &&
@@ -619,9 +620,9 @@ function computeMemberPart(
       ownPrivate &&
       own.private.includes(target ?? '')
     )
-      elements.push(host('meshsnat', target!, ownPrivate));
+      elements.push(element('meshsnat', { target: target!, source: ownPrivate }, HOST_OWNER));
     if (m.name === node) continue;
-    for (const a of own.all) elements.push(host('meshmember', a));
+    for (const address of own.all) elements.push(element('meshmember', { address }, HOST_OWNER));
   }
   return {
     elements: sortMesh(dedupe(elements)),
@@ -664,21 +665,11 @@ function classified(record: NodeRecord): Classified {
   return c;
 }
 
-/** compile()'s order (intent.ts: compareElements) for the mesh's kinds, which are consecutive. */
-const MESH_KIND_ORDER: Partial<Record<IntentElement['kind'], number>> = {
-  meshnat: 0,
-  meshsnat: 1,
-  meshmember: 2,
-  meshssh: 3,
-  meshport: 4,
-  meshreject: 5,
-};
-
+/** Sorted as compile() sorts: by kind (KINDS order), then key. */
 function sortMesh(elements: IntentElement[]): IntentElement[] {
   return elements.sort(
     (a, b) =>
-      (MESH_KIND_ORDER[a.kind] ?? 0) - (MESH_KIND_ORDER[b.kind] ?? 0) ||
-      (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
+      KINDS[a.kind].order - KINDS[b.kind].order || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
   );
 }
 
@@ -706,11 +697,13 @@ export function outermostPrefixes(prefixes: readonly string[]): string[] {
 }
 
 /**
- * `tcp/443`-style specs as disjoint set keys (`tcp . 443`, `tcp . 8000-8010`): overlapping and
- * adjacent ranges of one protocol merged.
+ * `tcp/443`-style specs as disjoint port ranges per protocol: overlapping and adjacent ranges of
+ * one protocol merged.
  */
-export function mergePortSpecs(specs: readonly string[]): string[] {
-  const out: string[] = [];
+export function mergePortRanges(
+  specs: readonly string[],
+): { readonly protocol: Protocol; readonly ports: PortRange }[] {
+  const out: { protocol: Protocol; ports: PortRange }[] = [];
   for (const protocol of ['tcp', 'udp'] as Protocol[]) {
     const ranges = specs
       .filter((s) => s.startsWith(`${protocol}/`))
@@ -725,10 +718,14 @@ export function mergePortSpecs(specs: readonly string[]): string[] {
       if (last && r[0] <= last[1] + 1) last[1] = Math.max(last[1], r[1]);
       else merged.push([r[0], r[1]]);
     }
-    for (const [from, to] of merged)
-      out.push(`${protocol} . ${from === to ? from : `${from}-${to}`}`);
+    for (const [first, last] of merged) out.push({ protocol, ports: { first, last } });
   }
   return out;
+}
+
+/** mergePortRanges as the keys of the `meshport` elements they become. */
+export function mergePortSpecs(specs: readonly string[]): string[] {
+  return mergePortRanges(specs).map((open) => KINDS.meshport.encode(open).key);
 }
 
 function dedupe(elements: IntentElement[]): IntentElement[] {

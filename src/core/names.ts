@@ -74,7 +74,7 @@ export function claimLabel(uplink: string): string {
   return `${uplink}:ipf`;
 }
 
-/** What a route element's value may say besides its device. */
+/** What a route says besides its prefix, table and device. */
 export interface RouteVia {
   /** Next hop: an address of the route's family, or `inet6 fe80::…` for an IPv4 route. */
   readonly via?: string;
@@ -82,17 +82,4 @@ export interface RouteVia {
   readonly src?: string;
   /** Route MTU: what a path through a tunnel found to pass, below the interface's MTU. */
   readonly mtu?: number;
-}
-
-/**
- * The value of a `route` element, in the one order compile and the observer both write:
- * `dev DEV[ via HOP][ src ADDRESS][ mtu N]`. It is also valid `ip route` syntax as it stands.
- */
-export function routeValue(dev: string, extra: RouteVia = {}): string {
-  return [
-    `dev ${dev}`,
-    ...(extra.via !== undefined ? [`via ${extra.via}`] : []),
-    ...(extra.src !== undefined ? [`src ${extra.src}`] : []),
-    ...(extra.mtu !== undefined ? [`mtu ${extra.mtu}`] : []),
-  ].join(' ');
 }

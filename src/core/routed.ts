@@ -21,9 +21,7 @@ import type { EgressMode, FloatingIp, NodeRecord, Pool } from './model.js';
 import {
   FORWARD_RULE_PRIORITY,
   FORWARD_TABLE,
-  NFT_FAMILY,
   NFT_SKELETON_VERSION,
-  NFT_TABLE,
   REPLY_RULE_PRIORITY,
   ROUTE_TABLE,
   RULE_PRIORITY,
@@ -41,7 +39,8 @@ import {
   tunnelOverhead,
   tunnelProbeAddress,
 } from './tunnel.js';
-import { routeValue, type RouteVia } from './names.js';
+import type { RouteVia } from './names.js';
+import { element, HOST_OWNER } from '../intent/elements.js';
 
 export interface TunnelOptions {
   /** UDP port this node's tunnel listens on. */
@@ -133,8 +132,24 @@ export function routedPart(
   };
   const holdsAny: Record<4 | 6, boolean> = { 4: false, 6: false };
   let fromGateway: string | undefined;
-  const toward = (peerName: string, family: 4 | 6): string =>
-    routeValue(tun, nextHop(peerName, family, options));
+  /** The route to `prefix` (in `table`, else main) into the tunnel toward `peerName`. */
+  const toward = (
+    prefix: string,
+    peerName: string,
+    family: 4 | 6,
+    owner: string,
+    table?: number,
+  ): IntentElement =>
+    element(
+      'route',
+      {
+        prefix,
+        ...(table !== undefined ? { table } : {}),
+        dev: tun,
+        ...nextHop(peerName, family, options),
+      },
+      owner,
+    );
   for (const { fip } of fips) {
     const a = fip.association;
     const gateway = gatewayOf.get(fip.pool);
@@ -161,12 +176,7 @@ export function routedPart(
     if (node === gateway) {
       passing.add(fip.address);
       addPeer(peerName, [host]);
-      elements.push({
-        kind: 'route',
-        key: host,
-        value: toward(peerName, fip.family),
-        owner: fip.address,
-      });
+      elements.push(toward(host, peerName, fip.family, fip.address));
     } else {
       // Answers leave by one gateway: the tunnel's default route and 0.0.0.0/0 can go one way.
       fromGateway ??= gateway;
@@ -180,12 +190,10 @@ export function routedPart(
       addPeer(peerName, ['0.0.0.0/0', '::/0']);
       holdsAny[fip.family] = true;
       holds.push(host);
-      elements.push({
-        kind: 'rule',
-        key: `from ${fip.address} lookup ${ROUTE_TABLE}`,
-        value: String(RULE_PRIORITY),
-        owner: fip.address,
-      });
+      const selector = { from: fip.address };
+      elements.push(
+        element('rule', { selector, table: ROUTE_TABLE, priority: RULE_PRIORITY }, fip.address),
+      );
     }
   }
   // nat and ports targets on another node: the gateway marks what it DNATs to them and routes
@@ -211,12 +219,7 @@ export function routedPart(
         addPeer(peerName, [prefix]);
         forwardsTo[fip.family] = true;
         tunTargets.push({ target, peer: peerName, family: fip.family, owner: fip.address });
-        elements.push({
-          kind: 'route',
-          key: `${prefix} table ${FORWARD_TABLE}`,
-          value: toward(peerName, fip.family),
-          owner: fip.address,
-        });
+        elements.push(toward(prefix, peerName, fip.family, fip.address, FORWARD_TABLE));
       } else {
         fromGateway ??= gateway;
         if (gateway !== fromGateway) {
@@ -231,36 +234,28 @@ export function routedPart(
       }
     }
   }
-  const host = (kind: IntentElement['kind'], key: string, value: string): IntentElement => ({
-    kind,
-    key,
-    value,
-    owner: 'host',
-  });
-  const mark = `0x${TUNNEL_MARK.toString(16)}/0x${TUNNEL_MARK.toString(16)}`;
+  const mark = `0x${TUNNEL_MARK.toString(16)}`;
+  const marked = (family: 4 | 6, table: number, priority: number): IntentElement =>
+    element(
+      'rule',
+      { selector: { fwmark: mark, mask: mark, family }, table, priority },
+      HOST_OWNER,
+    );
   for (const family of [4, 6] as const) {
     const any = family === 4 ? '0.0.0.0/0' : '::/0';
-    const name = family === 4 ? 'ipv4' : 'ipv6';
     if ((holdsAny[family] || repliesBy[family]) && fromGateway)
-      elements.push(host('route', `${any} table ${ROUTE_TABLE}`, toward(fromGateway, family)));
-    if (repliesBy[family])
-      elements.push(
-        host('rule', `fwmark ${mark} lookup ${ROUTE_TABLE} ${name}`, String(REPLY_RULE_PRIORITY)),
-      );
-    if (forwardsTo[family])
-      elements.push(
-        host(
-          'rule',
-          `fwmark ${mark} lookup ${FORWARD_TABLE} ${name}`,
-          String(FORWARD_RULE_PRIORITY),
-        ),
-      );
+      elements.push(toward(any, fromGateway, family, HOST_OWNER, ROUTE_TABLE));
+    if (repliesBy[family]) elements.push(marked(family, ROUTE_TABLE, REPLY_RULE_PRIORITY));
+    if (forwardsTo[family]) elements.push(marked(family, FORWARD_TABLE, FORWARD_RULE_PRIORITY));
   }
-  if (holdsAny[4] || repliesBy[4] || forwardsTo[4])
-    elements.push(host('sysctl', `net.ipv4.conf.${tun}.rp_filter`, '2'));
+  if (holdsAny[4] || repliesBy[4] || forwardsTo[4]) {
+    const path = `net.ipv4.conf.${tun}.rp_filter`;
+    elements.push(element('sysctl', { path, value: '2' }, HOST_OWNER));
+  }
   // The reply path's marks live in ipferry's nftables table, also on a node that is no gateway.
-  if (repliesBy[4] || repliesBy[6])
-    elements.push(host('table', `${NFT_FAMILY} ${NFT_TABLE}`, NFT_SKELETON_VERSION));
+  if (repliesBy[4] || repliesBy[6]) {
+    elements.push(element('table', { version: NFT_SKELETON_VERSION }, HOST_OWNER));
+  }
   const egress = egressPart({ node, tun, peers, holds, facts, options, fromGateway, nodeByName });
   elements.push(...egress.elements);
   refused.push(...egress.notes);
@@ -281,7 +276,13 @@ export function routedPart(
       addPeer(peerName, [`${tunnelProbeAddress(peerName)}/128`]);
     const mtu = options.peerMtu?.get(peerName);
     if (mtu !== undefined)
-      elements.push(host('route', `${tunnelProbeAddress(peerName)}/128`, routeValue(tun, { mtu })));
+      elements.push(
+        element(
+          'route',
+          { prefix: `${tunnelProbeAddress(peerName)}/128`, dev: tun, mtu },
+          HOST_OWNER,
+        ),
+      );
   }
   const addresses = [...holds, tunnelLinkAddress(node), `${tunnelProbeAddress(node)}/64`];
   const tunnel = tunnelIntent(tun, peers, addresses, nodeByName, options, nodeByName.get(node));
@@ -289,12 +290,7 @@ export function routedPart(
   // gateway lowers it in the SYN-ACK to what the tunnel path toward that target carries.
   for (const t of tunTargets) {
     const mtu = Math.min(tunnel.mtu, options.peerMtu?.get(t.peer) ?? tunnel.mtu);
-    elements.push({
-      kind: 'tuntarget',
-      key: t.target,
-      value: String(mssFor(mtu, t.family)),
-      owner: t.owner,
-    });
+    elements.push(element('tuntarget', { target: t.target, mss: mssFor(mtu, t.family) }, t.owner));
   }
   for (const e of egress.allow.keys()) carriers.add(e);
   return { elements, refused, pending, carriers, passing, tunnel };

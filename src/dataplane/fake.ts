@@ -9,14 +9,15 @@
  */
 import { prefixRange, tryParseAddress, tryParsePrefix } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
+import type { HostFacts } from '../core/intent.js';
+import { compareElements, elementId, type IntentDiff } from '../intent/diff.js';
 import {
-  compareElements,
-  elementId,
-  type HostFacts,
-  type IntentDiff,
+  decode,
+  decodeElement,
   type IntentElement,
-  parseClaim,
-} from '../core/intent.js';
+  isKind,
+  type PortRange,
+} from '../intent/elements.js';
 import type { Dataplane, FipCounter } from './dataplane.js';
 import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
@@ -62,10 +63,10 @@ export class FakeDataplane implements Dataplane {
     const path = this.paths.get(request.address);
     if (path === 'dead') return undefined;
     const packet = request.payload + 48;
-    const route = [...this.elements.values()].find(
-      (e) => e.kind === 'route' && e.key === `${request.address}/128`,
-    );
-    const routeMtu = Number(/ mtu (\d+)/.exec(route?.value ?? '')?.[1] ?? this.tunnel?.mtu ?? 1420);
+    const route = [...this.elements.values()]
+      .flatMap((e) => (isKind(e, 'route') ? [decode(e)] : []))
+      .find((r) => r.table === undefined && r.prefix === `${request.address}/128`);
+    const routeMtu = route?.mtu ?? this.tunnel?.mtu ?? 1420;
     if (!request.fragment && packet > routeMtu) return undefined; // EMSGSIZE, locally
     const piece = request.fragment ? Math.min(packet, routeMtu) : packet;
     return path === undefined || piece <= path ? 1 : undefined;
@@ -88,8 +89,7 @@ export class FakeDataplane implements Dataplane {
     const name = this.tunnel?.name;
     if (name === undefined) throw new Error('the fake has no tunnel to lose');
     for (const [id, e] of this.elements) {
-      const words = e.value.split(' ');
-      if (e.kind === 'route' && words[words.indexOf('dev') + 1] === name) this.elements.delete(id);
+      if (isKind(e, 'route') && decode(e).dev === name) this.elements.delete(id);
     }
     this.tunnelLost = true;
   }
@@ -159,10 +159,11 @@ export class FakeDataplane implements Dataplane {
     this.checkMeshIntervals(next);
     this.elements = next;
     // A counter goes with its element: a FIP associated again counts from zero, as in nftables.
-    for (const e of diff.remove) if (e.kind === 'counter') this.traffic.delete(e.key);
+    for (const e of diff.remove) if (isKind(e, 'counter')) this.traffic.delete(decode(e).fip);
     for (const e of [...diff.remove, ...diff.replace.map((r) => r.from)]) {
-      if (e.kind === 'dnat' || e.kind === 'fwd' || e.kind === 'fwdport') {
-        this.conntrackFlushes.push(`${e.key.split(' . ')[0] ?? e.key} -> ${e.value}`);
+      const t = decodeElement(e);
+      if (t.kind === 'dnat' || t.kind === 'fwd' || t.kind === 'fwdport') {
+        this.conntrackFlushes.push(`${t.data.fip} -> ${e.value}`);
       }
     }
     this.applies++;
@@ -174,7 +175,9 @@ export class FakeDataplane implements Dataplane {
     await Promise.resolve();
     const out = new Map<string, FipCounter>();
     for (const e of this.elements.values()) {
-      if (e.kind === 'counter') out.set(e.key, this.traffic.get(e.key) ?? { packets: 0, bytes: 0 });
+      if (!isKind(e, 'counter')) continue;
+      const { fip } = decode(e);
+      out.set(fip, this.traffic.get(fip) ?? { packets: 0, bytes: 0 });
     }
     return out;
   }
@@ -236,7 +239,8 @@ export class FakeDataplane implements Dataplane {
    * hostFacts list no interfaces takes any uplink.
    */
   private checkClaim(e: IntentElement): void {
-    const { uplink } = parseClaim(e);
+    if (!isKind(e, 'claim')) return;
+    const { uplink } = decode(e);
     const known = this.hostFacts.interfaces;
     if (known.length > 0 && !known.includes(uplink)) {
       this.refuse(e, `Cannot find device "${uplink}"`);
@@ -247,10 +251,13 @@ export class FakeDataplane implements Dataplane {
   private checkForwardsDisjoint(state: Map<string, IntentElement>): void {
     const seen = new Map<string, { lo: number; hi: number; e: IntentElement }[]>();
     for (const e of state.values()) {
-      if (e.kind !== 'fwd' && e.kind !== 'fwdport') continue;
-      const [fip, proto, ports = ''] = e.key.split(' . ');
-      const [lo = 0, hi = lo] = ports.split('-').map(Number);
-      const group = `${fip} ${proto}`;
+      const t = decodeElement(e);
+      if (t.kind !== 'fwd' && t.kind !== 'fwdport') continue;
+      const { lo, hi } =
+        t.kind === 'fwd'
+          ? { lo: t.data.ports.first, hi: t.data.ports.last }
+          : { lo: t.data.port, hi: t.data.port };
+      const group = `${t.data.fip} ${t.data.protocol}`;
       const others = seen.get(group) ?? [];
       const clash = others.find((o) => o.lo <= hi && lo <= o.hi);
       if (clash) this.refuse(e, `conflicting intervals with ${clash.e.kind} ${clash.e.key}`);
@@ -282,42 +289,55 @@ export class FakeDataplane implements Dataplane {
   }
 }
 
-const PORTS = /^(tcp|udp) \. (\d{1,5})(?:-(\d{1,5}))?$/;
-
 /** What nftables would refuse in a mesh element, as the kernel's table declares its sets. */
 function meshProblem(e: IntentElement): string | undefined {
   const family = (text: string): number | undefined => tryParseAddress(text)?.family;
-  switch (e.kind) {
+  const t = decodeElement(e);
+  switch (t.kind) {
     case 'meshnat':
-    case 'meshsnat':
-      return family(e.key) === 4 && family(e.value) === 4
+    case 'meshsnat': {
+      const [from, to] =
+        t.kind === 'meshnat' ? [t.data.overlay, t.data.address] : [t.data.target, t.data.source];
+      return family(from) === 4 && family(to) === 4
         ? undefined
         : `No such file or directory (${e.kind}4 maps an IPv4 address to an IPv4 address)`;
-    case 'meshmember':
-      return family(e.key) ? undefined : 'not an address';
-    case 'meshssh':
-      return tryParsePrefix(e.key) ? undefined : 'not a prefix';
-    case 'meshport': {
-      const m = PORTS.exec(e.key);
-      const [lo, hi] = [Number(m?.[2]), Number(m?.[3] ?? m?.[2])];
-      return m && lo <= hi && hi <= 65535 ? undefined : 'not PROTO . PORT[-PORT]';
     }
+    case 'meshmember':
+      return family(t.data.address) ? undefined : 'not an address';
+    case 'meshssh':
+      return tryParsePrefix(t.data.prefix) ? undefined : 'not a prefix';
+    case 'meshport':
+      return ['tcp', 'udp'].includes(t.data.protocol) && validPorts(t.data.ports)
+        ? undefined
+        : 'not PROTO . PORT[-PORT]';
     case 'meshreject':
+      // The whole key: decode reads anything but `ipv6` as ipv4.
       return e.key === 'ipv4' || e.key === 'ipv6' ? undefined : 'not ipv4 or ipv6';
     default:
       return undefined;
   }
 }
 
+function validPorts({ first, last }: PortRange): boolean {
+  return (
+    Number.isInteger(first) &&
+    Number.isInteger(last) &&
+    0 <= first &&
+    first <= last &&
+    last <= 65535
+  );
+}
+
 /** The interval a mesh SSH prefix or open port covers, and the set part it must not overlap in. */
 function meshSpan(e: IntentElement): { group: string; lo: bigint; hi: bigint } | undefined {
-  if (e.kind === 'meshssh') {
-    const range = prefixRange(tryParsePrefix(e.key)!);
+  const t = decodeElement(e);
+  if (t.kind === 'meshssh') {
+    const range = prefixRange(tryParsePrefix(t.data.prefix)!);
     return { group: `ssh${range.family}`, lo: range.first.value, hi: range.last.value };
   }
-  if (e.kind === 'meshport') {
-    const [, proto = '', lo = '0', hi = lo] = PORTS.exec(e.key) ?? [];
-    return { group: `port ${proto}`, lo: BigInt(lo), hi: BigInt(hi) };
+  if (t.kind === 'meshport') {
+    const { protocol, ports } = t.data;
+    return { group: `port ${protocol}`, lo: BigInt(ports.first), hi: BigInt(ports.last) };
   }
   return undefined;
 }

@@ -12,16 +12,17 @@
  */
 import { spawn } from 'node:child_process';
 import { IpferryError } from '../core/errors.js';
+import type { DefaultRoute, HostFacts } from '../core/intent.js';
 import {
-  elementId as id,
-  type DefaultRoute,
+  decode,
+  decodeElement,
+  element,
   HOST_OWNER,
-  type HostFacts,
-  type IntentDiff,
   type IntentElement,
-  parseClaim,
-  proxyArpClaim,
-} from '../core/intent.js';
+  isKind,
+  type Payloads,
+} from '../intent/elements.js';
+import { elementId as id, type IntentDiff } from '../intent/diff.js';
 import { tryParseAddress } from '../core/address.js';
 import { claimLabel, NFT_FAMILY, NFT_TABLE, ROUTE_PROTO } from '../core/names.js';
 import { DEFAULT_STATE_DIR } from '../core/defaults.js';
@@ -38,7 +39,6 @@ import type { TunnelDriverKind } from '../core/tunnel.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
 import {
-  fipOf,
   NFT_KINDS,
   parseCounters,
   parseTable,
@@ -192,12 +192,8 @@ export class LinuxDataplane implements Dataplane {
    * entries for other addresses belong to someone else.
    */
   private async claims(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
-    const claim = (key: string, value: string): IntentElement => ({
-      kind: 'claim',
-      key,
-      value,
-      owner: key,
-    });
+    const claim = (fip: string, uplink: string, proxy: boolean): IntentElement =>
+      element('claim', { fip, uplink, proxy }, fip);
     const [links, { stdout }] = await Promise.all([
       this.links(),
       this.exec('ip', ['-j', 'neigh', 'show', 'proxy']),
@@ -205,26 +201,25 @@ export class LinuxDataplane implements Dataplane {
     const local = links.flatMap((l) =>
       (l.addr_info ?? [])
         .filter((a) => a.label === claimLabel(l.ifname) && a.local)
-        .map((a) => claim(canonical(a.local ?? ''), l.ifname)),
+        .map((a) => claim(canonical(a.local ?? ''), l.ifname, false)),
     );
-    const pools = wanted.filter((e) => e.kind === 'drop').map((e) => e.key.split('-'));
+    const pools = wanted.flatMap((e) => (isKind(e, 'drop') ? [decode(e)] : []));
     const want = new Map(wanted.filter((e) => e.kind === 'claim').map((e) => [e.key, e.value]));
-    const ours = (dst: string) => want.has(dst) || pools.some(([a, b]) => inRange(dst, a, b));
+    const ours = (dst: string) =>
+      want.has(dst) || pools.some(({ first, last }) => inRange(dst, first, last));
     const proxies = parseProxyEntries(stdout)
       .filter((p) => ours(p.address))
-      .map((p) =>
-        claim(p.address, p.address.includes(':') ? p.interface : proxyArpClaim(p.interface)),
-      );
+      .map((p) => claim(p.address, p.interface, true));
     return oneClaimPerFip([...local, ...proxies], want);
   }
 
   async observe(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
     // Independent reads, all at once: a pass that repairs a lost tunnel waits for the slowest
     // of them, not for their sum.
-    const sysctl = async (key: string): Promise<IntentElement> => {
+    const sysctl = async (path: string): Promise<IntentElement> => {
       // A per-interface sysctl of a tunnel not created yet reads as missing.
-      const { stdout } = await this.exec('sysctl', ['-n', key], { tolerate: () => true });
-      return { kind: 'sysctl', key, value: stdout.trim() || 'missing', owner: HOST_OWNER };
+      const { stdout } = await this.exec('sysctl', ['-n', path], { tolerate: () => true });
+      return element('sysctl', { path, value: stdout.trim() || 'missing' }, HOST_OWNER);
     };
     const [table, claims, routing, sysctls] = await Promise.all([
       this.exec('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE], {
@@ -232,7 +227,7 @@ export class LinuxDataplane implements Dataplane {
       }),
       this.claims(wanted),
       observeRouting((file, args, options) => this.exec(file, args, options)),
-      Promise.all(wanted.filter((e) => e.kind === 'sysctl').map((e) => sysctl(e.key))),
+      Promise.all(wanted.flatMap((e) => (isKind(e, 'sysctl') ? [sysctl(decode(e).path)] : []))),
     ]);
     const elements = table.stdout.trim() ? parseTable(table.stdout) : [];
     return [...elements, ...claims, ...routing, ...sysctls];
@@ -252,7 +247,9 @@ export class LinuxDataplane implements Dataplane {
 
   async apply(diff: IntentDiff): Promise<void> {
     for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) {
-      if (e.kind === 'sysctl') await this.exec('sysctl', ['-qw', `${e.key}=${e.value}`]);
+      if (!isKind(e, 'sysctl')) continue;
+      const { path, value } = decode(e);
+      await this.exec('sysctl', ['-qw', `${path}=${value}`]);
     }
     // Claims first, added before deleted, so an address is never briefly unanswered; if the
     // nftables transaction then fails, the claims added here are taken back.
@@ -582,17 +579,20 @@ function firstRtt(stdout: string): number | undefined {
 /** `conntrack -D` arguments for the flows an old element was carrying, if it carried any. */
 export function staleConnectionFilter(e: IntentElement): string[] | undefined {
   const family = (a: string): string[] => (a.includes(':') ? ['-f', 'ipv6'] : []);
-  switch (e.kind) {
+  const t = decodeElement(e);
+  switch (t.kind) {
     case 'dnat':
-      return [...family(e.key), '-d', e.key, '-r', e.value];
+      return [...family(t.data.fip), '-d', t.data.fip, '-r', t.data.target];
     case 'snat':
-      return [...family(e.key), '-s', e.key, '-q', e.value];
-    case 'fwd':
+      return [...family(t.data.target), '-s', t.data.target, '-q', t.data.fip];
+    case 'fwd': {
+      const { fip, protocol, ports, target } = t.data;
+      const single = ports.first === ports.last ? ['--dport', String(ports.first)] : [];
+      return [...family(fip), '-d', fip, '-r', target, '-p', protocol, ...single];
+    }
     case 'fwdport': {
-      const [fip = '', proto = '', ports = ''] = e.key.split(' . ');
-      const target = e.value.split(' . ')[0] ?? e.value;
-      const single = /^\d+$/.test(ports) ? ['--dport', ports] : [];
-      return [...family(fip), '-d', fipOf(e), '-r', target, '-p', proto, ...single];
+      const { fip, protocol, port, target } = t.data;
+      return [...family(fip), '-d', fip, '-r', target, '-p', protocol, '--dport', String(port)];
     }
     default:
       return undefined;
@@ -626,10 +626,15 @@ interface IpLink {
  * IPv6 proxy NDP). Adding a proxy entry that exists already succeeds; adding an address does not.
  */
 export function claimArgs(op: 'add' | 'del', c: IntentElement): string[] {
-  const { uplink, proxy } = parseClaim(c);
-  if (proxy) return ['neigh', op, 'proxy', c.key, 'dev', uplink];
+  const { fip, uplink, proxy } = claimOf(c);
+  if (proxy) return ['neigh', op, 'proxy', fip, 'dev', uplink];
   const label = op === 'add' ? ['label', claimLabel(uplink)] : [];
-  return ['address', op, `${c.key}/32`, 'dev', uplink, ...label];
+  return ['address', op, `${fip}/32`, 'dev', uplink, ...label];
+}
+
+function claimOf(c: IntentElement): Payloads['claim'] {
+  if (!isKind(c, 'claim')) throw new Error(`not a claim: ${c.kind}`);
+  return decode(c);
 }
 
 /**
@@ -646,7 +651,7 @@ function oneClaimPerFip(
   want: ReadonlyMap<string, string>,
 ): IntentElement[] {
   const rank = (c: IntentElement): number => {
-    const local = !parseClaim(c).proxy;
+    const local = !claimOf(c).proxy;
     const wanted = want.get(c.key) === c.value;
     return local ? (wanted ? 0 : 1) : wanted ? 3 : 2;
   };

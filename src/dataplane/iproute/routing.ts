@@ -1,21 +1,26 @@
 /**
- * Routes and policy rules as intent elements, read with `ip -j` and written
- * with `ip -batch`, one batch per family (iproute2 cannot switch family inside a batch).
- *
- * - `route` key `PREFIX` (main table) or `PREFIX table T`, value `dev DEV [via [inet6 ]HOP]
- *   [src ADDRESS] [mtu N]` (see routeValue): carries ipferry's route protocol number, which is
- *   how ipferry finds its own routes and never others'.
- * - `rule`  key `from ADDRESS lookup T[ suppress_prefixlength N]` or `fwmark MARK/MASK lookup T
- *   ipv4|ipv6`, value the priority: carries the same protocol number.
+ * Routes and policy rules (src/intent: `route` and `rule` elements), read with `ip -j` and
+ * written with `ip -batch`, one batch per family (iproute2 cannot switch family inside a batch).
+ * Both carry ipferry's route protocol number, which is how ipferry finds its own routes and
+ * rules and never others'.
  */
 import { tryParseAddress } from '../../core/address.js';
-import type { IntentElement } from '../../core/intent.js';
-import { ROUTE_PROTO, routeValue } from '../../core/names.js';
+import { ROUTE_PROTO } from '../../core/names.js';
+import {
+  decode,
+  decodeElement,
+  element,
+  HOST_OWNER,
+  type IntentElement,
+  isKind,
+  kindsOf,
+  type Payloads,
+} from '../../intent/elements.js';
 import type { ExecResult, RunOptions } from '../exec.js';
 
 type Exec = (file: string, args: readonly string[], options?: RunOptions) => Promise<ExecResult>;
 
-export const ROUTING_KINDS = new Set(['route', 'rule']);
+export const ROUTING_KINDS = kindsOf('routing');
 
 interface IpRoute {
   dst?: string;
@@ -58,26 +63,25 @@ export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
     if (!routes || !rules) continue;
     for (const r of JSON.parse(routes.stdout || '[]') as IpRoute[]) {
       const prefix = routePrefix(r.dst ?? '', family);
-      const key = r.table && r.table !== 'main' ? `${prefix} table ${r.table}` : prefix;
-      out.push({ kind: 'route', key, value: observedRouteValue(r), owner: ownerOf(prefix) });
+      out.push(element('route', observedRoute(prefix, r), ownerOf(prefix)));
     }
     for (const r of JSON.parse(rules.stdout || '[]') as IpRule[]) {
       if (r.protocol !== String(ROUTE_PROTO) || !r.src) continue;
+      const rule = {
+        table: tableOf(r.table ?? '?'),
+        ...(r.suppress_prefixlen !== undefined
+          ? { suppressPrefixLength: r.suppress_prefixlen }
+          : {}),
+        priority: r.priority ?? 0,
+      };
       if (r.fwmark) {
-        const family_ = family === '-4' ? 'ipv4' : 'ipv6';
-        const key = `fwmark ${r.fwmark}/${r.fwmask ?? '0xffffffff'} lookup ${r.table ?? '?'} ${family_}`;
-        out.push({ kind: 'rule', key, value: String(r.priority ?? ''), owner: 'host' });
+        const mark = { fwmark: r.fwmark, mask: r.fwmask ?? '0xffffffff' };
+        const selector = { ...mark, family: family === '-4' ? (4 as const) : (6 as const) };
+        out.push(element('rule', { selector, ...rule }, HOST_OWNER));
         continue;
       }
       const src = tryParseAddress(r.src)?.text ?? r.src;
-      const suppress =
-        r.suppress_prefixlen === undefined ? '' : ` suppress_prefixlength ${r.suppress_prefixlen}`;
-      out.push({
-        kind: 'rule',
-        key: `from ${src} lookup ${r.table ?? '?'}${suppress}`,
-        value: String(r.priority ?? ''),
-        owner: src,
-      });
+      out.push(element('rule', { selector: { from: src }, ...rule }, src));
     }
   }
   return out;
@@ -100,25 +104,41 @@ export function routingBatches(
 }
 
 function line(op: 'add' | 'del', e: IntentElement): string {
-  switch (e.kind) {
-    case 'route':
-      return `route ${op === 'add' ? 'replace' : 'del'} ${e.key} ${e.value} proto ${ROUTE_PROTO}`;
-    default: {
-      const [selector = 'from', subject = '', , table = '', ...rest] = e.key.split(' ');
-      // What follows the table (`suppress_prefixlength N`) is ip syntax too; the family is not.
-      const extra = rest.filter((w) => w !== 'ipv4' && w !== 'ipv6').map((w) => ` ${w}`);
-      return `rule ${op} ${selector} ${subject} lookup ${table}${extra.join('')} priority ${e.value} protocol ${ROUTE_PROTO}`;
-    }
+  const t = decodeElement(e);
+  if (t.kind === 'route') {
+    const r = t.data;
+    const words = [
+      r.prefix,
+      ...(r.table !== undefined ? ['table', String(r.table)] : []),
+      'dev',
+      r.dev,
+      ...(r.via !== undefined ? ['via', r.via] : []),
+      ...(r.src !== undefined ? ['src', r.src] : []),
+      ...(r.mtu !== undefined ? ['mtu', String(r.mtu)] : []),
+    ];
+    return `route ${op === 'add' ? 'replace' : 'del'} ${words.join(' ')} proto ${ROUTE_PROTO}`;
   }
+  if (t.kind !== 'rule') throw new Error(`not a routing element: ${e.kind}`);
+  const r = t.data;
+  const selector =
+    'from' in r.selector
+      ? `from ${r.selector.from}`
+      : `fwmark ${r.selector.fwmark}/${r.selector.mask}`;
+  const suppress =
+    r.suppressPrefixLength === undefined ? '' : ` suppress_prefixlength ${r.suppressPrefixLength}`;
+  return `rule ${op} ${selector} lookup ${r.table}${suppress} priority ${r.priority} protocol ${ROUTE_PROTO}`;
 }
 
 function familyOf(e: IntentElement): 4 | 6 {
-  if (e.kind === 'rule' && e.key.startsWith('fwmark ')) return e.key.endsWith(' ipv6') ? 6 : 4;
-  const subject = e.kind === 'rule' ? (e.key.split(' ')[1] ?? '') : (e.key.split(' ')[0] ?? '');
-  return subject.includes(':') ? 6 : 4;
+  if (isKind(e, 'rule')) {
+    const { selector } = decode(e);
+    return 'from' in selector ? (selector.from.includes(':') ? 6 : 4) : selector.family;
+  }
+  return isKind(e, 'route') && decode(e).prefix.includes(':') ? 6 : 4;
 }
 
-function observedRouteValue(r: IpRoute): string {
+/** What `ip -j route` shows of one of ipferry's routes, as a route payload. */
+function observedRoute(prefix: string, r: IpRoute): Payloads['route'] {
   const via = r.gateway ?? r.via?.host;
   const inet6 = r.gateway === undefined && r.via?.family === 'inet6';
   const canonical = (a: string | undefined): string | undefined =>
@@ -126,11 +146,18 @@ function observedRouteValue(r: IpRoute): string {
   const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
   const viaText = canonical(via);
   const src = canonical(r.prefsrc);
-  return routeValue(r.dev ?? '?', {
+  return {
+    prefix,
+    ...(r.table && r.table !== 'main' ? { table: tableOf(r.table) } : {}),
+    dev: r.dev ?? '?',
     ...(viaText !== undefined ? { via: inet6 ? `inet6 ${viaText}` : viaText } : {}),
     ...(src !== undefined ? { src } : {}),
     ...(mtu !== undefined ? { mtu } : {}),
-  });
+  };
+}
+
+function tableOf(text: string): number | string {
+  return /^\d+$/.test(text) ? Number(text) : text;
 }
 
 function routePrefix(dst: string, family: '-4' | '-6'): string {

@@ -7,7 +7,16 @@
  * 5,000 set elements.
  */
 import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/address.js';
-import { HOST_OWNER, type IntentElement } from '../../core/intent.js';
+import {
+  decodeElement,
+  element,
+  type ElementKind,
+  HOST_OWNER,
+  type IntentElement,
+  kindsOf,
+  type Payloads,
+  portsText,
+} from '../../intent/elements.js';
 import { TUNNEL_IFNAME_PREFIX } from '../../core/tunnel.js';
 import type { FipCounter } from '../dataplane.js';
 import {
@@ -199,24 +208,7 @@ const DECLARATIONS = [
 ];
 
 /** Kinds this table holds; the others belong to other drivers. */
-export const NFT_KINDS = new Set([
-  'table',
-  'hairpin',
-  'drop',
-  'counter',
-  'dnat',
-  'snat',
-  'masq',
-  'fwd',
-  'fwdport',
-  'tuntarget',
-  'meshnat',
-  'meshsnat',
-  'meshmember',
-  'meshssh',
-  'meshport',
-  'meshreject',
-]);
+export const NFT_KINDS = kindsOf('nft');
 
 /** The whole table, fixed part and elements, as one `nft -f` script that replaces it atomically. */
 export function renderTable(elements: readonly IntentElement[], replaceExisting: boolean): string {
@@ -251,47 +243,67 @@ export function renderElements(op: 'add' | 'delete', elements: readonly IntentEl
 
 function elementTarget(e: IntentElement): { container: string; text: string } | undefined {
   const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
-  switch (e.kind) {
+  const t = decodeElement(e);
+  switch (t.kind) {
     case 'dnat':
-      return { container: `dnat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+      return { container: `dnat${v(t.data.fip)}`, text: `${t.data.fip} : ${t.data.target}` };
     case 'snat':
-      return { container: `snat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+      return { container: `snat${v(t.data.target)}`, text: `${t.data.target} : ${t.data.fip}` };
     case 'masq':
-      return { container: `masq${v(e.key)}`, text: e.key };
+      return { container: `masq${v(t.data.target)}`, text: t.data.target };
     case 'tuntarget':
-      return { container: `tuntarget${v(e.key)}`, text: `${e.key} : ${e.value}` };
+      return {
+        container: `tuntarget${v(t.data.target)}`,
+        text: `${t.data.target} : ${t.data.mss}`,
+      };
     case 'counter':
-      return { container: `counters${v(e.key)}`, text: e.key };
-    case 'fwd':
-      return { container: `fwd${v(fipOf(e))}`, text: `${e.key} : ${e.value}` };
-    case 'fwdport':
-      return { container: `fwdport${v(fipOf(e))}`, text: `${e.key} : ${e.value}` };
+      return { container: `counters${v(t.data.fip)}`, text: t.data.fip };
+    case 'fwd': {
+      const { fip, protocol, ports, target } = t.data;
+      return {
+        container: `fwd${v(fip)}`,
+        text: `${fip} . ${protocol} . ${portsText(ports)} : ${target}`,
+      };
+    }
+    case 'fwdport': {
+      const { fip, protocol, port, target, targetPort } = t.data;
+      return {
+        container: `fwdport${v(fip)}`,
+        text: `${fip} . ${protocol} . ${port} : ${target} . ${targetPort}`,
+      };
+    }
     case 'drop': {
-      const [first, last] = e.key.split('-');
-      return { container: `drop${v(e.key)}`, text: first === last ? (first ?? e.key) : e.key };
+      const { first, last } = t.data;
+      return { container: `drop${v(first)}`, text: first === last ? first : `${first}-${last}` };
     }
     case 'hairpin':
-      return { container: 'hairpin', text: `"${e.key}" . "${e.key}"` };
+      return { container: 'hairpin', text: `"${t.data.ifname}" . "${t.data.ifname}"` };
     // Mesh NAT is IPv4 only (there is no meshnat6: an IPv6 key is refused like any unknown map).
     case 'meshnat':
-      return { container: `meshnat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+      return {
+        container: `meshnat${v(t.data.overlay)}`,
+        text: `${t.data.overlay} : ${t.data.address}`,
+      };
     case 'meshsnat':
-      return { container: `meshsnat${v(e.key)}`, text: `${e.key} : ${e.value}` };
+      return {
+        container: `meshsnat${v(t.data.target)}`,
+        text: `${t.data.target} : ${t.data.source}`,
+      };
     case 'meshmember':
-      return { container: `meshmember${v(e.key)}`, text: e.key };
+      return { container: `meshmember${v(t.data.address)}`, text: t.data.address };
     case 'meshssh':
-      return { container: `meshssh${v(e.key)}`, text: e.key };
+      return { container: `meshssh${v(t.data.prefix)}`, text: t.data.prefix };
     case 'meshport':
-      return { container: 'meshport', text: e.key };
+      return { container: 'meshport', text: `${t.data.protocol} . ${portsText(t.data.ports)}` };
     case 'meshreject':
-      return { container: 'meshreject', text: e.key };
-    default:
+      return { container: 'meshreject', text: t.data.family };
+    case 'table':
+    case 'sysctl':
+    case 'claim':
+    case 'route':
+    case 'rule':
       return undefined;
   }
-}
-
-export function fipOf(e: Pick<IntentElement, 'key'>): string {
-  return e.key.split(' . ')[0] ?? e.key;
 }
 
 // Reading ----------------------------------------------------------------------------------
@@ -320,14 +332,8 @@ export function parseTable(json: string): IntentElement[] {
   });
   const table = mine.find((o) => o.table)?.table;
   if (!table) return [];
-  const elements: IntentElement[] = [
-    {
-      kind: 'table',
-      key: T,
-      value: skeletonIntact(mine) ? NFT_SKELETON_VERSION : 'damaged',
-      owner: HOST_OWNER,
-    },
-  ];
+  const version = skeletonIntact(mine) ? NFT_SKELETON_VERSION : 'damaged';
+  const elements: IntentElement[] = [element('table', { version }, HOST_OWNER)];
   for (const o of mine) {
     const container = o.map ?? o.set;
     if (container?.elem)
@@ -353,48 +359,59 @@ function parseElement(container: string, item: Json): IntentElement[] {
   const [raw, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
   const key = elementValue(raw);
   const base = container.replace(/[46]$/, '');
+  const one = <K extends ElementKind>(
+    kind: K,
+    data: Payloads[K],
+    owner: string,
+  ): IntentElement[] => [element(kind, data, owner)];
   switch (base) {
     case 'dnat':
-      return [fipElement('dnat', addr(key), addr(value), addr(key))];
+      return one('dnat', { fip: addr(key), target: addr(value) }, addr(key));
     case 'snat':
-      return [fipElement('snat', addr(key), addr(value), addr(value))];
+      return one('snat', { target: addr(key), fip: addr(value) }, addr(value));
     case 'masq':
-      return [fipElement('masq', addr(key), '', HOST_OWNER)];
+      return one('masq', { target: addr(key) }, HOST_OWNER);
     case 'tuntarget':
-      return [fipElement('tuntarget', addr(key), String(value), HOST_OWNER)];
+      return one('tuntarget', { target: addr(key), mss: Number(value) }, HOST_OWNER);
     case 'counters':
-      return [fipElement('counter', addr(key), '', addr(key))];
+      return one('counter', { fip: addr(key) }, addr(key));
     case 'fwd': {
-      const [fip, proto, ports] = concat(key);
-      const k = `${addr(fip)} . ${String(proto)} . ${portText(ports)}`;
-      return [fipElement('fwd', k, addr(value), addr(fip))];
+      const [fip, protocol, ports] = concat(key);
+      const data = { fip: addr(fip), protocol: String(protocol), ports: portRange(ports) };
+      return one('fwd', { ...data, target: addr(value) }, addr(fip));
     }
     case 'fwdport': {
-      const [fip, proto, port] = concat(key);
+      const [fip, protocol, port] = concat(key);
       const [target, targetPort] = concat(value);
-      const k = `${addr(fip)} . ${String(proto)} . ${portText(port)}`;
-      return [fipElement('fwdport', k, `${addr(target)} . ${portText(targetPort)}`, addr(fip))];
+      const data = {
+        fip: addr(fip),
+        protocol: String(protocol),
+        port: Number(port),
+        target: addr(target),
+        targetPort: Number(targetPort),
+      };
+      return one('fwdport', data, addr(fip));
     }
     case 'drop':
-      return [{ kind: 'drop', key: rangeText(key), value: '', owner: 'pool:?' }];
+      return one('drop', rangeOf(key), 'pool:?');
     case 'hairpin': {
       const [name] = concat(key);
-      return [{ kind: 'hairpin', key: String(name), value: String(name), owner: HOST_OWNER }];
+      return one('hairpin', { ifname: String(name) }, HOST_OWNER);
     }
     case 'meshnat':
-      return [fipElement('meshnat', addr(key), addr(value), HOST_OWNER)];
+      return one('meshnat', { overlay: addr(key), address: addr(value) }, HOST_OWNER);
     case 'meshsnat':
-      return [fipElement('meshsnat', addr(key), addr(value), HOST_OWNER)];
+      return one('meshsnat', { target: addr(key), source: addr(value) }, HOST_OWNER);
     case 'meshmember':
-      return [fipElement('meshmember', addr(key), '', HOST_OWNER)];
+      return one('meshmember', { address: addr(key) }, HOST_OWNER);
     case 'meshssh':
-      return [fipElement('meshssh', prefixText(key), '', HOST_OWNER)];
+      return one('meshssh', { prefix: prefixText(key) }, HOST_OWNER);
     case 'meshport': {
-      const [proto, ports] = concat(key);
-      return [fipElement('meshport', `${String(proto)} . ${portText(ports)}`, '', HOST_OWNER)];
+      const [protocol, ports] = concat(key);
+      return one('meshport', { protocol: String(protocol), ports: portRange(ports) }, HOST_OWNER);
     }
     case 'meshreject':
-      return [fipElement('meshreject', String(key), '', HOST_OWNER)];
+      return one('meshreject', { family: String(key) === 'ipv6' ? 'ipv6' : 'ipv4' }, HOST_OWNER);
     default:
       return [];
   }
@@ -425,15 +442,6 @@ export function parseCounters(json: string): Map<string, FipCounter> {
   return out;
 }
 
-function fipElement(
-  kind: IntentElement['kind'],
-  key: string,
-  value: string,
-  owner: string,
-): IntentElement {
-  return { kind, key, value, owner };
-}
-
 function concat(x: Json): Json[] {
   return (x as { concat?: Json[] }).concat ?? [x];
 }
@@ -443,9 +451,9 @@ function addr(x: Json): string {
   return tryParseAddress(text)?.text ?? text;
 }
 
-function portText(x: Json): string {
+function portRange(x: Json): { first: number; last: number } {
   const range = (x as { range?: [number, number] }).range;
-  return range ? `${range[0]}-${range[1]}` : String(x);
+  return range ? { first: range[0], last: range[1] } : { first: Number(x), last: Number(x) };
 }
 
 /**
@@ -461,7 +469,13 @@ function prefixText(x: Json): string {
   return rangeText(x);
 }
 
-/** Interval set elements come back as an address, a prefix or a range: all become FIRST-LAST. */
+/** Interval set elements come back as an address, a prefix or a range: all become a range. */
+function rangeOf(x: Json): { first: string; last: string } {
+  const [first = '', last = first] = rangeText(x).split('-');
+  return { first, last };
+}
+
+/** An interval set element as FIRST-LAST. */
 function rangeText(x: Json): string {
   const prefix = (x as { prefix?: { addr: string; len: number } }).prefix;
   const range = (x as { range?: [string, string] }).range;
