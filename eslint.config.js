@@ -21,10 +21,14 @@ const ioModules = [
   'process',
 ].flatMap((m) => [m, `node:${m}`]);
 
-/** A layer's files may import nothing from the directories (under src/) named in `above`. */
-function layer(files, above, message) {
+/**
+ * A layer's files (but `ignores`) may import nothing from the directories (under src/) named in
+ * `above`. One object per file set: a later object's rule would replace, not add to, an earlier.
+ */
+function layer(files, above, message, ignores = []) {
   return {
     files,
+    ignores,
     rules: {
       'no-restricted-imports': [
         'error',
@@ -79,6 +83,10 @@ export default tseslint.config(
               ],
               message: 'src/core must not depend on the edges.',
             },
+            {
+              group: ['**/core/compile/**', '../compile/**', './compile/**'],
+              message: 'Only the reconcile loop (agent/reconcile.ts) runs compile.',
+            },
           ],
         },
       ],
@@ -87,32 +95,38 @@ export default tseslint.config(
   },
   layer(
     ['src/store/**/*.ts', 'src/dataplane/**/*.ts'],
-    ['api', 'cli', 'agent', 'service', 'lab', 'client'],
+    ['api', 'cli', 'agent', 'service', 'lab', 'client', 'core/compile'],
     'Drivers and stores sit below the control plane, the agent, the API and its clients.',
   ),
   layer(
     ['src/service/**/*.ts'],
-    ['api', 'cli', 'agent', 'lab'],
+    ['api', 'cli', 'agent', 'lab', 'core/compile'],
     'The control plane sits below the API and the agent: put shared types in service/views.ts or core.',
   ),
   layer(
     ['src/api/**/*.ts'],
-    ['cli', 'agent', 'lab'],
+    ['cli', 'agent', 'lab', 'core/compile'],
     'The API serves the control plane; the agent builds it (agent/run.ts), not the other way.',
   ),
   layer(
     ['src/agent/**/*.ts'],
+    ['cli', 'lab', 'core/compile'],
+    'The agent does not depend on the CLI or the lab, which drive it from outside; only its reconcile loop runs compile.',
+    ['src/agent/reconcile.ts'],
+  ),
+  layer(
+    ['src/agent/reconcile.ts'],
     ['cli', 'lab'],
     'The agent does not depend on the CLI or the lab, which drive it from outside.',
   ),
   layer(
     ['src/client/**/*.ts'],
-    ['cli', 'agent', 'service', 'lab', 'dataplane'],
+    ['cli', 'agent', 'service', 'lab', 'dataplane', 'core/compile'],
     'The API client knows the HTTP contract (api/contract.ts) and core, nothing of the server.',
   ),
   layer(
     ['src/lab/**/*.ts'],
-    ['cli'],
+    ['cli', 'core/compile'],
     'The lab drives agents through src/client; the CLI sits on top of the lab, not below it.',
   ),
   {

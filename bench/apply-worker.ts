@@ -11,7 +11,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { compile, diffIntent, type IntentElement } from '../src/core/intent.js';
+import { compile } from '../src/core/compile/index.js';
+import { diffIntent } from '../src/intent/diff.js';
+import { type IntentElement } from '../src/intent/elements.js';
 import { LinuxDataplane } from '../src/dataplane/linux.js';
 import { run } from '../src/dataplane/exec.js';
 import { BENCH_GATEWAY, compileState, fipAddress, moved, redirections } from './fips.js';

@@ -11,7 +11,8 @@
  * the gateway DNATed it, which each run checks first.
  */
 import { loadavg } from 'node:os';
-import { compile, diffIntent } from '../src/core/intent.js';
+import { compile } from '../src/core/compile/index.js';
+import { diffIntent } from '../src/intent/diff.js';
 import { LinuxDataplane } from '../src/dataplane/linux.js';
 import { echoProbe, startEchoServer } from '../src/lab/probe.js';
 import { Lab, type LabSpec } from '../src/lab/topology.js';

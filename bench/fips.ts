@@ -5,7 +5,7 @@
  * gateway). The LAST FIP goes to the real backend, so traffic to it meets the whole rule set.
  */
 import { addressFromValue, parseAddress } from '../src/core/address.js';
-import type { CompileState } from '../src/core/intent.js';
+import type { CompileState } from '../src/core/compile/index.js';
 import type { FloatingIp, Pool } from '../src/core/model.js';
 import type { Redirection } from './floater.js';
 

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { resolveConfig } from '../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../src/agent/run.js';
-import type { IntentDiff } from '../src/core/intent.js';
+import type { IntentDiff } from '../src/intent/diff.js';
 import { FakeDataplane } from '../src/dataplane/fake.js';
 import { percentile } from './stats.js';
 

@@ -1,22 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseAddress } from '../src/core/address.js';
-import { EGRESS_NOTE, egressSource, masqueradeClash } from '../src/core/egress.js';
-import {
-  type CompileState,
-  compile,
-  type DefaultRoute,
-  diffIntent,
-  HOST_OWNER,
-  type HostFacts,
-  type HostIntent,
-  type IntentElement,
-  NO_FACTS,
-} from '../src/core/intent.js';
+import { EGRESS_NOTE, egressSource, masqueradeClash } from '../src/core/compile/egress.js';
+import { type CompileState, compile, type HostIntent } from '../src/core/compile/index.js';
+import { type DefaultRoute, type HostFacts, NO_FACTS } from '../src/intent/facts.js';
+import { diffIntent } from '../src/intent/diff.js';
+import { HOST_OWNER, type IntentElement } from '../src/intent/elements.js';
 import { addForward, associate, newFloatingIp } from '../src/core/lifecycle.js';
 import type { EgressMode, FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
 import { EGRESS_RULE_PRIORITY, EGRESS_TABLE } from '../src/core/names.js';
-import { DEFAULT_TUNNEL_PORT, type TunnelOptions, tunnelLinkAddress } from '../src/core/routed.js';
+import { type TunnelOptions, tunnelLinkAddress } from '../src/core/compile/tunnel-path.js';
+import { DEFAULT_TUNNEL_PORT } from '../src/core/defaults.js';
 import { tunnelName, tunnelProbeAddress } from '../src/core/tunnel.js';
 import { validateAllocate, validateAssociate, validateForward } from '../src/core/validate.js';
 import { observeRouting, routingBatches } from '../src/dataplane/iproute/routing.js';

@@ -3,27 +3,25 @@ import { describe, it } from 'node:test';
 import { parseAddress, tryParseAddress } from '../src/core/address.js';
 import {
   type CompileState,
-  claimElement,
-  compareElements,
   compile,
+  ipv4Value,
+  type HostIntent,
+} from '../src/core/compile/index.js';
+import { claimElement, parseClaim } from '../src/core/compile/gateway.js';
+import {
+  compareElements,
   diffFor,
   applyDiff,
   applyById,
   diffById,
   diffIntent,
   diffOwners,
-  type ElementKind,
   elementId,
-  HOST_OWNER,
-  type HostFacts,
-  ipv4Value,
-  type HostIntent,
   type IntentDiff,
-  type IntentElement,
   isEmptyDiff,
-  NO_FACTS,
-  parseClaim,
-} from '../src/core/intent.js';
+} from '../src/intent/diff.js';
+import { type ElementKind, HOST_OWNER, type IntentElement } from '../src/intent/elements.js';
+import { type HostFacts, NO_FACTS } from '../src/intent/facts.js';
 import { addForward, associate, move, newFloatingIp } from '../src/core/lifecycle.js';
 import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
 import {

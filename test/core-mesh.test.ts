@@ -18,7 +18,8 @@ import {
   standingRollback,
   validateMeshPolicy,
 } from '../src/core/mesh.js';
-import { compareElements, type IntentElement } from '../src/core/intent.js';
+import { compareElements } from '../src/intent/diff.js';
+import { type IntentElement } from '../src/intent/elements.js';
 import type { NodeRecord } from '../src/core/model.js';
 
 const T = '2026-01-01T00:00:00.000Z';

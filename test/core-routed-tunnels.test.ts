@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { type CompileState, compile } from '../src/core/intent.js';
+import { type CompileState, compile } from '../src/core/compile/index.js';
 import type { FloatingIp, NodeRecord } from '../src/core/model.js';
 import { ROUTE_TABLE } from '../src/core/names.js';
 import { tunnelMtu, tunnelProbeAddress, validateTunnelIntent } from '../src/core/tunnel.js';

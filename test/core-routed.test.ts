@@ -1,16 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseAddress } from '../src/core/address.js';
-import {
-  type CompileState,
-  compile,
-  diffIntent,
-  type ElementKind,
-  HOST_OWNER,
-  type HostIntent,
-  type IntentElement,
-  NO_FACTS,
-} from '../src/core/intent.js';
+import { type CompileState, compile, type HostIntent } from '../src/core/compile/index.js';
+import { diffIntent } from '../src/intent/diff.js';
+import { type ElementKind, HOST_OWNER, type IntentElement } from '../src/intent/elements.js';
+import { NO_FACTS } from '../src/intent/facts.js';
 import { addForward, associate, move, newFloatingIp } from '../src/core/lifecycle.js';
 import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
 import {
@@ -22,7 +16,8 @@ import {
   RULE_PRIORITY,
   TUNNEL_MARK,
 } from '../src/core/names.js';
-import { DEFAULT_TUNNEL_PORT, type TunnelOptions, tunnelLinkAddress } from '../src/core/routed.js';
+import { type TunnelOptions, tunnelLinkAddress } from '../src/core/compile/tunnel-path.js';
+import { DEFAULT_TUNNEL_PORT } from '../src/core/defaults.js';
 import {
   tunnelProbeAddress,
   diffTunnel,

@@ -6,13 +6,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { IpferryError } from '../src/core/errors.js';
-import {
-  compile,
-  diffIntent,
-  type HostIntent,
-  type IntentDiff,
-  type IntentElement,
-} from '../src/core/intent.js';
+import { compile, type HostIntent } from '../src/core/compile/index.js';
+import { diffIntent, type IntentDiff } from '../src/intent/diff.js';
+import { type IntentElement } from '../src/intent/elements.js';
 import type { FloatingIp, NodeRecord, Pool } from '../src/core/model.js';
 import { NFT_FAMILY, NFT_SKELETON_VERSION, NFT_TABLE } from '../src/core/names.js';
 import type { Dataplane } from '../src/dataplane/dataplane.js';

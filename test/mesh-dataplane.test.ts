@@ -13,7 +13,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { diffIntent, type IntentElement } from '../src/core/intent.js';
+import { diffIntent } from '../src/intent/diff.js';
+import { type IntentElement } from '../src/intent/elements.js';
 import { compileMesh, validateMeshPolicy } from '../src/core/mesh.js';
 import type { NodeRecord } from '../src/core/model.js';
 import { NFT_FAMILY, NFT_SKELETON_VERSION, NFT_TABLE, ROUTE_PROTO } from '../src/core/names.js';

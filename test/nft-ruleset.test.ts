@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { IntentElement } from '../src/core/intent.js';
+import type { IntentElement } from '../src/intent/elements.js';
 import { NFT_SKELETON_VERSION } from '../src/core/names.js';
 import {
   parseCounters,

@@ -17,7 +17,7 @@ import {
   MIN_PATH_MTU,
   searchOutcome,
 } from '../src/core/pathmtu.js';
-import { compile } from '../src/core/intent.js';
+import { compile } from '../src/core/compile/index.js';
 import { type TunnelIntent, tunnelProbeAddress } from '../src/core/tunnel.js';
 import { FakeDataplane } from '../src/dataplane/fake.js';
 import { tempDir, waitFor } from './helpers.js';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Reconciler } from '../src/agent/reconcile.js';
-import type { HostFacts } from '../src/core/intent.js';
+import type { HostFacts } from '../src/intent/facts.js';
 import { stringifyStored } from '../src/core/json.js';
 import { keys, ROOT } from '../src/core/keys.js';
 import { FakeDataplane } from '../src/dataplane/fake.js';

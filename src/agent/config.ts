@@ -6,7 +6,6 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpferryError, type Problem } from '../core/errors.js';
-import { DEFAULT_TUNNEL_PORT } from '../core/routed.js';
 import { parseEndpoint, TUNNEL_DRIVERS, type TunnelDriverKind, tunnelMtu } from '../core/tunnel.js';
 import {
   DEFAULT_CREDENTIAL_FILE,
@@ -14,6 +13,7 @@ import {
   DEFAULT_LISTEN,
   DEFAULT_STORE,
   DEFAULT_TOKEN_FILE,
+  DEFAULT_TUNNEL_PORT,
 } from '../core/defaults.js';
 import { checkName, Problems } from '../core/validate.js';
 import type { EgressMode, ReservedPort } from '../core/model.js';

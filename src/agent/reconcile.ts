@@ -13,30 +13,26 @@
 import { ROOT, keys } from '../core/keys.js';
 import {
   compareElements,
-  compile,
   diffFor,
   diffIntent,
   diffOwners,
-  type HostIntent,
   type IntentDiff,
-  type IntentElement,
   isEmptyDiff,
-} from '../core/intent.js';
+} from '../intent/diff.js';
+import { compile, type HostIntent } from '../core/compile/index.js';
+import { type IntentElement } from '../intent/elements.js';
 import type { FipState, FipStatus } from '../core/model.js';
-import type { TunnelOptions } from '../core/routed.js';
+import type { TunnelOptions } from '../core/compile/tunnel-path.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { ControlPlane } from '../service/control.js';
 import { PrefixCache } from '../store/cache.js';
 import type { Store, WatchEvent } from '../store/store.js';
 import { DesiredState, type Snapshot } from './desired.js';
 import type { PathView } from './paths.js';
-import { endpointHosts, remoteNodesOf } from '../core/routed.js';
-import {
-  holdMeshRemovals,
-  type MeshHold,
-  type MeshIntent,
-  type MeshNodeReport,
-} from '../core/mesh.js';
+import { endpointHosts } from '../core/compile/tunnel-path.js';
+import { remoteNodesOf } from '../core/compile/tunnels.js';
+import { holdMeshRemovals, type MeshIntent } from '../core/mesh.js';
+import { type MeshHold, type MeshNodeReport } from '../core/model.js';
 import type { PlanResponse } from '../service/views.js';
 import type { Logger } from './log.js';
 

@@ -20,7 +20,7 @@ import type {
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
-import type { HostFacts } from '../core/intent.js';
+import type { HostFacts } from '../intent/facts.js';
 import { readNeighbours } from '../dataplane/iproute/neighbours.js';
 import { FakeDataplane } from '../dataplane/fake.js';
 import { LinuxDataplane } from '../dataplane/linux.js';

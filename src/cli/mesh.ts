@@ -15,14 +15,8 @@ import type {
   NodeListView,
 } from '../api/contract.js';
 import { IpferryError } from '../core/errors.js';
-import type {
-  MeshHold,
-  MeshLayer,
-  MeshNodeReport,
-  MeshPolicy,
-  MeshPolicyRecord,
-  MeshSite,
-} from '../core/mesh.js';
+import type { MeshLayer, MeshPolicy, MeshPolicyRecord, MeshSite } from '../core/mesh.js';
+import type { MeshHold, MeshNodeReport } from '../core/model.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, details, type DetailValue, EMPTY, table } from './format.js';

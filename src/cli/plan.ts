@@ -1,7 +1,7 @@
 /** `ipferry plan`: what the agent would add, change and remove in this host's kernel now. */
 import { Command } from 'commander';
 import type { PlanResponse } from '../api/contract.js';
-import type { IntentElement } from '../core/intent.js';
+import type { IntentElement } from '../intent/elements.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 

@@ -7,3 +7,5 @@ export const DEFAULT_CREDENTIAL_FILE = `${DEFAULT_STATE_DIR}/node-credential`;
 export const DEFAULT_LISTEN = '127.0.0.1:7447';
 export const DEFAULT_SERVER = 'http://127.0.0.1:7447';
 export const DEFAULT_CONFIG_FILE = '/etc/ipferry/agent.yaml';
+/** The UDP port a node's tunnel listens on (WireGuard's usual one). */
+export const DEFAULT_TUNNEL_PORT = 51820;

@@ -30,8 +30,9 @@ import {
   tryParsePrefix,
 } from './address.js';
 import { type ErrorParams, IpferryError, type Problem } from './errors.js';
-import type { HostFacts, IntentElement } from './intent.js';
-import type { NodeLiveness, NodeRecord, Protocol } from './model.js';
+import type { HostFacts } from '../intent/facts.js';
+import type { IntentElement } from '../intent/elements.js';
+import type { MeshHold, MeshNodeReport, NodeLiveness, NodeRecord, Protocol } from './model.js';
 import { element, HOST_OWNER, KINDS, type PortRange } from '../intent/elements.js';
 import { fnv1a } from './tunnel.js';
 import { checkName, parsePortRange, Problems } from './validate.js';
@@ -112,26 +113,6 @@ export function standingRollback(
 export interface MeshConfirmation {
   readonly revision: number;
   readonly at: string;
-}
-
-/** A membership change an agent holds back (more than maxChange members would go at once). */
-export interface MeshHold {
-  /** Overlay addresses of the members it keeps although they left. */
-  readonly keeping: readonly string[];
-  readonly maxChange: number;
-  /** The store revision at which the hold began: a confirmation at or after it releases it. */
-  readonly sinceRevision: number;
-}
-
-/** What a node's agent reports about its mesh in its liveness record. */
-export interface MeshNodeReport {
-  /** Store revision of the state the agent last applied. */
-  readonly appliedRevision?: number;
-  readonly rejectAll?: boolean;
-  readonly members?: number;
-  readonly hold?: MeshHold;
-  /** The policy's trial ran out unconfirmed: this node runs the previous one. */
-  readonly rolledBack?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@
  */
 import type { Family } from './address.js';
 import type { TunnelDriverKind } from './tunnel.js';
-import type { MeshNodeReport } from './mesh.js';
 
 export type AssociationMode = 'nat' | 'routed' | 'ports';
 export const ASSOCIATION_MODES: readonly AssociationMode[] = ['nat', 'routed', 'ports'];
@@ -252,4 +251,24 @@ export interface Neighbour {
   readonly address: string;
   readonly mac: string;
   readonly interface: string;
+}
+
+/** A membership change an agent holds back (more than maxChange members would go at once). */
+export interface MeshHold {
+  /** Overlay addresses of the members it keeps although they left. */
+  readonly keeping: readonly string[];
+  readonly maxChange: number;
+  /** The store revision at which the hold began: a confirmation at or after it releases it. */
+  readonly sinceRevision: number;
+}
+
+/** What a node's agent reports about its mesh in its liveness record. */
+export interface MeshNodeReport {
+  /** Store revision of the state the agent last applied. */
+  readonly appliedRevision?: number;
+  readonly rejectAll?: boolean;
+  readonly members?: number;
+  readonly hold?: MeshHold;
+  /** The policy's trial ran out unconfirmed: this node runs the previous one. */
+  readonly rolledBack?: boolean;
 }

@@ -5,13 +5,12 @@
  * mapping behind. Real drivers (nftables, iproute2, conntrack) and the strict fake implement it
  * alike and are held to one conformance suite.
  */
-import type { HostFacts, IntentDiff, IntentElement } from '../core/intent.js';
+import type { HostFacts } from '../intent/facts.js';
+import type { IntentDiff } from '../intent/diff.js';
+import type { IntentElement } from '../intent/elements.js';
 import type { TunnelIntent } from '../core/tunnel.js';
 import type { TunnelHealth } from '../core/model.js';
 import type { TunnelCheck } from '../core/tunnelhealth.js';
-
-// The driver that reads the neighbour table (iproute/neighbours.ts) names it from here.
-export type { Neighbour } from '../core/model.js';
 
 /** One active probe through the tunnel to a peer's link-local probe address. */
 export interface PathProbeRequest {

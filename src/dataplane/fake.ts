@@ -9,7 +9,7 @@
  */
 import { prefixRange, tryParseAddress, tryParsePrefix } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
-import type { HostFacts } from '../core/intent.js';
+import type { HostFacts } from '../intent/facts.js';
 import { compareElements, elementId, type IntentDiff } from '../intent/diff.js';
 import {
   decode,

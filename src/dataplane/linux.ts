@@ -12,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { IpferryError } from '../core/errors.js';
-import type { DefaultRoute, HostFacts } from '../core/intent.js';
+import type { DefaultRoute, HostFacts } from '../intent/facts.js';
 import {
   decode,
   decodeElement,

@@ -13,7 +13,6 @@ import {
   inOverlay,
   type MeshAudit,
   type MeshConfirmation,
-  type MeshHold,
   type MeshPolicy,
   type MeshPolicyRecord,
   type MeshRollback,
@@ -22,6 +21,7 @@ import {
   standingRollback,
   validateMeshPolicy,
 } from '../core/mesh.js';
+import { type MeshHold } from '../core/model.js';
 import type { FloatingIp, NodeHealth, NodeLiveness, NodeRecord, Pool } from '../core/model.js';
 import { Problems } from '../core/validate.js';
 import type { Compare, Op, Store } from '../store/store.js';

@@ -4,7 +4,7 @@
  * the API, because the control plane and the agent build them; src/api/contract.ts serves them
  * as they are and re-exports them for the API's clients.
  */
-import type { IntentElement } from '../core/intent.js';
+import type { IntentElement } from '../intent/elements.js';
 import type { AssociationMode, FipState, FloatingIp, Pool } from '../core/model.js';
 
 export interface FipStatusView {

@@ -5,7 +5,7 @@
  * dataplane reads back as on-link claims.
  */
 import { tryParseAddress, tryParseMac } from '../../core/address.js';
-import type { Neighbour } from '../dataplane.js';
+import type { Neighbour } from '../../core/model.js';
 import { run } from '../exec.js';
 
 interface IpNeighEntry {

@@ -1,0 +1,184 @@
+/**
+ * The gateway's own part of a host's intent: per FIP its counter, on-link claim, and NAT or
+ * forward elements (a FIP's elements depend on its record and its pool alone, and are reused
+ * between compiles), and per host the table, the forwarding sysctls, the hairpin interfaces and
+ * the drops of pool ranges nobody answers for.
+ */
+import { type Address, addressFromValue, type Family, parseAddress } from '../address.js';
+import type { FloatingIp, Pool } from '../model.js';
+import {
+  NFT_SKELETON_VERSION,
+  proxyArpDelaySysctl,
+  proxyNdpSysctl,
+  SYSCTL_IPV4_FORWARD,
+  SYSCTL_IPV6_FORWARD,
+} from '../names.js';
+import { poolRanges } from '../pool.js';
+import { element, HOST_OWNER, type IntentElement, KINDS } from '../../intent/elements.js';
+import type { HostFacts } from '../../intent/facts.js';
+
+/**
+ * FIPs this host must not realise: a 1:1 FIP equal to one of the gateway's own addresses would
+ * take the gateway's traffic; a routed FIP without a node has nowhere to go.
+ */
+export function refusal(fip: FloatingIp, own: ReadonlySet<string>): string | undefined {
+  const mode = fip.association?.mode;
+  if (mode === 'routed' && !fip.association?.node) {
+    return `${fip.address} is routed but names no node to deliver it to`;
+  }
+  if ((mode === 'nat' || mode === 'routed') && own.has(fip.address)) {
+    return `${fip.address} is an address of the gateway itself: only port forwards may use it`;
+  }
+  return undefined;
+}
+
+export function hostElements(
+  pools: readonly Pool[],
+  facts: HostFacts,
+  own: ReadonlySet<string>,
+): IntentElement[] {
+  const sysctl = (path: string, value: string): IntentElement =>
+    element('sysctl', { path, value }, HOST_OWNER);
+  const out: IntentElement[] = [
+    tableElement(),
+    sysctl(SYSCTL_IPV4_FORWARD, '1'),
+    ...facts.interfaces.map((ifname) => element('hairpin', { ifname }, HOST_OWNER)),
+  ];
+  // IPv6 forwarding makes Linux ignore router advertisements (accept_ra=1): only turn it on
+  // where there is IPv6 to forward.
+  if (pools.some((p) => poolRanges(p).some((r) => r.range.family === 6))) {
+    out.push(sysctl(SYSCTL_IPV6_FORWARD, '1'));
+  }
+  // On-link IPv6 FIPs are answered by proxy NDP on the uplink.
+  const ndpUplinks = pools.filter(
+    (p) => p.delivery === 'onlink' && p.uplink && poolRanges(p).some((r) => r.range.family === 6),
+  );
+  for (const uplink of new Set(ndpUplinks.map((p) => p.uplink ?? ''))) {
+    out.push(sysctl(proxyNdpSysctl(uplink), '1'));
+  }
+  // On-link IPv4 FIPs routed on into a tunnel are answered by proxy ARP (see claimValue).
+  const arpUplinks = pools.filter(
+    (p) => p.delivery === 'onlink' && p.uplink && poolRanges(p).some((r) => r.range.family === 4),
+  );
+  for (const uplink of new Set(arpUplinks.map((p) => p.uplink ?? ''))) {
+    out.push(sysctl(proxyArpDelaySysctl(uplink), '0'));
+  }
+  for (const pool of pools) {
+    for (const { entry, range } of poolRanges(pool)) {
+      if (entry.kind === 'address' && entry.shared) continue;
+      for (const [first, last] of subtract(range.first, range.last, own)) {
+        out.push(element('drop', { first: first.text, last: last.text }, `pool:${pool.name}`));
+      }
+    }
+  }
+  return out;
+}
+
+/** The range first–last without the given addresses, as sub-ranges in order. */
+function subtract(first: Address, last: Address, holes: ReadonlySet<string>): [Address, Address][] {
+  const cuts = [...holes]
+    .map((h) => parseAddress(h))
+    .filter((h) => h.family === first.family && h.value >= first.value && h.value <= last.value)
+    .sort((a, b) => (a.value < b.value ? -1 : 1));
+  const out: [Address, Address][] = [];
+  let start = first.value;
+  for (const cut of cuts) {
+    if (cut.value > start)
+      out.push([
+        addressFromValue(first.family, start),
+        addressFromValue(first.family, cut.value - 1n),
+      ]);
+    start = cut.value + 1n;
+  }
+  if (start <= last.value) out.push([addressFromValue(first.family, start), last]);
+  return out;
+}
+
+/**
+ * A FIP's elements depend on its record and on its pool's delivery and uplink alone. Records
+ * are immutable (a change is a new object), so they are remembered per record: a caller that
+ * keeps the unchanged records between two compiles gets them back instead of building those of
+ * 100,000 FIPs again for one that moved. Weak: a record no longer held takes its entry along.
+ */
+const FIP_ELEMENTS = new WeakMap<
+  FloatingIp,
+  { delivery: Pool['delivery']; uplink: string | undefined; elements: readonly IntentElement[] }
+>();
+
+export function fipElements(fip: FloatingIp, pool: Pool): readonly IntentElement[] {
+  const known = FIP_ELEMENTS.get(fip);
+  if (known && known.delivery === pool.delivery && known.uplink === pool.uplink) {
+    return known.elements;
+  }
+  const elements = buildFipElements(fip, pool);
+  FIP_ELEMENTS.set(fip, { delivery: pool.delivery, uplink: pool.uplink, elements });
+  return elements;
+}
+
+function buildFipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
+  const a = fip.association;
+  if (!a) return [];
+  const owner = fip.address;
+  const out: IntentElement[] = [element('counter', { fip: fip.address }, owner)];
+  // A shared address is the gateway's own: it already holds it, so nothing to claim.
+  if (pool.delivery === 'onlink' && pool.uplink && !fip.shared) {
+    out.push(claimElement(fip.address, fip.family, pool.uplink, a.mode === 'routed', owner));
+  }
+  if (a.mode === 'nat') {
+    out.push(
+      element('dnat', { fip: fip.address, target: a.target }, owner),
+      element('snat', { target: a.target, fip: fip.address }, owner),
+    );
+    if (a.masquerade) out.push(element('masq', { target: a.target }, owner));
+  } else if (a.mode === 'routed') {
+    // Delivered through the tunnel to its node: see routed.ts.
+  } else {
+    for (const f of fip.forwards) {
+      const { protocol, target } = f;
+      if (f.targetPort === f.port) {
+        const ports = { first: f.port, last: f.portEnd };
+        out.push(element('fwd', { fip: fip.address, protocol, ports, target }, owner));
+        continue;
+      }
+      for (let port = f.port; port <= f.portEnd; port++) {
+        const targetPort = f.targetPort + (port - f.port);
+        out.push(
+          element('fwdport', { fip: fip.address, protocol, port, target, targetPort }, owner),
+        );
+      }
+    }
+  }
+  return out;
+}
+
+/** The `table` element: the nftables table's fixed part at this version. */
+export function tableElement(): IntentElement {
+  return element('table', { version: NFT_SKELETON_VERSION }, HOST_OWNER);
+}
+
+/**
+ * An on-link FIP's `claim`. An IPv4 FIP is normally held as a local address on the uplink,
+ * which answers ARP and lets nftables DNAT it. A FIP routed on into a tunnel must not be local
+ * (the gateway would swallow it): the gateway answers ARP for it by a proxy neighbour entry
+ * instead, which Linux honours only while the route to the FIP leaves by another interface than
+ * the uplink — the tunnel. Both are one element (the key is the FIP), so a move between nat and
+ * routed replaces one by the other in one apply. IPv6 claims are always proxy NDP entries.
+ */
+export function claimElement(
+  fip: string,
+  family: Family,
+  uplink: string,
+  routed: boolean,
+  owner: string = fip,
+): IntentElement {
+  return element('claim', { fip, uplink, proxy: family === 6 || routed }, owner);
+}
+
+/** What a claim element holds: its uplink, and whether it is a proxy entry (ARP or NDP). */
+export function parseClaim(e: Pick<IntentElement, 'key' | 'value'>): {
+  readonly uplink: string;
+  readonly proxy: boolean;
+} {
+  const { uplink, proxy } = KINDS.claim.decode(e.key, e.value);
+  return { uplink, proxy };
+}
