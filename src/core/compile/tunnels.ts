@@ -62,199 +62,245 @@ export function routedPart(
   given: TunnelOptions,
   facts?: HostFacts,
 ): RoutedPart {
-  const gatewayOf = new Map(pools.map((p) => [p.name, p.gateway]));
-  const nodeByName = new Map(nodes.map((n) => [n.name, n]));
-  const options = withUnderlay(given, nodes, node, facts);
-  const tun = tunnelName(node, node, options.salt ?? '');
-  const elements: IntentElement[] = [];
-  const refused: { address: string; reason: string }[] = [];
-  const pending: { address: string; reason: string }[] = [];
-  const carriers = new Set<string>();
-  const measuring = (peerName: string, address: string): boolean => {
-    if (options.measured === undefined || options.measured.has(peerName)) return false;
-    pending.push({
+  const part = new TunnelsPart(pools, nodes, node, withUnderlay(given, nodes, node, facts));
+  for (const { fip } of fips) part.routed(fip);
+  for (const { fip } of fips) part.remoteTargets(fip);
+  part.hostRules();
+  return part.finish(facts);
+}
+
+/** One node's tunnels part while compile() builds it: routedPart's steps share this state. */
+class TunnelsPart {
+  readonly elements: IntentElement[] = [];
+  readonly refused: { address: string; reason: string }[] = [];
+  readonly pending: { address: string; reason: string }[] = [];
+  readonly carriers = new Set<string>();
+  /** FIPs delivered elsewhere: the gateway must not drop them. */
+  readonly passing = new Set<string>();
+  /** Per peer node, the prefixes it is allowed to send (and is routed to). */
+  readonly peers = new Map<string, Set<string>>();
+  /** FIPs this node holds: addresses of its tunnel interface, managed with the tunnel. */
+  readonly holds: string[] = [];
+  /** Per gateway-side target behind a tunnel: its MSS is known once the tunnel's MTU is. */
+  readonly tunTargets: { target: string; peer: string; family: 4 | 6; owner: string }[] = [];
+  /** What this node, serving for its gateway, needs per family: routed FIPs, nat/ports answers. */
+  readonly holdsAny: Record<4 | 6, boolean> = { 4: false, 6: false };
+  readonly repliesBy: Record<4 | 6, boolean> = { 4: false, 6: false };
+  /** What the gateway needs per family: nat/ports targets behind a tunnel. */
+  readonly forwardsTo: Record<4 | 6, boolean> = { 4: false, 6: false };
+  /** The one gateway this node answers for (its answers leave by one default route). */
+  fromGateway: string | undefined;
+  readonly tun: string;
+  private readonly gatewayOf: ReadonlyMap<string, string>;
+  private readonly nodeByName: ReadonlyMap<string, NodeRecord>;
+
+  constructor(
+    private readonly pools: readonly Pool[],
+    private readonly nodes: readonly NodeRecord[],
+    private readonly node: string,
+    private readonly options: TunnelOptions,
+  ) {
+    this.gatewayOf = new Map(pools.map((p) => [p.name, p.gateway]));
+    this.nodeByName = new Map(nodes.map((n) => [n.name, n]));
+    this.tun = tunnelName(node, node, options.salt ?? '');
+  }
+
+  /** A routed FIP: the gateway routes it into the tunnel, its node holds it and answers. */
+  routed(fip: FloatingIp): void {
+    const a = fip.association;
+    const gateway = this.gatewayOf.get(fip.pool);
+    if (a?.mode !== 'routed' || !a.node || !gateway) return;
+    if (this.node !== gateway && this.node !== a.node) return;
+    if (a.node === gateway) {
+      this.refuse(
+        fip,
+        `routed to its own gateway ${gateway}: use nat or ports for a target on the gateway's LAN`,
+      );
+      return;
+    }
+    // An on-link IPv4 FIP routed here is answered by proxy ARP, not held as a local address
+    // (its claim, gateway.ts: claimElement), so the route below carries it into the tunnel.
+    const peerName = this.node === gateway ? a.node : gateway;
+    if (!this.through(fip, peerName, gateway)) return;
+    const host = hostPrefix(fip.address, fip.family);
+    if (this.node === gateway) {
+      this.passing.add(fip.address);
+      this.addPeer(peerName, [host]);
+      this.elements.push(this.toward(host, peerName, fip.family, fip.address));
+      return;
+    }
+    if (!this.answersFor(gateway, fip, 'serves routed FIPs of')) return;
+    this.addPeer(peerName, ['0.0.0.0/0', '::/0']);
+    this.holdsAny[fip.family] = true;
+    this.holds.push(host);
+    const selector = { from: fip.address };
+    this.elements.push(
+      element('rule', { selector, table: ROUTE_TABLE, priority: RULE_PRIORITY }, fip.address),
+    );
+  }
+
+  /**
+   * nat and ports targets on another node: the gateway marks what it DNATs to them and routes
+   * it into the tunnel; the node marks what arrives from the tunnel and sends the answers back
+   * the same way (Linux's reply-to), keeping its own default route for the rest.
+   */
+  remoteTargets(fip: FloatingIp): void {
+    const gateway = this.gatewayOf.get(fip.pool);
+    if (!gateway || !fip.association || fip.association.mode === 'routed') return;
+    for (const { target, at } of remoteTargets(fip, gateway)) {
+      if (this.node !== gateway && this.node !== at) continue;
+      const peerName = this.node === gateway ? at : gateway;
+      if (!this.through(fip, peerName, gateway)) continue;
+      if (this.node === gateway) {
+        const prefix = hostPrefix(target, fip.family);
+        this.addPeer(peerName, [prefix]);
+        this.forwardsTo[fip.family] = true;
+        this.tunTargets.push({ target, peer: peerName, family: fip.family, owner: fip.address });
+        this.elements.push(this.toward(prefix, peerName, fip.family, fip.address, FORWARD_TABLE));
+        continue;
+      }
+      if (!this.answersFor(gateway, fip, 'answers for')) continue;
+      this.addPeer(peerName, ['0.0.0.0/0', '::/0']);
+      this.repliesBy[fip.family] = true;
+    }
+  }
+
+  /** The marks' rules, the default routes of the reply table, loose rp_filter, the table. */
+  hostRules(): void {
+    const mark = `0x${TUNNEL_MARK.toString(16)}`;
+    const marked = (family: 4 | 6, table: number, priority: number): IntentElement =>
+      element(
+        'rule',
+        { selector: { fwmark: mark, mask: mark, family }, table, priority },
+        HOST_OWNER,
+      );
+    for (const family of [4, 6] as const) {
+      const any = family === 4 ? '0.0.0.0/0' : '::/0';
+      if ((this.holdsAny[family] || this.repliesBy[family]) && this.fromGateway)
+        this.elements.push(this.toward(any, this.fromGateway, family, HOST_OWNER, ROUTE_TABLE));
+      if (this.repliesBy[family])
+        this.elements.push(marked(family, ROUTE_TABLE, REPLY_RULE_PRIORITY));
+      if (this.forwardsTo[family])
+        this.elements.push(marked(family, FORWARD_TABLE, FORWARD_RULE_PRIORITY));
+    }
+    if (this.holdsAny[4] || this.repliesBy[4] || this.forwardsTo[4]) {
+      const path = `net.ipv4.conf.${this.tun}.rp_filter`;
+      this.elements.push(element('sysctl', { path, value: '2' }, HOST_OWNER));
+    }
+    // The reply path's marks live in ipferry's nftables table, also on a node that is no gateway.
+    if (this.repliesBy[4] || this.repliesBy[6]) {
+      this.elements.push(element('table', { version: NFT_SKELETON_VERSION }, HOST_OWNER));
+    }
+  }
+
+  /** Egress, the peers every gateway knows in advance, the probe routes, the tunnel itself. */
+  finish(facts: HostFacts | undefined): RoutedPart {
+    const { node, tun, peers, holds, options, fromGateway, nodeByName } = this;
+    const egress = egressPart({ node, tun, peers, holds, facts, options, fromGateway, nodeByName });
+    this.elements.push(...egress.elements);
+    this.refused.push(...egress.notes);
+    for (const [peerName, prefixes] of egress.allow) this.addPeer(peerName, prefixes);
+    // A gateway that has routed FIPs knows every node that could serve one, before it does: a
+    // node's first handshake would otherwise come from a key the gateway does not know yet and
+    // be dropped, and WireGuard retries only 5 s later.
+    if (peers.size > 0 && this.pools.some((p) => p.gateway === node)) {
+      for (const n of this.nodes)
+        if (n.name !== node && n.publicKey && !peers.has(n.name)) this.addPeer(n.name, []);
+    }
+    const { elements, refused, pending, carriers, passing } = this;
+    if (peers.size === 0) return { elements, refused, pending, carriers, passing };
+    this.probeRoutes();
+    const addresses = [...holds, tunnelLinkAddress(node), `${tunnelProbeAddress(node)}/64`];
+    const tunnel = tunnelIntent(tun, peers, addresses, nodeByName, options, nodeByName.get(node));
+    // What a target behind the tunnel announces as its MSS was chosen by its own routes; the
+    // gateway lowers it in the SYN-ACK to what the tunnel path toward that target carries.
+    for (const t of this.tunTargets) {
+      const mtu = Math.min(tunnel.mtu, options.peerMtu?.get(t.peer) ?? tunnel.mtu);
+      const mss = mssFor(mtu, t.family);
+      elements.push(element('tuntarget', { target: t.target, mss }, t.owner));
+    }
+    for (const e of egress.allow.keys()) carriers.add(e);
+    return { elements, refused, pending, carriers, passing, tunnel };
+  }
+
+  /**
+   * Each peer answers probes at its link-local address; a peer whose path carries less than the
+   * tunnel's MTU gets a host route saying so, which the probes of that size then take too.
+   */
+  private probeRoutes(): void {
+    for (const [peerName, prefixes] of this.peers) {
+      const probe = `${tunnelProbeAddress(peerName)}/128`;
+      if (this.options.driver !== 'tinc' && !prefixes.has('::/0')) this.addPeer(peerName, [probe]);
+      const mtu = this.options.peerMtu?.get(peerName);
+      if (mtu !== undefined)
+        this.elements.push(element('route', { prefix: probe, dev: this.tun, mtu }, HOST_OWNER));
+    }
+  }
+
+  /**
+   * Whether `fip`'s traffic may go through the tunnel to `peerName` now: not when the peer
+   * cannot carry it (refused), nor, on the gateway, while the path to it is being measured
+   * (pending). The peer carries the FIP's traffic in either of the last two cases.
+   */
+  private through(fip: FloatingIp, peerName: string, gateway: string): boolean {
+    const unusable = unusablePeer(this.nodeByName.get(peerName), peerName, this.options);
+    if (unusable) {
+      this.refuse(fip, unusable);
+      return false;
+    }
+    if (this.node === gateway && this.measuring(peerName, fip.address)) return false;
+    this.carriers.add(peerName);
+    return true;
+  }
+
+  /** A node answers for one gateway only: its answers leave by the tunnel's default route. */
+  private answersFor(gateway: string, fip: FloatingIp, what: string): boolean {
+    this.fromGateway ??= gateway;
+    if (gateway === this.fromGateway) return true;
+    this.refuse(
+      fip,
+      `${this.node} already ${what} gateway ${this.fromGateway}; one node answers for one gateway`,
+    );
+    return false;
+  }
+
+  private measuring(peerName: string, address: string): boolean {
+    if (this.options.measured === undefined || this.options.measured.has(peerName)) return false;
+    this.pending.push({
       address,
       reason: `waiting for the path through the tunnel to ${peerName} to be measured before routing into it`,
     });
-    addPeer(peerName, []);
-    carriers.add(peerName);
+    this.addPeer(peerName, []);
+    this.carriers.add(peerName);
     return true;
-  };
-  /** Per gateway-side target behind a tunnel: its MSS is known once the tunnel's MTU is. */
-  const tunTargets: { target: string; peer: string; family: 4 | 6; owner: string }[] = [];
-  const passing = new Set<string>();
-  /** FIPs this node holds: addresses of its tunnel interface, managed with the tunnel. */
-  const holds: string[] = [];
-  const peers = new Map<string, Set<string>>();
-  const addPeer = (name: string, prefixes: string[]): void => {
-    const set = peers.get(name) ?? new Set<string>();
+  }
+
+  private refuse(fip: FloatingIp, reason: string): void {
+    this.refused.push({ address: fip.address, reason });
+  }
+
+  private addPeer(name: string, prefixes: readonly string[]): void {
+    const set = this.peers.get(name) ?? new Set<string>();
     for (const p of prefixes) set.add(p);
-    peers.set(name, set);
-  };
-  const holdsAny: Record<4 | 6, boolean> = { 4: false, 6: false };
-  let fromGateway: string | undefined;
+    this.peers.set(name, set);
+  }
+
   /** The route to `prefix` (in `table`, else main) into the tunnel toward `peerName`. */
-  const toward = (
+  private toward(
     prefix: string,
     peerName: string,
     family: 4 | 6,
     owner: string,
     table?: number,
-  ): IntentElement =>
-    element(
-      'route',
-      {
-        prefix,
-        ...(table !== undefined ? { table } : {}),
-        dev: tun,
-        ...nextHop(peerName, family, options),
-      },
-      owner,
-    );
-  for (const { fip } of fips) {
-    const a = fip.association;
-    const gateway = gatewayOf.get(fip.pool);
-    if (a?.mode !== 'routed' || !a.node || !gateway) continue;
-    if (node !== gateway && node !== a.node) continue;
-    if (a.node === gateway) {
-      refused.push({
-        address: fip.address,
-        reason: `routed to its own gateway ${gateway}: use nat or ports for a target on the gateway's LAN`,
-      });
-      continue;
-    }
-    // An on-link IPv4 FIP routed here is answered by proxy ARP, not held as a local address
-    // (its claim, intent.ts: claimValue), so the route below carries it into the tunnel.
-    const peerName = node === gateway ? a.node : gateway;
-    const unusable = unusablePeer(nodeByName.get(peerName), peerName, options);
-    if (unusable) {
-      refused.push({ address: fip.address, reason: unusable });
-      continue;
-    }
-    const host = `${fip.address}/${fip.family === 4 ? 32 : 128}`;
-    if (node === gateway && measuring(peerName, fip.address)) continue;
-    carriers.add(peerName);
-    if (node === gateway) {
-      passing.add(fip.address);
-      addPeer(peerName, [host]);
-      elements.push(toward(host, peerName, fip.family, fip.address));
-    } else {
-      // Answers leave by one gateway: the tunnel's default route and 0.0.0.0/0 can go one way.
-      fromGateway ??= gateway;
-      if (gateway !== fromGateway) {
-        refused.push({
-          address: fip.address,
-          reason: `${node} already serves routed FIPs of gateway ${fromGateway}; one node answers for one gateway`,
-        });
-        continue;
-      }
-      addPeer(peerName, ['0.0.0.0/0', '::/0']);
-      holdsAny[fip.family] = true;
-      holds.push(host);
-      const selector = { from: fip.address };
-      elements.push(
-        element('rule', { selector, table: ROUTE_TABLE, priority: RULE_PRIORITY }, fip.address),
-      );
-    }
+  ): IntentElement {
+    const via = nextHop(peerName, family, this.options);
+    const inTable = table !== undefined ? { table } : {};
+    return element('route', { prefix, ...inTable, dev: this.tun, ...via }, owner);
   }
-  // nat and ports targets on another node: the gateway marks what it DNATs to them and routes
-  // it into the tunnel; the node marks what arrives from the tunnel and sends the answers back
-  // the same way (Linux's reply-to), keeping its own default route for the rest.
-  const forwardsTo = { 4: false, 6: false };
-  const repliesBy = { 4: false, 6: false };
-  for (const { fip } of fips) {
-    const gateway = gatewayOf.get(fip.pool);
-    if (!gateway || !fip.association || fip.association.mode === 'routed') continue;
-    for (const { target, at } of remoteTargets(fip, gateway)) {
-      if (node !== gateway && node !== at) continue;
-      const peerName = node === gateway ? at : gateway;
-      const unusable = unusablePeer(nodeByName.get(peerName), peerName, options);
-      if (unusable) {
-        refused.push({ address: fip.address, reason: unusable });
-        continue;
-      }
-      const prefix = `${target}/${fip.family === 4 ? 32 : 128}`;
-      if (node === gateway && measuring(peerName, fip.address)) continue;
-      carriers.add(peerName);
-      if (node === gateway) {
-        addPeer(peerName, [prefix]);
-        forwardsTo[fip.family] = true;
-        tunTargets.push({ target, peer: peerName, family: fip.family, owner: fip.address });
-        elements.push(toward(prefix, peerName, fip.family, fip.address, FORWARD_TABLE));
-      } else {
-        fromGateway ??= gateway;
-        if (gateway !== fromGateway) {
-          refused.push({
-            address: fip.address,
-            reason: `${node} already answers for gateway ${fromGateway}; one node answers for one gateway`,
-          });
-          continue;
-        }
-        addPeer(peerName, ['0.0.0.0/0', '::/0']);
-        repliesBy[fip.family] = true;
-      }
-    }
-  }
-  const mark = `0x${TUNNEL_MARK.toString(16)}`;
-  const marked = (family: 4 | 6, table: number, priority: number): IntentElement =>
-    element(
-      'rule',
-      { selector: { fwmark: mark, mask: mark, family }, table, priority },
-      HOST_OWNER,
-    );
-  for (const family of [4, 6] as const) {
-    const any = family === 4 ? '0.0.0.0/0' : '::/0';
-    if ((holdsAny[family] || repliesBy[family]) && fromGateway)
-      elements.push(toward(any, fromGateway, family, HOST_OWNER, ROUTE_TABLE));
-    if (repliesBy[family]) elements.push(marked(family, ROUTE_TABLE, REPLY_RULE_PRIORITY));
-    if (forwardsTo[family]) elements.push(marked(family, FORWARD_TABLE, FORWARD_RULE_PRIORITY));
-  }
-  if (holdsAny[4] || repliesBy[4] || forwardsTo[4]) {
-    const path = `net.ipv4.conf.${tun}.rp_filter`;
-    elements.push(element('sysctl', { path, value: '2' }, HOST_OWNER));
-  }
-  // The reply path's marks live in ipferry's nftables table, also on a node that is no gateway.
-  if (repliesBy[4] || repliesBy[6]) {
-    elements.push(element('table', { version: NFT_SKELETON_VERSION }, HOST_OWNER));
-  }
-  const egress = egressPart({ node, tun, peers, holds, facts, options, fromGateway, nodeByName });
-  elements.push(...egress.elements);
-  refused.push(...egress.notes);
-  for (const [peerName, prefixes] of egress.allow) addPeer(peerName, prefixes);
-  // A gateway that has routed FIPs knows every node that could serve one, before it does: a
-  // node's first handshake would otherwise come from a key the gateway does not know yet and be
-  // dropped, and WireGuard retries only 5 s later.
-  if (peers.size > 0 && pools.some((p) => p.gateway === node)) {
-    for (const n of nodes)
-      if (n.name !== node && n.publicKey && !peers.has(n.name)) addPeer(n.name, []);
-  }
-  if (peers.size === 0) return { elements, refused, pending, carriers, passing };
-  // Each peer answers probes at its link-local address; a peer whose path carries less than the
-  // tunnel's MTU gets a host route saying so, which the probes of that size then take too.
-  for (const peerName of peers.keys()) {
-    const everything = peers.get(peerName)?.has('::/0') ?? false;
-    if (options.driver !== 'tinc' && !everything)
-      addPeer(peerName, [`${tunnelProbeAddress(peerName)}/128`]);
-    const mtu = options.peerMtu?.get(peerName);
-    if (mtu !== undefined)
-      elements.push(
-        element(
-          'route',
-          { prefix: `${tunnelProbeAddress(peerName)}/128`, dev: tun, mtu },
-          HOST_OWNER,
-        ),
-      );
-  }
-  const addresses = [...holds, tunnelLinkAddress(node), `${tunnelProbeAddress(node)}/64`];
-  const tunnel = tunnelIntent(tun, peers, addresses, nodeByName, options, nodeByName.get(node));
-  // What a target behind the tunnel announces as its MSS was chosen by its own routes; the
-  // gateway lowers it in the SYN-ACK to what the tunnel path toward that target carries.
-  for (const t of tunTargets) {
-    const mtu = Math.min(tunnel.mtu, options.peerMtu?.get(t.peer) ?? tunnel.mtu);
-    elements.push(element('tuntarget', { target: t.target, mss: mssFor(mtu, t.family) }, t.owner));
-  }
-  for (const e of egress.allow.keys()) carriers.add(e);
-  return { elements, refused, pending, carriers, passing, tunnel };
+}
+
+function hostPrefix(address: string, family: 4 | 6): string {
+  return `${address}/${family === 4 ? 32 : 128}`;
 }
 
 /** Why a FIP cannot go through a tunnel to `peer`, or undefined when it can. */
@@ -276,7 +322,7 @@ function tunnelIntent(
   name: string,
   peers: Map<string, Set<string>>,
   holds: readonly string[],
-  nodes: Map<string, NodeRecord>,
+  nodes: ReadonlyMap<string, NodeRecord>,
   options: TunnelOptions,
   self: NodeRecord | undefined,
 ): TunnelIntent {
