@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApiClient } from '../src/client/api-client.js';
 import { GATEWAY_LAN as L, gatewayLan } from '../src/lab/scenarios.js';
 import { echoProbe, type EchoServer, outboundProbe, startEchoServer } from '../src/lab/probe.js';
@@ -164,13 +165,13 @@ describe('a gateway forwarding floating IPs (nat and ports) on a real kernel', (
         if ((await who('client', 'tcp', FIP, 80, 1000))?.name !== 'be2') lost++;
       }
     })();
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     await agents.kill('gw');
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await sleep(500);
     // Back on the same port, store and token file.
     await agents.restart('gw');
     api = await agents.client('gw');
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await sleep(1500);
     probing = false;
     await probes;
     assert.ok(sent >= 10, `only ${sent} probes were sent`);

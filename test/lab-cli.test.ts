@@ -26,6 +26,7 @@ import {
   strayProcesses,
 } from '../src/lab/labs.js';
 import { cleanupLabs, listNamespaces } from '../src/lab/netns.js';
+import { wireguardSocket } from '../src/lab/wireguard.js';
 import { BIN, ensureBuilt } from './build.js';
 import { tempDir, waitFor } from './helpers.js';
 
@@ -92,7 +93,7 @@ async function downAndGone(name: string, args: string[] = [name]): Promise<void>
   }
   assert.deepEqual(strayProcesses(`${BASE}${name}-`, `${tmp.dir}/${name}`), []);
   for (const t of state?.tunnels ?? []) {
-    assert.equal(existsSync(`/var/run/wireguard/${t}.sock`), false, `socket ${t} removed`);
+    assert.equal(existsSync(wireguardSocket(t)), false, `socket ${t} removed`);
   }
   const list = await json<LabSummary[]>(['lab', 'list']);
   assert.equal(

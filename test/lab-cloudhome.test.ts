@@ -10,13 +10,16 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { IpferryError } from '../src/core/errors.js';
 import { run } from '../src/dataplane/exec.js';
 import { listNamespaces, randomPrefix } from '../src/lab/netns.js';
 import {
+  bracketed,
   echoProbe,
   outboundProbe,
   ping,
+  socatAddress,
   startEchoServer,
   type EchoServer,
 } from '../src/lab/probe.js';
@@ -63,13 +66,12 @@ async function newLab(options: { blackholeMtu?: number } = {}): Promise<Lab> {
 }
 
 function socatTarget(address: string, port: number, options: string[]): string {
-  const v6 = address.includes(':');
-  return [`TCP${v6 ? '6' : '4'}:${v6 ? `[${address}]` : address}:${port}`, ...options].join(',');
+  return [socatAddress('tcp', address, port), ...options].join(',');
 }
 
 /** socat wants IPv6 literals in brackets, also in `bind=`. */
 function bindOption(address: string): string {
-  return `bind=${address.includes(':') ? `[${address}]` : address}`;
+  return `bind=${bracketed(address)}`;
 }
 
 /**
@@ -157,7 +159,7 @@ async function startCounters(lab: Lab, hosts: readonly string[]): Promise<void> 
     const from = host === 'home' ? 'client' : 'home';
     while ((await sendBytes(lab, from, address, 1, { timeoutMs: 500 })) !== 1) {
       if (Date.now() > deadline) throw new Error(`byte counter on ${host} not ready`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
   }
 }

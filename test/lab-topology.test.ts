@@ -22,6 +22,7 @@ import {
   udpProbe,
   type EchoServer,
 } from '../src/lab/probe.js';
+import { alive } from '../src/lab/procs.js';
 import { GATEWAY_LAN as N, gatewayLan } from '../src/lab/scenarios.js';
 import { Lab, type LabSpec } from '../src/lab/topology.js';
 
@@ -43,16 +44,6 @@ async function rootIfnames(): Promise<string[]> {
     .split('\n')
     .map((line) => /^\d+: ([^:@]+)/.exec(line)?.[1])
     .filter((name): name is string => name !== undefined);
-}
-
-/** Alive means running or sleeping, not gone and not a zombie waiting to be reaped. */
-async function alive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) Z/.test(stat);
-  } catch {
-    return false;
-  }
 }
 
 /** A two-host lab for the tests that do not need the whole gateway topology. */
@@ -170,7 +161,7 @@ describe('gatewayLan: plain routing, no NAT', { timeout: 60_000 }, () => {
 
   it('spawn fails with the process stderr when the program never gets ready', async () => {
     await assert.rejects(startEchoServer(lab!, 'be1', { tcp: [TCP] }), /EADDRINUSE/);
-    assert.equal(await alive(onBe1.process.pid), true);
+    assert.equal(alive(onBe1.process.pid), true);
   });
 
   it('destroy stops the processes and deletes every namespace, twice is fine', async () => {
@@ -179,7 +170,7 @@ describe('gatewayLan: plain routing, no NAT', { timeout: 60_000 }, () => {
     await lab!.destroy();
     await lab!.destroy();
     assert.deepEqual(await labNamespaces(prefix), []);
-    for (const pid of pids) assert.equal(await alive(pid), false, `pid ${pid} still alive`);
+    for (const pid of pids) assert.equal(alive(pid), false, `pid ${pid} still alive`);
     await assert.rejects(lab!.spawn('client', ['sleep', '1']), /destroyed/);
   });
 });
@@ -257,10 +248,10 @@ describe('labs leave nothing behind', { timeout: 60_000 }, () => {
       run.child.kill('SIGKILL'); // no exit handler runs: the lab stays behind
       assert.equal(await run.exited, 'SIGKILL');
       assert.deepEqual((await labNamespaces(prefix)).sort(), [...run.namespaces].sort());
-      assert.equal(await alive(run.sleeper), true);
+      assert.equal(alive(run.sleeper), true);
       assert.deepEqual((await cleanupLabs(prefix)).sort(), [...run.namespaces].sort());
       assert.deepEqual(await labNamespaces(prefix), []);
-      assert.equal(await alive(run.sleeper), false);
+      assert.equal(alive(run.sleeper), false);
       assert.deepEqual(await cleanupLabs(prefix), []);
     } finally {
       run.child.kill('SIGKILL');
@@ -275,7 +266,7 @@ describe('labs leave nothing behind', { timeout: 60_000 }, () => {
       run.child.kill('SIGTERM');
       assert.equal(await run.exited, 'SIGTERM');
       assert.deepEqual(await labNamespaces(prefix), []);
-      assert.equal(await alive(run.sleeper), false);
+      assert.equal(alive(run.sleeper), false);
     } finally {
       run.child.kill('SIGKILL');
       await cleanupLabs(prefix);

@@ -22,14 +22,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApiClient } from '../src/client/api-client.js';
 import { TUNNEL_IFNAME_PREFIX } from '../src/core/tunnel.js';
 import { LabAgents } from '../src/lab/agents.js';
 import {
+  bracketed,
   echoProbe,
   type EchoServer,
   outboundProbe,
   ping,
+  socatAddress,
   startEchoServer,
 } from '../src/lab/probe.js';
 import {
@@ -142,13 +145,8 @@ async function dfPing(lab: Lab, host: string, address: string, size: number): Pr
   for (;;) {
     const { stdout } = await run(lab, host, argv);
     if (REPLY.test(stdout) || ICMP_ERROR.test(stdout) || Date.now() > deadline) return stdout;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
   }
-}
-
-function socatAddress(protocol: 'tcp' | 'udp', address: string, port: number): string {
-  const v6 = address.includes(':');
-  return `${protocol.toUpperCase()}${v6 ? '6' : '4'}:${v6 ? `[${address}]` : address}:${port}`;
 }
 
 /**
@@ -163,8 +161,7 @@ async function fromAddress(
   address: string,
   port: number,
 ): Promise<string | undefined> {
-  const source = bind.includes(':') ? `[${bind}]` : bind;
-  const options = [`bind=${source}`, ...(protocol === 'tcp' ? ['connect-timeout=2'] : [])];
+  const options = [`bind=${bracketed(bind)}`, ...(protocol === 'tcp' ? ['connect-timeout=2'] : [])];
   const target = [socatAddress(protocol, address, port), ...options].join(',');
   // UDP: stdin ends after the datagram, and socat waits -t for the answer before it exits.
   const argv = ['socat', '-t', '1.5', '-T', '2', 'STDIO', target];

@@ -15,11 +15,11 @@ import { run } from '../src/dataplane/exec.js';
 import { generateKeyPair } from '../src/dataplane/tunnel/keys.js';
 import { WireGuardDriver } from '../src/dataplane/tunnel/wireguard.js';
 import { Lab } from '../src/lab/topology.js';
+import { WIREGUARD_SOCKETS, wireguardSocket } from '../src/lab/wireguard.js';
 import { tempDir, waitFor } from './helpers.js';
 import { tunnelConformance } from './tunnel-conformance.js';
 import { exists, tunnelLabFixture } from './tunnel-lab.js';
 
-const SOCKET_DIR = '/var/run/wireguard';
 /** Lab prefixes and tunnel names this file used, for the final check (other files run alongside). */
 const usedPrefixes: string[] = [];
 const usedNames: string[] = [];
@@ -45,7 +45,7 @@ tunnelConformance('wireguard (two network namespaces)', () => {
     leftovers: async (_side, name) => {
       const left: string[] = [];
       for (const pid of await daemonsOf(name)) left.push(`wireguard-go ${pid}`);
-      if (await exists(join(SOCKET_DIR, `${name}.sock`))) left.push(`socket ${name}.sock`);
+      if (await exists(wireguardSocket(name))) left.push(`socket ${name}.sock`);
       return left;
     },
     onLab: (lab) => {
@@ -57,7 +57,7 @@ tunnelConformance('wireguard (two network namespaces)', () => {
       // A wireguard-go killed with its namespace leaves its socket behind.
       for (const name of names()) {
         if ((await daemonsOf(name)).length === 0) {
-          await unlink(join(SOCKET_DIR, `${name}.sock`)).catch(() => undefined);
+          await unlink(wireguardSocket(name)).catch(() => undefined);
         }
       }
     },
@@ -97,7 +97,7 @@ describe('wireguard driver on a real kernel: crashes, collisions, secrets', () =
     await x?.remove(name).catch(() => undefined);
     await lab?.destroy();
     if ((await daemonsOf(name)).length === 0) {
-      await unlink(join(SOCKET_DIR, `${name}.sock`)).catch(() => undefined);
+      await unlink(wireguardSocket(name)).catch(() => undefined);
     }
     await state?.remove();
   });
@@ -164,7 +164,7 @@ describe('wireguard driver: after the suites', () => {
     const { stdout } = await run('ip', ['netns', 'list']);
     const namespaces = stdout.split('\n').filter((l) => usedPrefixes.some((p) => l.startsWith(p)));
     assert.deepEqual(namespaces, []);
-    const sockets = await readdir(SOCKET_DIR).catch(() => []);
+    const sockets = await readdir(WIREGUARD_SOCKETS).catch(() => []);
     assert.deepEqual(
       sockets.filter((s) => usedNames.some((n) => s === `${n}.sock`)),
       [],

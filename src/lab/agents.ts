@@ -7,17 +7,21 @@
  * An agent runs in the machine's own network namespace (only its dataplane acts in the lab's,
  * by `--netns`) and listens on 127.0.0.1: deleting a lab does not stop it, whoever started it
  * stops it by pid. The wireguard-go daemons it starts do run inside the lab and die with it, but
- * their control sockets live in /var/run/wireguard, which the whole machine shares.
+ * their control sockets live in /var/run/wireguard, which the whole machine shares
+ * (src/lab/wireguard.ts).
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { chmod, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../client/api-client.js';
 import { tunnelName } from '../core/tunnel.js';
 import { freePort } from './ports.js';
+import { hostPort } from './probe.js';
 import type { Lab } from './topology.js';
+import { removeWireguardSockets } from './wireguard.js';
 
 /** The CLI of this checkout: bin/ipferry, which runs the compiled dist/ (src/lab and dist/lab alike). */
 export const IPFERRY_BIN = fileURLToPath(new URL('../../bin/ipferry', import.meta.url));
@@ -27,8 +31,6 @@ const HEALTH_TIMEOUT_MS = 20_000;
 /** How long a joined agent may take to register its node with its tunnel key at the hub. */
 const REGISTER_TIMEOUT_MS = 15_000;
 const POLL_MS = 25;
-/** wireguard-go's control sockets: one directory for every namespace of the machine. */
-export const WIREGUARD_SOCKETS = '/var/run/wireguard';
 
 /**
  * The command line of an agent whose Linux dataplane acts in a lab namespace: one place for the
@@ -166,7 +168,7 @@ export async function waitHealthy(
         `the ${agent.node} agent's API at ${agent.url} did not answer within ${timeoutMs} ms`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await sleep(POLL_MS);
   }
 }
 
@@ -193,16 +195,6 @@ export async function writeSecretFile(path: string, text: string): Promise<void>
   await writeFile(path, text, { mode: 0o600 });
   // `mode` applies only to a file writeFile creates.
   await chmod(path, 0o600);
-}
-
-/** Removes the wireguard-go control sockets of tunnels `names` (after their daemons died). */
-export async function removeWireguardSockets(names: Iterable<string>): Promise<void> {
-  const present = await readdir(WIREGUARD_SOCKETS).catch(() => [] as string[]);
-  for (const socket of [...names].map((name) => `${name}.sock`)) {
-    if (present.includes(socket)) {
-      await unlink(join(WIREGUARD_SOCKETS, socket)).catch(() => undefined);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,9 +335,7 @@ export class LabAgents {
           ? []
           : [
               '--endpoint',
-              endpoint.address.includes(':')
-                ? `[${endpoint.address}]:${endpoint.port}`
-                : `${endpoint.address}:${endpoint.port}`,
+              hostPort(endpoint.address, endpoint.port),
               '--tunnel-port',
               String(endpoint.port),
             ]),
@@ -391,7 +381,7 @@ export class LabAgents {
           `${node} did not register with its tunnel key within ${REGISTER_TIMEOUT_MS} ms`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      await sleep(POLL_MS);
     }
     return { agent, token };
   }

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../dataplane/exec.js';
+import { hostPort } from './probe.js';
 import type { LabProcess } from './topology.js';
 import type { Lab } from './topology.js';
 
@@ -84,7 +85,7 @@ export async function startWebServer(
 
 /** `https://ADDRESS:PORT/PATH`, IPv6 literals in brackets. */
 export function httpsUrl(address: string, port: number, path = '/'): string {
-  return `https://${address.includes(':') ? `[${address}]` : address}:${port}${path}`;
+  return `https://${hostPort(address, port)}${path}`;
 }
 
 export interface BrowserLoad {

@@ -12,13 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiClient } from '../client/api-client.js';
 import { IpferryError } from '../core/errors.js';
 import { tunnelName } from '../core/tunnel.js';
-import {
-  healthy,
-  IPFERRY_BIN,
-  labAgentArgv,
-  WIREGUARD_SOCKETS,
-  writeSecretFile,
-} from './agents.js';
+import { healthy, IPFERRY_BIN, labAgentArgv, writeSecretFile } from './agents.js';
 import {
   ECHO_PORTS,
   killProcessesSync,
@@ -34,7 +28,6 @@ import {
   type LabState,
   type ScenarioName,
   spawnDetached,
-  startTimeOf,
   stateFile,
   type TunnelDriver,
   writeState,
@@ -43,6 +36,7 @@ import { cleanEnv, etcdMemberArgs } from './etcd.js';
 import { deleteNamespaceSync } from './netns.js';
 import { freePort } from './ports.js';
 import { echoServerCommand } from './probe.js';
+import { startTimeOf } from './procs.js';
 import {
   applyCloudHome,
   applyFleet,
@@ -58,6 +52,7 @@ import {
   oldNewSpec,
 } from './scenarios.js';
 import { Lab, type LabSpec } from './topology.js';
+import { wireguardSocket } from './wireguard.js';
 
 export interface UpRequest {
   readonly scenario: ScenarioName;
@@ -575,7 +570,7 @@ function interruptCleanup(place: LabPlace, state: LabState): () => void {
     killProcessesSync(state.processes.filter((p) => p.kind !== 'builder'));
     for (const host of state.hosts) deleteNamespaceSync(host.namespace);
     for (const name of state.tunnels) {
-      rmSync(join(WIREGUARD_SOCKETS, `${name}.sock`), { force: true });
+      rmSync(wireguardSocket(name), { force: true });
     }
     rmSync(state.dir, { recursive: true, force: true });
     rmSync(stateFile(place, state.name), { force: true });

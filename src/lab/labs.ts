@@ -29,10 +29,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IpferryError } from '../core/errors.js';
 import { tunnelName } from '../core/tunnel.js';
-import { removeWireguardSockets, WIREGUARD_SOCKETS } from './agents.js';
 import { cleanupLabs, LAB_PREFIX, listNamespaces } from './netns.js';
 import { type Protocol, serviceProbe } from './probe.js';
+import { killQuietly, startTimeOf } from './procs.js';
 import { Lab } from './topology.js';
+import { removeWireguardSockets, WIREGUARD_SOCKETS } from './wireguard.js';
 
 /** Where state files live unless `--state-dir` or IPFERRY_LAB_DIR says otherwise. */
 export const DEFAULT_LAB_DIR = '/run/ipferry-lab';
@@ -234,35 +235,10 @@ function stateNames(place: LabPlace): string[] {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/**
- * The start time of a process (field 22 of /proc/PID/stat, clock ticks since boot), undefined
- * when it is gone or a zombie. Together with the pid it names one process for good.
- */
-export function startTimeOf(pid: number): string | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces and parentheses: fields 3… follow the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
-  return fields[19];
-}
-
 /** Whether the recorded process still runs (the same one: its start time matches). */
 export function isRunning(record: Pick<LabProcessRecord, 'pid' | 'startTime'>): boolean {
   const now = startTimeOf(record.pid);
   return now !== undefined && now === record.startTime;
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // Gone already.
-  }
 }
 
 /**
@@ -274,17 +250,17 @@ export async function stopProcesses(
   graceMs = 3000,
 ): Promise<number> {
   const running = records.filter(isRunning);
-  for (const r of running) signal(r.pid, 'SIGTERM');
+  for (const r of running) killQuietly(r.pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (running.some(isRunning) && Date.now() < deadline) await sleep(25);
-  for (const r of running.filter(isRunning)) signal(r.pid, 'SIGKILL');
+  for (const r of running.filter(isRunning)) killQuietly(r.pid);
   for (let i = 0; i < 80 && running.some(isRunning); i++) await sleep(25);
   return running.length;
 }
 
 /** The synchronous SIGKILL of stopProcesses, for signal handlers. */
 export function killProcessesSync(records: readonly LabProcessRecord[]): void {
-  for (const r of records.filter(isRunning)) signal(r.pid, 'SIGKILL');
+  for (const r of records.filter(isRunning)) killQuietly(r.pid);
 }
 
 /**

@@ -10,8 +10,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { run, type ExecResult } from '../dataplane/exec.js';
 import { IpferryError } from '../core/errors.js';
+import { killQuietly } from './procs.js';
 
 /** The prefix every lab namespace starts with unless a lab chooses its own. */
 export const LAB_PREFIX = 'ipft-';
@@ -87,19 +89,24 @@ export async function namespacePids(name: string): Promise<number[]> {
   }
 }
 
+/** The synchronous twin of namespacePids, for process 'exit' and signal handlers. */
+export function namespacePidsSync(name: string): number[] {
+  try {
+    const out = execFileSync('ip', ['netns', 'pids', name], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    return parsePids(out);
+  } catch {
+    return []; // The namespace is gone.
+  }
+}
+
 function parsePids(stdout: string): number[] {
   return stdout
     .split(/\s+/)
     .filter((s) => /^\d+$/.test(s))
     .map(Number);
-}
-
-function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // Already gone (ESRCH): that is what we wanted.
-  }
 }
 
 /**
@@ -112,9 +119,7 @@ export async function deleteNamespace(name: string): Promise<void> {
   // directory for the whole machine) only when asked to stop; what is left gets SIGKILL.
   const pids = await namespacePids(name);
   for (const pid of pids) killQuietly(pid, 'SIGTERM');
-  for (let i = 0; i < 20 && (await namespacePids(name)).length > 0; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  for (let i = 0; i < 20 && (await namespacePids(name)).length > 0; i++) await sleep(25);
   for (const pid of await namespacePids(name)) killQuietly(pid);
   try {
     await run('ip', ['netns', 'del', name]);
@@ -125,15 +130,7 @@ export async function deleteNamespace(name: string): Promise<void> {
 
 /** The synchronous twin of deleteNamespace, for process 'exit' and signal handlers. */
 export function deleteNamespaceSync(name: string): void {
-  try {
-    const out = execFileSync('ip', ['netns', 'pids', name], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    for (const pid of parsePids(out)) killQuietly(pid);
-  } catch {
-    // Namespace already gone.
-  }
+  for (const pid of namespacePidsSync(name)) killQuietly(pid);
   try {
     execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
   } catch {
@@ -294,7 +291,7 @@ export async function waitLinksReady(
     if (Date.now() > deadline) {
       throw invalid(`${ns}: ${pending.join(', ')} not ready after ${timeoutMs} ms`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(25);
   }
 }
 

@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { IpferryError } from '../core/errors.js';
 import type { Lab, LabProcess } from './topology.js';
@@ -78,11 +79,20 @@ export function parseEchoReply(reply: string | undefined): EchoReply | undefined
   return { name: match[1], address: match[2] };
 }
 
+/** An address as URLs, socat and endpoints write it next to a port: IPv6 in brackets. */
+export function bracketed(address: string): string {
+  return address.includes(':') ? `[${address}]` : address;
+}
+
+/** `address:port`, with IPv6 in brackets. */
+export function hostPort(address: string, port: number): string {
+  return `${bracketed(address)}:${port}`;
+}
+
 /** socat's address syntax wants IPv6 literals in brackets; the family is spelled out. */
-function socatAddress(protocol: Protocol, address: string, port: number): string {
+export function socatAddress(protocol: Protocol, address: string, port: number): string {
   const v6 = address.includes(':');
-  const kind = `${protocol.toUpperCase()}${v6 ? '6' : '4'}`;
-  return `${kind}:${v6 ? `[${address}]` : address}:${port}`;
+  return `${protocol.toUpperCase()}${v6 ? '6' : '4'}:${hostPort(address, port)}`;
 }
 
 function seconds(ms: number): string {
@@ -351,7 +361,7 @@ async function waitListening(
         reason: `payload server on ${host}:${port} ${why}`,
       });
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 

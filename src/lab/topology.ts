@@ -10,6 +10,7 @@
  * - `cleanupLabs(prefix)` sweeps what a SIGKILLed run left behind.
  */
 import { spawn as spawnChild, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecResult } from '../dataplane/exec.js';
 import { IpferryError } from '../core/errors.js';
 import {
@@ -442,6 +443,6 @@ async function waitReady(
       const detail = `${proc.argv.join(' ')} on ${proc.host} ${why}: ${proc.stderr().trim()}`;
       throw new IpferryError('IPF_E_DATAPLANE', { reason: detail });
     }
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
 }
