@@ -1,28 +1,21 @@
 /**
- * The Linux dataplane: nftables (one `inet ipferry` table of maps and sets), sysctls and
- * connection tracking, driven by `nft`, `ip`, `sysctl` and `conntrack` through execFile.
+ * The Linux dataplane: nftables (one `inet ipferry` table of maps and sets), routes and rules,
+ * claims on uplinks, sysctls and connection tracking, driven by `nft`, `ip`, `sysctl` and
+ * `conntrack` through execFile; tunnels by their drivers (./tunnel).
  *
- * - observe: `nft -j list table inet ipferry` back into intent elements, plus wanted sysctls.
- * - apply: one `nft -f -` transaction per diff — element adds and deletes only, unless the
- *   table is missing or damaged, in which case the whole table is replaced in that one
- *   transaction (conntrack keeps established connections through it). Then, for every FIP whose
- *   target changed or that went away, the conntrack entries that still point at the old target
- *   are deleted, so no new packet of a stale connection reaches it.
+ * - observe: each manager (./linux) reads its share of the kernel, all at once.
+ * - apply: the managers' steps in order — sysctls, claims added, routes and rules added, the
+ *   nftables transaction, routes and rules deleted, claims released, conntrack entries of moved
+ *   or released FIPs deleted — additions before deletions, so nothing is ever briefly missing.
+ *   When a step fails, the steps done before it are undone, last first, and its error thrown:
+ *   the kernel is left as the apply found it.
  * - Everything runs inside `netns` when given (the lab, tests); never a shell.
  */
 import { spawn } from 'node:child_process';
 import { IpferryError } from '../core/errors.js';
 import type { DefaultRoute, HostFacts } from '../intent/facts.js';
-import {
-  decode,
-  decodeElement,
-  element,
-  HOST_OWNER,
-  type IntentElement,
-  isKind,
-  type Payloads,
-} from '../intent/elements.js';
-import { elementId as id, type IntentDiff } from '../intent/diff.js';
+import type { IntentElement } from '../intent/elements.js';
+import type { IntentDiff } from '../intent/diff.js';
 import { tryParseAddress } from '../core/address.js';
 import { claimLabel, NFT_FAMILY, NFT_TABLE, ROUTE_PROTO } from '../core/names.js';
 import { DEFAULT_STATE_DIR } from '../core/defaults.js';
@@ -30,21 +23,19 @@ import type { TunnelHealth } from '../core/model.js';
 import type { TunnelCheck } from '../core/tunnelhealth.js';
 import type { FipCounter, PathProbeRequest } from './dataplane.js';
 import { TUNNEL_IFNAME_PREFIX, type TunnelIntent } from '../core/tunnel.js';
-import { parseProxyEntries } from './iproute/neighbours.js';
-import { observeRouting, ROUTING_KINDS, routingBatches } from './iproute/routing.js';
 import { WireGuardDriver } from './tunnel/wireguard.js';
 import { TincDriver } from './tunnel/tinc.js';
 import type { TunnelDriver, TunnelLogger } from './tunnel/driver.js';
 import type { TunnelDriverKind } from '../core/tunnel.js';
 import type { Dataplane } from './dataplane.js';
 import { type ExecResult, run, type RunOptions } from './exec.js';
-import {
-  NFT_KINDS,
-  parseCounters,
-  parseTable,
-  renderElements,
-  renderTable,
-} from './nft/ruleset.js';
+import { parseCounters, renderTable } from './nft/ruleset.js';
+import { ClaimsManager } from './linux/claims.js';
+import { ConntrackManager } from './linux/conntrack.js';
+import { applySteps, type BeforeStep, type Exec, stepOf } from './linux/manager.js';
+import { nftCommand, NftManager } from './linux/nft.js';
+import { RoutingManager } from './linux/routing.js';
+import { SysctlManager } from './linux/sysctl.js';
 
 export interface LinuxDataplaneOptions {
   /** Network namespace to act in (`ip netns exec`); the current one when absent. */
@@ -57,6 +48,8 @@ export interface LinuxDataplaneOptions {
   readonly node?: string;
   /** Where the tunnel drivers say what they did (a daemon started, restarted, killed). */
   readonly log?: TunnelLogger;
+  /** Called before each step of an apply, by its name: tests make a step fail here. */
+  readonly beforeStep?: BeforeStep;
 }
 
 /** The tools the dataplane needs, with the Debian package that provides each. */
@@ -67,9 +60,6 @@ export const REQUIRED_TOOLS: readonly { tool: string; args: string[]; pkg: strin
   { tool: 'sysctl', args: ['--version'], pkg: 'procps' },
 ];
 
-/** `conntrack -D` runs at once; more only queue on the kernel's conntrack lock. */
-const CONNTRACK_PARALLEL = 4;
-
 /** Address changes come in bursts (a link going down takes all its addresses with it). */
 const ADDRESS_DEBOUNCE_MS = 100;
 /** Routes toward peers' endpoints change rarely: each is read again after this long. */
@@ -78,15 +68,16 @@ const ROUTE_MTU_TTL_MS = 30_000;
 /** The path probes through tunnels (src/agent/paths.ts). */
 const PING = { tool: 'ping', args: ['-V'], pkg: 'iputils-ping' };
 
-const NOTHING_DELETED = (stderr: string): boolean =>
-  /0 flow entries have been deleted/.test(stderr);
-const ALREADY_GONE = (stderr: string): boolean =>
-  /No such process|Cannot find device|No such device|Cannot assign requested address|does not exist/.test(
-    stderr,
-  );
-
 export class LinuxDataplane implements Dataplane {
   readonly kind = 'linux';
+
+  /** How the managers reach the kernel: the tools, inside `netns` when given. */
+  private readonly kernel: Exec = (file, args, options) => this.exec(file, args, options);
+  private readonly sysctls = new SysctlManager(this.kernel);
+  private readonly claims = new ClaimsManager(this.kernel);
+  private readonly routing = new RoutingManager(this.kernel);
+  private readonly nft = new NftManager(nftCommand(this.kernel));
+  private readonly conntrack = new ConntrackManager(this.kernel);
 
   constructor(private readonly o: LinuxDataplaneOptions = {}) {}
 
@@ -184,53 +175,16 @@ export class LinuxDataplane implements Dataplane {
     return JSON.parse(stdout || '[]') as IpLink[];
   }
 
-  /**
-   * On-link FIPs this host answers for: IPv4 addresses carrying ipferry's label, and proxy
-   * neighbour entries — IPv4 proxy ARP, IPv6 proxy NDP — whose address is a wanted claim or lies
-   * inside a pool this host is gateway of (the ranges of `wanted`'s drop elements), on whatever
-   * interface (one left on an uplink a pool no longer names is ipferry's to remove). Proxy
-   * entries for other addresses belong to someone else.
-   */
-  private async claims(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
-    const claim = (fip: string, uplink: string, proxy: boolean): IntentElement =>
-      element('claim', { fip, uplink, proxy }, fip);
-    const [links, { stdout }] = await Promise.all([
-      this.links(),
-      this.exec('ip', ['-j', 'neigh', 'show', 'proxy']),
-    ]);
-    const local = links.flatMap((l) =>
-      (l.addr_info ?? [])
-        .filter((a) => a.label === claimLabel(l.ifname) && a.local)
-        .map((a) => claim(canonical(a.local ?? ''), l.ifname, false)),
-    );
-    const pools = wanted.flatMap((e) => (isKind(e, 'drop') ? [decode(e)] : []));
-    const want = new Map(wanted.filter((e) => e.kind === 'claim').map((e) => [e.key, e.value]));
-    const ours = (dst: string) =>
-      want.has(dst) || pools.some(({ first, last }) => inRange(dst, first, last));
-    const proxies = parseProxyEntries(stdout)
-      .filter((p) => ours(p.address))
-      .map((p) => claim(p.address, p.interface, true));
-    return oneClaimPerFip([...local, ...proxies], want);
-  }
-
   async observe(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
     // Independent reads, all at once: a pass that repairs a lost tunnel waits for the slowest
     // of them, not for their sum.
-    const sysctl = async (path: string): Promise<IntentElement> => {
-      // A per-interface sysctl of a tunnel not created yet reads as missing.
-      const { stdout } = await this.exec('sysctl', ['-n', path], { tolerate: () => true });
-      return element('sysctl', { path, value: stdout.trim() || 'missing' }, HOST_OWNER);
-    };
-    const [table, claims, routing, sysctls] = await Promise.all([
-      this.exec('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE], {
-        tolerate: (stderr) => /No such file or directory/.test(stderr),
-      }),
-      this.claims(wanted),
-      observeRouting((file, args, options) => this.exec(file, args, options)),
-      Promise.all(wanted.flatMap((e) => (isKind(e, 'sysctl') ? [sysctl(decode(e).path)] : []))),
+    const read = await Promise.all([
+      this.nft.observe(),
+      this.claims.observe(wanted),
+      this.routing.observe(),
+      this.sysctls.observe(wanted),
     ]);
-    const elements = table.stdout.trim() ? parseTable(table.stdout) : [];
-    return [...elements, ...claims, ...routing, ...sysctls];
+    return read.flat();
   }
 
   /** Reads the two counter sets only, not the whole table; none without the table. */
@@ -245,56 +199,25 @@ export class LinuxDataplane implements Dataplane {
     return out;
   }
 
-  async apply(diff: IntentDiff): Promise<void> {
-    for (const e of [...diff.add, ...diff.replace.map((r) => r.to)]) {
-      if (!isKind(e, 'sysctl')) continue;
-      const { path, value } = decode(e);
-      await this.exec('sysctl', ['-qw', `${path}=${value}`]);
-    }
-    // Claims first, added before deleted, so an address is never briefly unanswered; if the
-    // nftables transaction then fails, the claims added here are taken back.
-    const added = [...diff.add, ...diff.replace.map((r) => r.to)].filter((e) => e.kind === 'claim');
-    const removed = [...diff.replace.map((r) => r.from), ...diff.remove].filter(
-      (e) => e.kind === 'claim',
-    );
-    await this.claimAll(added);
-    try {
-      await this.applyRouting('add', [...diff.add, ...diff.replace.map((r) => r.to)]);
-      await this.applyNft(diff);
-    } catch (e) {
-      await this.releaseAll(added).catch(() => undefined);
-      throw e;
-    }
-    // A changed route was replaced in place; changed rules and holds go out after the new ones.
-    const gone = [
-      ...diff.remove,
-      ...diff.replace.map((r) => r.from).filter((e) => e.kind !== 'route'),
-    ];
-    await this.applyRouting('del', gone);
-    await this.releaseAll(removed);
-    await this.forgetStaleConnections(diff);
-  }
-
   /**
-   * Additions go in one batch per family. Deletions tolerate what is already gone: routes and
-   * addresses of a deleted tunnel interface disappear with it.
+   * Additions before deletions, so nothing is ever briefly missing: sysctls, claims, routes and
+   * rules (a rule never points at an empty table), then the nftables transaction (its deletions
+   * inside it), then routes and rules deleted, claims released; conntrack last, as its deletions
+   * cannot be undone. A failing step undoes the ones before it (see ./linux/manager.ts).
    */
-  private async applyRouting(op: 'add' | 'del', elements: readonly IntentElement[]): Promise<void> {
-    const batches = routingBatches(
-      op,
-      elements.filter((e) => ROUTING_KINDS.has(e.kind)),
+  async apply(diff: IntentDiff): Promise<void> {
+    await applySteps(
+      [
+        ...stepOf(this.sysctls, diff, 'add'),
+        ...stepOf(this.claims, diff, 'add'),
+        ...stepOf(this.routing, diff, 'add'),
+        ...stepOf(this.nft, diff, 'add'),
+        ...stepOf(this.routing, diff, 'delete'),
+        ...stepOf(this.claims, diff, 'delete'),
+        ...stepOf(this.conntrack, diff, 'delete'),
+      ],
+      this.o.beforeStep,
     );
-    for (const family of [4, 6] as const) {
-      const lines = batches[family];
-      if (lines.length === 0) continue;
-      if (op === 'add') {
-        await this.exec('ip', [`-${family}`, '-batch', '-'], { input: lines.join('\n') + '\n' });
-        continue;
-      }
-      for (const line of lines) {
-        await this.exec('ip', [`-${family}`, ...line.split(' ')], { tolerate: ALREADY_GONE });
-      }
-    }
   }
 
   /** Creates, updates or (when `tunnel` is undefined) removes this node's tunnel. */
@@ -411,30 +334,6 @@ export class LinuxDataplane implements Dataplane {
     return this.tunnelDriver;
   }
 
-  /**
-   * One `ip -batch` for all claims. `ip` stops at the first failing line, so on failure the
-   * claims of this batch are taken back one by one (those never added fail harmlessly).
-   */
-  private async claimAll(claims: readonly IntentElement[]): Promise<void> {
-    if (claims.length === 0) return;
-    try {
-      await this.ipBatch(claims.map((c) => claimArgs('add', c)));
-    } catch (e) {
-      for (const c of claims) await this.exec('ip', claimArgs('del', c)).catch(() => undefined);
-      throw e;
-    }
-  }
-
-  private async releaseAll(claims: readonly IntentElement[]): Promise<void> {
-    if (claims.length > 0) await this.ipBatch(claims.map((c) => claimArgs('del', c)));
-  }
-
-  private async ipBatch(lines: readonly string[][]): Promise<void> {
-    await this.exec('ip', ['-batch', '-'], {
-      input: lines.map((l) => l.join(' ')).join('\n') + '\n',
-    });
-  }
-
   async close(): Promise<void> {
     await Promise.resolve();
   }
@@ -476,60 +375,6 @@ export class LinuxDataplane implements Dataplane {
     return () => {
       child.kill();
     };
-  }
-
-  private async applyNft(diff: IntentDiff): Promise<void> {
-    const nft = (e: IntentElement): boolean => NFT_KINDS.has(e.kind);
-    const tableChange = [...diff.add, ...diff.replace.map((r) => r.to)].find(
-      (e) => e.kind === 'table',
-    );
-    let script: string;
-    if (tableChange) {
-      // The fixed part is missing or damaged: rebuild everything the table should hold.
-      const gone = new Set([...diff.remove, ...diff.replace.map((r) => r.from)].map(id));
-      const kept = (await this.observe([])).filter(
-        (e) => nft(e) && e.kind !== 'table' && !gone.has(id(e)),
-      );
-      const next = [...kept, ...diff.add.filter(nft), ...diff.replace.map((r) => r.to).filter(nft)];
-      const exists = diff.replace.some((r) => r.to.kind === 'table');
-      script = renderTable(
-        next.filter((e) => e.kind !== 'table'),
-        exists,
-      );
-    } else {
-      const lines = [
-        ...renderElements(
-          'delete',
-          [...diff.remove, ...diff.replace.map((r) => r.from)].filter(nft),
-        ),
-        ...renderElements('add', [...diff.add, ...diff.replace.map((r) => r.to)].filter(nft)),
-      ];
-      if (lines.length === 0) return;
-      script = lines.join('\n') + '\n';
-    }
-    await this.exec('nft', ['-f', '-'], { input: script });
-  }
-
-  /**
-   * A moved or released FIP must not keep feeding established (or, for UDP, merely recent)
-   * flows to its old target: delete the conntrack entries whose original destination is the FIP
-   * and whose reply comes from the old target, and the old target's own SNATed flows.
-   */
-  private async forgetStaleConnections(diff: IntentDiff): Promise<void> {
-    const gone = [...diff.remove, ...diff.replace.map((r) => r.from)];
-    const filters = gone
-      .map(staleConnectionFilter)
-      .filter((args): args is string[] => args !== undefined);
-    // Each `conntrack -D` walks the whole table (~15 ms): a move needs two (DNAT and SNAT),
-    // a mass release thousands. They are independent, so a few run at once.
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < filters.length) {
-        const args = filters[next++] ?? [];
-        await this.exec('conntrack', ['-D', ...args], { tolerate: NOTHING_DELETED });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(CONNTRACK_PARALLEL, filters.length) }, worker));
   }
 
   private exec(
@@ -576,29 +421,6 @@ function firstRtt(stdout: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-/** `conntrack -D` arguments for the flows an old element was carrying, if it carried any. */
-export function staleConnectionFilter(e: IntentElement): string[] | undefined {
-  const family = (a: string): string[] => (a.includes(':') ? ['-f', 'ipv6'] : []);
-  const t = decodeElement(e);
-  switch (t.kind) {
-    case 'dnat':
-      return [...family(t.data.fip), '-d', t.data.fip, '-r', t.data.target];
-    case 'snat':
-      return [...family(t.data.target), '-s', t.data.target, '-q', t.data.fip];
-    case 'fwd': {
-      const { fip, protocol, ports, target } = t.data;
-      const single = ports.first === ports.last ? ['--dport', String(ports.first)] : [];
-      return [...family(fip), '-d', fip, '-r', target, '-p', protocol, ...single];
-    }
-    case 'fwdport': {
-      const { fip, protocol, port, target } = t.data;
-      return [...family(fip), '-d', fip, '-r', target, '-p', protocol, '--dport', String(port)];
-    }
-    default:
-      return undefined;
-  }
-}
-
 interface IpDefaultRoute {
   type?: string;
   dev?: string;
@@ -621,57 +443,6 @@ interface IpLink {
   addr_info?: { local?: string; label?: string; prefixlen?: number }[];
 }
 
-/**
- * `ip` arguments that add or delete a claim: a labelled /32, or a proxy entry (IPv4 proxy ARP,
- * IPv6 proxy NDP). Adding a proxy entry that exists already succeeds; adding an address does not.
- */
-export function claimArgs(op: 'add' | 'del', c: IntentElement): string[] {
-  const { fip, uplink, proxy } = claimOf(c);
-  if (proxy) return ['neigh', op, 'proxy', fip, 'dev', uplink];
-  const label = op === 'add' ? ['label', claimLabel(uplink)] : [];
-  return ['address', op, `${fip}/32`, 'dev', uplink, ...label];
-}
-
-function claimOf(c: IntentElement): Payloads['claim'] {
-  if (!isKind(c, 'claim')) throw new Error(`not a claim: ${c.kind}`);
-  return decode(c);
-}
-
-/**
- * One claim per FIP, as the diff expects. The kernel can hold two for a while: the agent adds a
- * FIP's new claim before it deletes the old one (a switch between nat and routed swaps the local
- * address and the proxy entry), and may be killed in between. The one reported is the one the
- * next diff should replace: the wanted local address when it is there (adding it again would
- * fail; a proxy entry left next to it is never used, the local address answers first), else a
- * local address (it would swallow a routed FIP), else an unwanted proxy entry (adding the wanted
- * one again is harmless). The others are found by a later read once the first is gone.
- */
-function oneClaimPerFip(
-  claims: readonly IntentElement[],
-  want: ReadonlyMap<string, string>,
-): IntentElement[] {
-  const rank = (c: IntentElement): number => {
-    const local = !claimOf(c).proxy;
-    const wanted = want.get(c.key) === c.value;
-    return local ? (wanted ? 0 : 1) : wanted ? 3 : 2;
-  };
-  const byFip = new Map<string, IntentElement>();
-  for (const c of claims) {
-    const seen = byFip.get(c.key);
-    if (!seen || rank(c) < rank(seen)) byFip.set(c.key, c);
-  }
-  return [...byFip.values()];
-}
-
 function canonical(address: string): string {
   return tryParseAddress(address)?.text ?? address;
-}
-
-function inRange(address: string, first: string | undefined, last: string | undefined): boolean {
-  const a = tryParseAddress(address);
-  const lo = tryParseAddress(first ?? '');
-  const hi = tryParseAddress(last ?? '');
-  return (
-    !!a && !!lo && !!hi && a.family === lo.family && a.value >= lo.value && a.value <= hi.value
-  );
 }

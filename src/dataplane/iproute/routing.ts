@@ -95,15 +95,33 @@ export function routingBatches(
   op: 'add' | 'del',
   elements: readonly IntentElement[],
 ): Record<4 | 6, string[]> {
-  const order = op === 'add' ? ['route', 'rule'] : ['rule', 'route'];
   const lines: Record<4 | 6, string[]> = { 4: [], 6: [] };
-  for (const kind of order) {
-    for (const e of elements.filter((x) => x.kind === kind)) lines[familyOf(e)].push(line(op, e));
-  }
+  for (const l of routingLines(op, elements)) lines[l.family].push(l.line);
   return lines;
 }
 
-function line(op: 'add' | 'del', e: IntentElement): string {
+/** One `ip` command (a batch line) for one route or rule. */
+export interface RoutingLine {
+  readonly family: 4 | 6;
+  readonly element: IntentElement;
+  readonly line: string;
+}
+
+/** routingBatches' lines with the element each comes from, in the same order. */
+export function routingLines(op: 'add' | 'del', elements: readonly IntentElement[]): RoutingLine[] {
+  const order = op === 'add' ? ['route', 'rule'] : ['rule', 'route'];
+  return order.flatMap((kind) =>
+    elements
+      .filter((e) => e.kind === kind)
+      .map((e) => ({ family: familyOf(e), element: e, line: routingLine(op, e) })),
+  );
+}
+
+/**
+ * The `ip` command that adds (`route replace`, `rule add`) or deletes one route or rule, with
+ * ipferry's protocol number: a deletion matches only what carries it.
+ */
+export function routingLine(op: 'add' | 'del', e: IntentElement): string {
   const t = decodeElement(e);
   if (t.kind === 'route') {
     const r = t.data;
