@@ -12,8 +12,10 @@
 # 10 ms (the measured interruption is printed) and keeps answering with the client's address.
 # Only documentation and private addresses, only inside the lab: the machine's own network is
 # never touched. Exits non-zero if any step fails; always stops the agents and deletes the labs
-# and its directory, also on Ctrl-C. Needs root. The steps are in src/lab/demo.ts.
+# and its directory, also on Ctrl-C. Needs root. The steps are in demo/ (not part of the package
+# build: it runs from source with tsx, a dev dependency setup installs, on the lab library in
+# src/lab/); the agents and the CLI it drives run from the dist/ setup builds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-exec node dist/lab/demo.js "$@"
+exec node --import tsx demo/main.ts "$@"

@@ -7,11 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { after, it } from 'node:test';
+import { runDemo } from '../demo/demo.js';
 import { JOIN_TOKEN_PREFIX } from '../src/core/join.js';
-import { runDemo } from '../src/lab/demo.js';
 import { cleanupLabs, randomPrefix } from '../src/lab/netns.js';
+import { alive } from '../src/lab/procs.js';
+import { wireguardSocket } from '../src/lab/wireguard.js';
 import { ensureBuilt } from './build.js';
 
 const prefix = randomPrefix('ipft-demotest-');
@@ -20,19 +22,6 @@ const prefix = randomPrefix('ipft-demotest-');
 after(async () => {
   await cleanupLabs(prefix);
 });
-
-/** Running: not exited, and not a zombie waiting for init to reap it (detached daemons are). */
-function alive(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  // The state follows the command name, which is in parentheses and may contain spaces.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
-}
 
 /** The demo's `interruption:` line of the move to `to`. */
 function interruptionLine(output: string, to: string): string {
@@ -196,7 +185,7 @@ it(
     for (const { pid, name } of result.wireguard) {
       assert.ok(!alive(pid), `wireguard-go pid ${pid} (${name}) still runs`);
       assert.ok(!ps.includes(`wireguard-go -f ${name}`), `wireguard-go for ${name} still runs`);
-      assert.ok(!existsSync(`/var/run/wireguard/${name}.sock`), `${name}.sock left behind`);
+      assert.ok(!existsSync(wireguardSocket(name)), `${name}.sock left behind`);
     }
   },
 );
