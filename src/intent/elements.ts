@@ -143,7 +143,7 @@ export const TABLE_KEY = 'inet ipferry';
 const SEP = ' . ';
 const PROXY = 'proxy ';
 
-export const KINDS: { readonly [K in ElementKind]: KindSpec<Payloads[K]> } = {
+export const KINDS = {
   table: {
     order: 0,
     family: 'nft',
@@ -353,7 +353,12 @@ export const KINDS: { readonly [K in ElementKind]: KindSpec<Payloads[K]> } = {
     encode: (d) => ({ key: d.family, value: '' }),
     decode: (key) => ({ family: key === 'ipv6' ? 'ipv6' : 'ipv4' }),
   },
-};
+} as const satisfies { readonly [K in ElementKind]: KindSpec<Payloads[K]> };
+
+/** The kinds one part of the dataplane holds, as a type: a driver's table over them is complete. */
+export type KindOfFamily<F extends ElementFamily> = {
+  [K in ElementKind]: (typeof KINDS)[K]['family'] extends F ? K : never;
+}[ElementKind];
 
 /** Every kind, in KINDS order. */
 export const ELEMENT_KINDS: readonly ElementKind[] = (Object.keys(KINDS) as ElementKind[]).sort(
@@ -365,19 +370,23 @@ export function kindsOf(family: ElementFamily): ReadonlySet<ElementKind> {
   return new Set(ELEMENT_KINDS.filter((k) => KINDS[k].family === family));
 }
 
+/** KINDS as the codec of each kind's own payload (what `satisfies` checked it to be). */
+const CODECS: { readonly [K in ElementKind]: KindSpec<Payloads[K]> } = KINDS;
+
 /** The element of kind `kind` that carries `data`, owned by `owner`. */
 export function element<K extends ElementKind>(
   kind: K,
   data: Payloads[K],
   owner: string,
 ): ElementOf<K> {
-  const { key, value } = KINDS[kind].encode(data);
+  const codec: KindSpec<Payloads[K]> = CODECS[kind];
+  const { key, value } = codec.encode(data);
   return { kind, key, value, owner };
 }
 
 /** The payload of an element of a known kind. */
 export function decode<K extends ElementKind>(e: ElementOf<K>): Payloads[K] {
-  const codec: KindSpec<Payloads[K]> = KINDS[e.kind];
+  const codec: KindSpec<Payloads[K]> = CODECS[e.kind];
   return codec.decode(e.key, e.value);
 }
 

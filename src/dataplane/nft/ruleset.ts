@@ -13,6 +13,7 @@ import {
   type ElementKind,
   HOST_OWNER,
   type IntentElement,
+  type KindOfFamily,
   kindsOf,
   type Payloads,
   portsText,
@@ -241,69 +242,55 @@ export function renderElements(op: 'add' | 'delete', elements: readonly IntentEl
   );
 }
 
-function elementTarget(e: IntentElement): { container: string; text: string } | undefined {
-  const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
-  const t = decodeElement(e);
-  switch (t.kind) {
-    case 'dnat':
-      return { container: `dnat${v(t.data.fip)}`, text: `${t.data.fip} : ${t.data.target}` };
-    case 'snat':
-      return { container: `snat${v(t.data.target)}`, text: `${t.data.target} : ${t.data.fip}` };
-    case 'masq':
-      return { container: `masq${v(t.data.target)}`, text: t.data.target };
-    case 'tuntarget':
-      return {
-        container: `tuntarget${v(t.data.target)}`,
-        text: `${t.data.target} : ${t.data.mss}`,
-      };
-    case 'counter':
-      return { container: `counters${v(t.data.fip)}`, text: t.data.fip };
-    case 'fwd': {
-      const { fip, protocol, ports, target } = t.data;
-      return {
-        container: `fwd${v(fip)}`,
-        text: `${fip} . ${protocol} . ${portsText(ports)} : ${target}`,
-      };
-    }
-    case 'fwdport': {
-      const { fip, protocol, port, target, targetPort } = t.data;
-      return {
-        container: `fwdport${v(fip)}`,
-        text: `${fip} . ${protocol} . ${port} : ${target} . ${targetPort}`,
-      };
-    }
-    case 'drop': {
-      const { first, last } = t.data;
-      return { container: `drop${v(first)}`, text: first === last ? first : `${first}-${last}` };
-    }
-    case 'hairpin':
-      return { container: 'hairpin', text: `"${t.data.ifname}" . "${t.data.ifname}"` };
-    // Mesh NAT is IPv4 only (there is no meshnat6: an IPv6 key is refused like any unknown map).
-    case 'meshnat':
-      return {
-        container: `meshnat${v(t.data.overlay)}`,
-        text: `${t.data.overlay} : ${t.data.address}`,
-      };
-    case 'meshsnat':
-      return {
-        container: `meshsnat${v(t.data.target)}`,
-        text: `${t.data.target} : ${t.data.source}`,
-      };
-    case 'meshmember':
-      return { container: `meshmember${v(t.data.address)}`, text: t.data.address };
-    case 'meshssh':
-      return { container: `meshssh${v(t.data.prefix)}`, text: t.data.prefix };
-    case 'meshport':
-      return { container: 'meshport', text: `${t.data.protocol} . ${portsText(t.data.ports)}` };
-    case 'meshreject':
-      return { container: 'meshreject', text: t.data.family };
-    case 'table':
-    case 'sysctl':
-    case 'claim':
-    case 'route':
-    case 'rule':
-      return undefined;
-  }
+/** Where an element of the table goes: the map or set, and its text there. */
+interface Target {
+  readonly container: string;
+  readonly text: string;
+}
+
+type NftKind = KindOfFamily<'nft'>;
+
+const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
+
+/**
+ * Per kind of this table, its map or set and its text there; the type checker holds the table
+ * complete. Mesh NAT is IPv4 only: there is no meshnat6, so an IPv6 key is refused like any
+ * unknown map. The `table` element is the table itself, not an element of it.
+ */
+const TARGETS: { readonly [K in NftKind]: (d: Payloads[K]) => Target | undefined } = {
+  table: () => undefined,
+  hairpin: (d) => ({ container: 'hairpin', text: `"${d.ifname}" . "${d.ifname}"` }),
+  drop: (d) => ({
+    container: `drop${v(d.first)}`,
+    text: d.first === d.last ? d.first : `${d.first}-${d.last}`,
+  }),
+  counter: (d) => ({ container: `counters${v(d.fip)}`, text: d.fip }),
+  dnat: (d) => ({ container: `dnat${v(d.fip)}`, text: `${d.fip} : ${d.target}` }),
+  snat: (d) => ({ container: `snat${v(d.target)}`, text: `${d.target} : ${d.fip}` }),
+  masq: (d) => ({ container: `masq${v(d.target)}`, text: d.target }),
+  fwd: (d) => ({
+    container: `fwd${v(d.fip)}`,
+    text: `${d.fip} . ${d.protocol} . ${portsText(d.ports)} : ${d.target}`,
+  }),
+  fwdport: (d) => ({
+    container: `fwdport${v(d.fip)}`,
+    text: `${d.fip} . ${d.protocol} . ${d.port} : ${d.target} . ${d.targetPort}`,
+  }),
+  tuntarget: (d) => ({ container: `tuntarget${v(d.target)}`, text: `${d.target} : ${d.mss}` }),
+  meshnat: (d) => ({ container: `meshnat${v(d.overlay)}`, text: `${d.overlay} : ${d.address}` }),
+  meshsnat: (d) => ({ container: `meshsnat${v(d.target)}`, text: `${d.target} : ${d.source}` }),
+  meshmember: (d) => ({ container: `meshmember${v(d.address)}`, text: d.address }),
+  meshssh: (d) => ({ container: `meshssh${v(d.prefix)}`, text: d.prefix }),
+  meshport: (d) => ({ container: 'meshport', text: `${d.protocol} . ${portsText(d.ports)}` }),
+  meshreject: (d) => ({ container: 'meshreject', text: d.family }),
+};
+
+function elementTarget(e: IntentElement): Target | undefined {
+  if (!NFT_KINDS.has(e.kind)) return undefined;
+  // The kind picks both the renderer and the payload's type; TypeScript cannot correlate the two
+  // through a union, so the renderer is looked up as the general one.
+  const render = TARGETS[e.kind as NftKind] as (d: Payloads[NftKind]) => Target | undefined;
+  return render(decodeElement(e).data as Payloads[NftKind]);
 }
 
 // Reading ----------------------------------------------------------------------------------
