@@ -426,6 +426,11 @@ export interface MeshIntent {
   /** When the policy's trial ends (the agent re-evaluates then). */
   readonly deadline?: Date;
   readonly maxChange?: number;
+  /**
+   * This node is registered but has no address in the policy's overlay yet: its agent asks for
+   * one (a note says so too, for people).
+   */
+  readonly waitingForOverlay?: true;
   readonly notes: string[];
 }
 
@@ -453,7 +458,11 @@ export function compileMesh(
   const empty = { elements: [], members: 0, rolledBack, notes: [] as string[] };
   if (!policy) return empty;
   if (!self?.overlayIp || !inOverlay(policy.overlay, self.overlayIp)) {
-    return { ...empty, notes: [`${node} has no overlay address in ${policy.overlay} yet`] };
+    return {
+      ...empty,
+      ...(self ? { waitingForOverlay: true as const } : {}),
+      notes: [`${node} has no overlay address in ${policy.overlay} yet`],
+    };
   }
   const layer = effectiveLayer(policy, node, self.site);
   const part = memberPart(state, self, policy.overlay, layer.natOverrides ?? {});
