@@ -11,14 +11,7 @@
  * alone, so one bad association is ERROR with the kernel's reason while the others go ACTIVE.
  */
 import { ROOT, keys } from '../core/keys.js';
-import {
-  compareElements,
-  diffFor,
-  diffIntent,
-  diffOwners,
-  type IntentDiff,
-  isEmptyDiff,
-} from '../intent/diff.js';
+import { diffFor, diffIntent, diffOwners, type IntentDiff, isEmptyDiff } from '../intent/diff.js';
 import { compile, type HostIntent } from '../core/compile/index.js';
 import { type IntentElement } from '../intent/elements.js';
 import type { FipState, FipStatus } from '../core/model.js';
@@ -31,10 +24,10 @@ import { DesiredState, type Snapshot } from './desired.js';
 import type { PathView } from './paths.js';
 import { endpointHosts } from '../core/compile/tunnel-path.js';
 import { remoteNodesOf } from '../core/compile/tunnels.js';
-import { holdMeshRemovals, type MeshIntent } from '../core/mesh.js';
-import { type MeshHold, type MeshNodeReport } from '../core/model.js';
+import { type MeshNodeReport } from '../core/model.js';
 import type { PlanResponse } from '../service/views.js';
 import type { Logger } from './log.js';
+import { MeshGuard } from './mesh-guard.js';
 
 export interface ReconcilerOptions {
   readonly node: string;
@@ -52,6 +45,11 @@ export interface ReconcilerOptions {
   readonly now?: () => Date;
   /** Ports the mesh firewall never closes on this node (its tunnel, a reachable API). */
   readonly alwaysOpen?: readonly string[];
+  /**
+   * Whether this agent writes a mesh trial's rollback to the store (default true). A remote
+   * agent's node credential may not write the policy: its hub's agent does.
+   */
+  readonly writesMeshRollback?: boolean;
 }
 
 export interface PassResult {
@@ -74,13 +72,6 @@ function wakes(e: WatchEvent): boolean {
   return true;
 }
 const MAX_BACKOFF_MS = 5000;
-/**
- * How long a member without an overlay address waits before asking for one, at least (up to
- * twice as long, at random). Setting a policy gives every node its address at once (in
- * batches), so usually there is nothing left to ask; and when a policy reaches a whole fleet,
- * its agents must not all list every node record at the same moment.
- */
-const OVERLAY_ASK_MS = 2000;
 
 export class Reconciler {
   lastApply?: string;
@@ -95,22 +86,25 @@ export class Reconciler {
   /** Kernel state as last read or as left by this agent's own successful apply. */
   private known?: readonly IntentElement[];
   private readDue = true;
-  private meshHold?: MeshHold;
-  /** When each member now leaving was first seen leaving (mesh departures settle first). */
-  private leavingSince: ReadonlyMap<string, number> = new Map();
-  private settleTimer?: NodeJS.Timeout;
+  /** The mesh's holds, settling departures, trial deadlines and overlay address requests. */
+  private readonly mesh: MeshGuard;
   private unwatchAddresses?: () => void;
   /** The latest state read from the store: a trial's deadline may need it while it is gone. */
   private lastSnapshot?: Snapshot;
-  private lastMesh?: MeshIntent;
-  private deadlineTimer?: NodeJS.Timeout;
-  private overlayTimer?: NodeJS.Timeout;
   private stopped = true;
   private failures = 0;
   /** The FIP statuses this agent wrote last, by address (see report()). */
   private readonly reported = new Map<string, FipStatus>();
 
   constructor(private readonly o: ReconcilerOptions) {
+    this.mesh = new MeshGuard({
+      node: o.node,
+      control: o.control.mesh,
+      log: o.log,
+      wake: () => this.kick(),
+      ...(o.writesMeshRollback !== undefined ? { writesRollback: o.writesMeshRollback } : {}),
+      ...(o.now ? { now: o.now } : {}),
+    });
     this.cache = new PrefixCache(o.store, ROOT, this.desired, {
       onEvents: (events) => {
         if (events.some(wakes)) this.kick();
@@ -138,9 +132,7 @@ export class Reconciler {
     this.stopped = true;
     this.cache.close();
     if (this.timer) clearInterval(this.timer);
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    if (this.overlayTimer) clearTimeout(this.overlayTimer);
-    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.mesh.stop();
     this.unwatchAddresses?.();
     await this.running;
   }
@@ -210,7 +202,7 @@ export class Reconciler {
         this.readDue = false;
       }
     }
-    const wanted = this.holdMesh(intent, observed, snapshot);
+    const wanted = this.mesh.wanted(intent, observed, snapshot);
     return { snapshot, intent, wanted, diff: diffIntent(wanted, observed) };
   }
 
@@ -260,123 +252,18 @@ export class Reconciler {
    */
   private async rollBackOffline(): Promise<void> {
     const snapshot = this.lastSnapshot;
-    if (!snapshot?.meshPolicy?.trial || this.lastMesh?.rolledBack) return;
+    if (!snapshot || !this.mesh.mayRollBackOffline(snapshot)) return;
     const intent = await this.compileSnapshot(snapshot);
     if (!intent.mesh?.rolledBack) return;
     const observed = await this.o.dataplane.observe(intent.elements);
-    const diff = diffIntent(this.holdMesh(intent, observed, snapshot), observed);
+    const diff = diffIntent(this.mesh.wanted(intent, observed, snapshot), observed);
     if (!isEmptyDiff(diff)) await this.o.dataplane.apply(diff);
-    this.lastMesh = intent.mesh;
-    this.o.log.warn(
-      { deadline: snapshot.meshPolicy.trial.deadline },
-      'mesh trial ran out unconfirmed while the store is unreachable: rolled back from the last state read',
-    );
-  }
-
-  /**
-   * Members that leave are kept until their departure has settled, and a change that drops more
-   * members than the policy's maxChange is held (see holdMeshRemovals) until `ipferry mesh
-   * confirm` writes a confirmation at or after the revision at which the hold began.
-   */
-  private holdMesh(
-    intent: HostIntent,
-    observed: readonly IntentElement[],
-    snapshot: Snapshot,
-  ): readonly IntentElement[] {
-    const since = this.meshHold?.sinceRevision ?? snapshot.revision;
-    const released = (snapshot.meshConfirm?.revision ?? 0) >= since;
-    const now = (this.o.now?.() ?? new Date()).getTime();
-    const held = holdMeshRemovals(
-      intent.elements,
-      observed,
-      intent.mesh?.maxChange,
-      released,
-      this.leavingSince,
-      now,
-    );
-    this.leavingSince = held.leavingSince;
-    if (held.wakeInMs !== undefined) {
-      // Look again when the departures have settled: then they are dropped, or held.
-      if (this.settleTimer) clearTimeout(this.settleTimer);
-      this.settleTimer = setTimeout(() => this.kick(), held.wakeInMs + 20);
-      this.settleTimer.unref();
-    }
-    if (held.keeping.length === 0) {
-      if (this.meshHold) this.o.log.info({ released }, 'mesh membership change no longer held');
-      this.meshHold = undefined;
-      return held.wakeInMs === undefined
-        ? intent.elements
-        : [...held.elements].sort(compareElements);
-    }
-    if (!this.meshHold)
-      this.o.log.warn(
-        { keeping: held.keeping, maxChange: intent.mesh?.maxChange },
-        'mesh membership change held: more members would go than maxChange allows; confirm with `ipferry mesh confirm`',
-      );
-    this.meshHold = {
-      keeping: held.keeping,
-      maxChange: intent.mesh?.maxChange ?? 0,
-      sinceRevision: since,
-    };
-    return [...held.elements].sort(compareElements);
+    this.mesh.rolledBackOffline(intent.mesh, snapshot);
   }
 
   /** What the liveness record says about this node's mesh. */
   meshReport(): MeshNodeReport | undefined {
-    const m = this.lastMesh;
-    if (!m && this.realisedRevision === undefined) return undefined;
-    return {
-      ...(this.realisedRevision !== undefined ? { appliedRevision: this.realisedRevision } : {}),
-      ...(m?.layer ? { rejectAll: m.layer.rejectAll ?? false, members: m.members } : {}),
-      ...(this.meshHold ? { hold: this.meshHold } : {}),
-      ...(m?.rolledBack ? { rolledBack: true } : {}),
-    };
-  }
-
-  /**
-   * After a pass: a trial's deadline wakes the loop (every node goes back by itself, store or
-   * not); one that ran out is written back to the store; a member without an overlay address
-   * asks for one, a little later (OVERLAY_ASK_MS).
-   */
-  private async afterMesh(intent: HostIntent, snapshot: Snapshot): Promise<void> {
-    this.lastMesh = intent.mesh;
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    const deadline = intent.mesh?.deadline;
-    if (deadline) {
-      const wait = Math.max(0, deadline.getTime() - (this.o.now?.() ?? new Date()).getTime());
-      this.deadlineTimer = setTimeout(() => this.kick(), Math.min(wait + 20, 2 ** 31 - 1));
-      this.deadlineTimer.unref();
-    }
-    // A remote agent's credential may not write the policy: its hub's agent does.
-    if (intent.mesh?.rolledBack && snapshot.meshPolicy?.trial && this.o.store.kind !== 'http') {
-      await this.o.control.mesh.rollBack().catch((e: unknown) => {
-        this.o.log.warn({ err: (e as Error).message }, 'could not write the mesh rollback back');
-      });
-    }
-    const self = snapshot.nodes.find((n) => n.name === this.o.node);
-    if (snapshot.meshPolicy && self && intent.mesh?.notes.some((n) => n.includes('no overlay')))
-      this.askOverlaySoon();
-  }
-
-  /** Asks for an overlay address after a while (its record's change wakes the loop). */
-  private askOverlaySoon(): void {
-    if (this.overlayTimer || this.stopped) return;
-    this.overlayTimer = setTimeout(
-      () => {
-        if (this.stopped) return;
-        // ensureOverlay reads the node record first: given one meanwhile, it changes nothing.
-        void this.o.control.mesh
-          .ensureOverlay(this.o.node)
-          .catch((e: unknown) => {
-            this.o.log.warn({ err: (e as Error).message }, 'could not get an overlay address');
-          })
-          .finally(() => {
-            this.overlayTimer = undefined;
-          });
-      },
-      OVERLAY_ASK_MS * (1 + Math.random()),
-    );
-    this.overlayTimer.unref();
+    return this.mesh.report(this.realisedRevision);
   }
 
   /** One pass: snapshot, compile, diff, apply, report. */
@@ -389,7 +276,7 @@ export class Reconciler {
     if (!intent.tunnel) await this.o.dataplane.applyTunnel(undefined);
     this.o.paths?.track(intent.tunnel, intent.carriers);
     await this.report(intent, snapshot, errors);
-    await this.afterMesh(intent, snapshot);
+    await this.mesh.afterPass(intent.mesh, snapshot);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
     if (applied > 0) {

@@ -154,6 +154,8 @@ export async function startAgent(
       },
       paths,
       tunnelWatch: watch,
+      // A node credential (a remote agent's) may not write the policy: its hub's agent does.
+      writesMeshRollback: hub.access.credential === undefined,
       alwaysOpen: [
         `udp/${config.tunnelPort}`,
         // Agents joining this one as their hub are no mesh members before they have joined.
