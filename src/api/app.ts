@@ -22,17 +22,9 @@ import type { ControlPlane } from '../service/control.js';
 import type { Store } from '../store/store.js';
 import { JOIN_ROUTE, STORE_ROUTES } from '../store/wire.js';
 import { bearerToken, setCaller, type TokenSet } from './auth.js';
-import {
-  API_PREFIX,
-  type MeshAuditRequest,
-  type MeshConfirmRequest,
-  type PlanResponse,
-  ROUTES,
-  type SetMeshPolicyRequest,
-  type StatusResponse,
-} from './contract.js';
-import { registerJoinRoutes, verifyNodeCredential } from './join.js';
-import * as schemas from './schemas.js';
+import type { PlanResponse, StatusResponse } from './contract.js';
+import { createJoinTokenHandler, registerJoinRoutes, verifyNodeCredential } from './join.js';
+import { PUBLIC_ROUTE_PATHS, registerApiRoutes, routeAuth, type Handlers } from './routes.js';
 import { registerStoreRoutes } from './store-routes.js';
 
 export interface AgentInfo {
@@ -53,14 +45,7 @@ export interface ApiOptions {
   readonly https?: { readonly cert: string | Buffer; readonly key: string | Buffer };
 }
 
-const PUBLIC_PATHS = ['/healthz', '/docs', JOIN_ROUTE];
-
-/**
- * POST routes that change nothing, which a read-only token may call like any GET: the mesh audit
- * takes its inventory as a body (too large for a query string) but only reads, and an audit is
- * what a monitoring job holding a read-only token runs.
- */
-const READ_ONLY_POSTS = new Set<string>([ROUTES.meshAudit]);
+const PUBLIC_PATHS = [...PUBLIC_ROUTE_PATHS, '/docs', JOIN_ROUTE];
 
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -100,12 +85,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     ),
   );
 
-  registerRoutes(app, options);
-  registerStoreRoutes(app, store);
-  registerJoinRoutes(app, {
+  const join = {
     store,
     ...(options.https ? { tls: { fingerprint: certificateFingerprint(options.https.cert) } } : {}),
-  });
+  };
+  registerApiRoutes(app, handlers(options, createJoinTokenHandler(app, join)));
+  registerStoreRoutes(app, store);
+  registerJoinRoutes(app, join);
   return app;
 }
 
@@ -124,7 +110,7 @@ async function authorize(
   const presented = bearerToken(request.headers.authorization);
   const access = tokens.check(presented);
   if (access) {
-    if (access === 'ro' && !readsOnly(request.method, path)) {
+    if (access === 'ro' && !readsOnly(request)) {
       throw new IpferryError('IPF_E_FORBIDDEN', { reason: 'it may only read' });
     }
     setCaller(request, { kind: 'admin', access });
@@ -145,8 +131,9 @@ async function authorize(
   setCaller(request, { kind: 'node', node });
 }
 
-function readsOnly(method: string, path: string): boolean {
-  return method === 'GET' || method === 'HEAD' || (method === 'POST' && READ_ONLY_POSTS.has(path));
+/** GETs, and the routes the table says change nothing (an audit takes its inventory as a body). */
+function readsOnly(request: FastifyRequest): boolean {
+  return request.method === 'GET' || request.method === 'HEAD' || routeAuth(request) === 'read';
 }
 
 interface LoggedRequest {
@@ -225,117 +212,58 @@ function toIpferryError(error: unknown): IpferryError {
   return new IpferryError('IPF_E_INTERNAL', { reason: fe.message ?? String(error) });
 }
 
-function registerRoutes(app: FastifyInstance, { control, agent }: ApiOptions): void {
-  const v = API_PREFIX;
-  app.get(ROUTES.healthz, { schema: { hide: true } }, async () => {
-    await Promise.resolve();
-    return { ok: true, node: agent.node };
-  });
-  app.get(ROUTES.version, { schema: schemas.tagged('agent') }, async () => {
-    await Promise.resolve();
-    return { version: agent.version, node: agent.node };
-  });
-  app.get(ROUTES.status, { schema: schemas.tagged('agent') }, async () => statusOf(control, agent));
-  app.get(ROUTES.plan, { schema: schemas.tagged('agent') }, () => agent.plan());
+/** What each route of the table (contract.ts) does. */
+function handlers(
+  { control, agent }: ApiOptions,
+  createJoinToken: Handlers['createJoinToken'],
+): Handlers {
+  return {
+    health: () => ({ ok: true, node: agent.node }),
+    version: () => ({ version: agent.version, node: agent.node }),
+    status: () => statusOf(control, agent),
+    plan: () => agent.plan(),
 
-  app.get(ROUTES.pools, { schema: schemas.tagged('pools') }, () => control.listPools());
-  app.post(ROUTES.pools, { schema: schemas.createPool }, async (req, reply) => {
-    reply.status(201);
-    return control.createPool(req.body as object);
-  });
-  app.get(`${v}/pools/:name`, { schema: schemas.named('pools') }, (req) =>
-    control.getPool(param(req, 'name')),
-  );
-  app.patch(`${v}/pools/:name`, { schema: schemas.updatePool }, (req) =>
-    control.updatePool(param(req, 'name'), req.body as object),
-  );
-  app.delete(`${v}/pools/:name`, { schema: schemas.named('pools') }, (req) =>
-    control.deletePool(param(req, 'name')),
-  );
+    listPools: () => control.listPools(),
+    createPool: (req) => control.createPool(req.body),
+    getPool: (req) => control.getPool(req.params.name),
+    updatePool: (req) => control.updatePool(req.params.name, req.body),
+    deletePool: (req) => control.deletePool(req.params.name),
 
-  app.get(ROUTES.fips, { schema: schemas.listFips }, (req) => {
-    const pool = (req.query as { pool?: string }).pool;
-    return control.listFips(pool ? { pool } : {});
-  });
-  app.post(ROUTES.fips, { schema: schemas.allocate }, async (req, reply) => {
-    const result = await control.allocate(req.body as object);
-    reply.status(result.created ? 201 : 200);
-    return result;
-  });
-  app.get(`${v}/fips/:address`, { schema: schemas.fip }, (req) =>
-    control.getFip(param(req, 'address')),
-  );
-  app.delete(`${v}/fips/:address`, { schema: schemas.release }, (req) =>
-    control.release(param(req, 'address'), (req.query as { force?: string }).force === 'true'),
-  );
-  app.post(`${v}/fips/:address/associate`, { schema: schemas.associate }, (req) =>
-    control.associate(param(req, 'address'), req.body as object),
-  );
-  app.post(`${v}/fips/:address/move`, { schema: schemas.move }, (req) =>
-    control.move(param(req, 'address'), req.body as object),
-  );
-  app.post(`${v}/fips/:address/disassociate`, { schema: schemas.fip }, (req) =>
-    control.disassociate(param(req, 'address')),
-  );
-  app.get(`${v}/fips/:address/forwards`, { schema: schemas.forwardsOf }, (req) =>
-    control.listForwards(param(req, 'address')),
-  );
-  app.post(`${v}/fips/:address/forwards`, { schema: schemas.addForward }, async (req, reply) => {
-    reply.status(201);
-    return control.addForward(param(req, 'address'), req.body as object);
-  });
-  app.delete(`${v}/fips/:address/forwards/:id`, { schema: schemas.forward }, (req) =>
-    control.removeForward(param(req, 'address'), param(req, 'id')),
-  );
-
-  app.get(ROUTES.nodes, { schema: schemas.tagged('nodes') }, () => control.listNodes());
-  app.get(`${v}/nodes/:name`, { schema: schemas.named('nodes') }, (req) =>
-    control.getNode(param(req, 'name')),
-  );
-  app.delete(`${v}/nodes/:name`, { schema: schemas.removeNode }, (req) =>
-    control.mesh.removeNode(param(req, 'name')),
-  );
-
-  app.get(ROUTES.mesh, { schema: schemas.getMesh }, () => control.mesh.view());
-  app.put(ROUTES.meshPolicy, { schema: schemas.setMeshPolicy }, (req) => {
-    const body = req.body as SetMeshPolicyRequest;
-    return control.mesh.setPolicy(
-      body.policy,
-      body.confirmWithinSeconds !== undefined
-        ? { confirmWithinSeconds: body.confirmWithinSeconds }
-        : {},
-    );
-  });
-  app.post(
-    ROUTES.meshConfirm,
-    // A bare POST confirms the trial and the holds, as before the body existed.
-    { schema: schemas.confirmMesh, preValidation: bodyOrEmpty },
-    (req) =>
-      control.mesh.confirm({ holdsOnly: (req.body as MeshConfirmRequest).holdsOnly === true }),
-  );
-  app.post(
-    ROUTES.meshAudit,
-    // Without an inventory there is nothing to send: a bare POST is an audit without one.
-    { schema: schemas.auditMesh, preValidation: bodyOrEmpty },
-    (req) => {
-      const body = req.body as MeshAuditRequest;
-      return control.mesh.audit(body.inventory, body.source);
+    listFips: (req) => control.listFips(req.query.pool ? { pool: req.query.pool } : {}),
+    allocate: async (req, reply) => {
+      const result = await control.allocate(req.body);
+      reply.status(result.created ? 201 : 200);
+      return result;
     },
-  );
+    getFip: (req) => control.getFip(req.params.address),
+    release: (req) => control.release(req.params.address, req.query.force === 'true'),
+    associate: (req) => control.associate(req.params.address, req.body),
+    move: (req) => control.move(req.params.address, req.body),
+    disassociate: (req) => control.disassociate(req.params.address),
 
-  app.get(ROUTES.ippool, { schema: schemas.tagged('ip floater') }, () => control.ippool());
-  app.get(`${v}/arp/:mac`, { schema: schemas.arp }, (req) =>
-    control.arp(param(req, 'mac'), () => agent.neighbours()),
-  );
-}
+    listForwards: (req) => control.listForwards(req.params.address),
+    addForward: (req) => control.addForward(req.params.address, req.body),
+    removeForward: (req) => control.removeForward(req.params.address, req.params.id),
 
-async function bodyOrEmpty(request: FastifyRequest): Promise<void> {
-  await Promise.resolve();
-  request.body ??= {};
-}
+    listNodes: () => control.listNodes(),
+    getNode: (req) => control.getNode(req.params.name),
+    removeNode: (req) => control.mesh.removeNode(req.params.name),
+    createJoinToken,
 
-function param(request: FastifyRequest, name: string): string {
-  return (request.params as Record<string, string>)[name] ?? '';
+    mesh: () => control.mesh.view(),
+    setMeshPolicy: ({ body }) =>
+      control.mesh.setPolicy(
+        body.policy,
+        body.confirmWithinSeconds !== undefined
+          ? { confirmWithinSeconds: body.confirmWithinSeconds }
+          : {},
+      ),
+    confirmMesh: (req) => control.mesh.confirm({ holdsOnly: req.body.holdsOnly === true }),
+    auditMesh: (req) => control.mesh.audit(req.body.inventory, req.body.source),
+
+    ippool: () => control.ippool(),
+    arp: (req) => control.arp(req.params.mac, () => agent.neighbours()),
+  };
 }
 
 async function statusOf(control: ControlPlane, agent: AgentInfo): Promise<StatusResponse> {

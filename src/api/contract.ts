@@ -1,15 +1,400 @@
 /**
- * The HTTP contract between the agent's API and its clients (the CLI, the `http` store, the
- * dashboard). Both sides import these types, so a change of shape breaks the build, not users.
+ * The HTTP contract between the agent's API and its clients (the CLI, the lab, tests), written
+ * once: `API` names every route of the agent's API with its method, path, who may call it, and
+ * the schemas of its params, query, body and answers (schemas.ts). app.ts registers the routes
+ * from it (Fastify checks requests and writes answers by these schemas), @fastify/swagger serves
+ * it as the OpenAPI document (/docs, /docs/json), and the client (client/api-client.ts) builds
+ * its requests and takes its types from it. A change of shape breaks the build, not users.
  *
- * Every route except /healthz needs `Authorization: Bearer <token>`. Errors are `ErrorBody`
- * (core/errors.ts) with the registry's HTTP status.
+ * Not here: /v1/store/… and /v1/join, the wire of the `http` store (store/wire.ts), which
+ * store/http.ts calls and store-routes.ts and join.ts serve; the store layer sits below the API.
+ *
+ * Every route but /healthz needs `Authorization: Bearer <token>`: `read` routes take a read-only
+ * token too, `write` routes a read-write one. Errors are `ErrorBody` (core/errors.ts) with the
+ * registry's HTTP status.
  */
-import type { MeshAudit, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
-import type { MeshConfirmResult, MeshView } from '../service/mesh.js';
-import type { TunnelHealth } from '../core/model.js';
-import type { AssociationMode, FipState, NodeView, PortForward, Protocol } from '../core/model.js';
-import type {
+import type { Static, TSchema } from '@sinclair/typebox';
+import * as s from './schemas.js';
+
+export const API_PREFIX = '/v1';
+export const DEFAULT_PORT = 7447;
+
+/** Who may call a route: anyone, any admin token, or a read-write admin token. */
+export type Auth = 'public' | 'read' | 'write';
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface RouteSpec {
+  readonly method: Method;
+  /** Fastify's form: `:name` for a path parameter. */
+  readonly url: string;
+  readonly auth: Auth;
+  readonly tags?: readonly string[];
+  readonly summary?: string;
+  /** Left out of the OpenAPI document. */
+  readonly hide?: boolean;
+  readonly params?: TSchema;
+  readonly querystring?: TSchema;
+  readonly body?: TSchema;
+  /** The body may be left out altogether: it is taken as `{}`. */
+  readonly bodyOptional?: boolean;
+  /** The answer's schema by success status; the lowest is the default status. */
+  readonly response: { readonly [status: number]: TSchema };
+}
+
+function route<const R extends RouteSpec>(spec: R): R {
+  return spec;
+}
+
+const v = API_PREFIX;
+
+export const API = {
+  health: route({
+    method: 'GET',
+    url: '/healthz',
+    auth: 'public',
+    hide: true,
+    response: { 200: s.healthResponse },
+  }),
+  version: route({
+    method: 'GET',
+    url: `${v}/version`,
+    auth: 'read',
+    tags: ['agent'],
+    response: { 200: s.versionResponse },
+  }),
+  status: route({
+    method: 'GET',
+    url: `${v}/status`,
+    auth: 'read',
+    tags: ['agent'],
+    response: { 200: s.statusResponse },
+  }),
+  plan: route({
+    method: 'GET',
+    url: `${v}/plan`,
+    auth: 'read',
+    tags: ['agent'],
+    summary: 'What the agent would change in this host’s kernel now (changes nothing)',
+    response: { 200: s.planResponse },
+  }),
+
+  listPools: route({
+    method: 'GET',
+    url: `${v}/pools`,
+    auth: 'read',
+    tags: ['pools'],
+    response: { 200: s.poolsResponse },
+  }),
+  createPool: route({
+    method: 'POST',
+    url: `${v}/pools`,
+    auth: 'write',
+    tags: ['pools'],
+    summary: 'Create a pool of floating IPs homed on a gateway node',
+    body: s.createPoolBody,
+    response: { 201: s.poolResponse },
+  }),
+  getPool: route({
+    method: 'GET',
+    url: `${v}/pools/:name`,
+    auth: 'read',
+    tags: ['pools'],
+    params: s.nameParams,
+    response: { 200: s.poolResponse },
+  }),
+  updatePool: route({
+    method: 'PATCH',
+    url: `${v}/pools/:name`,
+    auth: 'write',
+    tags: ['pools'],
+    summary:
+      'Add entries (shared addresses too), remove single addresses, set the description or tags',
+    params: s.nameParams,
+    body: s.updatePoolBody,
+    response: { 200: s.poolResponse },
+  }),
+  deletePool: route({
+    method: 'DELETE',
+    url: `${v}/pools/:name`,
+    auth: 'write',
+    tags: ['pools'],
+    params: s.nameParams,
+    response: { 200: s.deletePoolResponse },
+  }),
+
+  listFips: route({
+    method: 'GET',
+    url: `${v}/fips`,
+    auth: 'read',
+    tags: ['floating ips'],
+    querystring: s.listFipsQuery,
+    response: { 200: s.fipsResponse },
+  }),
+  allocate: route({
+    method: 'POST',
+    url: `${v}/fips`,
+    auth: 'write',
+    tags: ['floating ips'],
+    summary: 'Allocate a floating IP (any free one, or a requested address)',
+    body: s.allocateBody,
+    // 200 when a client token returns an earlier allocation.
+    response: { 200: s.allocateResponse, 201: s.allocateResponse },
+  }),
+  getFip: route({
+    method: 'GET',
+    url: `${v}/fips/:address`,
+    auth: 'read',
+    tags: ['floating ips'],
+    params: s.addressParams,
+    response: { 200: s.fipResponse },
+  }),
+  release: route({
+    method: 'DELETE',
+    url: `${v}/fips/:address`,
+    auth: 'write',
+    tags: ['floating ips'],
+    summary: 'Release a floating IP (refused while associated unless force=true)',
+    params: s.addressParams,
+    querystring: s.releaseQuery,
+    response: { 200: s.releaseResponse },
+  }),
+  associate: route({
+    method: 'POST',
+    url: `${v}/fips/:address/associate`,
+    auth: 'write',
+    tags: ['floating ips'],
+    summary: 'Associate a floating IP with a target',
+    params: s.addressParams,
+    body: s.associateBody,
+    response: { 200: s.fipResponse },
+  }),
+  move: route({
+    method: 'POST',
+    url: `${v}/fips/:address/move`,
+    auth: 'write',
+    tags: ['floating ips'],
+    summary: 'Re-associate a floating IP to a new target in one step',
+    params: s.addressParams,
+    body: s.moveBody,
+    response: { 200: s.fipResponse },
+  }),
+  disassociate: route({
+    method: 'POST',
+    url: `${v}/fips/:address/disassociate`,
+    auth: 'write',
+    tags: ['floating ips'],
+    params: s.addressParams,
+    response: { 200: s.fipResponse },
+  }),
+
+  listForwards: route({
+    method: 'GET',
+    url: `${v}/fips/:address/forwards`,
+    auth: 'read',
+    tags: ['port forwards'],
+    params: s.addressParams,
+    response: { 200: s.forwardsResponse },
+  }),
+  addForward: route({
+    method: 'POST',
+    url: `${v}/fips/:address/forwards`,
+    auth: 'write',
+    tags: ['port forwards'],
+    summary: 'Forward a protocol and port (or range) of a floating IP',
+    params: s.addressParams,
+    body: s.addForwardBody,
+    response: { 201: s.forwardResponse },
+  }),
+  removeForward: route({
+    method: 'DELETE',
+    url: `${v}/fips/:address/forwards/:id`,
+    auth: 'write',
+    tags: ['port forwards'],
+    params: s.forwardParams,
+    response: { 200: s.removeForwardResponse },
+  }),
+
+  listNodes: route({
+    method: 'GET',
+    url: `${v}/nodes`,
+    auth: 'read',
+    tags: ['nodes'],
+    response: { 200: s.nodesResponse },
+  }),
+  getNode: route({
+    method: 'GET',
+    url: `${v}/nodes/:name`,
+    auth: 'read',
+    tags: ['nodes'],
+    params: s.nameParams,
+    response: { 200: s.nodeResponse },
+  }),
+  removeNode: route({
+    method: 'DELETE',
+    url: `${v}/nodes/:name`,
+    auth: 'write',
+    tags: ['nodes'],
+    summary:
+      'Remove a node for good: its record, liveness and overlay address (refused while a pool or a floating IP uses it)',
+    params: s.nameParams,
+    response: { 200: s.removeNodeResponse },
+  }),
+  createJoinToken: route({
+    method: 'POST',
+    url: `${v}/nodes/join-tokens`,
+    auth: 'write',
+    tags: ['nodes'],
+    summary: 'Create a single-use token that lets a remote agent join this hub',
+    body: s.createJoinTokenBody,
+    response: { 201: s.joinTokenResponse },
+  }),
+
+  mesh: route({
+    method: 'GET',
+    url: `${v}/mesh`,
+    auth: 'read',
+    tags: ['mesh'],
+    summary:
+      'The mesh policy, its trial and deadline, whether it rolled back, the latest confirmation',
+    response: { 200: s.meshResponse },
+  }),
+  setMeshPolicy: route({
+    method: 'PUT',
+    url: `${v}/mesh/policy`,
+    auth: 'write',
+    tags: ['mesh'],
+    summary: 'Set the mesh policy, optionally as a trial that rolls back unless confirmed in time',
+    body: s.setMeshPolicyBody,
+    response: { 200: s.meshPolicyResponse },
+  }),
+  confirmMesh: route({
+    method: 'POST',
+    url: `${v}/mesh/confirm`,
+    auth: 'write',
+    tags: ['mesh'],
+    summary:
+      'Confirm the running trial (refused after its deadline) and release membership changes held back by maxChange',
+    body: s.confirmMeshBody,
+    // A bare POST confirms the trial and the holds, as before the body existed.
+    bodyOptional: true,
+    response: { 200: s.meshConfirmResponse },
+  }),
+  auditMesh: route({
+    method: 'POST',
+    url: `${v}/mesh/audit`,
+    // It changes nothing, and an audit is what a monitoring job with a read-only token runs; it
+    // is a POST only because an inventory is too large for a query string.
+    auth: 'read',
+    tags: ['mesh'],
+    summary:
+      'Audit the mesh (changes nothing): unregistered and unlisted hosts, lagging nodes, reject_all, holds, overlay usage',
+    body: s.auditMeshBody,
+    // Without an inventory there is nothing to send: a bare POST is an audit without one.
+    bodyOptional: true,
+    response: { 200: s.meshAuditResponse },
+  }),
+
+  ippool: route({
+    method: 'GET',
+    url: `${v}/ippool`,
+    auth: 'read',
+    tags: ['ip floater'],
+    response: { 200: s.ippoolResponse },
+  }),
+  arp: route({
+    method: 'GET',
+    url: `${v}/arp/:mac`,
+    auth: 'read',
+    tags: ['ip floater'],
+    summary: 'MAC → address, from pool pins and the gateway neighbour table',
+    params: s.macParams,
+    response: { 200: s.arpResponse },
+  }),
+} as const satisfies Record<string, RouteSpec>;
+
+export type Api = typeof API;
+export type RouteName = keyof Api;
+
+// What each route takes and answers, as TypeScript types -------------------------------------
+
+type StaticOf<R, K extends string, Else> = R extends { readonly [P in K]: infer S extends TSchema }
+  ? Static<S>
+  : Else;
+
+export type ParamsOf<R extends RouteSpec> = StaticOf<R, 'params', Record<string, never>>;
+export type QueryOf<R extends RouteSpec> = StaticOf<R, 'querystring', Record<string, never>>;
+export type BodyOf<R extends RouteSpec> = StaticOf<R, 'body', undefined>;
+export type ResponseOf<R extends RouteSpec> = R['response'][keyof R['response'] &
+  number] extends infer S extends TSchema
+  ? Static<S>
+  : never;
+
+/** The path of `route` with its parameters filled in (URL-encoded). */
+export function pathOf<R extends RouteSpec>(route: R, params: ParamsOf<R>): string {
+  const values = params as Readonly<Record<string, string | undefined>>;
+  return route.url.replace(/:([A-Za-z]+)/g, (_, name: string) =>
+    encodeURIComponent(values[name] ?? ''),
+  );
+}
+
+/** Path builders for requests made by hand (tests); programs use the client. */
+export const ROUTES = {
+  healthz: API.health.url,
+  version: API.version.url,
+  status: API.status.url,
+  plan: API.plan.url,
+  pools: API.listPools.url,
+  pool: (name: string) => pathOf(API.getPool, { name }),
+  fips: API.listFips.url,
+  fip: (address: string) => pathOf(API.getFip, { address }),
+  fipAction: (address: string, action: 'associate' | 'move' | 'disassociate') =>
+    pathOf(API[action], { address }),
+  forwards: (address: string) => pathOf(API.listForwards, { address }),
+  forward: (address: string, id: string) => pathOf(API.removeForward, { address, id }),
+  nodes: API.listNodes.url,
+  node: (name: string) => pathOf(API.getNode, { name }),
+  joinTokens: API.createJoinToken.url,
+  ippool: API.ippool.url,
+  arp: (mac: string) => pathOf(API.arp, { mac }),
+  mesh: API.mesh.url,
+  meshPolicy: API.setMeshPolicy.url,
+  meshConfirm: API.confirmMesh.url,
+  meshAudit: API.auditMesh.url,
+} as const;
+
+// Named types of requests and answers, for the client's callers --------------------------------
+
+export type CreatePoolRequest = BodyOf<Api['createPool']>;
+/** `PATCH /v1/pools/:name`: what is given changes, the rest stays. */
+export type UpdatePoolRequest = BodyOf<Api['updatePool']>;
+export type AllocateRequest = BodyOf<Api['allocate']>;
+/** `target` is required, except in routed mode, where the target is the FIP itself. */
+export type AssociateRequest = BodyOf<Api['associate']>;
+/** `target` is required, except for a routed FIP, whose target is the FIP itself. */
+export type MoveRequest = BodyOf<Api['move']>;
+export type AddForwardRequest = BodyOf<Api['addForward']>;
+export type CreateJoinTokenRequest = BodyOf<Api['createJoinToken']>;
+export type SetMeshPolicyRequest = BodyOf<Api['setMeshPolicy']>;
+export type MeshConfirmRequest = BodyOf<Api['confirmMesh']>;
+export type MeshAuditRequest = BodyOf<Api['auditMesh']>;
+
+export type HealthResponse = ResponseOf<Api['health']>;
+export type VersionResponse = ResponseOf<Api['version']>;
+export type StatusResponse = ResponseOf<Api['status']>;
+export type DeletePoolResponse = ResponseOf<Api['deletePool']>;
+export type AllocateResponse = ResponseOf<Api['allocate']>;
+export type ReleaseResponse = ResponseOf<Api['release']>;
+export type RemoveForwardResponse = ResponseOf<Api['removeForward']>;
+export type RemoveNodeResponse = ResponseOf<Api['removeNode']>;
+export type JoinTokenResponse = ResponseOf<Api['createJoinToken']>;
+export type MeshPolicyResponse = ResponseOf<Api['setMeshPolicy']>;
+/** Whether a trial was confirmed, and which reported holds it released. */
+export type MeshConfirmResponse = ResponseOf<Api['confirmMesh']>;
+
+// Built by the control plane and the agent, served as they are.
+export type { MeshAudit } from '../core/mesh.js';
+export type { MeshView } from '../service/mesh.js';
+export type {
   ArpResponse,
   FipStatusView,
   FipView,
@@ -17,233 +402,4 @@ import type {
   PlanResponse,
   PoolView,
 } from '../service/views.js';
-
-export const API_PREFIX = '/v1';
-export const DEFAULT_PORT = 7447;
-
-// Requests ------------------------------------------------------------------------------------
-
-export interface CreatePoolRequest {
-  name: string;
-  gateway: string;
-  delivery?: 'routed' | 'onlink';
-  uplink?: string;
-  /** Each `CIDR`, `FIRST-LAST`, `IP` or `IP=MAC`. */
-  entries?: string[];
-  /** The gateway's own addresses, usable for port forwards only. */
-  shared?: string[];
-  description?: string;
-  tags?: string[];
-}
-
-/**
- * `PATCH /v1/pools/:name`: what is given changes, the rest stays. Gateway, delivery and the
- * ranges already in the pool cannot change (delete and re-create the pool for that).
- */
-export interface UpdatePoolRequest {
-  /** Entries to add: each `CIDR`, `FIRST-LAST`, `IP` or `IP=MAC`. */
-  addEntries?: string[];
-  /** The gateway's own addresses to add, usable for port forwards only. */
-  addShared?: string[];
-  /** Single-address entries (shared or not) to remove; refused while a FIP holds one. */
-  removeAddresses?: string[];
-  /** The new description; `""` removes it. */
-  description?: string;
-  /** The new tags, replacing the old ones. */
-  tags?: string[];
-}
-
-export interface AllocateRequest {
-  pool?: string;
-  address?: string;
-  /** Take only an address of this IP version (e.g. to match the target of `getip`). */
-  family?: 4 | 6;
-  clientToken?: string;
-  description?: string;
-  tags?: string[];
-}
-
-export interface AssociateRequest {
-  /** Required, except in routed mode, where the target is the FIP itself (and nothing else). */
-  target?: string;
-  node?: string;
-  /** Default `nat`. */
-  mode?: AssociationMode;
-  masquerade?: boolean;
-  allowReassociation?: boolean;
-}
-
-export interface MoveRequest {
-  /** Required, except for a routed FIP, whose target is the FIP itself. */
-  target?: string;
-  node?: string;
-}
-
-export interface AddForwardRequest {
-  protocol: Protocol;
-  /** `P` or `P-Q` (or a number). */
-  port: string | number;
-  targetPort?: number;
-  target: string;
-  node?: string;
-  description?: string;
-}
-
-export interface CreateJoinTokenRequest {
-  /** How long the token stays valid (default 3600, at most 30 days). */
-  ttlSeconds?: number;
-  /** Only this node may join with it; needed to join a node that is already registered. */
-  node?: string;
-  /** Where remote agents reach this hub (default: the API's listen address or addresses). */
-  urls?: string[];
-}
-
-/** `PUT /v1/mesh/policy`. */
-export interface SetMeshPolicyRequest {
-  /** The whole policy (docs/mesh.md); it replaces the one in the store. */
-  policy: MeshPolicy;
-  /**
-   * Apply it as a trial: unless `POST /v1/mesh/confirm` comes within this many seconds, every
-   * node goes back to the policy before it by itself.
-   */
-  confirmWithinSeconds?: number;
-}
-
-/** `POST /v1/mesh/confirm` (or no body: a confirmation of the trial and the holds). */
-export interface MeshConfirmRequest {
-  /** Release held membership changes only: confirm no trial, and refuse none that ran out. */
-  holdsOnly?: boolean;
-}
-
-/** `POST /v1/mesh/audit`. */
-export interface MeshAuditRequest {
-  /** An inventory: one host per line, `NAME ADDRESS[,ADDRESS…] [site=SITE]`, `#` comments. */
-  inventory?: string;
-  /** What to call the inventory in an error (`hosts.txt line 3: …`); default `inventory`. */
-  source?: string;
-}
-
-// Responses -----------------------------------------------------------------------------------
-
-export interface JoinTokenResponse {
-  /** The one string to copy to the remote host (`ipfjoin1.…`); the hub keeps only its hash. */
-  readonly token: string;
-  readonly expiresAt: string;
-  readonly urls: readonly string[];
-  readonly node?: string;
-  /** SHA-256 of the hub's TLS certificate (hex), pinned by the token. */
-  readonly fingerprint?: string;
-}
-
-export interface AllocateResponse extends FipView {
-  /** False when a client token returned an earlier allocation. */
-  readonly created: boolean;
-}
-
-export interface ReleaseResponse {
-  readonly address: string;
-  readonly released: boolean;
-}
-
-export interface StatusResponse {
-  readonly node: string;
-  readonly version: string;
-  readonly store: { readonly kind: string; readonly revision: number };
-  readonly dataplane: {
-    readonly kind: string;
-    readonly lastApply?: string;
-    readonly lastError?: string;
-    readonly realisedRevision?: number;
-  };
-  readonly fips: Record<FipState, number>;
-  readonly nodes: { readonly total: number; readonly alive: number };
-  /** This node's tunnel, as its agent last saw it. */
-  readonly tunnel?: TunnelHealth;
-}
-
-export interface VersionResponse {
-  readonly version: string;
-  readonly node: string;
-}
-
-export type { MeshAudit, MeshView };
-// Built by the control plane and the agent (service/views.ts), served as they are.
-export type { ArpResponse, FipStatusView, FipView, IppoolEntryView, PlanResponse, PoolView };
-export type MeshPolicyResponse = MeshPolicyRecord;
-
-/** `POST /v1/mesh/confirm`: whether a trial was confirmed, and which reported holds it released. */
-export type MeshConfirmResponse = MeshConfirmResult;
-
-/** `DELETE /v1/nodes/:name`. */
-export interface RemoveNodeResponse {
-  readonly name: string;
-  readonly removed: true;
-  /** The overlay address the node held, free again. */
-  readonly overlayIp?: string;
-}
-
-export type ForwardView = PortForward;
-export type NodeListView = NodeView;
-
-/**
- * Route table (method, path → request, response):
- *
- *   GET    /healthz                                   → { ok: true }                (no auth)
- *   GET    /v1/version                                → VersionResponse
- *   GET    /v1/status                                 → StatusResponse
- *   GET    /v1/plan                                   → PlanResponse (changes nothing)
- *   GET    /v1/pools                                  → PoolView[]
- *   POST   /v1/pools              CreatePoolRequest   → PoolView                    201
- *   GET    /v1/pools/:name                            → PoolView
- *   PATCH  /v1/pools/:name        UpdatePoolRequest  → PoolView
- *   DELETE /v1/pools/:name                            → { name, deleted: true }
- *   GET    /v1/fips[?pool=P]                          → FipView[]
- *   POST   /v1/fips               AllocateRequest     → AllocateResponse            201 (200 when replayed by client token)
- *   GET    /v1/fips/:address                          → FipView
- *   DELETE /v1/fips/:address[?force=true]             → ReleaseResponse
- *   POST   /v1/fips/:address/associate   AssociateRequest → FipView
- *   POST   /v1/fips/:address/move        MoveRequest      → FipView
- *   POST   /v1/fips/:address/disassociate                 → FipView
- *   GET    /v1/fips/:address/forwards                 → ForwardView[]
- *   POST   /v1/fips/:address/forwards    AddForwardRequest → ForwardView            201
- *   DELETE /v1/fips/:address/forwards/:id             → { address, id, removed: true }
- *   GET    /v1/nodes                                  → NodeView[]
- *   GET    /v1/nodes/:name                            → NodeView
- *   DELETE /v1/nodes/:name                            → RemoveNodeResponse (refused while in use)
- *   POST   /v1/nodes/join-tokens  CreateJoinTokenRequest → JoinTokenResponse      201 (admin rw only)
- *   POST   /v1/join               JoinRequest        → JoinResponse                (no bearer token)
- *   *      /v1/store/…                               → the http store (store/wire.ts); admin
- *                                                      tokens and node credentials
- *   GET    /v1/ippool                                 → IppoolEntryView[]
- *   GET    /v1/arp/:mac                               → ArpResponse
- *   GET    /v1/mesh                                   → MeshView
- *   PUT    /v1/mesh/policy        SetMeshPolicyRequest → MeshPolicyResponse
- *   POST   /v1/mesh/confirm       MeshConfirmRequest? → MeshConfirmResponse
- *   POST   /v1/mesh/audit         MeshAuditRequest    → MeshAudit (changes nothing; read-only
- *                                                      tokens may call it)
- *   GET    /docs                                      → OpenAPI UI; /docs/json the document
- */
-export const ROUTES = {
-  healthz: '/healthz',
-  version: `${API_PREFIX}/version`,
-  status: `${API_PREFIX}/status`,
-  plan: `${API_PREFIX}/plan`,
-  pools: `${API_PREFIX}/pools`,
-  pool: (name: string) => `${API_PREFIX}/pools/${encodeURIComponent(name)}`,
-  fips: `${API_PREFIX}/fips`,
-  fip: (address: string) => `${API_PREFIX}/fips/${encodeURIComponent(address)}`,
-  fipAction: (address: string, action: 'associate' | 'move' | 'disassociate') =>
-    `${API_PREFIX}/fips/${encodeURIComponent(address)}/${action}`,
-  forwards: (address: string) => `${API_PREFIX}/fips/${encodeURIComponent(address)}/forwards`,
-  forward: (address: string, id: string) =>
-    `${API_PREFIX}/fips/${encodeURIComponent(address)}/forwards/${encodeURIComponent(id)}`,
-  nodes: `${API_PREFIX}/nodes`,
-  node: (name: string) => `${API_PREFIX}/nodes/${encodeURIComponent(name)}`,
-  joinTokens: `${API_PREFIX}/nodes/join-tokens`,
-  ippool: `${API_PREFIX}/ippool`,
-  arp: (mac: string) => `${API_PREFIX}/arp/${encodeURIComponent(mac)}`,
-  mesh: `${API_PREFIX}/mesh`,
-  meshPolicy: `${API_PREFIX}/mesh/policy`,
-  meshConfirm: `${API_PREFIX}/mesh/confirm`,
-  meshAudit: `${API_PREFIX}/mesh/audit`,
-} as const;
+export type { PortForward as ForwardView, NodeView as NodeListView } from '../core/model.js';

@@ -31,12 +31,12 @@ import { checkName, Problems } from '../core/validate.js';
 import type { Compare, KeyValue, Store } from '../store/store.js';
 import { JOIN_ROUTE, type JoinRequest, type JoinResponse } from '../store/wire.js';
 import { callerOf, digestHex, matchesDigest } from './auth.js';
-import { type CreateJoinTokenRequest, type JoinTokenResponse, ROUTES } from './contract.js';
+import type { Api, JoinTokenResponse } from './contract.js';
+import type { Handler } from './routes.js';
+import { JOIN_TOKEN_MAX_URLS as MAX_URLS } from './schemas.js';
 
+export { JOIN_TOKEN_TTL_MAX_SECONDS } from './schemas.js';
 export const JOIN_TOKEN_TTL_DEFAULT_SECONDS = 3600;
-export const JOIN_TOKEN_TTL_MAX_SECONDS = 30 * 86400;
-/** At most this many URLs in a token (a host with many addresses would make it unwieldy). */
-const MAX_URLS = 8;
 
 interface JoinTokenRecord {
   readonly node?: string;
@@ -57,25 +57,6 @@ export interface JoinOptions {
   readonly tls?: { readonly fingerprint: string };
   readonly now?: () => number;
 }
-
-const createSchema = {
-  tags: ['nodes'],
-  summary: 'Create a single-use token that lets a remote agent join this hub',
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      ttlSeconds: { type: 'integer', minimum: 1, maximum: JOIN_TOKEN_TTL_MAX_SECONDS },
-      node: { type: 'string', description: 'only this node may join with it' },
-      urls: {
-        type: 'array',
-        items: { type: 'string', pattern: '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$', maxLength: 512 },
-        maxItems: MAX_URLS,
-        description: 'where remote agents reach this hub (default: its listen address)',
-      },
-    },
-  },
-};
 
 const joinSchema = {
   tags: ['nodes'],
@@ -123,18 +104,22 @@ export async function verifyNodeCredential(
   return matchesDigest(parsed.secret, record.sha256) ? parsed.node : undefined;
 }
 
-export function registerJoinRoutes(app: FastifyInstance, options: JoinOptions): void {
+/** `POST /v1/nodes/join-tokens` (contract.ts), for an admin with a read-write token only. */
+export function createJoinTokenHandler(
+  app: FastifyInstance,
+  options: JoinOptions,
+): Handler<Api['createJoinToken']> {
   const { store } = options;
   const now = options.now ?? Date.now;
 
-  app.post(ROUTES.joinTokens, { schema: createSchema }, async (request, reply) => {
+  return async (request, reply) => {
     const caller = callerOf(request);
     if (caller.kind !== 'admin' || caller.access !== 'rw') {
       throw new IpferryError('IPF_E_FORBIDDEN', {
         reason: 'only an admin token creates join tokens',
       });
     }
-    const body = request.body as CreateJoinTokenRequest;
+    const body = request.body;
     const p = new Problems();
     const node = body.node === undefined ? undefined : checkName(p, 'node', body.node);
     p.done();
@@ -174,7 +159,13 @@ export function registerJoinRoutes(app: FastifyInstance, options: JoinOptions): 
     };
     reply.status(201).header('cache-control', 'no-store');
     return answer;
-  });
+  };
+}
+
+/** `POST /v1/join` (store/wire.ts): a join token for a node credential, without a bearer token. */
+export function registerJoinRoutes(app: FastifyInstance, options: JoinOptions): void {
+  const { store } = options;
+  const now = options.now ?? Date.now;
 
   app.post(JOIN_ROUTE, { schema: joinSchema }, async (request, reply): Promise<JoinResponse> => {
     const body = request.body as JoinRequest;

@@ -1,200 +1,203 @@
 /**
- * JSON schemas of the API's requests, for the OpenAPI document and a first check of shape
- * (unknown fields are refused: a typo like `allowReasociation` must not be silently ignored).
- * Meaning — addresses, ranges, overlaps — is checked by core/validate.ts, which reports every
- * problem at once with the same codes as the CLI.
+ * The schemas of the API's requests and responses, as TypeBox values: each is a JSON schema
+ * (for Fastify's checks, its serializer and the OpenAPI document) and a TypeScript type
+ * (`Static<…>`) at once. contract.ts puts them together, route by route.
+ *
+ * Requests: a first check of shape (unknown fields are refused: a typo like `allowReasociation`
+ * must not be silently ignored). Meaning — addresses, ranges, overlaps — is checked by
+ * core/validate.ts, which reports every problem at once with the same codes as the CLI. Enums
+ * and alternatives are written as plain `enum`/`oneOf` (not TypeBox unions, which compile to
+ * `anyOf` of constants) so that a refusal reads as it always has.
+ *
+ * Responses: Fastify's serializer writes only the fields a schema names and refuses to write an
+ * object without a field it requires, so every response object here is open (extra fields pass
+ * as they are) and requires nothing (a record an older agent stored may lack a newer field). The
+ * fields they name document the answer; its TypeScript type is the one the control plane builds
+ * (service/views.ts, core/model.ts), bound here with `Type.Unsafe`.
  */
-const address = { type: 'string', description: 'IPv4 or IPv6 address', examples: ['203.0.113.10'] };
-const name = { type: 'string', description: 'lower-case name', examples: ['gw1'] };
-const text = { type: 'string', maxLength: 256 };
-const tags = { type: 'array', items: { type: 'string' } };
+import { Type, type SchemaOptions, type TProperties, type TUnsafe } from '@sinclair/typebox';
+import type { MeshAudit, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
+import type {
+  AssociationMode,
+  FipState,
+  NodeView,
+  PortForward,
+  Protocol,
+  TunnelHealth,
+} from '../core/model.js';
+import type { MeshConfirmResult, MeshView } from '../service/mesh.js';
+import type {
+  ArpResponse,
+  FipView,
+  IppoolEntryView,
+  PlanResponse,
+  PoolView,
+} from '../service/views.js';
 
-const addressParam = {
-  type: 'object',
-  properties: { address },
-  required: ['address'],
-} as const;
+/** A join token's longest life (30 days). */
+export const JOIN_TOKEN_TTL_MAX_SECONDS = 30 * 86400;
+/** At most this many URLs in a join token (a host with many addresses would make it unwieldy). */
+export const JOIN_TOKEN_MAX_URLS = 8;
 
-export function tagged(tag: string): object {
-  return { tags: [tag] };
+// Building blocks -----------------------------------------------------------------------------
+
+/** A string of one of `values`, as `{ type: 'string', enum }`. */
+function oneOfStrings<T extends string>(values: readonly T[], options: SchemaOptions = {}) {
+  return Type.Unsafe<T>({ type: 'string', enum: [...values], ...options });
 }
 
-export function named(tag: string): object {
-  return { tags: [tag], params: { type: 'object', properties: { name }, required: ['name'] } };
-}
+const address = Type.String({ description: 'IPv4 or IPv6 address', examples: ['203.0.113.10'] });
+const name = Type.String({ description: 'lower-case name', examples: ['gw1'] });
+const text = Type.String({ maxLength: 256 });
+const strings = Type.Array(Type.String());
+const tags = strings;
 
-export const createPool = {
-  tags: ['pools'],
-  summary: 'Create a pool of floating IPs homed on a gateway node',
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['name', 'gateway'],
-    properties: {
-      name,
-      gateway: { ...name, description: 'node whose agent serves the pool' },
-      delivery: {
-        type: 'string',
-        enum: ['routed', 'onlink'],
+// Params and queries --------------------------------------------------------------------------
+
+export const nameParams = Type.Object({ name });
+export const addressParams = Type.Object({ address });
+export const forwardParams = Type.Object({ address, id: Type.String() });
+export const macParams = Type.Object({ mac: Type.String() });
+
+export const listFipsQuery = Type.Object(
+  { pool: Type.Optional(name) },
+  { additionalProperties: false },
+);
+export const releaseQuery = Type.Object(
+  { force: Type.Optional(oneOfStrings(['true', 'false'])) },
+  { additionalProperties: false },
+);
+
+// Request bodies ------------------------------------------------------------------------------
+
+export const createPoolBody = Type.Object(
+  {
+    name,
+    gateway: Type.String({ ...name, description: 'node whose agent serves the pool' }),
+    delivery: Type.Optional(
+      oneOfStrings(['routed', 'onlink'], {
         description: 'routed by upstream to the gateway (default), or on-link on `uplink`',
-      },
-      uplink: { type: 'string', description: 'uplink interface of an on-link pool' },
-      entries: {
-        type: 'array',
-        items: { type: 'string' },
-        description: 'CIDR, FIRST-LAST, IP or IP=MAC',
-      },
-      shared: {
-        type: 'array',
-        items: address,
-        description: "the gateway's own addresses: port forwards only",
-      },
-      description: text,
-      tags,
-    },
+      }),
+    ),
+    uplink: Type.Optional(Type.String({ description: 'uplink interface of an on-link pool' })),
+    entries: Type.Optional(
+      Type.Array(Type.String(), { description: 'CIDR, FIRST-LAST, IP or IP=MAC' }),
+    ),
+    shared: Type.Optional(
+      Type.Array(address, { description: "the gateway's own addresses: port forwards only" }),
+    ),
+    description: Type.Optional(text),
+    tags: Type.Optional(tags),
   },
-};
+  { additionalProperties: false },
+);
 
-export const updatePool = {
-  tags: ['pools'],
-  summary:
-    'Add entries (shared addresses too), remove single addresses, set the description or tags',
-  params: { type: 'object', properties: { name }, required: ['name'] },
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      addEntries: {
-        type: 'array',
-        items: { type: 'string' },
-        description: 'entries to add: CIDR, FIRST-LAST, IP or IP=MAC',
-      },
-      addShared: {
-        type: 'array',
-        items: address,
+/**
+ * What is given changes, the rest stays. Gateway, delivery and the ranges already in the pool
+ * cannot change (delete and re-create the pool for that).
+ */
+export const updatePoolBody = Type.Object(
+  {
+    addEntries: Type.Optional(
+      Type.Array(Type.String(), { description: 'entries to add: CIDR, FIRST-LAST, IP or IP=MAC' }),
+    ),
+    addShared: Type.Optional(
+      Type.Array(address, {
         description: "the gateway's own addresses to add: port forwards only",
-      },
-      removeAddresses: {
-        type: 'array',
-        items: address,
+      }),
+    ),
+    removeAddresses: Type.Optional(
+      Type.Array(address, {
         description: 'single-address entries to remove; refused while a FIP holds one',
-      },
-      description: { ...text, description: 'the new description; "" removes it' },
-      tags: { ...tags, description: 'the new tags, replacing the old ones' },
-    },
+      }),
+    ),
+    description: Type.Optional(
+      Type.String({ ...text, description: 'the new description; "" removes it' }),
+    ),
+    tags: Type.Optional(
+      Type.Array(Type.String(), { description: 'the new tags, replacing the old ones' }),
+    ),
   },
-};
+  { additionalProperties: false },
+);
 
-export const listFips = {
-  tags: ['floating ips'],
-  querystring: { type: 'object', additionalProperties: false, properties: { pool: name } },
-};
-
-export const allocate = {
-  tags: ['floating ips'],
-  summary: 'Allocate a floating IP (any free one, or a requested address)',
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      pool: name,
-      address,
-      family: { type: 'integer', enum: [4, 6], description: 'only addresses of this IP version' },
-      clientToken: {
-        type: 'string',
-        description: 'idempotency token: a retry returns the same FIP',
-      },
-      description: text,
-      tags,
-    },
+export const allocateBody = Type.Object(
+  {
+    pool: Type.Optional(name),
+    address: Type.Optional(address),
+    family: Type.Optional(
+      Type.Unsafe<4 | 6>({
+        type: 'integer',
+        enum: [4, 6],
+        description: 'only addresses of this IP version',
+      }),
+    ),
+    clientToken: Type.Optional(
+      Type.String({ description: 'idempotency token: a retry returns the same FIP' }),
+    ),
+    description: Type.Optional(text),
+    tags: Type.Optional(tags),
   },
-};
+  { additionalProperties: false },
+);
 
-export const fip = { tags: ['floating ips'], params: addressParam };
-
-export const release = {
-  tags: ['floating ips'],
-  summary: 'Release a floating IP (refused while associated unless force=true)',
-  params: addressParam,
-  querystring: {
-    type: 'object',
-    additionalProperties: false,
-    properties: { force: { type: 'string', enum: ['true', 'false'] } },
-  },
-};
-
-export const associate = {
-  tags: ['floating ips'],
-  summary: 'Associate a floating IP with a target',
-  params: addressParam,
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      target: {
+export const associateBody = Type.Object(
+  {
+    target: Type.Optional(
+      Type.String({
         ...address,
         description: 'where the FIP goes; required but in routed mode, where it is the FIP itself',
-      },
-      node: name,
-      mode: { type: 'string', enum: ['nat', 'routed', 'ports'] },
-      masquerade: { type: 'boolean' },
-      allowReassociation: { type: 'boolean' },
-    },
+      }),
+    ),
+    node: Type.Optional(name),
+    mode: Type.Optional(oneOfStrings<AssociationMode>(['nat', 'routed', 'ports'])),
+    masquerade: Type.Optional(Type.Boolean()),
+    allowReassociation: Type.Optional(Type.Boolean()),
   },
-};
+  { additionalProperties: false },
+);
 
-export const move = {
-  tags: ['floating ips'],
-  summary: 'Re-associate a floating IP to a new target in one step',
-  params: addressParam,
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      target: {
+export const moveBody = Type.Object(
+  {
+    target: Type.Optional(
+      Type.String({
         ...address,
         description: 'the new target; a routed FIP omits it (its target is the FIP itself)',
-      },
-      node: name,
-    },
+      }),
+    ),
+    node: Type.Optional(name),
   },
-};
+  { additionalProperties: false },
+);
 
-export const forwardsOf = { tags: ['port forwards'], params: addressParam };
-
-export const addForward = {
-  tags: ['port forwards'],
-  summary: 'Forward a protocol and port (or range) of a floating IP',
-  params: addressParam,
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['protocol', 'port', 'target'],
-    properties: {
-      protocol: { type: 'string', enum: ['tcp', 'udp'] },
-      port: { oneOf: [{ type: 'string' }, { type: 'integer' }], description: 'P or P-Q' },
-      targetPort: { type: 'integer' },
-      target: address,
-      node: name,
-      description: text,
-    },
+export const addForwardBody = Type.Object(
+  {
+    protocol: oneOfStrings<Protocol>(['tcp', 'udp']),
+    port: Type.Unsafe<string | number>({
+      oneOf: [{ type: 'string' }, { type: 'integer' }],
+      description: 'P or P-Q',
+    }),
+    targetPort: Type.Optional(Type.Integer()),
+    target: address,
+    node: Type.Optional(name),
+    description: Type.Optional(text),
   },
-};
+  { additionalProperties: false },
+);
 
-export const forward = {
-  tags: ['port forwards'],
-  params: {
-    type: 'object',
-    properties: { address, id: { type: 'string' } },
-    required: ['address', 'id'],
+export const createJoinTokenBody = Type.Object(
+  {
+    ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: JOIN_TOKEN_TTL_MAX_SECONDS })),
+    node: Type.Optional(Type.String({ description: 'only this node may join with it' })),
+    urls: Type.Optional(
+      Type.Array(Type.String({ pattern: '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$', maxLength: 512 }), {
+        maxItems: JOIN_TOKEN_MAX_URLS,
+        description: 'where remote agents reach this hub (default: its listen address)',
+      }),
+    ),
   },
-};
-
-export const arp = {
-  tags: ['ip floater'],
-  summary: 'MAC → address, from pool pins and the gateway neighbour table',
-  params: { type: 'object', properties: { mac: { type: 'string' } }, required: ['mac'] },
-};
+  { additionalProperties: false },
+);
 
 // The fleet mesh -------------------------------------------------------------------------------
 // The policy's parts are described here but not checked: core/mesh.ts (validateMeshPolicy) checks
@@ -211,7 +214,7 @@ const meshLayer = {
   examples: [{ openPorts: ['tcp/443'], sshAllow: ['192.0.2.0/24'], rejectAll: false }],
 };
 
-export const meshPolicy = {
+export const meshPolicy = Type.Unsafe<MeshPolicy>({
   type: 'object',
   description:
     'The fleet mesh policy: fleet, then site, then node layers (docs/mesh.md); its problems are reported all at once (IPF_E_VALIDATION, IPF_E_MESH_OVERLAP)',
@@ -234,70 +237,276 @@ export const meshPolicy = {
       examples: [{ web7: { natOverrides: { '192.168.3.9': '198.51.100.9' } } }],
     },
   },
-};
+});
 
-export const getMesh = {
-  tags: ['mesh'],
-  summary:
-    'The mesh policy, its trial and deadline, whether it rolled back, the latest confirmation',
-};
-
-export const setMeshPolicy = {
-  tags: ['mesh'],
-  summary: 'Set the mesh policy, optionally as a trial that rolls back unless confirmed in time',
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['policy'],
-    properties: {
-      policy: meshPolicy,
-      confirmWithinSeconds: {
-        type: 'integer',
+export const setMeshPolicyBody = Type.Object(
+  {
+    /** The whole policy (docs/mesh.md); it replaces the one in the store. */
+    policy: meshPolicy,
+    confirmWithinSeconds: Type.Optional(
+      Type.Integer({
         description:
           'seconds until every node goes back to the previous policy unless confirmed (1 to a week; checked with the policy)',
-      },
-    },
+      }),
+    ),
   },
-};
+  { additionalProperties: false },
+);
 
-export const confirmMesh = {
-  tags: ['mesh'],
-  summary:
-    'Confirm the running trial (refused after its deadline) and release membership changes held back by maxChange',
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      holdsOnly: {
-        type: 'boolean',
+export const confirmMeshBody = Type.Object(
+  {
+    holdsOnly: Type.Optional(
+      Type.Boolean({
         description:
           'release held membership changes only: confirm no trial, and refuse none that ran out',
-      },
-    },
+      }),
+    ),
   },
-};
+  { additionalProperties: false },
+);
 
-export const auditMesh = {
-  tags: ['mesh'],
-  summary:
-    'Audit the mesh (changes nothing): unregistered and unlisted hosts, lagging nodes, reject_all, holds, overlay usage',
-  body: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      inventory: {
-        type: 'string',
+export const auditMeshBody = Type.Object(
+  {
+    inventory: Type.Optional(
+      Type.String({
         description: 'one host per line: NAME ADDRESS[,ADDRESS…] [site=SITE]; "#" comments',
         examples: ['web1 10.0.0.11,203.0.113.11 site=fra\n'],
-      },
-      source: { type: 'string', maxLength: 256, description: 'its name in errors (a file name)' },
-    },
+      }),
+    ),
+    source: Type.Optional(
+      Type.String({ maxLength: 256, description: 'its name in errors (a file name)' }),
+    ),
   },
-};
+  { additionalProperties: false },
+);
 
-export const removeNode = {
-  tags: ['nodes'],
-  summary:
-    'Remove a node for good: its record, liveness and overlay address (refused while a pool or a floating IP uses it)',
-  params: { type: 'object', properties: { name }, required: ['name'] },
+// Responses -----------------------------------------------------------------------------------
+
+/** An open object naming `properties`, none required (see the preamble). */
+function open(properties: TProperties = {}, options: SchemaOptions = {}) {
+  return Type.Partial(Type.Object(properties, { additionalProperties: true, ...options }));
+}
+
+/** An open object whose TypeScript type is `T`, the type the control plane builds. */
+function view<T>(properties: TProperties, options: SchemaOptions = {}): TUnsafe<T> {
+  return Type.Unsafe<T>(open(properties, options));
+}
+
+function list<T>(items: TUnsafe<T>, options: SchemaOptions = {}): TUnsafe<T[]> {
+  return Type.Unsafe<T[]>(Type.Array(items, options));
+}
+
+const str = Type.String();
+const int = Type.Integer();
+const bool = Type.Boolean();
+
+export const healthResponse = view<{ readonly ok: boolean; readonly node: string }>({
+  ok: bool,
+  node: str,
+});
+
+export const versionResponse = view<{ readonly version: string; readonly node: string }>({
+  version: str,
+  node: str,
+});
+
+const tunnelHealth = view<TunnelHealth>(
+  { name: str, checkedAt: str, driver: str, peers: Type.Array(open()) },
+  { description: "a node's tunnel, as its agent last saw it" },
+);
+
+export const statusResponse = view<{
+  readonly node: string;
+  readonly version: string;
+  readonly store: { readonly kind: string; readonly revision: number };
+  readonly dataplane: {
+    readonly kind: string;
+    readonly lastApply?: string;
+    readonly lastError?: string;
+    readonly realisedRevision?: number;
+  };
+  readonly fips: Record<FipState, number>;
+  readonly nodes: { readonly total: number; readonly alive: number };
+  /** This node's tunnel, as its agent last saw it. */
+  readonly tunnel?: TunnelHealth;
+}>({
+  node: str,
+  version: str,
+  store: open({ kind: str, revision: int }),
+  dataplane: open({ kind: str, lastApply: str, lastError: str, realisedRevision: int }),
+  fips: open(
+    { DOWN: int, ACTIVE: int, UNREACHABLE: int, ERROR: int },
+    { description: 'floating IPs by state' },
+  ),
+  nodes: open({ total: int, alive: int }),
+  tunnel: tunnelHealth,
+});
+
+export const planResponse = view<PlanResponse>({
+  node: str,
+  dataplane: str,
+  revision: int,
+  add: Type.Array(open()),
+  replace: Type.Array(open({ from: open(), to: open() })),
+  remove: Type.Array(open()),
+  refused: Type.Array(open({ address: str, reason: str })),
+});
+
+export const poolResponse = view<PoolView>({
+  name: str,
+  gateway: str,
+  delivery: str,
+  uplink: str,
+  entries: Type.Array(open({ kind: str }), {
+    description: '`cidr`, `range` or `address` entries',
+  }),
+  description: str,
+  tags: strings,
+  createdAt: str,
+  revision: int,
+  size: Type.String({ description: 'usable addresses, as a decimal string' }),
+  allocated: int,
+});
+export const poolsResponse = list(poolResponse);
+
+export const deletePoolResponse = view<{ readonly name: string; readonly deleted: boolean }>({
+  name: str,
+  deleted: bool,
+});
+
+export const forwardResponse = view<PortForward>({
+  id: str,
+  protocol: str,
+  port: int,
+  portEnd: int,
+  targetPort: int,
+  target: str,
+  node: str,
+  description: str,
+});
+export const forwardsResponse = list(forwardResponse);
+
+const fipProperties = {
+  address: str,
+  family: int,
+  pool: str,
+  shared: bool,
+  description: str,
+  tags: strings,
+  clientToken: str,
+  association: open({ mode: str, target: str, node: str, masquerade: bool, associatedAt: str }),
+  forwards: Type.Array(forwardResponse),
+  allocatedAt: str,
+  revision: int,
+  status: open({
+    state: str,
+    node: str,
+    revision: int,
+    stale: bool,
+    message: str,
+    updatedAt: str,
+  }),
 };
+export const fipResponse = view<FipView>(fipProperties);
+export const fipsResponse = list(fipResponse);
+
+export const allocateResponse = view<FipView & { readonly created: boolean }>({
+  ...fipProperties,
+  created: Type.Boolean({ description: 'false when a client token returned an earlier one' }),
+});
+
+export const releaseResponse = view<{ readonly address: string; readonly released: boolean }>({
+  address: str,
+  released: bool,
+});
+
+export const removeForwardResponse = view<{
+  readonly address: string;
+  readonly id: string;
+  readonly removed: boolean;
+}>({ address: str, id: str, removed: bool });
+
+export const nodeResponse = view<NodeView>({
+  name: str,
+  site: str,
+  endpoint: str,
+  publicKey: str,
+  overlayIp: str,
+  tunnelDriver: str,
+  addresses: strings,
+  alive: bool,
+  aliveSince: str,
+  tunnel: tunnelHealth,
+  mesh: open({}, { description: "the node's mesh as its agent last applied it" }),
+});
+export const nodesResponse = list(nodeResponse);
+
+export const removeNodeResponse = view<{
+  readonly name: string;
+  readonly removed: true;
+  /** The overlay address the node held, free again. */
+  readonly overlayIp?: string;
+}>({ name: str, removed: bool, overlayIp: str });
+
+export const joinTokenResponse = view<{
+  /** The one string to copy to the remote host (`ipfjoin1.…`); the hub keeps only its hash. */
+  readonly token: string;
+  readonly expiresAt: string;
+  readonly urls: readonly string[];
+  readonly node?: string;
+  /** SHA-256 of the hub's TLS certificate (hex), pinned by the token. */
+  readonly fingerprint?: string;
+}>({ token: str, expiresAt: str, urls: strings, node: str, fingerprint: str });
+
+export const ippoolResponse = list(
+  view<IppoolEntryView>({
+    pool: str,
+    gateway: str,
+    entries: strings,
+    size: str,
+    allocated: Type.Array(open({ address: str, target: str, mode: str })),
+  }),
+);
+
+export const arpResponse = view<ArpResponse>({
+  mac: str,
+  address: str,
+  source: Type.String({ description: '`pool` (pinned) or `neighbour` (seen)' }),
+  pool: str,
+  interface: str,
+});
+
+const meshPolicyRecord = view<MeshPolicyRecord>({
+  policy: open(),
+  trial: open({ previous: Type.Unknown(), deadline: str }),
+  updatedAt: str,
+});
+
+export const meshResponse = view<MeshView>({
+  record: meshPolicyRecord,
+  inForce: open(),
+  rolledBack: bool,
+  rollback: open(),
+  confirmation: open(),
+  revision: int,
+});
+
+export const meshPolicyResponse = meshPolicyRecord;
+
+export const meshConfirmResponse = view<MeshConfirmResult>({
+  confirmedTrial: bool,
+  trialDeadline: str,
+  confirmation: open(),
+  released: Type.Array(open({ node: str, hold: open() })),
+});
+
+export const meshAuditResponse = view<MeshAudit>({
+  revision: int,
+  overlay: open({ prefix: str, used: int, size: int }),
+  unregistered: Type.Array(open()),
+  unlisted: strings,
+  lagging: Type.Array(open({ node: str, appliedRevision: int, alive: bool })),
+  rejectAll: open({ on: strings, off: strings }),
+  holds: Type.Array(open({ node: str, hold: open() })),
+  rolledBack: strings,
+});
