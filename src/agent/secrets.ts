@@ -1,5 +1,5 @@
 /**
- * Secret files (API tokens now, keys later): created 0600 in a 0700 directory, and refused
+ * Secret files (API tokens, node credentials): created 0600 in a 0700 directory, and refused
  * when anyone but the owner can read them. Their contents never reach argv, logs or errors.
  */
 import { randomBytes } from 'node:crypto';

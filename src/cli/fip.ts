@@ -14,7 +14,7 @@ import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, details, hostPort, portText, table } from './format.js';
 import { collect } from './options.js';
-import { UsageError } from './report.js';
+import { UsageError } from './exit.js';
 
 export interface AllocateFlags {
   pool?: string;

@@ -28,7 +28,7 @@ import { FLEET } from '../lab/scenarios.js';
 import type { CliContext } from './context.js';
 import { cell, table } from './format.js';
 import { port } from './options.js';
-import { UsageError } from './report.js';
+import { UsageError } from './exit.js';
 
 interface LabFlags {
   readonly stateDir?: string;

@@ -23,7 +23,7 @@ import {
   exitCodeFor,
   renderError,
   toIpferryError,
-} from './report.js';
+} from './exit.js';
 import { planCommand } from './plan.js';
 import { statusCommand, versionCommand } from './status.js';
 import { VERSION } from '../version.js';

@@ -6,7 +6,7 @@ import type { ApiClient, DeletePoolResponse } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { cell, countText, details, table } from './format.js';
 import { collect } from './options.js';
-import { UsageError } from './report.js';
+import { UsageError } from './exit.js';
 
 export interface PoolCreateFlags {
   gateway: string;

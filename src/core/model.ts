@@ -170,7 +170,7 @@ export interface NodeHealth {
 export interface TunnelHealth {
   readonly name: string;
   readonly checkedAt: string;
-  /** The tunnel's driver; absent (as from older agents): WireGuard. */
+  /** The tunnel's driver; absent: WireGuard. */
   readonly driver?: TunnelDriverKind;
   /**
    * The interface's own byte counters, all peers together: reported by a driver that counts

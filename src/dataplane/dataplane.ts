@@ -78,7 +78,11 @@ export interface Dataplane {
    * leaves it out.
    */
   fipCounters?(): Promise<Map<string, FipCounter>>;
-  /** Applies a diff in one transaction; throws IpferryError('IPF_E_DATAPLANE') and changes nothing on failure. */
+  /**
+   * Applies a diff all-or-nothing: on failure it takes back what it had done and throws
+   * IpferryError('IPF_E_DATAPLANE') (Linux: connections already forgotten stay forgotten, and
+   * a damaged table comes back sound rather than as it was; docs/kernel-contract.md).
+   */
   apply(diff: IntentDiff): Promise<void>;
   close(): Promise<void>;
   /**

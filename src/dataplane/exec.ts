@@ -1,5 +1,5 @@
 /**
- * Runs kernel tools (`ip`, later `nft`, `wg`, `conntrack`) with execFile — never a shell — and
+ * Runs kernel tools (`ip`, `nft`, `wg`, `conntrack`) with execFile — never a shell — and
  * turns failures into IpferryError('IPF_E_DATAPLANE') carrying argv, exit code and stderr.
  * Secrets never go through argv: callers feed them by file or stdin.
  */

@@ -1,4 +1,4 @@
-/** How a failed command ends: the error on stderr and the exit code. */
+/** How a failed command ends: its exit code, and the error on stderr. */
 import { IpferryError } from '../core/errors.js';
 import { RemoteError } from '../client/api-client.js';
 import { json } from './format.js';
