@@ -1,18 +1,14 @@
 /**
  * What the tunnel drivers that act on a real host (WireGuard, tinc) share: `ip` in their
  * namespace, an interface's addresses as observe() reports them, endpoints given by name
- * resolved once per apply, and their daemons (wireguard-go, tincd) found and signalled by pid.
+ * resolved once per apply (their daemons: daemon.ts).
  */
 import { lookup } from 'node:dns/promises';
-import { readFile } from 'node:fs/promises';
 import { tryParseAddress } from '../../core/address.js';
 import { IpferryError, validationError } from '../../core/errors.js';
 import { isTunnelName, parseEndpoint, type TunnelIntent } from '../../core/tunnel.js';
 import type { TunnelSnapshot } from '../../core/tunnelhealth.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
-
-// A daemon's environment is built here, not inherited, so nothing of the agent's leaks in.
-export const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** `ip`'s complaint about an interface that is not there (tolerated when looking). */
 export const NO_DEVICE = (stderr: string): boolean =>
@@ -125,28 +121,4 @@ export async function resolveEndpoints(intent: TunnelIntent): Promise<TunnelInte
     }),
   );
   return { ...intent, peers };
-}
-
-/** The pid in a daemon's pid file, or undefined when there is none (or no number in it). */
-export async function readPid(path: string): Promise<number | undefined> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return /^\d+\s*$/.test(text) ? Number(text.trim()) : undefined;
-}
-
-/** Running (not exited, not a zombie waiting to be reaped). */
-export async function alive(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // The state follows the command name, which is in parentheses and may contain spaces.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== '' && state !== 'Z' && state !== 'X';
-}
-
-/** Sends `name` to `pid`; false when there is no such process any more. */
-export function signal(pid: number, name: NodeJS.Signals): boolean {
-  try {
-    process.kill(pid, name);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -103,21 +103,28 @@ import type {
 import { tunnelFaults } from '../../core/tunnelhealth.js';
 import {
   addressesOf,
-  alive,
-  DAEMON_PATH,
   dataplaneError,
   type IpLinkAddr,
   ipIn,
   hasCarrier,
   linkSnapshot,
   NO_DEVICE,
-  readPid,
   refuseForeign,
   resolveEndpoints,
   Serial,
-  signal,
   sleep,
 } from './common.js';
+import {
+  alive,
+  argvOf,
+  DAEMON_PATH,
+  findProcesses,
+  gone,
+  programOf,
+  readPid,
+  signal,
+  stopProcess,
+} from './daemon.js';
 import { ensurePrivateDir, writePrivateKey } from './keys.js';
 
 const generateKeyPairAsync = promisify(generateKeyPairCallback);
@@ -644,7 +651,7 @@ export class TincDriver implements TunnelDriver {
     const pids = await this.#daemons(name);
     for (const pid of pids) {
       // tincd closes its tap and removes its pid file on SIGTERM.
-      await stopProcess(pid);
+      await stopProcess(pid, 'tincd');
       this.#log?.info({ tunnel: name, pid }, 'tinc: stopped tincd');
     }
     const link = await this.#link(name).catch(() => undefined);
@@ -1035,43 +1042,16 @@ async function launch(
   });
 }
 
-async function argvOf(pid: number): Promise<string[]> {
-  return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-}
-
 /** Whether `pid` is a live tincd started with `-c dir`. */
 async function servesDir(pid: number, dir: string): Promise<boolean> {
-  const argv = await argvOf(pid);
-  if (argv[0]?.split('/').pop() !== 'tincd') return false;
+  return servesDirArgv(await argvOf(pid), dir) && (await alive(pid));
+}
+
+function servesDirArgv(argv: readonly string[], dir: string): boolean {
   const at = argv.indexOf('-c');
-  return at >= 0 && argv[at + 1] === dir && (await alive(pid));
+  return programOf(argv) === 'tincd' && at >= 0 && argv[at + 1] === dir;
 }
 
-async function findDaemons(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (/^\d+$/.test(entry) && (await servesDir(Number(entry), dir))) pids.push(Number(entry));
-  }
-  return pids;
-}
-
-/**
- * Waits until `pid` no longer runs. tincd daemonizes, so it is never our child to reap: a zombie
- * counts as gone here (wireguard-go, which may be, waits for the reaping too).
- */
-async function gone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() <= deadline) {
-    if (!(await alive(pid))) return true;
-    await sleep(5);
-  }
-  return false;
-}
-
-/** SIGTERM (tincd then closes its tap and removes its pid file), SIGKILL when it lingers. */
-async function stopProcess(pid: number): Promise<void> {
-  signal(pid, 'SIGTERM');
-  if (await gone(pid, 3000)) return;
-  signal(pid, 'SIGKILL');
-  if (!(await gone(pid, 2000))) throw dataplaneError(`tincd (pid ${pid}) does not exit`);
+function findDaemons(dir: string): Promise<number[]> {
+  return findProcesses((argv) => servesDirArgv(argv, dir));
 }

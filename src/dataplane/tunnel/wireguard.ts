@@ -23,7 +23,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, readlink, rename, stat, unlink } from 'node:fs/promises';
+import { open, readFile, readlink, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tryParsePrefix } from '../../core/address.js';
 import { IpferryError } from '../../core/errors.js';
@@ -43,20 +43,25 @@ import { type ExecResult, run, type RunOptions } from '../exec.js';
 import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
 import {
   addressesOf,
-  alive,
-  DAEMON_PATH,
   dataplaneError,
   type IpLinkAddr,
   ipIn,
   linkSnapshot,
   NO_DEVICE,
-  readPid,
   refuseForeign,
   resolveEndpoints,
   Serial,
-  signal,
   sleep,
 } from './common.js';
+import {
+  alive,
+  argvOf,
+  DAEMON_PATH,
+  findProcesses,
+  programOf,
+  readPid,
+  stopProcess,
+} from './daemon.js';
 import { ensureKeyFile, ensurePrivateDir } from './keys.js';
 import {
   type TunnelCheck,
@@ -368,7 +373,7 @@ export class WireGuardDriver implements TunnelDriver {
       await this.#waitReady(name, pid);
       this.#log?.info({ tunnel: name, pid }, 'wireguard: started wireguard-go');
     } catch (error) {
-      if (pid !== undefined) await stopProcess(pid);
+      if (pid !== undefined) await stopProcess(pid, 'wireguard-go', { reaped: true });
       await this.#forgetDaemon(name);
       throw error;
     } finally {
@@ -414,7 +419,7 @@ export class WireGuardDriver implements TunnelDriver {
         `the interface name ${name} is taken on this machine: wireguard-go (pid ${elsewhere.map((d) => d.pid).join(', ')}) serves ${socket} from another network namespace`,
       );
     }
-    for (const daemon of daemons) await stopProcess(daemon.pid);
+    for (const daemon of daemons) await stopProcess(daemon.pid, 'wireguard-go', { reaped: true });
     await unlink(socket).catch(() => undefined);
   }
 
@@ -494,7 +499,7 @@ export class WireGuardDriver implements TunnelDriver {
     for (const pid of await this.#daemons(name)) {
       found = true;
       // wireguard-go removes its interface and socket when it gets SIGTERM.
-      await stopProcess(pid);
+      await stopProcess(pid, 'wireguard-go', { reaped: true });
       this.#log?.info(
         { tunnel: name, pid, recorded: pid === recorded },
         'wireguard: stopped wireguard-go',
@@ -595,50 +600,22 @@ interface Daemon {
 
 /** Whether `pid` is a live `wireguard-go … NAME`. */
 async function isDaemonOf(pid: number, name: string): Promise<boolean> {
-  const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-  const program = argv[0]?.split('/').pop();
-  return (
-    program === 'wireguard-go' && argv.filter((a) => a !== '').pop() === name && (await alive(pid))
-  );
+  return runsInterface(await argvOf(pid), name) && (await alive(pid));
+}
+
+function runsInterface(argv: readonly string[], name: string): boolean {
+  return programOf(argv) === 'wireguard-go' && argv.filter((a) => a !== '').pop() === name;
 }
 
 /** Every live `wireguard-go … NAME` on the machine, with its network namespace. */
 async function findDaemons(name: string): Promise<Daemon[]> {
   const daemons: Daemon[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    const program = argv[0]?.split('/').pop();
-    if (program !== 'wireguard-go' || argv.filter((a) => a !== '').pop() !== name) continue;
-    const pid = Number(entry);
-    if (!(await alive(pid))) continue;
-    const link = await readlink(`/proc/${entry}/ns/net`).catch(() => '');
+  for (const pid of await findProcesses((argv) => runsInterface(argv, name))) {
+    const link = await readlink(`/proc/${pid}/ns/net`).catch(() => '');
     const inode = /^net:\[(\d+)\]$/.exec(link)?.[1];
     if (inode !== undefined) daemons.push({ pid, netns: Number(inode) });
   }
   return daemons;
-}
-
-async function gone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() <= deadline) {
-    // Our own children are reaped by Node; wait for that too so `pgrep` shows nothing.
-    const exists = await stat(`/proc/${pid}`).then(
-      () => true,
-      () => false,
-    );
-    if (!exists) return true;
-    await sleep(20);
-  }
-  return !(await alive(pid));
-}
-
-/** SIGTERM (wireguard-go then removes its interface and socket), SIGKILL when it lingers. */
-async function stopProcess(pid: number): Promise<void> {
-  signal(pid, 'SIGTERM');
-  if (await gone(pid, 3000)) return;
-  signal(pid, 'SIGKILL');
-  if (!(await gone(pid, 2000))) throw dataplaneError(`wireguard-go (pid ${pid}) does not exit`);
 }
 
 function lastLines(text: string): string {
