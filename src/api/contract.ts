@@ -330,8 +330,8 @@ export type ResponseOf<R extends RouteSpec> = R['response'][keyof R['response'] 
   : never;
 
 /** The path of `route` with its parameters filled in (URL-encoded). */
-export function pathOf<R extends RouteSpec>(route: R, params: ParamsOf<R>): string {
-  const values = params as Readonly<Record<string, string | undefined>>;
+export function pathOf<R extends RouteSpec>(route: R, params?: ParamsOf<R>): string {
+  const values: Readonly<Record<string, string | undefined>> = params ?? {};
   return route.url.replace(/:([A-Za-z]+)/g, (_, name: string) =>
     encodeURIComponent(values[name] ?? ''),
   );

@@ -7,19 +7,21 @@
  * The token is sent only as an `Authorization` header; it never appears in a URL, an error or a
  * log line.
  */
-import { Agent, request } from 'undici';
-import type { Dispatcher } from 'undici';
 import {
-  ROUTES,
+  API,
+  pathOf,
   type AddForwardRequest,
   type AllocateRequest,
   type AllocateResponse,
   type ArpResponse,
   type AssociateRequest,
+  type BodyOf,
   type CreateJoinTokenRequest,
   type CreatePoolRequest,
+  type DeletePoolResponse,
   type FipView,
   type ForwardView,
+  type HealthResponse,
   type IppoolEntryView,
   type JoinTokenResponse,
   type MeshAudit,
@@ -30,38 +32,32 @@ import {
   type MeshView,
   type MoveRequest,
   type NodeListView,
-  type PoolView,
-  type ReleaseResponse,
-  type RemoveNodeResponse,
-  type SetMeshPolicyRequest,
+  type ParamsOf,
   type PlanResponse,
+  type PoolView,
+  type QueryOf,
+  type ReleaseResponse,
+  type RemoveForwardResponse,
+  type RemoveNodeResponse,
+  type ResponseOf,
+  type RouteSpec,
+  type SetMeshPolicyRequest,
   type StatusResponse,
   type UpdatePoolRequest,
   type VersionResponse,
 } from '../api/contract.js';
+import { ERRORS, IpferryError, type ErrorBody, type ErrorCode } from '../core/errors.js';
 import {
-  ERRORS,
-  IpferryError,
-  type ErrorBody,
-  type ErrorCode,
-  type Problem,
-} from '../core/errors.js';
+  errorOf,
+  errorText,
+  HttpClient,
+  openDispatcher,
+  parseJson,
+} from '../store/http-transport.js';
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
-// Response shapes the route table of contract.ts names inline but does not export.
-export interface HealthResponse {
-  readonly ok: boolean;
-}
-export interface DeletePoolResponse {
-  readonly name: string;
-  readonly deleted: boolean;
-}
-export interface RemoveForwardResponse {
-  readonly address: string;
-  readonly id: string;
-  readonly removed: boolean;
-}
+export type { DeletePoolResponse, HealthResponse, RemoveForwardResponse };
 
 export function isErrorCode(code: string): code is ErrorCode {
   return Object.prototype.hasOwnProperty.call(ERRORS, code);
@@ -134,149 +130,143 @@ export function parseServer(input: string): URL {
   return url;
 }
 
+/** What a request of one route carries besides its method and path. */
+interface RouteInput<R extends RouteSpec> {
+  readonly params?: ParamsOf<R>;
+  readonly query?: Partial<QueryOf<R>>;
+  /** A route without a body schema takes an empty object (the client has always sent one). */
+  readonly body?: R extends { readonly body: unknown } ? BodyOf<R> : Record<string, never>;
+}
+
 export class ApiClient {
   /** Base URL without a trailing slash; routes are appended to it. */
   readonly server: string;
-  private readonly token: string | undefined;
   private readonly timeoutMs: number;
-  private readonly userAgent: string;
-  private readonly dispatcher: Agent;
+  private readonly http: HttpClient;
 
   constructor(options: ClientOptions) {
     this.server = parseServer(options.server).href.replace(/\/+$/, '');
-    this.token = options.token;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.userAgent = options.userAgent ?? 'ipferry-cli';
-    this.dispatcher = new Agent({
-      connect: { timeout: this.timeoutMs, ...(options.ca !== undefined ? { ca: options.ca } : {}) },
-      headersTimeout: this.timeoutMs,
-      bodyTimeout: this.timeoutMs,
+    this.http = new HttpClient({
+      base: this.server,
+      dispatcher: openDispatcher({
+        timeoutMs: this.timeoutMs,
+        ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      }),
+      timeoutMs: this.timeoutMs,
+      userAgent: options.userAgent ?? 'ipferry-cli',
+      ...(options.token !== undefined ? { token: options.token } : {}),
     });
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.http.close();
   }
 
   health(): Promise<HealthResponse> {
-    return this.call('GET', ROUTES.healthz);
+    return this.call(API.health);
   }
   version(): Promise<VersionResponse> {
-    return this.call('GET', ROUTES.version);
+    return this.call(API.version);
   }
   plan(): Promise<PlanResponse> {
-    return this.call('GET', ROUTES.plan);
+    return this.call(API.plan);
   }
   status(): Promise<StatusResponse> {
-    return this.call('GET', ROUTES.status);
+    return this.call(API.status);
   }
 
   listPools(): Promise<PoolView[]> {
-    return this.call('GET', ROUTES.pools);
+    return this.call(API.listPools);
   }
   createPool(body: CreatePoolRequest): Promise<PoolView> {
-    return this.call('POST', ROUTES.pools, body);
+    return this.call(API.createPool, { body });
   }
   getPool(name: string): Promise<PoolView> {
-    return this.call('GET', ROUTES.pool(name));
+    return this.call(API.getPool, { params: { name } });
   }
   updatePool(name: string, body: UpdatePoolRequest): Promise<PoolView> {
-    return this.call('PATCH', ROUTES.pool(name), body);
+    return this.call(API.updatePool, { params: { name }, body });
   }
   deletePool(name: string): Promise<DeletePoolResponse> {
-    return this.call('DELETE', ROUTES.pool(name));
+    return this.call(API.deletePool, { params: { name } });
   }
 
   listFips(pool?: string): Promise<FipView[]> {
-    const query = pool !== undefined ? `?pool=${encodeURIComponent(pool)}` : '';
-    return this.call('GET', ROUTES.fips + query);
+    return this.call(API.listFips, { query: { pool } });
   }
   allocate(body: AllocateRequest): Promise<AllocateResponse> {
-    return this.call('POST', ROUTES.fips, body);
+    return this.call(API.allocate, { body });
   }
   getFip(address: string): Promise<FipView> {
-    return this.call('GET', ROUTES.fip(address));
+    return this.call(API.getFip, { params: { address } });
   }
   release(address: string, force = false): Promise<ReleaseResponse> {
-    return this.call('DELETE', ROUTES.fip(address) + (force ? '?force=true' : ''));
+    return this.call(API.release, { params: { address }, query: force ? { force: 'true' } : {} });
   }
   associate(address: string, body: AssociateRequest): Promise<FipView> {
-    return this.call('POST', ROUTES.fipAction(address, 'associate'), body);
+    return this.call(API.associate, { params: { address }, body });
   }
   move(address: string, body: MoveRequest): Promise<FipView> {
-    return this.call('POST', ROUTES.fipAction(address, 'move'), body);
+    return this.call(API.move, { params: { address }, body });
   }
   disassociate(address: string): Promise<FipView> {
-    return this.call('POST', ROUTES.fipAction(address, 'disassociate'), {});
+    return this.call(API.disassociate, { params: { address }, body: {} });
   }
 
   listForwards(address: string): Promise<ForwardView[]> {
-    return this.call('GET', ROUTES.forwards(address));
+    return this.call(API.listForwards, { params: { address } });
   }
   addForward(address: string, body: AddForwardRequest): Promise<ForwardView> {
-    return this.call('POST', ROUTES.forwards(address), body);
+    return this.call(API.addForward, { params: { address }, body });
   }
   removeForward(address: string, id: string): Promise<RemoveForwardResponse> {
-    return this.call('DELETE', ROUTES.forward(address, id));
+    return this.call(API.removeForward, { params: { address, id } });
   }
 
   listNodes(): Promise<NodeListView[]> {
-    return this.call('GET', ROUTES.nodes);
+    return this.call(API.listNodes);
   }
   getNode(name: string): Promise<NodeListView> {
-    return this.call('GET', ROUTES.node(name));
+    return this.call(API.getNode, { params: { name } });
   }
   createJoinToken(body: CreateJoinTokenRequest): Promise<JoinTokenResponse> {
-    return this.call('POST', ROUTES.joinTokens, body);
+    return this.call(API.createJoinToken, { body });
   }
   removeNode(name: string): Promise<RemoveNodeResponse> {
-    return this.call('DELETE', ROUTES.node(name));
+    return this.call(API.removeNode, { params: { name } });
   }
 
   mesh(): Promise<MeshView> {
-    return this.call('GET', ROUTES.mesh);
+    return this.call(API.mesh);
   }
   setMeshPolicy(body: SetMeshPolicyRequest): Promise<MeshPolicyResponse> {
-    return this.call('PUT', ROUTES.meshPolicy, body);
+    return this.call(API.setMeshPolicy, { body });
   }
   confirmMesh(body: MeshConfirmRequest = {}): Promise<MeshConfirmResponse> {
-    return this.call('POST', ROUTES.meshConfirm, body);
+    return this.call(API.confirmMesh, { body });
   }
   auditMesh(body: MeshAuditRequest): Promise<MeshAudit> {
-    return this.call('POST', ROUTES.meshAudit, body);
+    return this.call(API.auditMesh, { body });
   }
 
   ippool(): Promise<IppoolEntryView[]> {
-    return this.call('GET', ROUTES.ippool);
+    return this.call(API.ippool);
   }
   arp(mac: string): Promise<ArpResponse> {
-    return this.call('GET', ROUTES.arp(mac));
+    return this.call(API.arp, { params: { mac } });
   }
 
-  private async call<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
-    const headers: Record<string, string> = {
-      accept: 'application/json',
-      'user-agent': this.userAgent,
-    };
-    if (this.token !== undefined) headers['authorization'] = `Bearer ${this.token}`;
-    let payload: string | undefined;
-    if (body !== undefined) {
-      payload = JSON.stringify(body);
-      headers['content-type'] = 'application/json';
-    }
-
+  private async call<R extends RouteSpec>(
+    route: R,
+    input: RouteInput<R> = {},
+  ): Promise<ResponseOf<R>> {
+    const { method } = route;
+    const path = pathOf(route, input.params) + queryString(input.query);
     let status: number;
     let text: string;
     try {
-      const res = await request(this.server + path, {
-        method,
-        headers,
-        body: payload,
-        dispatcher: this.dispatcher,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      status = res.statusCode;
-      text = await res.body.text();
+      ({ status, text } = await this.http.send(method, path, input.body));
     } catch (e) {
       if (this.server.startsWith('https:') && speaksNoTls(e)) {
         throw new IpferryError('IPF_E_NOT_TLS', { server: this.server });
@@ -289,17 +279,17 @@ export class ApiClient {
 
     const parsed = parseJson(text);
     if (status >= 200 && status < 300) {
-      if (parsed.ok) return parsed.value as T;
+      if (parsed.ok) return parsed.value as ResponseOf<R>;
       throw new RemoteError(status, {
         code: 'IPF_E_INTERNAL',
         message: `The agent answered ${method} ${path} with HTTP ${status} and a body that is not JSON.`,
         hint: 'Check that --server points at an ipferry agent of a compatible version.',
       });
     }
-    if (parsed.ok && isErrorBody(parsed.value)) {
-      const e = parsed.value.error;
-      const hint = e.hint ?? (isErrorCode(e.code) ? ERRORS[e.code].hint : '');
-      throw new RemoteError(status, { ...e, hint, problems: problemsOf(e.problems) });
+    const error = parsed.ok ? errorOf(parsed.value) : undefined;
+    if (error) {
+      const hint = error.hint ?? (isErrorCode(error.code) ? ERRORS[error.code].hint : '');
+      throw new RemoteError(status, { ...error, hint });
     }
     throw new RemoteError(status, {
       code: 'IPF_E_INTERNAL',
@@ -309,40 +299,11 @@ export class ApiClient {
   }
 }
 
-function parseJson(text: string): { ok: true; value: unknown } | { ok: false } {
-  if (text === '') return { ok: true, value: undefined };
-  try {
-    return { ok: true, value: JSON.parse(text) as unknown };
-  } catch {
-    return { ok: false };
-  }
-}
-
-interface LooseErrorBody {
-  error: { code: string; message: string; hint?: string; problems?: unknown };
-}
-
-function isErrorBody(value: unknown): value is LooseErrorBody {
-  if (typeof value !== 'object' || value === null) return false;
-  const error = (value as { error?: unknown }).error;
-  if (typeof error !== 'object' || error === null) return false;
-  const e = error as Record<string, unknown>;
-  return (
-    typeof e['code'] === 'string' &&
-    typeof e['message'] === 'string' &&
-    (e['hint'] === undefined || typeof e['hint'] === 'string')
-  );
-}
-
-function problemsOf(value: unknown): Problem[] {
-  if (!Array.isArray(value)) return [];
-  return value.flatMap((p: unknown) => {
-    if (typeof p !== 'object' || p === null) return [];
-    const { path, message } = p as Record<string, unknown>;
-    return typeof message === 'string'
-      ? [{ path: typeof path === 'string' ? path : '', message }]
-      : [];
-  });
+/** `?k=v&…` of the values given, URL-encoded; nothing without any. */
+function queryString(query: object | undefined): string {
+  const pairs = Object.entries(query ?? {}).filter(([, value]) => value !== undefined);
+  if (pairs.length === 0) return '';
+  return `?${pairs.map(([k, value]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(value))}`).join('&')}`;
 }
 
 function snippet(text: string): string {
@@ -387,22 +348,14 @@ const TIMEOUT_CODES = new Set([
  */
 export function transportReason(e: unknown, timeoutMs: number, plain = false): string {
   if (!(e instanceof Error)) return String(e);
-  const code = (e as { code?: unknown }).code;
-  const codeText = typeof code === 'string' ? code : undefined;
+  const { name, message, code: codeText } = errorText(e);
   if (e.name === 'TimeoutError' || (codeText !== undefined && TIMEOUT_CODES.has(codeText))) {
     return `no answer within ${timeoutMs / 1000} s`;
   }
-  // Happy eyeballs (localhost → ::1 and 127.0.0.1) fails with an AggregateError without message.
-  const message =
-    e.message !== ''
-      ? e.message
-      : e instanceof AggregateError
-        ? e.errors.map((x) => (x instanceof Error ? x.message : String(x))).join('; ')
-        : '';
   if (codeText !== undefined && TLS_CODES.has(codeText)) {
     return `the TLS certificate is not trusted (${message}); pass the agent's CA with --ca-file`;
   }
-  if (message === '') return codeText ?? e.name;
+  if (message === '') return codeText ?? name;
   const text =
     codeText !== undefined && !message.includes(codeText) ? `${message} (${codeText})` : message;
   return plain && codeText === 'UND_ERR_SOCKET'

@@ -17,12 +17,18 @@
  *   watch() is always seen by it, as with the local stores.
  * - Failures below HTTP are IPF_E_STORE (503) naming the hub and the cause.
  */
-import type { X509Certificate } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, buildConnector, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { ERRORS, IpferryError, type ErrorBody, type ErrorCode } from '../core/errors.js';
 import { normalizeFingerprint } from '../core/join.js';
+import {
+  errorOf,
+  errorText,
+  HttpClient,
+  openDispatcher,
+  parseJson,
+  type HttpMethod,
+} from './http-transport.js';
 import type {
   Compare,
   KeyValue,
@@ -127,98 +133,45 @@ interface TransportOptions {
   readonly timeoutMs: number;
 }
 
-class PinMismatch extends Error {
-  readonly code = 'IPF_PIN_MISMATCH';
+/** The HTTP client of one hub, pinning its certificate when asked to. */
+function hubClient(url: URL, options: TransportOptions, credential?: string): HttpClient {
+  return new HttpClient({
+    base: url.href.replace(/\/+$/, ''),
+    dispatcher: openDispatcher({
+      timeoutMs: options.timeoutMs,
+      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(options.fingerprint !== undefined ? { pin: checkedPin(url, options.fingerprint) } : {}),
+      peer: 'hub',
+    }),
+    timeoutMs: options.timeoutMs,
+    ...(credential !== undefined ? { token: credential } : {}),
+  });
 }
 
-/** The undici dispatcher for one hub, pinning its certificate when asked to. */
-function dispatcherFor(url: URL, options: TransportOptions): Agent {
-  const timeouts = { headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
-  const ca = options.ca !== undefined ? { ca: options.ca } : {};
-  if (options.fingerprint === undefined) {
-    return new Agent({ connect: { timeout: options.timeoutMs, ...ca }, ...timeouts });
-  }
-  const pinned = normalizeFingerprint(options.fingerprint);
+/** Fail closed: a pin must be a SHA-256, and only an https:// hub can show a certificate. */
+function checkedPin(url: URL, fingerprint: string): string {
+  const pinned = normalizeFingerprint(fingerprint);
   if (pinned === undefined)
     throw configError('the pinned fingerprint is not a SHA-256 (64 hex digits)');
   if (url.protocol !== 'https:') {
     throw configError(`a pinned certificate needs an https:// hub URL, not ${url.protocol}`);
   }
-  const base = buildConnector({
-    timeout: options.timeoutMs,
-    ...ca,
-    // The chain is not what is trusted here, the pinned certificate is (checked below). With a
-    // CA as well, both must hold. No session resumption: every connection shows its certificate.
-    rejectUnauthorized: options.ca !== undefined,
-    maxCachedSessions: 0,
-  });
-  const connect: buildConnector.connector = (opts, callback) => {
-    base(opts, (error, socket) => {
-      if (error || !socket) {
-        callback(error ?? new Error('connection failed'), null);
-        return;
-      }
-      const seen = peerFingerprint(socket as TLSSocket);
-      if (seen !== pinned) {
-        socket.destroy();
-        callback(
-          new PinMismatch(
-            `the hub's TLS certificate (SHA-256 ${seen ?? 'none'}) is not the pinned one (${pinned})`,
-          ),
-          null,
-        );
-        return;
-      }
-      callback(null, socket);
-    });
-  };
-  return new Agent({ connect, ...timeouts });
-}
-
-function peerFingerprint(socket: TLSSocket): string | undefined {
-  if (typeof socket.getPeerX509Certificate !== 'function') return undefined;
-  const cert: X509Certificate | undefined = socket.getPeerX509Certificate();
-  return cert ? normalizeFingerprint(cert.fingerprint256) : undefined;
+  return pinned;
 }
 
 /** Why a request failed below HTTP, in words; never includes request headers. */
 function transportReason(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   if (e.name === 'TimeoutError' || e.name === 'AbortError') return 'no answer in time';
-  const cause = (e as { cause?: unknown }).cause;
-  const inner = e.message === 'fetch failed' && cause instanceof Error ? cause : e;
-  const code = (inner as { code?: unknown }).code;
-  const message =
-    inner.message !== ''
-      ? inner.message
-      : inner instanceof AggregateError
-        ? inner.errors.map((x) => (x instanceof Error ? x.message : String(x))).join('; ')
-        : '';
-  if (typeof code === 'string' && !message.includes(code)) return `${message} (${code})`;
-  return message || inner.name;
-}
-
-function isErrorBody(value: unknown): value is ErrorBody {
-  const error = (value as { error?: unknown } | null)?.error as Record<string, unknown> | undefined;
-  return (
-    typeof error === 'object' &&
-    error !== null &&
-    typeof error['code'] === 'string' &&
-    typeof error['message'] === 'string'
-  );
+  const { name, message, code } = errorText(e);
+  if (code !== undefined && !message.includes(code)) return `${message} (${code})`;
+  return message || name;
 }
 
 function hubErrorFrom(status: number, text: string, origin: string): IpferryError {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  if (isErrorBody(parsed)) {
-    const e = parsed.error as Partial<ErrorBody['error']> & { code: string; message: string };
-    return new HubError(status, { ...e, hint: typeof e.hint === 'string' ? e.hint : '' });
-  }
+  const parsed = parseJson(text);
+  const error = parsed.ok ? errorOf(parsed.value) : undefined;
+  if (error) return new HubError(status, { ...error, hint: error.hint ?? '' });
   return storeError(
     status >= 500
       ? `${origin} answered HTTP ${status} (the hub may be restarting or overloaded)`
@@ -260,9 +213,7 @@ export class HttpStore implements Store {
   /** The hub's base URL without a trailing slash, for logs (it carries no secret). */
   readonly url: string;
   private readonly origin: string;
-  private readonly dispatcher: Agent;
-  private readonly authorization: string;
-  private readonly timeoutMs: number;
+  private readonly http: HttpClient;
   readonly heartbeatMs: number;
   readonly retryMaxMs: number;
   private readonly watches = new Set<HttpWatch>();
@@ -274,15 +225,17 @@ export class HttpStore implements Store {
   constructor(url: URL, options: HttpStoreOptions) {
     this.url = url.href.replace(/\/+$/, '');
     this.origin = url.origin;
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.heartbeatMs = options.heartbeatMs ?? HEARTBEAT_DEFAULT_MS;
     this.retryMaxMs = options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS;
-    this.authorization = `Bearer ${options.credential}`;
-    this.dispatcher = dispatcherFor(url, {
-      timeoutMs: this.timeoutMs,
-      ...(options.ca !== undefined ? { ca: options.ca } : {}),
-      ...(options.fingerprint !== undefined ? { fingerprint: options.fingerprint } : {}),
-    });
+    this.http = hubClient(
+      url,
+      {
+        timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        ...(options.ca !== undefined ? { ca: options.ca } : {}),
+        ...(options.fingerprint !== undefined ? { fingerprint: options.fingerprint } : {}),
+      },
+      options.credential,
+    );
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
@@ -346,7 +299,7 @@ export class HttpStore implements Store {
     this.closed = true;
     const error = storeError('the store was closed');
     for (const watch of [...this.watches]) watch.fail(error, false);
-    await this.dispatcher.destroy().catch(() => undefined);
+    await this.http.destroy();
   }
 
   // --- for watches ---------------------------------------------------------------------------
@@ -357,15 +310,8 @@ export class HttpStore implements Store {
 
   /** Opens a watch stream; the caller reads (or destroys) the body. */
   openStream(path: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return request(this.url + path, {
-      method: 'GET',
-      headers: { authorization: this.authorization, accept: 'application/x-ndjson' },
-      dispatcher: this.dispatcher,
-      signal,
-      headersTimeout: this.timeoutMs,
-      // Three heartbeats of silence: the connection is dead even if TCP has not noticed.
-      bodyTimeout: this.heartbeatMs * 3,
-    });
+    // Three heartbeats of silence: the connection is dead even if TCP has not noticed.
+    return this.http.stream(path, { signal, bodyTimeoutMs: this.heartbeatMs * 3 });
   }
 
   errorFrom(status: number, text: string): IpferryError {
@@ -382,35 +328,18 @@ export class HttpStore implements Store {
     if (this.closed) throw storeError('the store is closed');
   }
 
-  private async call<T>(
-    method: 'GET' | 'POST' | 'DELETE',
-    path: string,
-    body?: unknown,
-  ): Promise<T> {
+  private async call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
     this.ensureOpen();
     if (this.starting.size > 0) await Promise.all([...this.starting]);
     this.ensureOpen();
-    const headers: Record<string, string> = {
-      authorization: this.authorization,
-      accept: 'application/json',
-    };
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    let status: number;
-    let text: string;
+    let answer: { status: number; text: string };
     try {
-      const res = await request(this.url + path, {
-        method,
-        headers,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        dispatcher: this.dispatcher,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      status = res.statusCode;
-      text = await res.body.text();
+      answer = await this.http.send(method, path, body);
     } catch (e) {
       if (this.closed) throw storeError('the store was closed');
       throw this.unreachable(e);
     }
+    const { status, text } = answer;
     if (status >= 200 && status < 300) {
       try {
         return JSON.parse(text) as T;
@@ -575,9 +504,10 @@ class HttpWatch implements Watch {
       this.markStarted();
       return undefined;
     }
-    if (isErrorBody(message)) {
-      if (message.error.code === 'IPF_E_STORE_COMPACTED') {
-        this.fail(new HubError(410, message.error), false);
+    const error = errorOf(message);
+    if (error) {
+      if (error.code === 'IPF_E_STORE_COMPACTED') {
+        this.fail(new HubError(410, { ...error, hint: error.hint ?? '' }), false);
         return 'stop';
       }
       return 'retry';
@@ -610,9 +540,8 @@ export interface JoinHubOptions {
  */
 export async function joinHub(url: string, options: JoinHubOptions): Promise<string> {
   const hub = parseHubUrl(url);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const dispatcher = dispatcherFor(hub, {
-    timeoutMs,
+  const http = hubClient(hub, {
+    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     ...(options.ca !== undefined ? { ca: options.ca } : {}),
     ...(options.fingerprint !== undefined ? { fingerprint: options.fingerprint } : {}),
   });
@@ -620,15 +549,10 @@ export async function joinHub(url: string, options: JoinHubOptions): Promise<str
     let status: number;
     let text: string;
     try {
-      const res = await request(hub.href.replace(/\/+$/, '') + JOIN_ROUTE, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json' },
-        body: JSON.stringify({ token: options.token, node: options.node }),
-        dispatcher,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      status = res.statusCode;
-      text = await res.body.text();
+      ({ status, text } = await http.send('POST', JOIN_ROUTE, {
+        token: options.token,
+        node: options.node,
+      }));
     } catch (e) {
       throw storeError(`cannot reach the hub at ${hub.origin} to join: ${transportReason(e)}`);
     }
@@ -644,6 +568,6 @@ export async function joinHub(url: string, options: JoinHubOptions): Promise<str
     }
     return answer.credential;
   } finally {
-    await dispatcher.destroy().catch(() => undefined);
+    await http.destroy();
   }
 }
