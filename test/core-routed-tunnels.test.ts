@@ -1,5 +1,5 @@
 /**
- * routed.ts per tunnel driver and underlay: tinc's next hops (switch mode is an Ethernet
+ * compile/tunnels.ts per tunnel driver and underlay: tinc's next hops (switch mode is an Ethernet
  * segment), refusing peers that run another driver, and the MTU of an IPv6 underlay.
  */
 import assert from 'node:assert/strict';

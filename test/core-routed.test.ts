@@ -238,7 +238,7 @@ void describe('core/routed: the gateway', () => {
     const tunnel = tunnelOf(intent);
     assert.equal(isTunnelName(tunnel.name), true);
     const canonical = validateTunnelIntent(tunnel);
-    // Same content; validation sorts allowed IPs as text, routed.ts by family and value.
+    // Same content; validation sorts allowed IPs as text, compile by family and value.
     const bySet = (t: TunnelIntent) =>
       t.peers.map((p) => ({ ...p, allowedIps: [...p.allowedIps].sort() }));
     assert.deepEqual(bySet(canonical), bySet(tunnel));

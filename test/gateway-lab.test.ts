@@ -261,7 +261,7 @@ describe('a gateway forwarding floating IPs (nat and ports) on a real kernel', (
   });
 
   it('refuses at the API what this host could not realise, changing neither the FIP nor the kernel', async () => {
-    // Routed to its own gateway: compile would refuse it (routed.ts), so the API refuses it first.
+    // Routed to its own gateway: compile would refuse it (compile/tunnels.ts), so the API refuses it first.
     const before = await kernelState();
     const fip = '203.0.113.13';
     const allocated = await api.allocate({ address: fip });

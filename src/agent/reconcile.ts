@@ -21,7 +21,7 @@ import type { ControlPlane } from '../service/control.js';
 import { PrefixCache } from '../store/cache.js';
 import type { Store, WatchEvent } from '../store/store.js';
 import { DesiredState, type Snapshot } from './desired.js';
-import type { PathView } from './paths.js';
+import type { PathView } from './path-monitor.js';
 import { endpointHosts } from '../core/compile/tunnel-path.js';
 import { remoteNodesOf } from '../core/compile/tunnels.js';
 import { type MeshNodeReport } from '../core/model.js';

@@ -32,7 +32,7 @@ import { VERSION } from '../version.js';
 import type { AgentConfig } from './config.js';
 import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
-import { PathMonitor } from './paths.js';
+import { PathMonitor } from './path-monitor.js';
 import { TunnelWatch } from './tunnelwatch.js';
 import { ensureTokenFile } from './secrets.js';
 

@@ -110,7 +110,7 @@ export function move(
 
 /**
  * A routed FIP goes through a tunnel from its pool's gateway to another node; routed to the
- * gateway itself it has nowhere to go, and the gateway's compile would refuse it (routed.ts).
+ * gateway itself it has nowhere to go, and the gateway's compile would refuse it (compile/tunnels.ts).
  * Refused here instead, when it is asked for.
  */
 export function refuseRoutedToGateway(fip: FloatingIp, pool: Pick<Pool, 'name' | 'gateway'>): void {

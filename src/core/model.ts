@@ -123,7 +123,7 @@ export interface NodeRecord {
   /** TCP/UDP ports the node itself listens on (API, SSH, tunnel): never forwarded away. */
   readonly reservedPorts: readonly ReservedPort[];
   readonly agentVersion?: string;
-  /** How the node's own traffic leaves when not by its own default route (see core/egress.ts). */
+  /** How the node's own traffic leaves when not by its own default route (see core/compile/egress.ts). */
   readonly egress?: Exclude<EgressMode, 'own'>;
   readonly registeredAt: string;
 }

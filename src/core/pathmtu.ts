@@ -1,6 +1,6 @@
 /**
  * What the agents' active probes through a tunnel decide. The probes themselves are effects
- * (src/agent/paths.ts sends them through the dataplane); the rules live here.
+ * (src/agent/path-monitor.ts sends them through the dataplane); the rules live here.
  *
  * Why probe at all: a tunnel's packets are bigger than what they carry, and somewhere between
  * the two ends a link may carry less than either end believes. When that link also loses

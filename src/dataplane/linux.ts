@@ -65,7 +65,7 @@ const ADDRESS_DEBOUNCE_MS = 100;
 /** Routes toward peers' endpoints change rarely: each is read again after this long. */
 const ROUTE_MTU_TTL_MS = 30_000;
 
-/** The path probes through tunnels (src/agent/paths.ts). */
+/** The path probes through tunnels (src/agent/path-monitor.ts). */
 const PING = { tool: 'ping', args: ['-V'], pkg: 'iputils-ping' };
 
 export class LinuxDataplane implements Dataplane {

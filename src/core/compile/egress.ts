@@ -31,16 +31,18 @@
  * node on its own default route and says why in one note, shown by `ipferry plan`.
  */
 import { compareAddressText, tryParseAddress } from '../address.js';
-import { element, type IntentElement, type RoutingTable } from '../../intent/elements.js';
+import {
+  element,
+  HOST_OWNER as HOST,
+  type IntentElement,
+  type RoutingTable,
+} from '../../intent/elements.js';
 import type { DefaultRoute, HostFacts } from '../../intent/facts.js';
 import type { NodeRecord } from '../model.js';
 import { EGRESS_RULE_PRIORITY, EGRESS_TABLE, type RouteVia } from '../names.js';
 import { parseEndpoint } from '../tunnel.js';
 // A cycle (routed.ts calls egressPart), harmless: only functions cross it, called after loading.
 import { nextHop, type TunnelOptions, tunnelLinkAddress } from './tunnel-path.js';
-
-/** Owner of host-wide elements: intent.ts's HOST_OWNER, as routed.ts writes it too. */
-const HOST = 'host';
 
 /** The key of egress notes among a host's refusals (`ipferry plan` shows `! egress: …`). */
 export const EGRESS_NOTE = 'egress';

@@ -131,7 +131,7 @@ function buildFipElements(fip: FloatingIp, pool: Pool): IntentElement[] {
     );
     if (a.masquerade) out.push(element('masq', { target: a.target }, owner));
   } else if (a.mode === 'routed') {
-    // Delivered through the tunnel to its node: see routed.ts.
+    // Delivered through the tunnel to its node: see tunnels.ts.
   } else {
     for (const f of fip.forwards) {
       const { protocol, target } = f;

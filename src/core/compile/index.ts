@@ -3,8 +3,11 @@
  * state. Pure and deterministic: the same input always gives the same, sorted intent, so the
  * agent can diff it against what the kernel reports and apply only the difference.
  *
- * An intent is a set of keyed elements, each one kernel object the drivers create, compare and
- * delete one by one (nftables map and set elements, counters, sysctls, addresses). Each belongs
+ * An intent is a set of keyed elements (src/intent/elements.ts), each one kernel object the
+ * drivers create, compare and delete one by one (nftables map and set elements, counters,
+ * sysctls, addresses, routes, rules). The parts: gateway.ts (a gateway's own FIPs and host
+ * elements), tunnels.ts (tunnels and what routes through them), egress.ts (a node's own traffic
+ * out through its gateway), and the mesh (../mesh.ts). Each element belongs
  * to an owner — a FIP, `pool:NAME` or `host` — which is how a failure is pinned on the FIP that
  * caused it. A FIP that moves changes the value of its elements, which the drivers replace in
  * one transaction, so the old mapping never disappears before the new one exists.
@@ -26,8 +29,8 @@
  * - `claim` FIP → uplink: an on-link FIP the gateway answers ARP/NDP for on its uplink (IPv4:
  *           the address on the uplink, labelled as ipferry's, or `proxy UPLINK`, a proxy ARP
  *           entry, for a FIP routed on into a tunnel; IPv6: always a proxy NDP entry). See
- *           `claimValue`.
- * - `route`, `rule`: routed delivery through the tunnel to the FIP's node (routed.ts); the node
+ *           `claimElement`.
+ * - `route`, `rule`: routed delivery through the tunnel to the FIP's node (tunnels.ts); the node
  *           holds the FIP as an address of its tunnel.
  * - `sysctl`, `table`: forwarding on; the table's fixed part at its version.
  */

@@ -32,7 +32,7 @@ export interface TunnelOptions {
    */
   readonly peerMtu?: ReadonlyMap<string, number>;
   /**
-   * Peer nodes whose path through the tunnel has been measured (src/agent/paths.ts). When
+   * Peer nodes whose path through the tunnel has been measured (src/agent/path-monitor.ts). When
    * given, a gateway routes FIPs only toward these: toward any other — a new peer included —
    * a path narrower than the tunnel believes, losing fragments and ICMP, would swallow the
    * first large packets, so it reports those FIPs DOWN with the reason instead. The peer is in

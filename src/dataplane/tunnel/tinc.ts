@@ -528,7 +528,7 @@ export class TincDriver implements TunnelDriver {
       `Interface = ${intent.name}`,
       'AddressFamily = any',
       `PrivateKeyFile = ${this.keyFile}`,
-      // The agents' probes measure the path (src/agent/paths.ts), as for WireGuard. tinc's own
+      // The agents' probes measure the path (src/agent/path-monitor.ts), as for WireGuard. tinc's own
       // discovery would send what is larger than what it has found so far over its TCP meta
       // connection meanwhile — so a large probe passes through a black hole and the path looks
       // whole — and settle a few bytes low. Off, every frame goes by UDP, unfragmented by tinc.
@@ -866,7 +866,7 @@ function pemLine(pem: string): string {
 
 /**
  * A peer's host file. tinc's own path MTU discovery is off (tinc.conf): the agents' probes
- * (src/agent/paths.ts) search the path for both drivers alike, and the routes and MSS clamps
+ * (src/agent/path-monitor.ts) search the path for both drivers alike, and the routes and MSS clamps
  * follow what they find.
  */
 function hostFile(peer: TunnelPeer): string {

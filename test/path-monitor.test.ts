@@ -1,6 +1,6 @@
 /**
  * Path probes through the tunnel: the search (src/core/pathmtu.ts), the monitor that sends the
- * probes (src/agent/paths.ts) against the strict fake's simulated paths, and an agent that turns
+ * probes (src/agent/path-monitor.ts) against the strict fake's simulated paths, and an agent that turns
  * a dead path into UNREACHABLE and a narrow one into routes with a lower MTU. The same behaviour
  * on a real kernel, through a real MTU black hole, is in test/cloudhome-migration.test.ts.
  */
@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../src/agent/config.js';
-import { PathMonitor } from '../src/agent/paths.js';
+import { PathMonitor } from '../src/agent/path-monitor.js';
 import { type RunningAgent, startAgent } from '../src/agent/run.js';
 import {
   LARGE_PROBE_PAYLOAD,
