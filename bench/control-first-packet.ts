@@ -28,7 +28,7 @@ import { LabAgents } from '../src/lab/agents.js';
 import { echoProbe, startEchoServer } from '../src/lab/probe.js';
 import { CLOUD_HOME as H, cloudHome, GATEWAY_LAN as L, gatewayLan } from '../src/lab/scenarios.js';
 import { Lab } from '../src/lab/topology.js';
-import { ensureBuilt } from '../test/build.js';
+import { ensureBuilt } from '../test/support/build.js';
 import { median, percentile } from './stats.js';
 import type { BenchModule, BenchOptions, BenchResult } from './types.js';
 

@@ -29,7 +29,7 @@ import { Lab } from '../src/lab/topology.js';
 import { ControlPlane } from '../src/service/control.js';
 import { openStore } from '../src/store/open.js';
 import type { Op } from '../src/store/store.js';
-import { ensureBuilt } from '../test/build.js';
+import { ensureBuilt } from '../test/support/build.js';
 import { round } from './control-first-packet.js';
 import { median } from './stats.js';
 import type { BenchModule, BenchOptions, BenchResult } from './types.js';
