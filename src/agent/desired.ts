@@ -7,8 +7,15 @@
  * of a node's mesh that grows with the fleet (see memberPart in src/core/mesh.ts) when a pass
  * was woken by anything else. Snapshots are never mutated afterwards: a change builds a new one.
  */
+import { IpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { parseStored } from '../core/json.js';
+import {
+  decodeFipStatus,
+  decodeFloatingIp,
+  decodeNodeRecord,
+  decodePool,
+} from '../core/records.js';
 import type { MeshConfirmation, MeshPolicyRecord } from '../core/mesh.js';
 import type { FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
 import type { CacheSink } from '../store/cache.js';
@@ -24,6 +31,8 @@ export interface Snapshot {
   readonly meshConfirm?: MeshConfirmation;
   /** Nodes whose agent holds a live lease. */
   readonly alive: ReadonlySet<string>;
+  /** Records skipped because they do not decode, by key, with the reason. */
+  readonly rejected: ReadonlyMap<string, string>;
 }
 
 type Kind = 'nodes' | 'pools' | 'fips' | 'statuses' | 'alive';
@@ -41,6 +50,7 @@ export class DesiredState implements CacheSink {
   private alive = new Set<string>();
   private meshPolicy?: MeshPolicyRecord;
   private meshConfirm?: MeshConfirmation;
+  private rejected = new Map<string, string>();
   /** What the last snapshot handed out, per kind; dropped when that kind changes. */
   private views: {
     nodes?: readonly NodeRecord[];
@@ -68,6 +78,7 @@ export class DesiredState implements CacheSink {
     this.alive = next.alive;
     this.meshPolicy = next.meshPolicy;
     this.meshConfirm = next.meshConfirm;
+    this.rejected = next.rejected;
     this.views = {};
   }
 
@@ -92,6 +103,7 @@ export class DesiredState implements CacheSink {
       fips: v.fips,
       statuses: v.statuses,
       alive: v.alive,
+      rejected: new Map(this.rejected),
       ...(this.meshPolicy ? { meshPolicy: this.meshPolicy } : {}),
       ...(this.meshConfirm ? { meshConfirm: this.meshConfirm } : {}),
     };
@@ -101,8 +113,25 @@ export class DesiredState implements CacheSink {
     this.views[kind] = undefined;
   }
 
+  /**
+   * Takes in one record. One that does not decode (not JSON, or not the shape its kind must
+   * have) is skipped with the reason, and whatever the key held before goes with it: the agent
+   * converges everything else, and never compiles what the API would have refused.
+   */
   private put(kv: KeyValue): void {
+    try {
+      this.take(kv);
+      this.rejected.delete(kv.key);
+    } catch (e) {
+      if (!(e instanceof IpferryError)) throw e;
+      this.delete(kv.key);
+      this.rejected.set(kv.key, rejection(e));
+    }
+  }
+
+  private take(kv: KeyValue): void {
     const k = kv.key;
+    const json = (): unknown => parseStored<unknown>(k, kv.value);
     if (k === keys.meshPolicy) this.meshPolicy = parseStored<MeshPolicyRecord>(k, kv.value);
     else if (k === keys.meshConfirm) this.meshConfirm = parseStored<MeshConfirmation>(k, kv.value);
     else if (k.startsWith(keys.alive)) {
@@ -113,16 +142,16 @@ export class DesiredState implements CacheSink {
         this.changed('alive');
       }
     } else if (k.startsWith(keys.nodes)) {
-      this.nodes.set(k, parseStored<NodeRecord>(k, kv.value));
+      this.nodes.set(k, decodeNodeRecord(json()));
       this.changed('nodes');
     } else if (k.startsWith(keys.pools)) {
-      this.pools.set(k, parseStored<Pool>(k, kv.value));
+      this.pools.set(k, decodePool(json()));
       this.changed('pools');
     } else if (k.startsWith(keys.fips)) {
-      this.fips.set(k, { fip: parseStored<FloatingIp>(k, kv.value), revision: kv.modRevision });
+      this.fips.set(k, { fip: decodeFloatingIp(json()), revision: kv.modRevision });
       this.changed('fips');
     } else if (k.startsWith(keys.statuses)) {
-      const status = parseStored<FipStatus>(k, kv.value);
+      const status = decodeFipStatus(json());
       this.statuses.set(status.address, status);
       this.changed('statuses');
     }
@@ -144,4 +173,10 @@ export class DesiredState implements CacheSink {
       if (this.statuses.delete(k.slice(keys.statuses.length))) this.changed('statuses');
     }
   }
+}
+
+/** Why a record was skipped, in one line: the error and each problem with its field. */
+function rejection(e: IpferryError): string {
+  const problems = e.problems?.map((p) => (p.path ? `${p.path} ${p.message}` : p.message));
+  return problems && problems.length > 0 ? problems.join('; ') : e.message;
 }

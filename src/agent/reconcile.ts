@@ -328,7 +328,22 @@ export class Reconciler {
   /** The desired state as the cache holds it, listed first when it is not following. */
   private async snapshot(): Promise<Snapshot> {
     await this.cache.sync();
-    return this.desired.snapshot(this.cache.revision);
+    const snapshot = this.desired.snapshot(this.cache.revision);
+    this.reportRejected(snapshot.rejected);
+    return snapshot;
+  }
+
+  /** Store records skipped since they do not decode, each said once (again when it changes). */
+  private readonly rejectedSaid = new Map<string, string>();
+
+  private reportRejected(rejected: ReadonlyMap<string, string>): void {
+    for (const [key, reason] of rejected) {
+      if (this.rejectedSaid.get(key) === reason) continue;
+      this.rejectedSaid.set(key, reason);
+      this.o.log.warn({ key, reason }, 'skipped a store record that does not decode');
+    }
+    for (const key of this.rejectedSaid.keys())
+      if (!rejected.has(key)) this.rejectedSaid.delete(key);
   }
 
   /** The desired state listed from the store now. */

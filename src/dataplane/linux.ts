@@ -13,7 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { IpferryError } from '../core/errors.js';
-import type { DefaultRoute, HostFacts } from '../intent/facts.js';
+import { type DefaultRoute, type HostFacts, isHandledInterfaceName } from '../intent/facts.js';
 import type { IntentElement } from '../intent/elements.js';
 import type { IntentDiff } from '../intent/diff.js';
 import { tryParseAddress } from '../core/address.js';
@@ -119,7 +119,7 @@ export class LinuxDataplane implements Dataplane {
     return {
       interfaces: links
         .map((l) => l.ifname)
-        .filter((n) => n !== 'lo')
+        .filter((n) => n !== 'lo' && this.handled(n))
         .sort(),
       addresses: links.flatMap((l) => own(l).flatMap((a) => a.local ?? [])).sort(),
       defaultRoutes: await this.defaultRoutes(
@@ -131,6 +131,21 @@ export class LinuxDataplane implements Dataplane {
         (dev) => links.find((l) => l.ifname === dev)?.mtu,
       ),
     };
+  }
+
+  /** Names of host interfaces left out of the facts, each said once in the log. */
+  private readonly unhandled = new Set<string>();
+
+  private handled(ifname: string): boolean {
+    if (isHandledInterfaceName(ifname)) return true;
+    if (!this.unhandled.has(ifname)) {
+      this.unhandled.add(ifname);
+      this.o.log?.warn(
+        { interface: ifname },
+        'an interface whose name no kernel command of ipferry can carry is left out (no hairpin for it)',
+      );
+    }
+    return false;
   }
 
   /**

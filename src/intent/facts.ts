@@ -27,3 +27,12 @@ export interface DefaultRoute {
 }
 
 export const NO_FACTS: HostFacts = { interfaces: [], addresses: [] };
+
+/**
+ * Interface names ipferry writes into a kernel command: letters, digits and `_.@+-`, at most 15
+ * (Linux's limit). Linux allows more (quotes, `#`); a host interface named otherwise is left out
+ * of the host's facts, so it can break no command, rather than breaking every apply.
+ */
+export function isHandledInterfaceName(name: string): boolean {
+  return /^[A-Za-z0-9_.@+-]{1,15}$/.test(name);
+}

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { IpferryError } from '../../src/core/errors.js';
 import type { IntentElement } from '../../src/intent/elements.js';
 import { NFT_SKELETON_VERSION } from '../../src/core/names.js';
 import {
@@ -308,5 +309,47 @@ describe('nftables ruleset', () => {
     assert.equal(parseTable(listing('ipferry skeleton 5'))[0]?.value, 'damaged');
     const [v4] = parseTable(listing('ipferry skeleton 4'));
     assert.equal(v4?.value, 'damaged');
+  });
+});
+
+describe('nftables ruleset: what reaches the script', () => {
+  const el = (kind: IntentElement['kind'], key: string, value = ''): IntentElement => ({
+    kind,
+    key,
+    value,
+    owner: key,
+  });
+
+  it('refuses an element whose values are not what its kind says, whatever the store held', () => {
+    const hostile: IntentElement[] = [
+      // A forward target that would close the element list and delete someone's table.
+      el(
+        'fwd',
+        '203.0.113.5 . tcp . 443',
+        '10.0.0.6 }; delete table inet canary; add table inet pwned {',
+      ),
+      el('dnat', '203.0.113.5', '10.0.0.6 } ; flush ruleset'),
+      el('fwd', '203.0.113.5 . tcp; flush ruleset . 443', '10.0.0.6'),
+      el('fwd', '203.0.113.5 . tcp . 70000', '10.0.0.6'),
+      el('fwdport', '203.0.113.5 . udp . 53', '10.0.0.6 . -1'),
+      el('hairpin', 'q"#', 'q"#'),
+      el('counter', '203.000.113.5'),
+      el('meshssh', '10.0.0.0/8 }'),
+      el('tuntarget', '198.18.0.10', '1272; flush ruleset'),
+    ];
+    for (const e of hostile) {
+      assert.throws(
+        () => renderElements('add', [e]),
+        (err: unknown) =>
+          err instanceof IpferryError &&
+          err.code === 'IPF_E_DATAPLANE' &&
+          /refused an element/.test(err.message),
+        `${e.kind} ${e.key} -> ${e.value}`,
+      );
+    }
+    // What compile gives is rendered as it was.
+    assert.deepEqual(renderElements('add', [el('fwd', '203.0.113.5 . tcp . 443', '10.0.0.6')]), [
+      'add element inet ipferry fwd4 { 203.0.113.5 . tcp . 443 : 10.0.0.6 }',
+    ]);
   });
 });

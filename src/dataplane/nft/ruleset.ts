@@ -7,6 +7,7 @@
  * 5,000 set elements.
  */
 import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/address.js';
+import { IpferryError } from '../../core/errors.js';
 import {
   decodeElement,
   element,
@@ -16,8 +17,8 @@ import {
   type KindOfFamily,
   kindsOf,
   type Payloads,
-  portsText,
 } from '../../intent/elements.js';
+import { isHandledInterfaceName } from '../../intent/facts.js';
 import { TUNNEL_IFNAME_PREFIX } from '../../core/tunnel.js';
 import type { FipCounter } from '../dataplane.js';
 import {
@@ -250,7 +251,60 @@ interface Target {
 
 type NftKind = KindOfFamily<'nft'>;
 
+/**
+ * The one way a value reaches the nft script: each is parsed again here and written as nft
+ * takes it, so a payload that is not what its kind says (a forward target `10.0.0.6 }; delete
+ * table …` from a store record) is refused as an element instead of changing the script.
+ */
+const nft = {
+  address(text: string): string {
+    const parsed = tryParseAddress(text);
+    if (!parsed || parsed.text !== text) throw unfit(`${JSON.stringify(text)} is not an address`);
+    return text;
+  },
+  /** A prefix, or a FIRST-LAST range (an interval someone added by hand, read back to delete). */
+  interval(text: string): string {
+    const [first = '', last] = text.split('-');
+    if (last !== undefined) return `${nft.address(first)}-${nft.address(last)}`;
+    const parsed = tryParsePrefix(text);
+    if (!parsed || parsed.text !== text) throw unfit(`${JSON.stringify(text)} is not a prefix`);
+    return text;
+  },
+  port(n: number): string {
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw unfit(`${String(n)} is not a port`);
+    return String(n);
+  },
+  ports(p: { first: number; last: number }): string {
+    if (p.first > p.last) throw unfit(`${p.first}-${p.last} is not a port range`);
+    return p.first === p.last ? nft.port(p.first) : `${nft.port(p.first)}-${nft.port(p.last)}`;
+  },
+  protocol(text: string): string {
+    if (text !== 'tcp' && text !== 'udp') throw unfit(`${JSON.stringify(text)} is not tcp or udp`);
+    return text;
+  },
+  /** An interface name as a quoted nft string: only characters that need no escaping. */
+  ifname(name: string): string {
+    if (!isHandledInterfaceName(name)) {
+      throw unfit(`${JSON.stringify(name)} is not an interface name nft can take`);
+    }
+    return `"${name}"`;
+  },
+  count(n: number): string {
+    if (!Number.isInteger(n) || n <= 0 || n > 65535) throw unfit(`${String(n)} is not an MSS`);
+    return String(n);
+  },
+  family(text: string): string {
+    if (text !== 'ipv4' && text !== 'ipv6') throw unfit(`${JSON.stringify(text)} is not a family`);
+    return text;
+  },
+};
+
+function unfit(reason: string): IpferryError {
+  return new IpferryError('IPF_E_DATAPLANE', { reason: `refused an element: ${reason}` });
+}
+
 const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
+const pair = (key: string, value: string): string => `${key} : ${value}`;
 
 /**
  * Per kind of this table, its map or set and its text there; the type checker holds the table
@@ -259,30 +313,58 @@ const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
  */
 const TARGETS: { readonly [K in NftKind]: (d: Payloads[K]) => Target | undefined } = {
   table: () => undefined,
-  hairpin: (d) => ({ container: 'hairpin', text: `"${d.ifname}" . "${d.ifname}"` }),
+  hairpin: (d) => ({
+    container: 'hairpin',
+    text: `${nft.ifname(d.ifname)} . ${nft.ifname(d.ifname)}`,
+  }),
   drop: (d) => ({
     container: `drop${v(d.first)}`,
-    text: d.first === d.last ? d.first : `${d.first}-${d.last}`,
+    text:
+      d.first === d.last ? nft.address(d.first) : `${nft.address(d.first)}-${nft.address(d.last)}`,
   }),
-  counter: (d) => ({ container: `counters${v(d.fip)}`, text: d.fip }),
-  dnat: (d) => ({ container: `dnat${v(d.fip)}`, text: `${d.fip} : ${d.target}` }),
-  snat: (d) => ({ container: `snat${v(d.target)}`, text: `${d.target} : ${d.fip}` }),
-  masq: (d) => ({ container: `masq${v(d.target)}`, text: d.target }),
+  counter: (d) => ({ container: `counters${v(d.fip)}`, text: nft.address(d.fip) }),
+  dnat: (d) => ({
+    container: `dnat${v(d.fip)}`,
+    text: pair(nft.address(d.fip), nft.address(d.target)),
+  }),
+  snat: (d) => ({
+    container: `snat${v(d.target)}`,
+    text: pair(nft.address(d.target), nft.address(d.fip)),
+  }),
+  masq: (d) => ({ container: `masq${v(d.target)}`, text: nft.address(d.target) }),
   fwd: (d) => ({
     container: `fwd${v(d.fip)}`,
-    text: `${d.fip} . ${d.protocol} . ${portsText(d.ports)} : ${d.target}`,
+    text: pair(
+      `${nft.address(d.fip)} . ${nft.protocol(d.protocol)} . ${nft.ports(d.ports)}`,
+      nft.address(d.target),
+    ),
   }),
   fwdport: (d) => ({
     container: `fwdport${v(d.fip)}`,
-    text: `${d.fip} . ${d.protocol} . ${d.port} : ${d.target} . ${d.targetPort}`,
+    text: pair(
+      `${nft.address(d.fip)} . ${nft.protocol(d.protocol)} . ${nft.port(d.port)}`,
+      `${nft.address(d.target)} . ${nft.port(d.targetPort)}`,
+    ),
   }),
-  tuntarget: (d) => ({ container: `tuntarget${v(d.target)}`, text: `${d.target} : ${d.mss}` }),
-  meshnat: (d) => ({ container: `meshnat${v(d.overlay)}`, text: `${d.overlay} : ${d.address}` }),
-  meshsnat: (d) => ({ container: `meshsnat${v(d.target)}`, text: `${d.target} : ${d.source}` }),
-  meshmember: (d) => ({ container: `meshmember${v(d.address)}`, text: d.address }),
-  meshssh: (d) => ({ container: `meshssh${v(d.prefix)}`, text: d.prefix }),
-  meshport: (d) => ({ container: 'meshport', text: `${d.protocol} . ${portsText(d.ports)}` }),
-  meshreject: (d) => ({ container: 'meshreject', text: d.family }),
+  tuntarget: (d) => ({
+    container: `tuntarget${v(d.target)}`,
+    text: pair(nft.address(d.target), nft.count(d.mss)),
+  }),
+  meshnat: (d) => ({
+    container: `meshnat${v(d.overlay)}`,
+    text: pair(nft.address(d.overlay), nft.address(d.address)),
+  }),
+  meshsnat: (d) => ({
+    container: `meshsnat${v(d.target)}`,
+    text: pair(nft.address(d.target), nft.address(d.source)),
+  }),
+  meshmember: (d) => ({ container: `meshmember${v(d.address)}`, text: nft.address(d.address) }),
+  meshssh: (d) => ({ container: `meshssh${v(d.prefix)}`, text: nft.interval(d.prefix) }),
+  meshport: (d) => ({
+    container: 'meshport',
+    text: `${nft.protocol(d.protocol)} . ${nft.ports(d.ports)}`,
+  }),
+  meshreject: (d) => ({ container: 'meshreject', text: nft.family(d.family) }),
 };
 
 function elementTarget(e: IntentElement): Target | undefined {

@@ -1,0 +1,188 @@
+/**
+ * Store records an agent cannot use are skipped with a reason, and never stop the rest from
+ * converging (issue 12, finding 2; finding 3's records too). The decoders on their own, then an
+ * agent (fake dataplane, SQLite store) given records through the store's own HTTP route with
+ * its admin token, as anyone who can write to the store could: a node record with
+ * `"addresses": 5, "reservedPorts": null`, and a FIP whose forward target would have closed the
+ * nftables element list. The agent skips both, says why in its log, keeps answering /v1/plan,
+ * and a FIP associated afterwards is ACTIVE within seconds.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { resolveConfig } from '../../src/agent/config.js';
+import { DesiredState } from '../../src/agent/desired.js';
+import { type RunningAgent, startAgent } from '../../src/agent/run.js';
+import { IpferryError } from '../../src/core/errors.js';
+import { keys } from '../../src/core/keys.js';
+import { decodeFloatingIp, decodeNodeRecord, decodePool } from '../../src/core/records.js';
+import { FakeDataplane } from '../../src/dataplane/fake.js';
+import { openHttpStore } from '../../src/store/http.js';
+import { tempDir, waitFor } from '../support/helpers.js';
+
+const NODE = { name: 'zzz', addresses: ['192.0.2.7'], reservedPorts: [], registeredAt: '' };
+const POOL = {
+  name: 'edge',
+  gateway: 'gw',
+  delivery: 'routed',
+  entries: [{ kind: 'cidr', cidr: '203.0.113.0/28' }],
+  tags: [],
+  createdAt: '',
+};
+const HOSTILE_FIP = {
+  address: '203.0.113.5',
+  family: 4,
+  pool: 'edge',
+  shared: false,
+  tags: [],
+  allocatedAt: '',
+  association: { mode: 'ports', target: '10.0.0.6', associatedAt: '' },
+  forwards: [
+    {
+      id: 'f1',
+      protocol: 'tcp',
+      port: 443,
+      portEnd: 443,
+      targetPort: 443,
+      target: '10.0.0.6 }; delete table inet canary; add table inet pwned {',
+    },
+  ],
+};
+
+const problems = (decode: () => unknown): string[] => {
+  try {
+    decode();
+    return [];
+  } catch (e) {
+    assert.ok(e instanceof IpferryError && e.code === 'IPF_E_VALIDATION', String(e));
+    return e.problems.map((p) => p.path);
+  }
+};
+
+describe('store records: decoded before compile sees them', () => {
+  it('accepts what the API writes and names every field that is not', () => {
+    assert.deepEqual(
+      problems(() => decodeNodeRecord(NODE)),
+      [],
+    );
+    assert.deepEqual(
+      problems(() => decodePool(POOL)),
+      [],
+    );
+    assert.deepEqual(
+      problems(() => decodeNodeRecord({ ...NODE, addresses: 5, reservedPorts: null })),
+      ['addresses'],
+    );
+    assert.deepEqual(
+      problems(() => decodeFloatingIp(HOSTILE_FIP)),
+      ['forwards[0].target'],
+    );
+    assert.deepEqual(
+      problems(() => decodePool({ ...POOL, delivery: 'onlink', uplink: 'eth0\nlink set lo down' })),
+      ['uplink'],
+    );
+    assert.deepEqual(
+      problems(() => decodeNodeRecord('x')),
+      ['', 'name', 'addresses'],
+    );
+  });
+
+  it('skips a record that does not decode, with the reason, and keeps the others', () => {
+    const kv = (key: string, value: unknown, modRevision = 1) => ({
+      key,
+      value: typeof value === 'string' ? value : JSON.stringify(value),
+      modRevision,
+      createRevision: 1,
+      version: 1,
+    });
+    const snapshot = DesiredState.of(
+      [
+        kv(keys.node('good'), { ...NODE, name: 'good' }),
+        kv(keys.node('zzz'), { ...NODE, addresses: 5, reservedPorts: null }),
+        kv(keys.node('broken'), '{not json'),
+        kv(keys.pool('edge'), POOL),
+        kv(keys.fip('203.0.113.5'), HOSTILE_FIP),
+      ],
+      7,
+    );
+    assert.deepEqual(
+      snapshot.nodes.map((n) => n.name),
+      ['good'],
+    );
+    assert.equal(snapshot.pools.length, 1);
+    assert.equal(snapshot.fips.length, 0);
+    assert.deepEqual([...snapshot.rejected.keys()].sort(), [
+      keys.fip('203.0.113.5'),
+      keys.node('broken'),
+      keys.node('zzz'),
+    ]);
+    assert.match(snapshot.rejected.get(keys.node('zzz')) ?? '', /^addresses must be a list/);
+    assert.match(snapshot.rejected.get(keys.node('broken')) ?? '', /not valid JSON/);
+  });
+});
+
+describe('an agent given records it cannot use (fake dataplane, SQLite)', () => {
+  let tmp: { dir: string; remove: () => Promise<void> };
+  let agent: RunningAgent | undefined;
+  const dataplane = new FakeDataplane();
+
+  before(async () => {
+    tmp = await tempDir('store-records');
+    const config = resolveConfig(
+      {},
+      {
+        node: 'gw',
+        store: `sqlite:${join(tmp.dir, 'state.db')}`,
+        listen: '127.0.0.1:0',
+        tokenFile: join(tmp.dir, 'token'),
+        logLevel: 'silent',
+      },
+      'test',
+    );
+    agent = await startAgent(config, { dataplane });
+    await agent.control.createPool({ name: 'edge', gateway: 'gw', entries: ['203.0.113.0/28'] });
+  });
+
+  after(async () => {
+    await agent?.stop();
+    await tmp?.remove();
+  });
+
+  it('skips them, answers its plan, and realises a FIP associated afterwards', async () => {
+    const token = (await readFile(join(tmp.dir, 'token'), 'utf8')).trim().split('\n')[0]!;
+    const store = await openHttpStore(agent!.url, { credential: token.split(/\s+/).pop()! });
+    try {
+      await store.txn({
+        compare: [],
+        success: [
+          {
+            type: 'put',
+            key: keys.node('zzz'),
+            value: JSON.stringify({ ...NODE, addresses: 5, reservedPorts: null }),
+          },
+          { type: 'put', key: keys.fip('203.0.113.5'), value: JSON.stringify(HOSTILE_FIP) },
+        ],
+      });
+    } finally {
+      await store.close();
+    }
+    const c = agent!.control;
+    await c.allocate({ address: '203.0.113.10' });
+    await c.associate('203.0.113.10', { target: '10.0.0.11', mode: 'nat' });
+    await waitFor(
+      '203.0.113.10 ACTIVE',
+      async () => (await c.getFip('203.0.113.10')).status?.state === 'ACTIVE',
+      10_000,
+    );
+    const plan = await agent!.app.inject({
+      method: 'GET',
+      url: '/v1/plan',
+      headers: { authorization: `Bearer ${token.split(/\s+/).pop()!}` },
+    });
+    assert.equal(plan.statusCode, 200, plan.body);
+    // Nothing of the hostile forward reached the dataplane.
+    assert.doesNotMatch(dataplane.dump(), /10\.0\.0\.6|pwned|canary/);
+    assert.match(dataplane.dump(), /dnat 203\.0\.113\.10 -> 10\.0\.0\.11/);
+  });
+});
