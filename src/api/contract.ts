@@ -15,13 +15,13 @@
  */
 import type { Static, TSchema } from '@sinclair/typebox';
 import * as s from './schemas.js';
+import { fillPath, type Method, ROUTE_PATHS, type RouteName } from './paths.js';
 
-export const API_PREFIX = '/v1';
+export { API_PREFIX, type Method, type RouteName } from './paths.js';
 export const DEFAULT_PORT = 7447;
 
 /** Who may call a route: anyone, any admin token, or a read-write admin token. */
 export type Auth = 'public' | 'read' | 'write';
-export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 export interface RouteSpec {
   readonly method: Method;
@@ -45,33 +45,27 @@ function route<const R extends RouteSpec>(spec: R): R {
   return spec;
 }
 
-const v = API_PREFIX;
-
 export const API = {
   health: route({
-    method: 'GET',
-    url: '/healthz',
+    ...ROUTE_PATHS.health,
     auth: 'public',
     hide: true,
     response: { 200: s.healthResponse },
   }),
   version: route({
-    method: 'GET',
-    url: `${v}/version`,
+    ...ROUTE_PATHS.version,
     auth: 'read',
     tags: ['agent'],
     response: { 200: s.versionResponse },
   }),
   status: route({
-    method: 'GET',
-    url: `${v}/status`,
+    ...ROUTE_PATHS.status,
     auth: 'read',
     tags: ['agent'],
     response: { 200: s.statusResponse },
   }),
   plan: route({
-    method: 'GET',
-    url: `${v}/plan`,
+    ...ROUTE_PATHS.plan,
     auth: 'read',
     tags: ['agent'],
     summary: 'What the agent would change in this host’s kernel now (changes nothing)',
@@ -79,15 +73,13 @@ export const API = {
   }),
 
   listPools: route({
-    method: 'GET',
-    url: `${v}/pools`,
+    ...ROUTE_PATHS.listPools,
     auth: 'read',
     tags: ['pools'],
     response: { 200: s.poolsResponse },
   }),
   createPool: route({
-    method: 'POST',
-    url: `${v}/pools`,
+    ...ROUTE_PATHS.createPool,
     auth: 'write',
     tags: ['pools'],
     summary: 'Create a pool of floating IPs homed on a gateway node',
@@ -95,16 +87,14 @@ export const API = {
     response: { 201: s.poolResponse },
   }),
   getPool: route({
-    method: 'GET',
-    url: `${v}/pools/:name`,
+    ...ROUTE_PATHS.getPool,
     auth: 'read',
     tags: ['pools'],
     params: s.nameParams,
     response: { 200: s.poolResponse },
   }),
   updatePool: route({
-    method: 'PATCH',
-    url: `${v}/pools/:name`,
+    ...ROUTE_PATHS.updatePool,
     auth: 'write',
     tags: ['pools'],
     summary:
@@ -114,8 +104,7 @@ export const API = {
     response: { 200: s.poolResponse },
   }),
   deletePool: route({
-    method: 'DELETE',
-    url: `${v}/pools/:name`,
+    ...ROUTE_PATHS.deletePool,
     auth: 'write',
     tags: ['pools'],
     params: s.nameParams,
@@ -123,16 +112,14 @@ export const API = {
   }),
 
   listFips: route({
-    method: 'GET',
-    url: `${v}/fips`,
+    ...ROUTE_PATHS.listFips,
     auth: 'read',
     tags: ['floating ips'],
     querystring: s.listFipsQuery,
     response: { 200: s.fipsResponse },
   }),
   allocate: route({
-    method: 'POST',
-    url: `${v}/fips`,
+    ...ROUTE_PATHS.allocate,
     auth: 'write',
     tags: ['floating ips'],
     summary: 'Allocate a floating IP (any free one, or a requested address)',
@@ -141,16 +128,14 @@ export const API = {
     response: { 200: s.allocateResponse, 201: s.allocateResponse },
   }),
   getFip: route({
-    method: 'GET',
-    url: `${v}/fips/:address`,
+    ...ROUTE_PATHS.getFip,
     auth: 'read',
     tags: ['floating ips'],
     params: s.addressParams,
     response: { 200: s.fipResponse },
   }),
   release: route({
-    method: 'DELETE',
-    url: `${v}/fips/:address`,
+    ...ROUTE_PATHS.release,
     auth: 'write',
     tags: ['floating ips'],
     summary: 'Release a floating IP (refused while associated unless force=true)',
@@ -159,8 +144,7 @@ export const API = {
     response: { 200: s.releaseResponse },
   }),
   associate: route({
-    method: 'POST',
-    url: `${v}/fips/:address/associate`,
+    ...ROUTE_PATHS.associate,
     auth: 'write',
     tags: ['floating ips'],
     summary: 'Associate a floating IP with a target',
@@ -169,8 +153,7 @@ export const API = {
     response: { 200: s.fipResponse },
   }),
   move: route({
-    method: 'POST',
-    url: `${v}/fips/:address/move`,
+    ...ROUTE_PATHS.move,
     auth: 'write',
     tags: ['floating ips'],
     summary: 'Re-associate a floating IP to a new target in one step',
@@ -179,8 +162,7 @@ export const API = {
     response: { 200: s.fipResponse },
   }),
   disassociate: route({
-    method: 'POST',
-    url: `${v}/fips/:address/disassociate`,
+    ...ROUTE_PATHS.disassociate,
     auth: 'write',
     tags: ['floating ips'],
     params: s.addressParams,
@@ -188,16 +170,14 @@ export const API = {
   }),
 
   listForwards: route({
-    method: 'GET',
-    url: `${v}/fips/:address/forwards`,
+    ...ROUTE_PATHS.listForwards,
     auth: 'read',
     tags: ['port forwards'],
     params: s.addressParams,
     response: { 200: s.forwardsResponse },
   }),
   addForward: route({
-    method: 'POST',
-    url: `${v}/fips/:address/forwards`,
+    ...ROUTE_PATHS.addForward,
     auth: 'write',
     tags: ['port forwards'],
     summary: 'Forward a protocol and port (or range) of a floating IP',
@@ -206,8 +186,7 @@ export const API = {
     response: { 201: s.forwardResponse },
   }),
   removeForward: route({
-    method: 'DELETE',
-    url: `${v}/fips/:address/forwards/:id`,
+    ...ROUTE_PATHS.removeForward,
     auth: 'write',
     tags: ['port forwards'],
     params: s.forwardParams,
@@ -215,23 +194,20 @@ export const API = {
   }),
 
   listNodes: route({
-    method: 'GET',
-    url: `${v}/nodes`,
+    ...ROUTE_PATHS.listNodes,
     auth: 'read',
     tags: ['nodes'],
     response: { 200: s.nodesResponse },
   }),
   getNode: route({
-    method: 'GET',
-    url: `${v}/nodes/:name`,
+    ...ROUTE_PATHS.getNode,
     auth: 'read',
     tags: ['nodes'],
     params: s.nameParams,
     response: { 200: s.nodeResponse },
   }),
   removeNode: route({
-    method: 'DELETE',
-    url: `${v}/nodes/:name`,
+    ...ROUTE_PATHS.removeNode,
     auth: 'write',
     tags: ['nodes'],
     summary:
@@ -240,8 +216,7 @@ export const API = {
     response: { 200: s.removeNodeResponse },
   }),
   createJoinToken: route({
-    method: 'POST',
-    url: `${v}/nodes/join-tokens`,
+    ...ROUTE_PATHS.createJoinToken,
     auth: 'write',
     tags: ['nodes'],
     summary: 'Create a single-use token that lets a remote agent join this hub',
@@ -250,8 +225,7 @@ export const API = {
   }),
 
   mesh: route({
-    method: 'GET',
-    url: `${v}/mesh`,
+    ...ROUTE_PATHS.mesh,
     auth: 'read',
     tags: ['mesh'],
     summary:
@@ -259,8 +233,7 @@ export const API = {
     response: { 200: s.meshResponse },
   }),
   setMeshPolicy: route({
-    method: 'PUT',
-    url: `${v}/mesh/policy`,
+    ...ROUTE_PATHS.setMeshPolicy,
     auth: 'write',
     tags: ['mesh'],
     summary: 'Set the mesh policy, optionally as a trial that rolls back unless confirmed in time',
@@ -268,8 +241,7 @@ export const API = {
     response: { 200: s.meshPolicyResponse },
   }),
   confirmMesh: route({
-    method: 'POST',
-    url: `${v}/mesh/confirm`,
+    ...ROUTE_PATHS.confirmMesh,
     auth: 'write',
     tags: ['mesh'],
     summary:
@@ -280,8 +252,7 @@ export const API = {
     response: { 200: s.meshConfirmResponse },
   }),
   auditMesh: route({
-    method: 'POST',
-    url: `${v}/mesh/audit`,
+    ...ROUTE_PATHS.auditMesh,
     // It changes nothing, and an audit is what a monitoring job with a read-only token runs; it
     // is a POST only because an inventory is too large for a query string.
     auth: 'read',
@@ -295,15 +266,13 @@ export const API = {
   }),
 
   ippool: route({
-    method: 'GET',
-    url: `${v}/ippool`,
+    ...ROUTE_PATHS.ippool,
     auth: 'read',
     tags: ['ip floater'],
     response: { 200: s.ippoolResponse },
   }),
   arp: route({
-    method: 'GET',
-    url: `${v}/arp/:mac`,
+    ...ROUTE_PATHS.arp,
     auth: 'read',
     tags: ['ip floater'],
     summary: 'MAC → address, from pool pins and the gateway neighbour table',
@@ -313,7 +282,10 @@ export const API = {
 } as const satisfies Record<string, RouteSpec>;
 
 export type Api = typeof API;
-export type RouteName = keyof Api;
+
+/** Every route of ROUTE_PATHS has its row here (and every row is built on one of them). */
+const EVERY_ROUTE: Readonly<Record<RouteName, RouteSpec>> = API;
+void EVERY_ROUTE;
 
 // What each route takes and answers, as TypeScript types -------------------------------------
 
@@ -331,10 +303,7 @@ export type ResponseOf<R extends RouteSpec> = R['response'][keyof R['response'] 
 
 /** The path of `route` with its parameters filled in (URL-encoded). */
 export function pathOf<R extends RouteSpec>(route: R, params?: ParamsOf<R>): string {
-  const values: Readonly<Record<string, string | undefined>> = params ?? {};
-  return route.url.replace(/:([A-Za-z]+)/g, (_, name: string) =>
-    encodeURIComponent(values[name] ?? ''),
-  );
+  return fillPath(route.url, params);
 }
 
 /** Path builders for requests made by hand (tests); programs use the client. */

@@ -7,44 +7,44 @@
  * The token is sent only as an `Authorization` header; it never appears in a URL, an error or a
  * log line.
  */
-import {
-  API,
-  pathOf,
-  type AddForwardRequest,
-  type AllocateRequest,
-  type AllocateResponse,
-  type ArpResponse,
-  type AssociateRequest,
-  type BodyOf,
-  type CreateJoinTokenRequest,
-  type CreatePoolRequest,
-  type DeletePoolResponse,
-  type FipView,
-  type ForwardView,
-  type HealthResponse,
-  type IppoolEntryView,
-  type JoinTokenResponse,
-  type MeshAudit,
-  type MeshAuditRequest,
-  type MeshConfirmRequest,
-  type MeshConfirmResponse,
-  type MeshPolicyResponse,
-  type MeshView,
-  type MoveRequest,
-  type NodeListView,
-  type ParamsOf,
-  type PlanResponse,
-  type PoolView,
-  type QueryOf,
-  type ReleaseResponse,
-  type RemoveForwardResponse,
-  type RemoveNodeResponse,
-  type ResponseOf,
-  type RouteSpec,
-  type SetMeshPolicyRequest,
-  type StatusResponse,
-  type UpdatePoolRequest,
-  type VersionResponse,
+import { fillPath, ROUTE_PATHS, type RouteName } from '../api/paths.js';
+import type {
+  Api,
+  AddForwardRequest,
+  AllocateRequest,
+  AllocateResponse,
+  ArpResponse,
+  AssociateRequest,
+  BodyOf,
+  CreateJoinTokenRequest,
+  CreatePoolRequest,
+  DeletePoolResponse,
+  FipView,
+  ForwardView,
+  HealthResponse,
+  IppoolEntryView,
+  JoinTokenResponse,
+  MeshAudit,
+  MeshAuditRequest,
+  MeshConfirmRequest,
+  MeshConfirmResponse,
+  MeshPolicyResponse,
+  MeshView,
+  MoveRequest,
+  NodeListView,
+  ParamsOf,
+  PlanResponse,
+  PoolView,
+  QueryOf,
+  ReleaseResponse,
+  RemoveForwardResponse,
+  RemoveNodeResponse,
+  ResponseOf,
+  RouteSpec,
+  SetMeshPolicyRequest,
+  StatusResponse,
+  UpdatePoolRequest,
+  VersionResponse,
 } from '../api/contract.js';
 import { ERRORS, IpferryError, type ErrorBody, type ErrorCode } from '../core/errors.js';
 import {
@@ -164,105 +164,107 @@ export class ApiClient {
   }
 
   health(): Promise<HealthResponse> {
-    return this.call(API.health);
+    return this.call('health');
   }
   version(): Promise<VersionResponse> {
-    return this.call(API.version);
+    return this.call('version');
   }
   plan(): Promise<PlanResponse> {
-    return this.call(API.plan);
+    return this.call('plan');
   }
   status(): Promise<StatusResponse> {
-    return this.call(API.status);
+    return this.call('status');
   }
 
   listPools(): Promise<PoolView[]> {
-    return this.call(API.listPools);
+    return this.call('listPools');
   }
   createPool(body: CreatePoolRequest): Promise<PoolView> {
-    return this.call(API.createPool, { body });
+    return this.call('createPool', { body });
   }
   getPool(name: string): Promise<PoolView> {
-    return this.call(API.getPool, { params: { name } });
+    return this.call('getPool', { params: { name } });
   }
   updatePool(name: string, body: UpdatePoolRequest): Promise<PoolView> {
-    return this.call(API.updatePool, { params: { name }, body });
+    return this.call('updatePool', { params: { name }, body });
   }
   deletePool(name: string): Promise<DeletePoolResponse> {
-    return this.call(API.deletePool, { params: { name } });
+    return this.call('deletePool', { params: { name } });
   }
 
   listFips(pool?: string): Promise<FipView[]> {
-    return this.call(API.listFips, { query: { pool } });
+    return this.call('listFips', { query: { pool } });
   }
   allocate(body: AllocateRequest): Promise<AllocateResponse> {
-    return this.call(API.allocate, { body });
+    return this.call('allocate', { body });
   }
   getFip(address: string): Promise<FipView> {
-    return this.call(API.getFip, { params: { address } });
+    return this.call('getFip', { params: { address } });
   }
   release(address: string, force = false): Promise<ReleaseResponse> {
-    return this.call(API.release, { params: { address }, query: force ? { force: 'true' } : {} });
+    return this.call('release', { params: { address }, query: force ? { force: 'true' } : {} });
   }
   associate(address: string, body: AssociateRequest): Promise<FipView> {
-    return this.call(API.associate, { params: { address }, body });
+    return this.call('associate', { params: { address }, body });
   }
   move(address: string, body: MoveRequest): Promise<FipView> {
-    return this.call(API.move, { params: { address }, body });
+    return this.call('move', { params: { address }, body });
   }
   disassociate(address: string): Promise<FipView> {
-    return this.call(API.disassociate, { params: { address }, body: {} });
+    return this.call('disassociate', { params: { address }, body: {} });
   }
 
   listForwards(address: string): Promise<ForwardView[]> {
-    return this.call(API.listForwards, { params: { address } });
+    return this.call('listForwards', { params: { address } });
   }
   addForward(address: string, body: AddForwardRequest): Promise<ForwardView> {
-    return this.call(API.addForward, { params: { address }, body });
+    return this.call('addForward', { params: { address }, body });
   }
   removeForward(address: string, id: string): Promise<RemoveForwardResponse> {
-    return this.call(API.removeForward, { params: { address, id } });
+    return this.call('removeForward', { params: { address, id } });
   }
 
   listNodes(): Promise<NodeListView[]> {
-    return this.call(API.listNodes);
+    return this.call('listNodes');
   }
   getNode(name: string): Promise<NodeListView> {
-    return this.call(API.getNode, { params: { name } });
+    return this.call('getNode', { params: { name } });
   }
   createJoinToken(body: CreateJoinTokenRequest): Promise<JoinTokenResponse> {
-    return this.call(API.createJoinToken, { body });
+    return this.call('createJoinToken', { body });
   }
   removeNode(name: string): Promise<RemoveNodeResponse> {
-    return this.call(API.removeNode, { params: { name } });
+    return this.call('removeNode', { params: { name } });
   }
 
   mesh(): Promise<MeshView> {
-    return this.call(API.mesh);
+    return this.call('mesh');
   }
   setMeshPolicy(body: SetMeshPolicyRequest): Promise<MeshPolicyResponse> {
-    return this.call(API.setMeshPolicy, { body });
+    return this.call('setMeshPolicy', { body });
   }
   confirmMesh(body: MeshConfirmRequest = {}): Promise<MeshConfirmResponse> {
-    return this.call(API.confirmMesh, { body });
+    return this.call('confirmMesh', { body });
   }
   auditMesh(body: MeshAuditRequest): Promise<MeshAudit> {
-    return this.call(API.auditMesh, { body });
+    return this.call('auditMesh', { body });
   }
 
   ippool(): Promise<IppoolEntryView[]> {
-    return this.call(API.ippool);
+    return this.call('ippool');
   }
   arp(mac: string): Promise<ArpResponse> {
-    return this.call(API.arp, { params: { mac } });
+    return this.call('arp', { params: { mac } });
   }
 
-  private async call<R extends RouteSpec>(
-    route: R,
-    input: RouteInput<R> = {},
-  ): Promise<ResponseOf<R>> {
-    const { method } = route;
-    const path = pathOf(route, input.params) + queryString(input.query);
+  /** One request of route `name`: its method and path at run time, its types from the table. */
+  private async call<N extends RouteName>(
+    name: N,
+    input: RouteInput<Api[N]> = {},
+  ): Promise<ResponseOf<Api[N]>> {
+    const { method, url } = ROUTE_PATHS[name];
+    const params = input.params as Readonly<Record<string, string | undefined>> | undefined;
+    const path = fillPath(url, params) + queryString(input.query);
     let status: number;
     let text: string;
     try {
@@ -279,7 +281,7 @@ export class ApiClient {
 
     const parsed = parseJson(text);
     if (status >= 200 && status < 300) {
-      if (parsed.ok) return parsed.value as ResponseOf<R>;
+      if (parsed.ok) return parsed.value as ResponseOf<Api[N]>;
       throw new RemoteError(status, {
         code: 'IPF_E_INTERNAL',
         message: `The agent answered ${method} ${path} with HTTP ${status} and a body that is not JSON.`,
