@@ -31,10 +31,11 @@ function listOf(p: Problems, path: string, value: unknown): unknown[] {
   return [];
 }
 
-function text(p: Problems, path: string, value: unknown, optional = false): string | undefined {
-  if (value === undefined && optional) return undefined;
-  if (typeof value === 'string' && value.length <= 4096) return value;
-  p.add(path, 'must be text');
+function text(p: Problems, path: string, value: unknown, optional = false, longest = 4096): void {
+  if (value === undefined && optional) return;
+  if (typeof value !== 'string' || value.length > longest) {
+    p.add(path, `must be text of at most ${longest} characters`);
+  }
 }
 
 function port(p: Problems, path: string, value: unknown, lowest = 1): number {
@@ -172,6 +173,7 @@ export function decodeFipStatus(value: unknown): FipStatus {
   oneOf(p, 'state', r.state, ['DOWN', 'ACTIVE', 'UNREACHABLE', 'ERROR']);
   checkName(p, 'node', r.node);
   if (!Number.isInteger(r.revision)) p.add('revision', 'must be a whole number');
-  text(p, 'message', r.message, true);
+  // An agent's own report of a refused apply carries the tool's whole stderr.
+  text(p, 'message', r.message, true, 1 << 20);
   return done<FipStatus>(p, r);
 }
