@@ -57,7 +57,7 @@ export function diffIntent(
 
 /**
  * The general diff, for lists in any order (duplicates: the last of an id counts): maps of
- * element ids. diffIntent's merge walk must always agree with it (test/core-intent.test.ts).
+ * element ids. diffIntent's merge walk must always agree with it (test/unit/core-intent.test.ts).
  */
 export function diffById(
   desired: readonly IntentElement[],

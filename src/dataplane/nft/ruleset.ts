@@ -145,7 +145,7 @@ const CHAINS: Record<string, [string, string[]]> = {
       // change out included. A removed member cannot open new connections.
       'ct state established,related accept',
       // The failsafe: SSH from these prefixes passes whatever else the mesh says, ahead of the
-      // drop (test/nft-ruleset.test.ts holds the order).
+      // drop (test/unit/nft-ruleset.test.ts holds the order).
       'tcp dport 22 ip saddr @meshssh4 accept',
       'tcp dport 22 ip6 saddr @meshssh6 accept',
       'ip saddr @meshmember4 accept',

@@ -2,7 +2,7 @@
  * The seam between the agent and a host's tunnels. A driver makes one tunnel interface look
  * like a TunnelIntent (src/core/tunnel.ts) and reads it back; the WireGuard and tinc drivers and
  * the strict fake implement it alike and are held to one conformance suite
- * (test/tunnel-conformance.ts).
+ * (test/support/tunnel-conformance.ts).
  */
 import type {
   ObservedTunnel,
