@@ -6,24 +6,26 @@
  * - an admin token (token file) may do everything; a read-only one only the GET routes;
  * - a node credential (api/join.ts) may read under ROOT except PRIVATE_PREFIXES (its gets of them
  *   are refused, its lists and watches leave them out) and under HEALTH_ROOT (the nodes' health
- *   reports), and write only its own registration and status: keys.node(self),
- *   keys.nodeAlive(self) and keys.nodeHealth(self) (put or delete, a value whose `name` is
- *   itself), keys.status(address) with a value whose `node` is itself and whose `address` is
- *   that address, and keys.overlay(address) with a value whose `name` is itself (its overlay
- *   address's lock). Leases it grants are recorded as its own (keys.leaseOwner, attached to the
- *   lease); it may keep alive, revoke and attach keys to those only. Its compares may name only
- *   keys it may read. Anything else is refused with IPF_E_FORBIDDEN before the store is touched,
- *   so a refused request writes nothing.
+ *   reports), and write only what is its own, in the shape it must have: core/node-writes.ts
+ *   holds the rules (its registration, liveness under its own lease, health, its overlay lock
+ *   by compare-and-create, statuses of the FIPs it serves, with limits), node-writes.ts here
+ *   reads what they need. Leases it grants are recorded as its own (keys.leaseOwner, attached
+ *   to the lease), short and few; it may keep alive, revoke and attach keys to those only. Its
+ *   compares may name only keys it may read. Anything else is refused with IPF_E_FORBIDDEN
+ *   before the store is touched, so a refused request writes nothing.
  */
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { IpferryError, isIpferryError } from '../core/errors.js';
 import { HEALTH_ROOT, keys, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
-import type { Op, Store, Txn, Watch, WatchEvent } from '../store/store.js';
+import { MAX_NODE_LEASE_TTL_SECONDS } from '../core/node-writes.js';
+import type { Store, Txn, Watch, WatchEvent } from '../store/store.js';
 import {
   HEARTBEAT_DEFAULT_MS,
   HEARTBEAT_MAX_MS,
   HEARTBEAT_MIN_MS,
+  LEASE_TTL_MAX_SECONDS,
+  MAX_KEY_LENGTH,
   STORE_ROUTES,
   type GetResponse,
   type GrantLeaseRequest,
@@ -31,6 +33,12 @@ import {
   type WatchLine,
 } from '../store/wire.js';
 import { callerOf, type Caller } from './auth.js';
+import {
+  checkNodeLeaseCount,
+  checkNodeWrite,
+  forbidden as forbiddenFor,
+  requireOwnLease,
+} from './node-writes.js';
 
 /** A watch stream whose client does not read is dropped past this (it reconnects and resumes). */
 const WATCH_MAX_BUFFER = 32 * 1024 * 1024;
@@ -39,7 +47,27 @@ const TXN_BODY_LIMIT = 16 * 1024 * 1024;
 
 // --- schemas ---------------------------------------------------------------------------------
 
-const key = { type: 'string', description: 'store key' };
+/**
+ * Keys and prefixes are printable text: an empty key, a NUL or a line break is a
+ * request error, not a store failure.
+ */
+const KEY_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+const key = {
+  type: 'string',
+  minLength: 1,
+  maxLength: MAX_KEY_LENGTH,
+  pattern: KEY_PATTERN,
+  description: 'store key',
+};
+/** A prefix may be empty (everything) to read; never to delete. */
+const prefix = {
+  type: 'string',
+  maxLength: MAX_KEY_LENGTH,
+  pattern: '^[^\\u0000-\\u001f\\u007f]*$',
+};
+const deletedPrefix = { ...prefix, minLength: 1 };
+/** Lease ids are what the stores make: hex (SQLite) or decimal (etcd). */
+const leaseId = { type: 'string', pattern: '^[0-9A-Za-z]{1,32}$' };
 const decimal = { type: 'string', pattern: '^-?[0-9]{1,15}$' };
 
 const compare = {
@@ -79,7 +107,7 @@ const op = {
         type: { const: 'put' },
         key,
         value: { type: 'string' },
-        lease: { type: 'string' },
+        lease: leaseId,
       },
     },
     {
@@ -92,7 +120,7 @@ const op = {
       type: 'object',
       additionalProperties: false,
       required: ['type', 'prefix'],
-      properties: { type: { const: 'deletePrefix' }, prefix: { type: 'string' } },
+      properties: { type: { const: 'deletePrefix' }, prefix: deletedPrefix },
     },
   ],
 };
@@ -100,7 +128,7 @@ const op = {
 const leaseParams = {
   type: 'object',
   required: ['id'],
-  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
+  properties: { id: leaseId },
 };
 
 const schemas = {
@@ -121,7 +149,7 @@ const schemas = {
       type: 'object',
       additionalProperties: false,
       required: ['prefix'],
-      properties: { prefix: { type: 'string' } },
+      properties: { prefix },
     },
   },
   txn: {
@@ -146,7 +174,7 @@ const schemas = {
       additionalProperties: false,
       required: ['prefix'],
       properties: {
-        prefix: { type: 'string' },
+        prefix,
         fromRevision: decimal,
         heartbeatMs: { type: 'string', pattern: '^[0-9]{1,9}$' },
       },
@@ -159,7 +187,9 @@ const schemas = {
       type: 'object',
       additionalProperties: false,
       required: ['ttlSeconds'],
-      properties: { ttlSeconds: { type: 'number', exclusiveMinimum: 0 } },
+      properties: {
+        ttlSeconds: { type: 'number', exclusiveMinimum: 0, maximum: LEASE_TTL_MAX_SECONDS },
+      },
     },
   },
   keepAlive: { tags: ['store'], summary: 'Refresh a lease', params: leaseParams },
@@ -169,9 +199,7 @@ const schemas = {
 // --- what a node credential may do -----------------------------------------------------------
 
 function forbidden(caller: { node: string }, what: string): IpferryError {
-  return new IpferryError('IPF_E_FORBIDDEN', {
-    reason: `the credential of node ${caller.node} may not ${what}`,
-  });
+  return forbiddenFor(caller.node, what);
 }
 
 function isPrivate(key: string): boolean {
@@ -202,72 +230,11 @@ function readFilter(caller: Caller, prefix: string): ((key: string) => boolean) 
   return nodeMayRead;
 }
 
-function parseObject(value: string): Record<string, unknown> | undefined {
-  try {
-    const parsed: unknown = JSON.parse(value);
-    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
-      ? (parsed as Record<string, unknown>)
-      : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function checkNodeOp(caller: { node: string }, o: Op): void {
-  const self = caller.node;
-  if (o.type === 'deletePrefix') throw forbidden(caller, 'delete by prefix');
-  const own =
-    o.key === keys.node(self) || o.key === keys.nodeAlive(self) || o.key === keys.nodeHealth(self);
-  if (o.type === 'delete') {
-    if (!own) throw forbidden(caller, `delete ${o.key}`);
-    return;
-  }
-  const value = parseObject(o.value);
-  if (own) {
-    if (value?.['name'] !== self) {
-      throw forbidden(caller, `write ${o.key} with a value whose name is not ${self}`);
-    }
-    return;
-  }
-  if (o.key.startsWith(keys.overlays)) {
-    // Its own overlay address's lock (service/mesh.ts: ensureOverlay), taken with its record.
-    if (value?.['name'] !== self) {
-      throw forbidden(caller, `lock ${o.key} for another node than ${self}`);
-    }
-    return;
-  }
-  if (o.key.startsWith(keys.statuses)) {
-    const address = o.key.slice(keys.statuses.length);
-    if (value?.['node'] !== self || value['address'] !== address) {
-      throw forbidden(
-        caller,
-        `write ${o.key} with a status that is not its own (node ${self}, address ${address})`,
-      );
-    }
-    return;
-  }
-  throw forbidden(caller, `write ${o.key}`);
-}
-
-/** Throws unless `lease` was granted through this hub by `node`. */
-async function requireOwnLease(store: Store, node: string, lease: string): Promise<void> {
-  const owner = await store.get(keys.leaseOwner(lease));
-  if (!owner) {
-    throw new IpferryError('IPF_E_STORE', {
-      reason: `lease ${lease} does not exist (expired or revoked) or was not granted by node ${node}`,
-    });
-  }
-  if (owner.value !== node) throw forbidden({ node }, `use lease ${lease} of another node`);
-}
-
 async function checkNodeTxn(store: Store, caller: { node: string }, txn: Txn): Promise<void> {
   for (const c of txn.compare) {
     if (!nodeMayRead(c.key)) throw forbidden(caller, `compare ${c.key}`);
   }
-  const ops = [...txn.success, ...(txn.failure ?? [])];
-  for (const o of ops) checkNodeOp(caller, o);
-  const leases = new Set(ops.flatMap((o) => (o.type === 'put' && o.lease ? [o.lease] : [])));
-  for (const lease of leases) await requireOwnLease(store, caller.node, lease);
+  await checkNodeWrite(store, caller.node, txn, new Date());
 }
 
 // --- routes ----------------------------------------------------------------------------------
@@ -318,6 +285,15 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
     async (request, reply): Promise<LeaseResponse> => {
       const caller = callerOf(request);
       const { ttlSeconds } = request.body as GrantLeaseRequest;
+      if (caller.kind === 'node') {
+        if (ttlSeconds > MAX_NODE_LEASE_TTL_SECONDS) {
+          throw forbidden(
+            caller,
+            `take a lease of more than ${MAX_NODE_LEASE_TTL_SECONDS} s (asked ${ttlSeconds} s)`,
+          );
+        }
+        await checkNodeLeaseCount(store, caller.node);
+      }
       const lease = await store.grantLease(ttlSeconds);
       if (caller.kind === 'node') {
         try {

@@ -35,6 +35,10 @@ export const STORE_ROUTES = {
 export const JOIN_ROUTE = '/v1/join';
 
 /** Default and bounds of the watch heartbeat interval (ms). */
+/** The longest key or prefix the hub takes (its own keys are far shorter). */
+export const MAX_KEY_LENGTH = 1024;
+/** The longest lease the hub grants: a week (a node credential may take far less: node-writes.ts). */
+export const LEASE_TTL_MAX_SECONDS = 7 * 24 * 3600;
 export const HEARTBEAT_DEFAULT_MS = 5_000;
 export const HEARTBEAT_MIN_MS = 20;
 export const HEARTBEAT_MAX_MS = 60_000;

@@ -27,7 +27,7 @@ import { ControlPlane } from '../../src/service/control.js';
 import { type HttpStore, joinHub, openHttpStore } from '../../src/store/http.js';
 import { openStore } from '../../src/store/open.js';
 import { openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
-import type { Op, Store, WatchEvent } from '../../src/store/store.js';
+import type { Compare, Op, Store, WatchEvent } from '../../src/store/store.js';
 import { tempDir, TOKEN_FILE_TEXT, TOKEN_RO, TOKEN_RW, waitFor } from '../support/helpers.js';
 import { storeConformance } from '../support/store-conformance.js';
 
@@ -478,11 +478,27 @@ void describe('http store: what a node credential may do', () => {
       (await node.list(keys.health)).kvs.map((kv) => kv.key),
       [keys.nodeHealth('b1')],
     );
-    const fip = await hub.store.get(keys.fip('192.0.2.1'));
+    // Statuses only of FIPs it serves: those of the pools it is the gateway of.
+    await hub.control.createPool({ name: 'home', gateway: 'b1', entries: ['198.51.100.0/29'] });
+    await hub.control.allocate({ address: '198.51.100.1' });
+    const theirs = await hub.store.get(keys.fip('192.0.2.1'));
+    await assert.rejects(
+      control.reportStatuses([
+        {
+          address: '192.0.2.1',
+          state: 'DOWN',
+          node: 'b1',
+          revision: theirs!.modRevision,
+          updatedAt: 'now',
+        },
+      ]),
+      isCode('IPF_E_FORBIDDEN', /gateway gw1 serves it/),
+    );
+    const fip = await hub.store.get(keys.fip('198.51.100.1'));
     assert.equal(
       await control.reportStatuses([
         {
-          address: '192.0.2.1',
+          address: '198.51.100.1',
           state: 'DOWN',
           node: 'b1',
           revision: fip!.modRevision,
@@ -492,7 +508,7 @@ void describe('http store: what a node credential may do', () => {
       1,
     );
     assert.equal((await hub.control.getNode('b1')).alive, true);
-    assert.equal((await hub.control.getFip('192.0.2.1')).status.node, 'b1');
+    assert.equal((await hub.control.getFip('198.51.100.1')).status.node, 'b1');
     await node.revokeLease(lease);
     assert.equal((await hub.control.getNode('b1')).alive, false);
     assert.equal(await hub.store.get(keys.nodeHealth('b1')), undefined, 'gone with the lease');
@@ -511,7 +527,8 @@ void describe('http store: what a node credential may do', () => {
         node.txn({ compare: [], success });
     try {
       await refused(txn(put(keys.node('gw1'), JSON.stringify({ name: 'gw1' }))), /write/);
-      await refused(txn(put(keys.node('b1'), JSON.stringify({ name: 'gw1' }))), /name is not b1/);
+      const asGw1 = { name: 'gw1', addresses: [], reservedPorts: [], registeredAt: 'now' };
+      await refused(txn(put(keys.node('b1'), JSON.stringify(asGw1))), /name is not b1/);
       await refused(txn(put(keys.nodeAlive('b2'), JSON.stringify({ name: 'b2' }))));
       await refused(txn(put(keys.nodeHealth('b2'), JSON.stringify({ name: 'b2' }))));
       await refused(
@@ -1068,6 +1085,236 @@ void describe('ipferry node join-token create', () => {
     const r = await run(['node', 'join-token', 'create'], TOKEN_RO);
     assert.equal(r.code, 1);
     assert.match(r.err, /^error IPF_E_FORBIDDEN: .*may only read/m);
+    assert.equal(await snapshot(hub.store), before);
+  });
+});
+
+// The attacks of a security review (issue 12), replayed by a joined node against its hub: each
+// is refused, writes nothing, and the records the agents compile stay as the operator left them.
+void describe('http store: a joined node that lies', () => {
+  let hub: Hub;
+  let node: HttpStore;
+  let credential: string;
+  let hubOverlay: string;
+
+  before(async () => {
+    hub = await startHub();
+    await hub.control.registerNode({ name: 'gw1', addresses: ['203.0.113.1'], reservedPorts: [] });
+    await hub.control.createPool({ name: 'public', gateway: 'gw1', entries: ['192.0.2.0/28'] });
+    await hub.control.allocate({ address: '192.0.2.1' });
+    await hub.control.mesh.setPolicy({ overlay: '10.99.0.0/24', fleet: {} });
+    hubOverlay = (await hub.control.getNode('gw1')).overlayIp!;
+    credential = await joinHub(hub.url, { token: await createJoinToken(hub), node: 'zzz' });
+    node = await openHttpStore(hub.url, { credential, heartbeatMs: 100 });
+    // The honest path: it registers and takes a free overlay address by compare-and-create.
+    await new ControlPlane(node).registerNode({
+      name: 'zzz',
+      addresses: ['198.51.100.9', '10.1.0.9'],
+      reservedPorts: [],
+    });
+  });
+  after(async () => {
+    await node.close();
+    await hub.close();
+    await hub.store.close();
+  });
+
+  async function refusedAs(code: string, call: () => Promise<unknown>, pattern?: RegExp) {
+    const before = await snapshot(hub.store);
+    await assert.rejects(call(), (e) => {
+      assert.ok(e instanceof IpferryError, String(e));
+      assert.ok(e.code === code || e.message.includes(code), `${code}: ${e.message}`);
+      if (pattern) assert.match(e.message, pattern);
+      return true;
+    });
+    assert.equal(await snapshot(hub.store), before, 'a refused call must write nothing');
+  }
+  const refused = (call: () => Promise<unknown>, pattern?: RegExp) =>
+    refusedAs('IPF_E_FORBIDDEN', call, pattern);
+
+  async function own(): Promise<Record<string, unknown>> {
+    return JSON.parse((await hub.store.get(keys.node('zzz')))!.value) as Record<string, unknown>;
+  }
+
+  void it('got its own overlay address by compare-and-create', async () => {
+    const mine = (await own()).overlayIp as string;
+    assert.match(mine, /^10\.99\.0\./);
+    assert.notEqual(mine, hubOverlay);
+    assert.equal(JSON.parse((await hub.store.get(keys.overlay(mine)))!.value).name, 'zzz');
+  });
+
+  void it("cannot take over another node's overlay address (finding 1)", async () => {
+    const self = await own();
+    const current = await hub.store.get(keys.node('zzz'));
+    const lock = await hub.store.get(keys.overlay(hubOverlay));
+    const lease = await node.grantLease(15);
+    const takeover = { ...self, overlayIp: hubOverlay };
+    const attack = (compare: Compare[]) => () =>
+      node.txn({
+        compare,
+        success: [
+          put(keys.node('zzz'), JSON.stringify(takeover)),
+          put(keys.nodeAlive('zzz'), JSON.stringify({ name: 'zzz', since: 'now' }), lease),
+          put(keys.overlay(hubOverlay), JSON.stringify({ name: 'zzz' })),
+        ],
+      });
+    // As the review sent it (no compare), and as a careful attacker would (pinned on the lock).
+    await refused(attack([]), /compare/);
+    await refused(
+      attack([
+        { key: keys.node('zzz'), target: 'mod', op: '=', value: current!.modRevision },
+        { key: keys.overlay(hubOverlay), target: 'mod', op: '=', value: lock!.modRevision },
+      ]),
+      /node gw1 holds it/,
+    );
+    // Nor by naming the address in its record without the lock.
+    await refused(
+      () => node.txn({ compare: [], success: [put(keys.node('zzz'), JSON.stringify(takeover))] }),
+      /without its lock/,
+    );
+    // Nor a lock for an address outside the overlay, nor a lock for someone else.
+    await refused(
+      () =>
+        node.txn({
+          compare: [{ key: keys.overlay('8.8.8.8'), target: 'create', op: '=', value: 0 }],
+          success: [
+            put(keys.node('zzz'), JSON.stringify({ ...self, overlayIp: '8.8.8.8' })),
+            put(keys.overlay('8.8.8.8'), JSON.stringify({ name: 'zzz' })),
+          ],
+        }),
+      /not an address of the mesh overlay/,
+    );
+    await node.revokeLease(lease);
+    // What the agents compile from: the hub still holds its address, zzz its own.
+    assert.equal(JSON.parse((await hub.store.get(keys.overlay(hubOverlay)))!.value).name, 'gw1');
+    assert.equal((await hub.control.getNode('gw1')).overlayIp, hubOverlay);
+    assert.notEqual((await own()).overlayIp, hubOverlay);
+  });
+
+  void it('cannot register addresses that widen the fleet’s firewalls', async () => {
+    const self = await own();
+    const claim = (addresses: string[]) => () =>
+      node.txn({
+        compare: [],
+        success: [put(keys.node('zzz'), JSON.stringify({ ...self, addresses }))],
+      });
+    await refused(claim(['203.0.113.1']), /node gw1 registered it/);
+    await refused(claim(['192.0.2.5']), /in a pool of gateway gw1/);
+    await refused(claim([hubOverlay]), /mesh overlay/);
+    await refused(
+      claim(Array.from({ length: 65 }, (_, i) => `10.2.0.${i + 1}`)),
+      /more than 64 addresses/,
+    );
+    const gw1 = JSON.parse((await hub.store.get(keys.node('gw1')))!.value) as object;
+    await hub.store.txn({
+      compare: [],
+      success: [put(keys.node('gw1'), JSON.stringify({ ...gw1, publicKey: 'gw1-key' }))],
+    });
+    await refused(
+      () =>
+        node.txn({
+          compare: [],
+          success: [put(keys.node('zzz'), JSON.stringify({ ...self, publicKey: 'gw1-key' }))],
+        }),
+      /tunnel key of node gw1/,
+    );
+  });
+
+  void it('cannot write a record the agents cannot use (finding 2)', async () => {
+    const self = await own();
+    await refused(
+      () =>
+        node.txn({
+          compare: [],
+          success: [
+            put(keys.node('zzz'), JSON.stringify({ ...self, addresses: 5, reservedPorts: null })),
+          ],
+        }),
+      /cannot use \(addresses must be a list\)/,
+    );
+    await refused(() =>
+      node.txn({ compare: [], success: [put(keys.node('zzz'), '{"name":"zzz"')] }),
+    );
+  });
+
+  void it('cannot fill the store: size, leases, alive without a lease (finding 6)', async () => {
+    const self = await own();
+    const big = { ...self, description: 'x'.repeat(5 * 1024 * 1024) };
+    await refused(
+      () => node.txn({ compare: [], success: [put(keys.node('zzz'), JSON.stringify(big))] }),
+      /over 65536 bytes/,
+    );
+    await refused(
+      () =>
+        node.txn({
+          compare: [],
+          success: [put(keys.nodeAlive('zzz'), JSON.stringify({ name: 'zzz', since: 'now' }))],
+        }),
+      /without a lease/,
+    );
+    await refusedAs('IPF_E_VALIDATION', () => node.grantLease(9e12));
+    await refused(() => node.grantLease(3600), /more than 300 s/);
+    const leases: string[] = [];
+    try {
+      for (let i = 0; i < 8; i++) leases.push(await node.grantLease(15));
+      await refused(() => node.grantLease(15), /more than 8 leases/);
+    } finally {
+      for (const lease of leases) await node.revokeLease(lease);
+    }
+    const fake = Array.from({ length: 200 }, (_, i) => `192.0.2.${i}`).map((address) =>
+      put(
+        keys.status(address),
+        JSON.stringify({ address, state: 'ACTIVE', node: 'zzz', revision: 1, updatedAt: 'now' }),
+      ),
+    );
+    await refused(() => node.txn({ compare: [], success: fake }));
+  });
+
+  void it('cannot report the status of a FIP it does not serve (finding 7)', async () => {
+    const fip = await hub.store.get(keys.fip('192.0.2.1'));
+    const status = {
+      address: '192.0.2.1',
+      state: 'ACTIVE',
+      node: 'zzz',
+      revision: fip!.modRevision,
+      updatedAt: 'now',
+    };
+    const write = (compare: Compare[]) => () =>
+      node.txn({ compare, success: [put(keys.status('192.0.2.1'), JSON.stringify(status))] });
+    await refused(write([]), /fencing/);
+    await refused(
+      write([{ key: keys.fip('192.0.2.1'), target: 'mod', op: '=', value: fip!.modRevision }]),
+      /gateway gw1 serves it/,
+    );
+    assert.equal((await hub.control.getFip('192.0.2.1')).status.node, undefined);
+  });
+
+  void it('answers malformed store requests 400 with an IPF code (finding 8)', async () => {
+    const call = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${hub.url}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${TOKEN_RW}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      return { status: res.status, body: (await res.json()) as { error?: { code?: string } } };
+    };
+    const before = await snapshot(hub.store);
+    for (const [method, path, body] of [
+      ['GET', '/v1/store/get?key='],
+      ['GET', '/v1/store/get?key=%2Fipferry%00x'],
+      ['POST', '/v1/store/txn', { compare: [], success: [{ type: 'put', key: '', value: 'x' }] }],
+      ['POST', '/v1/store/txn', { compare: [], success: [{ type: 'deletePrefix', prefix: '' }] }],
+      ['POST', '/v1/store/leases/..%2F..%2Fx/keepalive'],
+      ['DELETE', '/v1/store/leases/..%2F..%2Fx'],
+      ['POST', '/v1/store/leases', { ttlSeconds: 1e300 }],
+    ] as const) {
+      const r = await call(method, path, body);
+      assert.equal(r.status, 400, `${method} ${path}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error?.code, 'IPF_E_VALIDATION', `${method} ${path}`);
+    }
     assert.equal(await snapshot(hub.store), before);
   });
 });
