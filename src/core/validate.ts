@@ -6,6 +6,7 @@
 import {
   type Address,
   type AddressRange,
+  compareAddresses,
   type Family,
   parseAddress,
   prefixRange,
@@ -25,7 +26,7 @@ import {
   type PoolEntry,
   type Protocol,
 } from './model.js';
-import { firstOverlap, poolRanges } from './pool.js';
+import { type EntryRange, MAX_POOL_ENTRIES, overlapsWithin, poolRanges } from './pool.js';
 
 /** Collects problems; `done()` throws them all at once. */
 export class Problems {
@@ -212,10 +213,16 @@ export function validatePool(input: PoolInput): ValidPool {
   } else if (input.uplink !== undefined) {
     p.add('uplink', 'only an on-link pool has an uplink interface');
   }
-  const entries = [
-    ...stringList(p, 'entries', input.entries).map(([path, s]) => parseEntry(p, path, s, false)),
-    ...stringList(p, 'shared', input.shared).map(([path, s]) => parseEntry(p, path, s, true)),
-  ].filter((e): e is PoolEntry => e !== undefined);
+  const given = lengthOf(input.entries) + lengthOf(input.shared);
+  const entries =
+    given > MAX_POOL_ENTRIES
+      ? tooManyEntries(p, 'entries', given)
+      : [
+          ...stringList(p, 'entries', input.entries).map(([path, s]) =>
+            parseEntry(p, path, s, false),
+          ),
+          ...stringList(p, 'shared', input.shared).map(([path, s]) => parseEntry(p, path, s, true)),
+        ].filter((e): e is PoolEntry => e !== undefined);
   if (entries.length === 0 && p.ok)
     p.add('entries', 'a pool needs at least one address, range or CIDR');
   checkEntriesDisjoint(p, entries, delivery === 'onlink' ? 'onlink' : 'routed');
@@ -261,15 +268,26 @@ export interface ValidPoolUpdate {
  */
 export function validatePoolUpdate(input: PoolUpdateInput): ValidPoolUpdate {
   const p = new Problems();
-  const add = [
-    ...stringList(p, 'addEntries', input.addEntries).map(([path, s]) =>
-      parseEntry(p, path, s, false),
-    ),
-    ...stringList(p, 'addShared', input.addShared).map(([path, s]) => parseEntry(p, path, s, true)),
-  ].filter((e): e is PoolEntry => e !== undefined);
-  const remove = stringList(p, 'removeAddresses', input.removeAddresses)
-    .map(([path, s]) => checkAddress(p, path, s))
-    .filter((a): a is Address => a !== undefined);
+  const adding = lengthOf(input.addEntries) + lengthOf(input.addShared);
+  const add =
+    adding > MAX_POOL_ENTRIES
+      ? tooManyEntries(p, 'addEntries', adding)
+      : [
+          ...stringList(p, 'addEntries', input.addEntries).map(([path, s]) =>
+            parseEntry(p, path, s, false),
+          ),
+          ...stringList(p, 'addShared', input.addShared).map(([path, s]) =>
+            parseEntry(p, path, s, true),
+          ),
+        ].filter((e): e is PoolEntry => e !== undefined);
+  // A pool has no more single addresses to remove than it may have entries.
+  const removing = lengthOf(input.removeAddresses);
+  const remove =
+    removing > MAX_POOL_ENTRIES
+      ? tooManyEntries(p, 'removeAddresses', removing)
+      : stringList(p, 'removeAddresses', input.removeAddresses)
+          .map(([path, s]) => checkAddress(p, path, s))
+          .filter((a): a is Address => a !== undefined);
   const description =
     input.description === '' ? '' : checkDescription(p, 'description', input.description);
   const tags = input.tags === undefined ? undefined : checkTags(p, 'tags', input.tags);
@@ -297,31 +315,36 @@ export function validatePoolUpdate(input: PoolUpdateInput): ValidPoolUpdate {
  */
 export function updatedPool<P extends Pool>(pool: P, update: ValidPoolUpdate): P {
   const p = new Problems();
-  let entries = [...pool.entries];
+  // Entries by address, and the ranges in address order, so that each removal is one lookup.
+  const single = new Map<string, number>();
+  pool.entries.forEach((e, i) => {
+    if (e.kind === 'address' && !single.has(e.address)) single.set(e.address, i);
+  });
+  const removed = new Set<number>();
+  let within: ReturnType<typeof rangeFinder> | undefined;
   update.remove.forEach((address, i) => {
-    const at = entries.findIndex((e) => e.kind === 'address' && e.address === address.text);
-    if (at >= 0) {
-      entries.splice(at, 1);
+    const at = single.get(address.text);
+    if (at !== undefined && !removed.has(at)) {
+      removed.add(at);
       return;
     }
-    const within = poolRanges({ entries, delivery: pool.delivery }).find((r) =>
-      rangeContains(r.range, address),
-    );
+    within ??= rangeFinder(poolRanges(pool));
+    const entry = at === undefined ? within(address) : undefined;
     p.add(
       `removeAddresses[${i}]`,
-      within
-        ? `${address.text} is part of ${describeEntry(within.entry)}: only single-address entries can be removed (delete and re-create the pool to change a range)`
+      entry
+        ? `${address.text} is part of ${describeEntry(entry)}: only single-address entries can be removed (delete and re-create the pool to change a range)`
         : `${address.text} is not in pool ${pool.name}`,
     );
   });
-  entries = [...entries, ...update.add];
-  checkAddedDisjoint(
-    p,
-    pool.name,
-    entries,
-    pool.entries.length - update.remove.length,
-    pool.delivery,
-  );
+  const kept = pool.entries.filter((_, i) => !removed.has(i));
+  const entries = [...kept, ...update.add];
+  if (update.add.length > 0 && entries.length > MAX_POOL_ENTRIES) {
+    p.add(
+      update.add.some((e) => !(e.kind === 'address' && e.shared)) ? 'addEntries' : 'addShared',
+      `pool ${pool.name} would hold ${entries.length} entries, more than the ${MAX_POOL_ENTRIES} a pool may hold: write a block of addresses as one CIDR or FIRST-LAST range`,
+    );
+  } else checkAddedDisjoint(p, pool.name, entries, kept.length, pool.delivery);
   if (entries.length === 0 && p.ok)
     p.add('removeAddresses', 'a pool needs at least one address, range or CIDR');
   p.done();
@@ -338,8 +361,32 @@ export function updatedPool<P extends Pool>(pool: P, update: ValidPoolUpdate): P
 }
 
 /**
- * Added entries must not overlap each other or the entries kept. An address that is already an
- * entry gets a message saying how to change its kind (remove and add it in one update).
+ * The entry whose range holds an address, by binary search over the ranges in address order
+ * (a pool's ranges are disjoint, so at most the last one starting at or below it can).
+ */
+function rangeFinder(ranges: readonly EntryRange[]): (address: Address) => PoolEntry | undefined {
+  const sorted = [...ranges].sort((x, y) => compareAddresses(x.range.first, y.range.first));
+  return (address) => {
+    let lo = 0;
+    let hi = sorted.length - 1;
+    let found: EntryRange | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = sorted[mid]!;
+      if (compareAddresses(r.range.first, address) <= 0) {
+        found = r;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found && rangeContains(found.range, address) ? found.entry : undefined;
+  };
+}
+
+/**
+ * Added entries must not overlap each other or the entries kept (those may overlap among
+ * themselves only in a record an older version wrote, which is not this request's doing). An
+ * address that is already an entry gets a message saying how to change its kind (remove and add
+ * it in one update).
  */
 function checkAddedDisjoint(
   p: Problems,
@@ -348,20 +395,16 @@ function checkAddedDisjoint(
   kept: number,
   delivery: PoolDelivery,
 ): void {
-  const ranges = poolRanges({ entries, delivery });
-  for (let j = kept; j < ranges.length; j++) {
-    for (let i = 0; i < j; i++) {
-      const hit = firstOverlap([ranges[i]!], [ranges[j]!]);
-      if (!hit) continue;
-      const [a, b] = [entries[i]!, entries[j]!];
-      const path = b.kind === 'address' && b.shared ? 'addShared' : 'addEntries';
-      p.add(
-        path,
-        a.kind === 'address' && b.kind === 'address' && a.address === b.address && i < kept
-          ? `${a.address} is already in pool ${pool} as ${describeEntry(a)}: to change it, remove and add it in one update (\`ipferry pool update ${pool} --remove ${a.address} ${b.shared ? '--shared' : '--address'} ${describeEntry({ ...b, shared: false })}\`)`
-          : `entries ${describeEntry(a)} and ${describeEntry(b)} overlap at ${hit.text}`,
-      );
-    }
+  for (const { a: i, b: j, at } of overlapsWithin(poolRanges({ entries, delivery }))) {
+    if (j < kept) continue;
+    const [a, b] = [entries[i]!, entries[j]!];
+    const path = b.kind === 'address' && b.shared ? 'addShared' : 'addEntries';
+    p.add(
+      path,
+      a.kind === 'address' && b.kind === 'address' && a.address === b.address && i < kept
+        ? `${a.address} is already in pool ${pool} as ${describeEntry(a)}: to change it, remove and add it in one update (\`ipferry pool update ${pool} --remove ${a.address} ${b.shared ? '--shared' : '--address'} ${describeEntry({ ...b, shared: false })}\`)`
+        : `entries ${describeEntry(a)} and ${describeEntry(b)} overlap at ${at.text}`,
+    );
   }
 }
 
@@ -456,17 +499,26 @@ function parseEntry(
 }
 
 function checkEntriesDisjoint(p: Problems, entries: PoolEntry[], delivery: PoolDelivery): void {
-  const ranges = poolRanges({ entries, delivery });
-  for (let i = 0; i < ranges.length; i++) {
-    for (let j = i + 1; j < ranges.length; j++) {
-      const hit = firstOverlap([ranges[i]!], [ranges[j]!]);
-      if (hit)
-        p.add(
-          `entries`,
-          `entries ${describeEntry(entries[i]!)} and ${describeEntry(entries[j]!)} overlap at ${hit.text}`,
-        );
-    }
+  for (const { a, b, at } of overlapsWithin(poolRanges({ entries, delivery }))) {
+    p.add(
+      'entries',
+      `entries ${describeEntry(entries[a]!)} and ${describeEntry(entries[b]!)} overlap at ${at.text}`,
+    );
   }
+}
+
+/** How many items a list given for a pool holds (0 when it is no list: stringList says so). */
+function lengthOf(value: unknown): number {
+  return Array.isArray(value) ? value.length : 0;
+}
+
+/** Refuses a list too long to be a pool's before a single entry of it is parsed. */
+function tooManyEntries(p: Problems, path: string, given: number): never[] {
+  p.add(
+    path,
+    `${given} entries given, more than the ${MAX_POOL_ENTRIES} a pool may hold: write a block of addresses as one CIDR or FIRST-LAST range`,
+  );
+  return [];
 }
 
 export function describeEntry(entry: PoolEntry): string {

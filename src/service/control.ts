@@ -40,9 +40,10 @@ import type {
   PortForward,
 } from '../core/model.js';
 import {
-  firstOverlap,
+  type EntryRange,
   freeAddresses,
   macPins,
+  overlapBetween,
   poolEntryFor,
   poolRanges,
   poolSize,
@@ -122,16 +123,7 @@ export class ControlPlane {
       if (pools.items.some((p) => p.value.name === valid.name)) {
         throw new IpferryError('IPF_E_POOL_EXISTS', { pool: valid.name });
       }
-      const mine = poolRanges(valid);
-      for (const other of pools.items) {
-        const hit = firstOverlap(mine, poolRanges(other.value));
-        if (hit)
-          throw new IpferryError('IPF_E_POOL_OVERLAP', {
-            pool: valid.name,
-            other: other.value.name,
-            address: hit.text,
-          });
-      }
+      refusePoolOverlap(valid.name, poolRanges(valid), pools.items);
       const pool: Pool = { ...valid, createdAt: this.timestamp() };
       const result = await this.store.txn({
         compare: [
@@ -193,17 +185,11 @@ export class ControlPlane {
         getRecord<NodeRecord>(this.store, keys.node(pool.value.gateway)),
       ]);
       if (gateway) refuseOwnAddress(update.add, gateway.value);
-      const added = poolRanges({ entries: update.add, delivery: pool.value.delivery });
-      for (const other of pools.items) {
-        if (other.value.name === name) continue;
-        const hit = firstOverlap(added, poolRanges(other.value));
-        if (hit)
-          throw new IpferryError('IPF_E_POOL_OVERLAP', {
-            pool: name,
-            other: other.value.name,
-            address: hit.text,
-          });
-      }
+      refusePoolOverlap(
+        name,
+        poolRanges({ entries: update.add, delivery: pool.value.delivery }),
+        pools.items.filter((other) => other.value.name !== name),
+      );
       const allocated = new Set(fips.items.map((f) => f.value.address));
       const held = update.remove.find((a) => allocated.has(a.text));
       if (held)
@@ -750,6 +736,29 @@ export class ControlPlane {
   private timestamp(): string {
     return this.now().toISOString();
   }
+}
+
+/**
+ * Every address belongs to at most one pool. The other pools' ranges, tagged with their pool, are
+ * swept together with the new ones in one pass: comparing pool by pool would sort the new
+ * ranges once per pool.
+ */
+function refusePoolOverlap(
+  name: string,
+  mine: readonly EntryRange[],
+  others: readonly Rec<PoolRecord>[],
+): void {
+  if (mine.length === 0) return;
+  const theirs = others.flatMap((o) =>
+    poolRanges(o.value).map(({ range }) => ({ range, pool: o.value.name })),
+  );
+  const hit = overlapBetween(mine, theirs);
+  if (hit)
+    throw new IpferryError('IPF_E_POOL_OVERLAP', {
+      pool: name,
+      other: hit.other.pool,
+      address: hit.at.text,
+    });
 }
 
 /** A single address the gateway registered as its own may only be a shared entry. */

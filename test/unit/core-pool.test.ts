@@ -8,6 +8,9 @@ import {
   freeAddresses,
   isSharedAddress,
   macPins,
+  MAX_POOL_ENTRIES,
+  overlapBetween,
+  overlapsWithin,
   poolEntryFor,
   poolRanges,
   poolSize,
@@ -249,5 +252,74 @@ void describe('core/pool: firstOverlap', () => {
     const onlink = ranges([cidr('203.0.113.0/24')], 'onlink');
     assert.equal(firstOverlap(onlink, ranges([single('203.0.113.0')])), undefined);
     assert.equal(firstOverlap(onlink, ranges([single('203.0.113.1')]))?.text, '203.0.113.1');
+  });
+});
+
+/** `n` single addresses from 10.1.0.0 on, every `step`-th (step 2: no two adjacent). */
+function singles(n: number, step = 2, base = 0x0a010000): PoolEntry[] {
+  return Array.from({ length: n }, (_, i) => {
+    const v = base + i * step;
+    return single([v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.'));
+  });
+}
+
+void describe('core/pool: overlaps in one sweep', () => {
+  const ranges = (entries: PoolEntry[]) => poolRanges(mkPool(entries));
+
+  void it('finds the lowest shared address whatever the order of the entries', () => {
+    const a = ranges([range('198.51.100.40', '198.51.100.50'), cidr('198.51.100.0/28')]);
+    const b = ranges([single('198.51.100.45'), range('198.51.100.8', '198.51.100.9')]);
+    assert.equal(firstOverlap(a, b)?.text, '198.51.100.8');
+    // A long range of one side that started earlier still reaches a later start of the other.
+    const long = ranges([range('192.0.2.0', '192.0.2.200'), single('192.0.2.1')]);
+    assert.equal(firstOverlap(long, ranges([single('192.0.2.150')]))?.text, '192.0.2.150');
+  });
+
+  void it('says which of the other side’s ranges it overlaps, as tagged', () => {
+    const theirs = [
+      { range: entryRange(cidr('203.0.113.0/28'), 'routed'), pool: 'one' },
+      { range: entryRange(cidr('203.0.113.16/28'), 'routed'), pool: 'two' },
+    ];
+    const hit = overlapBetween(ranges([single('203.0.113.20'), single('203.0.113.40')]), theirs);
+    assert.equal(hit?.at.text, '203.0.113.20');
+    assert.equal(hit?.other.pool, 'two');
+  });
+
+  void it('names each entry that overlaps an earlier one, by position, in input order', () => {
+    const entries = [
+      single('192.0.2.9'),
+      cidr('192.0.2.0/28'),
+      range('192.0.2.12', '192.0.2.20'),
+      cidr('2001:db8::/64'),
+      single('2001:db8::5'),
+      single('198.51.100.1'),
+    ];
+    assert.deepEqual(
+      overlapsWithin(ranges(entries)).map(({ a, b, at }) => [a, b, at.text]),
+      [
+        [0, 1, '192.0.2.9'],
+        [1, 2, '192.0.2.12'],
+        [3, 4, '2001:db8::5'],
+      ],
+    );
+    assert.deepEqual(overlapsWithin(ranges(singles(100))), []);
+  });
+
+  void it('sweeps a pool at the limit once: one problem per listed address inside a prefix', () => {
+    const many = [cidr('10.1.0.0/16'), ...singles(MAX_POOL_ENTRIES - 1)];
+    const found = overlapsWithin(ranges(many));
+    assert.equal(found.length, MAX_POOL_ENTRIES - 1);
+    assert.ok(found.every((o) => o.a === 0));
+    assert.equal(
+      firstOverlap(ranges(singles(MAX_POOL_ENTRIES)), ranges(singles(1, 1, 0x0a010001))),
+      undefined,
+    );
+  });
+
+  void it('remembers a pool’s ranges per entries list and delivery', () => {
+    const pool = mkPool([cidr('203.0.113.0/24')]);
+    assert.equal(poolRanges(pool), poolRanges({ ...pool }));
+    assert.equal(rangeSize(poolRanges({ ...pool, delivery: 'onlink' })[0]!.range), 254n);
+    assert.equal(rangeSize(poolRanges(pool)[0]!.range), 256n);
   });
 });

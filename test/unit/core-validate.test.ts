@@ -13,6 +13,15 @@ import {
   ownAddressEntry,
 } from '../../src/core/validate.js';
 import type { Pool } from '../../src/core/model.js';
+import { MAX_POOL_ENTRIES } from '../../src/core/pool.js';
+
+/** `n` distinct single addresses from 10.1.0.0 on, every other one (none adjacent). */
+function singles(n: number, base = 0x0a010000): string[] {
+  return Array.from({ length: n }, (_, i) => {
+    const v = base + i * 2;
+    return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
+  });
+}
 
 /** Runs `fn`, expects an IPF_E_VALIDATION and returns its problems. */
 function problemsOf(fn: () => unknown): readonly Problem[] {
@@ -794,5 +803,97 @@ void describe('core/validate: pool updates', () => {
       undefined,
     );
     assert.equal(ownAddressEntry([{ kind: 'cidr', cidr: '203.0.113.0/29' }], own), undefined);
+  });
+});
+
+void describe('core/validate: pool size limit', () => {
+  void it('validates a pool at the limit, entries and shared together', () => {
+    const all = singles(MAX_POOL_ENTRIES);
+    const valid = validatePool(pool({ entries: all.slice(1), shared: all.slice(0, 1) }));
+    assert.equal(valid.entries.length, MAX_POOL_ENTRIES);
+  });
+
+  void it('refuses one entry more before parsing any, saying to write blocks as CIDRs', () => {
+    const problems = problemsOf(() =>
+      validatePool(pool({ entries: [...singles(MAX_POOL_ENTRIES), 'nonsense'], name: 'Bad' })),
+    );
+    // The entries are not looked at one by one: no problem for "nonsense", and no overlap sweep.
+    assert.deepEqual(
+      problems.map((p) => p.path),
+      ['name', 'entries'],
+    );
+    assert.equal(
+      problems[1]!.message,
+      `${MAX_POOL_ENTRIES + 1} entries given, more than the ${MAX_POOL_ENTRIES} a pool may hold: write a block of addresses as one CIDR or FIRST-LAST range`,
+    );
+    assert.deepEqual(
+      pathsOf(() =>
+        validatePool(pool({ entries: singles(MAX_POOL_ENTRIES), shared: ['192.0.2.2'] })),
+      ),
+      ['entries'],
+    );
+  });
+
+  void it('refuses an update that adds or removes more than a pool may hold, or makes it too big', () => {
+    assert.deepEqual(
+      pathsOf(() => validatePoolUpdate({ addEntries: singles(MAX_POOL_ENTRIES + 1) })),
+      ['addEntries'],
+    );
+    assert.deepEqual(
+      pathsOf(() => validatePoolUpdate({ removeAddresses: singles(MAX_POOL_ENTRIES + 1) })),
+      ['removeAddresses'],
+    );
+    const full: Pool = {
+      ...validatePool(pool({ entries: singles(MAX_POOL_ENTRIES - 1) })),
+      createdAt: 't',
+    };
+    const grown = updatedPool(full, validatePoolUpdate({ addShared: ['192.0.2.2'] }));
+    assert.equal(grown.entries.length, MAX_POOL_ENTRIES);
+    const over = problemsOf(() =>
+      updatedPool(grown, validatePoolUpdate({ addEntries: ['192.0.2.3'] })),
+    );
+    assert.deepEqual(over, [
+      {
+        path: 'addEntries',
+        message: `pool p1 would hold ${MAX_POOL_ENTRIES + 1} entries, more than the ${MAX_POOL_ENTRIES} a pool may hold: write a block of addresses as one CIDR or FIRST-LAST range`,
+      },
+    ]);
+    // Swapping one entry for another keeps it at the limit.
+    const swapped = updatedPool(
+      grown,
+      validatePoolUpdate({ removeAddresses: ['192.0.2.2'], addEntries: ['192.0.2.3'] }),
+    );
+    assert.equal(swapped.entries.length, MAX_POOL_ENTRIES);
+  });
+
+  void it('finds every overlap of a big update with the entries kept, each named once', () => {
+    const big: Pool = {
+      ...validatePool(pool({ entries: ['10.1.0.0/20'] })),
+      createdAt: 't',
+    };
+    const problems = problemsOf(() =>
+      updatedPool(big, validatePoolUpdate({ addEntries: singles(1000) })),
+    );
+    assert.equal(problems.length, 1000);
+    assert.equal(problems[0]!.message, 'entries 10.1.0.0/20 and 10.1.0.0 overlap at 10.1.0.0');
+    // Removing single addresses from a pool at the limit: each one looked up, not searched for.
+    const full: Pool = {
+      ...validatePool(pool({ entries: singles(MAX_POOL_ENTRIES) })),
+      createdAt: 't',
+    };
+    const emptied = updatedPool(
+      full,
+      validatePoolUpdate({ removeAddresses: singles(MAX_POOL_ENTRIES - 1), addEntries: [] }),
+    );
+    assert.deepEqual(emptied.entries, [full.entries[MAX_POOL_ENTRIES - 1]]);
+    assert.deepEqual(
+      problemsOf(() =>
+        updatedPool(big, validatePoolUpdate({ removeAddresses: ['10.1.0.5', '10.2.0.0'] })),
+      ).map((p) => p.message),
+      [
+        '10.1.0.5 is part of 10.1.0.0/20: only single-address entries can be removed (delete and re-create the pool to change a range)',
+        '10.2.0.0 is not in pool p1',
+      ],
+    );
   });
 });
