@@ -7,7 +7,7 @@
  * of a node's mesh that grows with the fleet (see memberPart in src/core/mesh.ts) when a pass
  * was woken by anything else. Snapshots are never mutated afterwards: a change builds a new one.
  */
-import { IpferryError } from '../core/errors.js';
+import { IpferryError, validationError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { parseStored } from '../core/json.js';
 import {
@@ -16,7 +16,8 @@ import {
   decodeNodeRecord,
   decodePool,
 } from '../core/records.js';
-import type { MeshConfirmation, MeshPolicyRecord } from '../core/mesh.js';
+import { validateMeshPolicy, type MeshConfirmation, type MeshPolicyRecord } from '../core/mesh.js';
+import { Problems } from '../core/validate.js';
 import type { FipStatus, FloatingIp, NodeRecord, Pool } from '../core/model.js';
 import type { CacheSink } from '../store/cache.js';
 import type { KeyValue, WatchEvent } from '../store/store.js';
@@ -51,6 +52,8 @@ export class DesiredState implements CacheSink {
   private meshPolicy?: MeshPolicyRecord;
   private meshConfirm?: MeshConfirmation;
   private rejected = new Map<string, string>();
+  /** Overlay address → the node its lock names (keys.overlay). */
+  private locks = new Map<string, string>();
   /** What the last snapshot handed out, per kind; dropped when that kind changes. */
   private views: {
     nodes?: readonly NodeRecord[];
@@ -79,6 +82,7 @@ export class DesiredState implements CacheSink {
     this.meshPolicy = next.meshPolicy;
     this.meshConfirm = next.meshConfirm;
     this.rejected = next.rejected;
+    this.locks = next.locks;
     this.views = {};
   }
 
@@ -91,7 +95,7 @@ export class DesiredState implements CacheSink {
 
   snapshot(revision: number): Snapshot {
     const v = this.views;
-    v.nodes ??= byKey(this.nodes);
+    v.nodes ??= this.lockedOverlays(byKey(this.nodes));
     v.pools ??= byKey(this.pools);
     v.fips ??= byKey(this.fips);
     v.statuses ??= new Map(this.statuses);
@@ -103,10 +107,38 @@ export class DesiredState implements CacheSink {
       fips: v.fips,
       statuses: v.statuses,
       alive: v.alive,
-      rejected: new Map(this.rejected),
+      rejected: new Map([...this.rejected, ...this.overlayRejections]),
       ...(this.meshPolicy ? { meshPolicy: this.meshPolicy } : {}),
       ...(this.meshConfirm ? { meshConfirm: this.meshConfirm } : {}),
     };
+  }
+
+  /** Node records whose overlay address was not theirs to use, by key, with the reason. */
+  private overlayRejections = new Map<string, string>();
+
+  /**
+   * Each overlay address counts for one node only: the one its lock names, or, with no lock,
+   * the one node that claims it. Another node's claim (a node that lied, or a record written
+   * around the hub) loses its overlay address here, so no kernel maps that address to it.
+   */
+  private lockedOverlays(nodes: NodeRecord[]): NodeRecord[] {
+    const claimants = new Map<string, number>();
+    for (const n of nodes) {
+      if (n.overlayIp) claimants.set(n.overlayIp, (claimants.get(n.overlayIp) ?? 0) + 1);
+    }
+    this.overlayRejections = new Map();
+    return nodes.map((n) => {
+      if (!n.overlayIp) return n;
+      const holder = this.locks.get(n.overlayIp);
+      const ok = holder === undefined ? claimants.get(n.overlayIp) === 1 : holder === n.name;
+      if (ok) return n;
+      this.overlayRejections.set(
+        keys.node(n.name),
+        `overlayIp ${n.overlayIp} is ${holder ? `locked by node ${holder}` : 'claimed by more than one node and locked by none'}; the node is left out of the mesh`,
+      );
+      const { overlayIp: _dropped, ...rest } = n;
+      return rest;
+    });
   }
 
   private changed(kind: Kind): void {
@@ -132,9 +164,14 @@ export class DesiredState implements CacheSink {
   private take(kv: KeyValue): void {
     const k = kv.key;
     const json = (): unknown => parseStored<unknown>(k, kv.value);
-    if (k === keys.meshPolicy) this.meshPolicy = parseStored<MeshPolicyRecord>(k, kv.value);
-    else if (k === keys.meshConfirm) this.meshConfirm = parseStored<MeshConfirmation>(k, kv.value);
-    else if (k.startsWith(keys.alive)) {
+    if (k === keys.meshPolicy) this.meshPolicy = decodeMeshPolicyRecord(json());
+    else if (k === keys.meshConfirm) this.meshConfirm = decodeMeshConfirmation(json());
+    else if (k.startsWith(keys.overlays)) {
+      const holder = (json() as { name?: unknown } | null)?.name;
+      if (typeof holder !== 'string') throw invalidRecord('name', 'must be a node name');
+      this.locks.set(k.slice(keys.overlays.length), holder);
+      this.changed('nodes');
+    } else if (k.startsWith(keys.alive)) {
       // Membership only: a rewrite of a live node's key changes nothing here.
       const name = k.slice(keys.alive.length);
       if (!this.alive.has(name)) {
@@ -160,7 +197,9 @@ export class DesiredState implements CacheSink {
   private delete(k: string): void {
     if (k === keys.meshPolicy) this.meshPolicy = undefined;
     else if (k === keys.meshConfirm) this.meshConfirm = undefined;
-    else if (k.startsWith(keys.alive)) {
+    else if (k.startsWith(keys.overlays)) {
+      if (this.locks.delete(k.slice(keys.overlays.length))) this.changed('nodes');
+    } else if (k.startsWith(keys.alive)) {
       if (this.alive.delete(k.slice(keys.alive.length))) this.changed('alive');
     } else if (k.startsWith(keys.nodes)) {
       if (this.nodes.delete(k)) this.changed('nodes');
@@ -179,4 +218,34 @@ export class DesiredState implements CacheSink {
 function rejection(e: IpferryError): string {
   const problems = e.problems?.map((p) => (p.path ? `${p.path} ${p.message}` : p.message));
   return problems && problems.length > 0 ? problems.join('; ') : e.message;
+}
+
+function invalidRecord(path: string, message: string): IpferryError {
+  return validationError([{ path, message }]);
+}
+
+/** The mesh policy record, its policy (and a trial's previous one) checked as the API checks it. */
+function decodeMeshPolicyRecord(value: unknown): MeshPolicyRecord {
+  const r = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  const p = new Problems();
+  const policy = validateMeshPolicy(r.policy, p);
+  if (r.trial !== undefined) {
+    const t = (typeof r.trial === 'object' && r.trial !== null ? r.trial : {}) as Record<
+      string,
+      unknown
+    >;
+    if (t.previous !== null) validateMeshPolicy(t.previous, p);
+    if (typeof t.deadline !== 'string' || Number.isNaN(Date.parse(t.deadline))) {
+      p.add('trial.deadline', 'must be a time');
+    }
+  }
+  if (typeof r.updatedAt !== 'string') p.add('updatedAt', 'must be a time');
+  p.done();
+  return { ...(r as unknown as MeshPolicyRecord), policy };
+}
+
+function decodeMeshConfirmation(value: unknown): MeshConfirmation {
+  const r = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  if (!Number.isInteger(r.revision)) throw invalidRecord('revision', 'must be a whole number');
+  return r as unknown as MeshConfirmation;
 }

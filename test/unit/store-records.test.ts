@@ -120,6 +120,40 @@ describe('store records: decoded before compile sees them', () => {
     assert.match(snapshot.rejected.get(keys.node('zzz')) ?? '', /^addresses must be a list/);
     assert.match(snapshot.rejected.get(keys.node('broken')) ?? '', /not valid JSON/);
   });
+
+  it('gives an overlay address to the node its lock names only (finding 1)', () => {
+    const kv = (key: string, value: unknown) => ({
+      key,
+      value: JSON.stringify(value),
+      modRevision: 1,
+      createRevision: 1,
+      version: 1,
+    });
+    const snapshot = DesiredState.of(
+      [
+        kv(keys.node('hub'), { ...NODE, name: 'hub', overlayIp: '10.99.0.1' }),
+        // A liar claims the hub's address, and one more no lock names.
+        kv(keys.node('zzz'), { ...NODE, name: 'zzz', overlayIp: '10.99.0.1' }),
+        kv(keys.node('yyy'), { ...NODE, name: 'yyy', overlayIp: '10.99.0.3' }),
+        kv(keys.node('old'), { ...NODE, name: 'old', overlayIp: '10.99.0.4' }),
+        kv(keys.overlay('10.99.0.1'), { name: 'hub' }),
+        kv(keys.overlay('10.99.0.3'), { name: 'someone-else' }),
+        // A policy that does not decode is skipped like any record.
+        kv(keys.meshPolicy, { policy: { overlay: 5 }, updatedAt: 'now' }),
+      ],
+      9,
+    );
+    const overlayOf = new Map(snapshot.nodes.map((n) => [n.name, n.overlayIp]));
+    assert.equal(overlayOf.get('hub'), '10.99.0.1');
+    assert.equal(overlayOf.get('zzz'), undefined);
+    assert.equal(overlayOf.get('yyy'), undefined);
+    // A single claim without a lock (written before locks existed) stands.
+    assert.equal(overlayOf.get('old'), '10.99.0.4');
+    assert.match(snapshot.rejected.get(keys.node('zzz')) ?? '', /locked by node hub/);
+    assert.match(snapshot.rejected.get(keys.node('yyy')) ?? '', /locked by node someone-else/);
+    assert.equal(snapshot.meshPolicy, undefined);
+    assert.match(snapshot.rejected.get(keys.meshPolicy) ?? '', /overlay/);
+  });
 });
 
 describe('an agent given records it cannot use (fake dataplane, SQLite)', () => {
