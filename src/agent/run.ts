@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import { IpferryError } from '../core/errors.js';
+import { IpferryError, isIpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { stringifyStored } from '../core/json.js';
 import type {
@@ -34,7 +34,7 @@ import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { PathMonitor } from './path-monitor.js';
 import { TunnelWatch } from './tunnelwatch.js';
-import { ensureTokenFile } from './secrets.js';
+import { ensureTokenFile, readSecretFile } from './secrets.js';
 
 export interface RunningAgent {
   readonly url: string;
@@ -327,9 +327,11 @@ async function readTls(
   tls: NonNullable<AgentConfig['tls']>,
 ): Promise<{ cert: Buffer; key: Buffer }> {
   try {
-    const [cert, key] = await Promise.all([readFile(tls.cert), readFile(tls.key)]);
-    return { cert, key };
+    // The key is a secret like the token file: refused when anyone but the owner can read it.
+    const [cert, key] = await Promise.all([readFile(tls.cert), readSecretFile(tls.key)]);
+    return { cert, key: Buffer.from(key) };
   } catch (e) {
+    if (isIpferryError(e)) throw e;
     throw new IpferryError('IPF_E_TLS', {
       reason: `cannot read ${(e as NodeJS.ErrnoException).path ?? 'file'} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
     });

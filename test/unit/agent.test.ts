@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/agent/config.js';
@@ -278,5 +280,57 @@ describe('plan', () => {
     assert.equal(dataplane.dump(), before);
     assert.match(printPlan(plan), /^ {2}\+ dnat 203\.0\.113\.10 -> 10\.0\.0\.13$/m);
     assert.match(printPlan(plan), /1 to add, 0 to change, 0 to remove/);
+  });
+});
+
+describe('agent TLS key file', () => {
+  it('is refused, before anything starts, when others can read it (like the token file)', async () => {
+    const dir = await tempDir('agent-tls');
+    try {
+      const key = join(dir.dir, 'key.pem');
+      const cert = join(dir.dir, 'cert.pem');
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=ipferry-test',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+        ],
+        { stdio: 'ignore' },
+      );
+      chmodSync(key, 0o644);
+      const cfg = resolveConfig(
+        {},
+        {
+          node: 'gw9',
+          store: `sqlite:${join(dir.dir, 'state.db')}`,
+          listen: '127.0.0.1:0',
+          tokenFile: join(dir.dir, 'token'),
+          tlsCert: cert,
+          tlsKey: key,
+          logLevel: 'silent',
+        },
+        'test',
+      );
+      await assert.rejects(startAgent(cfg, { dataplane: new FakeDataplane() }), (e) => {
+        assert.equal((e as { code?: string }).code, 'IPF_E_SECRET_FILE');
+        assert.match((e as Error).message, /mode 0644; it must be 0600/);
+        return true;
+      });
+    } finally {
+      await dir.remove();
+    }
   });
 });
