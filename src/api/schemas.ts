@@ -220,7 +220,8 @@ export const meshPolicy = Type.Unsafe<MeshPolicy>({
     'The fleet mesh policy: fleet, then site, then node layers (docs/mesh.md); its problems are reported all at once (IPF_E_VALIDATION, IPF_E_MESH_OVERLAP)',
   properties: {
     overlay: {
-      description: 'required: the IPv4 prefix the overlay addresses come from',
+      description:
+        'required: the IPv4 prefix the overlay addresses come from, /16 to /29, inside private address space (10/8, 172.16/12, 192.168/16, 100.64/10 or 198.18/15)',
       examples: ['192.168.0.0/18'],
     },
     maxChange: {

@@ -23,6 +23,7 @@ import {
   addressFromValue,
   compareAddressText,
   type Family,
+  type Prefix,
   prefixRange,
   rangeContains,
   rangeOverlap,
@@ -117,6 +118,83 @@ export interface MeshConfirmation {
 
 // ---------------------------------------------------------------------------------------------
 // Validation
+
+/**
+ * Where an overlay may lie: address space that no host on the internet holds, so that mapping
+ * overlay addresses in every member's kernel never takes over a real address (a 0.0.0.0/0
+ * overlay once gave a node 147.195.239.225). RFC 1918's private blocks, RFC 6598's shared
+ * address space (carrier-grade NAT, which Tailscale uses for the same purpose) and RFC 2544's
+ * benchmarking block; the whole overlay inside one of them. IPv4 only: the overlay maps IPv4
+ * addresses (meshnat4), and IPv6 overlays, ULA (fd00::/8) included, are not supported yet.
+ */
+const OVERLAY_SPACES = [
+  '10.0.0.0/8',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '100.64.0.0/10',
+  '198.18.0.0/15',
+].map((text) => ({ text, range: prefixRange(tryParsePrefix(text)!) }));
+
+/**
+ * The widest and narrowest overlay a new policy may set. Every member routes the whole overlay
+ * to itself and drops what no member holds (overlayRoute), so a wider overlay cuts the fleet off
+ * from that much private address space: a /16 still numbers 65,534 members, far more than a
+ * fleet has. A /29 has 6 addresses, the fewest that leave room for a node that replaces one
+ * still holding its sticky address (a /30 has two).
+ */
+export const OVERLAY_WIDEST = 16;
+export const OVERLAY_NARROWEST = 29;
+
+/**
+ * Why a stored policy's overlay cannot be used, or undefined: it must be an IPv4 prefix inside
+ * the private spaces. Only that is asked of a policy already in the store, which an older
+ * version may have accepted at any size: a size out of bounds maps nobody else's address.
+ */
+export function unusableOverlay(overlay: unknown): string | undefined {
+  const prefix = typeof overlay === 'string' ? tryParsePrefix(overlay) : undefined;
+  if (!prefix) return `${JSON.stringify(overlay)} is not an IPv4 prefix`;
+  if (prefix.family !== 4)
+    return `${prefix.text} is IPv6: the overlay is IPv4 only (IPv6 overlays, ULA fd00::/8 too, are not supported)`;
+  const range = prefixRange(prefix);
+  const space = OVERLAY_SPACES.find(
+    (s) => rangeContains(s.range, range.first) && rangeContains(s.range, range.last),
+  );
+  if (!space)
+    return `${prefix.text} is not private address space: an overlay lies inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 (RFC 1918), 100.64.0.0/10 (RFC 6598) or 198.18.0.0/15, so that no member maps an address a host on the internet holds`;
+  return undefined;
+}
+
+/**
+ * The overlay of a policy: usable (unusableOverlay), and, when it is being set rather than read
+ * back from the store (`stored`), of a sane size.
+ */
+function checkOverlay(p: Problems, value: unknown, stored: boolean): Prefix | undefined {
+  const loose = typeof value === 'string' ? tryParsePrefix(value, false) : undefined;
+  const prefix = typeof value === 'string' ? tryParsePrefix(value) : undefined;
+  if (!prefix) {
+    p.add(
+      'overlay',
+      loose
+        ? `${JSON.stringify(value)} has host bits set: did you mean ${loose.text}?`
+        : `must be an IPv4 prefix in private address space, /${OVERLAY_WIDEST} to /${OVERLAY_NARROWEST} (Neti used 192.168.0.0/18)`,
+    );
+    return undefined;
+  }
+  const unusable = unusableOverlay(prefix.text);
+  if (unusable) p.add('overlay', unusable);
+  else if (stored) return prefix;
+  else if (prefix.length < OVERLAY_WIDEST)
+    p.add(
+      'overlay',
+      `${prefix.text} is wider than /${OVERLAY_WIDEST}: every member routes the whole overlay to itself, so it would cut the fleet off from that much private address space (a /${OVERLAY_WIDEST} numbers 65,534 members)`,
+    );
+  else if (prefix.length > OVERLAY_NARROWEST)
+    p.add(
+      'overlay',
+      `${prefix.text} is narrower than /${OVERLAY_NARROWEST}: too few addresses to number the members and replace one`,
+    );
+  return prefix;
+}
 
 /** What an object-valued part of the policy holds; undefined (with a problem) for anything else. */
 function objectAt(p: Problems, path: string, value: unknown, what: string): object | undefined {
@@ -223,9 +301,15 @@ function checkLayer(p: Problems, path: string, value: unknown, withLans = false)
  * there is, the error is IPF_E_MESH_OVERLAP (naming the first; `problems` lists each), otherwise
  * IPF_E_VALIDATION with the overlaps among the problems. `p` may already hold problems the
  * caller found in the rest of its request (a trial's duration): they come out in the same error.
- * The policy in canonical form when there is none.
+ * The policy in canonical form when there is none. The overlay must be private address space of
+ * /16 to /29; a policy read back from the store (`stored`) is held to the address space only,
+ * since an older version accepted other sizes.
  */
-export function validateMeshPolicy(input: unknown, p = new Problems()): MeshPolicy {
+export function validateMeshPolicy(
+  input: unknown,
+  p = new Problems(),
+  options: { readonly stored?: boolean } = {},
+): MeshPolicy {
   const v = (objectAt(
     p,
     '',
@@ -234,11 +318,10 @@ export function validateMeshPolicy(input: unknown, p = new Problems()): MeshPoli
   ) ?? {}) as Record<string, unknown>;
   const known = new Set(['overlay', 'maxChange', 'fleet', 'sites', 'nodes']);
   for (const key of Object.keys(v)) if (!known.has(key)) p.add(key, 'is not known');
-  const overlay = typeof v.overlay === 'string' ? tryParsePrefix(v.overlay) : undefined;
-  const overlayOk = overlay !== undefined && overlay.family === 4 && overlay.length <= 30;
-  if (!overlayOk) {
-    p.add('overlay', 'must be an IPv4 prefix of length 30 or less (192.168.0.0/18)');
-  }
+  const overlay = checkOverlay(p, v.overlay, options.stored === true);
+  // Overlaps with LANs are found for any IPv4 overlay, also one refused for its size or place:
+  // the operator then fixes all of it in one round.
+  const overlayOk = overlay !== undefined && overlay.family === 4;
   let maxChange: number | undefined;
   if (v.maxChange !== undefined) {
     if (typeof v.maxChange === 'number' && Number.isInteger(v.maxChange) && v.maxChange >= 0)
@@ -323,6 +406,20 @@ export function effectiveLayer(policy: MeshPolicy, node: string, site?: string):
  * unconfirmed (undefined: no mesh).
  */
 export function policyInForce(
+  record: MeshPolicyRecord | undefined,
+  now: Date,
+): { policy: MeshPolicy | undefined; rolledBack: boolean; deadline?: Date; skipped?: string } {
+  const found = storedPolicyInForce(record, now);
+  // A policy whose overlay is not private address space (written around the API, or by a
+  // version that accepted 0.0.0.0/0) is no mesh: handing out or mapping addresses from it would
+  // take over hosts on the internet. Skipped with the reason, for `plan` and the audit.
+  const unusable = found.policy ? unusableOverlay(found.policy.overlay) : undefined;
+  if (!unusable) return found;
+  const { policy: _skipped, ...rest } = found;
+  return { ...rest, policy: undefined, skipped: `the mesh policy is skipped: overlay ${unusable}` };
+}
+
+function storedPolicyInForce(
   record: MeshPolicyRecord | undefined,
   now: Date,
 ): { policy: MeshPolicy | undefined; rolledBack: boolean; deadline?: Date } {
@@ -453,10 +550,10 @@ export function compileMesh(
   now: Date,
   facts?: Pick<HostFacts, 'addresses' | 'defaultRoutes'>,
 ): MeshIntent {
-  const { policy, rolledBack, deadline } = policyInForce(state.record, now);
+  const { policy, rolledBack, deadline, skipped } = policyInForce(state.record, now);
   const self = state.nodes.find((n) => n.name === node);
   const empty = { elements: [], members: 0, rolledBack, notes: [] as string[] };
-  if (!policy) return empty;
+  if (!policy) return skipped ? { ...empty, notes: [skipped] } : empty;
   if (!self?.overlayIp || !inOverlay(policy.overlay, self.overlayIp)) {
     return {
       ...empty,

@@ -269,8 +269,8 @@ describe('mesh API', () => {
       {
         policy: {
           ...POLICY,
-          overlay: '10.0.0.0/8',
-          sites: { ...POLICY.sites, ber: { lans: ['172.16.0.0/12', '10.3.0.0/16'] } },
+          overlay: '10.1.0.0/16',
+          sites: { ...POLICY.sites, ber: { lans: ['172.16.0.0/12', '10.1.128.0/17'] } },
         },
       },
       400,
@@ -278,11 +278,11 @@ describe('mesh API', () => {
     );
     assert.equal(
       overlaps.message,
-      'The overlay 10.0.0.0/8 overlaps LAN 10.1.0.0/16 of site fra at 10.1.0.0.',
+      'The overlay 10.1.0.0/16 overlaps LAN 10.1.0.0/16 of site fra at 10.1.0.0.',
     );
     assert.deepEqual(
       overlaps.problems?.map((p) => p.path),
-      ['sites.fra.lans[0]', 'sites.ams.lans[0]', 'sites.ber.lans[1]'],
+      ['sites.fra.lans[0]', 'sites.ber.lans[1]'],
     );
   });
 
@@ -618,6 +618,86 @@ describe('mesh policy over a large fleet', () => {
         assert.equal(JSON.parse((await big.get(keys.overlay(n.overlayIp!)))!.value).name, n.name);
     } finally {
       await big.close();
+    }
+  });
+});
+
+describe('the overlay: private address space only (issue 12, finding 5)', () => {
+  it('refuses 0.0.0.0/0 and writes nothing; takes a private overlay; skips a public one stored around the API', async () => {
+    const own = await openStore('sqlite::memory:');
+    const c = new ControlPlane(own);
+    const api = await buildApi({
+      control: c,
+      tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
+      agent: {
+        node: 'hub',
+        version: 'test',
+        dataplane: () => ({ kind: 'fake' }),
+        plan: () => Promise.reject(new Error('no plan in this test')),
+        neighbours: () => Promise.resolve([]),
+      },
+    });
+    const put = async (policy: object): Promise<Reply> => {
+      const res = await api.inject({
+        method: 'PUT',
+        url: '/v1/mesh/policy',
+        payload: { policy },
+        headers: { authorization: `Bearer ${TOKEN_RW}` },
+      });
+      return { status: res.statusCode, body: JSON.parse(res.body) };
+    };
+    try {
+      await c.registerNode({ name: 'hub', addresses: ['198.51.100.1'], reservedPorts: [] });
+      await c.registerNode({ name: 'zzz', addresses: ['203.0.113.9'], reservedPorts: [] });
+
+      // The review's policy: every node would get an address of someone on the internet.
+      const before = await dumpStore(own);
+      const open = await put({ overlay: '0.0.0.0/0' });
+      assert.equal(open.status, 400, JSON.stringify(open.body));
+      assert.equal(open.body.error.code, 'IPF_E_VALIDATION');
+      assert.deepEqual(open.body.error.problems, [
+        {
+          path: 'overlay',
+          message:
+            '0.0.0.0/0 is not private address space: an overlay lies inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 (RFC 1918), 100.64.0.0/10 (RFC 6598) or 198.18.0.0/15, so that no member maps an address a host on the internet holds',
+        },
+      ]);
+      assert.ok(open.body.error.hint.length > 0);
+      for (const overlay of ['147.195.0.0/16', '10.0.0.0/8', '192.168.0.0/30', 'fd00::/64']) {
+        const refusal = await put({ overlay });
+        assert.equal(refusal.status, 400, overlay);
+        assert.equal(refusal.body.error.code, 'IPF_E_VALIDATION', overlay);
+      }
+      assert.equal(await dumpStore(own), before, 'a refused policy writes nothing');
+      assert.ok((await c.listNodes()).every((n) => n.overlayIp === undefined));
+
+      // A private overlay is taken, and every node's address comes from it.
+      const ok = await put({ overlay: '100.64.0.0/16' });
+      assert.equal(ok.status, 200, JSON.stringify(ok.body));
+      assert.equal(ok.body.policy.overlay, '100.64.0.0/16');
+      const overlays = (await c.listNodes()).map((n) => n.overlayIp ?? '');
+      assert.equal(overlays.length, 2);
+      assert.ok(
+        overlays.every((a) => a.startsWith('100.64.')),
+        overlays.join(),
+      );
+
+      // Written around the API (an admin's store txn, or etcd): not a mesh anyone runs.
+      const record = JSON.parse((await own.get(keys.meshPolicy))!.value) as {
+        policy: { overlay: string };
+      };
+      record.policy.overlay = '0.0.0.0/0';
+      await own.txn({
+        compare: [],
+        success: [{ type: 'put', key: keys.meshPolicy, value: stringifyStored(record) }],
+      });
+      const view = await c.mesh.view();
+      assert.equal(view.inForce, undefined, 'no policy in force');
+      await c.registerNode({ name: 'new1', addresses: ['192.0.2.7'], reservedPorts: [] });
+      assert.equal((await c.getNode('new1')).overlayIp, undefined, 'no address from 0.0.0.0/0');
+    } finally {
+      await api.close();
+      await own.close();
     }
   });
 });

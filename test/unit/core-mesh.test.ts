@@ -16,6 +16,7 @@ import {
   parseInventory,
   policyInForce,
   standingRollback,
+  unusableOverlay,
   validateMeshPolicy,
 } from '../../src/core/mesh.js';
 import { compareElements } from '../../src/intent/diff.js';
@@ -553,5 +554,100 @@ describe('inventory and audit', () => {
     ]);
     assert.deepEqual(audit.rejectAll, { on: ['a1'], off: ['a2', 'b1', 'b2'] });
     assert.deepEqual(audit.overlay, { prefix: '192.168.0.0/18', used: 4, size: 16382 });
+  });
+});
+
+describe('the overlay: private address space of a sane size (issue 12, finding 5)', () => {
+  const problemOf = (overlay: unknown, stored = false): string | undefined => {
+    try {
+      validateMeshPolicy({ overlay }, undefined, { stored });
+      return undefined;
+    } catch (e) {
+      assert.ok(e instanceof IpferryError);
+      assert.equal(e.code, 'IPF_E_VALIDATION');
+      assert.deepEqual(
+        e.problems.map((p) => p.path),
+        ['overlay'],
+      );
+      return e.problems[0]!.message;
+    }
+  };
+
+  it('accepts a prefix inside RFC 1918, RFC 6598 or 198.18/15, from /16 to /29', () => {
+    for (const overlay of [
+      '192.168.0.0/18',
+      '10.200.0.0/16',
+      '172.31.255.248/29',
+      '100.64.0.0/16',
+      '100.127.0.0/24',
+      '198.19.0.0/16',
+    ]) {
+      assert.equal(problemOf(overlay), undefined, overlay);
+    }
+  });
+
+  it('refuses the whole internet, public space and prefixes that stick out of a private block', () => {
+    for (const overlay of ['0.0.0.0/0', '147.195.0.0/16', '172.15.0.0/16', '100.128.0.0/16']) {
+      assert.match(problemOf(overlay) ?? '', /is not private address space/, overlay);
+    }
+    // 198.18.0.0/15 reaches 198.19.255.255, no further.
+    assert.match(problemOf('198.20.0.0/16') ?? '', /not private/);
+    assert.match(problemOf('192.168.0.0/15') ?? '', /not private/);
+  });
+
+  it('refuses sizes out of bounds, IPv6 and what is no prefix, saying why', () => {
+    assert.match(problemOf('10.0.0.0/8') ?? '', /wider than \/16/);
+    assert.match(problemOf('100.64.0.0/10') ?? '', /wider than \/16/);
+    assert.match(problemOf('192.168.0.0/30') ?? '', /narrower than \/29/);
+    assert.match(problemOf('fd00::/64') ?? '', /IPv4 only \(IPv6 overlays, ULA fd00::\/8 too/);
+    assert.match(problemOf('192.168.0.1/18') ?? '', /did you mean 192\.168\.0\.0\/18/);
+    assert.match(problemOf(5) ?? '', /must be an IPv4 prefix in private address space/);
+  });
+
+  it('holds a stored policy to the address space only: older versions accepted other sizes', () => {
+    assert.equal(problemOf('10.0.0.0/12', true), undefined);
+    assert.equal(problemOf('192.168.0.0/30', true), undefined);
+    assert.match(problemOf('0.0.0.0/0', true) ?? '', /not private/);
+    assert.equal(unusableOverlay('10.0.0.0/8'), undefined);
+    assert.match(unusableOverlay({}) ?? '', /is not an IPv4 prefix/);
+  });
+
+  it('skips a stored policy whose overlay is public: no member gets or maps such an address', () => {
+    const now = new Date(T);
+    // As the review found it: written around the API, with a node holding a public address.
+    const bad: MeshPolicyRecord = {
+      policy: { ...POLICY, overlay: '0.0.0.0/0' },
+      updatedAt: T,
+    };
+    const nodes = [...NODES, node('zz', 'a', ['10.1.0.99'], '147.195.239.225')];
+    const inForce = policyInForce(bad, now);
+    assert.equal(inForce.policy, undefined);
+    assert.match(
+      inForce.skipped ?? '',
+      /^the mesh policy is skipped: overlay 0\.0\.0\.0\/0 is not private/,
+    );
+    const mesh = compileMesh({ record: bad, nodes, alive: ALL_ALIVE }, 'a1', now);
+    assert.deepEqual(mesh.elements, []);
+    assert.equal(mesh.waitingForOverlay, undefined);
+    assert.deepEqual(mesh.notes, [inForce.skipped]);
+    // Garbage where the overlay should be is skipped the same way, never thrown.
+    const garbage = { ...bad, policy: { ...POLICY, overlay: 5 } } as unknown as MeshPolicyRecord;
+    assert.match(
+      compileMesh({ record: garbage, nodes, alive: ALL_ALIVE }, 'a1', now).notes[0] ?? '',
+      /"?5"? is not an IPv4 prefix/,
+    );
+    // A trial that runs out goes back to its previous policy only if that one is usable.
+    const trial: MeshPolicyRecord = {
+      policy: POLICY,
+      trial: { previous: bad.policy, deadline: '2026-01-01T00:01:00.000Z' },
+      updatedAt: T,
+    };
+    assert.equal(policyInForce(trial, now).policy, POLICY);
+    const after = policyInForce(trial, new Date('2026-01-01T00:02:00.000Z'));
+    assert.equal(after.policy, undefined);
+    assert.equal(after.rolledBack, true);
+    assert.match(after.skipped ?? '', /skipped/);
+    // The audit shows no overlay to use.
+    assert.equal(auditMesh({ record: bad, nodes: [], now, revision: 1 }).overlay, undefined);
   });
 });
