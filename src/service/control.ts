@@ -467,6 +467,7 @@ export class ControlPlane {
       const next = await decide(fip);
       const status = await getRecord<FipStatus>(this.store, keys.status(fip.value.address));
       if (next === fip.value) return this.fipView(fip.value, fip.kv.modRevision, status?.value);
+      await this.refusePooledTargets(fip.value, next);
       const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
       const gateway = pool?.value.gateway;
       const compare = [unchanged(keys.fip(fip.value.address), fip)];
@@ -491,6 +492,39 @@ export class ControlPlane {
       });
       return r.succeeded ? this.fipView(next, r.revision, status?.value) : RETRY;
     });
+  }
+
+  /**
+   * A target is a server's address. One that a pool holds belongs to a floating IP (allocated or
+   * not): forwarded there, the traffic reaches that pool's gateway as if from outside, which
+   * drops it (`drop`, compile/gateway.ts) or answers from another address than the client asked,
+   * so the FIP would be associated and never work. Only targets this change brings in are
+   * checked: a FIP stored before keeps working for everything else.
+   */
+  private async refusePooledTargets(before: FloatingIp, next: FloatingIp): Promise<void> {
+    const had = new Set(targetsOf(before));
+    const added = new Set(targetsOf(next).filter((t) => !had.has(t) && t !== next.address));
+    if (added.size === 0) return;
+    const pools = (await listRecords<PoolRecord>(this.store, keys.pools)).items.filter(
+      (p) => !p.value.deleting,
+    );
+    const p = new Problems();
+    for (const target of added) {
+      const address = parseAddress(target);
+      const pool = pools.find((q) => poolEntryFor(q.value, address));
+      if (!pool) continue;
+      const fip = await getRecord<FloatingIp>(this.store, keys.fip(address.text));
+      const what = fip ? 'a floating IP of pool' : 'an address of pool';
+      const onward =
+        fip?.value.association && fip.value.association.mode !== 'routed'
+          ? ` (${address.text} itself goes to ${fip.value.association.target}: target that)`
+          : '';
+      p.add(
+        'target',
+        `${address.text} is ${what} ${pool.value.name}, not a server: traffic sent there would reach that pool's gateway as if from outside and be dropped. Give the server's own address${onward}, with --node for a server behind a tunnel`,
+      );
+    }
+    p.done();
   }
 
   private natTargetOps(
@@ -765,6 +799,12 @@ function refusePoolOverlap(
 function refuseOwnAddress(entries: readonly PoolEntry[], gateway: NodeRecord): void {
   const own = ownAddressEntry(entries, gateway.addresses);
   if (own) throw new IpferryError('IPF_E_ADDRESS_OWN', { address: own, node: gateway.name });
+}
+
+/** Where a FIP sends traffic: its association's target (but a routed FIP's, itself) and its forwards'. */
+function targetsOf(fip: FloatingIp): string[] {
+  const a = fip.association;
+  return [...(a && a.mode !== 'routed' ? [a.target] : []), ...fip.forwards.map((f) => f.target)];
 }
 
 function natTarget(fip: FloatingIp): string | undefined {

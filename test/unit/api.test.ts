@@ -517,6 +517,70 @@ describe('floating IP lifecycle', () => {
     );
   });
 
+  it('refuses a target that is another FIP, or any pool’s address, writing nothing (issue 12, finding 8)', async () => {
+    for (const address of ['203.0.113.13', '203.0.113.14'])
+      assert.equal((await call('POST', '/v1/fips', { address })).status, 201);
+    assert.equal(
+      (await call('POST', '/v1/fips/203.0.113.14/associate', { target: '10.0.0.41' })).status,
+      200,
+    );
+    const associate = await refused(
+      'POST',
+      '/v1/fips/203.0.113.13/associate',
+      { target: '203.0.113.14' },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(associate.problems, [
+      {
+        path: 'target',
+        message:
+          "203.0.113.14 is a floating IP of pool public, not a server: traffic sent there would reach that pool's gateway as if from outside and be dropped. Give the server's own address (203.0.113.14 itself goes to 10.0.0.41: target that), with --node for a server behind a tunnel",
+      },
+    ]);
+    // An address a pool holds that is not allocated yet.
+    const ports = { target: '198.51.100.11', mode: 'ports' };
+    const unallocated = await refused(
+      'POST',
+      '/v1/fips/203.0.113.13/associate',
+      ports,
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.match(
+      unallocated.problems[0].message,
+      /^198\.51\.100\.11 is an address of pool public,/,
+    );
+    // Move and forward add are held to the same.
+    assert.equal(
+      (await call('POST', '/v1/fips/203.0.113.13/associate', { target: '10.0.0.42' })).status,
+      200,
+    );
+    await refused(
+      'POST',
+      '/v1/fips/203.0.113.13/move',
+      { target: '192.0.2.130' },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.equal((await call('POST', '/v1/fips/203.0.113.13/disassociate')).status, 200);
+    await refused(
+      'POST',
+      '/v1/fips/203.0.113.13/forwards',
+      { protocol: 'tcp', port: 25, target: '203.0.113.14' },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    const ok = await call('POST', '/v1/fips/203.0.113.13/forwards', {
+      protocol: 'tcp',
+      port: 25,
+      target: '10.0.0.43',
+    });
+    assert.equal(ok.status, 201, JSON.stringify(ok.body));
+    for (const address of ['203.0.113.13', '203.0.113.14'])
+      assert.equal((await call('DELETE', `/v1/fips/${address}?force=true`)).status, 200);
+  });
+
   it('associates, refuses a second association, moves, disassociates idempotently and releases', async () => {
     const fip = '203.0.113.6';
     await refused(
