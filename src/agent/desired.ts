@@ -8,6 +8,7 @@
  * was woken by anything else. Snapshots are never mutated afterwards: a change builds a new one.
  */
 import { IpferryError, validationError } from '../core/errors.js';
+import { tryParseAddress } from '../core/address.js';
 import { keys } from '../core/keys.js';
 import { parseStored } from '../core/json.js';
 import {
@@ -34,6 +35,20 @@ export interface Snapshot {
   readonly alive: ReadonlySet<string>;
   /** Records skipped because they do not decode, by key, with the reason. */
   readonly rejected: ReadonlyMap<string, string>;
+  /**
+   * FIP records skipped, with what can still be told of them: the gateway of their pool
+   * reports them ERROR, so `fip list` says why rather than showing a FIP that never comes up.
+   */
+  readonly unusableFips: readonly UnusableFip[];
+}
+
+export interface UnusableFip {
+  readonly address: string;
+  /** The record's mod revision: the status is fenced on it like any other. */
+  readonly revision: number;
+  /** The pool the record names, when it names one. */
+  readonly pool?: string;
+  readonly reason: string;
 }
 
 type Kind = 'nodes' | 'pools' | 'fips' | 'statuses' | 'alive';
@@ -52,6 +67,7 @@ export class DesiredState implements CacheSink {
   private meshPolicy?: MeshPolicyRecord;
   private meshConfirm?: MeshConfirmation;
   private rejected = new Map<string, string>();
+  private unusable = new Map<string, UnusableFip>();
   /** Overlay address → the node its lock names (keys.overlay). */
   private locks = new Map<string, string>();
   /** What the last snapshot handed out, per kind; dropped when that kind changes. */
@@ -83,6 +99,7 @@ export class DesiredState implements CacheSink {
     this.meshConfirm = next.meshConfirm;
     this.rejected = next.rejected;
     this.locks = next.locks;
+    this.unusable = next.unusable;
     this.views = {};
   }
 
@@ -108,6 +125,7 @@ export class DesiredState implements CacheSink {
       statuses: v.statuses,
       alive: v.alive,
       rejected: new Map([...this.rejected, ...this.overlayRejections]),
+      unusableFips: [...this.unusable.values()],
       ...(this.meshPolicy ? { meshPolicy: this.meshPolicy } : {}),
       ...(this.meshConfirm ? { meshConfirm: this.meshConfirm } : {}),
     };
@@ -154,10 +172,14 @@ export class DesiredState implements CacheSink {
     try {
       this.take(kv);
       this.rejected.delete(kv.key);
+      this.unusable.delete(kv.key);
     } catch (e) {
       if (!(e instanceof IpferryError)) throw e;
       this.delete(kv.key);
-      this.rejected.set(kv.key, rejection(e));
+      const reason = rejection(e);
+      this.rejected.set(kv.key, reason);
+      const unusable = kv.key.startsWith(keys.fips) ? unusableFip(kv, reason) : undefined;
+      if (unusable) this.unusable.set(kv.key, unusable);
     }
   }
 
@@ -206,6 +228,7 @@ export class DesiredState implements CacheSink {
     } else if (k.startsWith(keys.pools)) {
       if (this.pools.delete(k)) this.changed('pools');
     } else if (k.startsWith(keys.fips)) {
+      this.unusable.delete(k);
       if (this.fips.delete(k)) this.changed('fips');
     } else if (k.startsWith(keys.statuses)) {
       // Keyed by the status's address, which is the key's last part (keys.status).
@@ -248,4 +271,22 @@ function decodeMeshConfirmation(value: unknown): MeshConfirmation {
   const r = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
   if (!Number.isInteger(r.revision)) throw invalidRecord('revision', 'must be a whole number');
   return r as unknown as MeshConfirmation;
+}
+
+/** What can be told of a FIP record that does not decode; undefined when its key is no address. */
+function unusableFip(kv: KeyValue, reason: string): UnusableFip | undefined {
+  const address = kv.key.slice(keys.fips.length);
+  if (tryParseAddress(address)?.text !== address) return undefined;
+  let pool: unknown;
+  try {
+    pool = (JSON.parse(kv.value) as { pool?: unknown } | null)?.pool;
+  } catch {
+    pool = undefined;
+  }
+  return {
+    address,
+    revision: kv.modRevision,
+    ...(typeof pool === 'string' ? { pool } : {}),
+    reason,
+  };
 }

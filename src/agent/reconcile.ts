@@ -25,7 +25,7 @@ import type { PathView } from './path-monitor.js';
 import { endpointHosts } from '../core/compile/tunnel-path.js';
 import { remoteNodesOf } from '../core/compile/tunnels.js';
 import { type MeshNodeReport } from '../core/model.js';
-import type { PlanResponse } from '../service/views.js';
+import type { PlanResponse, SkippedRecord } from '../service/views.js';
 import type { Logger } from './log.js';
 import { MeshGuard } from './mesh-guard.js';
 
@@ -171,6 +171,7 @@ export class Reconciler {
       revision: snapshot.revision,
       ...diff,
       refused: intent.refused,
+      skipped: skippedOf(snapshot.rejected),
     };
   }
 
@@ -336,6 +337,11 @@ export class Reconciler {
   /** Store records skipped since they do not decode, each said once (again when it changes). */
   private readonly rejectedSaid = new Map<string, string>();
 
+  /** The store records the last pass left out, and why (`ipferry status`). */
+  get skipped(): SkippedRecord[] {
+    return skippedOf(this.rejectedSaid);
+  }
+
   private reportRejected(rejected: ReadonlyMap<string, string>): void {
     for (const [key, reason] of rejected) {
       if (this.rejectedSaid.get(key) === reason) continue;
@@ -406,32 +412,65 @@ export class Reconciler {
               : fip?.association
                 ? 'ACTIVE'
                 : 'DOWN';
-      // What this agent wrote last, rather than the snapshot: its own writes reach the
-      // snapshot a moment later, and a pass right after one (a lost tunnel's peer answering
-      // again) would otherwise take the old state for the new one and never write it.
-      const mine = this.reported.get(address);
-      const current = mine?.revision === revision ? mine : snapshot.statuses.get(address);
-      if (
-        current &&
-        current.state === state &&
-        current.revision === revision &&
-        current.message === error &&
-        current.node === this.o.node
-      )
-        continue;
-      changed.push({
-        address,
-        state,
-        node: this.o.node,
-        revision,
-        ...(error ? { message: error } : {}),
-        updatedAt: new Date().toISOString(),
-      });
+      this.queueStatus(changed, snapshot, address, revision, state, error);
+    }
+    // A FIP record of this node's pools that it cannot use is ERROR, with the reason.
+    const mine = new Set(
+      snapshot.pools.filter((p) => p.gateway === this.o.node).map((p) => p.name),
+    );
+    const unusable = snapshot.unusableFips.filter((f) => f.pool !== undefined && mine.has(f.pool));
+    for (const f of unusable) {
+      this.queueStatus(
+        changed,
+        snapshot,
+        f.address,
+        f.revision,
+        'ERROR',
+        `the stored record cannot be used: ${f.reason}`,
+      );
     }
     await this.o.control.reportStatuses(changed);
     for (const s of changed) this.reported.set(s.address, s);
-    const fips = new Set(intent.fips.map((f) => f.address));
+    const fips = new Set([...intent.fips, ...unusable].map((f) => f.address));
     for (const address of this.reported.keys())
       if (!fips.has(address)) this.reported.delete(address);
   }
+
+  /** Adds a status to `changed` unless the store already holds it as this agent would write it. */
+  private queueStatus(
+    changed: FipStatus[],
+    snapshot: Snapshot,
+    address: string,
+    revision: number,
+    state: FipState,
+    error: string | undefined,
+  ): void {
+    // What this agent wrote last, rather than the snapshot: its own writes reach the
+    // snapshot a moment later, and a pass right after one (a lost tunnel's peer answering
+    // again) would otherwise take the old state for the new one and never write it.
+    const mine = this.reported.get(address);
+    const current = mine?.revision === revision ? mine : snapshot.statuses.get(address);
+    if (
+      current &&
+      current.state === state &&
+      current.revision === revision &&
+      current.message === error &&
+      current.node === this.o.node
+    )
+      return;
+    changed.push({
+      address,
+      state,
+      node: this.o.node,
+      revision,
+      ...(error ? { message: error } : {}),
+      updatedAt: new Date().toISOString(),
+    });
+  }
+}
+
+function skippedOf(rejected: ReadonlyMap<string, string>): SkippedRecord[] {
+  return [...rejected]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, reason]) => ({ key, reason }));
 }

@@ -113,6 +113,7 @@ export async function startAgent(
           ...(reconciler.realisedRevision !== undefined
             ? { realisedRevision: reconciler.realisedRevision }
             : {}),
+          ...(reconciler.skipped.length > 0 ? { skippedRecords: reconciler.skipped } : {}),
         }),
         plan: () => reconciler.plan(),
         neighbours: options.neighbours ?? (() => readNeighbours(config.netns)),

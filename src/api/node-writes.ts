@@ -58,11 +58,17 @@ async function lockHolder(store: Store, address: string): Promise<string | undef
   return typeof holder === 'string' ? holder : undefined;
 }
 
-/** The gateway of the pool of FIP `address`, if the FIP and its pool are there. */
+/**
+ * The gateway of the pool of FIP `address`, if the FIP and its pool are there. Only the pool's
+ * name is read from the FIP record: its gateway reports a record it cannot use as ERROR.
+ */
 async function gatewayOf(store: Store, address: string): Promise<string | undefined> {
-  const fip = decoded(decodeFloatingIp, (await store.get(keys.fip(address)))?.value);
-  if (!fip) return undefined;
-  return decoded(decodePool, (await store.get(keys.pool(fip.pool)))?.value)?.gateway;
+  const pool = decoded(
+    (v) => (v as { pool?: unknown } | null)?.pool,
+    (await store.get(keys.fip(address)))?.value,
+  );
+  if (typeof pool !== 'string') return undefined;
+  return decoded(decodePool, (await store.get(keys.pool(pool)))?.value)?.gateway;
 }
 
 function nodesOf(fip: FloatingIp): string[] {

@@ -325,6 +325,8 @@ export const statusResponse = view<{
     readonly lastApply?: string;
     readonly lastError?: string;
     readonly realisedRevision?: number;
+    /** Store records this agent leaves out because it cannot use them. */
+    readonly skippedRecords?: readonly { readonly key: string; readonly reason: string }[];
   };
   readonly fips: Record<FipState, number>;
   readonly nodes: { readonly total: number; readonly alive: number };
@@ -334,7 +336,13 @@ export const statusResponse = view<{
   node: str,
   version: str,
   store: open({ kind: str, revision: int }),
-  dataplane: open({ kind: str, lastApply: str, lastError: str, realisedRevision: int }),
+  dataplane: open({
+    kind: str,
+    lastApply: str,
+    lastError: str,
+    realisedRevision: int,
+    skippedRecords: Type.Array(open({ key: str, reason: str })),
+  }),
   fips: open(
     { DOWN: int, ACTIVE: int, UNREACHABLE: int, ERROR: int },
     { description: 'floating IPs by state' },
@@ -351,6 +359,7 @@ export const planResponse = view<PlanResponse>({
   replace: Type.Array(open({ from: open(), to: open() })),
   remove: Type.Array(open()),
   refused: Type.Array(open({ address: str, reason: str })),
+  skipped: Type.Array(open({ key: str, reason: str })),
 });
 
 export const poolResponse = view<PoolView>({

@@ -18,6 +18,8 @@ export function printPlan(p: PlanResponse): string {
     lines.push(`  ~ ${show(r.from)}  =>  ${r.to.value || '(new version)'}`);
   for (const e of p.remove) lines.push(`  - ${show(e)}`);
   for (const r of p.refused) lines.push(`  ! ${r.address}: ${r.reason}`);
+  // An older agent does not send `skipped`.
+  for (const r of p.skipped ?? []) lines.push(`  ? skipped ${r.key}: ${r.reason}`);
   const changes = p.add.length + p.replace.length + p.remove.length;
   lines.push(
     changes === 0

@@ -20,7 +20,16 @@ export function printStatus(s: StatusResponse): string {
     ['node', s.node],
     ['version', s.version],
     ['store', `${s.store.kind} (revision ${s.store.revision})`],
-    ['dataplane', dp.lastError ? [dataplane, `last error: ${dp.lastError}`] : dataplane],
+    [
+      'dataplane',
+      dp.lastError || dp.skippedRecords?.length
+        ? [
+            dataplane,
+            ...(dp.lastError ? [`last error: ${dp.lastError}`] : []),
+            ...skippedLines(dp.skippedRecords ?? []),
+          ]
+        : dataplane,
+    ],
     [
       'fips',
       Object.entries(s.fips)
@@ -43,6 +52,20 @@ export function printStatus(s: StatusResponse): string {
         : '-',
     ],
   ]);
+}
+
+/** At most a few records by name: a store full of bad records must not flood the terminal. */
+const SKIPPED_SHOWN = 5;
+
+function skippedLines(skipped: readonly { key: string; reason: string }[]): string[] {
+  if (skipped.length === 0) return [];
+  return [
+    `skipped ${skipped.length} store record(s) it cannot use:`,
+    ...skipped.slice(0, SKIPPED_SHOWN).map((r) => `  ${r.key}: ${r.reason}`),
+    ...(skipped.length > SKIPPED_SHOWN
+      ? [`  … and ${skipped.length - SKIPPED_SHOWN} more (ipferry plan lists them)`]
+      : []),
+  ];
 }
 
 export interface VersionInfo {

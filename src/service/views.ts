@@ -63,4 +63,12 @@ export interface PlanResponse {
   readonly remove: readonly IntentElement[];
   /** FIPs the agent refuses to realise on this host, with the reason. */
   readonly refused: readonly { readonly address: string; readonly reason: string }[];
+  /** Store records the agent left out because it cannot use them, with the reason. */
+  readonly skipped: readonly SkippedRecord[];
+}
+
+/** A store record an agent left out of its compile (store/records decoders), and why. */
+export interface SkippedRecord {
+  readonly key: string;
+  readonly reason: string;
 }

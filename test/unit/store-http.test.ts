@@ -1091,6 +1091,8 @@ void describe('ipferry node join-token create', () => {
 
 // The attacks of a security review (issue 12), replayed by a joined node against its hub: each
 // is refused, writes nothing, and the records the agents compile stay as the operator left them.
+const GW1_KEY = `${'A'.repeat(42)}E=`;
+
 void describe('http store: a joined node that lies', () => {
   let hub: Hub;
   let node: HttpStore;
@@ -1208,13 +1210,13 @@ void describe('http store: a joined node that lies', () => {
     const gw1 = JSON.parse((await hub.store.get(keys.node('gw1')))!.value) as object;
     await hub.store.txn({
       compare: [],
-      success: [put(keys.node('gw1'), JSON.stringify({ ...gw1, publicKey: 'gw1-key' }))],
+      success: [put(keys.node('gw1'), JSON.stringify({ ...gw1, publicKey: GW1_KEY }))],
     });
     await refused(
       () =>
         node.txn({
           compare: [],
-          success: [put(keys.node('zzz'), JSON.stringify({ ...self, publicKey: 'gw1-key' }))],
+          success: [put(keys.node('zzz'), JSON.stringify({ ...self, publicKey: GW1_KEY }))],
         }),
       /tunnel key of node gw1/,
     );

@@ -16,6 +16,8 @@ import { DesiredState } from '../../src/agent/desired.js';
 import { type RunningAgent, startAgent } from '../../src/agent/run.js';
 import { IpferryError } from '../../src/core/errors.js';
 import { keys } from '../../src/core/keys.js';
+import type { PlanResponse, StatusResponse } from '../../src/api/contract.js';
+import { printStatus } from '../../src/cli/status.js';
 import { decodeFloatingIp, decodeNodeRecord, decodePool } from '../../src/core/records.js';
 import { FakeDataplane } from '../../src/dataplane/fake.js';
 import { openHttpStore } from '../../src/store/http.js';
@@ -215,6 +217,26 @@ describe('an agent given records it cannot use (fake dataplane, SQLite)', () => 
       headers: { authorization: `Bearer ${token.split(/\s+/).pop()!}` },
     });
     assert.equal(plan.statusCode, 200, plan.body);
+    // Both are named where an operator looks: the plan, the status, and the FIP's own state.
+    const skipped = (plan.json() as PlanResponse).skipped.map((r) => r.key);
+    assert.deepEqual(skipped, [keys.fip('203.0.113.5'), keys.node('zzz')]);
+    const status = await agent!.app.inject({
+      method: 'GET',
+      url: '/v1/status',
+      headers: { authorization: `Bearer ${token.split(/\s+/).pop()!}` },
+    });
+    const text = printStatus(status.json() as StatusResponse);
+    assert.match(text, /skipped 2 store record\(s\) it cannot use:/);
+    assert.match(text, /\/ipferry\/v1\/nodes\/zzz: addresses must be a list/);
+    await waitFor(
+      '203.0.113.5 ERROR',
+      async () => (await c.getFip('203.0.113.5')).status?.state === 'ERROR',
+      10_000,
+    );
+    assert.match(
+      (await c.getFip('203.0.113.5')).status?.message ?? '',
+      /^the stored record cannot be used: forwards\[0\]\.target/,
+    );
     // Nothing of the hostile forward reached the dataplane.
     assert.doesNotMatch(dataplane.dump(), /10\.0\.0\.6|pwned|canary/);
     assert.match(dataplane.dump(), /dnat 203\.0\.113\.10 -> 10\.0\.0\.11/);
