@@ -133,7 +133,10 @@ export const allocateBody = Type.Object(
       }),
     ),
     clientToken: Type.Optional(
-      Type.String({ description: 'idempotency token: a retry returns the same FIP' }),
+      Type.String({
+        description:
+          'idempotency token: a retry returns the same FIP; the store keeps only its SHA-256, and no answer shows it',
+      }),
     ),
     description: Type.Optional(text),
     tags: Type.Optional(tags),
@@ -403,7 +406,6 @@ const fipProperties = {
   shared: bool,
   description: str,
   tags: strings,
-  clientToken: str,
   association: open({ mode: str, target: str, node: str, masquerade: bool, associatedAt: str }),
   forwards: Type.Array(forwardResponse),
   allocatedAt: str,

@@ -4,7 +4,14 @@
  * in one place. Addresses in keys are canonical (see address.ts); names are validated to a
  * safe alphabet, and free-form tokens are URI-encoded so that no key can escape its prefix.
  */
+import { createHash } from 'node:crypto';
+
 export const ROOT = '/ipferry/v1/';
+
+/** A client token's SHA-256, in hex: what the store keeps of it. */
+export function clientTokenDigest(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
 
 /**
  * What agents report about themselves again and again (each node's health: its tunnel, its mesh),
@@ -37,7 +44,16 @@ export const keys = {
   health: HEALTH_ROOT,
   nodeHealth: (name: string) => `${HEALTH_ROOT}${name}`,
   clientTokens: `${ROOT}client-tokens/`,
-  clientToken: (token: string) => `${ROOT}client-tokens/${encodeURIComponent(token)}`,
+  /**
+   * Where an allocate's client token is remembered: under its SHA-256 (clientTokenDigest), so
+   * that neither the key nor the FIP record (`clientTokenSha256`), which nodes and read-only
+   * tokens read, holds the token. `sha256-` + 64 hex digits is longer than any token (64), so
+   * it never meets a key of the older form below.
+   */
+  clientToken: (token: string) => keys.clientTokenByDigest(clientTokenDigest(token)),
+  clientTokenByDigest: (digestHex: string) => `${ROOT}client-tokens/sha256-${digestHex}`,
+  /** Where versions before the digest kept a client token: under its own text. */
+  legacyClientToken: (token: string) => `${ROOT}client-tokens/${encodeURIComponent(token)}`,
   /** SHA-256 of a remote node's credential (issued when it joined; see api/join.ts). */
   nodeCredentials: `${ROOT}node-credentials/`,
   nodeCredential: (name: string) => `${ROOT}node-credentials/${name}`,

@@ -17,6 +17,7 @@
  */
 import type { Address } from './address.js';
 import { IpferryError, validationError } from './errors.js';
+import { clientTokenDigest } from './keys.js';
 import type { Association, FloatingIp, Pool, PortForward, ReservedPort } from './model.js';
 import { isSharedAddress } from './pool.js';
 import { invalid, type ValidAllocate, type ValidAssociate, type ValidForward } from './validate.js';
@@ -34,10 +35,27 @@ export function newFloatingIp(
     shared: isSharedAddress(pool, address),
     ...(request.description !== undefined ? { description: request.description } : {}),
     tags: request.tags,
-    ...(request.clientToken ? { clientToken: request.clientToken } : {}),
+    ...(request.clientToken ? { clientTokenSha256: clientTokenDigest(request.clientToken) } : {}),
     forwards: [],
     allocatedAt: now,
   };
+}
+
+/** Whether `token` is the client token that allocated `fip` (its digest, or an older record's text). */
+export function allocatedWith(fip: FloatingIp, token: string): boolean {
+  return fip.clientTokenSha256 !== undefined
+    ? fip.clientTokenSha256 === clientTokenDigest(token)
+    : fip.clientToken === token;
+}
+
+/**
+ * A FIP record as this version writes it: a client token an older version stored as text is
+ * replaced by its digest (the caller moves the token's own key along, keys.legacyClientToken).
+ */
+export function withTokenDigest(fip: FloatingIp): FloatingIp {
+  if (fip.clientToken === undefined) return fip;
+  const { clientToken, ...rest } = fip;
+  return { ...rest, clientTokenSha256: rest.clientTokenSha256 ?? clientTokenDigest(clientToken) };
 }
 
 /** What a client token remembers, so that a reuse for another request is caught. */

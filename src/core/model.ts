@@ -80,7 +80,15 @@ export interface FloatingIp {
   readonly shared: boolean;
   readonly description?: string;
   readonly tags: readonly string[];
-  /** Idempotency token of the allocate call that created it. */
+  /**
+   * SHA-256 (hex) of the idempotency token of the allocate call that created it. Only the digest:
+   * nodes and read-only tokens read FIP records, and a token shown there could be replayed.
+   */
+  readonly clientTokenSha256?: string;
+  /**
+   * The token itself, as versions before the digest stored it. Still compared on a retry; the
+   * FIP's next write replaces it with `clientTokenSha256` (service/control.ts).
+   */
   readonly clientToken?: string;
   readonly association?: Association;
   readonly forwards: readonly PortForward[];

@@ -17,6 +17,7 @@ import { keys, ROOT } from '../core/keys.js';
 import { parseStored, stringifyStored } from '../core/json.js';
 import {
   addForward,
+  allocatedWith,
   allocateFingerprint,
   associate,
   checkRelease,
@@ -25,6 +26,7 @@ import {
   newFloatingIp,
   refuseRoutedToGateway,
   removeForward,
+  withTokenDigest,
 } from '../core/lifecycle.js';
 import type {
   FipState,
@@ -69,7 +71,7 @@ import {
   validatePool,
   validatePoolUpdate,
 } from '../core/validate.js';
-import type { Op, Store } from '../store/store.js';
+import type { Compare, Op, Store } from '../store/store.js';
 import { livenessByNode, MeshControl, withHealth } from './mesh.js';
 import {
   absent,
@@ -268,10 +270,17 @@ export class ControlPlane {
   async allocate(input: AllocateInput): Promise<FipView & { created: boolean }> {
     const request = validateAllocate(input);
     return optimistic('allocate', async () => {
-      const tokenKey = request.clientToken ? keys.clientToken(request.clientToken) : undefined;
-      const token = tokenKey ? await getRecord<ClientTokenRecord>(this.store, tokenKey) : undefined;
-      if (token) {
-        const replay = await this.replayClientToken(request, token.value);
+      const token = request.clientToken;
+      const tokenKey = token ? keys.clientToken(token) : undefined;
+      // Older versions kept a token under its own text: a retry still finds it there.
+      const legacyKey = token ? keys.legacyClientToken(token) : undefined;
+      const [held, legacy] = await Promise.all([
+        tokenKey ? getRecord<ClientTokenRecord>(this.store, tokenKey) : undefined,
+        legacyKey ? getRecord<ClientTokenRecord>(this.store, legacyKey) : undefined,
+      ]);
+      const remembered = held ?? legacy;
+      if (token && remembered) {
+        const replay = await this.replayClientToken(request, token, remembered.value);
         if (replay) return { ...replay, created: false };
       }
       const [pools, fips] = await Promise.all([
@@ -288,11 +297,14 @@ export class ControlPlane {
         };
         ops.push({ type: 'put', key: tokenKey, value: stringifyStored(record) });
       }
+      // An older record of this token whose FIP is gone makes way for the new one.
+      if (legacyKey && legacy) ops.push({ type: 'delete', key: legacyKey });
       const result = await this.store.txn({
         compare: [
           unchanged(keys.pool(pool.value.name), pool),
           absent(keys.fip(fip.address)),
-          ...(tokenKey ? [unchanged(tokenKey, token)] : []),
+          ...(tokenKey ? [unchanged(tokenKey, held)] : []),
+          ...(legacyKey ? [unchanged(legacyKey, legacy)] : []),
         ],
         success: ops,
       });
@@ -303,14 +315,15 @@ export class ControlPlane {
 
   private async replayClientToken(
     request: ValidAllocate,
-    token: ClientTokenRecord,
+    token: string,
+    remembered: ClientTokenRecord,
   ): Promise<FipView | undefined> {
-    if (token.fingerprint !== allocateFingerprint(request)) {
-      throw new IpferryError('IPF_E_CLIENT_TOKEN_REUSED', { token: request.clientToken ?? '' });
+    if (remembered.fingerprint !== allocateFingerprint(request)) {
+      throw new IpferryError('IPF_E_CLIENT_TOKEN_REUSED', { token });
     }
-    const fip = await getRecord<FloatingIp>(this.store, keys.fip(token.address));
-    if (!fip || fip.value.clientToken !== request.clientToken) return undefined;
-    const status = await getRecord<FipStatus>(this.store, keys.status(token.address));
+    const fip = await getRecord<FloatingIp>(this.store, keys.fip(remembered.address));
+    if (!fip || !allocatedWith(fip.value, token)) return undefined;
+    const status = await getRecord<FipStatus>(this.store, keys.status(remembered.address));
     return this.fipView(fip.value, fip.kv.modRevision, status?.value);
   }
 
@@ -412,8 +425,7 @@ export class ControlPlane {
         { type: 'delete', key: keys.status(fip.value.address) },
         ...this.natTargetOps(fip.value, undefined, pool?.value.gateway),
       ];
-      if (fip.value.clientToken)
-        ops.push({ type: 'delete', key: keys.clientToken(fip.value.clientToken) });
+      ops.push(...clientTokenDeletes(fip.value));
       const r = await this.store.txn({
         compare: [unchanged(keys.fip(fip.value.address), fip)],
         success: ops,
@@ -471,6 +483,8 @@ export class ControlPlane {
       const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
       const gateway = pool?.value.gateway;
       const compare = [unchanged(keys.fip(fip.value.address), fip)];
+      const tokenOps = await this.migrateClientToken(next, compare);
+      const record = withTokenDigest(next);
       const claim = natTarget(next);
       if (gateway && claim && claim !== natTarget(fip.value)) {
         const holder = await getRecord<string>(this.store, keys.natTarget(gateway, claim));
@@ -486,11 +500,12 @@ export class ControlPlane {
       const r = await this.store.txn({
         compare,
         success: [
-          { type: 'put', key: keys.fip(next.address), value: stringifyStored(next) },
+          { type: 'put', key: keys.fip(next.address), value: stringifyStored(record) },
           ...this.natTargetOps(fip.value, next, gateway),
+          ...tokenOps,
         ],
       });
-      return r.succeeded ? this.fipView(next, r.revision, status?.value) : RETRY;
+      return r.succeeded ? this.fipView(record, r.revision, status?.value) : RETRY;
     });
   }
 
@@ -525,6 +540,27 @@ export class ControlPlane {
       );
     }
     p.done();
+  }
+
+  /**
+   * A FIP record an older version wrote holds its client token as text: its next write stores
+   * the digest instead (withTokenDigest), and the token's own record moves to the digest's key
+   * in the same transaction, compared on both keys. Nothing for a record of this version.
+   */
+  private async migrateClientToken(fip: FloatingIp, compare: Compare[]): Promise<Op[]> {
+    if (fip.clientToken === undefined) return [];
+    const from = keys.legacyClientToken(fip.clientToken);
+    const to = keys.clientToken(fip.clientToken);
+    const [old, current] = await Promise.all([
+      getRecord<ClientTokenRecord>(this.store, from),
+      getRecord<ClientTokenRecord>(this.store, to),
+    ]);
+    compare.push(unchanged(from, old), unchanged(to, current));
+    if (!old) return [];
+    return [
+      { type: 'delete', key: from },
+      ...(current ? [] : [{ type: 'put' as const, key: to, value: stringifyStored(old.value) }]),
+    ];
   }
 
   private natTargetOps(
@@ -763,8 +799,13 @@ export class ControlPlane {
     return { ...rest, revision, size: poolSize(pool).toString(), allocated };
   }
 
+  /**
+   * A FIP as clients see it: without its client token, not even the digest (it would tell a
+   * reader that guesses tokens which one is used).
+   */
   private fipView(fip: FloatingIp, revision: number, status: FipStatus | undefined): FipView {
-    return { ...fip, revision, status: statusView(fip, revision, status) };
+    const { clientToken: _token, clientTokenSha256: _digest, ...shown } = fip;
+    return { ...shown, revision, status: statusView(fip, revision, status) };
   }
 
   private timestamp(): string {
@@ -799,6 +840,21 @@ function refusePoolOverlap(
 function refuseOwnAddress(entries: readonly PoolEntry[], gateway: NodeRecord): void {
   const own = ownAddressEntry(entries, gateway.addresses);
   if (own) throw new IpferryError('IPF_E_ADDRESS_OWN', { address: own, node: gateway.name });
+}
+
+/** Deletes the key of the client token a FIP was allocated with, in this version's form or the older one. */
+function clientTokenDeletes(fip: FloatingIp): Op[] {
+  return [
+    ...(fip.clientTokenSha256
+      ? [{ type: 'delete' as const, key: keys.clientTokenByDigest(fip.clientTokenSha256) }]
+      : []),
+    ...(fip.clientToken !== undefined
+      ? [
+          { type: 'delete' as const, key: keys.legacyClientToken(fip.clientToken) },
+          { type: 'delete' as const, key: keys.clientToken(fip.clientToken) },
+        ]
+      : []),
+  ];
 }
 
 /** Where a FIP sends traffic: its association's target (but a routed FIP's, itself) and its forwards'. */

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/app.js';
 import { TokenSet } from '../../src/api/auth.js';
+import { keys } from '../../src/core/keys.js';
 import { MAX_POOL_ENTRIES } from '../../src/core/pool.js';
 import type { ControlPlane } from '../../src/service/control.js';
 import type { Store } from '../../src/store/store.js';
@@ -508,6 +510,24 @@ describe('floating IP lifecycle', () => {
     assert.equal(second.status, 200);
     assert.equal(second.body.created, false);
     assert.equal(second.body.address, first.body.address);
+    // Kept as its SHA-256 only (issue 12, finding 8): FIP records are read by nodes and
+    // read-only tokens, and no key or value of the store spells the token.
+    const digest = createHash('sha256').update('retry-me').digest('hex');
+    const record = JSON.parse((await store.get(keys.fip(first.body.address)))!.value);
+    assert.equal(record.clientToken, undefined);
+    assert.equal(record.clientTokenSha256, digest);
+    assert.ok(await store.get(keys.clientTokenByDigest(digest)));
+    assert.ok(!(await dumpStore(store)).includes('retry-me'));
+    for (const body of [first.body, second.body]) {
+      assert.equal(body.clientToken, undefined);
+      assert.equal(body.clientTokenSha256, undefined);
+    }
+    const readOnly = await call('GET', `/v1/fips/${first.body.address}`, undefined, TOKEN_RO);
+    assert.equal(readOnly.status, 200);
+    assert.ok(!JSON.stringify(readOnly.body).includes('retry-me'));
+    assert.ok(!JSON.stringify(readOnly.body).includes(digest));
+    const listed = await call('GET', '/v1/fips?pool=dyn', undefined, TOKEN_RO);
+    assert.ok(!JSON.stringify(listed.body).includes(digest));
     await refused(
       'POST',
       '/v1/fips',
@@ -579,6 +599,66 @@ describe('floating IP lifecycle', () => {
     assert.equal(ok.status, 201, JSON.stringify(ok.body));
     for (const address of ['203.0.113.13', '203.0.113.14'])
       assert.equal((await call('DELETE', `/v1/fips/${address}?force=true`)).status, 200);
+  });
+
+  it('still replays a client token an older version stored as text, and moves it to its digest on the next write', async () => {
+    // As an older version wrote them: the token in the FIP record and as its own key.
+    const fip = {
+      address: '203.0.113.10',
+      family: 4,
+      pool: 'public',
+      shared: false,
+      tags: [],
+      clientToken: 'old-token',
+      forwards: [],
+      allocatedAt: '2025-01-01T00:00:00.000Z',
+    };
+    const fingerprint = JSON.stringify(['public', '203.0.113.10', null, null]);
+    await store.txn({
+      compare: [],
+      success: [
+        { type: 'put', key: keys.fip(fip.address), value: JSON.stringify(fip) },
+        {
+          type: 'put',
+          key: keys.legacyClientToken('old-token'),
+          value: JSON.stringify({ address: fip.address, fingerprint }),
+        },
+      ],
+    });
+    const retry = { pool: 'public', address: '203.0.113.10', clientToken: 'old-token' };
+    const replayed = await call('POST', '/v1/fips', retry);
+    assert.equal(replayed.status, 200, JSON.stringify(replayed.body));
+    assert.equal(replayed.body.created, false);
+    assert.equal(replayed.body.clientToken, undefined, 'not shown, even from an older record');
+    await refused(
+      'POST',
+      '/v1/fips',
+      { ...retry, address: '203.0.113.2' },
+      409,
+      'IPF_E_CLIENT_TOKEN_REUSED',
+    );
+
+    // The next write of the FIP stores the digest and moves the token's record to its key.
+    const associated = await call('POST', '/v1/fips/203.0.113.10/associate', {
+      target: '10.0.0.51',
+    });
+    assert.equal(associated.status, 200, JSON.stringify(associated.body));
+    const record = JSON.parse((await store.get(keys.fip(fip.address)))!.value);
+    assert.equal(record.clientToken, undefined);
+    assert.equal(record.clientTokenSha256, createHash('sha256').update('old-token').digest('hex'));
+    assert.equal(await store.get(keys.legacyClientToken('old-token')), undefined);
+    assert.equal(
+      JSON.parse((await store.get(keys.clientToken('old-token')))!.value).address,
+      fip.address,
+    );
+    assert.ok(!(await dumpStore(store)).includes('old-token'));
+    const again = await call('POST', '/v1/fips', retry);
+    assert.equal(again.status, 200);
+    assert.equal(again.body.address, fip.address);
+
+    // Release takes the token along.
+    assert.equal((await call('DELETE', '/v1/fips/203.0.113.10?force=true')).status, 200);
+    assert.equal(await store.get(keys.clientToken('old-token')), undefined);
   });
 
   it('associates, refuses a second association, moves, disassociates idempotently and releases', async () => {
