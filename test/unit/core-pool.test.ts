@@ -323,3 +323,16 @@ void describe('core/pool: overlaps in one sweep', () => {
     assert.equal(rangeSize(poolRanges(pool)[0]!.range), 256n);
   });
 });
+
+void describe('core/pool: a pool at the entry limit', () => {
+  void it('hands out the one free address left after one walk over its entries', () => {
+    const entries = singles(MAX_POOL_ENTRIES);
+    const pool = mkPool(entries);
+    const last = '10.1.31.254';
+    const used = new Set(entries.flatMap((e) => (e.kind === 'address' ? [e.address] : [])));
+    used.delete(last);
+    assert.deepEqual(texts(freeAddresses(pool, used, 64)), [last]);
+    assert.equal(poolSize(pool), BigInt(MAX_POOL_ENTRIES));
+    assert.equal(poolEntryFor(pool, parseAddress(last)), entries.at(-1));
+  });
+});
