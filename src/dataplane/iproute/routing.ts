@@ -7,15 +7,15 @@
 import { tryParseAddress } from '../../core/address.js';
 import { ROUTE_PROTO } from '../../core/names.js';
 import {
-  decode,
   decodeElement,
   element,
   HOST_OWNER,
   type IntentElement,
-  isKind,
   kindsOf,
   type Payloads,
+  type RuleSelector,
 } from '../../intent/elements.js';
+import { forElement, ip, ipLine } from '../linux/args.js';
 import type { ExecResult, RunOptions } from '../exec.js';
 
 type Exec = (file: string, args: readonly string[], options?: RunOptions) => Promise<ExecResult>;
@@ -104,16 +104,19 @@ export function routingBatches(
 export interface RoutingLine {
   readonly family: 4 | 6;
   readonly element: IntentElement;
+  /** The command's words, after `ip -4`/`ip -6`: argv of one `ip`, or one batch line joined. */
+  readonly args: readonly string[];
   readonly line: string;
 }
 
-/** routingBatches' lines with the element each comes from, in the same order. */
+/**
+ * routingBatches' lines with the element each comes from, in the same order. Every value is
+ * parsed again (../linux/args.ts): an element that does not parse refuses the whole change.
+ */
 export function routingLines(op: 'add' | 'del', elements: readonly IntentElement[]): RoutingLine[] {
   const order = op === 'add' ? ['route', 'rule'] : ['rule', 'route'];
   return order.flatMap((kind) =>
-    elements
-      .filter((e) => e.kind === kind)
-      .map((e) => ({ family: familyOf(e), element: e, line: routingLine(op, e) })),
+    elements.filter((e) => e.kind === kind).map((e) => routingCommand(op, e)),
   );
 }
 
@@ -122,37 +125,67 @@ export function routingLines(op: 'add' | 'del', elements: readonly IntentElement
  * ipferry's protocol number: a deletion matches only what carries it.
  */
 export function routingLine(op: 'add' | 'del', e: IntentElement): string {
+  return routingCommand(op, e).line;
+}
+
+function routingCommand(op: 'add' | 'del', e: IntentElement): RoutingLine {
+  const { family, args } = forElement(e, () => routingArgs(op, e));
+  return { family, element: e, args, line: ipLine(e, args) };
+}
+
+function routingArgs(op: 'add' | 'del', e: IntentElement): { family: 4 | 6; args: string[] } {
   const t = decodeElement(e);
+  const proto = String(ROUTE_PROTO);
   if (t.kind === 'route') {
     const r = t.data;
-    const words = [
-      r.prefix,
-      ...(r.table !== undefined ? ['table', String(r.table)] : []),
+    const { text: prefix, family } = ip.prefix(r.prefix);
+    const args = [
+      'route',
+      op === 'add' ? 'replace' : 'del',
+      prefix,
+      ...(r.table !== undefined ? ['table', ip.table(r.table)] : []),
       'dev',
-      r.dev,
-      ...(r.via !== undefined ? ['via', r.via] : []),
-      ...(r.src !== undefined ? ['src', r.src] : []),
-      ...(r.mtu !== undefined ? ['mtu', String(r.mtu)] : []),
+      ip.ifname(r.dev),
+      ...(r.via !== undefined ? ['via', ...ip.via(r.via, family)] : []),
+      ...(r.src !== undefined ? ['src', ip.address(r.src, family).text] : []),
+      ...(r.mtu !== undefined ? ['mtu', ip.mtu(r.mtu)] : []),
+      'proto',
+      proto,
     ];
-    return `route ${op === 'add' ? 'replace' : 'del'} ${words.join(' ')} proto ${ROUTE_PROTO}`;
+    return { family, args };
   }
   if (t.kind !== 'rule') throw new Error(`not a routing element: ${e.kind}`);
   const r = t.data;
-  const selector =
-    'from' in r.selector
-      ? `from ${r.selector.from}`
-      : `fwmark ${r.selector.fwmark}/${r.selector.mask}`;
+  const { family, selector } = ruleSelector(r.selector);
   const suppress =
-    r.suppressPrefixLength === undefined ? '' : ` suppress_prefixlength ${r.suppressPrefixLength}`;
-  return `rule ${op} ${selector} lookup ${r.table}${suppress} priority ${r.priority} protocol ${ROUTE_PROTO}`;
+    r.suppressPrefixLength === undefined
+      ? []
+      : ['suppress_prefixlength', ip.prefixLength(r.suppressPrefixLength, family)];
+  const args = [
+    'rule',
+    op,
+    ...selector,
+    'lookup',
+    ip.table(r.table),
+    ...suppress,
+    'priority',
+    ip.priority(r.priority),
+    'protocol',
+    proto,
+  ];
+  return { family, args };
 }
 
-function familyOf(e: IntentElement): 4 | 6 {
-  if (isKind(e, 'rule')) {
-    const { selector } = decode(e);
-    return 'from' in selector ? (selector.from.includes(':') ? 6 : 4) : selector.family;
+/** A rule's selector as words, and the family of the `ip` it belongs to. */
+function ruleSelector(s: RuleSelector): { family: 4 | 6; selector: string[] } {
+  if ('from' in s) {
+    const from = ip.address(s.from);
+    return { family: from.family, selector: ['from', from.text] };
   }
-  return isKind(e, 'route') && decode(e).prefix.includes(':') ? 6 : 4;
+  return {
+    family: s.family === 6 ? 6 : 4,
+    selector: ['fwmark', `${ip.mark(s.fwmark)}/${ip.mark(s.mask)}`],
+  };
 }
 
 /** What `ip -j route` shows of one of ipferry's routes, as a route payload. */

@@ -17,13 +17,16 @@ import {
   type Payloads,
 } from '../../intent/elements.js';
 import { parseProxyEntries } from '../iproute/neighbours.js';
+import { forElement, ip, ipLine } from './args.js';
 import { ipBatch, ipBatchForce } from './ip-batch.js';
 import type { Exec, Manager, Phase } from './manager.js';
 
-/** Claims to add, or to release; what undo takes back is the same list the other way. */
+/**
+ * Claims to add, or to release, each with its `ip -batch` line and the line that takes it back,
+ * rendered when the change is planned.
+ */
 interface ClaimChange {
-  readonly op: 'add' | 'del';
-  readonly claims: readonly IntentElement[];
+  readonly claims: readonly { readonly line: string; readonly undo: string }[];
 }
 
 interface IpAddressLink {
@@ -73,41 +76,46 @@ export class ClaimsManager implements Manager<ClaimChange> {
         : [...diff.replace.map((r) => r.from), ...diff.remove]
     ).filter((e) => e.kind === 'claim');
     if (claims.length === 0) return undefined;
-    return { op: phase === 'add' ? 'add' : 'del', claims };
+    const [op, back] = phase === 'add' ? (['add', 'del'] as const) : (['del', 'add'] as const);
+    return { claims: claims.map((c) => ({ line: claimLine(op, c), undo: claimLine(back, c) })) };
   }
 
   /** One batch; when `ip` stops at a line, the claims before it are changed back. */
   async apply(change: ClaimChange): Promise<ClaimChange> {
-    const result = await ipBatch(this.exec, [], lines(change));
-    if (result.ok) return change;
-    await this.undo({ ...change, claims: change.claims.slice(0, result.done) }).catch(
-      () => undefined,
+    const result = await ipBatch(
+      this.exec,
+      [],
+      change.claims.map((c) => c.line),
     );
+    if (result.ok) return change;
+    await this.undo({ claims: change.claims.slice(0, result.done) }).catch(() => undefined);
     throw result.error;
   }
 
   async undo(done: ClaimChange): Promise<void> {
-    const back: ClaimChange = {
-      op: done.op === 'add' ? 'del' : 'add',
-      claims: [...done.claims].reverse(),
-    };
-    await ipBatchForce(this.exec, [], lines(back));
+    const back = [...done.claims].reverse().map((c) => c.undo);
+    await ipBatchForce(this.exec, [], back);
   }
 }
 
-function lines(change: ClaimChange): string[] {
-  return change.claims.map((c) => claimArgs(change.op, c).join(' '));
+/** One `ip -batch` line of claimArgs. */
+function claimLine(op: 'add' | 'del', c: IntentElement): string {
+  return ipLine(c, claimArgs(op, c));
 }
 
 /**
  * `ip` arguments that add or delete a claim: a labelled /32, or a proxy entry (IPv4 proxy ARP,
  * IPv6 proxy NDP). Adding a proxy entry that exists already succeeds; adding an address does not.
+ * Each value is parsed again (./args.ts): a claim that does not parse is refused.
  */
 export function claimArgs(op: 'add' | 'del', c: IntentElement): string[] {
-  const { fip, uplink, proxy } = claimOf(c);
-  if (proxy) return ['neigh', op, 'proxy', fip, 'dev', uplink];
-  const label = op === 'add' ? ['label', claimLabel(uplink)] : [];
-  return ['address', op, `${fip}/32`, 'dev', uplink, ...label];
+  return forElement(c, () => {
+    const { fip, uplink, proxy } = claimOf(c);
+    const dev = ip.ifname(uplink);
+    if (proxy) return ['neigh', op, 'proxy', ip.address(fip).text, 'dev', dev];
+    const label = op === 'add' ? ['label', ip.label(claimLabel(dev), dev)] : [];
+    return ['address', op, `${ip.address(fip, 4).text}/32`, 'dev', dev, ...label];
+  });
 }
 
 function claimOf(c: IntentElement): Payloads['claim'] {

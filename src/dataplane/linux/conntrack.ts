@@ -8,6 +8,7 @@
  */
 import type { IntentDiff } from '../../intent/diff.js';
 import { decodeElement, type ElementKind, type IntentElement } from '../../intent/elements.js';
+import { conntrack, forElement } from './args.js';
 import type { Exec, Manager, Phase } from './manager.js';
 
 /** `conntrack -D` runs at once; more only queue on the kernel's conntrack lock. */
@@ -56,25 +57,41 @@ export class ConntrackManager implements Manager<Filters> {
   }
 }
 
-/** `conntrack -D` arguments for the flows an old element was carrying, if it carried any. */
+/**
+ * `conntrack -D` arguments for the flows an old element was carrying, if it carried any. Each
+ * value is parsed again (./args.ts): an element that does not parse is refused, as its nft
+ * deletion is.
+ */
 export function staleConnectionFilter(e: IntentElement): string[] | undefined {
-  const family = (a: string): string[] => (a.includes(':') ? ['-f', 'ipv6'] : []);
-  const t = decodeElement(e);
-  switch (t.kind) {
-    case 'dnat':
-      return [...family(t.data.fip), '-d', t.data.fip, '-r', t.data.target];
-    case 'snat':
-      return [...family(t.data.target), '-s', t.data.target, '-q', t.data.fip];
-    case 'fwd': {
-      const { fip, protocol, ports, target } = t.data;
-      const single = ports.first === ports.last ? ['--dport', String(ports.first)] : [];
-      return [...family(fip), '-d', fip, '-r', target, '-p', protocol, ...single];
+  return forElement(e, () => {
+    const t = decodeElement(e);
+    switch (t.kind) {
+      case 'dnat':
+        return flow(t.data.fip, '-d', t.data.target, '-r');
+      case 'snat':
+        return flow(t.data.target, '-s', t.data.fip, '-q');
+      case 'fwd': {
+        const { fip, protocol, ports, target } = t.data;
+        const single = ports.first === ports.last ? ['--dport', conntrack.port(ports.first)] : [];
+        return [...flow(fip, '-d', target, '-r'), '-p', conntrack.protocol(protocol), ...single];
+      }
+      case 'fwdport': {
+        const { fip, protocol, port, target } = t.data;
+        const p = ['-p', conntrack.protocol(protocol), '--dport', conntrack.port(port)];
+        return [...flow(fip, '-d', target, '-r'), ...p];
+      }
+      default:
+        return undefined;
     }
-    case 'fwdport': {
-      const { fip, protocol, port, target } = t.data;
-      return [...family(fip), '-d', fip, '-r', target, '-p', protocol, '--dport', String(port)];
-    }
-    default:
-      return undefined;
-  }
+  });
+}
+
+/**
+ * The family option and one address of each direction: `first` as `firstOption`, `second` as
+ * `secondOption`. Both of one family: conntrack filters one family at a time.
+ */
+function flow(first: string, firstOption: string, second: string, secondOption: string): string[] {
+  const a = conntrack.address(first);
+  const b = conntrack.address(second, a.family);
+  return [...conntrack.family(a), firstOption, a.text, secondOption, b.text];
 }

@@ -48,6 +48,11 @@ interface NftChange {
   readonly put: readonly IntentElement[];
   /** The table's fixed part changes: the whole table is written anew. */
   readonly table: boolean;
+  /**
+   * The element commands of the change. Undo renders the same elements with the other verb,
+   * which parse as well: a value's text does not depend on the verb.
+   */
+  readonly script: readonly string[];
 }
 
 type NftDone =
@@ -72,15 +77,15 @@ export class NftManager implements Manager<NftChange, NftDone> {
     const gone = [...diff.remove, ...diff.replace.map((r) => r.from)].filter(ours);
     const put = [...diff.add, ...diff.replace.map((r) => r.to)].filter(ours);
     if (gone.length === 0 && put.length === 0) return undefined;
-    return { gone, put, table: put.some((e) => e.kind === 'table') };
+    // Rendered now, so that an element that does not parse refuses the change before any step
+    // of the apply runs.
+    const script = [...renderElements('delete', gone), ...renderElements('add', put)];
+    return { gone, put, table: put.some((e) => e.kind === 'table'), script };
   }
 
   async apply(change: NftChange): Promise<NftDone> {
     if (!change.table) {
-      await this.runIfAny([
-        ...renderElements('delete', change.gone),
-        ...renderElements('add', change.put),
-      ]);
+      await this.runIfAny(change.script);
       return { table: false, change };
     }
     // The fixed part is missing or damaged: rebuild everything the table should hold.

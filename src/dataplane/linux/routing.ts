@@ -3,8 +3,9 @@
  * them). The add phase is one `ip -batch` per family: routes with `route replace` (a changed
  * route is changed in place), then rules. The delete phase takes rules, then routes, out one by
  * one, tolerating what is already gone (the routes of a deleted tunnel go with its device).
- * Undo knows each line's inverse: a route added is deleted, a route replaced gets its old form
- * back, a rule added is deleted, and what a deletion removed is added again.
+ * Undo knows each line's inverse, rendered with the line when the change is planned: a route
+ * added is deleted, a route replaced gets its old form back, a rule added is deleted, and what a
+ * deletion removed is added again.
  */
 import { elementId, type IntentDiff } from '../../intent/diff.js';
 import type { IntentElement } from '../../intent/elements.js';
@@ -24,11 +25,14 @@ const ALREADY_GONE = (stderr: string): boolean =>
     stderr,
   );
 
+/** A line and the line that takes it back, both rendered when the change is planned. */
+interface PlannedLine extends RoutingLine {
+  readonly undo: string;
+}
+
 interface RoutingChange {
   readonly op: 'add' | 'del';
-  readonly lines: readonly RoutingLine[];
-  /** The route each changed route replaces in place, by the new one's id. */
-  readonly replaces: ReadonlyMap<string, IntentElement>;
+  readonly lines: readonly PlannedLine[];
 }
 
 export class RoutingManager implements Manager<RoutingChange> {
@@ -41,14 +45,23 @@ export class RoutingManager implements Manager<RoutingChange> {
     return observeRouting(this.exec);
   }
 
+  /**
+   * Renders every line, and the line that would take it back, now: an element whose values do
+   * not parse refuses the change before any step of the apply runs.
+   */
   plan(diff: IntentDiff, phase: Phase): RoutingChange | undefined {
     const ours = (e: IntentElement): boolean => ROUTING_KINDS.has(e.kind);
     if (phase === 'add') {
       const put = [...diff.add, ...diff.replace.map((r) => r.to)].filter(ours);
+      // A route replaced in place gets its old form back; anything else added is deleted.
       const replaces = new Map(
         diff.replace.filter((r) => r.to.kind === 'route').map((r) => [elementId(r.to), r.from]),
       );
-      return put.length > 0 ? { op: 'add', lines: routingLines('add', put), replaces } : undefined;
+      const lines = routingLines('add', put).map((l) => {
+        const old = replaces.get(elementId(l.element));
+        return { ...l, undo: old ? routingLine('add', old) : routingLine('del', l.element) };
+      });
+      return lines.length > 0 ? { op: 'add', lines } : undefined;
     }
     // A changed route was replaced in place; changed rules go out after the new ones came in.
     const gone = [
@@ -56,7 +69,11 @@ export class RoutingManager implements Manager<RoutingChange> {
       ...diff.replace.map((r) => r.from).filter((e) => e.kind !== 'route'),
     ].filter(ours);
     if (gone.length === 0) return undefined;
-    return { op: 'del', lines: routingLines('del', gone), replaces: new Map() };
+    const lines = routingLines('del', gone).map((l) => ({
+      ...l,
+      undo: routingLine('add', l.element),
+    }));
+    return { op: 'del', lines };
   }
 
   async apply(change: RoutingChange): Promise<RoutingChange> {
@@ -64,7 +81,7 @@ export class RoutingManager implements Manager<RoutingChange> {
   }
 
   async undo(done: RoutingChange): Promise<void> {
-    const back = [...done.lines].reverse().map((l) => ({ family: l.family, line: inverse(l) }));
+    const back = [...done.lines].reverse().map((l) => ({ family: l.family, line: l.undo }));
     // Consecutive lines of one family go in one batch; the order across families is kept.
     const runs: { family: 4 | 6; lines: string[] }[] = [];
     for (const { family, line } of back) {
@@ -73,17 +90,11 @@ export class RoutingManager implements Manager<RoutingChange> {
       else runs.push({ family, lines: [line] });
     }
     await undoEach(runs.map((r) => () => ipBatchForce(this.exec, [`-${r.family}`], r.lines)));
-
-    function inverse(l: RoutingLine): string {
-      if (done.op === 'del') return routingLine('add', l.element);
-      const old = done.replaces.get(elementId(l.element));
-      return old ? routingLine('add', old) : routingLine('del', l.element);
-    }
   }
 
   /** One batch per family; when one stops at a line, every line before it is taken back. */
   private async add(change: RoutingChange): Promise<RoutingChange> {
-    const done: RoutingLine[] = [];
+    const done: PlannedLine[] = [];
     for (const family of [4, 6] as const) {
       const lines = change.lines.filter((l) => l.family === family);
       const result = await ipBatch(
@@ -102,10 +113,10 @@ export class RoutingManager implements Manager<RoutingChange> {
 
   /** Line by line; returns only what was there to delete, which is what undo puts back. */
   private async delete(change: RoutingChange): Promise<RoutingChange> {
-    const done: RoutingLine[] = [];
+    const done: PlannedLine[] = [];
     try {
       for (const l of change.lines) {
-        const { stderr } = await this.exec('ip', [`-${l.family}`, ...l.line.split(' ')], {
+        const { stderr } = await this.exec('ip', [`-${l.family}`, ...l.args], {
           tolerate: ALREADY_GONE,
         });
         if (!ALREADY_GONE(stderr)) done.push(l);

@@ -7,7 +7,6 @@
  * 5,000 set elements.
  */
 import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/address.js';
-import { IpferryError } from '../../core/errors.js';
 import {
   decodeElement,
   element,
@@ -21,6 +20,7 @@ import {
 import { isHandledInterfaceName } from '../../intent/facts.js';
 import { TUNNEL_IFNAME_PREFIX } from '../../core/tunnel.js';
 import type { FipCounter } from '../dataplane.js';
+import { forElement, Unfit } from '../linux/args.js';
 import {
   HAIRPIN_MARK,
   NFT_FAMILY,
@@ -299,8 +299,9 @@ const nft = {
   },
 };
 
-function unfit(reason: string): IpferryError {
-  return new IpferryError('IPF_E_DATAPLANE', { reason: `refused an element: ${reason}` });
+/** Refuses the element being rendered (elementTarget names it: ../linux/args.ts). */
+function unfit(reason: string): Unfit {
+  return new Unfit(reason);
 }
 
 const v = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
@@ -372,7 +373,7 @@ function elementTarget(e: IntentElement): Target | undefined {
   // The kind picks both the renderer and the payload's type; TypeScript cannot correlate the two
   // through a union, so the renderer is looked up as the general one.
   const render = TARGETS[e.kind as NftKind] as (d: Payloads[NftKind]) => Target | undefined;
-  return render(decodeElement(e).data as Payloads[NftKind]);
+  return forElement(e, () => render(decodeElement(e).data as Payloads[NftKind]));
 }
 
 // Reading ----------------------------------------------------------------------------------
