@@ -63,13 +63,44 @@ export function hostElements(
   for (const uplink of new Set(arpUplinks.map((p) => p.uplink ?? ''))) {
     out.push(sysctl(proxyArpDelaySysctl(uplink), '0'));
   }
+  const drops: { first: Address; last: Address; owner: string }[] = [];
   for (const pool of pools) {
     for (const { entry, range } of poolRanges(pool)) {
       if (entry.kind === 'address' && entry.shared) continue;
       for (const [first, last] of subtract(range.first, range.last, own)) {
-        out.push(element('drop', { first: first.text, last: last.text }, `pool:${pool.name}`));
+        drops.push({ first, last, owner: `pool:${pool.name}` });
       }
     }
+  }
+  for (const d of disjoint(drops)) {
+    out.push(element('drop', { first: d.first.text, last: d.last.text }, d.owner));
+  }
+  return out;
+}
+
+/**
+ * The drop ranges with overlapping ones joined (into the first one's owner): the drop sets are
+ * nftables interval sets, which refuse a transaction with overlapping elements whole. The API
+ * keeps pools apart, but two stored pools may still overlap (one written around it, or by an
+ * older version), and a shared address's own pool may cover it as well; the gateway drops each
+ * address once either way. Ranges that only touch stay apart, as each entry's own element.
+ */
+function disjoint<T extends { first: Address; last: Address }>(ranges: readonly T[]): T[] {
+  const sorted = [...ranges].sort((a, b) =>
+    a.first.family !== b.first.family
+      ? a.first.family - b.first.family
+      : a.first.value < b.first.value
+        ? -1
+        : a.first.value > b.first.value
+          ? 1
+          : 0,
+  );
+  const out: T[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && last.first.family === r.first.family && r.first.value <= last.last.value) {
+      if (r.last.value > last.last.value) out[out.length - 1] = { ...last, last: r.last };
+    } else out.push(r);
   }
   return out;
 }

@@ -85,16 +85,27 @@ export function compile(
   const elements: IntentElement[] = [];
   const fips: { address: string; revision: number }[] = [];
   const refused: { address: string; reason: string }[] = [];
+  const twice = claimedTwice(state.fips);
   for (const { fip, revision } of state.fips) {
     const pool = poolByName.get(fip.pool);
     if (!pool) continue;
+    if (twice.has(fip.address)) {
+      // Which one the operator meant cannot be known here: neither is realised.
+      if (fips.some((f) => f.address === fip.address)) continue;
+      fips.push({ address: fip.address, revision });
+      refused.push({
+        address: fip.address,
+        reason: `more than one store record holds ${fip.address}`,
+      });
+      continue;
+    }
     fips.push({ address: fip.address, revision });
     const reason = refusal(fip, own);
     if (reason) refused.push({ address: fip.address, reason });
     else for (const e of fipElements(fip, pool)) elements.push(e);
   }
   // A FIP refused above gets no tunnel either (no route, no allowed IP, not kept from the drop).
-  const refusedHere = new Set(refused.map((r) => r.address));
+  const refusedHere = new Set([...refused.map((r) => r.address), ...twice]);
   const routable = state.fips.filter(({ fip }) => !refusedHere.has(fip.address));
   const routed = routedPart(state.pools, routable, state.nodes ?? [], node, tunnel, facts);
   elements.push(...routed.elements);
@@ -126,6 +137,21 @@ export function compile(
     ...(routed.tunnel ? { tunnel: routed.tunnel } : {}),
     ...(mesh && (mesh.layer || mesh.notes.length > 0) ? { mesh } : {}),
   };
+}
+
+/**
+ * FIP addresses held by more than one record: the store keeps a FIP under its address, but a
+ * record written around the API may name another's. Two of them would put two values under one
+ * key of a map (or overlapping intervals of one), which nftables refuses whole.
+ */
+function claimedTwice(fips: CompileState['fips']): Set<string> {
+  const seen = new Set<string>();
+  const twice = new Set<string>();
+  for (const { fip } of fips) {
+    if (seen.has(fip.address)) twice.add(fip.address);
+    seen.add(fip.address);
+  }
+  return twice;
 }
 
 /**
