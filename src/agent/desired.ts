@@ -251,13 +251,14 @@ function invalidRecord(path: string, message: string): IpferryError {
 function decodeMeshPolicyRecord(value: unknown): MeshPolicyRecord {
   const r = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
   const p = new Problems();
-  const policy = validateMeshPolicy(r.policy, p);
+  // Held to the address space only: a size an older version allowed stays usable.
+  const policy = validateMeshPolicy(r.policy, p, { stored: true });
   if (r.trial !== undefined) {
     const t = (typeof r.trial === 'object' && r.trial !== null ? r.trial : {}) as Record<
       string,
       unknown
     >;
-    if (t.previous !== null) validateMeshPolicy(t.previous, p);
+    if (t.previous !== null) validateMeshPolicy(t.previous, p, { stored: true });
     if (typeof t.deadline !== 'string' || Number.isNaN(Date.parse(t.deadline))) {
       p.add('trial.deadline', 'must be a time');
     }

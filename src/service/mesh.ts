@@ -150,7 +150,14 @@ export class MeshControl {
         `must be a whole number of seconds from 1 to ${MAX_TRIAL_SECONDS}`,
       );
     }
-    const policy = validateMeshPolicy(input, problems);
+    // An overlay already in force keeps working at the size an older version allowed: refusing
+    // it would force every node onto new overlay addresses for an unrelated change.
+    const stored = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
+    const inForceOverlay = policyInForce(stored?.value, this.now()).policy?.overlay;
+    const overlay = (input as { overlay?: unknown } | null)?.overlay;
+    const policy = validateMeshPolicy(input, problems, {
+      stored: inForceOverlay !== undefined && overlay === inForceOverlay,
+    });
     const record = await optimistic('set mesh policy', async () => {
       const old = await getRecord<MeshPolicyRecord>(this.store, keys.meshPolicy);
       const now = this.now();

@@ -701,3 +701,37 @@ describe('the overlay: private address space only (issue 12, finding 5)', () => 
     }
   });
 });
+
+void describe('an overlay stored by an older version', () => {
+  void it('keeps working at its old size, and may be set again unchanged, but not widened anew', async () => {
+    const store = await openStore('sqlite::memory:');
+    try {
+      const control = new ControlPlane(store);
+      // What an older version accepted: a /12.
+      await store.txn({
+        compare: [],
+        success: [
+          {
+            type: 'put',
+            key: keys.meshPolicy,
+            value: stringifyStored({
+              policy: { overlay: '10.64.0.0/12', fleet: {}, sites: {}, nodes: {} },
+              updatedAt: '2026-01-01T00:00:00.000Z',
+            }),
+          },
+        ],
+      });
+      const kept = await control.mesh.setPolicy({
+        overlay: '10.64.0.0/12',
+        fleet: { rejectAll: true },
+      });
+      assert.equal(kept.policy.overlay, '10.64.0.0/12');
+      await assert.rejects(
+        control.mesh.setPolicy({ overlay: '10.128.0.0/12', fleet: {} }),
+        (e) => (e as { code?: string }).code === 'IPF_E_VALIDATION',
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseAddress } from '../../src/core/address.js';
@@ -84,7 +85,8 @@ void describe('core/lifecycle: allocate', () => {
       shared: false,
       description: 'web',
       tags: ['a'],
-      clientToken: 'tok',
+      // Only the token's SHA-256 is kept: FIP records are readable by nodes and read-only tokens.
+      clientTokenSha256: createHash('sha256').update('tok').digest('hex'),
       forwards: [],
       allocatedAt: T0,
     });
