@@ -7,6 +7,7 @@
  * as the registry's ErrorBody with its HTTP status.
  */
 import Fastify, {
+  type ConnectionError,
   type FastifyError,
   type FastifyInstance,
   type FastifyReply,
@@ -15,6 +16,8 @@ import Fastify, {
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { X509Certificate } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { IpferryError, isIpferryError, validationError } from '../core/errors.js';
 import { NODE_CREDENTIAL_PREFIX } from '../core/join.js';
 import type { Neighbour } from '../core/model.js';
@@ -47,11 +50,30 @@ export interface ApiOptions {
 
 const PUBLIC_PATHS = [...PUBLIC_ROUTE_PATHS, '/docs', JOIN_ROUTE];
 
+/**
+ * The longest path parameter the router matches: names are at most 63 characters and addresses
+ * 45, so anything longer is no parameter of ours (Fastify's default, named here).
+ */
+export const MAX_PARAM_LENGTH = 100;
+
+/** How much of an unknown route's path an error repeats: the path may be 5 MB long. */
+const SHOWN_PATH = 100;
+
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(options.logger ?? false),
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
     ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // The router's own refusals (a path parameter too long, a path that is not valid
+    // percent-encoding) never reach the error handler: Fastify answers them itself, in its own
+    // shape, unless they come here. They come before routing, so before authorization too.
+    frameworkErrors: (error, request, reply) => {
+      void sendError(frameworkError(error), request, reply);
+    },
+    // What is not even an HTTP request (headers beyond Node's limit, garbage, a timeout) is
+    // answered on the socket, still as an ipferry error.
+    clientErrorHandler: clientError,
   }) as unknown as FastifyInstance;
 
   await app.register(swagger, {
@@ -78,7 +100,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     sendError(
       new IpferryError('IPF_E_NOT_FOUND', {
         method: request.method,
-        url: request.url.split('?')[0] ?? '',
+        url: shortened(request.url.split('?')[0] ?? ''),
       }),
       request,
       reply,
@@ -182,6 +204,60 @@ function sendError(error: unknown, request: FastifyRequest, reply: FastifyReply)
   const e = toIpferryError(error);
   if (e.status >= 500) request.log.error({ err: error }, e.message);
   return reply.status(e.status).send(e.toJSON());
+}
+
+/** What the router refused, as a validation error of the URL that does not repeat it. */
+function frameworkError(error: FastifyError): IpferryError {
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    return validationError([
+      {
+        path: 'url',
+        message: `has a path parameter longer than ${MAX_PARAM_LENGTH} characters`,
+      },
+    ]);
+  }
+  if (error.code === 'FST_ERR_BAD_URL') {
+    return validationError([
+      {
+        path: 'url',
+        message: 'is not valid percent-encoding (a % not followed by two hex digits)',
+      },
+    ]);
+  }
+  return toIpferryError(error);
+}
+
+/**
+ * Answers what Node could not parse as a request, on the socket (there is no request to reply
+ * to), in the registry's shape; the connection is closed after it as Node would.
+ */
+function clientError(error: ConnectionError, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const reason =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? 'has headers larger than the server takes'
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? 'did not arrive in time'
+        : 'is not well-formed HTTP';
+  const e = validationError([{ path: 'request', message: reason }]);
+  const body = JSON.stringify(e.toJSON());
+  if (socket.writable) {
+    socket.write(
+      [
+        `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}`,
+        `Content-Length: ${Buffer.byteLength(body)}`,
+        'Content-Type: application/json; charset=utf-8',
+        'Connection: close',
+        '',
+        body,
+      ].join('\r\n'),
+    );
+  }
+  socket.destroy(error);
+}
+
+function shortened(path: string): string {
+  return path.length > SHOWN_PATH ? `${path.slice(0, SHOWN_PATH)}…` : path;
 }
 
 function toIpferryError(error: unknown): IpferryError {
