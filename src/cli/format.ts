@@ -8,14 +8,50 @@ import { isTincKey } from '../core/tunnel.js';
 /** Placeholder for an empty cell, so columns stay countable for `awk`. */
 export const EMPTY = '-';
 
+/* eslint-disable no-control-regex -- matching control characters is the point */
+/**
+ * Characters a terminal acts on instead of showing: C0 controls and DEL (ESC starts colour,
+ * cursor and window-title sequences; CR, BS and LF overwrite or fake lines), C1 controls
+ * (U+0080–U+009F: U+009B is a CSI on many terminals), the bidirectional controls (U+061C,
+ * U+200E–U+200F, U+202A–U+202E, U+2066–U+2069: they reorder the text after them, so an address
+ * can read as another) and the line and paragraph separators U+2028–U+2029. The API refuses only
+ * C0 controls in a description, and a record in a store may hold anything.
+ */
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/gu;
+/** UNSAFE but for the line feed: for a whole text, whose lines stay lines. */
+const UNSAFE_IN_LINES =
+  /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/gu;
+/* eslint-enable no-control-regex */
+
+const escaped = (c: string): string => `\\u{${(c.codePointAt(0) ?? 0).toString(16)}}`;
+
+/**
+ * One value for a terminal: every character of UNSAFE written as a visible `\u{…}` escape
+ * (ESC as `\u{1b}`, RIGHT-TO-LEFT OVERRIDE as `\u{202e}`), newlines included, so a value stays
+ * one cell of one line. The tables and `key: value` blocks below write every value through it;
+ * `--json` prints values exactly as they are.
+ */
+export function terminalText(value: string): string {
+  return value.replace(UNSAFE, escaped);
+}
+
+/** A whole text for a terminal: as terminalText, but its line breaks stay line breaks. */
+export function terminalLines(text: string): string {
+  return text.replace(UNSAFE_IN_LINES, escaped);
+}
+
 export function cell(value: string | number | boolean | undefined | null): string {
   if (value === undefined || value === null || value === '') return EMPTY;
   if (typeof value === 'boolean') return value ? 'yes' : 'no';
-  return String(value);
+  return terminalText(String(value));
 }
 
 /** Columns separated by two spaces, headers in capitals, one line per row, newline-terminated. */
-export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+export function table(
+  headers: readonly string[],
+  unsafeRows: readonly (readonly string[])[],
+): string {
+  const rows = unsafeRows.map((r) => r.map(terminalText));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
     widths
@@ -38,7 +74,7 @@ export function details(pairs: readonly (readonly [string, DetailValue])[]): str
     const items = typeof value === 'string' ? [value] : value.length > 0 ? value : [EMPTY];
     items.forEach((item, i) => {
       const label = i === 0 ? `${key}:` : '';
-      lines.push(`${label.padEnd(width)}  ${item === '' ? EMPTY : item}`.trimEnd());
+      lines.push(`${label.padEnd(width)}  ${item === '' ? EMPTY : terminalText(item)}`.trimEnd());
     });
   }
   return lines.join('\n') + '\n';
