@@ -19,6 +19,7 @@
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, constants, openSync, statSync } from 'node:fs';
 import { IpferryError } from '../core/errors.js';
 import { checkText, checkTxn, storeError } from './checks.js';
 import type {
@@ -41,6 +42,11 @@ export interface SqliteStoreOptions {
   readonly leaseCheckIntervalMs?: number;
   /** Clock in ms since the epoch (default Date.now); tests inject their own. */
   readonly now?: () => number;
+  /**
+   * Told when a store file was readable by others and was made 0600 (default: a process
+   * warning, which the agent's stderr shows).
+   */
+  readonly warn?: (message: string) => void;
 }
 
 const DEFAULT_HISTORY_LIMIT = 10_000;
@@ -137,8 +143,62 @@ function migrate(db: Database.Database): void {
   }).immediate();
 }
 
+/**
+ * The store's files are the agent's alone: they name every address, node and forward, and
+ * hold the hashes of join tokens and node credentials. SQLite creates the database with the
+ * process umask (0644 under the usual 022) and gives the WAL and shared-memory files beside it
+ * the database's mode, so the database is created 0600 before SQLite opens it, and every file
+ * that exists already is made 0600 (whatever the umask) and named in a warning.
+ */
+const FILE_MODE = 0o600;
+
+/** The files SQLite keeps beside the database: the WAL, its index, a rollback journal. */
+const SIDE_FILES = ['-wal', '-shm', '-journal'] as const;
+
+/** Whether `path` names a file (not SQLite's private in-memory or temporary database). */
+function onDisk(path: string): boolean {
+  return path !== '' && path !== ':memory:' && !path.startsWith('file:');
+}
+
+/** Creates the database file 0600 if it is missing; makes an existing one 0600. */
+function createPrivately(path: string): string[] {
+  try {
+    closeSync(openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, FILE_MODE));
+    // The umask may have taken more than group and others: the agent must read and write it.
+    chmodSync(path, FILE_MODE);
+    return [];
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  return tighten([path]);
+}
+
+/** Makes each existing file of `paths` that others may read or write 0600; returns those. */
+function tighten(paths: readonly string[]): string[] {
+  const tightened: string[] = [];
+  for (const path of paths) {
+    let stat;
+    try {
+      stat = statSync(path);
+    } catch {
+      continue; // not there (yet): SQLite creates it with the database's mode
+    }
+    const mode = stat.mode;
+    // Not a file (a directory by mistake): SQLite refuses it, nothing to make private.
+    if (!stat.isFile() || (mode & 0o077) === 0) continue;
+    chmodSync(path, FILE_MODE);
+    tightened.push(`${path} (was ${(mode & 0o777).toString(8).padStart(4, '0')})`);
+  }
+  return tightened;
+}
+
+function defaultWarn(message: string): void {
+  process.emitWarning(message, { code: 'IPFERRY_STORE_FILE_MODE' });
+}
+
 /** Opens the file with the settings the store relies on. */
-function openDatabase(path: string): Database.Database {
+function openDatabase(path: string, warn: (message: string) => void): Database.Database {
+  const tightened = onDisk(path) ? createPrivately(path) : [];
   const db = new Database(path);
   try {
     // WAL: readers never block the writer and a commit is one append to the log.
@@ -156,6 +216,13 @@ function openDatabase(path: string): Database.Database {
     db.pragma('busy_timeout = 5000');
     db.pragma('foreign_keys = ON');
     migrate(db);
+    // The WAL and its index exist now; ones left by an older ipferry kept their old mode.
+    if (onDisk(path)) tightened.push(...tighten(SIDE_FILES.map((suffix) => `${path}${suffix}`)));
+    if (tightened.length > 0) {
+      warn(
+        `the store's files were readable by others and are now ${FILE_MODE.toString(8).padStart(4, '0')}: ${tightened.join(', ')}`,
+      );
+    }
     return db;
   } catch (e) {
     db.close();
@@ -865,7 +932,7 @@ export function openSqliteStore(
 ): Promise<SqliteStore> {
   let db: Database.Database | undefined;
   try {
-    db = openDatabase(path);
+    db = openDatabase(path, options.warn ?? defaultWarn);
     return Promise.resolve(new SqliteStore(db, options));
   } catch (e) {
     db?.close();

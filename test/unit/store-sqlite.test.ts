@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -361,7 +361,7 @@ void describe('openStore', () => {
     for (const spec of ['etcd://127.0.0.1:2379', 'etcds://127.0.0.1:2379']) {
       await assert.rejects(openStore(spec), (e) => {
         assert.ok(isError('IPF_E_CONFIG', { source: '--store' })(e));
-        assert.match((e as Error).message, /etcd:http:\/\//);
+        assert.match((e as Error).message, /etcd:https?:\/\//);
         return true;
       });
     }
@@ -380,5 +380,95 @@ void describe('openStore', () => {
         spec,
       );
     }
+  });
+});
+
+void describe('sqlite store files are the agent alone', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const modeOf = async (path: string): Promise<number> => (await stat(path)).mode & 0o777;
+
+  void it('creates state.db, its WAL and its shared memory 0600 whatever the umask', async () => {
+    const path = join(dir, 'state.db');
+    const warnings: string[] = [];
+    // The umask that would make them world-writable: the modes must not depend on it.
+    const umask = process.umask(0);
+    let store: SqliteStore;
+    try {
+      store = await openSqliteStore(path, { warn: (m) => warnings.push(m) });
+    } finally {
+      process.umask(umask);
+    }
+    try {
+      await store.txn({ compare: [], success: [put('/ipferry/v1/k', 'v')] });
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+        assert.equal(await modeOf(file), 0o600, file);
+      }
+      assert.deepEqual(warnings, [], 'nothing was wider: nothing to say');
+    } finally {
+      await store.close();
+    }
+    // Opened through --store the same way (openStore passes no options: a process warning).
+    const again = await openStore(`sqlite:${path}`);
+    try {
+      await again.txn({ compare: [], success: [put('/ipferry/v1/k', 'w')] });
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+        assert.equal(await modeOf(file), 0o600, file);
+      }
+    } finally {
+      await again.close();
+    }
+  });
+
+  void it('makes files an older ipferry left readable 0600, and says which', async () => {
+    const path = join(dir, 'state.db');
+    const first = await openSqliteStore(path);
+    await first.txn({ compare: [], success: [put('/ipferry/v1/k', 'v')] });
+    await first.close();
+    // Another connection keeps the WAL and its index there, as a crashed agent leaves them.
+    const other = new Database(path);
+    other.pragma('journal_mode = WAL');
+    other.prepare('SELECT count(*) FROM kv').get();
+    try {
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) await chmod(file, 0o644);
+      const warnings: string[] = [];
+      const store = await openSqliteStore(path, { warn: (m) => warnings.push(m) });
+      try {
+        await store.txn({ compare: [], success: [put('/ipferry/v1/k', 'w')] });
+        for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+          assert.equal(await modeOf(file), 0o600, file);
+        }
+        assert.equal(warnings.length, 1, warnings.join('\n'));
+        assert.match(warnings[0] ?? '', /readable by others and are now 0600/);
+        // The WAL is empty here, and SQLite itself gives an empty one the database's new mode.
+        for (const file of [path, `${path}-shm`]) {
+          assert.ok(warnings[0]?.includes(`${file} (was 0644)`), warnings[0]);
+        }
+        assert.equal((await store.get('/ipferry/v1/k'))?.value, 'w');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      other.close();
+    }
+  });
+
+  void it('leaves a file that is private already, and an in-memory store, alone', async () => {
+    const path = join(dir, 'state.db');
+    await (await openSqliteStore(path)).close();
+    await chmod(path, 0o400 | 0o200);
+    const warnings: string[] = [];
+    const store = await openSqliteStore(path, { warn: (m) => warnings.push(m) });
+    await store.close();
+    assert.deepEqual(warnings, []);
+    const memory = await openSqliteStore(':memory:', { warn: (m) => warnings.push(m) });
+    await memory.close();
+    assert.deepEqual(warnings, []);
   });
 });
