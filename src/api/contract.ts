@@ -355,7 +355,23 @@ export type AllocateResponse = ResponseOf<Api['allocate']>;
 export type ReleaseResponse = ResponseOf<Api['release']>;
 export type RemoveForwardResponse = ResponseOf<Api['removeForward']>;
 export type RemoveNodeResponse = ResponseOf<Api['removeNode']>;
-export type JoinTokenResponse = ResponseOf<Api['createJoinToken']>;
+/**
+ * A join token and where it leads. `warning` is there when a URL is not https: the token, the
+ * credential the node gets for it and all of the node's store traffic would cross the network
+ * in clear text. (The answer is written by JSON.stringify: the field arrives whether or not the
+ * response schema names it.)
+ */
+export type JoinTokenResponse = ResponseOf<Api['createJoinToken']> & {
+  readonly warning?: JoinTokenWarning;
+};
+
+/** What is unsafe about a join token, and what to do about it. */
+export interface JoinTokenWarning {
+  readonly message: string;
+  readonly hint: string;
+  /** The URLs of the token that are not https. */
+  readonly urls: readonly string[];
+}
 export type MeshPolicyResponse = ResponseOf<Api['setMeshPolicy']>;
 /** Whether a trial was confirmed, and which reported holds it released. */
 export type MeshConfirmResponse = ResponseOf<Api['confirmMesh']>;

@@ -5,7 +5,8 @@
  *    create`): a random secret, of which the hub keeps only the SHA-256 under keys.joinToken,
  *    attached to a lease of the token's TTL so that it disappears by itself. The answer encodes
  *    the secret with the hub's URLs and, when the API serves TLS, its certificate's SHA-256, so
- *    the remote agent pins the hub on first contact without a CA (core/join.ts).
+ *    the remote agent pins the hub on first contact without a CA (core/join.ts). When a URL is
+ *    not https, the answer carries a `warning` (plainTextWarning), which the CLI prints.
  * 2. The remote agent presents it once (`POST /v1/join`, no bearer token) with its node name and
  *    gets a per-node credential; the hub keeps only its SHA-256 under keys.nodeCredential(node)
  *    and deletes the join token in the same transaction (single use). Refusals write nothing.
@@ -31,7 +32,7 @@ import { checkName, Problems } from '../core/validate.js';
 import type { Compare, KeyValue, Store } from '../store/store.js';
 import { JOIN_ROUTE, type JoinRequest, type JoinResponse } from '../store/wire.js';
 import { callerOf, digestHex, matchesDigest } from './auth.js';
-import type { Api, JoinTokenResponse } from './contract.js';
+import type { Api, JoinTokenResponse, JoinTokenWarning } from './contract.js';
 import type { Handler } from './routes.js';
 import { JOIN_TOKEN_MAX_URLS as MAX_URLS } from './schemas.js';
 
@@ -150,15 +151,39 @@ export function createJoinTokenHandler(
       throw e;
     }
     const fingerprint = options.tls?.fingerprint;
+    const warning = plainTextWarning(urls, options.tls !== undefined);
     const answer: JoinTokenResponse = {
       token: encodeJoinToken({ urls, secret, ...(fingerprint ? { fingerprint } : {}) }),
       expiresAt: record.expiresAt,
       urls,
       ...(node ? { node } : {}),
       ...(fingerprint ? { fingerprint } : {}),
+      ...(warning ? { warning } : {}),
     };
+    if (warning)
+      request.log.warn({ urls: warning.urls }, 'join token with URLs that are not https');
     reply.status(201).header('cache-control', 'no-store');
     return answer;
+  };
+}
+
+/**
+ * Why a token whose URLs are not all https is unsafe, or undefined when they are. The secret in
+ * it, the credential the node gets for it and every store read and write of that node would
+ * travel unencrypted, to whoever answers at the address (no certificate pins the hub).
+ */
+export function plainTextWarning(
+  urls: readonly string[],
+  servesTls: boolean,
+): JoinTokenWarning | undefined {
+  const plain = urls.filter((u) => !/^https:\/\//i.test(u));
+  if (plain.length === 0) return undefined;
+  return {
+    message: `${plain.join(', ')} ${plain.length === 1 ? 'is' : 'are'} not https: this join token, the node credential it is exchanged for and all of the node's store traffic would travel in clear text, readable and changeable on the way.`,
+    hint: servesTls
+      ? 'This agent serves HTTPS: create the token with https:// URLs (--url https://HOST:PORT).'
+      : 'Serve the API over TLS (ipferry agent --tls-cert FILE --tls-key FILE) and create a new token, or use this one only across a network you trust.',
+    urls: plain,
   };
 }
 

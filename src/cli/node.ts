@@ -7,7 +7,7 @@ import type { JoinTokenResponse, NodeListView, RemoveNodeResponse } from '../api
 import type { PathProbe, TunnelHealth, TunnelRestore } from '../core/model.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
-import { bytesText, cell, details, keyText, shortKey, table } from './format.js';
+import { bytesText, cell, details, keyText, shortKey, table, terminalLines } from './format.js';
 import { meshReportText } from './mesh.js';
 import { collect, duration } from './options.js';
 
@@ -35,6 +35,15 @@ export const createJoinToken = (
 /** Only the token on stdout, so that `… > join-token` captures exactly what to copy. */
 export function printJoinToken(answer: JoinTokenResponse): string {
   return `${answer.token}\n`;
+}
+
+/**
+ * The agent's warning about a token whose URLs are not https (stderr, with or without --json:
+ * the secret and everything the node then sends would cross the network readable).
+ */
+export function joinTokenWarning(answer: JoinTokenResponse): string {
+  const w = answer.warning;
+  return w ? terminalLines(`warning: ${w.message}\nhint: ${w.hint}\n`) : '';
 }
 
 /** What to do with the token, for a human (stderr). */
@@ -180,7 +189,7 @@ export function nodeCommand(ctx: CliContext): Command {
   joinToken
     .command('create')
     .description(
-      'Create a single-use join token; prints it (and, on stderr, how to use it on the remote host)',
+      'Create a single-use join token; prints it (and, on stderr, how to use it on the remote host, and a warning when its URLs are not https)',
     )
     .option('--ttl <duration>', 'how long it stays valid: 90s, 30m, 1h, 2d (default 1h)', duration)
     .option(
@@ -196,6 +205,7 @@ export function nodeCommand(ctx: CliContext): Command {
       const answer = await createJoinToken(await ctx.api(), flags);
       ctx.print(answer, printJoinToken);
       if (!ctx.json) ctx.io.err(joinTokenNextSteps(answer));
+      ctx.io.err(joinTokenWarning(answer));
     });
   node.addCommand(joinToken);
   return node;

@@ -1,7 +1,8 @@
 /**
  * Every answer of the API has ipferry's error shape, also for requests Fastify refuses before
  * any route or error handler sees them (issue 12, finding 8: a 5,000-character path parameter
- * got Fastify's own `{error: "Bad Request", code: "FST_ERR_…"}`).
+ * got Fastify's own `{error: "Bad Request", code: "FST_ERR_…"}`). And a join token whose URLs
+ * are not https comes with a warning, which the CLI prints on stderr (also with --json).
  */
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -10,6 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApi, MAX_PARAM_LENGTH } from '../../src/api/app.js';
 import { TokenSet } from '../../src/api/auth.js';
+import { plainTextWarning } from '../../src/api/join.js';
+import { main } from '../../src/cli/main.js';
 import { ERRORS } from '../../src/core/errors.js';
 import type { Store } from '../../src/store/store.js';
 import { controlPlane, dumpStore, TOKEN_FILE_TEXT, TOKEN_RW } from '../support/helpers.js';
@@ -232,5 +235,77 @@ describe('malformed requests: every answer has the ipferry error shape', () => {
     const res = await fetch(`${url}/v1/pools`, { headers: auth });
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), []);
+  });
+});
+
+describe('join tokens whose URLs are not https', () => {
+  async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+    let out = '';
+    let err = '';
+    const code = await main(
+      ['node', 'ipferry', '--server', url, ...args],
+      { out: (s) => (out += s), err: (s) => (err += s) },
+      { IPFERRY_TOKEN: TOKEN_RW },
+      { defaultTokenFile: '/nonexistent/ipferry-api-token', timeoutMs: 5000 },
+    );
+    return { code, out, err };
+  }
+
+  it('the API answers with a warning naming the http:// URLs and how to serve TLS', async () => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/nodes/join-tokens',
+      headers: auth,
+      payload: { urls: ['http://192.0.2.1:7447', 'https://gw.example.net:7447'] },
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const answer = JSON.parse(res.body) as {
+      warning?: { message: string; hint: string; urls: string[] };
+    };
+    assert.deepEqual(answer.warning?.urls, ['http://192.0.2.1:7447']);
+    assert.match(answer.warning?.message ?? '', /clear text/);
+    assert.match(answer.warning?.hint ?? '', /--tls-cert FILE --tls-key FILE/);
+  });
+
+  it('no warning when every URL is https', async () => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/nodes/join-tokens',
+      headers: auth,
+      payload: { urls: ['https://gw.example.net:7447'] },
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal((JSON.parse(res.body) as { warning?: unknown }).warning, undefined);
+  });
+
+  it('an agent that serves TLS is told to hand out its https:// URLs', () => {
+    assert.match(plainTextWarning(['http://h:7447'], true)?.hint ?? '', /--url https:/);
+    assert.equal(plainTextWarning(['HTTPS://h:7447'], false), undefined);
+  });
+
+  it('the CLI prints the token alone on stdout and the warning on stderr', async () => {
+    const r = await run(['node', 'join-token', 'create', '--node', 'b1']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^ipfjoin1\.[A-Za-z0-9_-]+\n$/);
+    assert.match(r.err, new RegExp(`^warning: ${url} is not https: .*clear text`, 'm'));
+    assert.match(
+      r.err,
+      /^hint: Serve the API over TLS \(ipferry agent --tls-cert FILE --tls-key FILE\)/m,
+    );
+  });
+
+  it('with --json, stdout is the answer with its warning (valid JSON), stderr the warning', async () => {
+    const r = await run(['--json', 'node', 'join-token', 'create']);
+    assert.equal(r.code, 0, r.err);
+    const answer = JSON.parse(r.out) as {
+      token: string;
+      urls: string[];
+      warning?: { urls: string[] };
+    };
+    assert.deepEqual(answer.warning?.urls, [url]);
+    assert.match(r.err, /^warning: .*clear text/m);
+    const https = await run(['--json', 'node', 'join-token', 'create', '--url', 'https://gw:7447']);
+    assert.equal(https.err, '');
+    assert.equal((JSON.parse(https.out) as { warning?: unknown }).warning, undefined);
   });
 });
