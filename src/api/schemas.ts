@@ -54,10 +54,25 @@ const tags = strings;
 
 // Params and queries --------------------------------------------------------------------------
 
-export const nameParams = Type.Object({ name });
-export const addressParams = Type.Object({ address });
-export const forwardParams = Type.Object({ address, id: Type.String() });
-export const macParams = Type.Object({ mac: Type.String() });
+/**
+ * A path parameter is looked up in the store: one holding a control character (a NUL the store
+ * refuses as a key, a line break) is a bad request, not a store failure.
+ */
+const PRINTABLE = '^[^\\u0000-\\u001f\\u007f]*$';
+const param = (schema: { description?: string; examples?: string[] } = {}) =>
+  Type.String({ ...schema, pattern: PRINTABLE });
+
+export const nameParams = Type.Object({
+  name: param({ description: 'lower-case name', examples: ['gw1'] }),
+});
+export const addressParams = Type.Object({
+  address: param({ description: 'IPv4 or IPv6 address', examples: ['203.0.113.10'] }),
+});
+export const forwardParams = Type.Object({
+  address: param({ description: 'IPv4 or IPv6 address', examples: ['203.0.113.10'] }),
+  id: param(),
+});
+export const macParams = Type.Object({ mac: param() });
 
 export const listFipsQuery = Type.Object(
   { pool: Type.Optional(name) },

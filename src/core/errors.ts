@@ -198,6 +198,11 @@ export const ERRORS = {
     message: 'Secret file {path} {problem}.',
     hint: 'Create it with mode 0600 (chmod 600 {path}) and one token per line.',
   },
+  IPF_E_RECORD_UNUSABLE: {
+    status: 409,
+    message: 'The stored record {key} cannot be used: {reason}',
+    hint: 'Something wrote it around the API (an older version, a direct store write). Write it again through the API, or delete it; agents leave it out meanwhile (ipferry plan names it).',
+  },
   IPF_E_STORE: {
     status: 503,
     message: 'The store is unavailable: {reason}',

@@ -14,7 +14,7 @@ import {
 } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
 import { keys, ROOT } from '../core/keys.js';
-import { parseStored, stringifyStored } from '../core/json.js';
+import { stringifyStored } from '../core/json.js';
 import {
   addForward,
   allocatedWith,
@@ -81,6 +81,7 @@ import {
   type Rec,
   RETRY,
   unchanged,
+  usableRecord,
 } from './records.js';
 import type { ArpResponse, FipStatusView, FipView, IppoolEntryView, PoolView } from './views.js';
 
@@ -688,16 +689,17 @@ export class ControlPlane {
     const statuses = new Map<string, FipStatus>();
     for (const kv of kvs) {
       if (kv.key.startsWith(keys.statuses)) {
-        const s = parseStored<FipStatus>(kv.key, kv.value);
-        statuses.set(s.address, s);
+        const s = usableRecord<FipStatus>(kv);
+        if (s) statuses.set(s.address, s);
       }
     }
     let nodes = 0;
     let alive = 0;
     for (const kv of kvs) {
       if (kv.key.startsWith(keys.fips)) {
-        const fip = parseStored<FloatingIp>(kv.key, kv.value);
-        fips[statusView(fip, kv.modRevision, statuses.get(fip.address)).state]++;
+        // A FIP record no agent can use is reported ERROR by its gateway: count it so.
+        const fip = usableRecord<FloatingIp>(kv);
+        fips[fip ? statusView(fip, kv.modRevision, statuses.get(fip.address)).state : 'ERROR']++;
       } else if (kv.key.startsWith(keys.nodes)) nodes++;
       else if (kv.key.startsWith(keys.alive)) alive++;
     }

@@ -228,15 +228,29 @@ describe('an agent given records it cannot use (fake dataplane, SQLite)', () => 
     const text = printStatus(status.json() as StatusResponse);
     assert.match(text, /skipped 2 store record\(s\) it cannot use:/);
     assert.match(text, /\/ipferry\/v1\/nodes\/zzz: addresses must be a list/);
-    await waitFor(
-      '203.0.113.5 ERROR',
-      async () => (await c.getFip('203.0.113.5')).status?.state === 'ERROR',
-      10_000,
-    );
-    assert.match(
-      (await c.getFip('203.0.113.5')).status?.message ?? '',
-      /^the stored record cannot be used: forwards\[0\]\.target/,
-    );
+    // The FIP's own status says why (its record cannot be shown: `fip show` answers
+    // IPF_E_RECORD_UNUSABLE, and `fip list` leaves it out).
+    const admin = await openHttpStore(agent!.url, { credential: token.split(/\s+/).pop()! });
+    try {
+      const statusOf = async () =>
+        JSON.parse((await admin.get(keys.status('203.0.113.5')))?.value ?? '{}') as {
+          state?: string;
+          message?: string;
+        };
+      await waitFor('203.0.113.5 ERROR', async () => (await statusOf()).state === 'ERROR', 10_000);
+      assert.match(
+        (await statusOf()).message ?? '',
+        /^the stored record cannot be used: forwards\[0\]\.target/,
+      );
+    } finally {
+      await admin.close();
+    }
+    await assert.rejects(c.getFip('203.0.113.5'), (e) => {
+      assert.equal((e as { code?: string }).code, 'IPF_E_RECORD_UNUSABLE');
+      return true;
+    });
+    assert.ok(!(await c.listFips()).some((f) => f.address === '203.0.113.5'));
+    assert.equal((await c.summary()).fips.ERROR, 1);
     // Nothing of the hostile forward reached the dataplane.
     assert.doesNotMatch(dataplane.dump(), /10\.0\.0\.6|pwned|canary/);
     assert.match(dataplane.dump(), /dnat 203\.0\.113\.10 -> 10\.0\.0\.11/);
