@@ -208,6 +208,11 @@ export const ERRORS = {
     message: 'The store is unavailable: {reason}',
     hint: 'Check the --store setting and that the store is reachable.',
   },
+  IPF_E_STORE_ACCESS: {
+    status: 503,
+    message: 'etcd at {endpoints} cannot be used with the access given: {reason}',
+    hint: 'Check the etcd options against the cluster: --etcd-ca is the CA of etcd’s server certificate, --etcd-cert and --etcd-key a client certificate signed by etcd’s --trusted-ca-file, --etcd-user and --etcd-password-file an etcd user whose role may read and write the prefix /ipferry (docs/configuration.md#etcd-over-tls-with-authentication).',
+  },
   IPF_E_STORE_COMPACTED: {
     status: 410,
     message: 'Revision {revision} is compacted (oldest kept: {oldest}).',

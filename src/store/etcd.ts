@@ -24,12 +24,19 @@
  *   watch() is always seen by it, as with the local stores.
  * - Lease ids are etcd's, as decimal strings. etcd rounds a TTL up to its minimum (about 2 s with
  *   the default election timeout).
- * - Plain http:// endpoints only for now: TLS to etcd (https://, client certificates) is refused
- *   at open with IPF_E_CONFIG.
+ * - Access: `https://` endpoints speak TLS, verified against the CA given (else the system's),
+ *   optionally with a client certificate (etcd's --client-cert-auth); a user and password log in
+ *   to etcd's authentication (etcd3 exchanges them for a token and renews it when etcd says it
+ *   is no longer valid). The password lives only in the client's options: never in a message.
+ *   A failure that says the access is wrong (an untrusted server certificate, a client
+ *   certificate etcd refuses, a wrong password, a role that may not touch the namespace) is
+ *   IPF_E_STORE_ACCESS naming what to fix, not an outage: check() finds it at open.
  */
 import {
   Etcd3,
+  EtcdAuthenticationFailedError,
   EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
   GRPCUnavailableError,
   isRecoverableError,
@@ -65,6 +72,23 @@ export interface EtcdStoreOptions {
   readonly retryMaxMs?: number;
   /** Keys per range request of a list (default 1000). */
   readonly pageSize?: number;
+  /** Speak TLS to every endpoint (https://); the members' certificates are checked against `ca`. */
+  readonly tls?: EtcdTls;
+  /** Log in to etcd's authentication as this user. */
+  readonly auth?: EtcdAuth;
+}
+
+export interface EtcdTls {
+  /** PEM CA certificate(s) that signed the members' certificates; default: the system's CAs. */
+  readonly ca?: Buffer;
+  /** PEM client certificate (chain) and its key, for a cluster with --client-cert-auth. */
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+}
+
+export interface EtcdAuth {
+  readonly user: string;
+  readonly password: string;
 }
 
 export const DEFAULT_ETCD_NAMESPACE = '/ipferry';
@@ -85,17 +109,30 @@ function configError(summary: string): IpferryError {
 // ---------------------------------------------------------------------------------------------
 // Endpoints
 
+/** What the location of `etcd:URL[,URL…]` names. */
+export interface EtcdLocation {
+  /** gRPC target (`host:port`) of each member given. */
+  readonly endpoints: string[];
+  /** Whether they are https:// (all of them) rather than http://. */
+  readonly tls: boolean;
+  /** Whether every one is on this host (localhost, 127.0.0.0/8, ::1). */
+  readonly loopback: boolean;
+}
+
 /**
- * Parses the location of `etcd:URL[,URL…]` into gRPC targets (`host:port`). Each URL is
- * http://HOST[:PORT] (port 2379 by default) with nothing after the authority.
+ * Parses the location of `etcd:URL[,URL…]`. Each URL is http(s)://HOST[:PORT] (port 2379 by
+ * default) with nothing after the authority; one cluster is reached over one scheme, so http://
+ * and https:// are not mixed.
  */
-export function parseEtcdEndpoints(location: string): string[] {
-  const example = 'etcd:http://127.0.0.1:2379[,http://…]';
+export function parseEtcdLocation(location: string): EtcdLocation {
+  const example = 'etcd:https://10.0.0.1:2379[,https://…] (or http://)';
   const parts = location.split(',').map((p) => p.trim());
   if (location.trim() === '' || parts.some((p) => p === '')) {
     throw configError(`etcd: needs one or more comma-separated endpoint URLs, e.g. ${example}`);
   }
-  const targets: string[] = [];
+  const endpoints: string[] = [];
+  const schemes = new Set<string>();
+  let loopback = true;
   for (const part of parts) {
     let url: URL;
     try {
@@ -103,24 +140,36 @@ export function parseEtcdEndpoints(location: string): string[] {
     } catch {
       throw configError(`etcd endpoint ${JSON.stringify(part)} is not a URL; write ${example}`);
     }
-    if (url.protocol === 'https:') {
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
       throw configError(
-        `etcd over TLS (${part}) is not supported yet: reach etcd over http:// on loopback or a trusted private link`,
+        `etcd endpoint ${JSON.stringify(part)} must be https://HOST:PORT or http://HOST:PORT`,
       );
-    }
-    if (url.protocol !== 'http:' || url.hostname === '') {
-      throw configError(`etcd endpoint ${JSON.stringify(part)} must be http://HOST:PORT`);
     }
     if (url.username || url.password || url.search || url.hash || url.pathname !== '/') {
       throw configError(
-        `etcd endpoint ${JSON.stringify(part)} may not carry a user, a password, a path, a query or a fragment`,
+        `etcd endpoint ${JSON.stringify(part)} may not carry a user, a password, a path, a query or a fragment (the user and password are --etcd-user and --etcd-password-file)`,
       );
     }
-    const target = `${url.hostname}:${url.port || '2379'}`;
-    if (targets.includes(target)) throw configError(`etcd endpoint ${target} is given twice`);
-    targets.push(target);
+    schemes.add(url.protocol);
+    const host = url.hostname;
+    if (!(host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host))) {
+      loopback = false;
+    }
+    const target = `${host}:${url.port || '2379'}`;
+    if (endpoints.includes(target)) throw configError(`etcd endpoint ${target} is given twice`);
+    endpoints.push(target);
   }
-  return targets;
+  if (schemes.size > 1) {
+    throw configError(
+      `etcd endpoints mix http:// and https://: reach every member of one cluster the same way (${location})`,
+    );
+  }
+  return { endpoints, tls: schemes.has('https:'), loopback };
+}
+
+/** The gRPC targets (`host:port`) of the location of `etcd:URL[,URL…]`: see parseEtcdLocation. */
+export function parseEtcdEndpoints(location: string): string[] {
+  return parseEtcdLocation(location).endpoints;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +240,30 @@ function transient(e: unknown): boolean {
 }
 
 /**
+ * The cause gRPC reports, without its wrapping ("14 UNAVAILABLE: No connection established.
+ * Last error: …. Resolution note: ") and with OpenSSL's alerts in words.
+ */
+function cause(e: unknown): string {
+  const text = message(e)
+    .replace(/^\d+ [A-Z_]+: /, '')
+    .replace(/^No connection established\. Last error: (Error: )?/, '')
+    .replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/, '')
+    .replace(/\.?\s*Resolution note:[\s\S]*$/, '')
+    .trim();
+  const alert = /alert ([a-z ]+?):[\s\S]*SSL alert number (\d+)/.exec(text);
+  if (alert) return `TLS alert ${alert[2]}, ${alert[1]}`;
+  // grpc-js loses the reason on a channel's first attempt (etcd3 logs in on fresh channels).
+  return text === 'null' || text === '' ? 'no connection could be made' : text;
+}
+
+/** The member's certificate did not pass this client's checks. */
+const UNTRUSTED =
+  /unable to verify|self[- ]signed|certificate has expired|not yet valid|unable to get (local )?issuer|does not match certificate|altnames|ERR_TLS_CERT/i;
+/** The member refused this client's certificate (or its lack of one) with a TLS alert. */
+const REFUSED =
+  /alert (bad certificate|certificate required|unknown ca|certificate expired|certificate revoked|certificate unknown|unsupported certificate|access denied)/i;
+
+/**
  * etcd3's fault handling, replaced: no circuit breaker (it would keep failing calls for 5 s after
  * etcd is back), and a retry only onto the next member and only for requests that never left.
  * The pool hands every attempt of one call the next host of one shuffle, so `attempts` tries
@@ -239,6 +312,12 @@ export class EtcdStore implements Store {
   private readonly client: Etcd3;
   private readonly timeoutMs: number;
   private readonly pageSize: number;
+  /** etcd user logged in as, for messages (the password is never kept outside the client). */
+  private readonly user: string | undefined;
+  private readonly clientCert: boolean;
+  private readonly secure: boolean;
+  /** The client's options without the login, for check(). */
+  private readonly transportOptions: IOptions;
   private readonly watches = new Set<EtcdWatch>();
   /** Watches still learning their start revision; calls wait for them (see the preamble). */
   private readonly starting = new Set<Started>();
@@ -254,8 +333,30 @@ export class EtcdStore implements Store {
     this.timeoutMs = positive('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     this.retryMaxMs = positive('retryMaxMs', options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS);
     this.pageSize = positive('pageSize', options.pageSize ?? DEFAULT_PAGE_SIZE);
-    this.client = new Etcd3({
-      hosts: this.endpoints.map((e) => `http://${e}`),
+    const { tls, auth } = options;
+    if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
+      throw configError('an etcd client certificate needs its key, and a key its certificate');
+    }
+    if (auth && (auth.user === '' || auth.password === '')) {
+      throw configError('etcd authentication needs a user name and a password');
+    }
+    this.secure = tls !== undefined;
+    this.clientCert = tls?.cert !== undefined;
+    this.user = auth?.user;
+    const timeoutMs = this.timeoutMs;
+    this.transportOptions = {
+      hosts: this.endpoints.map((e) => `${this.secure ? 'https' : 'http'}://${e}`),
+      // Without a CA of our own and a client certificate, etcd3 checks https hosts against the
+      // system's CAs by itself. grpc-js takes a missing root certificate as "the system's" too,
+      // although etcd3's type wants one.
+      ...(tls && (tls.ca !== undefined || tls.cert !== undefined)
+        ? {
+            credentials: {
+              rootCertificate: tls.ca ?? (null as unknown as Buffer),
+              ...(tls.cert !== undefined ? { certChain: tls.cert, privateKey: tls.key } : {}),
+            },
+          }
+        : {}),
       faultHandling: {
         host: () => passThroughPolicy(),
         global: failoverPolicy(this.endpoints.length),
@@ -269,6 +370,19 @@ export class EtcdStore implements Store {
         'grpc.keepalive_timeout_ms': 5_000,
         'grpc.max_reconnect_backoff_ms': 2_000,
       },
+    };
+    this.client = new Etcd3({
+      ...this.transportOptions,
+      ...(auth
+        ? {
+            auth: {
+              username: auth.user,
+              password: auth.password,
+              // The login is a call of its own: without a deadline it could wait forever.
+              callOptions: () => ({ deadline: Date.now() + timeoutMs }),
+            },
+          }
+        : {}),
     });
   }
 
@@ -391,6 +505,34 @@ export class EtcdStore implements Store {
     }
   }
 
+  /**
+   * One read, so that a store that cannot work fails when it is opened rather than at its first
+   * write: IPF_E_STORE_ACCESS when etcd cannot be used with this access, IPF_E_STORE when no
+   * member answers.
+   */
+  async check(): Promise<void> {
+    if (this.user !== undefined) await this.checkTransport();
+    await this.readRevision(true);
+  }
+
+  /**
+   * Reaches a member without logging in: etcd3 logs in on a fresh channel of its own, where
+   * grpc-js loses why a TLS handshake failed, so a wrong CA or client certificate would read as
+   * "unreachable". Any answer of etcd's, even a refusal, shows the connection itself works.
+   */
+  private async checkTransport(): Promise<void> {
+    const probe = new Etcd3(this.transportOptions);
+    try {
+      await probe.maintenance.status({ deadline: Date.now() + this.timeoutMs });
+    } catch (e) {
+      if (e instanceof GRPCUnavailableError || e instanceof GRPCDeadlineExceededError) {
+        throw this.fromEtcd(e);
+      }
+    } finally {
+      probe.close();
+    }
+  }
+
   /** The current revision of the cluster. */
   currentRevision(): Promise<number> {
     return this.readRevision(true);
@@ -431,6 +573,16 @@ export class EtcdStore implements Store {
       wait,
     );
     return Number(res.header.revision);
+  }
+
+  /** @internal Whether calls carry an etcd login (whose token a watch stream must find valid). */
+  get authenticates(): boolean {
+    return this.user !== undefined;
+  }
+
+  /** @internal An error of etcd's or etcd3's as the IpferryError the Store reports. */
+  toError(e: unknown): IpferryError {
+    return this.fromEtcd(e);
   }
 
   /** @internal A new watch stream on some member. */
@@ -486,13 +638,65 @@ export class EtcdStore implements Store {
     if (e instanceof IpferryError) return e;
     const where = `etcd at ${this.endpoints.join(',')}`;
     if (e instanceof EtcdLeaseInvalidError) return leaseGone();
+    const access = this.accessProblem(e);
+    if (access !== undefined) {
+      return new IpferryError('IPF_E_STORE_ACCESS', {
+        endpoints: this.endpoints.join(','),
+        reason: access,
+      });
+    }
     if (e instanceof GRPCDeadlineExceededError || /deadline exceeded/i.test(message(e))) {
       return storeError(`${where} did not answer within ${this.timeoutMs} ms`);
     }
     if (e instanceof GRPCUnavailableError) {
-      return storeError(`${where} is unreachable: ${message(e)}`);
+      const why = cause(e);
+      // What a scheme that does not match the member's listener looks like: a TLS member
+      // hangs up on plain HTTP/2, a plain one resets a TLS handshake. An outage can look alike,
+      // so this is said as a possibility.
+      const scheme =
+        !this.secure && why === 'Failed to connect'
+          ? ' (it hung up before speaking plain gRPC: if it serves TLS there, write https:// and give --etcd-ca)'
+          : this.secure &&
+              /ECONNRESET|wrong version number|packet length too long|before secure TLS/.test(why)
+            ? ' (if it serves plain http:// there, not TLS, write http://)'
+            : '';
+      return storeError(`${where} is unreachable: ${why}${scheme}`);
     }
-    return storeError(`${where}: ${message(e)}`);
+    return storeError(`${where}: ${cause(e)}`);
+  }
+
+  /** Why etcd cannot be used with this access, when `e` says so; undefined for anything else. */
+  private accessProblem(e: unknown): string | undefined {
+    const text = message(e);
+    const user = this.user === undefined ? undefined : JSON.stringify(this.user);
+    if (e instanceof EtcdAuthenticationFailedError) {
+      return `it refused the login of user ${user}: wrong user name or password (--etcd-user, --etcd-password-file)`;
+    }
+    if (/authentication is not enabled/.test(text)) {
+      return `--etcd-user ${user} is given, but etcd's authentication is not enabled, so anyone who reaches it may write: enable it (etcdctl auth enable), or leave --etcd-user out`;
+    }
+    if (/user name is empty/.test(text)) {
+      return 'it requires a login: give --etcd-user and --etcd-password-file (or a client certificate whose common name is an etcd user)';
+    }
+    if (e instanceof EtcdPermissionDeniedError || /permission denied/.test(text)) {
+      const who =
+        user !== undefined
+          ? `user ${user}`
+          : this.clientCert
+            ? 'the user named by the common name of the client certificate'
+            : 'this client';
+      return `${who} may not read and write the keys under ${this.namespace}: grant its role readwrite on that prefix (etcdctl role grant-permission ROLE --prefix=true readwrite ${this.namespace})`;
+    }
+    if (!(e instanceof GRPCUnavailableError)) return undefined;
+    if (UNTRUSTED.test(text)) {
+      return `its server certificate is not trusted (${cause(e)}): --etcd-ca must hold the CA that signed the members' --cert-file, and that certificate must name the host of each endpoint`;
+    }
+    if (REFUSED.test(text)) {
+      return this.clientCert
+        ? `it refused the client certificate (${cause(e)}): --etcd-cert must be signed by the CA of etcd's --trusted-ca-file, be valid now and allow client authentication`
+        : `it requires a client certificate (${cause(e)}): give --etcd-cert and --etcd-key, signed by the CA of etcd's --trusted-ca-file`;
+    }
+    return undefined;
   }
 
   private async listPages(from: Buffer, end: Buffer): Promise<ListResult> {
@@ -696,13 +900,23 @@ class EtcdWatch implements Watch {
     if (this.next === undefined) {
       try {
         this.next = (await this.store.readRevision(false)) + 1;
-      } catch {
+      } catch (e) {
         // etcd unreachable: calls must not wait for it; the start is fixed once it answers.
         this.markStarted();
-        this.retryLater();
+        this.retryOrFail(e);
         return;
       }
       this.markStarted();
+    } else if (this.store.authenticates) {
+      // etcd checks the login token when a watch is created and cancels the watch when the
+      // token expired (simple tokens do after 5 idle minutes, --auth-token-ttl). etcd3 renews
+      // it for a unary call, not for a stream: a read first has it renewed when it must.
+      try {
+        await this.store.readRevision(false);
+      } catch (e) {
+        this.retryOrFail(e);
+        return;
+      }
     }
     let stream: WatchStream;
     try {
@@ -730,6 +944,12 @@ class EtcdWatch implements Watch {
     });
   }
 
+  /** Access that is wrong stays wrong: the watch ends; anything else may pass, so it retries. */
+  private retryOrFail(e: unknown): void {
+    if (e instanceof IpferryError && e.code === 'IPF_E_STORE_ACCESS') this.fail(e, false);
+    else this.retryLater();
+  }
+
   private retryLater(): void {
     if (this.stopped) return;
     const delay = this.retryMs * (0.5 + Math.random() / 2);
@@ -748,6 +968,11 @@ class EtcdWatch implements Watch {
 
   private onResponse(stream: WatchStream, res: IWatchResponse): void {
     if (this.stopped || stream !== this.stream) return;
+    if (res.canceled && /invalid auth token/.test(res.cancel_reason)) {
+      // Expired between the read and the watch: the next connection renews it.
+      this.onStreamEnd(stream);
+      return;
+    }
     if (res.canceled) {
       const compacted = Number(res.compact_revision);
       this.fail(
@@ -756,7 +981,9 @@ class EtcdWatch implements Watch {
               revision: this.next ?? 0,
               oldest: compacted,
             })
-          : storeError(`etcd cancelled the watch: ${res.cancel_reason || 'no reason given'}`),
+          : /permission denied/.test(res.cancel_reason)
+            ? this.store.toError(new Error(res.cancel_reason))
+            : storeError(`etcd cancelled the watch: ${res.cancel_reason || 'no reason given'}`),
         false,
       );
       return;

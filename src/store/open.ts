@@ -6,6 +6,11 @@
  *                            credential
  *   etcd:http://H:P[,http://H2:P2…]  an etcd 3.4+ cluster, any of its members (store/etcd.ts);
  *                            keys under the namespace /ipferry
+ *   etcd:https://H:P[,…]     the same over TLS, with the CA, client certificate and login of
+ *                            StoreAccess.etcd (the agent's --etcd-* options)
+ *
+ * An etcd store is checked with one read before it is returned: access that cannot work fails
+ * here, with nothing left open and nothing written.
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
@@ -25,6 +30,20 @@ export interface StoreAccess {
   readonly ca?: string | Buffer;
   /** SHA-256 of the hub's certificate, pinned instead of a CA. */
   readonly fingerprint?: string;
+  /** TLS material and login for an etcd store, read from their files by the caller. */
+  readonly etcd?: EtcdAccess;
+}
+
+/** What an etcd store needs besides its endpoints. Secrets: never logged, never in a message. */
+export interface EtcdAccess {
+  /** PEM CA certificate(s) of the members' server certificates (https:// only). */
+  readonly ca?: Buffer;
+  /** PEM client certificate and its private key (https:// only; both or neither). */
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  /** etcd user and password (both or neither). */
+  readonly user?: string;
+  readonly password?: string;
 }
 
 /** Whether `spec` names a store reached over HTTP (another agent's API). */
@@ -43,6 +62,9 @@ export async function openStore(spec: string, access: StoreAccess = {}): Promise
   }
   const scheme = spec.slice(0, colon).toLowerCase();
   const location = spec.slice(colon + 1);
+  if (access.etcd !== undefined && scheme !== 'etcd') {
+    throw configError(`the etcd options (--etcd-…) need an etcd: store, not ${scheme}:`);
+  }
   if (scheme === 'sqlite') return openSqlite(location);
   if (scheme === 'http' || scheme === 'https') {
     if (access.credential === undefined) {
@@ -64,15 +86,58 @@ export async function openStore(spec: string, access: StoreAccess = {}): Promise
         `etcd endpoints are URLs after "etcd:": write etcd:http://127.0.0.1:2379, not ${spec}`,
       );
     }
-    const { openEtcdStore, parseEtcdEndpoints } = await import('./etcd.js');
-    return openEtcdStore(parseEtcdEndpoints(location));
+    return openEtcd(location, access.etcd ?? {});
   }
   if (scheme === 'etcds') {
-    throw configError(
-      'there is no etcds: scheme, and etcd over TLS is not supported yet: write etcd:http://HOST:2379',
-    );
+    throw configError('there is no etcds: scheme: write etcd:https://HOST:2379 for etcd over TLS');
   }
   throw configError(`unknown store scheme ${JSON.stringify(scheme)}; use ${EXAMPLE}`);
+}
+
+async function openEtcd(location: string, access: EtcdAccess): Promise<Store> {
+  const { openEtcdStore, parseEtcdLocation } = await import('./etcd.js');
+  const where = parseEtcdLocation(location);
+  const { ca, cert, key, user, password } = access;
+  if ((cert === undefined) !== (key === undefined)) {
+    throw configError(
+      'an etcd client certificate (--etcd-cert) needs its key (--etcd-key), and a key its certificate',
+    );
+  }
+  if ((user === undefined) !== (password === undefined)) {
+    throw configError(
+      'an etcd user (--etcd-user) needs its password (--etcd-password-file), and a password its user',
+    );
+  }
+  if (!where.tls && (ca !== undefined || cert !== undefined)) {
+    // TLS material with plain endpoints would be ignored: the operator believes in a TLS
+    // connection that is not there.
+    throw configError(
+      `--etcd-ca, --etcd-cert and --etcd-key are for TLS: write the endpoints as https://, not etcd:${location}`,
+    );
+  }
+  if (!where.tls && user !== undefined && !where.loopback) {
+    throw configError(
+      `etcd over http:// would carry the password of --etcd-user in clear across the network: write the endpoints as https:// (etcd with --cert-file), or reach etcd on this host`,
+    );
+  }
+  const store = await openEtcdStore(where.endpoints, {
+    ...(where.tls
+      ? {
+          tls: {
+            ...(ca !== undefined ? { ca } : {}),
+            ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
+          },
+        }
+      : {}),
+    ...(user !== undefined && password !== undefined ? { auth: { user, password } } : {}),
+  });
+  try {
+    await store.check();
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  return store;
 }
 
 async function openSqlite(path: string): Promise<Store> {
