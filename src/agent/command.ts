@@ -23,6 +23,11 @@ interface AgentFlags {
   joinTokenFile?: string;
   tlsCert?: string;
   tlsKey?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
   resyncSeconds?: string;
   logLevel?: string;
   site?: string;
@@ -45,7 +50,7 @@ export function agentCommand(): Command {
     .option('--node <name>', 'name of this node')
     .option(
       '--store <spec>',
-      `state store: sqlite:PATH, etcd:http://HOST:PORT[,…] (a fleet), or https://HUB:PORT to follow another agent (default ${DEFAULT_STORE})`,
+      `state store: sqlite:PATH, etcd:https://HOST:PORT[,…] (a fleet; etcd:http://… without TLS), or https://HUB:PORT to follow another agent (default ${DEFAULT_STORE})`,
     )
     .option('--listen <addr:port>', `API listen address (default ${DEFAULT_LISTEN})`)
     .option(
@@ -62,6 +67,20 @@ export function agentCommand(): Command {
     )
     .option('--tls-cert <file>', 'serve the API over TLS with this certificate (PEM)')
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
+    .option(
+      '--etcd-ca <file>',
+      "with an etcd:https:// store: the CA certificate(s) of etcd's server certificates (PEM; default: the system's CAs)",
+    )
+    .option(
+      '--etcd-cert <file>',
+      'with an etcd:https:// store: client certificate for etcd --client-cert-auth (PEM)',
+    )
+    .option('--etcd-key <file>', 'private key of --etcd-cert (PEM, mode 0600)')
+    .option('--etcd-user <name>', "etcd user to log in as (etcd's authentication)")
+    .option(
+      '--etcd-password-file <file>',
+      'the password of --etcd-user, on one line (mode 0600; never give it on the command line)',
+    )
     .option('--resync-seconds <n>', 'seconds between full resyncs that repair drift (default 30)')
     .option('--site <name>', 'site (datacenter) of this node')
     .option(
@@ -132,6 +151,11 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     joinTokenFile: flags.joinTokenFile,
     tlsCert: flags.tlsCert,
     tlsKey: flags.tlsKey,
+    etcdCa: flags.etcdCa,
+    etcdCert: flags.etcdCert,
+    etcdKey: flags.etcdKey,
+    etcdUser: flags.etcdUser,
+    etcdPasswordFile: flags.etcdPasswordFile,
     resyncSeconds: flags.resyncSeconds,
     logLevel: flags.logLevel,
     site: flags.site,

@@ -3,6 +3,7 @@
  * validated once at the edge; the rest of the agent receives a plain AgentConfig. Unknown keys
  * are errors: a misspelt option that is silently ignored is how routers get misconfigured.
  */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpferryError, type Problem } from '../core/errors.js';
@@ -17,7 +18,8 @@ import {
 } from '../core/defaults.js';
 import { checkName, Problems } from '../core/validate.js';
 import type { EgressMode, ReservedPort } from '../core/model.js';
-import { isHttpStore } from '../store/open.js';
+import { isHttpStore, type EtcdAccess } from '../store/open.js';
+import { readSecretFile } from './secrets.js';
 
 export interface AgentConfig {
   readonly node: string;
@@ -29,6 +31,8 @@ export interface AgentConfig {
   /** With an http(s) store and no credential yet: the join token to present once. */
   readonly joinTokenFile?: string;
   readonly tls?: { readonly cert: string; readonly key: string };
+  /** With an etcd: store: how to reach it over TLS and log in (files, read at start). */
+  readonly etcd?: EtcdFiles;
   /** Seconds between full resyncs that repair drift. */
   readonly resyncSeconds: number;
   /** Ports the node itself serves (besides the API, added automatically): never forwarded away. */
@@ -63,6 +67,18 @@ export interface AgentConfig {
   readonly egress: EgressMode;
 }
 
+/** The files of the etcd access options; the password only ever comes from its file. */
+export interface EtcdFiles {
+  /** PEM CA certificate(s) that signed the members' server certificates. */
+  readonly ca?: string;
+  /** PEM client certificate and its key (mode 0600), for etcd's --client-cert-auth. */
+  readonly cert?: string;
+  readonly key?: string;
+  /** etcd user, and the file (mode 0600) holding its password on one line. */
+  readonly user?: string;
+  readonly passwordFile?: string;
+}
+
 /** Raw options as flags or file give them (kebab-case flags map to camelCase keys). */
 export interface RawAgentOptions {
   node?: unknown;
@@ -73,6 +89,11 @@ export interface RawAgentOptions {
   joinTokenFile?: unknown;
   tlsCert?: unknown;
   tlsKey?: unknown;
+  etcdCa?: unknown;
+  etcdCert?: unknown;
+  etcdKey?: unknown;
+  etcdUser?: unknown;
+  etcdPasswordFile?: unknown;
   resyncSeconds?: unknown;
   reservedPorts?: unknown;
   dataplane?: unknown;
@@ -98,6 +119,11 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'joinTokenFile',
   'tlsCert',
   'tlsKey',
+  'etcdCa',
+  'etcdCert',
+  'etcdKey',
+  'etcdUser',
+  'etcdPasswordFile',
   'resyncSeconds',
   'reservedPorts',
   'dataplane',
@@ -221,6 +247,7 @@ export function resolveConfig(
       p.add('joinTokenFile', 'joins a hub: use it with an http(s):// store');
   }
   const tls = parseTls(p, raw.tlsCert, raw.tlsKey);
+  const etcd = parseEtcd(p, raw, store);
   const resyncSeconds = numberOption(p, 'resyncSeconds', raw.resyncSeconds ?? 30, 1, 86400);
   const reservedPorts = parseReservedPorts(p, raw.reservedPorts ?? [{ protocol: 'tcp', port: 22 }]);
   const dataplane = raw.dataplane ?? 'linux';
@@ -286,6 +313,7 @@ export function resolveConfig(
     credentialFile: credentialFile!,
     ...(joinTokenFile ? { joinTokenFile } : {}),
     ...(tls ? { tls } : {}),
+    ...(etcd ? { etcd } : {}),
     resyncSeconds: resyncSeconds!,
     reservedPorts: [...reservedPorts, { protocol: 'tcp', port: listen!.port }],
     dataplane: dataplane as AgentConfig['dataplane'],
@@ -341,6 +369,129 @@ function parseTls(p: Problems, cert: unknown, key: unknown): AgentConfig['tls'] 
     return undefined;
   }
   return { cert, key };
+}
+
+const ETCD_KEYS = ['etcdCa', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPasswordFile'] as const;
+
+function parseEtcd(
+  p: Problems,
+  raw: RawAgentOptions,
+  store: string | undefined,
+): EtcdFiles | undefined {
+  const given = ETCD_KEYS.filter((k) => raw[k] !== undefined);
+  if (given.length === 0) return undefined;
+  const files: Record<string, string> = {};
+  for (const k of given) {
+    const value = stringOption(p, k, raw[k]);
+    if (value !== undefined) files[k] = value;
+  }
+  if (store !== undefined && !store.toLowerCase().startsWith('etcd:')) {
+    for (const k of given) p.add(k, 'is for an etcd: store (--store etcd:https://…)');
+  }
+  const pair = (a: (typeof ETCD_KEYS)[number], b: (typeof ETCD_KEYS)[number], what: string) => {
+    if (raw[a] !== undefined && raw[b] === undefined) p.add(a, `needs --${kebab(b)} ${what} too`);
+  };
+  pair('etcdCert', 'etcdKey', "(the certificate's private key)");
+  pair('etcdKey', 'etcdCert', '(the certificate of the key)');
+  pair('etcdUser', 'etcdPasswordFile', "(the user's password, in a file of mode 0600)");
+  pair('etcdPasswordFile', 'etcdUser', '(whose password it is)');
+  // The name reaches messages and logs: printable ASCII only, nothing that could steer a terminal.
+  if (files['etcdUser'] !== undefined && !/^[!-~]{1,128}$/.test(files['etcdUser'])) {
+    p.add('etcdUser', 'must be an etcd user name: 1 to 128 printable ASCII characters, no spaces');
+  }
+  return {
+    ...(files['etcdCa'] !== undefined ? { ca: files['etcdCa'] } : {}),
+    ...(files['etcdCert'] !== undefined ? { cert: files['etcdCert'] } : {}),
+    ...(files['etcdKey'] !== undefined ? { key: files['etcdKey'] } : {}),
+    ...(files['etcdUser'] !== undefined ? { user: files['etcdUser'] } : {}),
+    ...(files['etcdPasswordFile'] !== undefined ? { passwordFile: files['etcdPasswordFile'] } : {}),
+  };
+}
+
+/**
+ * Reads the files of the etcd options into what openStore needs (nothing without them). The key
+ * and the password file are secrets: refused when others may read them (IPF_E_SECRET_FILE), and
+ * their contents never reach a message. Certificates and key are parsed here, so a wrong file
+ * is named at start rather than surfacing as a failed TLS handshake.
+ */
+export async function readEtcdAccess(
+  config: Pick<AgentConfig, 'etcd'>,
+): Promise<{ etcd?: EtcdAccess }> {
+  const files = config.etcd;
+  if (!files) return {};
+  const ca = files.ca === undefined ? undefined : await readCertificate('--etcd-ca', files.ca);
+  let cert: Buffer | undefined;
+  let key: Buffer | undefined;
+  if (files.cert !== undefined && files.key !== undefined) {
+    cert = await readCertificate('--etcd-cert', files.cert);
+    key = Buffer.from(await readSecretFile(files.key));
+    let matches: boolean;
+    try {
+      matches = new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+    } catch {
+      throw fileError('--etcd-key', `${files.key} does not hold an unencrypted PEM private key`);
+    }
+    if (!matches) {
+      throw fileError(
+        '--etcd-key',
+        `${files.key} is not the private key of the certificate in ${files.cert}`,
+      );
+    }
+  }
+  let password: string | undefined;
+  if (files.passwordFile !== undefined) {
+    // One line; its line ending is not part of the password (echo adds one).
+    const text = (await readSecretFile(files.passwordFile)).replace(/\r?\n$/, '');
+    const problem =
+      text === ''
+        ? 'is empty: it must hold the etcd password on one line'
+        : /[\r\n]/.test(text)
+          ? 'holds more than one line: it must hold only the etcd password'
+          : undefined;
+    if (problem !== undefined) {
+      throw new IpferryError('IPF_E_SECRET_FILE', { path: files.passwordFile, problem });
+    }
+    password = text;
+  }
+  return {
+    etcd: {
+      ...(ca !== undefined ? { ca } : {}),
+      ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
+      ...(files.user !== undefined && password !== undefined ? { user: files.user, password } : {}),
+    },
+  };
+}
+
+function fileError(option: string, summary: string): IpferryError {
+  return new IpferryError('IPF_E_CONFIG', { source: option, summary });
+}
+
+/** A file of PEM certificates, the first of which must parse; its expiry is checked too. */
+async function readCertificate(option: string, path: string): Promise<Buffer> {
+  let pem: Buffer;
+  try {
+    pem = await readFile(path);
+  } catch (e) {
+    throw fileError(
+      option,
+      `${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  let certificate: X509Certificate;
+  try {
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate');
+    certificate = new X509Certificate(pem);
+  } catch {
+    throw fileError(option, `${path} does not hold a PEM certificate`);
+  }
+  const now = Date.now();
+  if (Date.parse(certificate.validTo) < now || Date.parse(certificate.validFrom) > now) {
+    throw fileError(
+      option,
+      `the certificate in ${path} is valid only from ${certificate.validFrom} to ${certificate.validTo}`,
+    );
+  }
+  return pem;
 }
 
 function parseReservedPorts(p: Problems, value: unknown): ReservedPort[] {

@@ -29,7 +29,7 @@ import { ControlPlane } from '../service/control.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
-import type { AgentConfig } from './config.js';
+import { readEtcdAccess, type AgentConfig } from './config.js';
 import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { PathMonitor } from './path-monitor.js';
@@ -64,7 +64,7 @@ export async function startAgent(
   const tokenFile = await ensureTokenFile(config.tokenFile);
   const tokens = TokenSet.parse(tokenFile.text, config.tokenFile);
   const hub = await storeAccess(config);
-  const store = await openStore(config.store, hub.access);
+  const store = await openStore(config.store, { ...hub.access, ...(await readEtcdAccess(config)) });
   // The API's logger is made with the API, after the dataplane: until then the drivers' lines
   // (a key pair made, a daemon started) wait here.
   const driverLog = new DeferredLog();
