@@ -11,16 +11,25 @@
  *   removes their directories, so a failed or interrupted test leaves nothing running.
  *
  * `kill(member)` and `restart(member)` make outages; `compact()` drops history so watches from
- * before it fail. Talks to etcd only through its HTTP/JSON gateway (`/health`, `/v3/kv/…`), so
- * this module needs no client library.
+ * before it fail. Talks to etcd only through its HTTP/JSON gateway (`/health`, `/v3/kv/…`,
+ * `/v3/auth/…`), so this module needs no client library.
+ *
+ * `tls: true` serves clients over https only, with a CA, server and client certificates made by
+ * openssl in the cluster's directory (every file 0600) and client certificates required;
+ * `auth: true` turns on etcd's authentication with a root user and the user `ipferry`, whose
+ * role may read and write the prefix /ipferry. `access` names the files a client needs (the
+ * agent's --etcd-* options, `agentFlags`); the gateway calls of this module use them too, and
+ * log in as root. Peers talk plain http on loopback: only the client side is under test.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { Agent, request, type Dispatcher } from 'undici';
 import { freePort } from './ports.js';
 import { ExitCleanup } from './exit-cleanup.js';
 
@@ -33,7 +42,46 @@ export interface EtcdClusterOptions {
   readonly startTimeoutMs?: number;
   /** More etcd flags for every member (e.g. `--auto-compaction-retention`). */
   readonly extraArgs?: readonly string[];
+  /**
+   * Serve clients over TLS only (https://), with certificates made for this cluster, and
+   * require a client certificate signed by its CA (--client-cert-auth).
+   */
+  readonly tls?: boolean;
+  /** Turn on etcd's authentication: users root and `ipferry` (role: readwrite on /ipferry). */
+  readonly auth?: boolean;
 }
+
+/**
+ * What a client needs to reach a cluster: files, as the agent's --etcd-* options take them.
+ * Empty for a plain cluster.
+ */
+export interface EtcdClientAccess {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  readonly user?: string;
+  readonly passwordFile?: string;
+}
+
+/** The files of a throwaway PKI (makeEtcdPki), every one mode 0600. */
+export interface EtcdPki {
+  readonly dir: string;
+  readonly ca: string;
+  readonly caKey: string;
+  /** For 127.0.0.1, good for serverAuth and clientAuth (etcd's gateway dials its own member). */
+  readonly serverCert: string;
+  readonly serverKey: string;
+  /** For clientAuth; its common name is ETCD_LAB_USER (etcd takes it as the user name). */
+  readonly clientCert: string;
+  readonly clientKey: string;
+}
+
+/** The user ipferry logs in as when a lab cluster has authentication on. */
+export const ETCD_LAB_USER = 'ipferry';
+/** The prefix of every key of ipferry's etcd store (DEFAULT_ETCD_NAMESPACE), granted to it. */
+const IPFERRY_PREFIX = '/ipferry';
+/** The first key after every key that starts with IPFERRY_PREFIX: its range's end. */
+const IPFERRY_PREFIX_END = '/ipferrz';
 
 export interface EtcdMember {
   readonly name: string;
@@ -52,6 +100,7 @@ const DEFAULT_START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 3_000;
 const POLL_MS = 100;
 const REQUEST_TIMEOUT_MS = 2_000;
+const CERT_DAYS = '2';
 
 interface MemberState {
   readonly name: string;
@@ -77,6 +126,8 @@ export interface NewMember {
   /** `name=peerUrl,…` of every member. */
   readonly initialCluster: string;
   readonly clusterToken?: string;
+  /** Client TLS (clientUrl is https://): server certificate, key and the CA of client certs. */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca: string };
 }
 
 /** etcd's flags for `member` of a new cluster, logging warnings only (without the binary). */
@@ -99,6 +150,17 @@ export function etcdMemberArgs(member: NewMember): string[] {
     ...(member.clusterToken !== undefined ? ['--initial-cluster-token', member.clusterToken] : []),
     '--initial-cluster-state',
     'new',
+    ...(member.tls
+      ? [
+          '--cert-file',
+          member.tls.cert,
+          '--key-file',
+          member.tls.key,
+          '--trusted-ca-file',
+          member.tls.ca,
+          '--client-cert-auth',
+        ]
+      : []),
     '--logger',
     'zap',
     '--log-level',
@@ -118,17 +180,100 @@ export function cleanEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
 }
 
-async function getJson(url: string, body?: unknown): Promise<unknown> {
-  const res = await fetch(url, {
+async function getJson(
+  dispatcher: Dispatcher,
+  url: string,
+  body?: unknown,
+  token?: string,
+): Promise<unknown> {
+  const res = await request(url, {
+    dispatcher,
     method: body === undefined ? 'GET' : 'POST',
-    ...(body === undefined
-      ? {}
-      : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+    headers: {
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(token === undefined ? {} : { authorization: token }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${url} answered HTTP ${res.status}: ${text.slice(0, 300)}`);
+  const text = await res.body.text();
+  if (res.statusCode >= 300) {
+    throw new Error(`${url} answered HTTP ${res.statusCode}: ${text.slice(0, 300)}`);
+  }
   return JSON.parse(text) as unknown;
+}
+
+const run = promisify(execFile);
+
+/**
+ * Makes a CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate
+ * named ETCD_LAB_USER, in `dir` (created 0700), with openssl; every file ends up 0600. A second
+ * call into another directory makes an unrelated CA: the wrong one, for tests.
+ */
+export async function makeEtcdPki(dir: string): Promise<EtcdPki> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const path = (name: string): string => join(dir, name);
+  const pki: EtcdPki = {
+    dir,
+    ca: path('ca.crt'),
+    caKey: path('ca.key'),
+    serverCert: path('server.crt'),
+    serverKey: path('server.key'),
+    clientCert: path('client.crt'),
+    clientKey: path('client.key'),
+  };
+  // P-256 keys: made in milliseconds, and etcd, Node and etcdctl all take them. `-config
+  // /dev/null` leaves out the defaults of openssl.cnf (which would make every certificate a CA).
+  const req = async (args: string[]): Promise<void> => {
+    try {
+      await run('openssl', [
+        'req',
+        '-x509',
+        '-config',
+        '/dev/null',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        CERT_DAYS,
+        ...args,
+      ]);
+    } catch (e) {
+      throw new Error(
+        `openssl could not make a certificate (is openssl installed?): ${(e as Error).message}`,
+      );
+    }
+  };
+  const leaf = (usage: string): string[] => [
+    '-CA',
+    pki.ca,
+    '-CAkey',
+    pki.caKey,
+    '-addext',
+    'basicConstraints=critical,CA:FALSE',
+    '-addext',
+    `extendedKeyUsage=${usage}`,
+  ];
+  await req([
+    ...['-keyout', pki.caKey, '-out', pki.ca, '-subj', '/CN=ipferry-test-ca'],
+    ...['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'],
+  ]);
+  await Promise.all([
+    req([
+      ...['-keyout', pki.serverKey, '-out', pki.serverCert, '-subj', '/CN=etcd'],
+      ...['-addext', 'subjectAltName=IP:127.0.0.1'],
+      ...leaf('serverAuth,clientAuth'),
+    ]),
+    req([
+      ...['-keyout', pki.clientKey, '-out', pki.clientCert],
+      ...['-subj', `/CN=${ETCD_LAB_USER}`],
+      ...leaf('clientAuth'),
+    ]),
+  ]);
+  for (const file of await readdir(dir)) await chmod(join(dir, file), 0o600);
+  return pki;
 }
 
 export class EtcdCluster {
@@ -138,14 +283,30 @@ export class EtcdCluster {
   readonly #startTimeoutMs: number;
   readonly #initialCluster: string;
   readonly #token: string;
+  readonly #pki: EtcdPki | undefined;
+  readonly #dispatcher: Agent;
+  /** root's password and, once logged in, its token for the gateway (auth on). */
+  #root: { readonly password: string; token?: string } | undefined;
+  #access: EtcdClientAccess = {};
   #stopping: Promise<void> | undefined;
 
   private constructor(
     readonly dir: string,
     members: MemberState[],
     options: EtcdClusterOptions,
+    pki: EtcdPki | undefined,
   ) {
     this.#members = members;
+    this.#pki = pki;
+    this.#dispatcher = new Agent({
+      connect: pki
+        ? {
+            ca: readFileSync(pki.ca),
+            cert: readFileSync(pki.clientCert),
+            key: readFileSync(pki.clientKey),
+          }
+        : {},
+    });
     this.#binary = options.binary ?? 'etcd';
     this.#args = options.extraArgs ?? [];
     this.#startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
@@ -162,6 +323,14 @@ export class EtcdCluster {
       throw new Error(`an etcd cluster has 1 to 9 members, not ${count}`);
     }
     const dir = await mkdtemp(join(tmpdir(), 'ipferry-etcd-'));
+    let pki: EtcdPki | undefined;
+    try {
+      if (options.tls) pki = await makeEtcdPki(join(dir, 'pki'));
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+    const scheme = pki ? 'https' : 'http';
     const members: MemberState[] = [];
     const ports = new Set<number>();
     const port = async (): Promise<number> => {
@@ -178,7 +347,7 @@ export class EtcdCluster {
       const name = `m${i}`;
       members.push({
         name,
-        clientUrl: `http://127.0.0.1:${await port()}`,
+        clientUrl: `${scheme}://127.0.0.1:${await port()}`,
         peerUrl: `http://127.0.0.1:${await port()}`,
         dataDir: join(dir, name),
         logFile: join(dir, `${name}.log`),
@@ -187,11 +356,13 @@ export class EtcdCluster {
         spawnError: undefined,
       });
     }
-    const cluster = new EtcdCluster(dir, members, options);
+    const cluster = new EtcdCluster(dir, members, options, pki);
     live.track(cluster);
     try {
       for (const member of members) cluster.#spawn(member);
       await Promise.all(members.map((m) => cluster.#waitHealthy(m)));
+      cluster.#access = pki ? { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } : {};
+      if (options.auth) await cluster.#enableAuth();
       return cluster;
     } catch (error) {
       await cluster.stop();
@@ -207,6 +378,23 @@ export class EtcdCluster {
   /** The `--store` spec that reaches this cluster: `etcd:URL[,URL…]`. */
   get storeSpec(): string {
     return `etcd:${this.endpoints.join(',')}`;
+  }
+
+  /** The files a client of this cluster needs (empty without tls and auth). */
+  get access(): EtcdClientAccess {
+    return this.#access;
+  }
+
+  /** The agent's flags for `access` (`--etcd-ca FILE …`), to append to its command line. */
+  get agentFlags(): string[] {
+    const a = this.#access;
+    return [
+      ...(a.ca !== undefined ? ['--etcd-ca', a.ca] : []),
+      ...(a.cert !== undefined ? ['--etcd-cert', a.cert] : []),
+      ...(a.key !== undefined ? ['--etcd-key', a.key] : []),
+      ...(a.user !== undefined ? ['--etcd-user', a.user] : []),
+      ...(a.passwordFile !== undefined ? ['--etcd-password-file', a.passwordFile] : []),
+    ];
   }
 
   get members(): EtcdMember[] {
@@ -245,7 +433,7 @@ export class EtcdCluster {
 
   /** The current revision, read from the first running member. */
   async revision(): Promise<number> {
-    const answer = (await getJson(`${this.#anyRunning().clientUrl}/v3/kv/range`, {
+    const answer = (await this.#gateway(this.#anyRunning(), '/v3/kv/range', {
       key: Buffer.from('\0').toString('base64'),
       limit: 1,
     })) as { header?: { revision?: string } };
@@ -260,7 +448,7 @@ export class EtcdCluster {
    */
   async compact(revision?: number): Promise<number> {
     const at = revision ?? (await this.revision());
-    await getJson(`${this.#anyRunning().clientUrl}/v3/kv/compaction`, {
+    await this.#gateway(this.#anyRunning(), '/v3/kv/compaction', {
       revision: String(at),
       physical: true,
     });
@@ -289,6 +477,7 @@ export class EtcdCluster {
       try {
         await Promise.all(this.#members.map((m) => this.#terminate(m)));
       } finally {
+        await this.#dispatcher.close().catch(() => undefined);
         await rm(this.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
         live.untrack(this);
       }
@@ -333,7 +522,70 @@ export class EtcdCluster {
     return m;
   }
 
+  /**
+   * A call to a member's gateway, logged in as root once authentication is on. A token etcd no
+   * longer knows (it keeps simple tokens in memory only: a restarted member forgets them) is
+   * replaced by a fresh login.
+   */
+  async #gateway(m: MemberState, path: string, body: unknown): Promise<unknown> {
+    const url = `${m.clientUrl}${path}`;
+    if (!this.#root) return getJson(this.#dispatcher, url, body);
+    for (let attempt = 1; ; attempt++) {
+      this.#root.token ??= await this.#login(m);
+      try {
+        return await getJson(this.#dispatcher, url, body, this.#root.token);
+      } catch (error) {
+        if (attempt >= 2 || !/invalid auth token/.test((error as Error).message)) throw error;
+        this.#root.token = undefined;
+      }
+    }
+  }
+
+  async #login(m: MemberState): Promise<string> {
+    const answer = (await getJson(this.#dispatcher, `${m.clientUrl}/v3/auth/authenticate`, {
+      name: 'root',
+      password: this.#root?.password,
+    })) as { token?: string };
+    if (typeof answer.token !== 'string')
+      throw new Error('etcd answered the root login without a token');
+    return answer.token;
+  }
+
+  /**
+   * Users root (role root) and `ipferry` (role `ipferry`: readwrite on every key starting with
+   * /ipferry), each with a random password, then authentication on. ipferry's password goes to
+   * a 0600 file in the PKI's (or the cluster's) directory: `access.passwordFile`.
+   */
+  async #enableAuth(): Promise<void> {
+    const m = this.#anyRunning();
+    const call = (path: string, body: unknown): Promise<unknown> =>
+      getJson(this.#dispatcher, `${m.clientUrl}/v3/auth/${path}`, body);
+    const b64 = (text: string): string => Buffer.from(text).toString('base64');
+    const rootPassword = randomBytes(18).toString('base64url');
+    const password = randomBytes(18).toString('base64url');
+    await call('user/add', { name: 'root', password: rootPassword });
+    await call('user/grant', { user: 'root', role: 'root' });
+    await call('role/add', { name: ETCD_LAB_USER });
+    await call('role/grant', {
+      name: ETCD_LAB_USER,
+      perm: {
+        permType: 'READWRITE',
+        key: b64(IPFERRY_PREFIX),
+        range_end: b64(IPFERRY_PREFIX_END),
+      },
+    });
+    await call('user/add', { name: ETCD_LAB_USER, password });
+    await call('user/grant', { user: ETCD_LAB_USER, role: ETCD_LAB_USER });
+    await call('enable', {});
+    this.#root = { password: rootPassword };
+    const passwordFile = join(this.#pki?.dir ?? this.dir, `${ETCD_LAB_USER}.password`);
+    await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
+    await chmod(passwordFile, 0o600);
+    this.#access = { ...this.#access, user: ETCD_LAB_USER, passwordFile };
+  }
+
   #spawn(m: MemberState): void {
+    const pki = this.#pki;
     const args = [
       ...etcdMemberArgs({
         name: m.name,
@@ -342,6 +594,7 @@ export class EtcdCluster {
         peerUrl: m.peerUrl,
         initialCluster: this.#initialCluster,
         clusterToken: this.#token,
+        ...(pki ? { tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca } } : {}),
       }),
       ...this.#args,
     ];
@@ -393,8 +646,9 @@ export class EtcdCluster {
           `etcd member ${m.name} exited ${how} before it was healthy (is etcd-server installed?):\n${this.logTail(m.name)}`,
         );
       }
-      const health = (await getJson(`${m.clientUrl}/health`).catch(() => undefined)) as
-        { health?: string } | undefined;
+      const health = (await getJson(this.#dispatcher, `${m.clientUrl}/health`).catch(
+        () => undefined,
+      )) as { health?: string } | undefined;
       if (health?.health === 'true') return;
       if (Date.now() > deadline) {
         throw new Error(
