@@ -6,8 +6,9 @@
  * it as the OpenAPI document (/docs, /docs/json), and the client (client/api-client.ts) builds
  * its requests and takes its types from it. A change of shape breaks the build, not users.
  *
- * Not here: /v1/store/… and /v1/join, the wire of the `http` store (store/wire.ts), which
- * store/http.ts calls and store-routes.ts and join.ts serve; the store layer sits below the API.
+ * Not here: /v1/store/… and /v1/join, the wire of the `http` store, which sits below the API:
+ * its TypeBox schemas and the types derived from them are in store/wire.ts, which store/http.ts
+ * calls by and store-routes.ts and join.ts serve by (and OpenAPI shows, under `store`).
  *
  * Every route but /healthz needs `Authorization: Bearer <token>`: `read` routes take a read-only
  * token too, `write` routes a read-write one. Errors are `ErrorBody` (core/errors.ts) with the

@@ -15,6 +15,7 @@
  *   before the store is touched, so a refused request writes nothing.
  */
 import { PassThrough } from 'node:stream';
+import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { IpferryError, isIpferryError } from '../core/errors.js';
 import { HEALTH_ROOT, keys, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
@@ -24,13 +25,14 @@ import {
   HEARTBEAT_DEFAULT_MS,
   HEARTBEAT_MAX_MS,
   HEARTBEAT_MIN_MS,
-  LEASE_TTL_MAX_SECONDS,
-  MAX_KEY_LENGTH,
   STORE_ROUTES,
+  STORE_SCHEMAS,
   type GetResponse,
   type GrantLeaseRequest,
+  type TxnRequest,
   type LeaseResponse,
   type WatchLine,
+  type WatchQuery,
 } from '../store/wire.js';
 import { callerOf, type Caller } from './auth.js';
 import {
@@ -45,156 +47,58 @@ const WATCH_MAX_BUFFER = 32 * 1024 * 1024;
 /** Large enough for a status batch or a big pool record. */
 const TXN_BODY_LIMIT = 16 * 1024 * 1024;
 
-// --- schemas ---------------------------------------------------------------------------------
+// --- schemas: the wire's (store/wire.ts), with what OpenAPI shows ------------------------------
 
-/**
- * Keys and prefixes are printable text: an empty key, a NUL or a line break is a
- * request error, not a store failure.
- */
-const KEY_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
-const key = {
-  type: 'string',
-  minLength: 1,
-  maxLength: MAX_KEY_LENGTH,
-  pattern: KEY_PATTERN,
-  description: 'store key',
-};
-/** A prefix may be empty (everything) to read; never to delete. */
-const prefix = {
-  type: 'string',
-  maxLength: MAX_KEY_LENGTH,
-  pattern: '^[^\\u0000-\\u001f\\u007f]*$',
-};
-const deletedPrefix = { ...prefix, minLength: 1 };
-/** Lease ids are what the stores make: hex (SQLite) or decimal (etcd). */
-const leaseId = { type: 'string', pattern: '^[0-9A-Za-z]{1,32}$' };
-const decimal = { type: 'string', pattern: '^-?[0-9]{1,15}$' };
-
-const compare = {
-  oneOf: [
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['key', 'target', 'op', 'value'],
-      properties: {
-        key,
-        target: { const: 'value' },
-        op: { enum: ['=', '!='] },
-        value: { type: 'string' },
-      },
-    },
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['key', 'target', 'op', 'value'],
-      properties: {
-        key,
-        target: { enum: ['create', 'mod', 'version'] },
-        op: { enum: ['=', '!=', '<', '>'] },
-        value: { type: 'integer' },
-      },
-    },
-  ],
-};
-
-const op = {
-  oneOf: [
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['type', 'key', 'value'],
-      properties: {
-        type: { const: 'put' },
-        key,
-        value: { type: 'string' },
-        lease: leaseId,
-      },
-    },
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['type', 'key'],
-      properties: { type: { const: 'delete' }, key },
-    },
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['type', 'prefix'],
-      properties: { type: { const: 'deletePrefix' }, prefix: deletedPrefix },
-    },
-  ],
-};
-
-const leaseParams = {
-  type: 'object',
-  required: ['id'],
-  properties: { id: leaseId },
-};
-
+const W = STORE_SCHEMAS;
 const schemas = {
   get: {
     tags: ['store'],
     summary: 'One key (null when absent)',
-    querystring: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['key'],
-      properties: { key },
-    },
+    querystring: W.get.querystring,
+    response: { 200: W.get.response },
   },
   list: {
     tags: ['store'],
     summary: 'Every key under a prefix, sorted, with the revision the list is consistent with',
-    querystring: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['prefix'],
-      properties: { prefix },
-    },
+    querystring: W.list.querystring,
+    response: { 200: W.list.response },
   },
   txn: {
     tags: ['store'],
     summary: 'A transaction: if every compare holds, the success ops, else the failure ops',
-    body: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['compare', 'success'],
-      properties: {
-        compare: { type: 'array', items: compare },
-        success: { type: 'array', items: op },
-        failure: { type: 'array', items: op },
-      },
-    },
+    body: W.txn.body,
+    response: { 200: W.txn.response },
   },
   watch: {
     tags: ['store'],
     summary: 'Changes under a prefix as an NDJSON stream, from a revision on, with heartbeats',
-    querystring: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['prefix'],
-      properties: {
-        prefix,
-        fromRevision: decimal,
-        heartbeatMs: { type: 'string', pattern: '^[0-9]{1,9}$' },
-      },
-    },
+    querystring: W.watch.querystring,
   },
   grant: {
     tags: ['store'],
     summary: 'A lease that expires ttlSeconds after its last keep-alive',
-    body: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['ttlSeconds'],
-      properties: {
-        ttlSeconds: { type: 'number', exclusiveMinimum: 0, maximum: LEASE_TTL_MAX_SECONDS },
-      },
-    },
+    body: W.grant.body,
+    response: { 201: W.grant.response },
   },
-  keepAlive: { tags: ['store'], summary: 'Refresh a lease', params: leaseParams },
-  revoke: { tags: ['store'], summary: 'Revoke a lease and delete its keys', params: leaseParams },
+  keepAlive: {
+    tags: ['store'],
+    summary: 'Refresh a lease',
+    params: W.lease.params,
+    response: { 200: W.lease.response },
+  },
+  revoke: {
+    tags: ['store'],
+    summary: 'Revoke a lease and delete its keys',
+    params: W.lease.params,
+    response: { 200: W.lease.response },
+  },
 };
+
+/**
+ * Answers leave through JSON.stringify, as the API's do (routes.ts): the schemas describe them
+ * for OpenAPI; a compiled serializer would only cost time on a large list.
+ */
+const serializerCompiler = () => (data: unknown) => JSON.stringify(data);
 
 // --- what a node credential may do -----------------------------------------------------------
 
@@ -252,15 +156,19 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
     done();
   });
 
-  app.get(STORE_ROUTES.get, { schema: schemas.get }, async (request): Promise<GetResponse> => {
-    const caller = callerOf(request);
-    const { key: k } = request.query as { key: string };
-    if (caller.kind === 'node' && !nodeMayRead(k)) throw forbidden(caller, `read ${k}`);
-    return { kv: (await store.get(k)) ?? null };
-  });
+  app.get(
+    STORE_ROUTES.get,
+    { schema: schemas.get, serializerCompiler },
+    async (request): Promise<GetResponse> => {
+      const caller = callerOf(request);
+      const { key: k } = request.query as Static<typeof W.get.querystring>;
+      if (caller.kind === 'node' && !nodeMayRead(k)) throw forbidden(caller, `read ${k}`);
+      return { kv: (await store.get(k)) ?? null };
+    },
+  );
 
-  app.get(STORE_ROUTES.list, { schema: schemas.list }, async (request) => {
-    const { prefix } = request.query as { prefix: string };
+  app.get(STORE_ROUTES.list, { schema: schemas.list, serializerCompiler }, async (request) => {
+    const { prefix } = request.query as Static<typeof W.list.querystring>;
     const filter = readFilter(callerOf(request), prefix);
     const result = await store.list(prefix);
     return filter
@@ -270,10 +178,10 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
 
   app.post(
     STORE_ROUTES.txn,
-    { schema: schemas.txn, bodyLimit: TXN_BODY_LIMIT },
+    { schema: schemas.txn, bodyLimit: TXN_BODY_LIMIT, serializerCompiler },
     async (request) => {
       const caller = callerOf(request);
-      const txn = request.body as Txn;
+      const txn: Txn = request.body as TxnRequest;
       if (caller.kind === 'node') await checkNodeTxn(store, caller, txn);
       return store.txn(txn);
     },
@@ -281,7 +189,7 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
 
   app.post(
     STORE_ROUTES.leases,
-    { schema: schemas.grant },
+    { schema: schemas.grant, serializerCompiler },
     async (request, reply): Promise<LeaseResponse> => {
       const caller = callerOf(request);
       const { ttlSeconds } = request.body as GrantLeaseRequest;
@@ -313,10 +221,10 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
 
   app.post(
     `${STORE_ROUTES.leases}/:id/keepalive`,
-    { schema: schemas.keepAlive },
+    { schema: schemas.keepAlive, serializerCompiler },
     async (request): Promise<LeaseResponse> => {
       const caller = callerOf(request);
-      const { id } = request.params as { id: string };
+      const { id } = request.params as Static<typeof W.lease.params>;
       if (caller.kind === 'node') await requireOwnLease(store, caller.node, id);
       await store.keepAlive(id);
       return { lease: id };
@@ -325,10 +233,10 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
 
   app.delete(
     `${STORE_ROUTES.leases}/:id`,
-    { schema: schemas.revoke },
+    { schema: schemas.revoke, serializerCompiler },
     async (request): Promise<LeaseResponse> => {
       const caller = callerOf(request);
-      const { id } = request.params as { id: string };
+      const { id } = request.params as Static<typeof W.lease.params>;
       if (caller.kind === 'node') {
         const owner = await store.get(keys.leaseOwner(id));
         // Gone (or never its own): nothing of this node's to revoke, as for an unknown lease.
@@ -342,7 +250,7 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
   );
 
   app.get(STORE_ROUTES.watch, { schema: schemas.watch }, async (request, reply) => {
-    const query = request.query as { prefix: string; fromRevision?: string; heartbeatMs?: string };
+    const query = request.query as WatchQuery;
     const filter = readFilter(callerOf(request), query.prefix);
     // Without a start, "from the next revision": fix it now and tell the client in the first
     // heartbeat, so it can resume from there after a reconnect.

@@ -46,8 +46,13 @@ import {
   JOIN_ROUTE,
   STORE_ROUTES,
   type GetResponse,
+  type GrantLeaseRequest,
+  type JoinRequest,
   type JoinResponse,
   type LeaseResponse,
+  type ListResponse,
+  type TxnRequest,
+  type TxnResponse,
 } from './wire.js';
 
 export interface HttpStoreOptions {
@@ -249,19 +254,19 @@ export class HttpStore implements Store {
 
   async list(prefix: string): Promise<ListResult> {
     checkText('prefix', prefix);
-    return this.call<ListResult>(
+    return this.call<ListResponse>(
       'GET',
       `${STORE_ROUTES.list}?prefix=${encodeURIComponent(prefix)}`,
     );
   }
 
   async txn(txn: Txn): Promise<TxnResult> {
-    const body: Txn = {
+    const body: TxnRequest = {
       compare: txn.compare.map(cleanCompare),
       success: txn.success.map(cleanOp),
       ...(txn.failure !== undefined ? { failure: txn.failure.map(cleanOp) } : {}),
     };
-    return this.call<TxnResult>('POST', STORE_ROUTES.txn, body);
+    return this.call<TxnResponse>('POST', STORE_ROUTES.txn, body);
   }
 
   watch(prefix: string, options: WatchOptions): Watch {
@@ -282,7 +287,8 @@ export class HttpStore implements Store {
   }
 
   async grantLease(ttlSeconds: number): Promise<string> {
-    return (await this.call<LeaseResponse>('POST', STORE_ROUTES.leases, { ttlSeconds })).lease;
+    const request: GrantLeaseRequest = { ttlSeconds };
+    return (await this.call<LeaseResponse>('POST', STORE_ROUTES.leases, request)).lease;
   }
 
   async keepAlive(lease: string): Promise<void> {
@@ -545,14 +551,12 @@ export async function joinHub(url: string, options: JoinHubOptions): Promise<str
     ...(options.ca !== undefined ? { ca: options.ca } : {}),
     ...(options.fingerprint !== undefined ? { fingerprint: options.fingerprint } : {}),
   });
+  const request: JoinRequest = { token: options.token, node: options.node };
   try {
     let status: number;
     let text: string;
     try {
-      ({ status, text } = await http.send('POST', JOIN_ROUTE, {
-        token: options.token,
-        node: options.node,
-      }));
+      ({ status, text } = await http.send('POST', JOIN_ROUTE, request));
     } catch (e) {
       throw storeError(`cannot reach the hub at ${hub.origin} to join: ${transportReason(e)}`);
     }
