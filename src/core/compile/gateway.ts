@@ -64,10 +64,13 @@ export function hostElements(
     out.push(sysctl(proxyArpDelaySysctl(uplink), '0'));
   }
   const drops: { first: Address; last: Address; owner: string }[] = [];
+  // Parsed on the first range that needs them: a pool of shared addresses alone needs none.
+  let holes: Holes | undefined;
   for (const pool of pools) {
     for (const { entry, range } of poolRanges(pool)) {
       if (entry.kind === 'address' && entry.shared) continue;
-      for (const [first, last] of subtract(range.first, range.last, own)) {
+      holes ??= new Holes(own);
+      for (const [first, last] of holes.subtract(range.first, range.last)) {
         drops.push({ first, last, owner: `pool:${pool.name}` });
       }
     }
@@ -105,24 +108,53 @@ function disjoint<T extends { first: Address; last: Address }>(ranges: readonly 
   return out;
 }
 
-/** The range first–last without the given addresses, as sub-ranges in order. */
-function subtract(first: Address, last: Address, holes: ReadonlySet<string>): [Address, Address][] {
-  const cuts = [...holes]
-    .map((h) => parseAddress(h))
-    .filter((h) => h.family === first.family && h.value >= first.value && h.value <= last.value)
-    .sort((a, b) => (a.value < b.value ? -1 : 1));
-  const out: [Address, Address][] = [];
-  let start = first.value;
-  for (const cut of cuts) {
-    if (cut.value > start)
-      out.push([
-        addressFromValue(first.family, start),
-        addressFromValue(first.family, cut.value - 1n),
-      ]);
-    start = cut.value + 1n;
+/**
+ * Addresses the drop ranges leave out (the host's own and the routed FIPs passing through),
+ * parsed and sorted once per compile. A pool may hold 4,096 entries and a host a thousand such
+ * addresses: parsing and sorting all of them again for every entry made one pass take seconds,
+ * where a binary search per entry finds just the few inside it.
+ */
+export class Holes {
+  /** Per family, the values in ascending order (a repeated one cuts nothing more). */
+  private readonly values: Record<Family, bigint[]> = { 4: [], 6: [] };
+
+  constructor(holes: Iterable<string>) {
+    for (const h of holes) {
+      const a = parseAddress(h);
+      this.values[a.family].push(a.value);
+    }
+    for (const family of [4, 6] as const) {
+      this.values[family].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    }
   }
-  if (start <= last.value) out.push([addressFromValue(first.family, start), last]);
-  return out;
+
+  /** The range first–last without the holes, as sub-ranges in order. */
+  subtract(first: Address, last: Address): [Address, Address][] {
+    const values = this.values[first.family];
+    const out: [Address, Address][] = [];
+    let start = first.value;
+    for (let i = lowerBound(values, first.value); i < values.length; i++) {
+      const cut = values[i]!;
+      if (cut > last.value) break;
+      if (cut > start)
+        out.push([addressFromValue(first.family, start), addressFromValue(first.family, cut - 1n)]);
+      start = cut + 1n;
+    }
+    if (start <= last.value) out.push([addressFromValue(first.family, start), last]);
+    return out;
+  }
+}
+
+/** The first position in ascending `values` holding `value` or more. */
+function lowerBound(values: readonly bigint[], value: bigint): number {
+  let lo = 0;
+  let hi = values.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (values[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /**
