@@ -196,7 +196,7 @@ export const ERRORS = {
   IPF_E_SECRET_FILE: {
     status: 400,
     message: 'Secret file {path} {problem}.',
-    hint: 'Create it with mode 0600 (chmod 600 {path}) and one token per line.',
+    hint: 'Make it readable by its owner only: chmod 600 {path} (a token file holds one token per line).',
   },
   IPF_E_RECORD_UNUSABLE: {
     status: 409,
