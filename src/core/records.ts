@@ -18,6 +18,7 @@ import {
 } from './address.js';
 import { IpferryError } from './errors.js';
 import type { FipStatus, FloatingIp, NodeRecord, Pool } from './model.js';
+import { MAX_POOL_ENTRIES } from './pool.js';
 import { isTincKey, isWireGuardKey, parseEndpoint } from './tunnel.js';
 import { checkAddress, checkDescription, checkName, checkTags, Problems } from './validate.js';
 import { isHandledInterfaceName } from '../intent/facts.js';
@@ -33,9 +34,9 @@ function objectOf(p: Problems, value: unknown): Record<string, unknown> {
   return {};
 }
 
-function listOf(p: Problems, path: string, value: unknown): unknown[] {
-  if (Array.isArray(value) && value.length <= MAX_LIST) return value;
-  p.add(path, Array.isArray(value) ? `must hold at most ${MAX_LIST} items` : 'must be a list');
+function listOf(p: Problems, path: string, value: unknown, longest = MAX_LIST): unknown[] {
+  if (Array.isArray(value) && value.length <= longest) return value;
+  p.add(path, Array.isArray(value) ? `must hold at most ${longest} items` : 'must be a list');
   return [];
 }
 
@@ -102,6 +103,13 @@ export function decodeFloatingIp(value: unknown): FloatingIp {
   if (typeof r.shared !== 'boolean') p.add('shared', 'must be true or false');
   checkDescription(p, 'description', r.description);
   checkTags(p, 'tags', r.tags);
+  // Compared with a digest computed as hex, and a key (keys.clientTokenByDigest) made of it.
+  if (
+    r.clientTokenSha256 !== undefined &&
+    !(typeof r.clientTokenSha256 === 'string' && /^[0-9a-f]{64}$/.test(r.clientTokenSha256))
+  ) {
+    p.add('clientTokenSha256', 'must be a SHA-256 digest: 64 lowercase hex digits');
+  }
   const family = address?.family;
   if (r.association !== undefined) {
     const a = objectOf(p, r.association);
@@ -185,7 +193,8 @@ export function decodePool(value: unknown): Pool {
   }
   checkDescription(p, 'description', r.description);
   checkTags(p, 'tags', r.tags);
-  const ranges = listOf(p, 'entries', r.entries).flatMap((e, i) =>
+  // The API's own bound: a pool written around it would cost every agent its decode and compile.
+  const ranges = listOf(p, 'entries', r.entries, MAX_POOL_ENTRIES).flatMap((e, i) =>
     poolEntry(p, `entries[${i}]`, e),
   );
   disjointEntries(p, ranges);

@@ -15,7 +15,8 @@ import { resolveConfig } from '../../src/agent/config.js';
 import { DesiredState } from '../../src/agent/desired.js';
 import { type RunningAgent, startAgent } from '../../src/agent/run.js';
 import { IpferryError } from '../../src/core/errors.js';
-import { keys } from '../../src/core/keys.js';
+import { clientTokenDigest, keys } from '../../src/core/keys.js';
+import { MAX_POOL_ENTRIES } from '../../src/core/pool.js';
 import type { PlanResponse, StatusResponse } from '../../src/api/contract.js';
 import { printStatus } from '../../src/cli/status.js';
 import { decodeFloatingIp, decodeNodeRecord, decodePool } from '../../src/core/records.js';
@@ -88,6 +89,42 @@ describe('store records: decoded before compile sees them', () => {
       problems(() => decodeNodeRecord('x')),
       ['', 'name', 'addresses'],
     );
+  });
+
+  it("holds a pool to the API's entry limit and a client token digest to its form", () => {
+    const addresses = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        kind: 'address',
+        address: `10.1.${i >> 8}.${i & 255}`,
+      }));
+    assert.deepEqual(
+      problems(() => decodePool({ ...POOL, entries: addresses(MAX_POOL_ENTRIES) })),
+      [],
+    );
+    assert.deepEqual(
+      problems(() => decodePool({ ...POOL, entries: addresses(MAX_POOL_ENTRIES + 1) })),
+      ['entries'],
+    );
+    const fip = { ...HOSTILE_FIP, forwards: [] };
+    assert.deepEqual(
+      problems(() => decodeFloatingIp({ ...fip, clientTokenSha256: clientTokenDigest('web-1') })),
+      [],
+    );
+    for (const digest of [
+      clientTokenDigest('web-1').toUpperCase(),
+      clientTokenDigest('web-1').slice(1),
+      `${clientTokenDigest('web-1')}0`,
+      '../../node-credentials/hub',
+      '',
+      5,
+      null,
+    ]) {
+      assert.deepEqual(
+        problems(() => decodeFloatingIp({ ...fip, clientTokenSha256: digest })),
+        ['clientTokenSha256'],
+        String(digest),
+      );
+    }
   });
 
   it('skips a record that does not decode, with the reason, and keeps the others', () => {
@@ -218,14 +255,14 @@ describe('an agent given records it cannot use (fake dataplane, SQLite)', () => 
     });
     assert.equal(plan.statusCode, 200, plan.body);
     // Both are named where an operator looks: the plan, the status, and the FIP's own state.
-    const skipped = (plan.json() as PlanResponse).skipped.map((r) => r.key);
+    const skipped = plan.json<PlanResponse>().skipped.map((r) => r.key);
     assert.deepEqual(skipped, [keys.fip('203.0.113.5'), keys.node('zzz')]);
     const status = await agent!.app.inject({
       method: 'GET',
       url: '/v1/status',
       headers: { authorization: `Bearer ${token.split(/\s+/).pop()!}` },
     });
-    const text = printStatus(status.json() as StatusResponse);
+    const text = printStatus(status.json<StatusResponse>());
     assert.match(text, /skipped 2 store record\(s\) it cannot use:/);
     assert.match(text, /\/ipferry\/v1\/nodes\/zzz: addresses must be a list/);
     // The FIP's own status says why (its record cannot be shown: `fip show` answers
