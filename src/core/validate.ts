@@ -64,17 +64,73 @@ export function checkName(p: Problems, path: string, value: unknown): string | u
   return value;
 }
 
+/* eslint-disable no-control-regex -- matching control characters is the point */
+/** C0 controls and DEL, which no version of the API took in a description. */
+const CONTROL = /[\u0000-\u001f\u007f]/u;
+/**
+ * What a terminal acts on instead of showing (issue 12, finding 8): C0 controls and DEL (ESC
+ * starts colour and cursor sequences, CR and LF fake lines), C1 controls (U+0080–U+009F: U+009B
+ * is a CSI on many terminals), the bidirectional controls (U+061C, U+200E–U+200F, U+202A–U+202E,
+ * U+2066–U+2069: they reorder what follows, so one address can read as another) and the line and
+ * paragraph separators U+2028–U+2029. The CLI escapes them wherever they come from
+ * (src/cli/format.ts); refusing them in requests keeps every other reader of the API
+ * (dashboards, scripts, logs) safe too.
+ */
+const UNSHOWABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/u;
+/* eslint-enable no-control-regex */
+
+/**
+ * A description a request brings (every API write takes its description here): text of at most
+ * 256 characters without anything of UNSHOWABLE.
+ */
+function checkRequestDescription(p: Problems, path: string, value: unknown): string | undefined {
+  return describedBy(
+    p,
+    path,
+    value,
+    UNSHOWABLE,
+    'control characters, bidirectional controls or line separators',
+  );
+}
+
+/**
+ * A description as a stored record holds it (src/core/records.ts): text of at most 256
+ * characters without C0 controls or DEL. Older versions took C1 and bidirectional controls, and
+ * only requests refuse them now, so a FIP or pool stored with one keeps serving: a description
+ * never reaches the kernel, and the CLI shows it escaped.
+ */
 export function checkDescription(p: Problems, path: string, value: unknown): string | undefined {
+  return describedBy(p, path, value, CONTROL, 'control characters');
+}
+
+function describedBy(
+  p: Problems,
+  path: string,
+  value: unknown,
+  refused: RegExp,
+  what: string,
+): string | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value.length > MAX_DESCRIPTION || hasControlCharacters(value)) {
-    p.add(path, `must be text of at most ${MAX_DESCRIPTION} characters without control characters`);
+  if (typeof value !== 'string' || value.length > MAX_DESCRIPTION) {
+    p.add(path, `must be text of at most ${MAX_DESCRIPTION} characters`);
+    return undefined;
+  }
+  const bad = refused.exec(value);
+  if (bad) {
+    // Named, not quoted: the message must not carry the character to a terminal either.
+    const at = [...value.slice(0, bad.index)].length + 1;
+    p.add(
+      path,
+      `contains ${unicodeName(bad[0])} at character ${at}: a description may not hold ${what}`,
+    );
     return undefined;
   }
   return value;
 }
 
-function hasControlCharacters(text: string): boolean {
-  return [...text].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
+/** `U+202E`: how a character is named in a message without writing it there. */
+function unicodeName(c: string): string {
+  return `U+${(c.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
 export function checkTags(p: Problems, path: string, value: unknown): string[] {
@@ -226,7 +282,7 @@ export function validatePool(input: PoolInput): ValidPool {
   if (entries.length === 0 && p.ok)
     p.add('entries', 'a pool needs at least one address, range or CIDR');
   checkEntriesDisjoint(p, entries, delivery === 'onlink' ? 'onlink' : 'routed');
-  const description = checkDescription(p, 'description', input.description);
+  const description = checkRequestDescription(p, 'description', input.description);
   const tags = checkTags(p, 'tags', input.tags);
   p.done();
   return {
@@ -289,7 +345,7 @@ export function validatePoolUpdate(input: PoolUpdateInput): ValidPoolUpdate {
           .map(([path, s]) => checkAddress(p, path, s))
           .filter((a): a is Address => a !== undefined);
   const description =
-    input.description === '' ? '' : checkDescription(p, 'description', input.description);
+    input.description === '' ? '' : checkRequestDescription(p, 'description', input.description);
   const tags = input.tags === undefined ? undefined : checkTags(p, 'tags', input.tags);
   if (
     p.ok &&
@@ -567,7 +623,7 @@ export function validateAllocate(input: AllocateInput): ValidAllocate {
       clientToken = input.clientToken;
     else p.add('clientToken', 'must be 1–64 printable ASCII characters without spaces');
   }
-  const description = checkDescription(p, 'description', input.description);
+  const description = checkRequestDescription(p, 'description', input.description);
   const tags = checkTags(p, 'tags', input.tags);
   p.done();
   return {
@@ -735,7 +791,7 @@ export function validateForward(input: ForwardInput, fipFamily?: Family): ValidF
   }
   const target = checkAddress(p, 'target', input.target, fipFamily ? { family: fipFamily } : {});
   const node = input.node === undefined ? undefined : checkName(p, 'node', input.node);
-  const description = checkDescription(p, 'description', input.description);
+  const description = checkRequestDescription(p, 'description', input.description);
   p.done();
   return {
     protocol: protocol as Protocol,

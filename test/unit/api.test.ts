@@ -232,6 +232,44 @@ describe('pools', () => {
     await refused('PATCH', '/v1/pools/public', { addEntries: entries }, 400, 'IPF_E_VALIDATION');
   });
 
+  it('refuses descriptions with C1 or bidi controls, writing nothing (issue 12, finding 8)', async () => {
+    // A RIGHT-TO-LEFT OVERRIDE shows `1.2.3.4` as `4.3.2.1`; U+009B is a CSI on many terminals.
+    const description = 'web \u202e1.2.3.4\u009b2J';
+    const said = (error: { problems: { path: string; message: string }[] }): string[] =>
+      error.problems.map((p) => `${p.path}: ${p.message}`);
+    const expected = [
+      'description: contains U+202E at character 5: a description may not hold control characters, bidirectional controls or line separators',
+    ];
+    const pool = await refused(
+      'POST',
+      '/v1/pools',
+      { name: 'bidi', gateway: 'gw1', entries: ['192.0.2.97'], description },
+      400,
+      'IPF_E_VALIDATION',
+    );
+    assert.deepEqual(said(pool), expected);
+    assert.ok(!JSON.stringify(pool).includes(description), 'the answer does not echo it');
+    await refused('GET', '/v1/pools/bidi', undefined, 404, 'IPF_E_POOL_NOT_FOUND');
+    assert.deepEqual(
+      said(await refused('PATCH', '/v1/pools/public', { description }, 400, 'IPF_E_VALIDATION')),
+      expected,
+    );
+    assert.deepEqual(
+      said(
+        await refused(
+          'POST',
+          '/v1/fips',
+          { address: '203.0.113.9', description: 'x\u0085' },
+          400,
+          'IPF_E_VALIDATION',
+        ),
+      ),
+      [
+        'description: contains U+0085 at character 2: a description may not hold control characters, bidirectional controls or line separators',
+      ],
+    );
+  });
+
   it('creates a pool at the limit, refuses one entry more on update, and checks it against the others', async () => {
     const entries = Array.from({ length: MAX_POOL_ENTRIES }, (_, i) => {
       const v = 0x0a000000 + i * 2;

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { IpferryError, type Problem } from '../../src/core/errors.js';
 import {
+  checkDescription,
   type PoolInput,
+  Problems,
   validateAllocate,
   validateAssociate,
   validateForward,
@@ -371,6 +373,104 @@ void describe('core/validate: validatePool', () => {
       pathsOf(() => validatePool(pool({ name: 'a'.repeat(64), entries: ['192.0.2.1'] }))),
       ['name'],
     );
+  });
+});
+
+/**
+ * A description reaches people through terminals, dashboards and logs: the API refuses what a
+ * terminal would act on instead of showing (issue 12, finding 8), naming the character without
+ * writing it, wherever a description is taken.
+ */
+void describe('core/validate: descriptions a terminal cannot show', () => {
+  const refused: readonly [string, string, string][] = [
+    ['NUL', 'a\u0000b', 'U+0000 at character 2'],
+    ['ESC', '\u001b[31mred', 'U+001B at character 1'],
+    ['a newline', 'line\nbreak', 'U+000A at character 5'],
+    ['DEL', 'x\u007f', 'U+007F at character 2'],
+    ['the first C1 control (U+0080)', 'x\u0080', 'U+0080 at character 2'],
+    ['NEL (U+0085)', 'x\u0085y', 'U+0085 at character 2'],
+    ['CSI as C1 (U+009B)', 'x\u009b31m', 'U+009B at character 2'],
+    ['the last C1 control (U+009F)', '\u009f', 'U+009F at character 1'],
+    ['RIGHT-TO-LEFT OVERRIDE', 'web \u202e4.3.2.1', 'U+202E at character 5'],
+    ['LEFT-TO-RIGHT EMBEDDING', '\u202ax', 'U+202A at character 1'],
+    ['POP DIRECTIONAL FORMATTING', 'x\u202c', 'U+202C at character 2'],
+    ['LEFT-TO-RIGHT ISOLATE', '\u2066x', 'U+2066 at character 1'],
+    ['POP DIRECTIONAL ISOLATE', 'x\u2069', 'U+2069 at character 2'],
+    ['LEFT-TO-RIGHT MARK', 'x\u200e', 'U+200E at character 2'],
+    ['RIGHT-TO-LEFT MARK', 'x\u200f', 'U+200F at character 2'],
+    ['ARABIC LETTER MARK', 'x\u061c', 'U+061C at character 2'],
+    ['LINE SEPARATOR', 'a\u2028b', 'U+2028 at character 2'],
+    ['PARAGRAPH SEPARATOR', 'a\u2029b', 'U+2029 at character 2'],
+    // Counted in characters, not UTF-16 units: an emoji before it is one.
+    ['an override after an emoji', '🚀\u202e', 'U+202E at character 2'],
+  ];
+
+  for (const [what, description, where] of refused) {
+    void it(`refuses ${what} in every description the API takes`, () => {
+      const everywhere = [
+        () => validatePool(pool({ entries: ['192.0.2.1'], description })),
+        () => validatePoolUpdate({ description }),
+        () => validateAllocate({ description }),
+        () => validateForward({ protocol: 'tcp', port: 80, target: '10.0.0.1', description }),
+      ];
+      for (const fn of everywhere) {
+        const problems = problemsOf(fn);
+        assert.deepEqual(
+          problems.map((x) => x.path),
+          ['description'],
+        );
+        const message = problems[0]?.message ?? '';
+        assert.ok(message.includes(where), message);
+        assert.match(message, /control characters, bidirectional controls or line separators/);
+        // The message names the character; it does not carry it.
+        assert.ok(!message.includes(description), message);
+      }
+    });
+  }
+
+  void it('takes text of any script, symbols and emoji, up to 256 characters', () => {
+    for (const description of [
+      'web server',
+      'café – ünïcödé',
+      'שרת אינטרנט',
+      'خادم الويب',
+      '日本語',
+      'emoji 🚀',
+      'tab-less\\backslash',
+      // Neighbours of the refused ranges: NBSP, ZWSP/ZWNJ/ZWJ, NARROW NBSP, WORD JOINER.
+      '\u00a0\u200b\u200c\u200d\u202f\u2060',
+      'x'.repeat(256),
+    ]) {
+      assert.equal(validateAllocate({ description }).description, description);
+      assert.equal(
+        validatePool(pool({ entries: ['192.0.2.1'], description })).description,
+        description,
+      );
+    }
+  });
+
+  void it('lets a stored record keep what older versions took, but never C0 (checkDescription)', () => {
+    // A FIP stored with a right-to-left mark keeps serving; the CLI shows the mark escaped.
+    for (const description of ['\u05e9\u200f 1.2.3.4', 'x\u0085', '\u202ex\u2029']) {
+      const p = new Problems();
+      assert.equal(checkDescription(p, 'description', description), description);
+      assert.deepEqual(p.list, []);
+    }
+    const p = new Problems();
+    assert.equal(checkDescription(p, 'description', 'a\u001b[2J'), undefined);
+    assert.deepEqual(p.list, [
+      {
+        path: 'description',
+        message: 'contains U+001B at character 2: a description may not hold control characters',
+      },
+    ]);
+  });
+
+  void it('still refuses what is not text or is too long, with its own message', () => {
+    for (const description of [7, 'x'.repeat(257)]) {
+      const [problem] = problemsOf(() => validateAllocate({ description }));
+      assert.equal(problem?.message, 'must be text of at most 256 characters');
+    }
   });
 });
 
