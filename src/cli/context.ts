@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
 import { IpferryError } from '../core/errors.js';
 import { ApiClient } from '../client/api-client.js';
-import { json } from './format.js';
+import { json, terminalLines } from './format.js';
 
 export interface Io {
   out(s: string): void;
@@ -153,8 +153,16 @@ export class CliContext {
     this.print(data, printer);
   }
 
+  /**
+   * The one way a command's text reaches stdout. Whatever a printer built, from the API's data or
+   * a store's, leaves here with every control, bidirectional control and line separator but the
+   * line feed as a visible `\u{…}` escape (issue 12, finding 8), so no printer can let one drive
+   * the terminal by forgetting format.ts; what tables and `key: value` blocks escaped already
+   * passes unchanged, escapes being printable. `--json` writes the data exactly: JSON.stringify
+   * escapes the C0 controls itself, and a program, not a terminal, is meant to read it.
+   */
   print<T>(data: T, printer: Printer<T>): void {
-    this.io.out(this.json ? json(data) : printer(data));
+    this.io.out(this.json ? json(data) : terminalLines(printer(data)));
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 /** How a failed command ends: its exit code, and the error on stderr. */
 import { IpferryError } from '../core/errors.js';
 import { RemoteError } from '../client/api-client.js';
-import { json } from './format.js';
+import { json, terminalLines, terminalText } from './format.js';
 
 export const EXIT_OK = 0;
 /** The agent refused the request (validation, conflict, not found, auth), or a local file failed. */
@@ -42,18 +42,33 @@ export function exitCodeFor(e: IpferryError): number {
 
 /**
  * `error CODE: message`, each problem as `  - path: message`, then `hint: …`; with `--json` the
- * ErrorBody instead.
+ * ErrorBody instead, exactly as it came.
+ *
+ * A remote error's message, hint and problems are the server's text and may quote anything a
+ * request or a store record held, so each is written for the terminal (format.ts; issue 12,
+ * finding 8): a problem stays one line, and a message or hint that spans lines (a tool's stderr)
+ * keeps its breaks but has its further lines indented, so that none of them can pass for an
+ * `error` or `hint:` line of its own.
  */
 export function renderError(e: IpferryError, asJson: boolean): string {
   const body = e.toJSON().error;
   if (asJson) return json(e.toJSON());
   const code = e instanceof RemoteError ? e.remoteCode : e.code;
-  const lines = [`error ${code}: ${body.message}`];
+  const lines = [`error ${terminalText(code)}: ${indented(body.message)}`];
   const problems = body.problems ?? [];
   // A single problem is already spelled out in the message.
   const alreadySaid = problems.length === 1 && body.message.includes(problems[0]?.message ?? '');
   for (const p of alreadySaid ? [] : problems)
-    lines.push(p.path ? `  - ${p.path}: ${p.message}` : `  - ${p.message}`);
-  if (body.hint) lines.push(`hint: ${body.hint}`);
+    lines.push(
+      p.path
+        ? `  - ${terminalText(p.path)}: ${terminalText(p.message)}`
+        : `  - ${terminalText(p.message)}`,
+    );
+  if (body.hint) lines.push(`hint: ${indented(body.hint)}`);
   return lines.join('\n') + '\n';
+}
+
+/** Text for a terminal whose lines after the first are indented under the line it starts. */
+function indented(text: string): string {
+  return terminalLines(text.replace(/\n+$/, '')).replace(/\n/g, '\n    ');
 }

@@ -14,8 +14,9 @@ export const EMPTY = '-';
  * cursor and window-title sequences; CR, BS and LF overwrite or fake lines), C1 controls
  * (U+0080–U+009F: U+009B is a CSI on many terminals), the bidirectional controls (U+061C,
  * U+200E–U+200F, U+202A–U+202E, U+2066–U+2069: they reorder the text after them, so an address
- * can read as another) and the line and paragraph separators U+2028–U+2029. The API refuses only
- * C0 controls in a description, and a record in a store may hold anything.
+ * can read as another) and the line and paragraph separators U+2028–U+2029. The API refuses them
+ * in a description (src/core/validate.ts), but a record in a store, an older agent or a server
+ * that is not ipferry may send anything, and an error may quote it.
  */
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/gu;
 /** UNSAFE but for the line feed: for a whole text, whose lines stay lines. */
@@ -28,8 +29,9 @@ const escaped = (c: string): string => `\\u{${(c.codePointAt(0) ?? 0).toString(1
 /**
  * One value for a terminal: every character of UNSAFE written as a visible `\u{…}` escape
  * (ESC as `\u{1b}`, RIGHT-TO-LEFT OVERRIDE as `\u{202e}`), newlines included, so a value stays
- * one cell of one line. The tables and `key: value` blocks below write every value through it;
- * `--json` prints values exactly as they are.
+ * one cell of one line. The tables and `key: value` blocks below write every value through it,
+ * and CliContext.print writes whole outputs through terminalLines; an escape is printable, so a
+ * second pass changes nothing. `--json` prints values exactly as they are.
  */
 export function terminalText(value: string): string {
   return value.replace(UNSAFE, escaped);

@@ -26,7 +26,7 @@ import {
 } from '../lab/labs.js';
 import { FLEET } from '../lab/scenarios.js';
 import type { CliContext } from './context.js';
-import { cell, table } from './format.js';
+import { cell, table, terminalText } from './format.js';
 import { port } from './options.js';
 import { UsageError } from './exit.js';
 
@@ -230,7 +230,8 @@ export function labCommand(ctx: CliContext): Command {
           ...(flags.tunnel === undefined ? {} : { tunnel: flags.tunnel }),
           ...(flags.perSite === undefined ? {} : { perSite: flags.perSite }),
         },
-        (line) => ctx.io.err(`lab ${name}: ${line}\n`),
+        // Progress goes to stderr, past ctx.print: written for the terminal as all output is.
+        (line) => ctx.io.err(`lab ${name}: ${terminalText(line)}\n`),
       );
       ctx.print(state, printUp);
     });

@@ -19,7 +19,7 @@ import type { MeshLayer, MeshPolicy, MeshPolicyRecord, MeshSite } from '../core/
 import type { MeshHold, MeshNodeReport } from '../core/model.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
-import { cell, details, type DetailValue, EMPTY, table } from './format.js';
+import { cell, details, type DetailValue, EMPTY, table, terminalText } from './format.js';
 import { durationAtMost } from './options.js';
 
 /** The longest trial the agent accepts (service/mesh.ts), checked before anything is sent. */
@@ -266,7 +266,11 @@ function laggingText(l: MeshAudit['lagging'][number]): string {
     : `${l.node}  not alive; no applied revision known`;
 }
 
-/** `ipferry mesh audit`: one section per finding, one line per host or node. */
+/**
+ * `ipferry mesh audit`: one section per finding, one line per host or node. The hosts come from
+ * an inventory file and the nodes from the store, so each line is written for the terminal on its
+ * own: it stays one line, whatever a name or an address held.
+ */
 export function printAudit(a: MeshAudit, withInventory: boolean): string {
   const lines = [
     `revision: ${a.revision}`,
@@ -291,7 +295,7 @@ export function printAudit(a: MeshAudit, withInventory: boolean): string {
     ),
     ...section('rolled back', [...a.rolledBack]),
   ];
-  return lines.join('\n') + '\n';
+  return lines.map(terminalText).join('\n') + '\n';
 }
 
 /** A node's mesh report in words, for `node show`. */

@@ -4,10 +4,15 @@ import type { PlanResponse } from '../api/contract.js';
 import type { IntentElement } from '../intent/elements.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
+import { terminalText } from './format.js';
 
 export const getPlan = (api: ApiClient): Promise<PlanResponse> => api.plan();
 
-/** One line per element, `+` add, `~` change, `-` remove, like a diff a person can read. */
+/**
+ * One line per element, `+` add, `~` change, `-` remove, like a diff a person can read. Keys,
+ * values and reasons come from store records (a skipped record's reason quotes what it held), so
+ * each line is written for the terminal on its own: it stays one line, whatever it quotes.
+ */
 export function printPlan(p: PlanResponse): string {
   const lines = [
     `plan for node ${p.node} (${p.dataplane} dataplane) at store revision ${p.revision}:`,
@@ -26,7 +31,7 @@ export function printPlan(p: PlanResponse): string {
       ? 'nothing to change: the kernel holds what the store asks for'
       : `${p.add.length} to add, ${p.replace.length} to change, ${p.remove.length} to remove`,
   );
-  return lines.join('\n') + '\n';
+  return lines.map(terminalText).join('\n') + '\n';
 }
 
 export function planCommand(ctx: CliContext): Command {
