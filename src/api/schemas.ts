@@ -483,7 +483,31 @@ export const joinTokenResponse = view<{
   readonly node?: string;
   /** SHA-256 of the hub's TLS certificate (hex), pinned by the token. */
   readonly fingerprint?: string;
-}>({ token: str, expiresAt: str, urls: strings, node: str, fingerprint: str });
+  /** Present when a URL is not https: what would travel in clear text, and what to do. */
+  readonly warning?: {
+    readonly message: string;
+    readonly hint: string;
+    /** The token's URLs that are not https. */
+    readonly urls: readonly string[];
+  };
+}>({
+  token: str,
+  expiresAt: str,
+  urls: strings,
+  node: str,
+  fingerprint: str,
+  warning: open(
+    {
+      message: str,
+      hint: str,
+      urls: Type.Array(Type.String(), { description: 'the URLs that are not https' }),
+    },
+    {
+      description:
+        "present when one of the token's URLs is not https: the token, the node credential and the node's store traffic would cross the network in clear text",
+    },
+  ),
+});
 
 export const ippoolResponse = list(
   view<IppoolEntryView>({
