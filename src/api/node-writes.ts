@@ -115,11 +115,8 @@ async function readView(store: Store, plan: NodeTxnPlan, now: Date): Promise<Hub
 /** Throws unless `lease` was granted through this hub by `node`. */
 export async function requireOwnLease(store: Store, node: string, lease: string): Promise<void> {
   const owner = await store.get(keys.leaseOwner(lease));
-  if (!owner) {
-    throw new IpferryError('IPF_E_STORE', {
-      reason: `lease ${lease} does not exist (expired or revoked) or was not granted by node ${node}`,
-    });
-  }
+  // Gone, or never granted through this hub by a node: as far as the node can tell, no lease.
+  if (!owner) throw new IpferryError('IPF_E_LEASE_NOT_FOUND', { lease });
   if (owner.value !== node) throw forbidden(node, `use lease ${lease} of another node`);
 }
 

@@ -25,6 +25,11 @@ export const ERRORS = {
     message: 'Not a valid IP address: {input}',
     hint: 'Write IPv4 as four decimal numbers without leading zeros (192.0.2.10) and IPv6 in standard notation (2001:db8::10).',
   },
+  IPF_E_LEASE_NOT_FOUND: {
+    status: 404,
+    message: 'Lease {lease} does not exist (expired or revoked).',
+    hint: 'Grant a new lease: the keys attached to this one are gone with it.',
+  },
   IPF_E_NOT_FOUND: {
     status: 404,
     message: 'No such route: {method} {url}',

@@ -200,9 +200,7 @@ function isLeaseId(lease: string): boolean {
 const noSuchLease = new WeakSet<IpferryError>();
 
 function leaseGone(lease?: string): IpferryError {
-  const error = storeError(
-    `${lease === undefined ? 'the lease' : `lease ${lease}`} does not exist (expired or revoked)`,
-  );
+  const error = new IpferryError('IPF_E_LEASE_NOT_FOUND', { lease: lease ?? '(of this request)' });
   noSuchLease.add(error);
   return error;
 }

@@ -88,6 +88,7 @@ const PASSED_THROUGH = new Set<string>([
   'IPF_E_STORE_COMPACTED',
   'IPF_E_FORBIDDEN',
   'IPF_E_JOIN_REFUSED',
+  'IPF_E_LEASE_NOT_FOUND',
 ]);
 
 /** An error the hub answered, with its message and hint. */

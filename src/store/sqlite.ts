@@ -510,7 +510,7 @@ class RevisionWriter {
   private requireLiveLease(lease: string): void {
     const row = this.sql.getLease.get(lease);
     if (!row || row.expires_at <= this.now) {
-      throw storeError(`lease ${lease} does not exist (expired or revoked)`);
+      throw new IpferryError('IPF_E_LEASE_NOT_FOUND', { lease });
     }
   }
 
@@ -758,7 +758,7 @@ export class SqliteStore implements Store {
       // Collect first: a lease past its expiry is gone even if the timer has not run yet.
       this.expireDueLeases();
       if (this.sql.touchLease.run(this.now(), lease).changes === 0) {
-        throw storeError(`lease ${lease} does not exist (expired or revoked)`);
+        throw new IpferryError('IPF_E_LEASE_NOT_FOUND', { lease });
       }
     });
   }

@@ -715,7 +715,7 @@ export function storeConformance(
           assert.deepEqual(rec.revisions(), [before + 1]);
           assert.deepEqual(rec.keys(), [['delete:c/l/a', 'delete:c/l/b']]);
           rec.watch.close();
-          await assert.rejects(s.keepAlive(lease), isStoreError('IPF_E_STORE'));
+          await assert.rejects(s.keepAlive(lease), isStoreError('IPF_E_LEASE_NOT_FOUND'));
           await s.revokeLease(other);
         },
       );
@@ -739,7 +739,7 @@ export function storeConformance(
           assert.deepEqual(rec.keys(), [['delete:c/l/a']]);
           assert.equal(await s.get('c/l/a'), undefined);
           assert.equal((await s.get('c/l/keep'))?.value, 'k');
-          await assert.rejects(s.keepAlive(lease), isStoreError('IPF_E_STORE'));
+          await assert.rejects(s.keepAlive(lease), isStoreError('IPF_E_LEASE_NOT_FOUND'));
           rec.watch.close();
         },
       );
@@ -765,7 +765,7 @@ export function storeConformance(
             compare: [],
             success: [put('c/l/a', 'a'), put('c/l/b', 'b', gone), del('c/l/x')],
           }),
-          isStoreError('IPF_E_STORE'),
+          isStoreError('IPF_E_LEASE_NOT_FOUND'),
         );
         assert.equal(await s.get('c/l/a'), undefined);
         assert.equal(await s.get('c/l/b'), undefined);

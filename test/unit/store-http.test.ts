@@ -567,13 +567,13 @@ void describe('http store: what a node credential may do', () => {
       await refused(txn(put(keys.nodeAlive('b1'), JSON.stringify({ name: 'b1' }), b2Lease)));
       // An admin's lease is not the node's to use either (it looks like no lease at all).
       const before = await snapshot(hub.store);
-      await assert.rejects(node.keepAlive(adminLease), isCode('IPF_E_STORE', /not granted by/));
+      await assert.rejects(node.keepAlive(adminLease), isCode('IPF_E_LEASE_NOT_FOUND'));
       await assert.rejects(
         node.txn({
           compare: [],
           success: [put(keys.nodeAlive('b1'), JSON.stringify({ name: 'b1' }), adminLease)],
         }),
-        isCode('IPF_E_STORE'),
+        isCode('IPF_E_LEASE_NOT_FOUND'),
       );
       await node.revokeLease(adminLease); // not its own: nothing to revoke for it
       assert.equal(await snapshot(hub.store), before);

@@ -195,10 +195,10 @@ void describe('sqlite store', () => {
     clock += 1;
     assert.equal(await store.get('l/a'), undefined);
     assert.equal((await store.list('')).revision, r + 1);
-    await assert.rejects(store.keepAlive(lease), isError('IPF_E_STORE'));
+    await assert.rejects(store.keepAlive(lease), isError('IPF_E_LEASE_NOT_FOUND'));
     await assert.rejects(
       store.txn({ compare: [], success: [put('l/b', 'b', lease)] }),
-      isError('IPF_E_STORE'),
+      isError('IPF_E_LEASE_NOT_FOUND'),
     );
   });
 
