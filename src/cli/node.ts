@@ -204,7 +204,7 @@ export function nodeCommand(ctx: CliContext): Command {
     .action(async (flags: JoinTokenFlags) => {
       const answer = await createJoinToken(await ctx.api(), flags);
       ctx.print(answer, printJoinToken);
-      if (!ctx.json) ctx.io.err(joinTokenNextSteps(answer));
+      if (!ctx.json) ctx.io.err(terminalLines(joinTokenNextSteps(answer)));
       ctx.io.err(joinTokenWarning(answer));
     });
   node.addCommand(joinToken);
