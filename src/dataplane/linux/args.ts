@@ -14,9 +14,22 @@
  * that once more for every word of a batch line. The other tools get argv (execFile, no
  * shell); there a value can still become another option (`-F`) or, for sysctl, another file
  * (`kernel/core_pattern`), which the same parsing rules out.
+ *
+ * The tunnel drivers (../tunnel/) write their values here too: `ip` words for their
+ * interfaces (`tunnel`), `wg set` argv (`wg`) and the lines of the files tincd reads (`tinc`:
+ * a line per setting, so a newline in a key or a name would be a setting of its own). Their
+ * values belong to no intent element; a refusal names the tunnel (forValue, refusedValue).
  */
+import { createPublicKey } from 'node:crypto';
 import { type Address, type Family, tryParseAddress, tryParsePrefix } from '../../core/address.js';
 import { IpferryError } from '../../core/errors.js';
+import {
+  type Endpoint,
+  isTincKey,
+  isTunnelName,
+  isWireGuardKey,
+  parseEndpoint,
+} from '../../core/tunnel.js';
 import {
   decodeElement,
   element,
@@ -205,3 +218,190 @@ export const conntrack = {
     return String(integer(n, 1, 65535, 'a port'));
   },
 };
+
+// ---------------------------------------------------------------------------------------------
+// Tunnels (../tunnel/): the WireGuard and tinc drivers' commands and tincd's files
+
+/**
+ * The error that refuses a value that belongs to no intent element: a tunnel's (`kind`
+ * `tunnel`, `key` its interface name). It reads as refusedElement's.
+ */
+export function refusedValue(kind: string, key: string, reason: string): IpferryError {
+  return new IpferryError('IPF_E_DATAPLANE', {
+    reason: `refused an element: ${kind} ${shown(key)}: ${reason}`,
+  });
+}
+
+/** Runs `render` for the values of `kind` `key`; one that does not parse refuses it (refusedValue). */
+export function forValue<T>(kind: string, key: string, render: () => T): T {
+  try {
+    return render();
+  } catch (error) {
+    if (error instanceof Unfit) throw refusedValue(kind, key, error.message);
+    throw error;
+  }
+}
+
+/** Runs `render`, saying in a refusal which part (`peer "node-b"`) the value was of. */
+export function within<T>(part: string, render: () => T): T {
+  try {
+    return render();
+  } catch (error) {
+    if (error instanceof Unfit) throw new Unfit(`${part}: ${error.message}`);
+    throw error;
+  }
+}
+
+/** ipLine for a value that belongs to no intent element: refused as refusedValue. */
+export function ipLineOf(kind: string, key: string, words: readonly string[]): string {
+  for (const word of words) {
+    if (!BATCH_WORD.test(word)) {
+      throw refusedValue(kind, key, `${shown(word)} is not one word of ip`);
+    }
+  }
+  return words.join(' ');
+}
+
+/** Control characters (C0, DEL, C1) and the Unicode line separators. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+
+/** A canonical `ADDRESS/LENGTH` an interface holds (host bits kept): `10.200.0.1/30`. */
+function interfaceAddress(text: string): { readonly text: string; readonly family: Family } {
+  const slash = text.indexOf('/');
+  const parsed = slash < 0 ? undefined : tryParseAddress(text.slice(0, slash));
+  const length = text.slice(slash + 1);
+  const bits = parsed?.family === 4 ? 32 : 128;
+  if (
+    !parsed ||
+    `${parsed.text}/${length}` !== text ||
+    !/^(0|[1-9]\d{0,2})$/.test(length) ||
+    Number(length) > bits
+  ) {
+    throw unfit(text, 'an address with its prefix length');
+  }
+  return { text, family: parsed.family };
+}
+
+/** A canonical endpoint, as src/core/tunnel.ts's parseEndpoint writes it. */
+function endpoint(text: string): Endpoint {
+  let parsed: Endpoint | undefined;
+  try {
+    parsed = parseEndpoint(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || parsed.text !== text) throw unfit(text, 'an endpoint (host:port, [IPv6]:port)');
+  return parsed;
+}
+
+/**
+ * A file of this node's state directory (a private key): a path without control characters,
+ * which a configuration line would end at, blanks at either end, which tinc drops, or a `-`
+ * first, which an argv would read as an option.
+ */
+function localFile(text: string): string {
+  if (text === '' || text.startsWith('-') || text.trim() !== text || CONTROL.test(text)) {
+    throw unfit(text, 'a file path');
+  }
+  return text;
+}
+
+function port(n: number): string {
+  return String(integer(n, 1, 65535, 'a port'));
+}
+
+/** A peer's allowed IPs: canonical prefixes (host bits zero), by commas; none is `''`. */
+function allowedIps(prefixes: readonly string[]): string {
+  return prefixes.map((p) => ip.prefix(p).text).join(',');
+}
+
+/** A keepalive interval in seconds; none is `off`. */
+function keepalive(seconds: number | undefined): string {
+  return seconds === undefined ? 'off' : String(integer(seconds, 1, 65535, 'a keepalive interval'));
+}
+
+/** The words both tunnel drivers give `ip` for their interface, and their peers' values. */
+export const tunnel = {
+  /** An ipferry tunnel's interface: `ipf…`, 15 characters at most (src/core/tunnel.ts). */
+  ifname(text: string): string {
+    if (!isTunnelName(text)) throw unfit(text, 'an ipferry tunnel (ipf…) name');
+    return ifname(text);
+  },
+  interfaceAddress,
+  mtu: (n: number): string => ip.mtu(n),
+  /** A MAC as `ip` prints it: six bytes, lower case, colons. */
+  mac(text: string): string {
+    if (!/^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/.test(text)) throw unfit(text, 'a MAC address');
+    return text;
+  },
+  port,
+  endpoint,
+  allowedIps,
+  keepalive,
+  localFile,
+};
+
+/** `wg set` values. The private key is never one: `wg` is given its file (localFile). */
+export const wg = {
+  /** A WireGuard key: base64 of 32 bytes, 44 characters, as `wg` prints it. */
+  key(text: string): string {
+    if (!isWireGuardKey(text) || Buffer.from(text, 'base64').length !== 32) {
+      throw unfit(text, 'a WireGuard key');
+    }
+    return text;
+  },
+  endpoint(text: string): string {
+    return endpoint(text).text;
+  },
+  /** `''` (none) clears a peer's allowed IPs. */
+  allowedIps,
+  keepalive,
+  port,
+};
+
+/** What tincd 1.0 reads after `=` on a line: the rest of the line, blanks at its end dropped. */
+export const tinc = {
+  /** A tinc node name: tinc allows only letters, digits and `_`; node names make them ≤ 63. */
+  name(text: string): string {
+    if (!/^[A-Za-z0-9_]{1,63}$/.test(text)) throw unfit(text, 'a tinc node name');
+    return text;
+  },
+  /** A host file's `Address`: `HOST PORT`, an address or a host name and a port. */
+  address(text: string): string {
+    const { host, port } = endpoint(text);
+    return `${host} ${port}`;
+  },
+  port,
+  /**
+   * An RSA public key in PKCS#1 PEM, as tinc 1.0's host files hold it, as its lines: the
+   * BEGIN and END lines and base64 between them (src/core/tunnel.ts's isTincKey), which must
+   * also read as an RSA public key. tinc reads the block up to its END line, so nothing can
+   * follow the key in it.
+   */
+  pem(text: string): string[] {
+    if (!isTincKey(text)) throw unfit(text, 'an RSA public key (PKCS#1 PEM)');
+    try {
+      const key = createPublicKey({ key: text, format: 'pem', type: 'pkcs1' });
+      if (key.asymmetricKeyType !== 'rsa') throw new Error('not RSA');
+    } catch {
+      throw unfit(text, 'an RSA public key (PKCS#1 PEM)');
+    }
+    return text.replace(/\n$/, '').split('\n');
+  },
+  localFile,
+};
+
+/**
+ * A file tincd reads (tinc.conf, hosts/NAME) from lines the renderers above wrote, checked once
+ * more as ipLine checks `ip`'s: no line holds a control character (a newline would start a
+ * line of its own: `Subnet = 0.0.0.0/0` after a key, a `ConnectTo` after a name).
+ */
+export function tincFileOf(kind: string, key: string, lines: readonly string[]): string {
+  for (const line of lines) {
+    if (CONTROL.test(line)) {
+      throw refusedValue(kind, key, `${shown(line)} is not one line of a tinc file`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
