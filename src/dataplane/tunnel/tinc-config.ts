@@ -17,6 +17,7 @@ import {
   type TunnelPeer,
   validateTunnelIntent,
 } from '../../core/tunnel.js';
+import { forValue, shown, tinc, tincFileOf, tunnel, Unfit, within } from '../linux/args.js';
 import { ensurePrivateDir } from './keys.js';
 
 /** tinc pings each peer this often and drops it after PingTimeout without an answer. */
@@ -98,40 +99,73 @@ export function validateTincIntent(input: TunnelIntent, node: string): TunnelInt
 }
 
 /**
- * Writes the tunnel's configuration into `dir` from the intent. Only files whose content
- * changes are written (tinc drops the connection of a peer whose host file is newer than its
- * last reload); a change to comment lines only keeps the file's old mtime for the same reason.
+ * The tunnel's files, by their path in its configuration directory (`tinc.conf`,
+ * `hosts/NAME`), as they are written. Every value is parsed again on its way into a line
+ * (../linux/args.ts: a node name, an interface name, a port, an endpoint, a prefix, a PEM key
+ * block), and every line is checked once more, so a value that would end its line and start
+ * another (`Subnet = 0.0.0.0/0` after a key, `ConnectTo` after a name) refuses the tunnel with
+ * IPF_E_DATAPLANE before any file is written. Without `own.publicKey` this node's own host file
+ * is left out: the driver checks an intent so before it has made its key.
+ */
+export function renderConfig(
+  own: Omit<OwnHost, 'publicKey'> & { readonly publicKey?: string },
+  intent: TunnelIntent,
+): Map<string, string> {
+  const key = intent.name;
+  return forValue('tunnel', key, () => {
+    const name = tinc.name(own.name);
+    const connect = intent.peers.filter((p) => p.endpoint !== undefined);
+    const conf = [
+      '# Written by ipferry: changes here are overwritten.',
+      `Name = ${name}`,
+      'Mode = switch',
+      'DeviceType = tap',
+      `Interface = ${tunnel.ifname(intent.name)}`,
+      'AddressFamily = any',
+      `PrivateKeyFile = ${tinc.localFile(own.keyFile)}`,
+      // The agents' probes measure the path (src/agent/path-monitor.ts), as for WireGuard. tinc's own
+      // discovery would send what is larger than what it has found so far over its TCP meta
+      // connection meanwhile — so a large probe passes through a black hole and the path looks
+      // whole — and settle a few bytes low. Off, every frame goes by UDP, unfragmented by tinc.
+      'PMTUDiscovery = no',
+      `PingInterval = ${PING_INTERVAL}`,
+      `PingTimeout = ${PING_TIMEOUT}`,
+      `MaxTimeout = ${MAX_TIMEOUT}`,
+      ...connect.map((p) => `ConnectTo = ${peerName(p)}`),
+    ];
+    const files = new Map<string, string>([['tinc.conf', tincFileOf('tunnel', key, conf)]]);
+    const port = `Port = ${tinc.port(intent.listenPort)}`;
+    if (own.publicKey !== undefined) {
+      const lines = [port, ...within('this node', () => tinc.pem(own.publicKey ?? ''))];
+      files.set(`hosts/${name}`, tincFileOf('tunnel', key, lines));
+    }
+    for (const peer of intent.peers) {
+      const file = `hosts/${peerName(peer)}`;
+      if (file === `hosts/${name}`) throw new Unfit(`peer ${shown(peer.node)} is this node`);
+      files.set(file, tincFileOf('tunnel', key, hostLines(peer)));
+    }
+    return files;
+  });
+}
+
+/** A peer's tinc Name, parsed again. */
+function peerName(peer: TunnelPeer): string {
+  return within(`peer ${shown(peer.node)}`, () => tinc.name(tincName(peer.node ?? '')));
+}
+
+/**
+ * Writes the tunnel's configuration into `dir` from the intent (renderConfig: all of it is
+ * rendered before the first file is written). Only files whose content changes are written
+ * (tinc drops the connection of a peer whose host file is newer than its last reload); a
+ * change to comment lines only keeps the file's old mtime for the same reason.
  */
 export async function writeConfig(dir: string, own: OwnHost, intent: TunnelIntent): Promise<void> {
+  const files = renderConfig(own, intent);
   await ensurePrivateDir(dir);
   await ensurePrivateDir(join(dir, 'hosts'));
-  const connect = intent.peers.filter((p) => p.endpoint !== undefined);
-  const conf = [
-    '# Written by ipferry: changes here are overwritten.',
-    `Name = ${own.name}`,
-    'Mode = switch',
-    'DeviceType = tap',
-    `Interface = ${intent.name}`,
-    'AddressFamily = any',
-    `PrivateKeyFile = ${own.keyFile}`,
-    // The agents' probes measure the path (src/agent/path-monitor.ts), as for WireGuard. tinc's own
-    // discovery would send what is larger than what it has found so far over its TCP meta
-    // connection meanwhile — so a large probe passes through a black hole and the path looks
-    // whole — and settle a few bytes low. Off, every frame goes by UDP, unfragmented by tinc.
-    'PMTUDiscovery = no',
-    `PingInterval = ${PING_INTERVAL}`,
-    `PingTimeout = ${PING_TIMEOUT}`,
-    `MaxTimeout = ${MAX_TIMEOUT}`,
-    ...connect.map((p) => `ConnectTo = ${tincName(p.node ?? '')}`),
-  ];
-  await writeIfChanged(join(dir, 'tinc.conf'), `${conf.join('\n')}\n`);
-  const files = new Map<string, string>([
-    [own.name, `Port = ${intent.listenPort}\n${pemLine(own.publicKey)}`],
-  ]);
-  for (const peer of intent.peers) files.set(tincName(peer.node ?? ''), hostFile(peer));
-  for (const [name, text] of files) await writeIfChanged(join(dir, 'hosts', name), text);
+  for (const [path, text] of files) await writeIfChanged(join(dir, path), text);
   for (const name of await readdir(join(dir, 'hosts'))) {
-    if (!files.has(name)) await unlink(join(dir, 'hosts', name));
+    if (!files.has(`hosts/${name}`)) await unlink(join(dir, 'hosts', name));
   }
 }
 
@@ -161,22 +195,21 @@ function pemLine(pem: string): string {
 }
 
 /**
- * A peer's host file. tinc's own path MTU discovery is off (tinc.conf): the agents' probes
- * (src/agent/path-monitor.ts) search the path for both drivers alike, and the routes and MSS clamps
- * follow what they find.
+ * A peer's host file, as lines. tinc's own path MTU discovery is off (tinc.conf): the agents'
+ * probes (src/agent/path-monitor.ts) search the path for both drivers alike, and the routes and
+ * MSS clamps follow what they find.
  */
-function hostFile(peer: TunnelPeer): string {
-  const lines = [
-    `${ALLOWED_IPS_COMMENT} ${peer.allowedIps.join(',')} (recorded; tinc's switch mode does not enforce them)`,
-  ];
-  if (peer.keepaliveSeconds !== undefined) {
-    lines.push(`${KEEPALIVE_COMMENT} ${peer.keepaliveSeconds}`);
-  }
-  if (peer.endpoint !== undefined) {
-    const endpoint = parseEndpoint(peer.endpoint);
-    lines.push(`Address = ${endpoint.host} ${endpoint.port}`);
-  }
-  return `${lines.join('\n')}\n${pemLine(peer.publicKey)}`;
+function hostLines(peer: TunnelPeer): string[] {
+  return within(`peer ${shown(peer.node)}`, () => {
+    const lines = [
+      `${ALLOWED_IPS_COMMENT} ${tunnel.allowedIps(peer.allowedIps)} (recorded; tinc's switch mode does not enforce them)`,
+    ];
+    if (peer.keepaliveSeconds !== undefined) {
+      lines.push(`${KEEPALIVE_COMMENT} ${tunnel.keepalive(peer.keepaliveSeconds)}`);
+    }
+    if (peer.endpoint !== undefined) lines.push(`Address = ${tinc.address(peer.endpoint)}`);
+    return [...lines, ...tinc.pem(peer.publicKey)];
+  });
 }
 
 function parseHostFile(node: string, text: string): TunnelPeer | undefined {

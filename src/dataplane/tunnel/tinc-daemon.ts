@@ -10,6 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { copyFile, open, readFile, stat, truncate, unlink } from 'node:fs/promises';
+import { forValue, tunnel } from '../linux/args.js';
 import type { IpLinkAddr } from './common.js';
 import { dataplaneError, hasCarrier, sleep } from './common.js';
 import {
@@ -87,7 +88,15 @@ export class TincDaemons {
    * socket could be bound (a half-bound tunnel is refused as a whole).
    */
   async start(name: string): Promise<{ pid: number; link: IpLinkAddr }> {
-    const { dir, pidFile, logFile } = this.#files(name);
+    // tincd's argv, parsed again (../linux/args.ts): the tunnel's name and its files.
+    const { dir, pidFile, logFile } = forValue('tunnel', name, () => {
+      const files = this.#files(tunnel.ifname(name));
+      return {
+        dir: tunnel.localFile(files.dir),
+        pidFile: tunnel.localFile(files.pidFile),
+        logFile: tunnel.localFile(files.logFile),
+      };
+    });
     await unlink(pidFile).catch(() => undefined);
     await unlink(logFile).catch(() => undefined);
     const argv = ['tincd', '-c', dir, '--pidfile', pidFile];

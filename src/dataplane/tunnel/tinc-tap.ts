@@ -11,7 +11,9 @@
  *
  * Every function acts in namespace `netns` (the current one when undefined) through `ip`.
  */
+import type { Family } from '../../core/address.js';
 import { fnv1a, type TunnelChange, type TunnelIntent } from '../../core/tunnel.js';
+import { forValue, ipLineOf, tunnel } from '../linux/args.js';
 import { dataplaneError, type IpLinkAddr, ipIn, NO_DEVICE, sleep } from './common.js';
 
 /** A locally administered unicast MAC, the same for a node's tunnel across tincd restarts. */
@@ -66,10 +68,34 @@ export async function tapGone(
 }
 
 /**
- * Makes the tunnel's tap, persistent, with its MAC, no kernel link-local address, MTU,
- * addresses and link up, unless one of ours is there already (false then). A tap tincd made
- * itself (an older ipferry's) is waited for to go with its tincd, stopped by now, and then
- * made anew as ours.
+ * The `ip -batch` lines that make the tunnel's tap: persistent, with its MAC, no kernel
+ * link-local address, its MTU, addresses and link up. Every value is parsed again into its
+ * words (../linux/args.ts) and every line checked word by word, so an address or a name that
+ * would be a second command refuses the tunnel with IPF_E_DATAPLANE; nothing runs.
+ */
+export function tapLines(node: string, intent: TunnelIntent): string {
+  const key = intent.name;
+  const lines = forValue('tunnel', key, () => {
+    const dev = tunnel.ifname(intent.name);
+    return [
+      ['tuntap', 'add', 'dev', dev, 'mode', 'tap'],
+      ['link', 'set', 'dev', dev, 'address', tunnel.mac(tapMac(node, dev))],
+      ['link', 'set', 'dev', dev, 'addrgenmode', 'none'],
+      ['link', 'set', 'dev', dev, 'mtu', tunnel.mtu(intent.mtu)],
+      ...intent.addresses.map((text) => {
+        const address = tunnel.interfaceAddress(text);
+        return ['address', 'add', address.text, 'dev', dev, ...nodad(address.family)];
+      }),
+      ['link', 'set', 'dev', dev, 'up'],
+    ];
+  });
+  return `${lines.map((words) => ipLineOf('tunnel', key, words)).join('\n')}\n`;
+}
+
+/**
+ * Makes the tunnel's tap (tapLines) unless one of ours is there already (false then). A tap
+ * tincd made itself (an older ipferry's) is waited for to go with its tincd, stopped by now,
+ * and then made anew as ours.
  */
 export async function ensureTap(
   netns: string | undefined,
@@ -77,24 +103,20 @@ export async function ensureTap(
   intent: TunnelIntent,
 ): Promise<boolean> {
   const name = intent.name;
+  const batch = tapLines(node, intent);
   const link = await readTap(netns, name);
   if (link && persistent(link)) return false;
   if (link && !(await tapGone(netns, name, 2000))) {
     throw dataplaneError(`${name} exists, held by something other than this node's tincd`);
   }
   // One `ip -batch` (it stops at the first failing line, as separate calls would).
-  const lines = [
-    `tuntap add dev ${name} mode tap`,
-    `link set dev ${name} address ${tapMac(node, name)}`,
-    `link set dev ${name} addrgenmode none`,
-    `link set dev ${name} mtu ${intent.mtu}`,
-    ...intent.addresses.map(
-      (a) => `address add ${a} dev ${name}${a.includes(':') ? ' nodad' : ''}`,
-    ),
-    `link set dev ${name} up`,
-  ];
-  await ipIn(netns, ['-batch', '-'], { input: `${lines.join('\n')}\n` });
+  await ipIn(netns, ['-batch', '-'], { input: batch });
   return true;
+}
+
+/** IPv6 addresses go on without duplicate address detection: the tunnel is the only link. */
+function nodad(family: Family): string[] {
+  return family === 6 ? ['nodad'] : [];
 }
 
 /** Gives the tap its MAC back and no kernel link-local address (a tap tincd made anew). */
@@ -103,29 +125,47 @@ export async function restoreTapMac(
   node: string,
   name: string,
 ): Promise<void> {
-  await ipIn(netns, ['link', 'set', 'dev', name, 'address', tapMac(node, name)]);
-  await ipIn(netns, ['link', 'set', 'dev', name, 'addrgenmode', 'none']);
+  const commands = forValue('tunnel', name, () => {
+    const dev = tunnel.ifname(name);
+    return [
+      ['link', 'set', 'dev', dev, 'address', tunnel.mac(tapMac(node, dev))],
+      ['link', 'set', 'dev', dev, 'addrgenmode', 'none'],
+    ];
+  });
+  for (const command of commands) await ipIn(netns, command);
 }
 
-/** The diff's changes to the tap itself: MTU, addresses, link up. */
+/**
+ * The `ip` commands (argv) of the diff's changes to the tap itself: MTU, addresses, link up;
+ * every value parsed again (tapLines), all of them before the first one runs.
+ */
+export function tapCommands(name: string, changes: readonly TunnelChange[]): string[][] {
+  return forValue('tunnel', name, () => {
+    const dev = tunnel.ifname(name);
+    const commands: string[][] = [];
+    for (const change of changes) {
+      if (change.kind === 'mtu') {
+        commands.push(['link', 'set', 'dev', dev, 'mtu', tunnel.mtu(change.mtu)]);
+      } else if (change.kind === 'address-add') {
+        const address = tunnel.interfaceAddress(change.address);
+        commands.push(['address', 'add', address.text, 'dev', dev, ...nodad(address.family)]);
+      } else if (change.kind === 'address-del') {
+        commands.push(['address', 'del', tunnel.interfaceAddress(change.address).text, 'dev', dev]);
+      } else if (change.kind === 'up') {
+        commands.push(['link', 'set', 'dev', dev, 'addrgenmode', 'none']);
+        commands.push(['link', 'set', 'dev', dev, 'up']);
+      }
+    }
+    return commands;
+  });
+}
+
+/** Runs the commands tapCommands rendered of a diff's changes to the tap, in order. */
 export async function applyTapChanges(
   netns: string | undefined,
-  name: string,
-  changes: readonly TunnelChange[],
+  commands: readonly (readonly string[])[],
 ): Promise<void> {
-  for (const change of changes) {
-    if (change.kind === 'mtu') {
-      await ipIn(netns, ['link', 'set', 'dev', name, 'mtu', String(change.mtu)]);
-    } else if (change.kind === 'address-add') {
-      const nodad = change.address.includes(':') ? ['nodad'] : [];
-      await ipIn(netns, ['address', 'add', change.address, 'dev', name, ...nodad]);
-    } else if (change.kind === 'address-del') {
-      await ipIn(netns, ['address', 'del', change.address, 'dev', name]);
-    } else if (change.kind === 'up') {
-      await ipIn(netns, ['link', 'set', 'dev', name, 'addrgenmode', 'none']);
-      await ipIn(netns, ['link', 'set', 'dev', name, 'up']);
-    }
-  }
+  for (const command of commands) await ipIn(netns, command);
 }
 
 /** The tap's own byte counters: all peers together, the only ones tinc 1.0 has. */

@@ -75,6 +75,7 @@ import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driv
 import { ensurePrivateDir } from './keys.js';
 import {
   readConfig,
+  renderConfig,
   tincName,
   tunnelFiles,
   validateTincIntent,
@@ -89,7 +90,9 @@ import {
   readTap,
   restoreTapMac,
   tapCounters,
+  tapCommands,
   tapGone,
+  tapLines,
   tapMac,
 } from './tinc-tap.js';
 
@@ -233,7 +236,12 @@ export class TincDriver implements TunnelDriver {
   }
 
   async #apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
-    const intent = await resolveEndpoints(validateTincIntent(input, this.#node));
+    const valid = validateTincIntent(input, this.#node);
+    // Every value into its file line or `ip` word (renderConfig, tapLines), before anything is
+    // looked up, run or written; this node's own key is read or made only after.
+    renderConfig({ name: this.#name, keyFile: this.keyFile }, valid);
+    tapLines(this.#node, valid);
+    const intent = await resolveEndpoints(valid);
     await this.detect();
     const publicKey = await this.publicKey();
     const name = intent.name;
@@ -249,6 +257,9 @@ export class TincDriver implements TunnelDriver {
       return changes;
     }
     const created = have === undefined;
+    // The tap's commands are rendered before the first file is written (writeConfig renders
+    // all its files before it writes one).
+    const tap = tapCommands(name, changes);
     try {
       await writeConfig(
         this.configDir(name),
@@ -261,7 +272,7 @@ export class TincDriver implements TunnelDriver {
         else await this.#tincds.killStranded(name);
         if (!(await ensureTap(this.#netns, this.#node, intent))) {
           if (relink) await this.#relink(name, seen?.link.address);
-          await applyTapChanges(this.#netns, name, changes);
+          await applyTapChanges(this.#netns, tap);
         }
         await this.#tincds.start(name);
       } else {
@@ -269,7 +280,7 @@ export class TincDriver implements TunnelDriver {
         if (changes.some((c) => c.kind === 'peer-add' || c.kind === 'peer-remove')) {
           await this.#tincds.reload(name);
         }
-        await applyTapChanges(this.#netns, name, changes);
+        await applyTapChanges(this.#netns, tap);
       }
     } catch (error) {
       if (created) await this.#remove(name).catch(() => undefined);

@@ -40,6 +40,7 @@ import {
   validateTunnelIntent,
 } from '../../core/tunnel.js';
 import { type ExecResult, run, type RunOptions } from '../exec.js';
+import { forValue, shown, tunnel, wg, within } from '../linux/args.js';
 import type { TunnelDriver, TunnelLogger, WireGuardImplementation } from './driver.js';
 import {
   addressesOf,
@@ -279,7 +280,10 @@ export class WireGuardDriver implements TunnelDriver {
   }
 
   async #apply(input: TunnelIntent): Promise<readonly TunnelChange[]> {
-    const intent = await resolveEndpoints(validateTunnelIntent(input));
+    const valid = validateTunnelIntent(input);
+    // Every value, as if the tunnel were made anew, before anything is looked up, run or written.
+    wireGuardCommands(valid.name, diffTunnel(valid, undefined, ''), this.keyFile);
+    const intent = await resolveEndpoints(valid);
     const implementation = await this.detect();
     const publicKey = await this.publicKey();
     const seen = await this.#observe(intent.name);
@@ -290,10 +294,12 @@ export class WireGuardDriver implements TunnelDriver {
       this.#left.set(intent.name, await this.#snapshot(intent.name, seen?.link));
       return changes;
     }
+    const commands = wireGuardCommands(intent.name, changes, this.keyFile);
     const created = changes.some((c) => c.kind === 'create');
     if (created) await this.#create(intent.name, implementation);
     try {
-      await this.#applyChanges(intent.name, changes);
+      if (commands.wg) await this.#wg(commands.wg);
+      for (const command of commands.ip) await this.#ip(command);
     } catch (error) {
       if (created) await this.#remove(intent.name).catch(() => undefined);
       throw error;
@@ -307,37 +313,11 @@ export class WireGuardDriver implements TunnelDriver {
   }
 
   async #create(name: string, implementation: WireGuardImplementation): Promise<void> {
+    const dev = forValue('tunnel', name, () => tunnel.ifname(name));
     if (implementation === 'kernel') {
-      await this.#ip(['link', 'add', 'name', name, 'type', 'wireguard']);
+      await this.#ip(['link', 'add', 'name', dev, 'type', 'wireguard']);
     } else {
-      await this.#startDaemon(name);
-    }
-  }
-
-  async #applyChanges(name: string, changes: readonly TunnelChange[]): Promise<void> {
-    const set: string[] = [];
-    for (const change of changes) {
-      if (change.kind === 'private-key') set.push('private-key', this.keyFile);
-      if (change.kind === 'listen-port') set.push('listen-port', String(change.port));
-      if (change.kind === 'peer-remove') set.push('peer', change.publicKey, 'remove');
-      if (change.kind === 'peer-add') set.push(...peerArgs(change.peer));
-      if (change.kind === 'peer-update') set.push(...peerArgs(change.peer, change.fields));
-    }
-    if (set.length > 0) await this.#wg(['set', name, ...set]);
-    for (const change of changes) {
-      if (change.kind === 'mtu') {
-        await this.#ip(['link', 'set', 'dev', name, 'mtu', String(change.mtu)]);
-      } else if (change.kind === 'address-add') {
-        const nodad = change.address.includes(':') ? ['nodad'] : [];
-        await this.#ip(['address', 'add', change.address, 'dev', name, ...nodad]);
-      } else if (change.kind === 'address-del') {
-        await this.#ip(['address', 'del', change.address, 'dev', name]);
-      } else if (change.kind === 'up') {
-        // ipferry gives the tunnel its own link-local address (the peers' probe address); the
-        // kernel must not invent another one when the link comes up.
-        await this.#ip(['link', 'set', 'dev', name, 'addrgenmode', 'none']);
-        await this.#ip(['link', 'set', 'dev', name, 'up']);
-      }
+      await this.#startDaemon(dev);
     }
   }
 
@@ -569,6 +549,56 @@ function canonicalEndpoint(text: string): string {
   }
 }
 
+/** The commands of a diff's changes (the interface itself is made by `create`, not here). */
+export interface WireGuardCommands {
+  /** `wg` argv: `set NAME …` with the key file, port and peers; undefined when none change. */
+  readonly wg: readonly string[] | undefined;
+  /** `ip` argv for the interface's MTU, addresses and link, in order. */
+  readonly ip: readonly (readonly string[])[];
+}
+
+/**
+ * The commands that make tunnel `name` as `changes` say, `keyFile` being this node's private
+ * key file. Every value is parsed again into its word (../linux/args.ts: keys, endpoints,
+ * prefixes, ports, interface addresses, the MTU), all of them before the first command runs:
+ * one that does not parse refuses the tunnel with IPF_E_DATAPLANE and nothing runs.
+ */
+export function wireGuardCommands(
+  name: string,
+  changes: readonly TunnelChange[],
+  keyFile: string,
+): WireGuardCommands {
+  return forValue('tunnel', name, () => {
+    const dev = tunnel.ifname(name);
+    const set: string[] = [];
+    const ip: string[][] = [];
+    for (const change of changes) {
+      if (change.kind === 'private-key') set.push('private-key', tunnel.localFile(keyFile));
+      if (change.kind === 'listen-port') set.push('listen-port', wg.port(change.port));
+      if (change.kind === 'peer-remove') set.push('peer', wg.key(change.publicKey), 'remove');
+      if (change.kind === 'peer-add') set.push(...peerArgs(change.peer));
+      if (change.kind === 'peer-update') set.push(...peerArgs(change.peer, change.fields));
+    }
+    for (const change of changes) {
+      if (change.kind === 'mtu') {
+        ip.push(['link', 'set', 'dev', dev, 'mtu', tunnel.mtu(change.mtu)]);
+      } else if (change.kind === 'address-add') {
+        const address = tunnel.interfaceAddress(change.address);
+        const nodad = address.family === 6 ? ['nodad'] : [];
+        ip.push(['address', 'add', address.text, 'dev', dev, ...nodad]);
+      } else if (change.kind === 'address-del') {
+        ip.push(['address', 'del', tunnel.interfaceAddress(change.address).text, 'dev', dev]);
+      } else if (change.kind === 'up') {
+        // ipferry gives the tunnel its own link-local address (the peers' probe address); the
+        // kernel must not invent another one when the link comes up.
+        ip.push(['link', 'set', 'dev', dev, 'addrgenmode', 'none']);
+        ip.push(['link', 'set', 'dev', dev, 'up']);
+      }
+    }
+    return { wg: set.length > 0 ? ['set', dev, ...set] : undefined, ip };
+  });
+}
+
 /** `wg set` arguments for one peer: everything when it is new, else only what changed. */
 function peerArgs(
   peer: TunnelPeer,
@@ -578,15 +608,17 @@ function peerArgs(
     'keepalive',
   ],
 ): string[] {
-  const args = ['peer', peer.publicKey];
-  if (fields.includes('endpoint') && peer.endpoint !== undefined) {
-    args.push('endpoint', peer.endpoint);
-  }
-  if (fields.includes('allowed-ips')) args.push('allowed-ips', peer.allowedIps.join(','));
-  if (fields.includes('keepalive')) {
-    args.push('persistent-keepalive', String(peer.keepaliveSeconds ?? 'off'));
-  }
-  return args;
+  return within(`peer ${shown(peer.publicKey)}`, () => {
+    const args = ['peer', wg.key(peer.publicKey)];
+    if (fields.includes('endpoint') && peer.endpoint !== undefined) {
+      args.push('endpoint', wg.endpoint(peer.endpoint));
+    }
+    if (fields.includes('allowed-ips')) args.push('allowed-ips', wg.allowedIps(peer.allowedIps));
+    if (fields.includes('keepalive')) {
+      args.push('persistent-keepalive', wg.keepalive(peer.keepaliveSeconds));
+    }
+    return args;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
