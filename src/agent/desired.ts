@@ -201,16 +201,17 @@ export class DesiredState implements CacheSink {
         this.changed('alive');
       }
     } else if (k.startsWith(keys.nodes)) {
-      this.nodes.set(k, decodeNodeRecord(json()));
+      this.nodes.set(k, underOwnKey(k, decodeNodeRecord(json()), 'name', keys.node));
       this.changed('nodes');
     } else if (k.startsWith(keys.pools)) {
-      this.pools.set(k, decodePool(json()));
+      this.pools.set(k, underOwnKey(k, decodePool(json()), 'name', keys.pool));
       this.changed('pools');
     } else if (k.startsWith(keys.fips)) {
-      this.fips.set(k, { fip: decodeFloatingIp(json()), revision: kv.modRevision });
+      const fip = underOwnKey(k, decodeFloatingIp(json()), 'address', keys.fip);
+      this.fips.set(k, { fip, revision: kv.modRevision });
       this.changed('fips');
     } else if (k.startsWith(keys.statuses)) {
-      const status = decodeFipStatus(json());
+      const status = underOwnKey(k, decodeFipStatus(json()), 'address', keys.status);
       this.statuses.set(status.address, status);
       this.changed('statuses');
     }
@@ -241,6 +242,23 @@ export class DesiredState implements CacheSink {
 function rejection(e: IpferryError): string {
   const problems = e.problems?.map((p) => (p.path ? `${p.path} ${p.message}` : p.message));
   return problems && problems.length > 0 ? problems.join('; ') : e.message;
+}
+
+/**
+ * A record that names what its key names. The store's permissions and the API's uniqueness go
+ * by the key (a node may write only `nodes/<itself>`, one FIP record per address), so one stored
+ * under another's key would stand in for a record it is not: a second record for one FIP, pool
+ * or node, or a status for a FIP the writer does not serve.
+ */
+function underOwnKey<R, F extends keyof R & string>(
+  k: string,
+  record: R,
+  field: F,
+  keyOf: (id: string) => string,
+): R {
+  const id = String(record[field]);
+  if (keyOf(id) !== k) throw invalidRecord(field, `${id} does not match the record's key ${k}`);
+  return record;
 }
 
 function invalidRecord(path: string, message: string): IpferryError {

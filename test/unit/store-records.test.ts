@@ -160,6 +160,76 @@ describe('store records: decoded before compile sees them', () => {
     assert.match(snapshot.rejected.get(keys.node('broken')) ?? '', /not valid JSON/);
   });
 
+  it('skips a record whose key names another record than its content does', () => {
+    const kv = (key: string, value: unknown) => ({
+      key,
+      value: JSON.stringify(value),
+      modRevision: 3,
+      createRevision: 1,
+      version: 1,
+    });
+    const fip = { ...HOSTILE_FIP, forwards: [] };
+    const status = { address: '203.0.113.5', state: 'ACTIVE', node: 'gw', revision: 3 };
+    const snapshot = DesiredState.of(
+      [
+        kv(keys.node('good'), { ...NODE, name: 'good' }),
+        kv(keys.node('zzz'), { ...NODE, name: 'hub' }),
+        kv(keys.pool('edge'), POOL),
+        kv(keys.pool('other'), POOL),
+        kv(keys.fip('203.0.113.5'), fip),
+        kv(keys.fip('203.0.113.6'), fip),
+        kv(keys.status('203.0.113.5'), status),
+        kv(keys.status('203.0.113.6'), status),
+        kv(keys.status('203.0.113.7'), { ...status, address: '203.0.113.8' }),
+      ],
+      7,
+    );
+    assert.deepEqual(
+      snapshot.nodes.map((n) => n.name),
+      ['good'],
+    );
+    assert.deepEqual(
+      snapshot.pools.map((p) => p.name),
+      ['edge'],
+    );
+    assert.deepEqual(
+      snapshot.fips.map((f) => f.fip.address),
+      ['203.0.113.5'],
+    );
+    assert.deepEqual([...snapshot.statuses.keys()], ['203.0.113.5']);
+    assert.deepEqual([...snapshot.rejected.keys()].sort(), [
+      keys.fip('203.0.113.6'),
+      keys.node('zzz'),
+      keys.pool('other'),
+      keys.status('203.0.113.6'),
+      keys.status('203.0.113.7'),
+    ]);
+    assert.equal(
+      snapshot.rejected.get(keys.node('zzz')),
+      `name hub does not match the record's key ${keys.node('zzz')}`,
+    );
+    assert.equal(
+      snapshot.rejected.get(keys.status('203.0.113.7')),
+      `address 203.0.113.8 does not match the record's key ${keys.status('203.0.113.7')}`,
+    );
+    // The FIP under the other key is reported ERROR by its pool's gateway, as any unusable one.
+    assert.deepEqual(
+      snapshot.unusableFips.map((u) => [u.address, u.pool]),
+      [['203.0.113.6', 'edge']],
+    );
+    // The key's own record comes back when it is rewritten right; a wrong one drops it again.
+    const state = new DesiredState();
+    state.reset([kv(keys.node('zzz'), { ...NODE, name: 'zzz' })]);
+    state.apply([{ type: 'put', kv: kv(keys.node('zzz'), { ...NODE, name: 'hub' }) }]);
+    assert.deepEqual(state.snapshot(8).nodes, []);
+    state.apply([{ type: 'put', kv: kv(keys.node('zzz'), { ...NODE, name: 'zzz' }) }]);
+    assert.deepEqual(
+      state.snapshot(9).nodes.map((n) => n.name),
+      ['zzz'],
+    );
+    assert.equal(state.snapshot(9).rejected.size, 0);
+  });
+
   it('gives an overlay address to the node its lock names only (finding 1)', () => {
     const kv = (key: string, value: unknown) => ({
       key,
