@@ -12,7 +12,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from '../dataplane/exec.js';
+import { selfSignedCertificate, type Certificate } from './certs.js';
 import { hostPort } from './probe.js';
 import type { LabProcess } from './topology.js';
 import type { Lab } from './topology.js';
@@ -20,33 +20,9 @@ import type { Lab } from './topology.js';
 /** How long one page load or upload may take before it counts as hung. */
 const CLIENT_TIMEOUT_MS = 15_000;
 
-export interface Certificate {
-  readonly cert: string;
-  readonly key: string;
-}
-
-/** A throwaway self-signed certificate (P-256, one day) in `dir`, made by openssl. */
-export async function makeCertificate(dir: string): Promise<Certificate> {
-  const cert = join(dir, 'web-cert.pem');
-  const key = join(dir, 'web-key.pem');
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=ipferry-lab',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-  ]);
-  return { cert, key };
+/** A throwaway self-signed certificate (P-256, one day) in `dir` for the lab's web server. */
+export function makeCertificate(dir: string): Promise<Certificate> {
+  return selfSignedCertificate(dir, { name: 'web', cn: 'ipferry-lab' });
 }
 
 function webServerCommand(): string[] {

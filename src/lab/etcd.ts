@@ -21,15 +21,15 @@
  * agent's --etcd-* options, `agentFlags`); the gateway calls of this module use them too, and
  * log in as root. Peers talk plain http on loopback: only the client side is under test.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { Agent, request, type Dispatcher } from 'undici';
+import { opensslCertificate } from './certs.js';
 import { freePort } from './ports.js';
 import { ExitCleanup } from './exit-cleanup.js';
 
@@ -100,7 +100,6 @@ const DEFAULT_START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 3_000;
 const POLL_MS = 100;
 const REQUEST_TIMEOUT_MS = 2_000;
-const CERT_DAYS = '2';
 
 interface MemberState {
   readonly name: string;
@@ -203,8 +202,6 @@ async function getJson(
   return JSON.parse(text) as unknown;
 }
 
-const run = promisify(execFile);
-
 /**
  * Makes a CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate
  * named ETCD_LAB_USER, in `dir` (created 0700), with openssl; every file ends up 0600. A second
@@ -222,30 +219,8 @@ export async function makeEtcdPki(dir: string): Promise<EtcdPki> {
     clientCert: path('client.crt'),
     clientKey: path('client.key'),
   };
-  // P-256 keys: made in milliseconds, and etcd, Node and etcdctl all take them. `-config
-  // /dev/null` leaves out the defaults of openssl.cnf (which would make every certificate a CA).
-  const req = async (args: string[]): Promise<void> => {
-    try {
-      await run('openssl', [
-        'req',
-        '-x509',
-        '-config',
-        '/dev/null',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        CERT_DAYS,
-        ...args,
-      ]);
-    } catch (e) {
-      throw new Error(
-        `openssl could not make a certificate (is openssl installed?): ${(e as Error).message}`,
-      );
-    }
-  };
+  // Bare: without openssl.cnf's defaults only the CA is a CA.
+  const req = (args: string[]): Promise<void> => opensslCertificate(args, { bare: true });
   const leaf = (usage: string): string[] => [
     '-CA',
     pki.ca,

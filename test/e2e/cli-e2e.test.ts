@@ -5,13 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { ensureBuilt, BIN } from '../support/build.js';
 import { tempDir, waitFor } from '../support/helpers.js';
 import { freePort } from '../../src/lab/ports.js';
+import { selfSignedCertificate } from '../../src/lab/certs.js';
 
 const exec = promisify(execFile);
 
@@ -102,24 +103,10 @@ async function kill(agent: Agent, signal: NodeJS.Signals): Promise<void> {
 before(async () => {
   await ensureBuilt();
   tmp = await tempDir('cli-e2e');
-  // A throwaway CA-less self-signed certificate for 127.0.0.1, used as its own CA.
-  await exec('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=ipferry-test',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    join(tmp.dir, 'key.pem'),
-    '-out',
-    join(tmp.dir, 'ca.pem'),
-  ]);
+  // A throwaway self-signed certificate for 127.0.0.1, used as its own CA.
+  const made = await selfSignedCertificate(tmp.dir, { ip: '127.0.0.1' });
+  await rename(made.cert, join(tmp.dir, 'ca.pem'));
+  await rename(made.key, join(tmp.dir, 'key.pem'));
 });
 
 after(async () => {

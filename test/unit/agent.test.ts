@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +9,7 @@ import type { NodeHealth } from '../../src/core/model.js';
 import { FakeDataplane } from '../../src/dataplane/fake.js';
 import { openStore } from '../../src/store/open.js';
 import { printPlan } from '../../src/cli/plan.js';
+import { selfSignedCertificate } from '../../src/lab/certs.js';
 import { tempDir, waitFor } from '../support/helpers.js';
 
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -287,29 +287,7 @@ describe('agent TLS key file', () => {
   it('is refused, before anything starts, when others can read it (like the token file)', async () => {
     const dir = await tempDir('agent-tls');
     try {
-      const key = join(dir.dir, 'key.pem');
-      const cert = join(dir.dir, 'cert.pem');
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          '/CN=ipferry-test',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-        ],
-        { stdio: 'ignore' },
-      );
+      const { cert, key } = await selfSignedCertificate(dir.dir);
       chmodSync(key, 0o644);
       const cfg = resolveConfig(
         {},

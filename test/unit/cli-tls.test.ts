@@ -3,7 +3,7 @@
  * --ca-file (or IPFERRY_CA_FILE).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { selfSignedCertificate } from '../../src/lab/certs.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,32 +21,9 @@ describe('ipferry CLI', () => {
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'ipferry-tls-'));
-      const key = join(dir, 'key.pem');
-      caFile = join(dir, 'cert.pem');
+      let key: string;
       try {
-        execFileSync(
-          'openssl',
-          [
-            'req',
-            '-x509',
-            '-newkey',
-            'ec',
-            '-pkeyopt',
-            'ec_paramgen_curve:prime256v1',
-            '-nodes',
-            '-keyout',
-            key,
-            '-out',
-            caFile,
-            '-days',
-            '1',
-            '-subj',
-            '/CN=127.0.0.1',
-            '-addext',
-            'subjectAltName=IP:127.0.0.1',
-          ],
-          { stdio: 'ignore' },
-        );
+        ({ cert: caFile, key } = await selfSignedCertificate(dir, { ip: '127.0.0.1' }));
       } catch {
         skip = 'openssl is not available';
         return;
