@@ -27,6 +27,7 @@ import {
   encodeNodeCredential,
   parseNodeCredential,
 } from '../core/join.js';
+import { tryParseAddress, tryParsePrefix } from '../core/address.js';
 import { keys } from '../core/keys.js';
 import { checkName, Problems } from '../core/validate.js';
 import type { Compare, KeyValue, Store } from '../store/store.js';
@@ -41,12 +42,16 @@ export const JOIN_TOKEN_TTL_DEFAULT_SECONDS = 3600;
 
 interface JoinTokenRecord {
   readonly node?: string;
+  /** Prefixes the node may register its addresses in (core/node-writes.ts); absent: any. */
+  readonly allowAddresses?: readonly string[];
   readonly createdAt: string;
   readonly expiresAt: string;
 }
 
-interface NodeCredentialRecord {
+export interface NodeCredentialRecord {
   readonly node: string;
+  /** From the join token: prefixes the node may register its addresses in. */
+  readonly allowAddresses?: readonly string[];
   /** SHA-256 (hex) of the credential's secret part. */
   readonly sha256: string;
   readonly createdAt: string;
@@ -119,6 +124,16 @@ export function createJoinTokenHandler(
     const body = request.body;
     const p = new Problems();
     const node = body.node === undefined ? undefined : checkName(p, 'node', body.node);
+    const allowAddresses = body.allowAddresses?.map((text, i) => {
+      // A bare address is its own /32 or /128.
+      const address = text.includes('/') ? undefined : tryParseAddress(text);
+      const prefix = tryParsePrefix(
+        address ? `${address.text}/${address.family === 4 ? 32 : 128}` : text,
+        false,
+      );
+      if (!prefix) p.add(`allowAddresses[${i}]`, `${JSON.stringify(text)} is not a prefix`);
+      return prefix?.text ?? text;
+    });
     p.done();
     const ttlSeconds = body.ttlSeconds ?? JOIN_TOKEN_TTL_DEFAULT_SECONDS;
     const urls = body.urls ?? defaultUrls(app, request, options.tls !== undefined);
@@ -126,6 +141,7 @@ export function createJoinTokenHandler(
     const created = now();
     const record: JoinTokenRecord = {
       ...(node ? { node } : {}),
+      ...(allowAddresses ? { allowAddresses } : {}),
       createdAt: new Date(created).toISOString(),
       expiresAt: new Date(created + ttlSeconds * 1000).toISOString(),
     };
@@ -231,6 +247,7 @@ export function registerJoinRoutes(app: FastifyInstance, options: JoinOptions): 
       const secret = newSecret();
       const stored: NodeCredentialRecord = {
         node,
+        ...(Array.isArray(record.allowAddresses) ? { allowAddresses: record.allowAddresses } : {}),
         sha256: digestHex(secret),
         createdAt: new Date(now()).toISOString(),
       };

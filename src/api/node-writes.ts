@@ -3,6 +3,7 @@
  * pure rules judge it. Records the hub reads are decoded like the agent decodes them; one that
  * does not decode counts as absent (it cannot be what protects another node's claim).
  */
+import { prefixRange, tryParsePrefix, type AddressRange } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
 import { keys } from '../core/keys.js';
 import { policyInForce, type MeshPolicyRecord } from '../core/mesh.js';
@@ -78,6 +79,20 @@ function nodesOf(fip: FloatingIp): string[] {
   ];
 }
 
+/** The prefixes the node's join token allowed its addresses in (api/join.ts), if it named any. */
+async function allowedRanges(store: Store, node: string): Promise<AddressRange[] | undefined> {
+  const credential = decoded(
+    (v) => v as { allowAddresses?: unknown },
+    (await store.get(keys.nodeCredential(node)))?.value,
+  );
+  const list = credential?.allowAddresses;
+  if (!Array.isArray(list)) return undefined;
+  return list.flatMap((text) => {
+    const prefix = typeof text === 'string' ? tryParsePrefix(text, false) : undefined;
+    return prefix ? [prefixRange(prefix)] : [];
+  });
+}
+
 /** Reads what `plan` touches, and nothing else. */
 async function readView(store: Store, plan: NodeTxnPlan, now: Date): Promise<HubView> {
   const record = plan.record;
@@ -88,6 +103,7 @@ async function readView(store: Store, plan: NodeTxnPlan, now: Date): Promise<Hub
     needsNodes ? overlayInForce(store, now) : undefined,
   ]);
   const current = decoded(decodeNodeRecord, currentKv?.value);
+  const allowed = record ? await allowedRanges(store, plan.self) : undefined;
   const lockAddresses = [
     ...new Set([...plan.locks, ...(record?.overlayIp ? [record.overlayIp] : [])]),
   ];
@@ -103,6 +119,7 @@ async function readView(store: Store, plan: NodeTxnPlan, now: Date): Promise<Hub
     ...(current ? { current } : {}),
     others: others.filter((n: NodeRecord) => n.name !== plan.self),
     ...(overlay ? { overlay } : {}),
+    ...(allowed ? { allowed } : {}),
     lockHolders: new Map(holders),
     poolRanges: pools.flatMap((pool) =>
       poolRanges(pool).map(({ range }) => ({ range, gateway: pool.gateway })),

@@ -207,6 +207,13 @@ export const createJoinTokenBody = Type.Object(
   {
     ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: JOIN_TOKEN_TTL_MAX_SECONDS })),
     node: Type.Optional(Type.String({ description: 'only this node may join with it' })),
+    allowAddresses: Type.Optional(
+      Type.Array(Type.String({ maxLength: 64 }), {
+        maxItems: 64,
+        description:
+          'prefixes the joined node may register its addresses in (default: any address outside the pools and the mesh overlay)',
+      }),
+    ),
     urls: Type.Optional(
       Type.Array(Type.String({ pattern: '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$', maxLength: 512 }), {
         maxItems: JOIN_TOKEN_MAX_URLS,

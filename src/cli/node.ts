@@ -15,6 +15,7 @@ export interface JoinTokenFlags {
   readonly ttl?: number;
   readonly node?: string;
   readonly url?: readonly string[];
+  readonly allowAddresses?: readonly string[];
 }
 
 export const listNodes = (api: ApiClient): Promise<NodeListView[]> => api.listNodes();
@@ -30,6 +31,9 @@ export const createJoinToken = (
     ...(flags.ttl !== undefined ? { ttlSeconds: flags.ttl } : {}),
     ...(flags.node !== undefined ? { node: flags.node } : {}),
     ...(flags.url && flags.url.length > 0 ? { urls: [...flags.url] } : {}),
+    ...(flags.allowAddresses && flags.allowAddresses.length > 0
+      ? { allowAddresses: [...flags.allowAddresses] }
+      : {}),
   });
 
 /** Only the token on stdout, so that `… > join-token` captures exactly what to copy. */
@@ -195,6 +199,11 @@ export function nodeCommand(ctx: CliContext): Command {
     .option(
       '--node <name>',
       'only this node may join with it (needed to join a node that is already registered)',
+    )
+    .option(
+      '--allow-addresses <prefix>',
+      'a prefix the node may register its addresses in (repeatable; default: any address outside the pools and the mesh overlay)',
+      collect,
     )
     .option(
       '--url <url>',

@@ -11,9 +11,10 @@
  * - its own registration (`nodes/SELF`): a record the agent could decode, named itself, with at
  *   most MAX_NODE_ADDRESSES addresses, none of which the operator gave to something else: not
  *   in a pool unless the node is that pool's gateway or the address is a FIP associated to it
- *   (a routed FIP sits on its node's interface), not in the mesh overlay, not a public
- *   address or tunnel key another node registered. Its overlay address only as the control
- *   plane gave it: unchanged, or one whose lock it holds or takes in the same transaction.
+ *   (a routed FIP sits on its node's interface), not in the mesh overlay, and inside the
+ *   prefixes its join token allowed when it named some; no tunnel key another node
+ *   registered. Its overlay address only as the control plane gave it: unchanged, or one
+ *   whose lock it holds or takes in the same transaction.
  * - an overlay lock (`mesh/overlay/A`): only `{name: SELF}`, for an address inside the mesh's
  *   overlay, together with its record naming A, pinned by a compare on the lock's revision, and
  *   only when the lock is free, its own, or stale (its holder's record names another address).
@@ -104,6 +105,8 @@ export interface HubView {
   readonly lockHolders: ReadonlyMap<string, string | undefined>;
   /** Pools' address ranges with their gateway. */
   readonly poolRanges: readonly { readonly range: AddressRange; readonly gateway: string }[];
+  /** The prefixes the node's join token allowed its addresses in; undefined: no such limit. */
+  readonly allowed?: readonly AddressRange[];
   /** FIP address → the nodes it is associated or forwarded to (a routed FIP sits on its node). */
   readonly fipNodes: ReadonlyMap<string, readonly string[]>;
   /** For each status address: the gateway of the FIP's pool (undefined: no such FIP or pool). */
@@ -225,35 +228,13 @@ function addressList(record: NodeRecord): string[] {
   });
 }
 
-/** Whether `address` is a public (not RFC 1918/6598/ULA/link-local/loopback) address. */
-const NOT_PUBLIC = [
-  '10.0.0.0/8',
-  '172.16.0.0/12',
-  '192.168.0.0/16',
-  '100.64.0.0/10',
-  '127.0.0.0/8',
-  '169.254.0.0/16',
-  '0.0.0.0/8',
-  'fc00::/7',
-  'fe80::/10',
-  '::1/128',
-].map((p) => prefixRange(tryParsePrefix(p)!));
-
-function isPublic(text: string): boolean {
-  const a = tryParseAddress(text);
-  return a !== undefined && !NOT_PUBLIC.some((r) => rangeContains(r, a));
-}
-
 function checkRecord(plan: NodeTxnPlan, record: NodeRecord, view: HubView): void {
   const self = plan.self;
   const overlay = view.overlay ? tryParsePrefix(view.overlay) : undefined;
   const overlayRange = overlay ? prefixRange(overlay) : undefined;
-  const publicOf = new Map<string, string>();
   const keyOf = new Map<string, string>();
   for (const other of view.others) {
-    if (other.name === self) continue;
-    for (const a of addressList(other)) if (isPublic(a)) publicOf.set(a, other.name);
-    if (other.publicKey) keyOf.set(other.publicKey, other.name);
+    if (other.name !== self && other.publicKey) keyOf.set(other.publicKey, other.name);
   }
   for (const text of addressList(record)) {
     const a = tryParseAddress(text)!;
@@ -266,8 +247,9 @@ function checkRecord(plan: NodeTxnPlan, record: NodeRecord, view: HubView): void
     if (overlayRange && rangeContains(overlayRange, a)) {
       refuse(`register ${text}: it is in the mesh overlay ${view.overlay}`);
     }
-    const owner = publicOf.get(text);
-    if (owner) refuse(`register ${text}: node ${owner} registered it`);
+    if (view.allowed && !view.allowed.some((r) => rangeContains(r, a))) {
+      refuse(`register ${text}: its join token allowed addresses in other prefixes only`);
+    }
   }
   if (record.publicKey) {
     const owner = keyOf.get(record.publicKey);

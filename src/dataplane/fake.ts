@@ -7,6 +7,7 @@
  * prints its state with `dump()` so tests can compare whole states. Tests can also make it
  * refuse an element the way a kernel would refuse a rule, to exercise ERROR paths.
  */
+import { randomBytes } from 'node:crypto';
 import { prefixRange, tryParseAddress, tryParsePrefix } from '../core/address.js';
 import { IpferryError } from '../core/errors.js';
 import type { HostFacts } from '../intent/facts.js';
@@ -24,10 +25,13 @@ import type { TunnelHealth } from '../core/model.js';
 import type { TunnelCheck } from '../core/tunnelhealth.js';
 import type { PathProbeRequest } from './dataplane.js';
 
-/** A well-formed WireGuard public key (32 bytes, base64) that no real key pair has. */
-const FAKE_PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
-
 export class FakeDataplane implements Dataplane {
+  /**
+   * A well-formed WireGuard public key (32 random bytes, base64), one per dataplane as every real
+   * host has its own: a hub refuses a node that registers another node's key.
+   */
+  private readonly fakePublicKey = randomBytes(32).toString('base64');
+
   readonly kind = 'fake';
   private elements = new Map<string, IntentElement>();
   private refusals: { match: (e: IntentElement) => boolean; reason: string }[] = [];
@@ -123,7 +127,7 @@ export class FakeDataplane implements Dataplane {
 
   async tunnelPublicKey(): Promise<string> {
     await Promise.resolve();
-    return FAKE_PUBLIC_KEY;
+    return this.fakePublicKey;
   }
 
   async facts(): Promise<HostFacts> {

@@ -1,10 +1,11 @@
 /**
  * A joined node that lies, against a hub whose dataplane is a real kernel (issue 12, finding 1).
  * The hub agent runs here on SQLite with its Linux dataplane in a namespace made for the test;
- * node `zzz` joins with an ordinary join token, registers honestly and gets its own overlay
- * address, then sends what the security review sent: its record naming the hub's overlay
- * address, its alive key, and the hub's overlay lock, in one transaction — and, separately, a
- * record whose addresses are the hub's own and an outsider's. Every attempt is refused, and the
+ * node `zzz` joins with a join token that allows it its own address only (`--allow-addresses`),
+ * registers honestly and gets its own overlay address, then sends what the security review
+ * sent: its record naming the hub's overlay address, its alive key, and the hub's overlay lock,
+ * in one transaction — and, separately, records whose addresses add an outsider's, the hub's
+ * own, or an overlay address. Every attempt is refused, and the
  * hub's kernel still maps its overlay address to itself (`meshnat4`) and lets in only the
  * addresses the members really have (`meshmember4`).
  */
@@ -99,7 +100,7 @@ describe('a joined node that lies, against a hub on a real kernel', { timeout: 1
     assert.ok(hubOverlay, 'the hub has an overlay address');
 
     // zzz joins as any node would, registers, and stays alive under its own lease.
-    const joinToken = (await api.createJoinToken({})).token;
+    const joinToken = (await api.createJoinToken({ allowAddresses: [ZZZ] })).token;
     const credential = await joinHub(hub.url, { token: joinToken, node: 'zzz' });
     node = await openHttpStore(hub.url, { credential });
     const registered = await new ControlPlane(node).registerNode({
@@ -175,8 +176,9 @@ describe('a joined node that lies, against a hub on a real kernel', { timeout: 1
     const before = (await kernelMesh()).members;
     const self = JSON.parse((await admin.get(keys.node('zzz')))!.value) as object;
     for (const addresses of [
+      [ZZZ, OUTSIDER],
       [ZZZ, HUB_PUBLIC],
-      [ZZZ, OUTSIDER, hubOverlay],
+      [ZZZ, hubOverlay],
     ]) {
       await assert.rejects(
         node!.txn({ compare: [], success: [put(keys.node('zzz'), { ...self, addresses })] }),
@@ -187,6 +189,7 @@ describe('a joined node that lies, against a hub on a real kernel', { timeout: 1
     const after = (await kernelMesh()).members;
     assert.equal(after, before);
     assert.doesNotMatch(after, new RegExp(HUB_PUBLIC.replaceAll('.', '\\.')));
+    assert.doesNotMatch(after, new RegExp(OUTSIDER.replaceAll('.', '\\.')));
     assert.doesNotMatch(after, /10\.99\.0\./);
   });
 });
