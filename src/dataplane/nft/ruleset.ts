@@ -10,7 +10,6 @@ import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/ad
 import {
   decodeElement,
   element,
-  type ElementKind,
   HOST_OWNER,
   type IntentElement,
   type KindOfFamily,
@@ -425,66 +424,101 @@ function skeletonIntact(objects: NftObject[]): boolean {
   );
 }
 
-function parseElement(container: string, item: Json): IntentElement[] {
-  const [raw, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
-  const key = elementValue(raw);
-  const base = container.replace(/[46]$/, '');
-  const one = <K extends ElementKind>(
-    kind: K,
-    data: Payloads[K],
-    owner: string,
-  ): IntentElement[] => [element(kind, data, owner)];
-  switch (base) {
-    case 'dnat':
-      return one('dnat', { fip: addr(key), target: addr(value) }, addr(key));
-    case 'snat':
-      return one('snat', { target: addr(key), fip: addr(value) }, addr(value));
-    case 'masq':
-      return one('masq', { target: addr(key) }, HOST_OWNER);
-    case 'tuntarget':
-      return one('tuntarget', { target: addr(key), mss: Number(value) }, HOST_OWNER);
-    case 'counters':
-      return one('counter', { fip: addr(key) }, addr(key));
-    case 'fwd': {
-      const [fip, protocol, ports] = concat(key);
-      const data = { fip: addr(fip), protocol: String(protocol), ports: portRange(ports) };
-      return one('fwd', { ...data, target: addr(value) }, addr(fip));
-    }
-    case 'fwdport': {
-      const [fip, protocol, port] = concat(key);
-      const [target, targetPort] = concat(value);
-      const data = {
+/** What reading one element of a map or set back gives: its payload and its owner. */
+interface ReadBack<K extends NftKind> {
+  readonly data: Payloads[K];
+  readonly owner: string;
+}
+
+/**
+ * Per kind of this table, how an element read back from `nft -j list` becomes that kind's
+ * payload (the inverse of TARGETS); the type checker holds it complete, so a new kind of this
+ * table cannot be rendered without being read back. `table` is read from the table's chains.
+ */
+const READ_BACK: {
+  readonly [K in Exclude<NftKind, 'table'>]: (key: Json, value: Json) => ReadBack<K>;
+} = {
+  dnat: (key, value) => ({ data: { fip: addr(key), target: addr(value) }, owner: addr(key) }),
+  snat: (key, value) => ({ data: { target: addr(key), fip: addr(value) }, owner: addr(value) }),
+  masq: (key) => ({ data: { target: addr(key) }, owner: HOST_OWNER }),
+  tuntarget: (key, value) => ({
+    data: { target: addr(key), mss: Number(value) },
+    owner: HOST_OWNER,
+  }),
+  counter: (key) => ({ data: { fip: addr(key) }, owner: addr(key) }),
+  fwd: (key, value) => {
+    const [fip, protocol, ports] = concat(key);
+    return {
+      data: {
+        fip: addr(fip),
+        protocol: String(protocol),
+        ports: portRange(ports),
+        target: addr(value),
+      },
+      owner: addr(fip),
+    };
+  },
+  fwdport: (key, value) => {
+    const [fip, protocol, port] = concat(key);
+    const [target, targetPort] = concat(value);
+    return {
+      data: {
         fip: addr(fip),
         protocol: String(protocol),
         port: Number(port),
         target: addr(target),
         targetPort: Number(targetPort),
-      };
-      return one('fwdport', data, addr(fip));
-    }
-    case 'drop':
-      return one('drop', rangeOf(key), 'pool:?');
-    case 'hairpin': {
-      const [name] = concat(key);
-      return one('hairpin', { ifname: String(name) }, HOST_OWNER);
-    }
-    case 'meshnat':
-      return one('meshnat', { overlay: addr(key), address: addr(value) }, HOST_OWNER);
-    case 'meshsnat':
-      return one('meshsnat', { target: addr(key), source: addr(value) }, HOST_OWNER);
-    case 'meshmember':
-      return one('meshmember', { address: addr(key) }, HOST_OWNER);
-    case 'meshssh':
-      return one('meshssh', { prefix: prefixText(key) }, HOST_OWNER);
-    case 'meshport': {
-      const [protocol, ports] = concat(key);
-      return one('meshport', { protocol: String(protocol), ports: portRange(ports) }, HOST_OWNER);
-    }
-    case 'meshreject':
-      return one('meshreject', { family: String(key) === 'ipv6' ? 'ipv6' : 'ipv4' }, HOST_OWNER);
-    default:
-      return [];
-  }
+      },
+      owner: addr(fip),
+    };
+  },
+  drop: (key) => ({ data: rangeOf(key), owner: 'pool:?' }),
+  hairpin: (key) => {
+    const [name] = concat(key);
+    return { data: { ifname: String(name) }, owner: HOST_OWNER };
+  },
+  meshnat: (key, value) => ({
+    data: { overlay: addr(key), address: addr(value) },
+    owner: HOST_OWNER,
+  }),
+  meshsnat: (key, value) => ({
+    data: { target: addr(key), source: addr(value) },
+    owner: HOST_OWNER,
+  }),
+  meshmember: (key) => ({ data: { address: addr(key) }, owner: HOST_OWNER }),
+  meshssh: (key) => ({ data: { prefix: prefixText(key) }, owner: HOST_OWNER }),
+  meshport: (key) => {
+    const [protocol, ports] = concat(key);
+    return { data: { protocol: String(protocol), ports: portRange(ports) }, owner: HOST_OWNER };
+  },
+  meshreject: (key) => ({
+    data: { family: String(key) === 'ipv6' ? 'ipv6' : 'ipv4' },
+    owner: HOST_OWNER,
+  }),
+};
+
+/** The kind each map or set holds, by its name without the family digit. */
+const KIND_OF_CONTAINER: ReadonlyMap<string, Exclude<NftKind, 'table'>> = new Map(
+  (Object.keys(READ_BACK) as Exclude<NftKind, 'table'>[]).map((kind) => [
+    kind === 'counter' ? 'counters' : kind,
+    kind,
+  ]),
+);
+
+function parseElement(container: string, item: Json): IntentElement[] {
+  const [raw, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
+  const kind = KIND_OF_CONTAINER.get(container.replace(/[46]$/, ''));
+  if (!kind) return [];
+  return [readBack(kind, elementValue(raw), value)];
+}
+
+function readBack<K extends Exclude<NftKind, 'table'>>(
+  kind: K,
+  key: Json,
+  value: Json,
+): IntentElement {
+  const { data, owner } = (READ_BACK[kind] as (key: Json, value: Json) => ReadBack<K>)(key, value);
+  return element(kind, data, owner);
 }
 
 /** An element that carries state (a counter) comes as `{"elem": {"val": KEY, "counter": …}}`. */
