@@ -13,8 +13,16 @@
  *
  * Addresses in payloads are canonical text (as src/core/address.ts prints them): compile's
  * inputs are parsed and validated before they get here, and the drivers check what they render
- * into a command (src/dataplane/…).
+ * into a command (src/dataplane/…). The text itself is held to its fields by `element()`: no
+ * field may hold whitespace or a control character, and the text must read back as the payload
+ * it was made of, so a field can never carry a separator or a keyword of its codec (a route's
+ * `dev` of `a via b`, a drop's `first` with a `-`) and spell another, valid-looking element.
  */
+// A refused element is IPF_E_DATAPLANE, as the drivers refuse theirs. errors.ts is the one
+// registry of codes and imports nothing: src/intent still reaches no part of core but
+// address.ts and this leaf.
+// eslint-disable-next-line no-restricted-imports -- errors.ts is a leaf (see above)
+import { IpferryError } from '../core/errors.js';
 
 /**
  * The IP protocol a forward or an open mesh port names: `tcp` or `udp` as compiled; an element
@@ -373,15 +381,87 @@ export function kindsOf(family: ElementFamily): ReadonlySet<ElementKind> {
 /** KINDS as the codec of each kind's own payload (what `satisfies` checked it to be). */
 const CODECS: { readonly [K in ElementKind]: KindSpec<Payloads[K]> } = KINDS;
 
-/** The element of kind `kind` that carries `data`, owned by `owner`. */
+/**
+ * The element of kind `kind` that carries `data`, owned by `owner`. Refuses (IPF_E_DATAPLANE)
+ * data that its text cannot carry as it is: a field with whitespace or a control or format
+ * character, or any field that reads back otherwise (see the file comment).
+ */
 export function element<K extends ElementKind>(
   kind: K,
   data: Payloads[K],
   owner: string,
 ): ElementOf<K> {
   const codec: KindSpec<Payloads[K]> = CODECS[kind];
+  const unsafe = unsafeField(kind, data);
+  if (unsafe !== undefined) {
+    throw refused(kind, data, `its ${unsafe} holds whitespace or a control character`);
+  }
   const { key, value } = codec.encode(data);
+  const back = codec.decode(key, value);
+  if (!samePayload(back, data)) {
+    throw refused(
+      kind,
+      data,
+      `its text reads back as ${JSON.stringify(back)} (a field holds a separator or keyword of the text, or a value of another type)`,
+    );
+  }
   return { kind, key, value, owner };
+}
+
+/**
+ * Whitespace (the codecs' separators are spaces, and ` . `), control characters (C0, DEL, C1:
+ * line breaks in an `ip -batch` line, escapes in a terminal) and format characters (bidi
+ * overrides, zero-width marks, which make a plan read otherwise than it is).
+ */
+const UNSAFE = /[\s\p{Cc}\p{Cf}]/u;
+/** Printable ASCII without the space: what nearly every field is, and safe (a quicker test). */
+const PLAIN = /^[\x21-\x7e]*$/;
+
+/** The path of the first string field of `data` holding UNSAFE text, if any. */
+function unsafeField(kind: ElementKind, data: object, prefix = ''): string | undefined {
+  const fields = data as Record<string, unknown>;
+  for (const name in fields) {
+    const field = fields[name];
+    if (typeof field === 'string') {
+      if (PLAIN.test(field)) continue;
+      // An IPv6 next hop of an IPv4 route is written `inet6 ADDRESS`, the one space a field has.
+      const text = kind === 'route' && name === 'via' ? field.replace(/^inet6 /, '') : field;
+      if (UNSAFE.test(text)) return `${prefix}${name}`;
+    } else if (typeof field === 'object' && field !== null) {
+      const inner = unsafeField(kind, field, `${prefix}${name}.`);
+      if (inner !== undefined) return inner;
+    }
+  }
+  return undefined;
+}
+
+/** Payloads alike field by field; a field set to undefined is one left out. */
+function samePayload(a: unknown, b: unknown): boolean {
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) {
+    return Object.is(a, b);
+  }
+  const [x, y] = [a as Record<string, unknown>, b as Record<string, unknown>];
+  let fields = 0;
+  for (const name in x) {
+    if (x[name] === undefined) continue;
+    fields++;
+    if (!samePayload(x[name], y[name])) return false;
+  }
+  for (const name in y) if (y[name] !== undefined) fields--;
+  return fields === 0;
+}
+
+function refused(kind: ElementKind, data: object, why: string): IpferryError {
+  // Escaped (JSON leaves C1 and format characters as they are), so the reason is one line of
+  // printable text; a record may hold kilobytes, the reason shows their start.
+  const shown = JSON.stringify(data).replace(
+    /[\p{Cc}\p{Cf}]/gu,
+    (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`,
+  );
+  const reason = `a ${kind} element cannot carry ${shown}: ${why}`;
+  return new IpferryError('IPF_E_DATAPLANE', {
+    reason: reason.length > 600 ? `${reason.slice(0, 600)}…` : reason,
+  });
 }
 
 /** The payload of an element of a known kind. */
