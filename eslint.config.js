@@ -130,7 +130,8 @@ export default tseslint.config(
     'The lab drives agents through src/client; the CLI sits on top of the lab, not below it.',
   ),
   {
-    // src/intent stands on core/address.ts alone: nothing else from src but its own modules.
+    // src/intent stands on core/address.ts and the error registry (a leaf) alone: nothing else
+    // from src but its own modules.
     files: ['src/intent/**/*.ts'],
     rules: {
       'no-restricted-imports': [
@@ -138,8 +139,9 @@ export default tseslint.config(
         {
           patterns: [
             {
-              regex: '^\\.\\./(?!core/address\\.js$)',
-              message: 'src/intent imports only ../core/address.js and its own modules.',
+              regex: '^\\.\\./(?!core/(address|errors)\\.js$)',
+              message:
+                'src/intent imports only ../core/address.js, ../core/errors.js and its own modules.',
             },
           ],
         },

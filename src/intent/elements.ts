@@ -18,10 +18,7 @@
  * it was made of, so a field can never carry a separator or a keyword of its codec (a route's
  * `dev` of `a via b`, a drop's `first` with a `-`) and spell another, valid-looking element.
  */
-// A refused element is IPF_E_DATAPLANE, as the drivers refuse theirs. errors.ts is the one
-// registry of codes and imports nothing: src/intent still reaches no part of core but
-// address.ts and this leaf.
-// eslint-disable-next-line no-restricted-imports -- errors.ts is a leaf (see above)
+// A refused element is IPF_E_DATAPLANE, as the drivers refuse theirs (errors.ts imports nothing).
 import { IpferryError } from '../core/errors.js';
 
 /**
@@ -406,6 +403,24 @@ export function element<K extends ElementKind>(
     );
   }
   return { kind, key, value, owner };
+}
+
+/**
+ * An element for an object read back from the kernel, or none when its fields cannot be an
+ * element (a device named like a keyword of the codec, say): such an object is not one ipferry
+ * could have made, so it is left alone rather than failing the whole read.
+ */
+export function observedElement<K extends ElementKind>(
+  kind: K,
+  data: Payloads[K],
+  owner: string,
+): ElementOf<K>[] {
+  try {
+    return [element(kind, data, owner)];
+  } catch (e) {
+    if (e instanceof IpferryError && e.code === 'IPF_E_DATAPLANE') return [];
+    throw e;
+  }
 }
 
 /**

@@ -9,6 +9,12 @@ import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
 import type { FipView } from '../../src/api/contract.js';
 import type { ApiClient } from '../../src/client/api-client.js';
+import {
+  KINDS,
+  type ElementKind,
+  type IntentElement,
+  type Payloads,
+} from '../../src/intent/elements.js';
 
 export const TOKEN_RW = 'rw-token-0123456789abcdef';
 export const TOKEN_RO = 'ro-token-0123456789abcdef';
@@ -79,4 +85,19 @@ export function activeFip(
     },
     timeoutMs,
   );
+}
+
+/**
+ * An element as `element()` would build it, without its checks: what a store or a kernel could
+ * still hand a driver, so that tests can show the driver's own refusal (its second wall).
+ */
+export function uncheckedElement<K extends ElementKind>(
+  kind: K,
+  data: Payloads[K],
+  owner: string,
+): IntentElement {
+  const codec = KINDS[kind] as unknown as {
+    encode: (d: Payloads[K]) => { key: string; value: string };
+  };
+  return { kind, ...codec.encode(data), owner };
 }

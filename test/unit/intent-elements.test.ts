@@ -12,6 +12,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { IpferryError } from '../../src/core/errors.js';
 import {
+  observedElement,
   decodeElement,
   ELEMENT_KINDS,
   element,
@@ -257,5 +258,16 @@ describe('intent elements: no field can smuggle structure into the text', () => 
     }
     // Both sides were exercised, or the property proved nothing.
     assert.ok(seen.built > 100 && seen.refused > 100, JSON.stringify(seen));
+  });
+
+  it('reads back a kernel object no element can name as nothing, not as an error', () => {
+    assert.deepEqual(
+      observedElement('route', { prefix: '198.51.100.0/24', dev: 'eth0 via 192.0.2.1' }, 'host'),
+      [],
+    );
+    assert.equal(
+      observedElement('route', { prefix: '198.51.100.0/24', dev: 'eth0' }, 'host').length,
+      1,
+    );
   });
 });

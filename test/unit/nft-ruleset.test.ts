@@ -343,7 +343,7 @@ describe('nftables ruleset: what reaches the script', () => {
         (err: unknown) =>
           err instanceof IpferryError &&
           err.code === 'IPF_E_DATAPLANE' &&
-          /refused an element/.test(err.message),
+          /refused an element|cannot carry/.test(err.message),
         `${e.kind} ${e.key} -> ${e.value}`,
       );
     }

@@ -8,7 +8,7 @@ import { tryParseAddress } from '../../core/address.js';
 import { ROUTE_PROTO } from '../../core/names.js';
 import {
   decodeElement,
-  element,
+  observedElement,
   HOST_OWNER,
   type IntentElement,
   kindsOf,
@@ -63,7 +63,7 @@ export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
     if (!routes || !rules) continue;
     for (const r of JSON.parse(routes.stdout || '[]') as IpRoute[]) {
       const prefix = routePrefix(r.dst ?? '', family);
-      out.push(element('route', observedRoute(prefix, r), ownerOf(prefix)));
+      out.push(...observedElement('route', observedRoute(prefix, r), ownerOf(prefix)));
     }
     for (const r of JSON.parse(rules.stdout || '[]') as IpRule[]) {
       if (r.protocol !== String(ROUTE_PROTO) || !r.src) continue;
@@ -77,11 +77,11 @@ export async function observeRouting(exec: Exec): Promise<IntentElement[]> {
       if (r.fwmark) {
         const mark = { fwmark: r.fwmark, mask: r.fwmask ?? '0xffffffff' };
         const selector = { ...mark, family: family === '-4' ? (4 as const) : (6 as const) };
-        out.push(element('rule', { selector, ...rule }, HOST_OWNER));
+        out.push(...observedElement('rule', { selector, ...rule }, HOST_OWNER));
         continue;
       }
       const src = tryParseAddress(r.src)?.text ?? r.src;
-      out.push(element('rule', { selector: { from: src }, ...rule }, src));
+      out.push(...observedElement('rule', { selector: { from: src }, ...rule }, src));
     }
   }
   return out;

@@ -10,7 +10,7 @@ import { claimLabel } from '../../core/names.js';
 import type { IntentDiff } from '../../intent/diff.js';
 import {
   decode,
-  element,
+  observedElement,
   type IntentElement,
   isKind,
   kindsOf,
@@ -47,8 +47,8 @@ export class ClaimsManager implements Manager<ClaimChange> {
    * to remove). Proxy entries for other addresses belong to someone else.
    */
   async observe(wanted: readonly IntentElement[]): Promise<IntentElement[]> {
-    const claim = (fip: string, uplink: string, proxy: boolean): IntentElement =>
-      element('claim', { fip, uplink, proxy }, fip);
+    const claim = (fip: string, uplink: string, proxy: boolean): IntentElement[] =>
+      observedElement('claim', { fip, uplink, proxy }, fip);
     const [addresses, neighbours] = await Promise.all([
       this.exec('ip', ['-j', 'address', 'show']),
       this.exec('ip', ['-j', 'neigh', 'show', 'proxy']),
@@ -57,7 +57,7 @@ export class ClaimsManager implements Manager<ClaimChange> {
     const local = links.flatMap((l) =>
       (l.addr_info ?? [])
         .filter((a) => a.label === claimLabel(l.ifname) && a.local)
-        .map((a) => claim(canonical(a.local ?? ''), l.ifname, false)),
+        .flatMap((a) => claim(canonical(a.local ?? ''), l.ifname, false)),
     );
     const pools = wanted.flatMap((e) => (isKind(e, 'drop') ? [decode(e)] : []));
     const want = new Map(wanted.filter((e) => e.kind === 'claim').map((e) => [e.key, e.value]));
@@ -65,7 +65,7 @@ export class ClaimsManager implements Manager<ClaimChange> {
       want.has(dst) || pools.some(({ first, last }) => inRange(dst, first, last));
     const proxies = parseProxyEntries(neighbours.stdout)
       .filter((p) => ours(p.address))
-      .map((p) => claim(p.address, p.interface, true));
+      .flatMap((p) => claim(p.address, p.interface, true));
     return oneClaimPerFip([...local, ...proxies], want);
   }
 

@@ -10,6 +10,7 @@ import { addressFromValue, tryParseAddress, tryParsePrefix } from '../../core/ad
 import {
   decodeElement,
   element,
+  observedElement,
   HOST_OWNER,
   type IntentElement,
   type KindOfFamily,
@@ -509,16 +510,16 @@ function parseElement(container: string, item: Json): IntentElement[] {
   const [raw, value] = Array.isArray(item) ? (item as [Json, Json]) : [item, undefined];
   const kind = KIND_OF_CONTAINER.get(container.replace(/[46]$/, ''));
   if (!kind) return [];
-  return [readBack(kind, elementValue(raw), value)];
+  return readBack(kind, elementValue(raw), value);
 }
 
 function readBack<K extends Exclude<NftKind, 'table'>>(
   kind: K,
   key: Json,
   value: Json,
-): IntentElement {
+): IntentElement[] {
   const { data, owner } = (READ_BACK[kind] as (key: Json, value: Json) => ReadBack<K>)(key, value);
-  return element(kind, data, owner);
+  return observedElement(kind, data, owner);
 }
 
 /** An element that carries state (a counter) comes as `{"elem": {"val": KEY, "counter": …}}`. */
