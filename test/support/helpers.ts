@@ -9,6 +9,9 @@ import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
 import type { FipView } from '../../src/api/contract.js';
 import type { ApiClient } from '../../src/client/api-client.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApi, type ApiOptions } from '../../src/api/app.js';
+import { TokenSet } from '../../src/api/auth.js';
 import {
   KINDS,
   type ElementKind,
@@ -100,4 +103,26 @@ export function uncheckedElement<K extends ElementKind>(
     encode: (d: Payloads[K]) => { key: string; value: string };
   };
   return { kind, ...codec.encode(data), owner };
+}
+
+/**
+ * The agent's API over `control` with the test tokens (TOKEN_FILE_TEXT) and an agent that has
+ * no plan and no neighbours unless `agent` gives them.
+ */
+export function testApi(
+  control: ControlPlane,
+  agent: Partial<ApiOptions['agent']> = {},
+): Promise<FastifyInstance> {
+  return buildApi({
+    control,
+    tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
+    agent: {
+      node: 'gw1',
+      version: 'test',
+      dataplane: () => ({ kind: 'fake' }),
+      plan: () => Promise.reject(new Error('no plan in this test')),
+      neighbours: () => Promise.resolve([]),
+      ...agent,
+    },
+  });
 }

@@ -9,13 +9,12 @@ import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildApi, MAX_PARAM_LENGTH } from '../../src/api/app.js';
-import { TokenSet } from '../../src/api/auth.js';
+import { MAX_PARAM_LENGTH } from '../../src/api/app.js';
 import { plainTextWarning } from '../../src/api/join.js';
 import { main } from '../../src/cli/main.js';
 import { ERRORS } from '../../src/core/errors.js';
 import type { Store } from '../../src/store/store.js';
-import { controlPlane, dumpStore, TOKEN_FILE_TEXT, TOKEN_RW } from '../support/helpers.js';
+import { controlPlane, dumpStore, TOKEN_RW, testApi } from '../support/helpers.js';
 
 let app: FastifyInstance;
 let store: Store;
@@ -25,17 +24,7 @@ let url: string;
 before(async () => {
   let control;
   ({ control, store, close } = await controlPlane(['gw1']));
-  app = await buildApi({
-    control,
-    tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
-    agent: {
-      node: 'gw1',
-      version: 'test',
-      dataplane: () => ({ kind: 'fake' }),
-      plan: () => Promise.reject(new Error('no plan in this test')),
-      neighbours: () => Promise.resolve([]),
-    },
-  });
+  app = await testApi(control);
   await app.listen({ host: '127.0.0.1', port: 0 });
   url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
 });

@@ -7,15 +7,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from '../../src/api/app.js';
-import { TokenSet } from '../../src/api/auth.js';
 import { keys } from '../../src/core/keys.js';
 import type { NodeHealth, NodeLiveness } from '../../src/core/model.js';
 import { stringifyStored } from '../../src/core/json.js';
 import { ControlPlane } from '../../src/service/control.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
-import { dumpStore, TOKEN_FILE_TEXT, TOKEN_RO, TOKEN_RW } from '../support/helpers.js';
+import { dumpStore, TOKEN_RO, TOKEN_RW, testApi } from '../support/helpers.js';
 
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -96,17 +94,7 @@ before(async () => {
   await register('web1', 'fra', ['10.1.0.11', '198.51.100.11']);
   await register('web2', 'ams', ['10.2.0.12', '203.0.113.12']);
   await register('old1', 'ams', ['10.2.0.99']);
-  app = await buildApi({
-    control,
-    tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
-    agent: {
-      node: 'gw1',
-      version: 'test',
-      dataplane: () => ({ kind: 'fake' }),
-      plan: () => Promise.reject(new Error('no plan in this test')),
-      neighbours: () => Promise.resolve([]),
-    },
-  });
+  app = await testApi(control);
   const pool = await call('POST', '/v1/pools', {
     name: 'public',
     gateway: 'gw1',
@@ -626,17 +614,7 @@ describe('the overlay: private address space only (issue 12, finding 5)', () => 
   it('refuses 0.0.0.0/0 and writes nothing; takes a private overlay; skips a public one stored around the API', async () => {
     const own = await openStore('sqlite::memory:');
     const c = new ControlPlane(own);
-    const api = await buildApi({
-      control: c,
-      tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
-      agent: {
-        node: 'hub',
-        version: 'test',
-        dataplane: () => ({ kind: 'fake' }),
-        plan: () => Promise.reject(new Error('no plan in this test')),
-        neighbours: () => Promise.resolve([]),
-      },
-    });
+    const api = await testApi(c, { node: 'hub' });
     const put = async (policy: object): Promise<Reply> => {
       const res = await api.inject({
         method: 'PUT',

@@ -2,19 +2,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from '../../src/api/app.js';
-import { TokenSet } from '../../src/api/auth.js';
 import { keys } from '../../src/core/keys.js';
 import { MAX_POOL_ENTRIES } from '../../src/core/pool.js';
 import type { ControlPlane } from '../../src/service/control.js';
 import type { Store } from '../../src/store/store.js';
-import {
-  controlPlane,
-  dumpStore,
-  TOKEN_FILE_TEXT,
-  TOKEN_RO,
-  TOKEN_RW,
-} from '../support/helpers.js';
+import { controlPlane, dumpStore, TOKEN_RO, TOKEN_RW, testApi } from '../support/helpers.js';
 
 let app: FastifyInstance;
 let store: Store;
@@ -64,17 +56,9 @@ async function refused(
 
 before(async () => {
   ({ control, store, close } = await controlPlane(['gw1', 'home']));
-  app = await buildApi({
-    control,
-    tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
-    agent: {
-      node: 'gw1',
-      version: 'test',
-      dataplane: () => ({ kind: 'fake' }),
-      plan: () => Promise.reject(new Error('no plan in this test')),
-      neighbours: () =>
-        Promise.resolve([{ address: '10.0.0.7', mac: 'aa:bb:cc:dd:ee:07', interface: 'lan0' }]),
-    },
+  app = await testApi(control, {
+    neighbours: () =>
+      Promise.resolve([{ address: '10.0.0.7', mac: 'aa:bb:cc:dd:ee:07', interface: 'lan0' }]),
   });
   const created = await call('POST', '/v1/pools', {
     name: 'public',

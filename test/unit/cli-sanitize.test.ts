@@ -16,8 +16,6 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { FipView, PlanResponse, PoolView, StatusResponse } from '../../src/api/contract.js';
-import { buildApi } from '../../src/api/app.js';
-import { TokenSet } from '../../src/api/auth.js';
 import { keys } from '../../src/core/keys.js';
 import type { Store } from '../../src/store/store.js';
 import { CliContext } from '../../src/cli/context.js';
@@ -30,7 +28,7 @@ import { printPlan } from '../../src/cli/plan.js';
 import { printPool, printPoolTable } from '../../src/cli/pool.js';
 import { printStatus } from '../../src/cli/status.js';
 import { IpferryError } from '../../src/core/errors.js';
-import { controlPlane, TOKEN_FILE_TEXT, TOKEN_RW } from '../support/helpers.js';
+import { controlPlane, TOKEN_RW, testApi } from '../support/helpers.js';
 
 /* eslint-disable no-control-regex -- the characters under test */
 /** What a terminal must never get from a value: any of these acts instead of showing. */
@@ -133,17 +131,7 @@ describe('ipferry fip, pool, status and plan print hostile text inert; --json ke
   before(async () => {
     let control;
     ({ control, store, close } = await controlPlane(['gw1']));
-    app = await buildApi({
-      control,
-      tokens: TokenSet.parse(TOKEN_FILE_TEXT, 'test'),
-      agent: {
-        node: 'gw1',
-        version: 'test',
-        dataplane: () => ({ kind: 'fake' }),
-        plan: () => Promise.resolve(HOSTILE_PLAN),
-        neighbours: () => Promise.resolve([]),
-      },
-    });
+    app = await testApi(control, { plan: () => Promise.resolve(HOSTILE_PLAN) });
     await app.listen({ host: '127.0.0.1', port: 0 });
     server = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     const auth = { authorization: `Bearer ${TOKEN_RW}` };
