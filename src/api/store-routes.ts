@@ -155,7 +155,12 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
     for (const stop of [...streams]) stop();
     done();
   });
+  registerReadsAndTxn(app, store);
+  registerLeases(app, store);
+  registerWatch(app, store, streams);
+}
 
+function registerReadsAndTxn(app: FastifyInstance, store: Store): void {
   app.get(
     STORE_ROUTES.get,
     { schema: schemas.get, serializerCompiler },
@@ -186,34 +191,15 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
       return store.txn(txn);
     },
   );
+}
 
+function registerLeases(app: FastifyInstance, store: Store): void {
   app.post(
     STORE_ROUTES.leases,
     { schema: schemas.grant, serializerCompiler },
     async (request, reply): Promise<LeaseResponse> => {
-      const caller = callerOf(request);
       const { ttlSeconds } = request.body as GrantLeaseRequest;
-      if (caller.kind === 'node') {
-        if (ttlSeconds > MAX_NODE_LEASE_TTL_SECONDS) {
-          throw forbidden(
-            caller,
-            `take a lease of more than ${MAX_NODE_LEASE_TTL_SECONDS} s (asked ${ttlSeconds} s)`,
-          );
-        }
-        await checkNodeLeaseCount(store, caller.node);
-      }
-      const lease = await store.grantLease(ttlSeconds);
-      if (caller.kind === 'node') {
-        try {
-          await store.txn({
-            compare: [],
-            success: [{ type: 'put', key: keys.leaseOwner(lease), value: caller.node, lease }],
-          });
-        } catch (e) {
-          await store.revokeLease(lease).catch(() => undefined);
-          throw e;
-        }
-      }
+      const lease = await grantLease(store, callerOf(request), ttlSeconds);
       reply.status(201);
       return { lease };
     },
@@ -248,7 +234,35 @@ export function registerStoreRoutes(app: FastifyInstance, store: Store): void {
       return { lease: id };
     },
   );
+}
 
+/** A lease; a node's is recorded as its own (keys.leaseOwner), short and one of few. */
+async function grantLease(store: Store, caller: Caller, ttlSeconds: number): Promise<string> {
+  if (caller.kind === 'node') {
+    if (ttlSeconds > MAX_NODE_LEASE_TTL_SECONDS) {
+      throw forbidden(
+        caller,
+        `take a lease of more than ${MAX_NODE_LEASE_TTL_SECONDS} s (asked ${ttlSeconds} s)`,
+      );
+    }
+    await checkNodeLeaseCount(store, caller.node);
+  }
+  const lease = await store.grantLease(ttlSeconds);
+  if (caller.kind === 'node') {
+    try {
+      await store.txn({
+        compare: [],
+        success: [{ type: 'put', key: keys.leaseOwner(lease), value: caller.node, lease }],
+      });
+    } catch (e) {
+      await store.revokeLease(lease).catch(() => undefined);
+      throw e;
+    }
+  }
+  return lease;
+}
+
+function registerWatch(app: FastifyInstance, store: Store, streams: Set<() => void>): void {
   app.get(STORE_ROUTES.watch, { schema: schemas.watch }, async (request, reply) => {
     const query = request.query as WatchQuery;
     const filter = readFilter(callerOf(request), query.prefix);
