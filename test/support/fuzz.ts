@@ -22,8 +22,17 @@ export function fuzzRuns(base: number): number {
 }
 
 /** fast-check's parameters for a property of `base` cases. */
+/**
+ * A property's runs, bounded in time: a failure's shrinking over large records can run for
+ * many minutes, so a property that has not finished in two minutes fails (with its seed) rather
+ * than holding the suite past its budget.
+ */
 export function fuzzParameters(base: number): fc.Parameters<unknown> {
-  return { seed: FUZZ_SEED, numRuns: fuzzRuns(base) };
+  return {
+    seed: FUZZ_SEED,
+    numRuns: fuzzRuns(base),
+    plugins: [fc.interruptAfterTimeLimit(120_000, { failOnInterrupt: true })],
+  };
 }
 
 // --- the tally ---------------------------------------------------------------------------------
