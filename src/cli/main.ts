@@ -10,6 +10,7 @@ import { agentCommand } from '../agent/command.js';
 import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
 import { CliContext, processIo, type Env, type GlobalFlags, type Io } from './context.js';
 import { fipCommand } from './fip.js';
+import { importCommand } from './import.js';
 import { floaterCommands } from './floater.js';
 import { forwardCommand } from './forward.js';
 import { labCommand } from './lab.js';
@@ -70,6 +71,7 @@ export function buildProgram(ctx: CliContext, version: string): Command {
     planCommand(ctx),
     versionCommand(ctx),
     ...floaterCommands(ctx),
+    importCommand(ctx),
   ];
   for (const command of api) {
     addGlobalOptions(command);
