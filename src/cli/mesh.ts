@@ -4,7 +4,7 @@
  * confirmations, the audit against an inventory, and each node's mesh as its agent applied it.
  */
 import { readFile } from 'node:fs/promises';
-import { Argument, Command } from 'commander';
+import { Argument, Command, Option } from 'commander';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type {
   MeshAudit,
@@ -15,7 +15,13 @@ import type {
   NodeListView,
 } from '../api/contract.js';
 import { IpferryError } from '../core/errors.js';
-import type { MeshLayer, MeshPolicy, MeshPolicyRecord, MeshSite } from '../core/mesh.js';
+import {
+  type MeshLayer,
+  type MeshPolicy,
+  type MeshPolicyRecord,
+  type MeshSite,
+  parseInventory,
+} from '../core/mesh.js';
 import type { MeshHold, MeshNodeReport } from '../core/model.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
@@ -76,11 +82,30 @@ export const setMeshPolicy = (
 export const confirmMesh = (api: ApiClient, holdsOnly = false): Promise<MeshConfirmResponse> =>
   api.confirmMesh(holdsOnly ? { holdsOnly } : {});
 
-export async function auditMesh(api: ApiClient, inventoryFile?: string): Promise<MeshAudit> {
+/** `--inventory-format`: `auto` lets the agent tell the format from the text (inventoryFormat). */
+export const INVENTORY_FORMATS = ['auto', 'ipferry', 'neti'] as const;
+export type InventoryFormatChoice = (typeof INVENTORY_FORMATS)[number];
+
+/**
+ * An inventory file's text. A format named on the command line is held to here, before anything
+ * is sent: the agent tells the formats apart by the text alone, and a file in the other one would
+ * otherwise be taken as it is.
+ */
+async function readInventory(path: string, format: InventoryFormatChoice): Promise<string> {
+  const text = await readLocal(path, '--inventory');
+  if (format !== 'auto') parseInventory(text, path, format);
+  return text;
+}
+
+export async function auditMesh(
+  api: ApiClient,
+  inventoryFile?: string,
+  format: InventoryFormatChoice = 'auto',
+): Promise<MeshAudit> {
   const body: MeshAuditRequest =
     inventoryFile === undefined
       ? {}
-      : { inventory: await readLocal(inventoryFile, '--inventory'), source: inventoryFile };
+      : { inventory: await readInventory(inventoryFile, format), source: inventoryFile };
   return api.auditMesh(body);
 }
 
@@ -381,9 +406,17 @@ export function meshCommand(ctx: CliContext): Command {
       'Unregistered and unlisted hosts, lagging nodes, reject_all per node, holds, overlay usage (changes nothing)',
     )
     .option('--inventory <file>', 'hosts to check: NAME ADDRESS[,ADDRESS…] [site=SITE] per line')
-    .action((o: { inventory?: string }) =>
+    .addOption(
+      new Option(
+        '--inventory-format <format>',
+        "the inventory's format: ipferry's lines, or the host table Neti's neti_util.py prints",
+      )
+        .choices(INVENTORY_FORMATS)
+        .default('auto'),
+    )
+    .action((o: { inventory?: string; inventoryFormat: InventoryFormatChoice }) =>
       ctx.run(
-        (api) => auditMesh(api, o.inventory),
+        (api) => auditMesh(api, o.inventory, o.inventoryFormat),
         (a) => printAudit(a, o.inventory !== undefined),
       ),
     );

@@ -897,12 +897,69 @@ export interface InventoryHost {
   readonly line: number;
 }
 
+/** How an inventory is written: ipferry's own lines, or the host table Neti's neti_util.py prints. */
+export type InventoryFormat = 'ipferry' | 'neti';
+
+/** The columns of neti_util.py's table (PrettyTable, plain columns, left-aligned), in order. */
+const NETI_COLUMNS = ['Name', 'Public IP', 'Private IP', 'Overlay IP', 'Neti Version', 'VPC?'];
+
+/** neti_util.py's closing line, after the table: `N total instances, M instances in Neti (P%)`. */
+const NETI_TOTALS = /^\d+ total instances, \d+ instances in Neti\b/;
+
+function isNetiHeader(line: string): boolean {
+  let from = 0;
+  for (const column of NETI_COLUMNS) {
+    const at = line.indexOf(column, from);
+    if (at < 0) return false;
+    from = at + column.length;
+  }
+  return line.trimStart().startsWith('Name');
+}
+
 /**
- * Parses an inventory: one host per line, `NAME ADDRESS[,ADDRESS…] [site=SITE]`; blank lines and
- * `#` comments are skipped. The first line that does not parse fails the whole file
- * (IPF_E_INVENTORY), naming the line.
+ * Which format an inventory is in: Neti's when its first line that holds anything is
+ * neti_util.py's header. No ipferry inventory starts so: `Name` is no host name (upper case).
  */
-export function parseInventory(text: string, source = 'inventory'): InventoryHost[] {
+export function inventoryFormat(text: string): InventoryFormat {
+  const first = text.split('\n').find((line) => line.trim() !== '');
+  return first !== undefined && isNetiHeader(first) ? 'neti' : 'ipferry';
+}
+
+/**
+ * Parses an inventory, in the format given or the one it is in (inventoryFormat). The first line
+ * that does not parse fails the whole file (IPF_E_INVENTORY), naming the line: half an audit
+ * would read as a clean one.
+ */
+export function parseInventory(
+  text: string,
+  source = 'inventory',
+  format: InventoryFormat = inventoryFormat(text),
+): InventoryHost[] {
+  return format === 'neti' ? parseNetiInventory(text, source) : parseIpferryInventory(text, source);
+}
+
+function inventoryFailure(source: string, line: number, reason: string): IpferryError {
+  return new IpferryError('IPF_E_INVENTORY', { source, line: String(line), reason });
+}
+
+/** The host name rules and a name listed once. */
+function checkInventoryName(
+  name: string,
+  names: Set<string>,
+  fail: (reason: string) => never,
+): void {
+  const p = new Problems();
+  checkName(p, 'name', name);
+  if (!p.ok) fail(`"${name}" is not a host name (lower-case letters, digits, ".", "_", "-")`);
+  if (names.has(name)) fail(`${name} is listed twice`);
+  names.add(name);
+}
+
+/**
+ * ipferry's inventory: one host per line, `NAME ADDRESS[,ADDRESS…] [site=SITE]`; blank lines and
+ * `#` comments are skipped.
+ */
+function parseIpferryInventory(text: string, source: string): InventoryHost[] {
   const hosts: InventoryHost[] = [];
   const names = new Set<string>();
   text.split('\n').forEach((raw, i) => {
@@ -910,13 +967,10 @@ export function parseInventory(text: string, source = 'inventory'): InventoryHos
     const content = raw.replace(/#.*$/, '').trim();
     if (content === '') return;
     const fail = (reason: string): never => {
-      throw new IpferryError('IPF_E_INVENTORY', { source, line: String(line), reason });
+      throw inventoryFailure(source, line, reason);
     };
     const [name = '', list = '', ...rest] = content.split(/\s+/);
-    const p = new Problems();
-    checkName(p, 'name', name);
-    if (!p.ok) fail(`"${name}" is not a host name (lower-case letters, digits, ".", "_", "-")`);
-    if (names.has(name)) fail(`${name} is listed twice`);
+    checkInventoryName(name, names, fail);
     if (list === '') fail(`${name} has no address`);
     const addresses = list.split(',').map((a) => {
       const parsed = tryParseAddress(a);
@@ -928,8 +982,52 @@ export function parseInventory(text: string, source = 'inventory'): InventoryHos
       if (!m) fail(`"${field}" is not site=NAME`);
       site = m?.[1];
     }
-    names.add(name);
     hosts.push({ name, addresses, ...(site ? { site } : {}), line });
+  });
+  return hosts;
+}
+
+/**
+ * The host table Neti's `scripts/neti_util.py` prints: the instances of the account, in Neti or
+ * not, one per row under a header, cells at the header's column offsets (a Name tag may hold
+ * spaces). A host is its Name tag in lower case (an untagged instance, `None`, is named by its
+ * first address), its public and private addresses (`None` left out; the overlay address is
+ * Neti's, not the host's) and its side as the site: `VPC?` True is `vpc`, False `ec2`, the sites
+ * `ipferry import neti` makes. The closing totals line is skipped.
+ */
+function parseNetiInventory(text: string, source: string): InventoryHost[] {
+  const lines = text.split('\n');
+  const headerAt = lines.findIndex((l) => l.trim() !== '');
+  const header = lines[headerAt] ?? '';
+  if (headerAt < 0 || !isNetiHeader(header))
+    throw inventoryFailure(
+      source,
+      headerAt + 1,
+      `is not neti_util.py's table: its first line is the header ${NETI_COLUMNS.join('  ')}`,
+    );
+  let from = 0;
+  const offsets = NETI_COLUMNS.map((column) => (from = header.indexOf(column, from)));
+  const hosts: InventoryHost[] = [];
+  const names = new Set<string>();
+  lines.forEach((raw, i) => {
+    const line = i + 1;
+    if (i <= headerAt || raw.trim() === '' || NETI_TOTALS.test(raw.trim())) return;
+    const fail = (reason: string): never => {
+      throw inventoryFailure(source, line, reason);
+    };
+    const cells = offsets.map((start, c) => {
+      const cell = raw.slice(start, offsets[c + 1] ?? raw.length).trim();
+      return cell === 'None' ? '' : cell;
+    });
+    const [tag = '', publicIp = '', privateIp = '', , , vpc = ''] = cells;
+    const addresses = [publicIp, privateIp]
+      .filter((a) => a !== '')
+      .map((a) => tryParseAddress(a)?.text ?? fail(`"${a}" is not an IP address`));
+    if (addresses.length === 0) fail(`${tag || 'the instance'} has no address`);
+    const name = tag === '' ? addresses[0]! : tag.toLowerCase();
+    checkInventoryName(name, names, fail);
+    if (vpc !== 'True' && vpc !== 'False') fail(`"${vpc}" in column VPC? is not True or False`);
+    hosts.push({ name, addresses, site: vpc === 'True' ? 'vpc' : 'ec2', line });
   });
   return hosts;
 }
