@@ -51,6 +51,11 @@ const name = Type.String({ description: 'lower-case name', examples: ['gw1'] });
 const text = Type.String({ maxLength: 256 });
 const strings = Type.Array(Type.String());
 const tags = strings;
+const targetRanges = Type.Array(Type.String(), {
+  description:
+    "CIDRs the FIPs of the pool may forward to (IP Floater's PRIVATE_IP_RANGES); absent: anywhere",
+  examples: [['192.168.1.0/24']],
+});
 
 // Params and queries --------------------------------------------------------------------------
 
@@ -101,6 +106,7 @@ export const createPoolBody = Type.Object(
     shared: Type.Optional(
       Type.Array(address, { description: "the gateway's own addresses: port forwards only" }),
     ),
+    targetRanges: Type.Optional(targetRanges),
     description: Type.Optional(text),
     tags: Type.Optional(tags),
   },
@@ -131,6 +137,12 @@ export const updatePoolBody = Type.Object(
     ),
     tags: Type.Optional(
       Type.Array(Type.String(), { description: 'the new tags, replacing the old ones' }),
+    ),
+    targetRanges: Type.Optional(
+      Type.Array(Type.String(), {
+        description:
+          'the new target ranges, replacing the old ones ([] allows any target); refused while a FIP of the pool goes outside them',
+      }),
     ),
   },
   { additionalProperties: false },
@@ -395,6 +407,7 @@ export const poolResponse = view<PoolView>({
   entries: Type.Array(open({ kind: str }), {
     description: '`cidr`, `range` or `address` entries',
   }),
+  targetRanges: strings,
   description: str,
   tags: strings,
   createdAt: str,

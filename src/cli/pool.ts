@@ -14,6 +14,8 @@ export interface PoolCreateFlags {
   entries: readonly string[];
   shared: readonly string[];
   onlink?: string;
+  /** `--targets`: CIDRs the pool's FIPs may forward to. */
+  targets?: readonly string[];
   description?: string;
   tags: readonly string[];
 }
@@ -25,6 +27,7 @@ export function createPoolRequest(name: string, flags: PoolCreateFlags): CreateP
     ...(flags.onlink !== undefined ? { delivery: 'onlink' as const, uplink: flags.onlink } : {}),
     entries: [...flags.entries],
     ...(flags.shared.length > 0 ? { shared: [...flags.shared] } : {}),
+    ...(flags.targets !== undefined ? { targetRanges: [...flags.targets] } : {}),
     ...(flags.description !== undefined ? { description: flags.description } : {}),
     ...(flags.tags.length > 0 ? { tags: [...flags.tags] } : {}),
   };
@@ -37,6 +40,8 @@ export interface PoolUpdateFlags {
   remove: readonly string[];
   description?: string;
   tags?: readonly string[];
+  /** The new target ranges; empty: any target (`--clear-targets`). */
+  targets?: readonly string[];
 }
 
 export function updatePoolRequest(flags: PoolUpdateFlags): UpdatePoolRequest {
@@ -46,7 +51,13 @@ export function updatePoolRequest(flags: PoolUpdateFlags): UpdatePoolRequest {
     ...(flags.remove.length > 0 ? { removeAddresses: [...flags.remove] } : {}),
     ...(flags.description !== undefined ? { description: flags.description } : {}),
     ...(flags.tags !== undefined ? { tags: [...flags.tags] } : {}),
+    ...(flags.targets !== undefined ? { targetRanges: [...flags.targets] } : {}),
   };
+}
+
+/** `--targets A,B --targets C`: one list, in the order given. */
+export function targetList(value: string, previous: readonly string[] = []): string[] {
+  return [...previous, ...value.split(',').map((t) => t.trim())];
 }
 
 // Handlers -------------------------------------------------------------------------------------
@@ -103,6 +114,7 @@ export function printPool(p: PoolView): string {
     ['size', countText(p.size)],
     ['allocated', String(p.allocated)],
     ['entries', p.entries.map(entryText)],
+    ['targets', p.targetRanges && p.targetRanges.length > 0 ? [...p.targetRanges] : 'any'],
     ['description', cell(p.description)],
     ['tags', cell(p.tags.join(', '))],
     ['created', p.createdAt],
@@ -141,6 +153,11 @@ export function poolCommand(ctx: CliContext): Command {
       '--onlink <iface>',
       'addresses sit on the uplink segment of IFACE (answer ARP/NDP there)',
     )
+    .option(
+      '--targets <cidr,...>',
+      'forward only to addresses within these prefixes (repeatable)',
+      targetList,
+    )
     .option('--description <text>', 'free text')
     .option('--tag <tag>', 'a tag (repeatable)', collect, [])
     .action(
@@ -150,6 +167,7 @@ export function poolCommand(ctx: CliContext): Command {
           gateway: string;
           shared: string[];
           onlink?: string;
+          targets?: string[];
           description?: string;
           tag: string[];
         },
@@ -162,6 +180,7 @@ export function poolCommand(ctx: CliContext): Command {
               shared: o.shared,
               tags: o.tag,
               ...(o.onlink !== undefined ? { onlink: o.onlink } : {}),
+              ...(o.targets !== undefined ? { targets: o.targets } : {}),
               ...(o.description !== undefined ? { description: o.description } : {}),
             }),
           printPool,
@@ -177,7 +196,7 @@ export function poolCommand(ctx: CliContext): Command {
   const update = pool
     .command('update')
     .description(
-      'Add addresses (shared ones too) to a pool, remove single addresses, set its description or tags',
+      'Add addresses (shared ones too) to a pool, remove single addresses, set its target ranges, description or tags',
     )
     .argument('<name>', 'pool name')
     .option('--cidr <cidr>', 'add a prefix of addresses (repeatable)', add)
@@ -197,7 +216,15 @@ export function poolCommand(ctx: CliContext): Command {
     )
     .option('--description <text>', 'set the description ("" removes it)')
     .option('--tag <tag>', 'replace the tags with these (repeatable)', collect)
-    .addOption(new Option('--clear-tags', 'remove every tag').conflicts('tag'));
+    .addOption(new Option('--clear-tags', 'remove every tag').conflicts('tag'))
+    .option(
+      '--targets <cidr,...>',
+      'replace the target ranges with these (repeatable); refused while a FIP goes outside them',
+      targetList,
+    )
+    .addOption(
+      new Option('--clear-targets', 'remove the target ranges: any target').conflicts('targets'),
+    );
   update.action(
     (
       name: string,
@@ -207,6 +234,8 @@ export function poolCommand(ctx: CliContext): Command {
         description?: string;
         tag?: string[];
         clearTags?: boolean;
+        targets?: string[];
+        clearTargets?: boolean;
       },
     ) => {
       const flags: PoolUpdateFlags = {
@@ -215,10 +244,15 @@ export function poolCommand(ctx: CliContext): Command {
         remove: o.remove,
         ...(o.description !== undefined ? { description: o.description } : {}),
         ...(o.tag !== undefined ? { tags: o.tag } : o.clearTags ? { tags: [] } : {}),
+        ...(o.targets !== undefined
+          ? { targets: o.targets }
+          : o.clearTargets
+            ? { targets: [] }
+            : {}),
       };
       if (Object.keys(updatePoolRequest(flags)).length === 0) {
         throw new UsageError(
-          'nothing to change: give --cidr, --range, --address, --shared, --remove, --description, --tag or --clear-tags',
+          'nothing to change: give --cidr, --range, --address, --shared, --remove, --description, --tag, --clear-tags, --targets or --clear-targets',
           'ipferry pool update',
         );
       }

@@ -42,6 +42,11 @@ export interface Pool {
   readonly delivery: PoolDelivery;
   readonly uplink?: string;
   readonly entries: readonly PoolEntry[];
+  /**
+   * Where the pool's FIPs may send traffic (IP Floater's PRIVATE_IP_RANGES): canonical CIDRs. A
+   * target outside every one of them is refused; absent, any target is allowed.
+   */
+  readonly targetRanges?: readonly string[];
   readonly description?: string;
   readonly tags: readonly string[];
   readonly createdAt: string;

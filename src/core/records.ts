@@ -20,7 +20,15 @@ import { IpferryError } from './errors.js';
 import type { FipStatus, FloatingIp, NodeRecord, Pool } from './model.js';
 import { MAX_POOL_ENTRIES } from './pool.js';
 import { isTincKey, isWireGuardKey, parseEndpoint } from './tunnel.js';
-import { checkAddress, checkDescription, checkName, checkTags, Problems } from './validate.js';
+import {
+  checkAddress,
+  checkDescription,
+  checkName,
+  checkTags,
+  checkTargetRanges,
+  MAX_TARGET_RANGES,
+  Problems,
+} from './validate.js';
 import { isHandledInterfaceName } from '../intent/facts.js';
 
 /** No store record needs more: one beyond it is refused before it is walked. */
@@ -198,6 +206,16 @@ export function decodePool(value: unknown): Pool {
     poolEntry(p, `entries[${i}]`, e),
   );
   disjointEntries(p, ranges);
+  // As the API writes them (validate.ts): compile checks every target against them.
+  if (r.targetRanges !== undefined) {
+    const given = listOf(p, 'targetRanges', r.targetRanges, MAX_TARGET_RANGES);
+    const canonical = p.ok ? checkTargetRanges(p, 'targetRanges', given) : undefined;
+    if (
+      canonical &&
+      (canonical.length !== given.length || canonical.some((c, i) => c !== given[i]))
+    )
+      p.add('targetRanges', 'must be CIDRs in canonical form, each once');
+  }
   return done<Pool>(p, { ...r, tags: r.tags ?? [] });
 }
 

@@ -237,6 +237,8 @@ export interface PoolInput {
   entries?: unknown;
   /** Addresses that are the gateway's own: only port forwards go to them. */
   shared?: unknown;
+  /** CIDRs the pool's FIPs may forward to; absent or empty: anywhere. */
+  targetRanges?: unknown;
   description?: unknown;
   tags?: unknown;
 }
@@ -247,6 +249,7 @@ export interface ValidPool {
   delivery: PoolDelivery;
   uplink?: string;
   entries: PoolEntry[];
+  targetRanges?: string[];
   description?: string;
   tags: string[];
 }
@@ -282,6 +285,7 @@ export function validatePool(input: PoolInput): ValidPool {
   if (entries.length === 0 && p.ok)
     p.add('entries', 'a pool needs at least one address, range or CIDR');
   checkEntriesDisjoint(p, entries, delivery === 'onlink' ? 'onlink' : 'routed');
+  const targetRanges = checkTargetRanges(p, 'targetRanges', input.targetRanges);
   const description = checkRequestDescription(p, 'description', input.description);
   const tags = checkTags(p, 'tags', input.tags);
   p.done();
@@ -291,6 +295,7 @@ export function validatePool(input: PoolInput): ValidPool {
     delivery: delivery as PoolDelivery,
     ...(uplink ? { uplink } : {}),
     entries,
+    ...(targetRanges && targetRanges.length > 0 ? { targetRanges } : {}),
     ...(description !== undefined ? { description } : {}),
     tags,
   };
@@ -307,6 +312,8 @@ export interface PoolUpdateInput {
   description?: unknown;
   /** The pool's tags, replacing the old ones (an empty list removes them all). */
   tags?: unknown;
+  /** The pool's target ranges, replacing the old ones (an empty list allows any target). */
+  targetRanges?: unknown;
 }
 
 export interface ValidPoolUpdate {
@@ -315,6 +322,8 @@ export interface ValidPoolUpdate {
   /** `null`: remove the description; absent: keep it. */
   readonly description?: string | null;
   readonly tags?: readonly string[];
+  /** Absent: keep them; empty: remove them. */
+  readonly targetRanges?: readonly string[];
 }
 
 /**
@@ -347,13 +356,15 @@ export function validatePoolUpdate(input: PoolUpdateInput): ValidPoolUpdate {
   const description =
     input.description === '' ? '' : checkRequestDescription(p, 'description', input.description);
   const tags = input.tags === undefined ? undefined : checkTags(p, 'tags', input.tags);
+  const targetRanges = checkTargetRanges(p, 'targetRanges', input.targetRanges);
   if (
     p.ok &&
     input.addEntries === undefined &&
     input.addShared === undefined &&
     input.removeAddresses === undefined &&
     input.description === undefined &&
-    input.tags === undefined
+    input.tags === undefined &&
+    input.targetRanges === undefined
   )
     p.add('request', 'names nothing to change');
   p.done();
@@ -362,7 +373,58 @@ export function validatePoolUpdate(input: PoolUpdateInput): ValidPoolUpdate {
     remove,
     ...(description !== undefined ? { description: description === '' ? null : description } : {}),
     ...(tags !== undefined ? { tags } : {}),
+    ...(targetRanges !== undefined ? { targetRanges } : {}),
   };
+}
+
+/** More target ranges than any pool needs: a bound, so a request cannot make checks costly. */
+export const MAX_TARGET_RANGES = 256;
+
+/**
+ * A pool's target ranges: CIDRs with the host bits zero (as pool entries), without repeats, in
+ * the order given. Undefined when not given.
+ */
+export function checkTargetRanges(p: Problems, path: string, value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (Array.isArray(value) && value.length > MAX_TARGET_RANGES) {
+    p.add(path, `${value.length} ranges given, more than the ${MAX_TARGET_RANGES} a pool may have`);
+    return undefined;
+  }
+  const ranges = stringList(p, path, value).flatMap(([at, text]) => {
+    const prefix = tryParsePrefix(text);
+    if (prefix) return [prefix.text];
+    const loose = text.includes('/') ? tryParsePrefix(text, false) : undefined;
+    p.add(
+      at,
+      loose
+        ? `${JSON.stringify(text)} has host bits set: write the network, ${loose.text}`
+        : `${JSON.stringify(text)} is not a CIDR prefix (address/length, e.g. 192.168.1.0/24)`,
+    );
+    return [];
+  });
+  return [...new Set(ranges)];
+}
+
+/**
+ * Whether `target` may be a target of a pool with these ranges: each list given must hold it
+ * (a pool whose ranges are being changed is held to the old and the new ones at once). A list
+ * that is absent or empty holds everything.
+ */
+export function withinTargetRanges(
+  target: string,
+  ...rangeLists: readonly (readonly string[] | undefined)[]
+): boolean {
+  const address = tryParseAddress(target);
+  if (!address) return false;
+  return rangeLists.every(
+    (ranges) =>
+      ranges === undefined ||
+      ranges.length === 0 ||
+      ranges.some((cidr) => {
+        const prefix = tryParsePrefix(cidr);
+        return prefix !== undefined && rangeContains(prefixRange(prefix), address);
+      }),
+  );
 }
 
 /**
@@ -404,12 +466,14 @@ export function updatedPool<P extends Pool>(pool: P, update: ValidPoolUpdate): P
   if (entries.length === 0 && p.ok)
     p.add('removeAddresses', 'a pool needs at least one address, range or CIDR');
   p.done();
-  const { description: _old, ...rest } = pool;
+  const { description: _old, targetRanges: _ranges, ...rest } = pool;
   const description =
     update.description === undefined ? pool.description : (update.description ?? undefined);
+  const targetRanges = update.targetRanges ?? pool.targetRanges;
   const next: Pool = {
     ...rest,
     entries,
+    ...(targetRanges && targetRanges.length > 0 ? { targetRanges } : {}),
     ...(description !== undefined ? { description } : {}),
     tags: update.tags ?? pool.tags,
   };

@@ -70,6 +70,8 @@ import {
   validateMove,
   validatePool,
   validatePoolUpdate,
+  type ValidPoolUpdate,
+  withinTargetRanges,
 } from '../core/validate.js';
 import type { Compare, Op, Store } from '../store/store.js';
 import { livenessByNode, MeshControl, withHealth } from './mesh.js';
@@ -93,6 +95,11 @@ interface ClientTokenRecord {
 interface PoolRecord extends Pool {
   /** Set while a delete is in progress, so no allocation can slip in between check and delete. */
   readonly deleting?: boolean;
+  /**
+   * Set while a change of targetRanges checks the pool's FIPs: a target brought in meanwhile
+   * must be within these too (see updatePool).
+   */
+  readonly pendingTargetRanges?: readonly string[];
 }
 
 /** Status writes per transaction; etcd allows at most 128 operations in one. */
@@ -178,9 +185,90 @@ export class ControlPlane {
    */
   async updatePool(name: string, input: PoolUpdateInput): Promise<PoolView> {
     const update = validatePoolUpdate(input);
+    const ranges = update.targetRanges;
+    if (ranges === undefined) return this.writePoolUpdate(name, update);
+    // Checked before the mark too, so that a refusal writes nothing unless an association raced it.
+    await this.refuseTargetsOutside(name, ranges);
+    const mark = await this.markTargetRanges(name, update, ranges);
+    if (mark === undefined) return this.writePoolUpdate(name, update);
+    try {
+      await this.refuseTargetsOutside(name, ranges);
+    } catch (e) {
+      await this.store.txn({
+        compare: [{ key: keys.pool(name), target: 'mod', op: '=', value: mark.revision }],
+        success: [
+          { type: 'put', key: keys.pool(name), value: stringifyStored(withoutPending(mark.value)) },
+        ],
+      });
+      throw e;
+    }
+    const view = await this.writePoolUpdate(name, update, mark.revision);
+    // Another write to the pool came between mark and update: the FIPs are checked again.
+    return view ?? this.updatePool(name, input);
+  }
+
+  /**
+   * The first step of a change of target ranges. "Every FIP's targets are within them" cannot be
+   * compared in a transaction, so: the pool is marked with the new ranges (every association
+   * that read the pool before fails its compare, and every one after is held to the old and the
+   * new ranges), then its FIPs are checked, then the update is written if nothing else wrote the
+   * pool meanwhile, or the mark taken back. Undefined when the ranges stay as they are.
+   */
+  private async markTargetRanges(
+    name: string,
+    update: ValidPoolUpdate,
+    ranges: readonly string[],
+  ): Promise<{ value: PoolRecord; revision: number } | undefined> {
     return optimistic('update pool', async () => {
       const pool = await this.requirePool(name);
-      const next = updatedPool(pool.value, update);
+      updatedPool(pool.value, update);
+      if (sameList(pool.value.targetRanges ?? [], ranges)) return undefined;
+      const value: PoolRecord = { ...withoutPending(pool.value), pendingTargetRanges: ranges };
+      const r = await this.store.txn({
+        compare: [unchanged(keys.pool(name), pool)],
+        success: [{ type: 'put', key: keys.pool(name), value: stringifyStored(value) }],
+      });
+      return r.succeeded ? { value, revision: r.revision } : RETRY;
+    });
+  }
+
+  /** Refuses target ranges that a target of one of the pool's FIPs is outside of. */
+  private async refuseTargetsOutside(name: string, ranges: readonly string[]): Promise<void> {
+    const fips = await listRecords<FloatingIp>(this.store, keys.fips);
+    const p = new Problems();
+    for (const { value: fip } of fips.items) {
+      if (fip.pool !== name) continue;
+      for (const target of new Set(targetsOf(fip))) {
+        if (!withinTargetRanges(target, ranges))
+          p.add(
+            'targetRanges',
+            `floating IP ${fip.address} goes to ${target}, outside ${ranges.length > 0 ? ranges.join(', ') : 'them'}: move or disassociate it first`,
+          );
+      }
+    }
+    p.done();
+  }
+
+  /**
+   * Writes a pool update. With `marked`, only over the pool as markTargetRanges left it:
+   * undefined when another write came between.
+   */
+  private async writePoolUpdate(name: string, update: ValidPoolUpdate): Promise<PoolView>;
+  private async writePoolUpdate(
+    name: string,
+    update: ValidPoolUpdate,
+    marked: number,
+  ): Promise<PoolView | undefined>;
+  private async writePoolUpdate(
+    name: string,
+    update: ValidPoolUpdate,
+    marked?: number,
+  ): Promise<PoolView | undefined> {
+    return optimistic('update pool', async () => {
+      const pool = await this.requirePool(name);
+      if (marked !== undefined && pool.kv.modRevision !== marked) return undefined;
+      // A mark left by an update that did not finish goes with any write of the pool.
+      const next = updatedPool(withoutPending(pool.value), update);
       const [guard, pools, fips, gateway] = await Promise.all([
         this.store.get(keys.poolsGuard),
         listRecords<PoolRecord>(this.store, keys.pools),
@@ -481,9 +569,13 @@ export class ControlPlane {
       const status = await getRecord<FipStatus>(this.store, keys.status(fip.value.address));
       if (next === fip.value) return this.fipView(fip.value, fip.kv.modRevision, status?.value);
       await this.refusePooledTargets(fip.value, next);
-      const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
+      const pool = await getRecord<PoolRecord>(this.store, keys.pool(fip.value.pool));
+      const added = addedTargets(fip.value, next);
+      if (pool && added.length > 0) refuseOutsideTargetRanges(pool.value, added);
       const gateway = pool?.value.gateway;
       const compare = [unchanged(keys.fip(fip.value.address), fip)];
+      // The pool's target ranges were read: a change of them (updatePool) must not slip in.
+      if (pool && added.length > 0) compare.push(unchanged(keys.pool(pool.value.name), pool));
       const tokenOps = await this.migrateClientToken(next, compare);
       const record = withTokenDigest(next);
       const claim = natTarget(next);
@@ -797,7 +889,7 @@ export class ControlPlane {
   }
 
   private poolView(pool: PoolRecord, revision: number, allocated: number): PoolView {
-    const { deleting: _d, ...rest } = pool;
+    const { deleting: _d, pendingTargetRanges: _p, ...rest } = pool;
     return { ...rest, revision, size: poolSize(pool).toString(), allocated };
   }
 
@@ -863,6 +955,37 @@ function clientTokenDeletes(fip: FloatingIp): Op[] {
 function targetsOf(fip: FloatingIp): string[] {
   const a = fip.association;
   return [...(a && a.mode !== 'routed' ? [a.target] : []), ...fip.forwards.map((f) => f.target)];
+}
+
+/** Targets `next` sends traffic to that `before` did not (not the FIP itself: routed). */
+function addedTargets(before: FloatingIp, next: FloatingIp): string[] {
+  const had = new Set(targetsOf(before));
+  return [...new Set(targetsOf(next))].filter((t) => !had.has(t) && t !== next.address);
+}
+
+/** A target outside the pool's target ranges (and, while they change, the new ones) is refused. */
+function refuseOutsideTargetRanges(pool: PoolRecord, targets: readonly string[]): void {
+  const p = new Problems();
+  for (const target of targets) {
+    if (withinTargetRanges(target, pool.targetRanges, pool.pendingTargetRanges)) continue;
+    const ranges = [
+      ...new Set([...(pool.targetRanges ?? []), ...(pool.pendingTargetRanges ?? [])]),
+    ];
+    p.add(
+      'target',
+      `${target} is outside the target ranges of pool ${pool.name} (${ranges.join(', ')}): forward to a server within them, or change them with \`ipferry pool update ${pool.name} --targets\``,
+    );
+  }
+  p.done();
+}
+
+function withoutPending(pool: PoolRecord): PoolRecord {
+  const { pendingTargetRanges: _p, ...rest } = pool;
+  return rest;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function natTarget(fip: FloatingIp): string | undefined {

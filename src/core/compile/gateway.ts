@@ -14,6 +14,7 @@ import {
   SYSCTL_IPV6_FORWARD,
 } from '../names.js';
 import { poolRanges } from '../pool.js';
+import { withinTargetRanges } from '../validate.js';
 import { element, HOST_OWNER, type IntentElement, KINDS } from '../../intent/elements.js';
 import type { HostFacts } from '../../intent/facts.js';
 
@@ -21,7 +22,15 @@ import type { HostFacts } from '../../intent/facts.js';
  * FIPs this host must not realise: a 1:1 FIP equal to one of the gateway's own addresses would
  * take the gateway's traffic; a routed FIP without a node has nowhere to go.
  */
-export function refusal(fip: FloatingIp, own: ReadonlySet<string>): string | undefined {
+export function refusal(
+  fip: FloatingIp,
+  own: ReadonlySet<string>,
+  pool?: Pick<Pool, 'name' | 'targetRanges'>,
+): string | undefined {
+  const outside = pool && targetOutside(fip, pool);
+  if (outside) {
+    return `${fip.address} goes to ${outside}, outside the target ranges of pool ${pool.name} (${(pool.targetRanges ?? []).join(', ')})`;
+  }
   const mode = fip.association?.mode;
   if (mode === 'routed' && !fip.association?.node) {
     return `${fip.address} is routed but names no node to deliver it to`;
@@ -30,6 +39,16 @@ export function refusal(fip: FloatingIp, own: ReadonlySet<string>): string | und
     return `${fip.address} is an address of the gateway itself: only port forwards may use it`;
   }
   return undefined;
+}
+
+/** A target of the FIP's (a routed FIP's is itself) outside its pool's target ranges. */
+function targetOutside(fip: FloatingIp, pool: Pick<Pool, 'targetRanges'>): string | undefined {
+  const a = fip.association;
+  const targets = [
+    ...(a && a.mode !== 'routed' ? [a.target] : []),
+    ...fip.forwards.map((f) => f.target),
+  ];
+  return targets.find((t) => !withinTargetRanges(t, pool.targetRanges));
 }
 
 export function hostElements(

@@ -100,7 +100,7 @@ export function compile(
       continue;
     }
     fips.push({ address: fip.address, revision });
-    const reason = refusal(fip, own);
+    const reason = refusal(fip, own, pool);
     if (reason) refused.push({ address: fip.address, reason });
     else for (const e of fipElements(fip, pool)) elements.push(e);
   }
