@@ -46,6 +46,14 @@ async function readNetiFile(path: string): Promise<string> {
   }
 }
 
+/* eslint-disable no-control-regex -- matching control characters is the point */
+/** What YAML does not take in a comment, or would end it: controls and line breaks. */
+const NOT_IN_COMMENT = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029\ufeff]/gu;
+/* eslint-enable no-control-regex */
+
+/** A line of comment as it was, but for what YAML would refuse or read as a line break. */
+const commentSafe = (line: string): string => line.replace(NOT_IN_COMMENT, '?');
+
 /** The policy file: the policy as YAML, after comments that say where it came from. */
 export function policyFileText(result: NetiImport, source: string): string {
   const lines = [
@@ -54,7 +62,7 @@ export function policyFileText(result: NetiImport, source: string): string {
     ...(result.unmapped.length > 0 ? ['# Not mapped:'] : []),
     ...result.unmapped.map((u) => `#   ${u.key}: ${u.reason}`),
   ];
-  return `${lines.map((l) => l.replace(/[\r\n]/g, ' ')).join('\n')}\n${stringifyYaml(result.policy)}`;
+  return `${lines.map(commentSafe).join('\n')}\n${stringifyYaml(result.policy)}`;
 }
 
 /** Written whole or not at all: a temporary file beside it, renamed over it. */

@@ -350,7 +350,7 @@ function mapNeti(
   const ranges = config.openPorts.map((r) =>
     r.first === r.last ? `tcp/${r.first}` : `tcp/${r.first}-${r.last}`,
   );
-  if (config.rejectAll === undefined) notes.push('reject_all is absent: off, as Neti left it');
+  if (config.rejectAll === undefined) notes.push("reject_all is absent: off, ipferry's default");
   const fleet = {
     ...(ranges.length > 0 ? { openPorts: [...new Set(ranges)] } : {}),
     ...(config.sshWhitelist.length > 0 ? { sshAllow: config.sshWhitelist } : {}),

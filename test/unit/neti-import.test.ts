@@ -367,6 +367,23 @@ describe('ipferry import neti', () => {
     assert.deepEqual(only().body, { policy: parseYaml(text) as unknown });
   });
 
+  it('--output: a key with controls or line breaks cannot break the file out of its comments', async () => {
+    const odd = join(dir, 'odd.yml');
+    writeFileSync(
+      odd,
+      'overlay_subnet: 192.168.0.0/18\n"evil\\nrejectAll: true\\u0007\\u2028": 1\n',
+    );
+    const output = join(dir, 'odd.yaml');
+    const r = await run(['import', 'neti', odd, '--output', output]);
+    assert.equal(r.code, 0, r.err);
+    const policy = validateMeshPolicy(parseYaml(readFileSync(output, 'utf8')));
+    assert.deepEqual(policy.fleet, { rejectAll: false });
+    assert.match(
+      readFileSync(output, 'utf8'),
+      /# {3}evil\?rejectAll: true\?\?: Neti reads no such key/,
+    );
+  });
+
   it('--apply sets the policy through the API, a trial with --confirm-within', async () => {
     const policy = importNeti(NETI_FULL_YML, 'x').policy;
     fake.reply('PUT /v1/mesh/policy', 200, {
