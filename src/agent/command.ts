@@ -41,6 +41,11 @@ interface AgentFlags {
   egress?: string;
   dataplane?: string;
   netns?: string;
+  ipfloaterRest?: string;
+  ipfloaterXmlrpc?: string;
+  ipfloaterPool?: string;
+  ipfloaterAllow?: string;
+  ipfloaterAuth?: string;
 }
 
 export function agentCommand(): Command {
@@ -117,6 +122,28 @@ export function agentCommand(): Command {
       ]),
     )
     .option('--netns <name>', 'network namespace the linux dataplane acts in (labs and tests)')
+    .option(
+      '--ipfloater-rest <addr:port>',
+      "serve IP Floater's REST API here (off by default; IP Floater's port was 7003)",
+    )
+    .option(
+      '--ipfloater-xmlrpc <addr:port>',
+      "serve IP Floater's XML-RPC API here (off by default; IP Floater's port was 7000)",
+    )
+    .option(
+      '--ipfloater-pool <name[,name…]>',
+      "pools whose addresses are IP Floater's public IPs (default: every pool)",
+    )
+    .option(
+      '--ipfloater-allow <cidr[,cidr…]>',
+      "sources that may call IP Floater's APIs (needed, or --ipfloater-auth token, beyond loopback)",
+    )
+    .addOption(
+      new Option(
+        '--ipfloater-auth <mode>',
+        "none (IP Floater's way, default) or token: HTTP basic auth with an API token as the password",
+      ).choices(['none', 'token']),
+    )
     .addOption(
       new Option('--log-level <level>', 'log level').choices([
         'fatal',
@@ -169,6 +196,11 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     egress: flags.egress,
     dataplane: flags.dataplane,
     netns: flags.netns,
+    ipfloaterRest: flags.ipfloaterRest,
+    ipfloaterXmlrpc: flags.ipfloaterXmlrpc,
+    ipfloaterPool: flags.ipfloaterPool,
+    ipfloaterAllow: flags.ipfloaterAllow,
+    ipfloaterAuth: flags.ipfloaterAuth,
   };
   const config = resolveConfig(file, fromFlags, configPath);
   const agent = await startAgent(config);

@@ -17,6 +17,7 @@ import {
   DEFAULT_TUNNEL_PORT,
 } from '../core/defaults.js';
 import { checkName, Problems } from '../core/validate.js';
+import { tryParsePrefix } from '../core/address.js';
 import type { EgressMode, ReservedPort } from '../core/model.js';
 import { isHttpStore, type EtcdAccess } from '../store/open.js';
 import { readSecretFile } from './secrets.js';
@@ -65,6 +66,20 @@ export interface AgentConfig {
   readonly probeSeconds: number;
   /** Where this node's own traffic leaves: its own default route, or through its gateway. */
   readonly egress: EgressMode;
+  /** IP Floater's own APIs, served for its users' scripts; absent: neither is served. */
+  readonly ipfloater?: IpFloaterConfig;
+}
+
+/** IP Floater's REST and XML-RPC servers (docs/migration.md, "IP Floater's own APIs"). */
+export interface IpFloaterConfig {
+  readonly rest?: { readonly host: string; readonly port: number };
+  readonly xmlrpc?: { readonly host: string; readonly port: number };
+  /** Pools whose addresses are IP Floater's public IPs; empty: every pool. */
+  readonly pools: readonly string[];
+  /** Sources allowed to call (CIDRs, canonical); absent: any. */
+  readonly allow?: readonly string[];
+  /** `token`: HTTP basic auth with an API token as the password; `none`: no authentication. */
+  readonly auth: 'none' | 'token';
 }
 
 /** The files of the etcd access options; the password only ever comes from its file. */
@@ -108,6 +123,11 @@ export interface RawAgentOptions {
   tunnelDriver?: unknown;
   probeSeconds?: unknown;
   egress?: unknown;
+  ipfloaterRest?: unknown;
+  ipfloaterXmlrpc?: unknown;
+  ipfloaterPool?: unknown;
+  ipfloaterAllow?: unknown;
+  ipfloaterAuth?: unknown;
 }
 
 const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
@@ -138,6 +158,11 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'tunnelDriver',
   'probeSeconds',
   'egress',
+  'ipfloaterRest',
+  'ipfloaterXmlrpc',
+  'ipfloaterPool',
+  'ipfloaterAllow',
+  'ipfloaterAuth',
 ];
 const EGRESS_MODES: readonly EgressMode[] = ['own', 'fip', 'masquerade'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
@@ -304,7 +329,11 @@ export function resolveConfig(
   const egress = raw.egress ?? 'own';
   if (!EGRESS_MODES.includes(egress as EgressMode))
     p.add('egress', `must be one of ${EGRESS_MODES.join(', ')}`);
+  const ipfloater = parseIpFloater(p, raw);
   if (!p.ok) throw configError(p.list, flags, configFile);
+  const floaterPorts = [ipfloater?.rest, ipfloater?.xmlrpc].flatMap((l) =>
+    l ? [{ protocol: 'tcp' as const, port: l.port }] : [],
+  );
   return {
     node: node!,
     store: store!,
@@ -315,7 +344,7 @@ export function resolveConfig(
     ...(tls ? { tls } : {}),
     ...(etcd ? { etcd } : {}),
     resyncSeconds: resyncSeconds!,
-    reservedPorts: [...reservedPorts, { protocol: 'tcp', port: listen!.port }],
+    reservedPorts: [...reservedPorts, { protocol: 'tcp', port: listen!.port }, ...floaterPorts],
     dataplane: dataplane as AgentConfig['dataplane'],
     ...(netns ? { netns } : {}),
     logLevel: logLevel as AgentConfig['logLevel'],
@@ -328,7 +357,88 @@ export function resolveConfig(
     tunnelDriver: tunnelDriver as TunnelDriverKind,
     probeSeconds: probeSeconds!,
     egress: egress as EgressMode,
+    ...(ipfloater ? { ipfloater } : {}),
   };
+}
+
+const FLOATER_LISTEN_EXAMPLE =
+  'ADDRESS:PORT, e.g. 127.0.0.1:7003 (REST) or 127.0.0.1:7000 (XML-RPC)';
+
+/**
+ * IP Floater's APIs had no authentication. Here a server listening beyond loopback must either
+ * limit its sources (ipfloaterAllow) or ask for an API token (ipfloaterAuth: token), else the
+ * agent refuses to start: anyone who reaches the port could otherwise redirect public IPs.
+ */
+function parseIpFloater(p: Problems, raw: RawAgentOptions): IpFloaterConfig | undefined {
+  const listenOf = (key: 'ipfloaterRest' | 'ipfloaterXmlrpc') => {
+    if (raw[key] === undefined) return undefined;
+    const probe = new Problems();
+    const l = parseListen(probe, raw[key]);
+    if (!l) p.add(key, `must be ${FLOATER_LISTEN_EXAMPLE}`);
+    return l;
+  };
+  const rest = listenOf('ipfloaterRest');
+  const xmlrpc = listenOf('ipfloaterXmlrpc');
+  const served = raw.ipfloaterRest !== undefined || raw.ipfloaterXmlrpc !== undefined;
+  for (const key of ['ipfloaterPool', 'ipfloaterAllow', 'ipfloaterAuth'] as const) {
+    if (raw[key] !== undefined && !served) {
+      p.add(key, 'has no effect without --ipfloater-rest or --ipfloater-xmlrpc');
+    }
+  }
+  if (!served) return undefined;
+  const pools = listOption(raw.ipfloaterPool).flatMap((name) => {
+    const valid = checkName(p, 'ipfloaterPool', name);
+    return valid ? [valid] : [];
+  });
+  let allow: string[] | undefined;
+  if (raw.ipfloaterAllow !== undefined) {
+    allow = listOption(raw.ipfloaterAllow).flatMap((text) => {
+      const prefix = tryParsePrefix(
+        text.includes('/') ? text : `${text}/${text.includes(':') ? 128 : 32}`,
+        false,
+      );
+      if (prefix) return [prefix.text];
+      p.add('ipfloaterAllow', `${JSON.stringify(text)} is not an address or a CIDR prefix`);
+      return [];
+    });
+    if (allow.length === 0) p.add('ipfloaterAllow', 'must name at least one CIDR prefix');
+  }
+  const auth = raw.ipfloaterAuth ?? 'none';
+  if (auth !== 'none' && auth !== 'token') p.add('ipfloaterAuth', 'must be "token" or "none"');
+  for (const [key, l] of [
+    ['ipfloaterRest', rest],
+    ['ipfloaterXmlrpc', xmlrpc],
+  ] as const) {
+    if (l && !isLoopbackHost(l.host) && allow === undefined && auth !== 'token') {
+      p.add(
+        key,
+        `listens on ${l.host}, beyond this host, without protection: IP Floater's APIs have no authentication, so add --ipfloater-allow CIDR[,CIDR…] (the sources that may call) and/or --ipfloater-auth token (HTTP basic auth, an API token as the password)`,
+      );
+    }
+  }
+  return {
+    ...(rest ? { rest } : {}),
+    ...(xmlrpc ? { xmlrpc } : {}),
+    pools,
+    ...(allow ? { allow } : {}),
+    auth: auth === 'token' ? 'token' : 'none',
+  };
+}
+
+/** A list given as YAML list or as comma-separated text (a flag). */
+function listOption(value: unknown): string[] {
+  if (value === undefined) return [];
+  const items = Array.isArray(value)
+    ? value
+    : typeof value === 'string'
+      ? value.split(',')
+      : [value];
+  return items.map((v) => (typeof v === 'string' ? v.trim() : String(v))).filter((v) => v !== '');
+}
+
+/** Whether a listen host is reachable only from this host. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '::1';
 }
 
 function stringOption(p: Problems, path: string, value: unknown): string | undefined {

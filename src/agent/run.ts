@@ -19,6 +19,10 @@ import type {
 } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
+import { buildFloaterRest, type FloaterGuard } from '../api/ipfloater-rest.js';
+import { FloaterXmlRpc } from '../api/ipfloater-xmlrpc.js';
+import { prefixRange, tryParsePrefix } from '../core/address.js';
+import { IpFloaterService } from '../service/ipfloater.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { HostFacts } from '../intent/facts.js';
 import { readNeighbours } from '../dataplane/iproute/neighbours.js';
@@ -29,7 +33,12 @@ import { ControlPlane } from '../service/control.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
-import { readEtcdAccess, type AgentConfig } from './config.js';
+import {
+  type AgentConfig,
+  type IpFloaterConfig,
+  isLoopbackHost,
+  readEtcdAccess,
+} from './config.js';
 import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { PathMonitor } from './path-monitor.js';
@@ -42,6 +51,8 @@ export interface RunningAgent {
   readonly reconciler: Reconciler;
   readonly dataplane: Dataplane;
   readonly app: FastifyInstance;
+  /** Where IP Floater's APIs listen, when served. */
+  readonly ipfloater?: { readonly rest?: string; readonly xmlrpc?: string };
   stop(): Promise<void>;
 }
 
@@ -160,7 +171,11 @@ export async function startAgent(
       alwaysOpen: [
         `udp/${config.tunnelPort}`,
         // Agents joining this one as their hub are no mesh members before they have joined.
-        ...(isLoopback(config.listen.host) ? [] : [`tcp/${config.listen.port}`]),
+        ...(isLoopbackHost(config.listen.host) ? [] : [`tcp/${config.listen.port}`]),
+        // IP Floater's clients (hypervisors, its CLI) are no mesh members: its own guard applies.
+        ...[config.ipfloater?.rest, config.ipfloater?.xmlrpc].flatMap((l) =>
+          l && !isLoopbackHost(l.host) ? [`tcp/${l.port}`] : [],
+        ),
       ],
     });
     probing.reconciler = reconciler;
@@ -175,20 +190,78 @@ export async function startAgent(
     await reconciler.start();
     paths.start();
     watch.start();
+    const floater = config.ipfloater
+      ? await serveIpFloater(config.ipfloater, control, tokens, app)
+      : undefined;
+    if (floater) stops.unshift(floater.stop);
     const address = await app.listen({ host: config.listen.host, port: config.listen.port });
     app.log.info(
       { node: config.node, store: store.kind, dataplane: dataplane.kind, egress: config.egress },
       `ipferry agent ${VERSION} listening on ${address}`,
     );
-    return { url: address, control, reconciler, dataplane, app, stop: () => runAll(stops) };
+    return {
+      url: address,
+      control,
+      reconciler,
+      dataplane,
+      app,
+      ...(floater ? { ipfloater: floater.urls } : {}),
+      stop: () => runAll(stops),
+    };
   } catch (e) {
     await runAll(stops);
     throw e;
   }
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host.startsWith('127.') || host === '::1';
+/**
+ * IP Floater's REST and XML-RPC servers over this agent's control plane; resolves with where
+ * they listen and what stops them. A server that cannot listen stops the other and fails the start.
+ */
+async function serveIpFloater(
+  config: IpFloaterConfig,
+  control: ControlPlane,
+  tokens: TokenSet,
+  app: FastifyInstance,
+): Promise<{ urls: { rest?: string; xmlrpc?: string }; stop: () => Promise<void> }> {
+  const service = new IpFloaterService(control, { pools: config.pools });
+  const guard: FloaterGuard = {
+    ...(config.allow
+      ? {
+          allow: config.allow.flatMap((c) => {
+            const prefix = tryParsePrefix(c, false);
+            return prefix ? [prefixRange(prefix)] : [];
+          }),
+        }
+      : {}),
+    ...(config.auth === 'token' ? { tokens } : {}),
+  };
+  const stops: (() => Promise<void>)[] = [];
+  const urls: { rest?: string; xmlrpc?: string } = {};
+  try {
+    if (config.rest) {
+      const rest = buildFloaterRest({
+        service,
+        guard,
+        logger: app.log.child({ api: 'ipfloater-rest' }),
+      });
+      stops.push(() => rest.close());
+      const url = await rest.listen({ host: config.rest.host, port: config.rest.port });
+      urls.rest = url;
+      app.log.info({ pools: config.pools, auth: config.auth }, `IP Floater REST API on ${url}`);
+    }
+    if (config.xmlrpc) {
+      const rpc = new FloaterXmlRpc({ service, guard });
+      stops.push(() => rpc.close());
+      const url = await rpc.listen(config.xmlrpc.host, config.xmlrpc.port);
+      urls.xmlrpc = url;
+      app.log.info({ pools: config.pools, auth: config.auth }, `IP Floater XML-RPC API on ${url}`);
+    }
+  } catch (e) {
+    await runAll(stops);
+    throw e;
+  }
+  return { urls, stop: () => runAll(stops) };
 }
 
 /** The tunnel's health with what the active probes found, per peer. */
