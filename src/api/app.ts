@@ -322,6 +322,7 @@ function handlers(
     removeForward: (req) => control.removeForward(req.params.address, req.params.id),
 
     listNodes: () => control.listNodes(),
+    addNode: async (req) => ({ ...(await control.addUnmanagedNode(req.body)), alive: false }),
     getNode: (req) => control.getNode(req.params.name),
     removeNode: (req) => control.mesh.removeNode(req.params.name),
     createJoinToken,

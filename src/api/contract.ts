@@ -200,6 +200,15 @@ export const API = {
     tags: ['nodes'],
     response: { 200: s.nodesResponse },
   }),
+  addNode: route({
+    ...ROUTE_PATHS.addNode,
+    auth: 'write',
+    tags: ['nodes'],
+    summary:
+      'Register an unmanaged node: a host that runs no agent, reached by WireGuard with the public key given (configure it from `ipferry node render`)',
+    body: s.addNodeBody,
+    response: { 201: s.nodeResponse },
+  }),
   getNode: route({
     ...ROUTE_PATHS.getNode,
     auth: 'read',
@@ -344,6 +353,7 @@ export type AssociateRequest = BodyOf<Api['associate']>;
 export type MoveRequest = BodyOf<Api['move']>;
 export type AddForwardRequest = BodyOf<Api['addForward']>;
 export type CreateJoinTokenRequest = BodyOf<Api['createJoinToken']>;
+export type AddNodeRequest = BodyOf<Api['addNode']>;
 export type SetMeshPolicyRequest = BodyOf<Api['setMeshPolicy']>;
 export type MeshConfirmRequest = BodyOf<Api['confirmMesh']>;
 export type MeshAuditRequest = BodyOf<Api['auditMesh']>;

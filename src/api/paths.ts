@@ -29,6 +29,7 @@ export const ROUTE_PATHS = {
   addForward: { method: 'POST', url: `${API_PREFIX}/fips/:address/forwards` },
   removeForward: { method: 'DELETE', url: `${API_PREFIX}/fips/:address/forwards/:id` },
   listNodes: { method: 'GET', url: `${API_PREFIX}/nodes` },
+  addNode: { method: 'POST', url: `${API_PREFIX}/nodes` },
   getNode: { method: 'GET', url: `${API_PREFIX}/nodes/:name` },
   removeNode: { method: 'DELETE', url: `${API_PREFIX}/nodes/:name` },
   createJoinToken: { method: 'POST', url: `${API_PREFIX}/nodes/join-tokens` },

@@ -215,6 +215,29 @@ export const addForwardBody = Type.Object(
   { additionalProperties: false },
 );
 
+export const addNodeBody = Type.Object(
+  {
+    name,
+    unmanaged: Type.Boolean({ description: 'must be true: a node with an agent registers itself' }),
+    publicKey: Type.String({
+      maxLength: 64,
+      description: "the host's WireGuard public key (wg pubkey); its private key stays there",
+    }),
+    endpoint: Type.Optional(
+      Type.String({
+        maxLength: 300,
+        description: 'host:port the gateway reaches it at (none: it calls the gateway)',
+      }),
+    ),
+    addresses: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 64 })),
+    site: Type.Optional(name),
+    tunnelDriver: Type.Optional(
+      Type.String({ maxLength: 16, description: 'wireguard (the only driver without an agent)' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const createJoinTokenBody = Type.Object(
   {
     ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: JOIN_TOKEN_TTL_MAX_SECONDS })),
@@ -480,6 +503,7 @@ export const nodeResponse = view<NodeView>({
   publicKey: str,
   overlayIp: str,
   tunnelDriver: str,
+  unmanaged: Type.Boolean({ description: 'registered by the operator; runs no agent' }),
   addresses: strings,
   alive: bool,
   aliveSince: str,

@@ -2,9 +2,15 @@
  * `ipferry node …`: the nodes registered in the store and whether their agents are alive, and
  * the join tokens that let a remote agent follow this hub.
  */
-import { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { JoinTokenResponse, NodeListView, RemoveNodeResponse } from '../api/contract.js';
+import { IpferryError } from '../core/errors.js';
 import type { PathProbe, TunnelHealth, TunnelRestore } from '../core/model.js';
+import { FAR_END_OSES, type FarEndOs, farEndSpec, type FarEndSpec } from '../core/render/farend.js';
+import { renderFreebsd } from '../core/render/freebsd.js';
+import { renderLinux } from '../core/render/linux.js';
+import { type CheckResult, checkRendered, revisionOf } from '../core/render/revision.js';
 import type { ApiClient } from '../client/api-client.js';
 import type { CliContext } from './context.js';
 import { bytesText, cell, details, keyText, shortKey, table, terminalLines } from './format.js';
@@ -16,6 +22,117 @@ export interface JoinTokenFlags {
   readonly node?: string;
   readonly url?: readonly string[];
   readonly allowAddresses?: readonly string[];
+}
+
+export interface AddNodeFlags {
+  readonly unmanaged?: boolean;
+  readonly publicKey: string;
+  readonly endpoint?: string;
+  readonly address?: readonly string[];
+  readonly site?: string;
+  readonly tunnelDriver?: string;
+}
+
+/** Registers a node that runs no agent (the API checks every field: core/farend.ts). */
+export const addNode = (api: ApiClient, name: string, flags: AddNodeFlags): Promise<NodeListView> =>
+  api.addNode({
+    name,
+    unmanaged: flags.unmanaged === true,
+    publicKey: flags.publicKey,
+    ...(flags.endpoint !== undefined ? { endpoint: flags.endpoint } : {}),
+    ...(flags.address && flags.address.length > 0 ? { addresses: [...flags.address] } : {}),
+    ...(flags.site !== undefined ? { site: flags.site } : {}),
+    ...(flags.tunnelDriver !== undefined ? { tunnelDriver: flags.tunnelDriver } : {}),
+  });
+
+export const printNodeAdded = (n: NodeListView): string =>
+  `added unmanaged node ${n.name}: configure the host from \`ipferry node render ${n.name} --os linux|freebsd\`\n`;
+
+export interface RenderFlags {
+  readonly os: FarEndOs;
+  readonly check?: string;
+  readonly interface?: string;
+  readonly keyFile?: string;
+  readonly gateway?: string;
+  readonly underlayMtu?: number;
+}
+
+/** The far end's spec from the records the API lists now, and the store revision it read. */
+export async function farEnd(
+  api: ApiClient,
+  name: string,
+  flags: RenderFlags,
+): Promise<{ spec: FarEndSpec; storeRevision: number }> {
+  await api.getNode(name); // IPF_E_NODE_NOT_FOUND for a name it does not know
+  const [status, nodes, pools, fips] = await Promise.all([
+    api.status(),
+    api.listNodes(),
+    api.listPools(),
+    api.listFips(),
+  ]);
+  const spec = farEndSpec({ nodes, pools, fips }, name, {
+    os: flags.os,
+    ...(flags.interface !== undefined ? { iface: flags.interface } : {}),
+    ...(flags.keyFile !== undefined ? { keyFile: flags.keyFile } : {}),
+    ...(flags.gateway !== undefined ? { gateway: flags.gateway } : {}),
+    ...(flags.underlayMtu !== undefined ? { underlayMtu: flags.underlayMtu } : {}),
+  });
+  return { spec, storeRevision: status.store.revision };
+}
+
+export function renderFarEnd(spec: FarEndSpec, storeRevision?: number): string {
+  return spec.os === 'freebsd'
+    ? renderFreebsd(spec, storeRevision)
+    : renderLinux(spec, storeRevision);
+}
+
+/** A stale file: exit 1 with what changed, and how to bring it up to date. */
+export class StaleRender extends IpferryError {
+  override readonly hint: string;
+
+  constructor(
+    file: string,
+    node: string,
+    os: FarEndOs,
+    result: Extract<CheckResult, { current: false }>,
+  ) {
+    const changes = [
+      ...result.added.map((l) => ({ path: 'now', message: l })),
+      ...result.removed.map((l) => ({ path: 'no longer', message: l })),
+    ];
+    const summary = result.found
+      ? `stale: rendered at revision ${result.found}, the store now gives ${result.revision}${changes.length === 0 ? ' (by another version of ipferry)' : ''}`
+      : 'it holds no ipferry revision line: not a file node render wrote';
+    super('IPF_E_CONFIG', { source: file, summary }, changes);
+    this.name = 'StaleRender';
+    this.hint = `Render it again: ipferry node render ${node} --os ${os} > FILE, and apply it on the host.`;
+  }
+}
+
+async function checkFile(path: string, spec: FarEndSpec): Promise<CheckResult> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    throw new IpferryError('IPF_E_CONFIG', {
+      source: path,
+      summary: `cannot be read (${typeof code === 'string' ? code : String(e)})`,
+    });
+  }
+  return checkRendered(text, spec);
+}
+
+export const printCheck =
+  (file: string) =>
+  (r: CheckResult): string =>
+    r.current ? `${file} is current (revision ${r.revision})\n` : `${file} is stale\n`;
+
+function underlayMtu(value: string): number {
+  const n = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1280 && n <= 65535))
+    throw new InvalidArgumentError('must be an MTU from 1280 to 65535');
+  return n;
 }
 
 export const listNodes = (api: ApiClient): Promise<NodeListView[]> => api.listNodes();
@@ -70,7 +187,7 @@ export function printNodeTable(nodes: readonly NodeListView[]): string {
     ['name', 'alive', 'site', 'overlay', 'endpoint', 'addresses', 'version'],
     nodes.map((n) => [
       n.name,
-      cell(n.alive),
+      n.unmanaged ? 'unmanaged' : cell(n.alive),
       cell(n.site),
       cell(n.overlayIp),
       cell(n.endpoint),
@@ -152,7 +269,20 @@ export function pathLine(p: PathProbe): string {
 export function printNode(n: NodeListView): string {
   return details([
     ['name', n.name],
-    ['alive', n.alive ? `yes${n.aliveSince ? ` (since ${n.aliveSince})` : ''}` : 'no'],
+    [
+      'alive',
+      n.alive
+        ? `yes${n.aliveSince ? ` (since ${n.aliveSince})` : ''}`
+        : n.unmanaged
+          ? '- (no agent)'
+          : 'no',
+    ],
+    [
+      'managed',
+      n.unmanaged
+        ? 'no: unmanaged, configured from `ipferry node render`; its gateway reports its tunnel'
+        : 'yes: by its agent',
+    ],
     ['site', cell(n.site)],
     ['endpoint', cell(n.endpoint)],
     ['overlay', cell(n.overlayIp)],
@@ -170,7 +300,9 @@ export const printNodeRemoved = (r: RemoveNodeResponse): string =>
   `removed node ${r.name}${r.overlayIp ? ` (overlay address ${r.overlayIp} is free again)` : ''}\n`;
 
 export function nodeCommand(ctx: CliContext): Command {
-  const node = new Command('node').description('Show and remove the nodes of the fleet');
+  const node = new Command('node').description(
+    'Show, add (unmanaged) and remove the nodes of the fleet; render the configuration of an unmanaged one',
+  );
   node
     .command('list')
     .description('List nodes')
@@ -180,6 +312,80 @@ export function nodeCommand(ctx: CliContext): Command {
     .description('Show one node')
     .argument('<name>', 'node name')
     .action((name: string) => ctx.run((api) => showNode(api, name), printNode));
+  node
+    .command('add')
+    .description(
+      'Register an unmanaged node: a host that runs no agent, whose tunnel its gateway builds (WireGuard only); configure the host from `node render`',
+    )
+    .argument('<name>', 'node name')
+    .requiredOption(
+      '--unmanaged',
+      'the host runs no agent (required: a node with an agent registers itself)',
+    )
+    .requiredOption(
+      '--public-key <key>',
+      "the host's WireGuard public key (wg pubkey); its private key never leaves it",
+    )
+    .option(
+      '--endpoint <host:port>',
+      'where its gateway reaches it (none: behind NAT, it calls its gateway)',
+    )
+    .option(
+      '--address <address>',
+      'an address of the host, e.g. a forward target (repeatable)',
+      collect,
+    )
+    .option('--site <name>', 'the site it is at')
+    .option(
+      '--tunnel-driver <driver>',
+      'wireguard (the only driver a host without an agent can run)',
+    )
+    .action((name: string, flags: AddNodeFlags) =>
+      ctx.run((api) => addNode(api, name, flags), printNodeAdded),
+    );
+  node
+    .command('render')
+    .description(
+      "Print everything an unmanaged node's host needs (its tunnel and return path), or with --check say whether a file rendered earlier is current",
+    )
+    .argument('<name>', 'node name')
+    .addOption(
+      new Option('--os <os>', 'the host: linux (a wg-quick file) or freebsd (rc.conf, wg(8), pf)')
+        .choices(FAR_END_OSES)
+        .makeOptionMandatory(),
+    )
+    .option(
+      '--check <file>',
+      'say whether FILE is current (exit 0) or stale (exit 1, naming what changed)',
+    )
+    .option(
+      '--interface <name>',
+      'the tunnel interface on the host (default: linux ipf…, freebsd wg0)',
+    )
+    .option(
+      '--key-file <path>',
+      "the host's WireGuard private key file (default /etc/wireguard/IFACE.key; freebsd /usr/local/etc/wireguard/IFACE.key)",
+    )
+    .option('--gateway <name>', 'its gateway, when it serves no FIP yet')
+    .option('--underlay-mtu <bytes>', "the MTU of the host's uplink (default 1500)", underlayMtu)
+    .action(async (name: string, flags: RenderFlags) => {
+      const { spec, storeRevision } = await farEnd(await ctx.api(), name, flags);
+      if (flags.check === undefined) {
+        ctx.print(
+          {
+            os: spec.os,
+            revision: revisionOf(spec),
+            storeRevision,
+            text: renderFarEnd(spec, storeRevision),
+          },
+          (r) => r.text,
+        );
+        return;
+      }
+      const result = await checkFile(flags.check, spec);
+      ctx.print(result, printCheck(flags.check));
+      if (!result.current) throw new StaleRender(flags.check, name, spec.os, result);
+    });
   node
     .command('remove')
     .description(

@@ -17,6 +17,7 @@ import type {
   AssociateRequest,
   BodyOf,
   CreateJoinTokenRequest,
+  AddNodeRequest,
   CreatePoolRequest,
   DeletePoolResponse,
   FipView,
@@ -226,6 +227,9 @@ export class ApiClient {
 
   listNodes(): Promise<NodeListView[]> {
     return this.call('listNodes');
+  }
+  addNode(body: AddNodeRequest): Promise<NodeListView> {
+    return this.call('addNode', { body });
   }
   getNode(name: string): Promise<NodeListView> {
     return this.call('getNode', { params: { name } });

@@ -138,6 +138,12 @@ export interface NodeRecord {
   readonly agentVersion?: string;
   /** How the node's own traffic leaves when not by its own default route (see core/compile/egress.ts). */
   readonly egress?: Exclude<EgressMode, 'own'>;
+  /**
+   * Registered by the operator for a host that runs no agent (`ipferry node add --unmanaged`):
+   * its gateway's agent peers with it as with any node; the host is configured from
+   * `ipferry node render` (docs/far-ends.md). It never has a liveness record.
+   */
+  readonly unmanaged?: true;
   readonly registeredAt: string;
 }
 

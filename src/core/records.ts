@@ -296,6 +296,7 @@ export function decodeNodeRecord(value: unknown): NodeRecord {
   if (r.publicKey !== undefined) publicKey(p, 'publicKey', r.publicKey, r.tunnelDriver);
   canonical(p, 'overlayIp', r.overlayIp, true);
   if (r.egress !== undefined) oneOf(p, 'egress', r.egress, ['fip', 'masquerade']);
+  if (r.unmanaged !== undefined && r.unmanaged !== true) p.add('unmanaged', 'must be true');
   listOf(p, 'addresses', r.addresses).forEach((a, i) => canonical(p, `addresses[${i}]`, a));
   listOf(p, 'reservedPorts', r.reservedPorts ?? []).forEach((x, i) =>
     reservedPort(p, `reservedPorts[${i}]`, x),

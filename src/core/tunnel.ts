@@ -330,6 +330,18 @@ export function tunnelProbeAddress(node: string): string {
   return `fe80::${groups.join(':')}`;
 }
 
+/**
+ * A link-local IPv4 address for the node's tunnel interface. Linux's reverse-path filter drops
+ * packets that arrive on an interface without any IPv4 address when their source is routed
+ * elsewhere (a client's answer through the tunnel to the node's own address, or that address's
+ * answers arriving at the gateway), even in loose mode; any address lifts that. It is never
+ * routed anywhere, so it may be the same on two nodes.
+ */
+export function tunnelLinkAddress(node: string): string {
+  const h = fnv1a(node);
+  return `169.254.${((h >>> 8) % 254) + 1}.${(h % 254) + 1}/32`;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation
 

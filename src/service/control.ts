@@ -74,6 +74,7 @@ import {
   withinTargetRanges,
 } from '../core/validate.js';
 import type { Compare, Op, Store } from '../store/store.js';
+import { type UnmanagedNodeInput, validateUnmanagedNode } from '../core/farend.js';
 import { livenessByNode, MeshControl, withHealth } from './mesh.js';
 import {
   absent,
@@ -705,6 +706,28 @@ export class ControlPlane {
     });
     const overlayIp = await this.mesh.ensureOverlay(record.name);
     return overlayIp ? { ...registered, overlayIp } : registered;
+  }
+
+  /**
+   * Registers a node that runs no agent (core/farend.ts): refused when the name is taken or its
+   * key is another node's. It gets no overlay address: without an agent it takes no part in
+   * the mesh.
+   */
+  async addUnmanagedNode(input: UnmanagedNodeInput): Promise<NodeRecord> {
+    const valid = validateUnmanagedNode(input);
+    return optimistic('add node', async () => {
+      const nodes = await listRecords<NodeRecord>(this.store, keys.nodes);
+      if (nodes.items.some((n) => n.value.name === valid.name))
+        invalid('name', `node ${valid.name} is already registered`);
+      const owner = nodes.items.find((n) => n.value.publicKey === valid.publicKey);
+      if (owner) invalid('publicKey', `is the tunnel key of node ${owner.value.name}`);
+      const next: NodeRecord = { ...valid, registeredAt: this.timestamp() };
+      const r = await this.store.txn({
+        compare: [absent(keys.node(valid.name))],
+        success: [{ type: 'put', key: keys.node(valid.name), value: stringifyStored(next) }],
+      });
+      return r.succeeded ? next : RETRY;
+    });
   }
 
   async listNodes(): Promise<NodeView[]> {

@@ -382,6 +382,9 @@ describe('every route of the API answers as its response schema says', () => {
     const token = await answer('createJoinToken', { body: { node: 'b1', ttlSeconds: 600 } });
     assert.match(token.token, /^ipfjoin1\./);
     await answer('createJoinToken', { body: { urls: ['https://hub.example:7447'] } });
+    const publicKey = Buffer.alloc(32, 3).toString('base64');
+    const far = await answer('addNode', { body: { name: 'far1', unmanaged: true, publicKey } });
+    assert.equal(far.unmanaged, true);
     assert.equal((await answer('removeNode', { params: { name: 'old1' } })).removed, true);
 
     await refusal('getNode', { params: { name: 'nobody' } }, 404, 'IPF_E_NODE_NOT_FOUND');
