@@ -38,6 +38,8 @@ const SSH = 22;
 const OPEN = 443;
 /** An overlay address the override sends to b2's public address, whoever holds it. */
 const OVERRIDDEN = '192.168.63.200';
+/** One outside the overlay, as Neti's own testing.yml has (192.168.75.1): sent to b1. */
+const OUTSIDE = '192.168.75.1';
 const ANSWER_MS = 3000;
 const DROP_MS = 800;
 
@@ -68,6 +70,7 @@ zk_hosts:
     - 10.21.159.3:2181
 nat_overrides:
   ${OVERRIDDEN}: ${byName('b2').public}
+  ${OUTSIDE}: ${byName('b1').public}
 `;
 
 let lab: Lab;
@@ -159,7 +162,7 @@ describe(
         openPorts: [`tcp/${OPEN}`],
         sshAllow: [FLEET.admin.sshAllow],
         rejectAll: true,
-        natOverrides: { [OVERRIDDEN]: byName('b2').public },
+        natOverrides: { [OVERRIDDEN]: byName('b2').public, [OUTSIDE]: byName('b1').public },
       });
       const names = NODES.map((n) => n.name);
       await waitFor(
