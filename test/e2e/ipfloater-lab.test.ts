@@ -129,7 +129,8 @@ before(async () => {
   await startEchoServer(lab, 'be2', { tcp: [80] });
   const [restPort, xmlrpcPort] = [await freePort(), await freePort()];
   restServer = `127.0.0.1:${restPort}`;
-  xmlrpcUrl = `http://127.0.0.1:${xmlrpcPort}/`;
+  // As IP Floater's CLI builds it: no path, so Python posts to /RPC2.
+  xmlrpcUrl = `http://127.0.0.1:${xmlrpcPort}`;
   ({ api } = await agents.startHub('gw', {
     extra: [
       '--ipfloater-rest',
@@ -213,7 +214,8 @@ describe("IP Floater's XML-RPC API from Python's xmlrpc.client", () => {
       true,
       `${FIP}:2222 -> ${VM}:22`,
     ]);
-    assert.deepEqual(await python('create_public_redirection', '203.0.113.11', 0, L.be2.v4, 0), [
+    // `ipfloater getip`'s call: any free address, whole.
+    assert.deepEqual(await python('create_public_redirection', '', -1, L.be2.v4, 0), [
       true,
       `203.0.113.11 -> ${L.be2.v4}`,
     ]);

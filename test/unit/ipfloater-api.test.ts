@@ -144,6 +144,20 @@ describe("IP Floater's REST API", () => {
     assert.equal((await call('PUT', `/public/203.0.113.1/x/redirect/${VM2}/80`)).status, 404);
   });
 
+  it('turns a control-plane refusal into 404 "Could not obtain", releasing what it allocated', async () => {
+    // A pool's address is no server: the control plane refuses it as a target.
+    const r = await call('PUT', '/public/203.0.113.2/redirect/198.51.100.1');
+    assert.equal(r.status, 404);
+    assert.match(
+      r.body,
+      /^Could not obtain a redirection for 198\.51\.100\.1:0\n.*198\.51\.100\.1/s,
+    );
+    await assert.rejects(agent.control.getFip('203.0.113.2'), { code: 'IPF_E_FIP_NOT_FOUND' });
+    const port = await call('PUT', '/public/203.0.113.2/80/redirect/198.51.100.1/80');
+    assert.equal(port.status, 404);
+    await assert.rejects(agent.control.getFip('203.0.113.2'), { code: 'IPF_E_FIP_NOT_FOUND' });
+  });
+
   it('GET of a free or unknown public IP or port is {} (on purpose); private ones 404', async () => {
     assert.deepEqual(await getJson('/public/203.0.113.2'), {});
     assert.deepEqual(await getJson('/public/192.0.2.99'), {});
