@@ -95,6 +95,23 @@ describe("IP Floater's APIs: configuration", () => {
     });
   });
 
+  it('take lists in the YAML file (the example of docs/configuration.md)', () => {
+    const file: RawAgentOptions = {
+      ipfloaterRest: '10.0.0.1:7003',
+      ipfloaterXmlrpc: '10.0.0.1:7000',
+      ipfloaterPool: ['public'],
+      ipfloaterAllow: ['10.0.0.0/24'],
+      ipfloaterAuth: 'token',
+    };
+    assert.deepEqual(resolveConfig(file, options({}), 'agent.yaml').ipfloater, {
+      rest: { host: '10.0.0.1', port: 7003 },
+      xmlrpc: { host: '10.0.0.1', port: 7000 },
+      pools: ['public'],
+      allow: ['10.0.0.0/24'],
+      auth: 'token',
+    });
+  });
+
   it('refuse their other options without a server, and bad values', () => {
     assert.throws(
       () => resolveConfig({}, options({ ipfloaterPool: 'public' }), 'test'),
