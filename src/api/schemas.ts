@@ -504,6 +504,9 @@ export const nodeResponse = view<NodeView>({
   overlayIp: str,
   tunnelDriver: str,
   unmanaged: Type.Boolean({ description: 'registered by the operator; runs no agent' }),
+  seenBy: Type.Array(open({ node: str, tunnel: str, checkedAt: str, peer: open() }), {
+    description: "an unmanaged node's tunnel as the agents peering with it report it",
+  }),
   addresses: strings,
   alive: bool,
   aliveSince: str,

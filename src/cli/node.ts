@@ -236,6 +236,23 @@ export function tunnelLines(t: TunnelHealth | undefined): string | string[] {
   return lines;
 }
 
+/**
+ * An unmanaged node reports nothing itself: its tunnel as each agent peering with it (its
+ * gateway) last saw it, `ipfgw… of gw → home at ENDPOINT: handshake 3 s ago, …`.
+ */
+export function sightingLines(n: NodeListView): string | string[] {
+  const seen = n.seenBy ?? [];
+  if (seen.length === 0) return '- (no agent peering with it reports it)';
+  return seen.flatMap((s) => {
+    const lines = tunnelLines({
+      name: `${s.tunnel} of ${s.node}`,
+      checkedAt: s.checkedAt,
+      peers: [{ ...s.peer, node: n.name }],
+    });
+    return typeof lines === 'string' ? [lines] : lines;
+  });
+}
+
 /** The latest loss of the tunnel and its restoring, in one line. */
 export function restoreLine(r: TunnelRestore): string {
   const after = (at: string | undefined): string | undefined =>
@@ -289,7 +306,7 @@ export function printNode(n: NodeListView): string {
     ['addresses', [...n.addresses]],
     ['reserved ports', cell(n.reservedPorts.map((r) => `${r.protocol}/${r.port}`).join(' '))],
     ['public key', cell(n.publicKey === undefined ? undefined : keyText(n.publicKey))],
-    ['tunnel', tunnelLines(n.tunnel)],
+    ['tunnel', n.unmanaged ? sightingLines(n) : tunnelLines(n.tunnel)],
     ['mesh', meshReportText(n.mesh)],
     ['version', cell(n.agentVersion)],
     ['registered', n.registeredAt],

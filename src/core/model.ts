@@ -260,6 +260,21 @@ export interface NodeView extends NodeRecord {
   readonly tunnel?: TunnelHealth;
   /** The node's mesh as its agent last applied it (its liveness record's report). */
   readonly mesh?: MeshNodeReport;
+  /**
+   * An unmanaged node (no agent, no tunnel report of its own): its tunnel as the live nodes
+   * that peer with it see it (handshake, bytes, path probes), one entry per such node.
+   */
+  readonly seenBy?: readonly PeerSighting[];
+}
+
+/** A tunnel peer as another node's agent last reported it. */
+export interface PeerSighting {
+  /** The node whose agent saw it (its gateway). */
+  readonly node: string;
+  /** That node's tunnel interface. */
+  readonly tunnel: string;
+  readonly checkedAt: string;
+  readonly peer: TunnelHealth['peers'][number];
 }
 
 /**

@@ -37,6 +37,7 @@ import type {
   NodeLiveness,
   NodeRecord,
   NodeView,
+  PeerSighting,
   Pool,
   PoolEntry,
   PortForward,
@@ -741,7 +742,9 @@ export class ControlPlane {
       health.items.map((h) => h.value),
     );
     const byKey = keyOwners(nodes.items.map((n) => n.value));
-    return nodes.items.map((n) => nodeView(n.value, aliveOf.get(n.value.name), byKey));
+    return nodes.items.map((n) =>
+      withSightings(nodeView(n.value, aliveOf.get(n.value.name), byKey), aliveOf),
+    );
   }
 
   async getNode(name: string): Promise<NodeView> {
@@ -751,11 +754,22 @@ export class ControlPlane {
       getRecord<NodeHealth>(this.store, keys.nodeHealth(name)),
       listRecords<NodeRecord>(this.store, keys.nodes),
     ]);
-    return nodeView(
+    const view = nodeView(
       node.value,
       withHealth(alive?.value, health?.value),
       keyOwners(nodes.items.map((n) => n.value)),
     );
+    if (!node.value.unmanaged) return view;
+    // Only the agents that peer with it can tell how its tunnel does.
+    const [everyAlive, everyHealth] = await Promise.all([
+      listRecords<NodeLiveness>(this.store, keys.alive),
+      listRecords<NodeHealth>(this.store, keys.health),
+    ]);
+    const aliveOf = livenessByNode(
+      everyAlive.items.map((a) => a.value),
+      everyHealth.items.map((h) => h.value),
+    );
+    return withSightings(view, aliveOf);
   }
 
   /**
@@ -1033,6 +1047,18 @@ function statusView(
     ...(status.message ? { message: status.message } : {}),
     updatedAt: status.updatedAt,
   };
+}
+
+/** An unmanaged node's tunnel as the agents peering with it report it (NodeView.seenBy). */
+function withSightings(view: NodeView, aliveOf: ReadonlyMap<string, NodeLiveness>): NodeView {
+  if (!view.unmanaged || !view.publicKey) return view;
+  const seenBy: PeerSighting[] = [];
+  for (const [node, liveness] of aliveOf) {
+    const t = liveness.tunnel;
+    const peer = t?.peers.find((p) => p.publicKey === view.publicKey);
+    if (t && peer) seenBy.push({ node, tunnel: t.name, checkedAt: t.checkedAt, peer });
+  }
+  return seenBy.length > 0 ? { ...view, seenBy } : view;
 }
 
 function keyOwners(nodes: readonly NodeRecord[]): Map<string, string> {

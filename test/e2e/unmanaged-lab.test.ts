@@ -245,6 +245,16 @@ describe('an unmanaged node configured only from node render --os linux', () => 
     await wgQuick('up');
     await active(FIP);
     await active(SHARED);
+    // home reports nothing itself: node show gives its tunnel as the gateway's agent sees it.
+    const shown = await waitFor(
+      'node show home with the path the gateway probed',
+      async () => {
+        const text = await ipferry(['node', 'show', 'home']);
+        return /of gw → home.*handshake/.test(text) && /path: answers/.test(text) && text;
+      },
+      15_000,
+    );
+    assert.match(shown, /alive:\s+- \(no agent\)/);
   });
 
   it('the routed FIP serves the client, whose address home sees', async () => {

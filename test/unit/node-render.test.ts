@@ -22,6 +22,7 @@ import { renderLinux } from '../../src/core/render/linux.js';
 import { checkRendered, revisionOf } from '../../src/core/render/revision.js';
 import type { ControlPlane } from '../../src/service/control.js';
 import type { Store } from '../../src/store/store.js';
+import { printNode, printNodeTable } from '../../src/cli/node.js';
 import { fake, run, useFakeAgent } from '../support/cli-harness.js';
 import { controlPlane, dumpStore, testApi, TOKEN_RW } from '../support/helpers.js';
 
@@ -334,6 +335,36 @@ describe('unmanaged nodes: POST /v1/nodes', () => {
       assert.ok(res.body['error'].problems.some((p: { path: string }) => p.path === path));
       assert.equal(await dumpStore(store), before);
     }
+  });
+});
+
+describe('node show of an unmanaged node', () => {
+  it("gives its tunnel as its gateway's agent sees it, and says it has no agent", () => {
+    const shown = printNode({
+      ...home,
+      alive: false,
+      seenBy: [
+        {
+          node: 'gw',
+          tunnel: 'ipfgw1',
+          checkedAt: AT,
+          peer: {
+            publicKey: HOME_KEY,
+            endpoint: '198.18.0.10:40000',
+            handshakeAgeSeconds: 3,
+            rxBytes: 100,
+            txBytes: 200,
+            probe: { alive: true, checkedAt: AT, rttMs: 0.4 },
+          },
+        },
+      ],
+    });
+    assert.match(shown, /alive:\s+- \(no agent\)/);
+    assert.match(shown, /managed:\s+no: unmanaged/);
+    assert.match(shown, /ipfgw1 of gw → home at 198\.18\.0\.10:40000: handshake 3 s ago/);
+    assert.match(shown, /path: answers \(0\.4 ms\)/);
+    assert.match(printNode({ ...home, alive: false }), /no agent peering with it reports it/);
+    assert.match(printNodeTable([{ ...home, alive: false }]), /home\s+unmanaged/);
   });
 });
 
