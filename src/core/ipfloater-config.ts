@@ -12,11 +12,15 @@
 import { decode as decodeIni } from 'ini';
 import { type Address, tryParseAddress, tryParseMac, tryParsePrefix } from './address.js';
 import { IpferryError, type Problem } from './errors.js';
+import { IPFLOATER_TAG } from './ipfloater.js';
 import type { FloatingIp, PoolEntry } from './model.js';
 import { withinTargetRanges } from './validate.js';
 
-/** The tag of every FIP the import allocates (the one IP Floater's API adapter gives its own). */
-export const IMPORT_TAG = 'ipfloater';
+/**
+ * The tag of every FIP the import allocates: the one IP Floater's API adapter gives its own
+ * (core/ipfloater.ts), so its XML-RPC and REST calls treat imported redirections as theirs.
+ */
+export const IMPORT_TAG = IPFLOATER_TAG;
 export const DEFAULT_POOL_NAME = 'ipfloater';
 
 /** What IP Floater uses when a key is not set (its config.py). */
