@@ -134,6 +134,21 @@ describe('node render: the renderers', () => {
     await golden('freebsd-home.txt', renderFreebsd(spec, 42));
   });
 
+  it('freebsd: a listening node, an IPv6 gateway endpoint, a nat target on IPv6', async () => {
+    const nodes = [
+      { ...gw, endpoint: '[2001:db8:1::2]:51820' },
+      { ...home, endpoint: '198.18.0.10:51821' },
+    ];
+    const nat = fip('203.0.113.5', {
+      association: { mode: 'nat', target: '2001:db8:3::10', node: 'home', associatedAt: AT },
+    });
+    const s: FarEndState = { ...state(), nodes, fips: [nat, routed('203.0.113.10')] };
+    const text = renderFreebsd(farEndSpec(s, 'home', { os: 'freebsd', iface: 'wg3' }), 9);
+    await golden('freebsd-home-nat.txt', text);
+    assert.match(text, /ListenPort = 51821/);
+    assert.match(text, /MTU|mtu 1420/, 'an IPv6 underlay: 80 bytes of overhead');
+  });
+
   it('keeps the gateway side as an agent would: MTU from the underlay, keepalive toward it', () => {
     const spec = farEndSpec(state(), 'home', { os: 'linux', underlayMtu: 1492 });
     assert.equal(spec.mtu, 1432);
