@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import type { ApiClient } from '../../src/client/api-client.js';
 import { LabAgents } from '../../src/lab/agents.js';
+import { freePort } from '../../src/lab/ports.js';
 import { echoProbe, startEchoServer } from '../../src/lab/probe.js';
 import { GATEWAY_LAN as L, gatewayLan } from '../../src/lab/scenarios.js';
 import { Lab } from '../../src/lab/topology.js';
@@ -29,6 +30,8 @@ let tmp: { dir: string; remove: () => Promise<void> };
 let agents: LabAgents;
 let api: ApiClient;
 let server: string;
+/** Where the agent serves IP Floater's REST API (--ipfloater-rest). */
+let rest: string;
 
 async function ipferry(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   const tokenFile = agents.tokenFile('gw');
@@ -88,8 +91,9 @@ before(async () => {
   agents = new LabAgents({ lab, dir: tmp.dir });
   await startEchoServer(lab, 'be1', { tcp: [80] });
   await startEchoServer(lab, 'be2', { tcp: [80] });
+  rest = `127.0.0.1:${await freePort()}`;
   let agent;
-  ({ agent, api } = await agents.startHub('gw'));
+  ({ agent, api } = await agents.startHub('gw', { extra: ['--ipfloater-rest', rest] }));
   server = agent.url;
 });
 
@@ -134,6 +138,21 @@ describe("IP Floater's configuration imported and forwarding on a real kernel", 
     });
     assert.equal(await echoProbe(lab, 'client', 'tcp', PORTS, 80, 800), undefined);
     assert.equal(await echoProbe(lab, 'client', 'tcp', SPARE, 80, 800), undefined);
+  });
+
+  it("IP Floater's REST API shows the imported redirections as IP Floater showed them", async () => {
+    const get = async (path: string): Promise<unknown> =>
+      (await fetch(`http://${rest}${path}`, { signal: AbortSignal.timeout(5000) })).json();
+    const endpoint = (e: unknown) => {
+      const x = e as Record<string, unknown>;
+      return [x['public_ip'], x['public_port'], x['private_ip'], x['private_port']];
+    };
+    const whole = (await get(`/public/${WHOLE}`)) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(whole), ['0']);
+    assert.deepEqual(endpoint(whole['0']), [WHOLE, 0, L.be1.v4, 0]);
+    const ports = (await get(`/public/${PORTS}`)) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(ports), ['8080']);
+    assert.deepEqual(endpoint(ports['8080']), [PORTS, 8080, L.be2.v4, 80]);
   });
 
   it('running the import again changes nothing, and the traffic keeps flowing', async () => {
