@@ -26,6 +26,7 @@ import {
   toIpferryError,
 } from './exit.js';
 import { planCommand } from './plan.js';
+import { stateCommand } from './state.js';
 import { statusCommand, versionCommand } from './status.js';
 import { VERSION } from '../version.js';
 
@@ -78,6 +79,7 @@ export function buildProgram(ctx: CliContext, version: string): Command {
     program.addCommand(command);
   }
   program.addCommand(agentCommand());
+  program.addCommand(stateCommand(ctx));
   program.addCommand(labCommand(ctx));
   requireAfterUnknown(program);
   return program;

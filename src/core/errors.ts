@@ -223,6 +223,11 @@ export const ERRORS = {
     message: 'Revision {revision} is compacted (oldest kept: {oldest}).',
     hint: 'Read the current state with a list and watch from its revision.',
   },
+  IPF_E_STORE_NOT_EMPTY: {
+    status: 409,
+    message: 'The store is not empty ({count} key(s), such as {key}); nothing was imported.',
+    hint: 'Import a backup onto a new, empty store (a new sqlite: file, an etcd cluster without /ipferry keys), with no agent running on it; see docs/backup.md.',
+  },
   IPF_E_UNREACHABLE: {
     status: 503,
     message: 'Cannot reach the agent at {server}: {reason}',

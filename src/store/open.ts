@@ -15,7 +15,7 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IpferryError } from '../core/errors.js';
-import type { Store } from './store.js';
+import type { ListResult, Store } from './store.js';
 
 // Each implementation is imported when its scheme is opened: an agent on SQLite does not
 // carry the gRPC stack of the etcd client (about 20 MB resident) for nothing.
@@ -92,6 +92,39 @@ export async function openStore(spec: string, access: StoreAccess = {}): Promise
     throw configError('there is no etcds: scheme: write etcd:https://HOST:2379 for etcd over TLS');
   }
   throw configError(`unknown store scheme ${JSON.stringify(scheme)}; use ${EXAMPLE}`);
+}
+
+/**
+ * Every key under `prefix` at one revision, for a backup: a SQLite file is read without being
+ * written (an agent may be running on it), etcd answers one range at one revision. Another
+ * agent's store (http) is refused: a node credential cannot read the secrets a restore needs.
+ */
+export async function readStoreSnapshot(
+  spec: string,
+  prefix: string,
+  access: StoreAccess = {},
+): Promise<ListResult> {
+  const colon = spec.indexOf(':');
+  const scheme = colon > 0 ? spec.slice(0, colon).toLowerCase() : '';
+  if (scheme === 'sqlite') {
+    const path = spec.slice(colon + 1);
+    if (path === '' || path === ':memory:') {
+      throw configError(`a snapshot needs the store's file, e.g. ${EXAMPLE}`);
+    }
+    const { readSqliteSnapshot } = await import('./sqlite.js');
+    return readSqliteSnapshot(path, prefix);
+  }
+  if (scheme === 'http' || scheme === 'https') {
+    throw configError(
+      `${scheme}: is another agent's store seen through its API: read the hub's own store (its sqlite: file or etcd:) instead`,
+    );
+  }
+  const store = await openStore(spec, access);
+  try {
+    return await store.list(prefix);
+  } finally {
+    await store.close();
+  }
 }
 
 async function openEtcd(location: string, access: EtcdAccess): Promise<Store> {

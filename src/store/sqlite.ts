@@ -59,7 +59,7 @@ const EXPIRY_BATCH = 100;
 // ---------------------------------------------------------------------------------------------
 // Schema
 
-interface Migration {
+export interface Migration {
   readonly version: number;
   readonly sql: string;
 }
@@ -68,7 +68,7 @@ interface Migration {
  * Numbered schema steps; `PRAGMA user_version` records the last one applied. Never edit a step
  * that has shipped: append a new one, so every existing file can be brought forward.
  */
-const MIGRATIONS: readonly Migration[] = [
+export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
     sql: `
@@ -116,7 +116,12 @@ const MIGRATIONS: readonly Migration[] = [
   },
 ];
 
-const SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);
+function lastVersion(steps: readonly Migration[]): number {
+  return steps.reduce((max, m) => Math.max(max, m.version), 0);
+}
+
+/** The schema this ipferry writes; a file of an older one is migrated when it is opened. */
+export const SCHEMA_VERSION = lastVersion(MIGRATIONS);
 
 function readUserVersion(db: Database.Database): number {
   const version = db.pragma('user_version', { simple: true });
@@ -124,18 +129,22 @@ function readUserVersion(db: Database.Database): number {
   return version;
 }
 
-/** Brings the file to SCHEMA_VERSION; all pending steps commit together or not at all. */
-function migrate(db: Database.Database): void {
+/**
+ * Brings the file to the last version of `steps` (MIGRATIONS; tests pass a longer list to run
+ * a step a later version would add); all pending steps commit together or not at all.
+ */
+export function migrate(db: Database.Database, steps: readonly Migration[] = MIGRATIONS): void {
+  const target = lastVersion(steps);
   db.transaction(() => {
     // Read inside the (immediate, i.e. write-locked) transaction so two openers cannot both
     // apply the same step.
     const current = readUserVersion(db);
-    if (current > SCHEMA_VERSION) {
+    if (current > target) {
       throw storeError(
-        `${db.name} has schema version ${current}, newer than this ipferry knows (${SCHEMA_VERSION}); upgrade ipferry`,
+        `${db.name} has schema version ${current}, newer than this ipferry knows (${target}); upgrade ipferry`,
       );
     }
-    for (const step of MIGRATIONS) {
+    for (const step of steps) {
       if (step.version <= current) continue;
       db.exec(step.sql);
       db.pragma(`user_version = ${step.version}`);
@@ -940,5 +949,49 @@ export function openSqliteStore(
     return Promise.reject(
       e instanceof IpferryError ? e : storeError(`cannot open ${path}: ${reason}`),
     );
+  }
+}
+
+/**
+ * Every key under `prefix` with the revision they are consistent with, read from the file
+ * without writing to it: safe while an agent runs on the file (WAL lets a reader see one
+ * committed snapshot while the agent writes). Opening the file as a store instead would renew
+ * its leases and collect expired ones, writes the running agent's watches would never see.
+ *
+ * The file must exist and be of this ipferry's schema: an older one is migrated by the agent
+ * that opens it (read-only, it cannot be here), a newer one is refused.
+ */
+export function readSqliteSnapshot(path: string, prefix: string): Promise<ListResult> {
+  let db: Database.Database | undefined;
+  try {
+    checkText('prefix', prefix, true);
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    const version = readUserVersion(db);
+    if (version !== SCHEMA_VERSION) {
+      throw storeError(
+        version > SCHEMA_VERSION
+          ? `${path} has schema version ${version}, newer than this ipferry knows (${SCHEMA_VERSION}); upgrade ipferry`
+          : `${path} has schema version ${version}, older than this ipferry's (${SCHEMA_VERSION}): start this version's agent on it once (it migrates the file), or export it with the ipferry that wrote it`,
+      );
+    }
+    // Only the reads run: on this read-only connection a write would fail SQLITE_READONLY.
+    const sql = prepareStatements(db);
+    const range = keyRange(prefix);
+    const snapshot = db.transaction((): ListResult => {
+      const rows =
+        range.to === undefined ? sql.kvFrom.all(range.from) : sql.kvRange.all(range.from, range.to);
+      const meta = sql.meta.get();
+      if (!meta) throw storeError('the meta row is missing; the file is damaged');
+      return { kvs: rows.map(rowToKv), revision: meta.revision };
+    })();
+    return Promise.resolve(snapshot);
+  } catch (e) {
+    const reason = e instanceof Error ? e.message : String(e);
+    return Promise.reject(
+      e instanceof IpferryError ? e : storeError(`cannot read ${path}: ${reason}`),
+    );
+  } finally {
+    db?.close();
   }
 }
