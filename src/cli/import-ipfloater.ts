@@ -6,6 +6,7 @@
  * is, so running it again changes nothing.
  */
 import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import Database from 'better-sqlite3';
 import { Command } from 'commander';
 import type { FipView, PoolView } from '../api/contract.js';
@@ -105,9 +106,19 @@ function readEndpoints(path: string): EndpointRow[] {
   }
 }
 
+/** `$VAR`, `${VAR}` and a leading `~`, expanded as IP Floater expands its pool file's path. */
+export function expandPath(path: string, env: NodeJS.ProcessEnv = process.env): string {
+  const vars = path.replace(
+    /\$(\w+)|\$\{(\w+)\}/g,
+    (whole, a?: string, b?: string) => env[a ?? b ?? ''] ?? whole,
+  );
+  return vars === '~' || vars.startsWith('~/') ? homedir() + vars.slice(1) : vars;
+}
+
 export async function readInputs(conf: string, flags: ImportFlags): Promise<Inputs> {
   const config = parseIpfloaterConfig(await readText(conf, 'configuration'), conf);
-  const poolFilePath = flags.arpTable ?? config.ipPoolFile;
+  const given = flags.arpTable ?? config.ipPoolFile;
+  const poolFilePath = given === undefined ? undefined : expandPath(given);
   const poolFile =
     poolFilePath === undefined
       ? undefined

@@ -7,10 +7,12 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
+import { expandPath } from '../../src/cli/import-ipfloater.js';
 import { main } from '../../src/cli/main.js';
 import {
   agentFlags,
@@ -231,6 +233,16 @@ describe('IP Floater configuration', () => {
   });
 });
 
+describe('IP Floater paths', () => {
+  it('expand $VAR, ${VAR} and a leading ~ as IP Floater does, and leave unknown variables', () => {
+    const env = { A: '/srv', B: 'ipfl' };
+    assert.equal(expandPath('$A/${B}/pool.txt', env), '/srv/ipfl/pool.txt');
+    assert.equal(expandPath('$NOPE/pool.txt', env), '$NOPE/pool.txt');
+    assert.equal(expandPath('~/pool.txt', env), `${homedir()}/pool.txt`);
+    assert.equal(expandPath('/etc/~pool', env), '/etc/~pool');
+  });
+});
+
 describe('ipferry import ipfloater', () => {
   let app: FastifyInstance;
   let store: Store;
@@ -272,8 +284,10 @@ describe('ipferry import ipfloater', () => {
     await app.listen({ host: '127.0.0.1', port: 0 });
     server = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     ({ dir, remove: removeDir } = await tempDir('import-ipfloater'));
+    process.env['IPFL_IMPORT_TEST_DIR'] = dir;
   });
   after(async () => {
+    delete process.env['IPFL_IMPORT_TEST_DIR'];
     await app.close();
     await close();
     await removeDir();
@@ -293,7 +307,8 @@ describe('ipferry import ipfloater', () => {
       [
         '[IPFLOATER]',
         'IP_POOL = 203.0.113.10, 203.0.113.11',
-        `IP_POOL_FILE = ${poolFile()}`,
+        // A variable in the path, expanded as IP Floater expands it.
+        'IP_POOL_FILE = ${IPFL_IMPORT_TEST_DIR}/pool.txt',
         'PRIVATE_IP_RANGES = 192.168.1.1/24',
         'LISTEN_IP = 10.0.0.1',
         'REST_PORT = 7003',
