@@ -29,6 +29,7 @@ import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import type { NodeListView } from '../../src/api/contract.js';
 import type { ApiClient } from '../../src/client/api-client.js';
 import { LabAgents } from '../../src/lab/agents.js';
 import { listNamespaces, randomPrefix } from '../../src/lab/netns.js';
@@ -53,6 +54,8 @@ interface Far {
   readonly prefix: string;
   /** home's tunnel interface: ipf… so the lab's wireguard-go helpers know it; unique per run. */
   readonly iface: string;
+  /** A second interface there, for the FreeBSD rendering's wg(8) file. */
+  readonly spare: string;
   tmp?: { dir: string; remove: () => Promise<void> };
   lab?: Lab;
   agents?: LabAgents;
@@ -64,8 +67,17 @@ interface Far {
 const far: Far = {
   prefix: randomPrefix(),
   iface: `ipfu${randomPrefix('').slice(0, 6)}`,
+  spare: `ipfv${randomPrefix('').slice(0, 6)}`,
   servers: [],
 };
+
+/** One file of the FreeBSD rendering: the lines after its `# ==> PATH <==` line. */
+function section(bundle: string, path: string): string {
+  const parts = bundle.split(/^# ==> (.+) <==\n/m);
+  const at = parts.indexOf(path);
+  assert.ok(at > 0, `the rendering has no ${path}`);
+  return parts[at + 1] ?? '';
+}
 
 function lab(): Lab {
   assert.ok(far.lab, 'the lab was not built');
@@ -120,14 +132,14 @@ async function renderToFile(): Promise<string> {
 const wgQuick = (verb: 'up' | 'down') => lab().exec('home', ['wg-quick', verb, confPath()]);
 
 /** Stops home's wireguard-go by pid (wg-quick down removed its socket; it may still run). */
-async function stopHomeDaemons(): Promise<void> {
-  const daemons = wireguardDaemons({ hosts: ['home'], ns: (h) => lab().ns(h) }).filter(
-    (d) => d.name === far.iface,
+async function stopHomeDaemons(names: readonly string[] = [far.iface]): Promise<void> {
+  const daemons = wireguardDaemons({ hosts: ['home'], ns: (h) => lab().ns(h) }).filter((d) =>
+    names.includes(d.name),
   );
   for (const d of daemons) killQuietly(d.pid);
   for (const d of daemons)
     await waitFor(`wireguard-go ${d.pid} gone`, () => Promise.resolve(!alive(d.pid)));
-  await removeWireguardSockets([far.iface]);
+  await removeWireguardSockets(names);
 }
 
 const defaultRoutes = async (): Promise<string> =>
@@ -183,7 +195,7 @@ describe('an unmanaged node configured only from node render --os linux', () => 
     try {
       if (far.lab && far.tmp) {
         await wgQuick('down').catch(() => undefined);
-        await stopHomeDaemons();
+        await stopHomeDaemons([far.iface, far.spare]);
       }
     } finally {
       try {
@@ -191,7 +203,7 @@ describe('an unmanaged node configured only from node render --os linux', () => 
         await (far.agents ? far.agents.teardown() : far.lab?.destroy());
       } finally {
         await far.api?.close();
-        await removeWireguardSockets([far.iface]);
+        await removeWireguardSockets([far.iface, far.spare]);
         await far.tmp?.remove();
       }
     }
@@ -306,5 +318,21 @@ describe('an unmanaged node configured only from node render --os linux', () => 
     // The old daemon was stopped: one wireguard-go serves home's tunnel.
     const daemons = wireguardDaemons({ hosts: ['home'], ns: (h) => lab().ns(h) });
     assert.equal(daemons.filter((d) => d.name === far.iface).length, 1);
+  });
+
+  it("the FreeBSD rendering's wg(8) file is one that wg setconf takes as it is", async () => {
+    const bundle = await ipferry(['node', 'render', 'home', '--os', 'freebsd']);
+    const file = join(tmp(), 'freebsd-wg0.conf');
+    await writeFile(file, section(bundle, '/usr/local/etc/wireguard/wg0.conf'), { mode: 0o600 });
+    // wg(8) reads the same file on Linux; an interface of its own (wireguard-go), not home's.
+    await lab().exec('home', ['wireguard-go', far.spare]);
+    await lab().exec('home', ['wg', 'setconf', far.spare, file]);
+    const dump = (await lab().exec('home', ['wg', 'show', far.spare, 'dump'])).stdout;
+    const gw = JSON.parse(await ipferry(['node', 'show', 'gw', '--json'])) as NodeListView;
+    const peer = dump.split('\n')[1]?.split('\t') ?? [];
+    assert.deepEqual(
+      [peer[0], peer[2], peer[3], peer[7]],
+      [gw.publicKey, `${SHARED}:${GW_TUNNEL_PORT}`, '0.0.0.0/0,::/0', '25'],
+    );
   });
 });
