@@ -320,6 +320,22 @@ describe('an unmanaged node configured only from node render --os linux', () => 
     assert.equal(daemons.filter((d) => d.name === far.iface).length, 1);
   });
 
+  it('the FIPs follow what the gateway observes: UNREACHABLE once the host stops answering', async () => {
+    await wgQuick('down');
+    await stopHomeDaemons();
+    assert.ok(far.api, 'the gateway agent is not running');
+    const api = far.api;
+    const f = await waitFor(
+      `${FIP} UNREACHABLE`,
+      async () => {
+        const view = await api.getFip(FIP);
+        return view.status.state === 'UNREACHABLE' && view;
+      },
+      30_000,
+    );
+    assert.match(f.status.message ?? '', /home/);
+  });
+
   it("the FreeBSD rendering's wg(8) file is one that wg setconf takes as it is", async () => {
     const bundle = await ipferry(['node', 'render', 'home', '--os', 'freebsd']);
     const file = join(tmp(), 'freebsd-wg0.conf');
