@@ -19,6 +19,9 @@
  *    default route stays its ISP (home's own connection to the client leaves from 198.18.0.10).
  * 4. A second routed FIP makes `--check FILE` fail naming it; rendering again and applying the
  *    new file (`wg-quick down`, `up`) brings it up, and `--check` passes.
+ * 5. Taken down, the host stops answering the gateway's probes: its FIP goes UNREACHABLE.
+ * 6. The FreeBSD rendering's wg(8) file goes through the real `wg setconf` (on a wireguard-go
+ *    interface of its own): the gateway peer comes out as rendered.
  *
  * The agent is killed by pid, wireguard-go stopped by pid, the lab destroyed and its sockets and
  * files removed in `after`, also when a step fails; `after` then checks no namespace is left.
