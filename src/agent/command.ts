@@ -30,6 +30,7 @@ interface AgentFlags {
   etcdPasswordFile?: string;
   resyncSeconds?: string;
   logLevel?: string;
+  logFormat?: string;
   site?: string;
   stateDir?: string;
   tunnelPort?: string;
@@ -145,7 +146,7 @@ export function agentCommand(): Command {
       ).choices(['none', 'token']),
     )
     .addOption(
-      new Option('--log-level <level>', 'log level').choices([
+      new Option('--log-level <level>', 'log level (default info)').choices([
         'fatal',
         'error',
         'warn',
@@ -153,6 +154,12 @@ export function agentCommand(): Command {
         'debug',
         'silent',
       ]),
+    )
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'human (lines for people) or json (one object per line, for the journal); default human on a terminal, json otherwise',
+      ).choices(['human', 'json']),
     )
     .action(async (flags: AgentFlags) => {
       await runAgentCommand(flags);
@@ -185,6 +192,7 @@ async function runAgentCommand(flags: AgentFlags): Promise<void> {
     etcdPasswordFile: flags.etcdPasswordFile,
     resyncSeconds: flags.resyncSeconds,
     logLevel: flags.logLevel,
+    logFormat: flags.logFormat,
     site: flags.site,
     stateDir: flags.stateDir,
     tunnelPort: flags.tunnelPort,

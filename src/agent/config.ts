@@ -20,6 +20,7 @@ import { checkName, Problems } from '../core/validate.js';
 import { tryParsePrefix } from '../core/address.js';
 import type { EgressMode, ReservedPort } from '../core/model.js';
 import { isHttpStore, type EtcdAccess } from '../store/open.js';
+import { LOG_FORMATS, type LogFormat } from './log.js';
 import { readSecretFile } from './secrets.js';
 
 export interface AgentConfig {
@@ -43,6 +44,8 @@ export interface AgentConfig {
   /** Network namespace the Linux dataplane acts in (labs, tests); the agent's own when absent. */
   readonly netns?: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
+  /** Lines for people or JSON for the journal; absent: human on a terminal, JSON otherwise. */
+  readonly logFormat?: LogFormat;
   readonly site?: string;
   /** Directory for this node's own state (the WireGuard key and daemon files). */
   readonly stateDir: string;
@@ -114,6 +117,7 @@ export interface RawAgentOptions {
   dataplane?: unknown;
   netns?: unknown;
   logLevel?: unknown;
+  logFormat?: unknown;
   site?: unknown;
   stateDir?: unknown;
   tunnelPort?: unknown;
@@ -149,6 +153,7 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
   'dataplane',
   'netns',
   'logLevel',
+  'logFormat',
   'site',
   'stateDir',
   'tunnelPort',
@@ -288,6 +293,9 @@ export function resolveConfig(
   const logLevel = raw.logLevel ?? 'info';
   if (!LOG_LEVELS.includes(logLevel as AgentConfig['logLevel']))
     p.add('logLevel', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const logFormat = raw.logFormat;
+  if (logFormat !== undefined && !LOG_FORMATS.includes(logFormat as LogFormat))
+    p.add('logFormat', `must be one of ${LOG_FORMATS.join(', ')}`);
   const site = raw.site === undefined ? undefined : checkName(p, 'site', raw.site);
   const stateDir = stringOption(p, 'stateDir', raw.stateDir ?? DEFAULT_STATE_DIR);
   const tunnelPort = numberOption(p, 'tunnelPort', raw.tunnelPort ?? DEFAULT_TUNNEL_PORT, 1, 65535);
@@ -348,6 +356,7 @@ export function resolveConfig(
     dataplane: dataplane as AgentConfig['dataplane'],
     ...(netns ? { netns } : {}),
     logLevel: logLevel as AgentConfig['logLevel'],
+    ...(logFormat !== undefined ? { logFormat: logFormat as LogFormat } : {}),
     ...(site ? { site } : {}),
     stateDir: stateDir!,
     tunnelPort: tunnelPort!,

@@ -26,8 +26,9 @@ import { endpointHosts } from '../core/compile/tunnel-path.js';
 import { remoteNodesOf } from '../core/compile/tunnels.js';
 import { type MeshNodeReport } from '../core/model.js';
 import type { PlanResponse, SkippedRecord } from '../service/views.js';
-import type { Logger } from './log.js';
+import { appliedSummary, type Logger } from './log.js';
 import { MeshGuard } from './mesh-guard.js';
+import type { AgentMetrics, RevisionView } from './metrics.js';
 
 export interface ReconcilerOptions {
   readonly node: string;
@@ -50,7 +51,19 @@ export interface ReconcilerOptions {
    * agent's node credential may not write the policy: its hub's agent does.
    */
   readonly writesMeshRollback?: boolean;
+  /** Where pass and apply durations, errors and watch restarts are recorded (/metrics). */
+  readonly metrics?: ReconcileMetrics;
 }
+
+export type ReconcileMetrics = Pick<
+  AgentMetrics,
+  | 'passDuration'
+  | 'applyDuration'
+  | 'passFailures'
+  | 'applyErrors'
+  | 'appliedElements'
+  | 'watchRestarts'
+>;
 
 export interface PassResult {
   readonly revision: number;
@@ -95,6 +108,8 @@ export class Reconciler {
   private failures = 0;
   /** The FIP statuses this agent wrote last, by address (see report()). */
   private readonly reported = new Map<string, FipStatus>();
+  /** The latest revision with a change that wakes this agent (see wakes()). */
+  private wantedRevision = 0;
 
   constructor(private readonly o: ReconcilerOptions) {
     this.mesh = new MeshGuard({
@@ -106,10 +121,13 @@ export class Reconciler {
       ...(o.now ? { now: o.now } : {}),
     });
     this.cache = new PrefixCache(o.store, ROOT, this.desired, {
-      onEvents: (events) => {
-        if (events.some(wakes)) this.kick();
+      onEvents: (events, at) => {
+        if (!events.some(wakes)) return;
+        this.wantedRevision = Math.max(this.wantedRevision, at);
+        this.kick();
       },
       onLost: (error) => {
+        this.o.metrics?.watchRestarts.inc();
         // Compacted or lost: the next pass lists everything again and follows on from there.
         this.o.log.warn({ err: error.message }, 'watch ended; resyncing');
         setTimeout(() => this.kick(), 200).unref();
@@ -267,10 +285,33 @@ export class Reconciler {
     return this.mesh.report(this.realisedRevision);
   }
 
+  /** The state this agent last reported for each FIP it realises. */
+  fipStates(): ReadonlyMap<string, FipState> {
+    return new Map([...this.reported].map(([address, s]) => [address, s.state]));
+  }
+
+  /** The store's revision as followed, the one realised, and the latest one meant for this node. */
+  revisions(): RevisionView {
+    return {
+      store: this.cache.revision,
+      ...(this.realisedRevision !== undefined ? { applied: this.realisedRevision } : {}),
+      wanted: this.wantedRevision,
+    };
+  }
+
+  /** Tunnel public key → node name, from the latest state read. */
+  peerNodes(): ReadonlyMap<string, string> {
+    const out = new Map<string, string>();
+    for (const n of this.lastSnapshot?.nodes ?? []) if (n.publicKey) out.set(n.publicKey, n.name);
+    return out;
+  }
+
   /** One pass: snapshot, compile, diff, apply, report. */
   async pass(): Promise<PassResult> {
     const { snapshot, intent, wanted, diff } = await this.compare();
+    const started = performance.now();
     const errors = isEmptyDiff(diff) ? new Map<string, string>() : await this.apply(diff);
+    const applyMs = performance.now() - started;
     // Applied whole, the diff leaves the kernel holding exactly what was wanted.
     if (errors.size === 0) this.known = wanted;
     else this.readDue = true;
@@ -282,6 +323,7 @@ export class Reconciler {
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
     if (applied > 0) {
       this.lastApply = new Date().toISOString();
+      this.recordApply(diff, errors, applyMs);
       this.o.log.info(
         {
           revision: snapshot.revision,
@@ -289,11 +331,22 @@ export class Reconciler {
           replace: diff.replace.length,
           remove: diff.remove.length,
           errors: errors.size,
+          ms: Math.round(applyMs),
         },
-        'applied',
+        appliedSummary(diff, new Map(snapshot.fips.map((f) => [f.fip.address, f.fip])), applyMs),
       );
     }
     return { revision: snapshot.revision, applied, errors };
+  }
+
+  private recordApply(diff: IntentDiff, errors: ReadonlyMap<string, string>, ms: number): void {
+    const m = this.o.metrics;
+    if (!m) return;
+    m.applyDuration.observe(ms / 1000);
+    m.applyErrors.inc(errors.size);
+    m.appliedElements.inc({ change: 'add' }, diff.add.length);
+    m.appliedElements.inc({ change: 'replace' }, diff.replace.length);
+    m.appliedElements.inc({ change: 'remove' }, diff.remove.length);
   }
 
   private async drain(): Promise<void> {
@@ -304,12 +357,16 @@ export class Reconciler {
   }
 
   private async passOrBackoff(): Promise<PassResult | undefined> {
+    const timer = this.o.metrics?.passDuration.startTimer();
     try {
       const result = await this.pass();
+      timer?.();
       this.failures = 0;
       this.lastError = result.errors.size > 0 ? [...result.errors.values()].join('; ') : undefined;
       return result;
     } catch (e) {
+      timer?.();
+      this.o.metrics?.passFailures.inc();
       this.failures++;
       this.readDue = true;
       this.lastError = (e as Error).message;

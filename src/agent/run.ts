@@ -43,6 +43,8 @@ import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { PathMonitor } from './path-monitor.js';
 import { TunnelWatch } from './tunnelwatch.js';
+import { defaultLogFormat, logStream } from './log.js';
+import { AgentMetrics } from './metrics.js';
 import { ensureTokenFile, readSecretFile } from './secrets.js';
 
 export interface RunningAgent {
@@ -65,6 +67,8 @@ export interface AgentOptions {
    * (`ip -j neigh`, read-only), also while the dataplane is the fake.
    */
   readonly neighbours?: () => Promise<Neighbour[]>;
+  /** Where the log goes instead of stderr (as JSON or human lines, per config.logFormat). */
+  readonly logTo?: NodeJS.WritableStream & { readonly isTTY?: boolean };
 }
 
 export async function startAgent(
@@ -109,10 +113,25 @@ export async function startAgent(
         return { ...(tunnel ? { tunnel } : {}), ...(mesh ? { mesh } : {}) };
       }),
     );
+    const metrics = new AgentMetrics({
+      node: config.node,
+      version: VERSION,
+      dataplane: dataplane.kind,
+    });
     const app = await buildApi({
       control,
       tokens,
-      logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
+      logger: {
+        level: config.logLevel,
+        redact: ['req.headers.authorization'],
+        stream: logStream(
+          config.logFormat ?? defaultLogFormat(options.logTo ?? process.stderr),
+          options.logTo ?? process.stderr,
+        ),
+      },
+      // A line per request drowns the changes at info (Prometheus alone scrapes every few s).
+      requestLog: config.logLevel === 'debug',
+      metrics: () => metrics.exposition(),
       ...(tls ? { https: tls } : {}),
       agent: {
         node: config.node,
@@ -166,6 +185,7 @@ export async function startAgent(
       },
       paths,
       tunnelWatch: watch,
+      metrics,
       // A node credential (a remote agent's) may not write the policy: its hub's agent does.
       writesMeshRollback: hub.access.credential === undefined,
       alwaysOpen: [
@@ -179,6 +199,16 @@ export async function startAgent(
       ],
     });
     probing.reconciler = reconciler;
+    metrics.attach({
+      ...(dataplane.fipCounters ? { fipCounters: () => dataplane.fipCounters!() } : {}),
+      tunnelHealth: () => dataplane.tunnelHealth(),
+      probes: () => paths.probes(),
+      peerNodes: () => reconciler.peerNodes(),
+      fipStates: () => reconciler.fipStates(),
+      revisions: () => reconciler.revisions(),
+      meshReport: () => reconciler.meshReport(),
+      tunnelIncidents: () => watch.incidents(),
+    });
     stops.unshift(
       () => app.close(),
       () => paths.stop(),

@@ -76,6 +76,8 @@ export class TunnelWatch {
   private unwatchLinks?: () => void;
   /** A link event came during a round: one more round after it. */
   private again = false;
+  /** How often the tunnel was found lost, and restored, since the start (/metrics). */
+  private readonly counts = { lost: 0, restored: 0 };
 
   constructor(private readonly o: TunnelWatchOptions) {
     this.backoffMs = o.intervalMs;
@@ -109,6 +111,11 @@ export class TunnelWatch {
       setImmediate(() => this.kick());
     }
     return new Set(this.dead);
+  }
+
+  /** How often the tunnel was found lost, and restored, since the watch started. */
+  incidents(): { readonly lost: number; readonly restored: number } {
+    return { ...this.counts };
   }
 
   /** The latest loss of the tunnel and its restoring, for the node's tunnel health. */
@@ -177,6 +184,7 @@ export class TunnelWatch {
         noticedAt: found.repaired?.at ?? now,
         ...(found.repaired ? { repair: 'pass' as const } : {}),
       };
+      this.counts.lost++;
       this.o.log.warn({ tunnel: found.name, faults }, 'tunnel lost: restoring it');
       for (const node of peers) {
         if (this.dead.has(node)) continue;
@@ -245,6 +253,7 @@ export class TunnelWatch {
 
   private restored(i: Incident, at: number): void {
     i.restoredAt = at;
+    this.counts.restored++;
     this.o.log.info(
       { tunnel: i.tunnel, faults: i.faults, restoredMs: at - i.noticedAt, repair: i.repair },
       'tunnel restored',

@@ -7,6 +7,7 @@
  * as the registry's ErrorBody with its HTTP status.
  */
 import Fastify, {
+  LogController,
   type ConnectionError,
   type FastifyError,
   type FastifyInstance,
@@ -46,6 +47,10 @@ export interface ApiOptions {
   /** Fastify logger options; `false` in tests. */
   readonly logger?: boolean | object;
   readonly https?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+  /** Prometheus' exposition for /metrics (read tokens suffice); absent: no /metrics. */
+  readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>;
+  /** Fastify's line per request and response (default true; the agent keeps them for debug). */
+  readonly requestLog?: boolean;
 }
 
 const PUBLIC_PATHS = [...PUBLIC_ROUTE_PATHS, '/docs', JOIN_ROUTE];
@@ -62,6 +67,9 @@ const SHOWN_PATH = 100;
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(options.logger ?? false),
+    ...(options.requestLog === false
+      ? { logController: new LogController({ disableRequestLogging: true }) }
+      : {}),
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
     ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } },
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
@@ -107,6 +115,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     ),
   );
 
+  if (options.metrics) registerMetrics(app, options.metrics);
+
   const join = {
     store,
     ...(options.https ? { tls: { fingerprint: certificateFingerprint(options.https.cert) } } : {}),
@@ -115,6 +125,14 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   registerStoreRoutes(app, store);
   registerJoinRoutes(app, join);
   return app;
+}
+
+/** GET /metrics: Prometheus' text format, behind the same tokens as the rest of the API. */
+function registerMetrics(app: FastifyInstance, metrics: NonNullable<ApiOptions['metrics']>): void {
+  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    const { contentType, body } = await metrics();
+    return reply.type(contentType).send(body);
+  });
 }
 
 /**

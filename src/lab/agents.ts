@@ -70,8 +70,12 @@ export function labAgentArgv(o: LabAgentOptions): string[] {
     o.stateDir,
     '--resync-seconds',
     String(o.resyncSeconds),
+    // Info, as an operator's agent logs: what it applied. Lines for people, also in a test's
+    // output or a lab's log file, which no journal reads.
     '--log-level',
-    'warn',
+    'info',
+    '--log-format',
+    'human',
     ...(o.extra ?? []),
   ];
 }
