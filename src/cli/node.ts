@@ -87,26 +87,20 @@ export function renderFarEnd(spec: FarEndSpec, storeRevision?: number): string {
 }
 
 /** A stale file: exit 1 with what changed, and how to bring it up to date. */
-export class StaleRender extends IpferryError {
-  override readonly hint: string;
-
-  constructor(
-    file: string,
-    node: string,
-    os: FarEndOs,
-    result: Extract<CheckResult, { current: false }>,
-  ) {
-    const changes = [
-      ...result.added.map((l) => ({ path: 'now', message: l })),
-      ...result.removed.map((l) => ({ path: 'no longer', message: l })),
-    ];
-    const summary = result.found
-      ? `stale: rendered at revision ${result.found}, the store now gives ${result.revision}${changes.length === 0 ? ' (by another version of ipferry)' : ''}`
-      : 'it holds no ipferry revision line: not a file node render wrote';
-    super('IPF_E_CONFIG', { source: file, summary }, changes);
-    this.name = 'StaleRender';
-    this.hint = `Render it again: ipferry node render ${node} --os ${os} > FILE, and apply it on the host.`;
-  }
+export function staleRender(
+  file: string,
+  node: string,
+  os: FarEndOs,
+  result: Extract<CheckResult, { current: false }>,
+): IpferryError {
+  const changes = [
+    ...result.added.map((l) => ({ path: 'now', message: l })),
+    ...result.removed.map((l) => ({ path: 'no longer', message: l })),
+  ];
+  const summary = result.found
+    ? `rendered at revision ${result.found}, the store now gives ${result.revision}${changes.length === 0 ? ' (by another version of ipferry)' : ''}`
+    : 'it holds no ipferry revision line: not a file node render wrote';
+  return new IpferryError('IPF_E_RENDER_STALE', { file, summary, node, os }, changes);
 }
 
 async function checkFile(path: string, spec: FarEndSpec): Promise<CheckResult> {
@@ -401,7 +395,7 @@ export function nodeCommand(ctx: CliContext): Command {
       }
       const result = await checkFile(flags.check, spec);
       ctx.print(result, printCheck(flags.check));
-      if (!result.current) throw new StaleRender(flags.check, name, spec.os, result);
+      if (!result.current) throw staleRender(flags.check, name, spec.os, result);
     });
   node
     .command('remove')

@@ -158,6 +158,16 @@ export const ERRORS = {
     message: 'Node {node} is not known.',
     hint: 'Start `ipferry agent --node {node}` on that host, or check `ipferry node list`.',
   },
+  IPF_E_NODE_EXISTS: {
+    status: 409,
+    message: 'Node {node} is already registered.',
+    hint: 'Choose another name, or remove the node first (`ipferry node remove {node}`).',
+  },
+  IPF_E_RENDER_STALE: {
+    status: 409,
+    message: '{file} is stale: {summary}',
+    hint: 'Render it again (`ipferry node render {node} --os {os} > FILE`) and apply it on the host.',
+  },
   IPF_E_NOT_FOUND_MAC: {
     status: 404,
     message: 'No address is known for MAC {mac}.',

@@ -719,7 +719,7 @@ export class ControlPlane {
     return optimistic('add node', async () => {
       const nodes = await listRecords<NodeRecord>(this.store, keys.nodes);
       if (nodes.items.some((n) => n.value.name === valid.name))
-        invalid('name', `node ${valid.name} is already registered`);
+        throw new IpferryError('IPF_E_NODE_EXISTS', { node: valid.name });
       const owner = nodes.items.find((n) => n.value.publicKey === valid.publicKey);
       if (owner) invalid('publicKey', `is the tunnel key of node ${owner.value.name}`);
       const next: NodeRecord = { ...valid, registeredAt: this.timestamp() };

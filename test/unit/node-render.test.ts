@@ -337,17 +337,28 @@ describe('unmanaged nodes: POST /v1/nodes', () => {
     assert.equal(shown.overlayIp, undefined);
   });
 
-  it('refuses a taken name, a taken key and tinc, and changes nothing', async () => {
-    for (const [payload, path] of [
-      [{ name: 'home', unmanaged: true, publicKey: GW_KEY }, 'name'],
-      [{ name: 'home2', unmanaged: true, publicKey: HOME_KEY }, 'publicKey'],
-      [{ name: 'home3', unmanaged: true, publicKey: GW_KEY, tunnelDriver: 'tinc' }, 'tunnelDriver'],
+  it('refuses a taken name (409), a taken key and tinc (400), and changes nothing', async () => {
+    for (const [payload, status, code, path] of [
+      [{ name: 'home', unmanaged: true, publicKey: GW_KEY }, 409, 'IPF_E_NODE_EXISTS', undefined],
+      [
+        { name: 'home2', unmanaged: true, publicKey: HOME_KEY },
+        400,
+        'IPF_E_VALIDATION',
+        'publicKey',
+      ],
+      [
+        { name: 'home3', unmanaged: true, publicKey: GW_KEY, tunnelDriver: 'tinc' },
+        400,
+        'IPF_E_VALIDATION',
+        'tunnelDriver',
+      ],
     ] as const) {
       const before = await dumpStore(store);
       const res = await post(payload);
-      assert.equal(res.status, 400, JSON.stringify(res.body));
-      assert.equal(res.body['error'].code, 'IPF_E_VALIDATION');
-      assert.ok(res.body['error'].problems.some((p: { path: string }) => p.path === path));
+      assert.equal(res.status, status, JSON.stringify(res.body));
+      assert.equal(res.body['error'].code, code);
+      if (path !== undefined)
+        assert.ok(res.body['error'].problems.some((p: { path: string }) => p.path === path));
       assert.equal(await dumpStore(store), before);
     }
   });
