@@ -9,6 +9,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { agentCommand } from '../agent/command.js';
 import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
 import { CliContext, processIo, type Env, type GlobalFlags, type Io } from './context.js';
+import { completionCommand } from './completion.js';
 import { fipCommand } from './fip.js';
 import { importCommand } from './import.js';
 import { floaterCommands } from './floater.js';
@@ -28,6 +29,7 @@ import {
 import { planCommand } from './plan.js';
 import { stateCommand } from './state.js';
 import { statusCommand, versionCommand } from './status.js';
+import { tlsCommand } from './tls.js';
 import { VERSION } from '../version.js';
 
 export interface MainOptions {
@@ -81,6 +83,8 @@ export function buildProgram(ctx: CliContext, version: string): Command {
   program.addCommand(agentCommand());
   program.addCommand(stateCommand(ctx));
   program.addCommand(labCommand(ctx));
+  program.addCommand(tlsCommand((text) => ctx.io.out(text)));
+  program.addCommand(completionCommand((text) => ctx.io.out(text)));
   requireAfterUnknown(program);
   return program;
 }
