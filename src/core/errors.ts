@@ -312,7 +312,7 @@ export const ERRORS = {
   IPF_E_INVENTORY: {
     status: 400,
     message: '{source} line {line}: {reason}',
-    hint: 'Write one host per line: NAME ADDRESS[,ADDRESS…] [site=SITE]; "#" starts a comment.',
+    hint: 'Write one host per line: NAME ADDRESS[,ADDRESS…] [site=SITE] ("#" starts a comment), or give the host table Neti\'s neti_util.py prints, header line included.',
   },
   IPF_E_LAB_NOT_FOUND: {
     status: 404,
