@@ -11,8 +11,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # the etcd store's tests and fleets; chromium (headless) and curl, the real clients the
 # real-clients lab drives through every tunnel mode; iperf3 and iptables for the benchmarks (bench/run.sh: traffic
 # through the lab, and the per-IP iptables rules ipferry is measured against); traceroute for
-# the checks docs/migration.md has an operator run in a lab (old-new, step 4)
-APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client iperf3 iptables traceroute chromium curl)
+# the checks docs/migration.md has an operator run in a lab (old-new, step 4); prometheus (and
+# its promtool) scrapes an agent in the metrics tests
+APT_PACKAGES=(ca-certificates python3 make g++ openssl procps iproute2 nftables conntrack socat iputils-ping wireguard-tools wireguard-go tinc etcd-server etcd-client iperf3 iptables traceroute chromium curl prometheus)
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -35,6 +36,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now etcd.service >/dev/null 2>&1 || true
     say "etcd-server installed; its system service is left disabled"
+  fi
+  # Likewise Debian's prometheus starts scraping localhost on :9090 (its node exporter, when
+  # installed, on :9100): the tests run their own on free ports.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    for unit in prometheus.service prometheus-node-exporter.service; do
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+    say "prometheus installed; its system service is left disabled"
   fi
 fi
 

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/agent/config.js';
@@ -181,6 +181,32 @@ describe('/metrics (fake dataplane)', () => {
       child.stdin!.end(body);
     });
     assert.equal(result.code, 0, result.out);
+  });
+});
+
+describe('the metrics documented', () => {
+  it('docs/metrics.md lists every ipferry metric the agent serves, and no other', async () => {
+    const { types } = parse((await scrape(RO)).body);
+    const served = [...types.keys()].filter((n) => n.startsWith('ipferry_')).sort();
+    const doc = await readFile(new URL('../../docs/metrics.md', import.meta.url), 'utf8');
+    const listed = [...doc.matchAll(/^\| `(ipferry_[a-z_]+)` +\| (\w+)/gm)];
+    assert.deepEqual(listed.map((m) => m[1]).sort(), served);
+    for (const [, name, type] of listed) assert.equal(type, types.get(name!), `${name}'s type`);
+  });
+
+  it("the Grafana dashboard's queries name only metrics the agent serves", async () => {
+    const { types } = parse((await scrape(RO)).body);
+    const dashboard = await readFile(
+      new URL('../../docs/grafana-dashboard.json', import.meta.url),
+      'utf8',
+    );
+    const used = new Set(
+      [...dashboard.matchAll(/\b((?:ipferry|process)_[a-z_]+)/g)].map((m) =>
+        m[1]!.replace(/_(bucket|count|sum)$/, ''),
+      ),
+    );
+    assert.ok(used.size >= 15, [...used].join(' '));
+    for (const name of used) assert.ok(types.has(name), `${name} is served`);
   });
 });
 
