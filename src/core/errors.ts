@@ -117,6 +117,11 @@ export const ERRORS = {
     message: 'Floating IP {address} is still associated with {target}.',
     hint: 'Disassociate it first, or release with --force.',
   },
+  IPF_E_FIP_CHANGED: {
+    status: 409,
+    message: 'Floating IP {address} changed since revision {revision}: it was not released.',
+    hint: 'Read it again (`ipferry fip show {address}`) and decide again whether to release it.',
+  },
   IPF_E_FIP_MODE: {
     status: 409,
     message: 'Floating IP {address} is associated in {mode} mode: {reason}',

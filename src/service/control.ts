@@ -503,12 +503,23 @@ export class ControlPlane {
     });
   }
 
+  /**
+   * Releases a FIP. With `ifRevision`, only if its record is the one read at that revision: a
+   * caller that decided on an older read (another writer added a forward since) is refused with
+   * IPF_E_FIP_CHANGED rather than dropping what it never saw.
+   */
   async release(
     addressText: string,
     force: boolean,
+    ifRevision?: number,
   ): Promise<{ address: string; released: boolean }> {
     return optimistic('release', async () => {
       const fip = await this.requireFip(addressText, 'release');
+      if (ifRevision !== undefined && fip.kv.modRevision !== ifRevision)
+        throw new IpferryError('IPF_E_FIP_CHANGED', {
+          address: fip.value.address,
+          revision: String(ifRevision),
+        });
       checkRelease(fip.value, force);
       const pool = await getRecord<Pool>(this.store, keys.pool(fip.value.pool));
       const ops: Op[] = [

@@ -135,13 +135,15 @@ export class IpFloaterService {
     return failed ?? { ok: true, value: removed };
   }
 
+  /**
+   * The release is guarded by the revision read: a forward another client adds between this read
+   * and the release makes it IPF_E_FIP_CHANGED, and the address stays with that forward.
+   */
   private async removeOne(at: PublicIp, r: Redirection): Promise<void> {
-    if (r.via.kind === 'forward') {
-      await this.control.removeForward(at.address, r.via.id);
-      const fip = await this.control.getFip(at.address);
-      if (fip.forwards.length > 0) return;
-    }
-    if (at.ours) await this.control.release(at.address, true);
+    if (r.via.kind === 'forward') await this.control.removeForward(at.address, r.via.id);
+    const fip = await this.control.getFip(at.address);
+    if (r.via.kind === 'forward' && fip.forwards.length > 0) return;
+    if (at.ours) await this.control.release(at.address, true, fip.revision);
     else await this.control.disassociate(at.address);
   }
 }

@@ -11,6 +11,9 @@ import { XmlRpcClient } from '@foxglove/xmlrpc';
 import { resolveConfig } from '../../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../../src/agent/run.js';
 import { FakeDataplane } from '../../src/dataplane/fake.js';
+import { redirectionFrom } from '../../src/core/ipfloater.js';
+import type { ControlPlane } from '../../src/service/control.js';
+import { IpFloaterService } from '../../src/service/ipfloater.js';
 import { tempDir, TOKEN_FILE_TEXT, waitFor } from '../support/helpers.js';
 
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -367,5 +370,55 @@ describe("IP Floater's XML-RPC API", () => {
   it('a wrong number of arguments or an unknown method is a fault', async () => {
     await assert.rejects(rpc.methodCall('arp', []), /exactly 1 argument/);
     await assert.rejects(rpc.methodCall('no_such_method', []), /not found/);
+  });
+});
+
+describe('the IP Floater adapter racing another writer', () => {
+  it('keeps an address it allocated when a forward is added between its read and its release', async () => {
+    const control = agent.control;
+    const service = new IpFloaterService(control, { pools: ['public'] });
+    const made = await service.redirect({
+      publicIp: '203.0.113.4',
+      publicPort: 90,
+      privateIp: VM,
+      privatePort: 90,
+    });
+    assert.ok(made.ok, JSON.stringify(made));
+    const state = await service.state();
+    const redirection = redirectionFrom(state, '203.0.113.4', 90)!;
+    // Another client adds its forward right after the adapter read the FIP.
+    const racing = Object.create(control) as ControlPlane;
+    racing.getFip = async (address: string) => {
+      const read = await control.getFip(address);
+      await control.addForward(address, { protocol: 'tcp', port: 91, targetPort: 91, target: VM2 });
+      return read;
+    };
+    const outcome = await new IpFloaterService(racing, { pools: ['public'] }).remove(state, [
+      redirection,
+    ]);
+    assert.equal(outcome.ok, false);
+    assert.match(!outcome.ok ? outcome.reason : '', /changed since revision/);
+    const kept = await control.getFip('203.0.113.4');
+    assert.deepEqual(
+      kept.forwards.map((f) => f.port),
+      [91],
+    );
+    await control.release('203.0.113.4', true);
+  });
+
+  it('a release guarded by a revision older than the record is refused and changes nothing', async () => {
+    const control = agent.control;
+    const fip = await control.allocate({ address: '203.0.113.4' });
+    await control.associate('203.0.113.4', { target: VM, mode: 'nat' });
+    await assert.rejects(control.release('203.0.113.4', true, fip.revision), (e: unknown) => {
+      assert.equal((e as { code?: string }).code, 'IPF_E_FIP_CHANGED');
+      return true;
+    });
+    const now = await control.getFip('203.0.113.4');
+    assert.equal(now.association?.target, VM);
+    assert.deepEqual(await control.release('203.0.113.4', true, now.revision), {
+      address: '203.0.113.4',
+      released: true,
+    });
   });
 });
