@@ -295,7 +295,8 @@ export function buildStateExport(
     }
     const problem = problemOf(kind, kv.key, value);
     if (problem === undefined) records.push({ key: kv.key, value });
-    // The agents skip it too (ipferry plan names it): the restored kernel state is the same.
+    // One the API would not have written: the agents skip it (ipferry plan names it), so the
+    // restored kernel state is the same without it.
     else
       leftOut.push({
         key: kv.key,
@@ -435,8 +436,9 @@ export async function importState(
       value: stringifyStored(r.value),
     })),
   });
-  if (!result.succeeded) await requireEmpty(store);
   if (!result.succeeded) {
+    // A writer came in between: say what it wrote when it is still there.
+    await requireEmpty(store);
     throw new IpferryError('IPF_E_CONFLICT', { what: 'a key was written during the import' });
   }
   return { revision: result.revision };

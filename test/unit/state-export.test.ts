@@ -139,6 +139,48 @@ describe('state export and import (SQLite)', () => {
     await assert.rejects(stat(target), /ENOENT/, 'the store was not even opened');
   });
 
+  it('leaves out a record the agents skip, and names it; refuses such a record on import', async () => {
+    const path = join(dir, 'odd.db');
+    const odd = keys.pool('odd');
+    await withStore(path, async (store) => {
+      await writeGatewayState(store);
+      await store.txn({
+        compare: [],
+        success: [{ type: 'put', key: odd, value: JSON.stringify({ name: 'other' }) }],
+      });
+    });
+    const run = await cli('state', 'export', '--store', `sqlite:${path}`);
+    assert.equal(run.code, 0, run.err);
+    assert.equal(JSON.parse(run.out).records.length, 11);
+    assert.match(
+      run.err,
+      /left out \/ipferry\/v1\/pools\/odd: pool that does not decode: .*gateway/,
+    );
+
+    const document = JSON.parse(run.out);
+    document.records.push(
+      { key: odd, value: { name: 'other' } },
+      { key: keys.status('203.0.113.9'), value: {} },
+    );
+    const file = join(dir, 'odd.json');
+    await writeFile(file, JSON.stringify(document));
+    const refused = await cli(
+      '--json',
+      'state',
+      'import',
+      file,
+      '--store',
+      `sqlite:${join(dir, 'odd-target.db')}`,
+    );
+    assert.equal(refused.code, 1);
+    const { error } = JSON.parse(refused.err);
+    assert.deepEqual(
+      error.problems.map((p: { path: string }) => p.path),
+      [odd, keys.status('203.0.113.9')],
+    );
+    assert.match(error.problems[1].message, /is not restored: runtime/);
+  });
+
   it('refuses an export of a newer format, or no export at all, clearly', async () => {
     const document = JSON.parse(await readFile(EXPORT_FIXTURE, 'utf8'));
     const target = join(dir, 'never.db');
