@@ -189,6 +189,15 @@ function rangeEnd(prefix: Buffer): Buffer {
 
 const INT64_MAX = 2n ** 63n - 1n;
 
+/**
+ * etcd's own bounds on one request, and the member flag that sets each: a transaction larger
+ * than them (a restore writes every record in one: docs/backup.md) fails whatever is retried.
+ */
+const LIMITS: readonly (readonly [RegExp, string])[] = [
+  [/too many operations in txn request/, "(more than the members' --max-txn-ops, 128 by default)"],
+  [/request is too large/, "(larger than the members' --max-request-bytes, 1.5 MiB by default)"],
+];
+
 /** Whether `lease` is an etcd lease id: a positive int64 in decimal. */
 function isLeaseId(lease: string): boolean {
   return (
@@ -660,6 +669,8 @@ export class EtcdStore implements Store {
             : '';
       return storeError(`${where} is unreachable: ${why}${scheme}`);
     }
+    const limit = LIMITS.find(([pattern]) => pattern.test(message(e)));
+    if (limit) return storeError(`${where} refused the transaction: ${cause(e)} ${limit[1]}`);
     return storeError(`${where}: ${cause(e)}`);
   }
 

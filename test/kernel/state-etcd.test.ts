@@ -8,7 +8,7 @@
  * removed also when a test fails.
  */
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { main } from '../../src/cli/main.js';
@@ -79,6 +79,22 @@ describe('state export and import with etcd', () => {
       document.records.map((r: { key: string }) => r.key),
       fixture.records.map((r: { key: string }) => r.key),
     );
+  });
+
+  it("names etcd's transaction limit when a restore is larger, writing nothing", async () => {
+    const document = JSON.parse(await readFile(EXPORT_FIXTURE, 'utf8'));
+    for (let i = 0; i < 130; i++) {
+      document.records.push({
+        key: keys.clientTokenByDigest(i.toString(16).padStart(64, '0')),
+        value: { address: '203.0.113.9', fingerprint: `retry-${i}` },
+      });
+    }
+    const large = join(tmp!.dir, 'large.json');
+    await writeFile(large, JSON.stringify(document));
+    const run = await cli('state', 'import', large, '--store', spec(target));
+    assert.equal(run.code, 1);
+    assert.match(run.err, /too many operations in txn request .*--max-txn-ops, 128 by default/);
+    assert.equal((await recordsOf(spec(target))).values.size, 0);
   });
 
   it('imports onto an empty cluster in one revision, with every record as it was', async () => {
