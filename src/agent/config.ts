@@ -20,7 +20,6 @@ import { checkName, Problems } from '../core/validate.js';
 import { tryParsePrefix } from '../core/address.js';
 import type { EgressMode, ReservedPort } from '../core/model.js';
 import { isHttpStore, type EtcdAccess } from '../store/open.js';
-import { LOG_FORMATS, type LogFormat } from './log.js';
 import { readSecretFile } from './secrets.js';
 
 export interface AgentConfig {
@@ -171,6 +170,9 @@ const KNOWN_KEYS: readonly (keyof RawAgentOptions)[] = [
 ];
 const EGRESS_MODES: readonly EgressMode[] = ['own', 'fip', 'masquerade'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
+/** Here, not in log.ts: what reads the config (`ipferry state`) need not load pino-pretty. */
+export const LOG_FORMATS = ['human', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /**
  * The error for invalid options, each named as the operator wrote it: `--tunnel-mtu` when it was

@@ -8,15 +8,13 @@ import PinoPretty from 'pino-pretty';
 import type { IntentDiff } from '../intent/diff.js';
 import { type ElementFamily, HOST_OWNER, type IntentElement, kindsOf } from '../intent/elements.js';
 import type { FloatingIp } from '../core/model.js';
+import type { LogFormat } from './config.js';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
   error(obj: object, msg?: string): void;
 }
-
-export const LOG_FORMATS = ['human', 'json'] as const;
-export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /** Human on a terminal; JSON otherwise (systemd's journal, a file, a pipe). */
 export function defaultLogFormat(stream: { readonly isTTY?: boolean } = process.stderr): LogFormat {
