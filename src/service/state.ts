@@ -24,12 +24,16 @@ import { validateMeshPolicy } from '../core/mesh.js';
 import { decodeFloatingIp, decodeNodeRecord, decodePool } from '../core/records.js';
 import { checkName, Problems } from '../core/validate.js';
 import type { ListResult, Store } from '../store/store.js';
+import { MAX_KEY_LENGTH } from '../store/wire.js';
 
 export const STATE_FORMAT = 'ipferry-state';
 /** The export format this ipferry writes; FORMAT_UPGRADES brings older ones to it. */
 export const STATE_FORMAT_VERSION = 1;
 /** No export of a real store comes near it; a larger file is refused before it is parsed. */
 export const MAX_STATE_BYTES = 256 * 1024 * 1024;
+
+/** A key as the hub takes one (store/wire.ts): printable, no control characters. */
+const STORE_KEY = new RegExp(`^[^\\u0000-\\u001f\\u007f]{1,${MAX_KEY_LENGTH}}$`, 'u');
 
 export interface StateRecord {
   readonly key: string;
@@ -386,8 +390,11 @@ export function parseStateDocument(text: string): StateRecord[] {
   doc.records.forEach((raw: unknown, i) => {
     const r = objectOf(raw);
     const key = r.key;
-    if (typeof key !== 'string' || key.length === 0 || key.length > 1024) {
-      problems.push({ path: `records[${i}].key`, message: 'must be a store key' });
+    if (typeof key !== 'string' || !STORE_KEY.test(key)) {
+      problems.push({
+        path: `records[${i}].key`,
+        message: `must be a store key: printable text of at most ${MAX_KEY_LENGTH} characters`,
+      });
       return;
     }
     if (seen.has(key)) {
