@@ -296,7 +296,7 @@ export class AgentMetrics {
         const perPeer = each((p) => p[key]);
         perPeer(set);
         const total = tunnel[key];
-        if (total !== undefined) set({ peer: '' }, total);
+        if (total !== undefined) set({}, total);
       });
     bytes(
       'ipferry_tunnel_receive_bytes_total',
@@ -315,7 +315,7 @@ export class AgentMetrics {
     name: string,
     help: string,
     labelNames: readonly L[],
-    fill: (set: (labels: Record<L, string>, value: number) => void) => void,
+    fill: (set: (labels: Partial<Record<L, string>>, value: number) => void) => void,
   ): void {
     const config: CounterConfiguration<L> = {
       name,
@@ -334,7 +334,7 @@ export class AgentMetrics {
     name: string,
     help: string,
     labelNames: readonly L[],
-    fill: (set: (labels: Record<L, string>, value: number) => void) => void,
+    fill: (set: (labels: Partial<Record<L, string>>, value: number) => void) => void,
   ): void {
     const config: GaugeConfiguration<L> = {
       name,

@@ -255,4 +255,36 @@ describe('AgentMetrics: tunnel peers', () => {
     assert.equal(value(samples, 'ipferry_tunnel_losses_total'), 2);
     assert.equal(value(samples, 'ipferry_tunnel_restores_total'), 1);
   });
+
+  it('gives a tinc tunnel its interface bytes without a peer label, and reachability as up', async () => {
+    const metrics = new AgentMetrics({ node: 'gw1', version: '0', dataplane: 'fake' });
+    metrics.attach({
+      tunnelHealth: () =>
+        Promise.resolve({
+          name: 'ipf0',
+          checkedAt: new Date().toISOString(),
+          driver: 'tinc',
+          rxBytes: 300,
+          txBytes: 400,
+          peers: [
+            { publicKey: 'TINC-HOME', reachable: true },
+            { publicKey: 'TINC-OLD', reachable: false },
+          ],
+        }),
+      probes: () => new Map(),
+      peerNodes: () => new Map([['TINC-HOME', 'home']]),
+      fipStates: () => new Map(),
+      revisions: () => ({ store: 1, wanted: 0 }),
+      meshReport: () => undefined,
+      tunnelIncidents: () => ({ lost: 0, restored: 0 }),
+    });
+    const { body } = await metrics.exposition();
+    const { samples } = parse(body);
+    assert.match(body, /^ipferry_tunnel_receive_bytes_total 300$/m);
+    assert.match(body, /^ipferry_tunnel_transmit_bytes_total 400$/m);
+    assert.equal(value(samples, 'ipferry_tunnel_peer_up', { peer: 'home' }), 1);
+    assert.equal(value(samples, 'ipferry_tunnel_peer_up', { peer: 'TINC-OLD' }), 0);
+    assert.equal(value(samples, 'ipferry_applied_revision'), 0, 'nothing applied yet');
+    assert.equal(value(samples, 'ipferry_mesh_members'), 0, 'no mesh');
+  });
 });
