@@ -36,8 +36,6 @@ const FIPS = [NAT_FIP, ROUTED_FIP, PORTS_FIP];
 interface Site {
   lab: Lab;
   agents: LabAgents;
-  api: ApiClient;
-  dir: string;
 }
 
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -52,11 +50,11 @@ async function ipferry(...args: string[]): Promise<{ out: string; err: string }>
 }
 
 /** A fresh cloudHome lab with the home server's web service; its agents' files under `dir`. */
-async function newLab(dir: string): Promise<Pick<Site, 'lab' | 'agents'>> {
+async function newLab(dir: string): Promise<Site> {
   const lab = await cloudHome();
   const agents = new LabAgents({ lab, dir });
   // Registered at once, so `after` removes it even if the next step fails.
-  sites.push({ lab, agents, api: undefined as unknown as ApiClient, dir });
+  sites.push({ lab, agents });
   await startEchoServer(lab, 'home', { tcp: [80] });
   return { lab, agents };
 }
