@@ -2,28 +2,32 @@
  * The Debian package, as built by `bash scripts/package.sh`: its control fields and contents,
  * its maintainer scripts (nothing starts the agent, nothing flushes), its unit through
  * `systemd-analyze verify`, its man page through groff — and the agent it installs, started from
- * the unpacked tree with the argv and environment the unit gives, serving a lab's gateway: a FIP
- * goes ACTIVE and a packet goes through it; stopped as systemd stops it, it leaves the kernel
- * state in place.
+ * the unpacked tree with the argv, environment and capabilities the unit gives, inside a lab's
+ * gateway as on a gateway of its own, driven by the packaged CLI: a FIP goes ACTIVE and a packet
+ * goes through it; stopped as systemd stops it, it leaves the kernel state in place.
  *
  * Nothing is installed on the host: the package is unpacked with `dpkg-deb -x` into a temporary
  * root, and the agent's state, store and token live in a temporary directory. The lab's
  * namespaces and the agent (by pid) are removed in `after`, also when a test fails.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import {
+  copyFileSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import { ApiClient } from '../../src/client/api-client.js';
 import { tunnelName } from '../../src/core/tunnel.js';
-import { healthy } from '../../src/lab/agents.js';
-import { freePort } from '../../src/lab/ports.js';
 import { echoProbe, startEchoServer } from '../../src/lab/probe.js';
 import { GATEWAY_LAN as L, gatewayLan } from '../../src/lab/scenarios.js';
-import { Lab } from '../../src/lab/topology.js';
+import { Lab, type LabProcess } from '../../src/lab/topology.js';
 import { removeWireguardSockets } from '../../src/lab/wireguard.js';
 import { VERSION } from '../../src/version.js';
 import { tempDir, waitFor } from '../support/helpers.js';
@@ -231,51 +235,50 @@ describe('the Debian package', () => {
 
 describe('the packaged agent, started as its unit starts it, serving a lab gateway', () => {
   let lab: Lab;
-  let agent: ChildProcess | undefined;
-  let api: ApiClient;
-  let netns: string;
+  let agent: LabProcess | undefined;
+  let state: string;
+
+  /** The packaged CLI, run on the gateway beside its agent, with the agent's token. */
+  async function cli(...args: string[]): Promise<string> {
+    const bin = join(root, 'usr/bin/ipferry');
+    const env = ['env', '-i', `PATH=${SYSTEMD_PATH}`, `IPFERRY_TOKEN_FILE=${state}/api-token`];
+    return (await lab.exec('gw', [...env, bin, ...args])).stdout;
+  }
 
   before(async () => {
     lab = await Lab.create(gatewayLan());
-    netns = lab.ns('gw');
     await startEchoServer(lab, 'be1', { tcp: [80] });
+    state = join(tmp.dir, 'var-lib-ipferry');
+    mkdirSync(state, { mode: 0o700 });
   });
 
   after(async () => {
-    if (agent && agent.exitCode === null && agent.signalCode === null) {
-      const exited = new Promise((resolve) => agent!.once('exit', resolve));
-      agent.kill('SIGKILL');
-      await exited;
-    }
+    await agent?.stop(0);
     await lab?.destroy();
-    await removeWireguardSockets([tunnelName('gw', 'gw', netns)]);
+    // Its tunnel's name has no namespace salt: it runs as on a host of its own.
+    await removeWireguardSockets([tunnelName('gw', 'gw')]);
   });
 
   it('serves: a FIP goes ACTIVE and a packet from outside goes through it', async () => {
-    const port = await freePort();
-    const state = join(tmp.dir, 'var-lib-ipferry');
-    // The operator's part: /etc/ipferry/agent.yaml. Only `netns` is the lab's: the agent acts
-    // in the gateway's namespace, not in this machine's.
+    // The operator's part, /etc/ipferry/agent.yaml: only the paths are the test's own.
     writeFileSync(
       join(root, 'etc/ipferry/agent.yaml'),
       [
         'node: gw',
-        `netns: ${netns}`,
         `store: sqlite:${state}/ipferry.db`,
         `stateDir: ${state}`,
         `tokenFile: ${state}/api-token`,
-        `listen: 127.0.0.1:${port}`,
         'resyncSeconds: 1',
         '',
       ].join('\n'),
     );
     const unit = serviceSettings(readFileSync(join(root, UNIT), 'utf8'));
+    const setting = (key: string): string => new Map(unit).get(key)!;
     // ExecStart's words, its absolute paths taken inside the unpacked tree.
-    const [bin, ...args] = new Map(unit)
-      .get('ExecStart')!
+    const argv = setting('ExecStart')
       .split(/\s+/)
       .map((word) => (word.startsWith('/') ? join(root, word) : word));
-    // What systemd gives the service: its PATH, the unit's Environment=, and the directories.
+    // What systemd gives the service: its PATH, the unit's Environment=, the directories' paths.
     const env: Record<string, string> = {
       PATH: SYSTEMD_PATH,
       STATE_DIRECTORY: state,
@@ -288,34 +291,57 @@ describe('the packaged agent, started as its unit starts it, serving a lab gatew
           ),
       ),
     };
-    agent = spawn(bin!, args, { env, stdio: ['ignore', 'inherit', 'inherit'] });
-    const url = `http://127.0.0.1:${port}`;
+    // Its capabilities, and no new privileges: the unit's sets, applied by setpriv(1). The
+    // agent runs inside the gateway's namespace as it would on a gateway of its own (no --netns).
+    const caps = setting('CapabilityBoundingSet')
+      .split(/\s+/)
+      .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)
+      .join(',');
+    assert.equal(setting('NoNewPrivileges'), 'yes');
+    agent = await lab.spawn(
+      'gw',
+      [
+        'setpriv',
+        `--bounding-set=-all,${caps}`,
+        `--inh-caps=-all,${caps}`,
+        `--ambient-caps=-all,${caps}`,
+        '--no-new-privs',
+        ...argv,
+      ],
+      { env },
+    );
+    let ended = false;
+    void agent.exited.then(() => (ended = true));
+    // It logs to stderr (the journal's); ready is when its API answers on the gateway.
     await waitFor(
       'the packaged agent answers',
       async () => {
-        assert.equal(agent!.exitCode, null, 'the agent exited');
-        return healthy(url);
+        assert.ok(!ended, `the agent exited: ${agent!.stderr()}`);
+        return cli('--json', 'status').then(
+          () => true,
+          () => false,
+        );
       },
-      20_000,
+      30_000,
     );
+    const status = readFileSync(`/proc/${agent.pid}/status`, 'utf8');
+    assert.match(status, /^CapBnd:\s+0000000000003400$/m, 'NET_BIND_SERVICE, NET_ADMIN, NET_RAW');
+    assert.match(status, /^NoNewPrivs:\s+1$/m);
     assert.equal(statSync(join(state, 'api-token')).mode & 0o777, 0o600);
-    api = new ApiClient({
-      server: url,
-      token: readFileSync(join(state, 'api-token'), 'utf8').split('\n')[0]!,
-    });
-    await api.createPool({
-      name: 'public',
-      gateway: 'gw',
-      entries: ['203.0.113.0/28'],
-      shared: [L.gw.uplink.v4],
-    });
-    await api.allocate({ address: FIP });
-    await api.associate(FIP, { target: L.be1.v4 });
+
+    await cli('pool', 'create', 'public', '--gateway', 'gw', '--cidr', '203.0.113.0/28');
+    await cli('fip', 'allocate', '--address', FIP);
+    await cli('fip', 'associate', FIP, '--target', L.be1.v4, '--mode', 'nat');
     await waitFor(
       `${FIP} ACTIVE`,
       async () => {
-        const f = await api.getFip(FIP);
-        return f.status.state === 'ACTIVE' && !f.status.stale && f.status.revision === f.revision;
+        const fip = JSON.parse(await cli('--json', 'fip', 'show', FIP)) as {
+          revision: number;
+          status: { state: string; stale?: boolean; revision?: number };
+        };
+        return (
+          fip.status.state === 'ACTIVE' && !fip.status.stale && fip.status.revision === fip.revision
+        );
       },
       15_000,
     );
@@ -326,14 +352,13 @@ describe('the packaged agent, started as its unit starts it, serving a lab gatew
   });
 
   it('stopped as systemd stops it (SIGTERM to its pid), it leaves the kernel state in place', async () => {
-    const before = (await lab.exec('gw', ['nft', '-s', 'list', 'table', 'inet', 'ipferry'])).stdout;
+    const nft = async (): Promise<string> =>
+      (await lab.exec('gw', ['nft', '-s', 'list', 'table', 'inet', 'ipferry'])).stdout;
+    const before = await nft();
     assert.match(before, new RegExp(FIP.replaceAll('.', '\\.')));
-    const exited = new Promise<number | null>((resolve) => agent!.once('exit', resolve));
-    agent!.kill('SIGTERM');
-    assert.equal(await exited, 0);
-    const afterStop = (await lab.exec('gw', ['nft', '-s', 'list', 'table', 'inet', 'ipferry']))
-      .stdout;
-    assert.equal(afterStop, before);
+    await agent!.stop(20_000);
+    assert.deepEqual(await agent!.exited, { code: 0, signal: null });
+    assert.equal(await nft(), before);
     assert.deepEqual(await echoProbe(lab, 'client', 'tcp', FIP, 80, 1500), {
       name: 'be1',
       address: L.client.v4,
