@@ -104,7 +104,7 @@ async function readBackup(path: string): Promise<string> {
   }
 }
 
-/** `pool 2, floating IP 3, …` by the kind named in each record's key. */
+/** `fips 3, pools 2, …`: how many records of each kind, by the first part of their key. */
 function countByKind(records: readonly StateRecord[]): string {
   const counts = new Map<string, number>();
   for (const r of records) {
