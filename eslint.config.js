@@ -172,4 +172,14 @@ export default tseslint.config(
     files: ['eslint.config.js', '.dependency-cruiser.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    // The web page's scripts (served as they are, no build step) run in the browser.
+    files: ['src/ui/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: globals.browser,
+      sourceType: 'module',
+    },
+  },
 );

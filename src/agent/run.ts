@@ -147,6 +147,7 @@ export async function startAgent(
         }),
         plan: () => reconciler.plan(),
         neighbours: options.neighbours ?? (() => readNeighbours(config.netns)),
+        ...(dataplane.fipCounters ? { fipCounters: () => dataplane.fipCounters!() } : {}),
       },
     });
     driverLog.attach(app.log);

@@ -30,6 +30,7 @@ import type { PlanResponse, StatusResponse } from './contract.js';
 import { createJoinTokenHandler, registerJoinRoutes, verifyNodeCredential } from './join.js';
 import { PUBLIC_ROUTE_PATHS, registerApiRoutes, routeAuth, type Handlers } from './routes.js';
 import { registerStoreRoutes } from './store-routes.js';
+import { isPublicUiPath, registerUi, type UiFipCounter } from './ui.js';
 
 export interface AgentInfo {
   readonly node: string;
@@ -38,6 +39,8 @@ export interface AgentInfo {
   /** What the next reconcile pass would change in the kernel. */
   plan(): Promise<PlanResponse>;
   neighbours(): Promise<Neighbour[]>;
+  /** Packets and bytes per FIP from this host's dataplane, for the web page; absent: none kept. */
+  fipCounters?(): Promise<ReadonlyMap<string, UiFipCounter>>;
 }
 
 export interface ApiOptions {
@@ -124,6 +127,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   registerApiRoutes(app, handlers(options, createJoinTokenHandler(app, join)));
   registerStoreRoutes(app, store);
   registerJoinRoutes(app, join);
+  registerUi(app, {
+    store,
+    node: options.agent.node,
+    ...(options.agent.fipCounters ? { fipCounters: () => options.agent.fipCounters!() } : {}),
+  });
   return app;
 }
 
@@ -147,6 +155,7 @@ async function authorize(
 ): Promise<void> {
   const path = request.url.split('?')[0] ?? '';
   if (PUBLIC_PATHS.some((p) => path === p || path.startsWith(`${p}/`))) return;
+  if (isPublicUiPath(path)) return;
   const presented = bearerToken(request.headers.authorization);
   const access = tokens.check(presented);
   if (access) {
