@@ -93,11 +93,18 @@ function fish(text: string): string {
   return `'${text.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
 }
 
-/** First sentence of a description, on one line (what a completion menu has room for). */
+/**
+ * First clause of a description, on one line (what a completion menu has room for), cut before
+ * a parenthesis it would leave open.
+ */
 function brief(text: string): string {
   const line = text.replace(/\s+/g, ' ').trim();
-  const end = line.search(/[.;:(](\s|$)/);
-  return (end > 0 ? line.slice(0, end) : line).trim();
+  const end = line.search(/[.;:](\s|$)/);
+  let cut = end > 0 ? line.slice(0, end) : line;
+  while ((cut.match(/\(/g) ?? []).length > (cut.match(/\)/g) ?? []).length) {
+    cut = cut.slice(0, cut.lastIndexOf('('));
+  }
+  return cut.trim();
 }
 
 // ---------------------------------------------------------------------------------------------

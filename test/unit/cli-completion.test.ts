@@ -1,7 +1,7 @@
 /**
  * `ipferry completion bash|zsh|fish` and the man page: made from the program's own command tree,
- * they cover every command and flag; the bash script passes `bash -n` and completes in a real
- * bash; zsh and fish check theirs where they are installed.
+ * they cover every command and flag; each script passes its shell's syntax check and completes
+ * commands, flags and choices in a real bash, and in a real zsh and fish where they are installed.
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
@@ -143,14 +143,61 @@ describe('ipferry completion', () => {
     assert.deepEqual(await complete('ipferry', 'tls', 'init', '--f'), ['--force']);
   });
 
-  it('zsh: the script passes zsh -n', async (t) => {
+  it('zsh: the script passes zsh -n and completes in a real zsh', async (t) => {
     if (!installed('zsh')) return t.skip('zsh is not installed');
     await exec('zsh', ['-n', join(tmp.dir, 'zsh')]);
+    // Outside a completion widget: zsh's completion builtins are stood in for by functions
+    // that print what they were given.
+    const complete = async (...words: string[]): Promise<string> => {
+      const array = words.map((w) => `'${w}'`).join(' ');
+      const { stdout } = await exec('zsh', [
+        '-f',
+        '-c',
+        [
+          'compdef() { :; }',
+          '_describe() { print -rl -- "${(@)${(P)4}%%:*}"; }',
+          'compadd() { print -rl -- "${(@P)2}"; }',
+          '_files() { print -r -- "(files)"; }',
+          `source '${join(tmp.dir, 'zsh')}'`,
+          `words=(${array}); CURRENT=${words.length}; PREFIX='${words.at(-1)}'; _ipferry`,
+        ].join('\n'),
+      ]);
+      return stdout.trim().split('\n').join(' ');
+    };
+    assert.match(await complete('ipferry', 'fip', 'mo'), /\bmove\b/);
+    assert.match(await complete('ipferry', '--server', 'x', 'fip', 'move', '--ta'), /--target/);
+    assert.equal(await complete('ipferry', 'agent', '--tunnel-driver', ''), 'wireguard tinc');
+    assert.equal(await complete('ipferry', 'completion', ''), 'bash zsh fish');
+    assert.equal(await complete('ipferry', 'tls', 'init', '--dir', ''), '(files)');
   });
 
-  it('fish: the script passes fish --no-execute', async (t) => {
+  it('fish: the script passes fish --no-execute and completes in a real fish', async (t) => {
     if (!installed('fish')) return t.skip('fish is not installed');
-    await exec('fish', ['--no-execute', join(tmp.dir, 'fish')]);
+    // fish keeps its variables and history under these: the test's own, not the user's.
+    const env = {
+      ...process.env,
+      XDG_CONFIG_HOME: join(tmp.dir, 'fish-config'),
+      XDG_DATA_HOME: join(tmp.dir, 'fish-data'),
+    };
+    await exec('fish', ['--no-execute', join(tmp.dir, 'fish')], { env });
+    const complete = async (line: string): Promise<string[]> => {
+      const { stdout } = await exec(
+        'fish',
+        ['--no-config', '-c', `source '${join(tmp.dir, 'fish')}'; complete -C '${line}'`],
+        { env },
+      );
+      return stdout
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => l.split('\t')[0]!);
+    };
+    assert.deepEqual(await complete('ipferry fip mo'), ['move']);
+    assert.deepEqual(await complete('ipferry --server x fip move --ta'), ['--target']);
+    assert.deepEqual((await complete('ipferry agent --tunnel-driver ')).sort(), [
+      'tinc',
+      'wireguard',
+    ]);
+    assert.deepEqual((await complete('ipferry completion ')).sort(), ['bash', 'fish', 'zsh']);
   });
 
   it('an unknown shell is a usage error naming the choices (exit 2)', async () => {
