@@ -10,6 +10,7 @@
  * drift (an element deleted by hand). When a whole diff is refused, each FIP's part is retried
  * alone, so one bad association is ERROR with the kernel's reason while the others go ACTIVE.
  */
+import type { PassReport } from '../core/applied.js';
 import { ROOT, keys } from '../core/keys.js';
 import { diffFor, diffIntent, diffOwners, type IntentDiff, isEmptyDiff } from '../intent/diff.js';
 import { compile, type HostIntent } from '../core/compile/index.js';
@@ -53,6 +54,8 @@ export interface ReconcilerOptions {
   readonly writesMeshRollback?: boolean;
   /** Where pass and apply durations, errors and watch restarts are recorded (/metrics). */
   readonly metrics?: ReconcileMetrics;
+  /** Called after every pass, so the health report tells waiting writes at once (lastPass). */
+  readonly onPass?: () => void;
 }
 
 export type ReconcileMetrics = Pick<
@@ -90,6 +93,8 @@ export class Reconciler {
   lastApply?: string;
   lastError?: string;
   realisedRevision?: number;
+  /** The latest pass's revision and what the dataplane refused in it: writes wait on it. */
+  lastPass?: PassReport;
   /** The desired state under ROOT, and the watch that keeps it current. */
   private readonly desired = new DesiredState();
   private readonly cache: PrefixCache;
@@ -320,6 +325,11 @@ export class Reconciler {
     await this.report(intent, snapshot, errors);
     await this.mesh.afterPass(intent.mesh, snapshot);
     if (errors.size === 0) this.realisedRevision = snapshot.revision;
+    this.lastPass = {
+      revision: snapshot.revision,
+      ...(errors.size > 0 ? { errors: [...errors].map(([what, why]) => `${what}: ${why}`) } : {}),
+    };
+    this.o.onPass?.();
     const applied = diff.add.length + diff.replace.length + diff.remove.length;
     if (applied > 0) {
       this.lastApply = new Date().toISOString();

@@ -104,15 +104,19 @@ export async function startAgent(
     });
     // The monitor needs the API's logger, the liveness beat starts first: it finds it here.
     const probing: { monitor?: PathMonitor; reconciler?: Reconciler; watch?: TunnelWatch } = {};
-    stops.unshift(
-      await keepAlive(store, config.node, async () => {
-        const probed = withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes());
-        const restore = probing.watch?.restore();
-        const tunnel = probed && restore ? { ...probed, restore } : probed;
-        const mesh = probing.reconciler?.meshReport();
-        return { ...(tunnel ? { tunnel } : {}), ...(mesh ? { mesh } : {}) };
-      }),
-    );
+    const liveness = await keepAlive(store, config.node, async () => {
+      const probed = withProbes(await dataplane.tunnelHealth(), probing.monitor?.probes());
+      const restore = probing.watch?.restore();
+      const tunnel = probed && restore ? { ...probed, restore } : probed;
+      const mesh = probing.reconciler?.meshReport();
+      const pass = probing.reconciler?.lastPass;
+      return {
+        ...(tunnel ? { tunnel } : {}),
+        ...(mesh ? { mesh } : {}),
+        ...(pass ? { pass } : {}),
+      };
+    });
+    stops.unshift(liveness.stop);
     const metrics = new AgentMetrics({
       node: config.node,
       version: VERSION,
@@ -187,6 +191,7 @@ export async function startAgent(
       paths,
       tunnelWatch: watch,
       metrics,
+      onPass: liveness.refresh,
       // A node credential (a remote agent's) may not write the policy: its hub's agent does.
       writesMeshRollback: hub.access.credential === undefined,
       alwaysOpen: [
@@ -324,8 +329,8 @@ function withProbes(
 async function keepAlive(
   store: Store,
   node: string,
-  health: () => Promise<Pick<NodeHealth, 'tunnel' | 'mesh'>>,
-): Promise<() => Promise<void>> {
+  health: () => Promise<Pick<NodeHealth, 'tunnel' | 'mesh' | 'pass'>>,
+): Promise<{ stop: () => Promise<void>; refresh: () => void }> {
   const liveness: NodeLiveness = { name: node, since: new Date().toISOString(), pid: process.pid };
   /** The report last written, without its timestamp, to tell whether it changed. */
   let written: string | undefined;
@@ -340,7 +345,7 @@ async function keepAlive(
     return { text, value };
   };
   /** A failed write is tried again on the next beat (`written` is still the old report). */
-  const update = async (): Promise<void> => {
+  const write = async (): Promise<void> => {
     const { text, value } = await report();
     if (text === written) return;
     await store.txn({
@@ -348,6 +353,13 @@ async function keepAlive(
       success: [{ type: 'put', key: keys.nodeHealth(node), value }],
     });
     written = text;
+  };
+  // One write at a time, in order: a report taken earlier never lands after a later one.
+  let writing: Promise<void> = Promise.resolve();
+  const update = (): Promise<void> => {
+    const next = writing.then(write);
+    writing = next.catch(() => undefined);
+    return next;
   };
   // Membership first, on its own: a hub that refuses the health report (an older one) must
   // still see the node alive.
@@ -385,9 +397,12 @@ async function keepAlive(
     (LEASE_TTL_SECONDS * 1000) / 3,
   );
   timer.unref();
-  return async () => {
-    clearInterval(timer);
-    await store.revokeLease(lease).catch(() => undefined);
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await store.revokeLease(lease).catch(() => undefined);
+    },
+    refresh: () => void update().catch(() => undefined),
   };
 }
 

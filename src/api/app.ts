@@ -26,6 +26,7 @@ import type { ControlPlane } from '../service/control.js';
 import type { Store } from '../store/store.js';
 import { JOIN_ROUTE, STORE_ROUTES } from '../store/wire.js';
 import { bearerToken, setCaller, type TokenSet } from './auth.js';
+import { appliedHandler } from './applied.js';
 import type { PlanResponse, StatusResponse } from './contract.js';
 import { createJoinTokenHandler, registerJoinRoutes, verifyNodeCredential } from './join.js';
 import { PUBLIC_ROUTE_PATHS, registerApiRoutes, routeAuth, type Handlers } from './routes.js';
@@ -365,6 +366,7 @@ function handlers(
     confirmMesh: (req) => control.mesh.confirm({ holdsOnly: req.body.holdsOnly === true }),
     auditMesh: (req) => control.mesh.audit(req.body.inventory, req.body.source),
 
+    applied: appliedHandler(control),
     ippool: () => control.ippool(),
     arp: (req) => control.arp(req.params.mac, () => agent.neighbours()),
   };

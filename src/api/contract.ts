@@ -275,6 +275,15 @@ export const API = {
     response: { 200: s.meshAuditResponse },
   }),
 
+  applied: route({
+    ...ROUTE_PATHS.applied,
+    auth: 'read',
+    tags: ['floating ips'],
+    summary:
+      'Whether a write (its revision) is applied by every agent it concerns; waits up to `wait` for a final answer',
+    querystring: s.appliedQuery,
+    response: { 200: s.appliedResponse },
+  }),
   ippool: route({
     ...ROUTE_PATHS.ippool,
     auth: 'read',
@@ -364,6 +373,8 @@ export type StatusResponse = ResponseOf<Api['status']>;
 export type DeletePoolResponse = ResponseOf<Api['deletePool']>;
 export type AllocateResponse = ResponseOf<Api['allocate']>;
 export type ReleaseResponse = ResponseOf<Api['release']>;
+export type AppliedResponse = ResponseOf<Api['applied']>;
+export type AppliedRequest = QueryOf<Api['applied']>;
 export type RemoveForwardResponse = ResponseOf<Api['removeForward']>;
 export type RemoveNodeResponse = ResponseOf<Api['removeNode']>;
 /**

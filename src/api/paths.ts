@@ -6,6 +6,9 @@
  */
 export const API_PREFIX = '/v1';
 
+/** The answer header of a write: the store revision it made (wait for it: GET /v1/applied). */
+export const REVISION_HEADER = 'ipferry-revision';
+
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 export const ROUTE_PATHS = {
@@ -37,6 +40,7 @@ export const ROUTE_PATHS = {
   setMeshPolicy: { method: 'PUT', url: `${API_PREFIX}/mesh/policy` },
   confirmMesh: { method: 'POST', url: `${API_PREFIX}/mesh/confirm` },
   auditMesh: { method: 'POST', url: `${API_PREFIX}/mesh/audit` },
+  applied: { method: 'GET', url: `${API_PREFIX}/applied` },
   ippool: { method: 'GET', url: `${API_PREFIX}/ippool` },
   arp: { method: 'GET', url: `${API_PREFIX}/arp/:mac` },
 } as const satisfies Readonly<Record<string, { readonly method: Method; readonly url: string }>>;

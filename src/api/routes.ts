@@ -16,6 +16,8 @@ import {
   type RouteName,
   type RouteSpec,
 } from './contract.js';
+import { trackWrites } from '../service/write-revision.js';
+import { REVISION_HEADER } from './paths.js';
 
 export type RequestOf<R extends RouteSpec> = FastifyRequest<{
   Params: ParamsOf<R>;
@@ -54,7 +56,9 @@ function registerRoute(app: FastifyInstance, spec: RouteSpec, handler: UntypedHa
     ...(spec.bodyOptional ? { preValidation: bodyOrEmpty } : {}),
     handler: async (request, reply) => {
       reply.status(status);
-      return handler(request, reply);
+      const { value, revision } = await trackWrites(() => Promise.resolve(handler(request, reply)));
+      if (revision !== undefined) reply.header(REVISION_HEADER, String(revision));
+      return value;
     },
   });
 }

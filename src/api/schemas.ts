@@ -15,6 +15,7 @@
  * fields they name document the answer; its TypeScript type is the one the control plane builds
  * (service/views.ts, core/model.ts), bound here with `Type.Unsafe`.
  */
+import type { AppliedReport } from '../core/applied.js';
 import { Type, type SchemaOptions, type TProperties, type TUnsafe } from '@sinclair/typebox';
 import type { MeshAudit, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
 import type {
@@ -85,6 +86,31 @@ export const listFipsQuery = Type.Object(
 );
 export const releaseQuery = Type.Object(
   { force: Type.Optional(oneOfStrings(['true', 'false'])) },
+  { additionalProperties: false },
+);
+
+export const appliedQuery = Type.Object(
+  {
+    revision: Type.String({
+      pattern: '^[1-9][0-9]{0,15}$',
+      description: 'the store revision of the write (its answer header `ipferry-revision`)',
+    }),
+    fip: Type.Optional(Type.String({ description: 'a floating IP the write changed or released' })),
+    pool: Type.Optional(name),
+    nodes: Type.Optional(
+      Type.String({
+        pattern: '^[a-z0-9.-]+(,[a-z0-9.-]+)*$',
+        description: 'nodes, comma-separated',
+      }),
+    ),
+    all: Type.Optional(oneOfStrings(['true', 'false'], { description: 'every live agent' })),
+    wait: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]{1,6}(ms|s)$',
+        description: 'how long to wait for a final answer (at most 25s), e.g. 10s or 500ms',
+      }),
+    ),
+  },
   { additionalProperties: false },
 );
 
@@ -488,6 +514,19 @@ export const allocateResponse = view<FipView & { readonly created: boolean }>({
 export const releaseResponse = view<{ readonly address: string; readonly released: boolean }>({
   address: str,
   released: bool,
+});
+
+export const appliedResponse = view<AppliedReport>({
+  revision: int,
+  outcome: Type.String({ description: 'applied, pending, error or unreachable' }),
+  agents: Type.Array(
+    open({
+      node: str,
+      state: Type.String({ description: 'applied, pending, error or unreachable' }),
+      revision: int,
+      message: str,
+    }),
+  ),
 });
 
 export const removeForwardResponse = view<{

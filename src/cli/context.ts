@@ -8,6 +8,14 @@ import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
 import { IpferryError } from '../core/errors.js';
 import { ApiClient } from '../client/api-client.js';
 import { json, terminalLines } from './format.js';
+import {
+  appliedLine,
+  DEFAULT_WAIT_SECONDS,
+  notApplied,
+  waitApplied,
+  type WaitFlags,
+  type WaitScope,
+} from './wait.js';
 
 export interface Io {
   out(s: string): void;
@@ -154,6 +162,39 @@ export class CliContext {
   }
 
   /**
+   * Run a write and print what it returns, then, unless `--no-wait`, wait until the agents it
+   * concerns have applied it: `applied on gw in 140 ms` (`--json`: the report under `applied`),
+   * or fail with why not. A write that wrote nothing (a replayed client token) waits for nothing.
+   */
+  async write<T>(
+    handler: (api: ApiClient) => Promise<T>,
+    printer: Printer<T>,
+    scope: (data: T) => WaitScope,
+    flags: WaitFlags,
+    options: { readonly appliedTo?: 'out' | 'err' } = {},
+  ): Promise<void> {
+    const api = await this.api();
+    api.lastWriteRevision = undefined;
+    const data = await handler(api);
+    const since = performance.now();
+    const revision = api.lastWriteRevision;
+    if (flags.wait === false || revision === undefined) {
+      this.print(data, printer);
+      return;
+    }
+    const timeout = flags.timeout ?? DEFAULT_WAIT_SECONDS;
+    const applied = await waitApplied(api, revision, scope(data), timeout, since);
+    const ok = applied.outcome === 'applied';
+    if (options.appliedTo === 'err') {
+      this.print(data, printer, { applied });
+      if (ok && !this.json) this.io.err(terminalLines(appliedLine(applied)));
+    } else {
+      this.print(data, (d) => printer(d) + (ok ? appliedLine(applied) : ''), { applied });
+    }
+    if (!ok) throw notApplied(applied, timeout);
+  }
+
+  /**
    * The one way a command's text reaches stdout. Whatever a printer built, from the API's data or
    * a store's, leaves here with every control, bidirectional control and line separator but the
    * line feed as a visible `\u{…}` escape (issue 12, finding 8), so no printer can let one drive
@@ -161,8 +202,13 @@ export class CliContext {
    * passes unchanged, escapes being printable. `--json` writes the data exactly: JSON.stringify
    * escapes the C0 controls itself, and a program, not a terminal, is meant to read it.
    */
-  print<T>(data: T, printer: Printer<T>): void {
-    this.io.out(this.json ? json(data) : terminalLines(printer(data)));
+  print<T>(data: T, printer: Printer<T>, extra?: Readonly<Record<string, unknown>>): void {
+    if (!this.json) {
+      this.io.out(terminalLines(printer(data)));
+      return;
+    }
+    const withExtra = extra && isRecord(data) ? { ...data, ...extra } : data;
+    this.io.out(json(withExtra));
   }
 
   async close(): Promise<void> {
@@ -170,4 +216,8 @@ export class CliContext {
     this.client = undefined;
     await client?.close();
   }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -15,6 +15,10 @@ import type { CliContext } from './context.js';
 import { cell, details, hostPort, portText, table } from './format.js';
 import { collect } from './options.js';
 import { UsageError } from './exit.js';
+import { waitOptions, type WaitFlags, type WaitScope } from './wait.js';
+
+/** A FIP write concerns its gateway and the nodes it goes to. */
+export const byFip = (address: string) => (): WaitScope => ({ fip: address });
 
 export interface AllocateFlags {
   pool?: string;
@@ -143,17 +147,24 @@ export const printReleased = (r: ReleaseResponse): string =>
 export function fipCommand(ctx: CliContext): Command {
   const fip = new Command('fip').description('Allocate, associate, move and release floating IPs');
 
-  fip
+  const allocate = fip
     .command('allocate')
     .description('Allocate a floating IP from a pool')
     .option('--pool <pool>', 'pool to take it from (default: any pool with a free address)')
     .option('--address <ip>', 'a specific address instead of any free one')
     .option('--client-token <token>', 'idempotency token: repeating the call returns the same FIP')
     .option('--description <text>', 'free text')
-    .option('--tag <tag>', 'a tag (repeatable)', collect, [])
-    .action((o: AllocateFlags) => ctx.run((api) => allocateFip(api, o), printAllocated));
+    .option('--tag <tag>', 'a tag (repeatable)', collect, []);
+  waitOptions(allocate).action((o: AllocateFlags & WaitFlags) =>
+    ctx.write(
+      (api) => allocateFip(api, o),
+      printAllocated,
+      (f) => ({ fip: f.address }),
+      o,
+    ),
+  );
 
-  fip
+  const associate = fip
     .command('associate')
     .description('Forward a floating IP to a target address')
     .argument('<fip>', 'floating IP')
@@ -165,42 +176,51 @@ export function fipCommand(ctx: CliContext): Command {
       ),
     )
     .option('--masquerade', 'SNAT toward the target (it then loses the client address)')
-    .option('--allow-reassociation', 're-target a FIP that is already associated')
-    .action((address: string, o: AssociateFlags) => {
-      // Only a routed FIP has a target to default to (itself); say so before sending anything.
-      if (o.target === undefined && o.mode !== 'routed') {
-        throw new UsageError(
-          "required option '--target <ip>' not specified (only --mode routed may omit it)",
-          'ipferry fip associate',
-        );
-      }
-      return ctx.run((api) => associateFip(api, address, o), printFip);
-    });
+    .option('--allow-reassociation', 're-target a FIP that is already associated');
+  waitOptions(associate).action((address: string, o: AssociateFlags & WaitFlags) => {
+    // Only a routed FIP has a target to default to (itself); say so before sending anything.
+    if (o.target === undefined && o.mode !== 'routed') {
+      throw new UsageError(
+        "required option '--target <ip>' not specified (only --mode routed may omit it)",
+        'ipferry fip associate',
+      );
+    }
+    return ctx.write((api) => associateFip(api, address, o), printFip, byFip(address), o);
+  });
 
-  fip
+  const move = fip
     .command('move')
     .description('Re-target an associated floating IP, keeping its mode')
     .argument('<fip>', 'floating IP')
     .option('--target <ip>', 'new target address (a routed FIP: omit it, its target is the FIP)')
-    .option('--node <node>', 'node that holds the new target')
-    .action((address: string, o: MoveFlags) =>
-      ctx.run((api) => moveFip(api, address, o), printFip),
-    );
+    .option('--node <node>', 'node that holds the new target');
+  waitOptions(move).action((address: string, o: MoveFlags & WaitFlags) =>
+    ctx.write((api) => moveFip(api, address, o), printFip, byFip(address), o),
+  );
 
-  fip
-    .command('disassociate')
-    .description('Stop forwarding a floating IP (it stays allocated)')
-    .argument('<fip>', 'floating IP')
-    .action((address: string) => ctx.run((api) => disassociateFip(api, address), printFip));
+  waitOptions(
+    fip
+      .command('disassociate')
+      .description('Stop forwarding a floating IP (it stays allocated)')
+      .argument('<fip>', 'floating IP'),
+  ).action((address: string, o: WaitFlags) =>
+    ctx.write((api) => disassociateFip(api, address), printFip, byFip(address), o),
+  );
 
-  fip
-    .command('release')
-    .description('Return a floating IP to its pool')
-    .argument('<fip>', 'floating IP')
-    .option('--force', 'release even while it is associated')
-    .action((address: string, o: { force?: boolean }) =>
-      ctx.run((api) => releaseFip(api, address, o.force === true), printReleased),
-    );
+  waitOptions(
+    fip
+      .command('release')
+      .description('Return a floating IP to its pool')
+      .argument('<fip>', 'floating IP')
+      .option('--force', 'release even while it is associated'),
+  ).action((address: string, o: { force?: boolean } & WaitFlags) =>
+    ctx.write(
+      (api) => releaseFip(api, address, o.force === true),
+      printReleased,
+      byFip(address),
+      o,
+    ),
+  );
 
   fip
     .command('list')

@@ -3,6 +3,7 @@
  * `ippool`, `arp`. Each is a composition of the FIP routes; the two-step ones undo their first
  * step when the second fails, so nothing is left half-done.
  */
+import { noWaitOption, timeoutOption, type WaitFlags, type WaitScope } from './wait.js';
 import { Command } from 'commander';
 import type { ArpResponse, FipView, IppoolEntryView, ReleaseResponse } from '../api/contract.js';
 import { IpferryError, type Problem } from '../core/errors.js';
@@ -107,6 +108,11 @@ export function printIppool(pools: readonly IppoolEntryView[]): string {
     : `${summary}\n${table(['address', 'pool', 'mode', 'target'], rows)}`;
 }
 
+/** IP Floater's scripts read stdout as its verbs printed it: the applied line goes to stderr. */
+const QUIET = { appliedTo: 'err' } as const;
+
+const byAddress = (r: { address: string }): WaitScope => ({ fip: r.address });
+
 // Commands -------------------------------------------------------------------------------------
 
 export function floaterCommands(ctx: CliContext): Command[] {
@@ -117,20 +123,28 @@ export function floaterCommands(ctx: CliContext): Command[] {
       )
       .argument('<private-ip>', 'target address')
       .option('--pool <pool>', 'pool to take it from')
-      .action((privateIp: string, o: { pool?: string }) =>
-        ctx.run((api) => getip(api, privateIp, o.pool), printAddress),
+      .addOption(noWaitOption())
+      .addOption(timeoutOption())
+      .action((privateIp: string, o: { pool?: string } & WaitFlags) =>
+        ctx.write((api) => getip(api, privateIp, o.pool), printAddress, byAddress, o, QUIET),
       ),
     new Command('redirect')
       .description('IP Floater: forward PUBLIC_IP (nat) to PRIVATE_IP, allocating it if needed')
       .argument('<public-ip>', 'floating IP')
       .argument('<private-ip>', 'target address')
-      .action((publicIp: string, privateIp: string) =>
-        ctx.run((api) => redirect(api, publicIp, privateIp), printRedirect),
+      .addOption(noWaitOption())
+      .addOption(timeoutOption())
+      .action((publicIp: string, privateIp: string, o: WaitFlags) =>
+        ctx.write((api) => redirect(api, publicIp, privateIp), printRedirect, byAddress, o, QUIET),
       ),
     new Command('releaseip')
       .description('IP Floater: stop forwarding PUBLIC_IP and release it')
       .argument('<public-ip>', 'floating IP')
-      .action((publicIp: string) => ctx.run((api) => releaseip(api, publicIp), printReleased)),
+      .addOption(noWaitOption())
+      .addOption(timeoutOption())
+      .action((publicIp: string, o: WaitFlags) =>
+        ctx.write((api) => releaseip(api, publicIp), printReleased, byAddress, o, QUIET),
+      ),
     new Command('ippool')
       .description('IP Floater: list pools and their allocated addresses')
       .action(() => ctx.run(ippool, printIppool)),

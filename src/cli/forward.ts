@@ -1,4 +1,6 @@
 /** `ipferry forward …`: port forwards of a floating IP in ports mode. */
+import { waitOptions, type WaitFlags } from './wait.js';
+import { byFip } from './fip.js';
 import { Command, Option } from 'commander';
 import type { AddForwardRequest, ForwardView } from '../api/contract.js';
 import { PROTOCOLS, type Protocol } from '../core/model.js';
@@ -79,7 +81,7 @@ export const printForwardRemoved = (r: RemoveForwardResponse): string =>
 export function forwardCommand(ctx: CliContext): Command {
   const forward = new Command('forward').description('Manage port forwards of a floating IP');
 
-  forward
+  const add = forward
     .command('add')
     .description('Forward a port or port range of a floating IP to a target')
     .argument('<fip>', 'floating IP')
@@ -88,10 +90,10 @@ export function forwardCommand(ctx: CliContext): Command {
     .option('--target-port <p>', 'first target port (default: same as --port)', port)
     .requiredOption('--target <ip>', 'address to forward to')
     .option('--node <node>', 'node that holds the target')
-    .option('--description <text>', 'free text')
-    .action((address: string, o: AddForwardFlags) =>
-      ctx.run((api) => addForward(api, address, o), printForward),
-    );
+    .option('--description <text>', 'free text');
+  waitOptions(add).action((address: string, o: AddForwardFlags & WaitFlags) =>
+    ctx.write((api) => addForward(api, address, o), printForward, byFip(address), o),
+  );
 
   forward
     .command('list')
@@ -99,14 +101,15 @@ export function forwardCommand(ctx: CliContext): Command {
     .argument('<fip>', 'floating IP')
     .action((address: string) => ctx.run((api) => listForwards(api, address), printForwardTable));
 
-  forward
-    .command('remove')
-    .description('Remove a port forward')
-    .argument('<fip>', 'floating IP')
-    .argument('<id>', 'forward id (see `forward list`)')
-    .action((address: string, id: string) =>
-      ctx.run((api) => removeForward(api, address, id), printForwardRemoved),
-    );
+  waitOptions(
+    forward
+      .command('remove')
+      .description('Remove a port forward')
+      .argument('<fip>', 'floating IP')
+      .argument('<id>', 'forward id (see `forward list`)'),
+  ).action((address: string, id: string, o: WaitFlags) =>
+    ctx.write((api) => removeForward(api, address, id), printForwardRemoved, byFip(address), o),
+  );
 
   return forward;
 }

@@ -3,6 +3,7 @@
  * that rolls back by itself unless confirmed), the staged `reject_all` rollout node by node,
  * confirmations, the audit against an inventory, and each node's mesh as its agent applied it.
  */
+import { everyAgent, noWaitOption, timeoutOption, type WaitFlags } from './wait.js';
 import { readFile } from 'node:fs/promises';
 import { Argument, Command, Option } from 'commander';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
@@ -375,9 +376,16 @@ export function meshCommand(ctx: CliContext): Command {
     .description('Set the mesh policy from a YAML or JSON file (it replaces the whole policy)')
     .requiredOption('--file <file>', 'the policy file (docs/mesh.md#the-policy-file)')
     .option('--confirm-within <duration>', CONFIRM_WITHIN, confirmWithin)
-    .action(async (o: { file: string; confirmWithin?: number }) => {
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
+    .action(async (o: { file: string; confirmWithin?: number } & WaitFlags) => {
       const policy = await readPolicyFile(o.file);
-      await ctx.run((api) => setMeshPolicy(api, policy, o.confirmWithin), printPolicySet);
+      await ctx.write(
+        (api) => setMeshPolicy(api, policy, o.confirmWithin),
+        printPolicySet,
+        everyAgent,
+        o,
+      );
     });
   mesh
     .command('reject-all')
@@ -385,8 +393,15 @@ export function meshCommand(ctx: CliContext): Command {
     .argument('<node>', 'node name')
     .addArgument(new Argument('<state>', 'on or off').choices(['on', 'off']))
     .option('--confirm-within <duration>', CONFIRM_WITHIN, confirmWithin)
-    .action((node: string, state: 'on' | 'off', o: { confirmWithin?: number }) =>
-      ctx.run((api) => switchRejectAll(api, node, state === 'on', o.confirmWithin), printRejectAll),
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
+    .action((node: string, state: 'on' | 'off', o: { confirmWithin?: number } & WaitFlags) =>
+      ctx.write(
+        (api) => switchRejectAll(api, node, state === 'on', o.confirmWithin),
+        printRejectAll,
+        everyAgent,
+        o,
+      ),
     );
   mesh
     .command('confirm')
@@ -397,8 +412,10 @@ export function meshCommand(ctx: CliContext): Command {
       '--holds-only',
       'release held membership changes only: confirm no trial, and refuse none that ran out',
     )
-    .action((o: { holdsOnly?: boolean }) =>
-      ctx.run((api) => confirmMesh(api, o.holdsOnly === true), printConfirm),
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
+    .action((o: { holdsOnly?: boolean } & WaitFlags) =>
+      ctx.write((api) => confirmMesh(api, o.holdsOnly === true), printConfirm, everyAgent, o),
     );
   mesh
     .command('audit')

@@ -2,6 +2,7 @@
  * `ipferry node …`: the nodes registered in the store and whether their agents are alive, and
  * the join tokens that let a remote agent follow this hub.
  */
+import { everyAgent, noWaitOption, timeoutOption, type WaitFlags } from './wait.js';
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { JoinTokenResponse, NodeListView, RemoveNodeResponse } from '../api/contract.js';
@@ -351,8 +352,10 @@ export function nodeCommand(ctx: CliContext): Command {
       '--tunnel-driver <driver>',
       'wireguard (the only driver a host without an agent can run)',
     )
-    .action((name: string, flags: AddNodeFlags) =>
-      ctx.run((api) => addNode(api, name, flags), printNodeAdded),
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
+    .action((name: string, flags: AddNodeFlags & WaitFlags) =>
+      ctx.write((api) => addNode(api, name, flags), printNodeAdded, everyAgent, flags),
     );
   node
     .command('render')
@@ -403,7 +406,11 @@ export function nodeCommand(ctx: CliContext): Command {
       'Remove a node for good: its record, liveness and overlay address (refused while a pool or a floating IP uses it)',
     )
     .argument('<name>', 'node name')
-    .action((name: string) => ctx.run((api) => removeNode(api, name), printNodeRemoved));
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
+    .action((name: string, o: WaitFlags) =>
+      ctx.write((api) => removeNode(api, name), printNodeRemoved, everyAgent, o),
+    );
   const joinToken = new Command('join-token').description(
     'Tokens that let a remote agent join this hub and follow its store',
   );

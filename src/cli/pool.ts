@@ -1,4 +1,5 @@
 /** `ipferry pool …`: create, list, show and delete address pools. */
+import { noWaitOption, timeoutOption, type WaitFlags } from './wait.js';
 import { Command, Option } from 'commander';
 import type { CreatePoolRequest, PoolView, UpdatePoolRequest } from '../api/contract.js';
 import type { PoolEntry } from '../core/model.js';
@@ -160,10 +161,12 @@ export function poolCommand(ctx: CliContext): Command {
     )
     .option('--description <text>', 'free text')
     .option('--tag <tag>', 'a tag (repeatable)', collect, [])
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
     .action(
       (
         name: string,
-        o: {
+        o: WaitFlags & {
           gateway: string;
           shared: string[];
           onlink?: string;
@@ -172,7 +175,7 @@ export function poolCommand(ctx: CliContext): Command {
           tag: string[];
         },
       ) =>
-        ctx.run(
+        ctx.write(
           (api) =>
             createPool(api, name, {
               gateway: o.gateway,
@@ -184,6 +187,8 @@ export function poolCommand(ctx: CliContext): Command {
               ...(o.description !== undefined ? { description: o.description } : {}),
             }),
           printPool,
+          () => ({ pool: name }),
+          o,
         ),
     );
 
@@ -224,11 +229,13 @@ export function poolCommand(ctx: CliContext): Command {
     )
     .addOption(
       new Option('--clear-targets', 'remove the target ranges: any target').conflicts('targets'),
-    );
+    )
+    .addOption(noWaitOption())
+    .addOption(timeoutOption());
   update.action(
     (
       name: string,
-      o: {
+      o: WaitFlags & {
         shared: string[];
         remove: string[];
         description?: string;
@@ -256,7 +263,12 @@ export function poolCommand(ctx: CliContext): Command {
           'ipferry pool update',
         );
       }
-      return ctx.run((api) => updatePool(api, name, flags), printPool);
+      return ctx.write(
+        (api) => updatePool(api, name, flags),
+        printPool,
+        () => ({ pool: name }),
+        o,
+      );
     },
   );
 
@@ -275,7 +287,17 @@ export function poolCommand(ctx: CliContext): Command {
     .command('delete')
     .description('Delete a pool that has no allocated floating IPs')
     .argument('<name>', 'pool name')
-    .action((name: string) => ctx.run((api) => deletePool(api, name), printPoolDeleted));
+    .addOption(noWaitOption())
+    .addOption(timeoutOption())
+    .action((name: string, o: WaitFlags) =>
+      // Its gateway is not known once it is gone: every live agent has it to apply.
+      ctx.write(
+        (api) => deletePool(api, name),
+        printPoolDeleted,
+        () => ({ all: true }),
+        o,
+      ),
+    );
 
   return pool;
 }

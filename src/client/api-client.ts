@@ -7,12 +7,14 @@
  * The token is sent only as an `Authorization` header; it never appears in a URL, an error or a
  * log line.
  */
-import { fillPath, ROUTE_PATHS, type RouteName } from '../api/paths.js';
+import { fillPath, REVISION_HEADER, ROUTE_PATHS, type RouteName } from '../api/paths.js';
 import type {
   Api,
   AddForwardRequest,
   AllocateRequest,
   AllocateResponse,
+  AppliedRequest,
+  AppliedResponse,
   ArpResponse,
   AssociateRequest,
   BodyOf,
@@ -52,6 +54,7 @@ import {
   errorOf,
   errorText,
   HttpClient,
+  type HttpAnswer,
   openDispatcher,
   parseJson,
 } from '../store/http-transport.js';
@@ -144,6 +147,8 @@ export class ApiClient {
   readonly server: string;
   private readonly timeoutMs: number;
   private readonly http: HttpClient;
+  /** The store revision of the latest write answered (its `ipferry-revision` header). */
+  lastWriteRevision?: number;
 
   constructor(options: ClientOptions) {
     this.server = parseServer(options.server).href.replace(/\/+$/, '');
@@ -254,6 +259,14 @@ export class ApiClient {
     return this.call('auditMesh', { body });
   }
 
+  /**
+   * Whether the write at `revision` is applied by the agents it concerns; the agent answers
+   * once it is final or after `wait` (at most 25 s).
+   */
+  applied(query: AppliedRequest): Promise<AppliedResponse> {
+    return this.call('applied', { query });
+  }
+
   ippool(): Promise<IppoolEntryView[]> {
     return this.call('ippool');
   }
@@ -271,8 +284,9 @@ export class ApiClient {
     const path = fillPath(url, params) + queryString(input.query);
     let status: number;
     let text: string;
+    let headers: HttpAnswer['headers'];
     try {
-      ({ status, text } = await this.http.send(method, path, input.body));
+      ({ status, text, headers } = await this.http.send(method, path, input.body));
     } catch (e) {
       if (this.server.startsWith('https:') && speaksNoTls(e)) {
         throw new IpferryError('IPF_E_NOT_TLS', { server: this.server });
@@ -284,6 +298,10 @@ export class ApiClient {
     }
 
     const parsed = parseJson(text);
+    const revision = Number(headers?.[REVISION_HEADER]);
+    if (status >= 200 && status < 300 && Number.isSafeInteger(revision) && revision > 0) {
+      this.lastWriteRevision = revision;
+    }
     if (status >= 200 && status < 300) {
       if (parsed.ok) return parsed.value as ResponseOf<Api[N]>;
       throw new RemoteError(status, {

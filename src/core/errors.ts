@@ -258,6 +258,17 @@ export const ERRORS = {
     message: 'TLS setup failed: {reason}',
     hint: 'Give both --tls-cert and --tls-key (PEM files); clients verify with --ca-file.',
   },
+  IPF_E_NOT_APPLIED: {
+    status: 502,
+    message: 'The write (revision {revision}) is stored but was not applied: {reason}.',
+    hint: 'The store keeps the write: fix the cause the agent gives (`ipferry fip show`, `ipferry node show NODE`), then write again or undo it.',
+  },
+  IPF_E_APPLY_TIMEOUT: {
+    status: 504,
+    message:
+      'The write (revision {revision}) is stored but {nodes} had not applied it after {timeout}.',
+    hint: 'Its agents may still apply it: check that they are alive and keeping up (`ipferry node show NODE`), or wait longer with --timeout.',
+  },
   IPF_E_KERNEL: {
     status: 500,
     message: 'This host cannot run the Linux dataplane: {reason}',

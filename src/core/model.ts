@@ -182,8 +182,18 @@ export interface NodeHealth {
   readonly name: string;
   readonly tunnel?: TunnelHealth;
   readonly mesh?: MeshNodeReport;
+  /** The agent's latest reconcile pass: what writes wait for (core/applied.ts). */
+  readonly pass?: PassReport;
   /** When the report last changed. */
   readonly updatedAt: string;
+}
+
+/** What an agent reports about its latest reconcile pass (in its health record). */
+export interface PassReport {
+  /** Store revision the pass realised (with or without errors). */
+  readonly revision: number;
+  /** What the dataplane refused in that pass, in words; absent when nothing was refused. */
+  readonly errors?: readonly string[];
 }
 
 export interface TunnelHealth {

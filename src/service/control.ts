@@ -77,6 +77,9 @@ import {
 import type { Compare, Op, Store } from '../store/store.js';
 import { type UnmanagedNodeInput, validateUnmanagedNode } from '../core/farend.js';
 import { livenessByNode, MeshControl, withHealth } from './mesh.js';
+import { noteWrites } from './write-revision.js';
+import { type AppliedQuery, waitApplied } from './applied.js';
+import type { AppliedReport } from '../core/applied.js';
 import {
   absent,
   getRecord,
@@ -114,11 +117,15 @@ export class ControlPlane {
   /** The fleet mesh: policy, confirmations, overlay addresses, removals, audit. */
   readonly mesh: MeshControl;
 
+  /** The store, noting each write's revision for the request that made it (write-revision.ts). */
+  readonly store: Store;
+
   constructor(
-    readonly store: Store,
+    store: Store,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.mesh = new MeshControl(store, now);
+    this.store = noteWrites(store);
+    this.mesh = new MeshControl(this.store, now);
   }
 
   // Pools -------------------------------------------------------------------------------------
@@ -534,6 +541,11 @@ export class ControlPlane {
       });
       return r.succeeded ? { address: fip.value.address, released: true } : RETRY;
     });
+  }
+
+  /** Whether the write at `query.revision` is applied by every agent it concerns (applied.ts). */
+  applied(query: AppliedQuery, waitMs: number): Promise<AppliedReport> {
+    return waitApplied(this.store, query, waitMs);
   }
 
   // Port forwards -----------------------------------------------------------------------------

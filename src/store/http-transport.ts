@@ -98,6 +98,8 @@ export interface HttpClientOptions {
 export interface HttpAnswer {
   readonly status: number;
   readonly text: string;
+  /** The answer's headers, lower-case names (a write's `ipferry-revision`). */
+  readonly headers?: Readonly<Record<string, string | string[] | undefined>>;
 }
 
 /**
@@ -131,7 +133,7 @@ export class HttpClient {
       dispatcher: this.dispatcher,
       signal: AbortSignal.timeout(this.timeoutMs),
     });
-    return { status: res.statusCode, text: await res.body.text() };
+    return { status: res.statusCode, text: await res.body.text(), headers: res.headers };
   }
 
   /** A long GET whose body the caller reads (or destroys): an NDJSON stream. */

@@ -639,7 +639,12 @@ describe('the fleet mesh against real agents (a hub on SQLite, a remote agent jo
     await kill(b1, 'SIGTERM');
     r = await ipferry(['node', 'remove', 'b1'], env);
     assert.equal(r.code, 0, r.err);
-    assert.equal(r.out, `removed node b1 (overlay address ${overlayIp} is free again)\n`);
+    assert.match(
+      r.out,
+      new RegExp(
+        `^removed node b1 \\(overlay address ${overlayIp.replace(/\./g, '\\.')} is free again\\)\napplied on hub1 in \\d+ ms\n$`,
+      ),
+    );
     const names = (
       JSON.parse((await ipferry(['node', 'list', '--json'], env)).out) as { name: string }[]
     ).map((n) => n.name);

@@ -436,6 +436,17 @@ describe('every route of the API answers as its response schema says', () => {
     );
   });
 
+  it('applied: the report on a write by its revision', async () => {
+    const fip = (await answer('listFips'))[0]!;
+    const report = await answer('applied', {
+      query: { revision: String(fip.revision), fip: fip.address, wait: '5s' },
+    });
+    assert.equal(report.revision, fip.revision);
+    assert.ok(['applied', 'pending', 'error', 'unreachable'].includes(report.outcome));
+    await refusal('applied', { query: { revision: '0' } }, 400, 'IPF_E_VALIDATION');
+    await refusal('applied', { query: { revision: '7', wait: 'soon' } }, 400, 'IPF_E_VALIDATION');
+  });
+
   it('IP Floater: ippool and arp', async () => {
     const pools = await answer('ippool');
     assert.ok(pools.find((p) => p.pool === 'public')?.allocated.length);
