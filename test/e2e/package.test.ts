@@ -230,6 +230,20 @@ describe('the Debian package', () => {
       env: { PATH: SYSTEMD_PATH, IPFERRY_NODE: process.execPath },
     });
     assert.equal(ok.stdout.trim(), VERSION);
+    // Another major than the package's SQLite addon was built for: the CLI runs, the agent not.
+    const built = Number(process.versions.node.split('.')[0]);
+    const other = join(tmp.dir, 'other-node');
+    writeFileSync(other, `#!/bin/sh\necho v${built + 2}.0.0\n`, { mode: 0o755 });
+    const otherMajor = await failing(bin, ['agent'], { PATH: SYSTEMD_PATH, IPFERRY_NODE: other });
+    assert.equal(otherMajor.code, 127);
+    assert.match(
+      otherMajor.stderr,
+      new RegExp(`built for Node\\.js ${built} and .* is Node\\.js ${built + 2}`),
+    );
+    const cliOnOther = await exec(bin, ['--version'], {
+      env: { PATH: SYSTEMD_PATH, IPFERRY_NODE: other },
+    });
+    assert.equal(cliOnOther.stdout.trim(), `v${built + 2}.0.0`, 'the wrapper ran it');
   });
 });
 
