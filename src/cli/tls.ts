@@ -121,6 +121,19 @@ function openssl(args: readonly string[]): Promise<void> {
 
 /** Writes the key and certificate under temporary names, checks them, then puts them in place. */
 export async function tlsInit(options: TlsInitOptions): Promise<TlsInitResult> {
+  try {
+    return await makePair(options);
+  } catch (e) {
+    if (e instanceof IpferryError) throw e;
+    const { code, path } = e as NodeJS.ErrnoException;
+    throw new TlsInitError(
+      `cannot write ${path ?? options.dir} (${code ?? (e as Error).message})`,
+      'Run it as root (the agent reads the key as root), or give --dir a directory you may write.',
+    );
+  }
+}
+
+async function makePair(options: TlsInitOptions): Promise<TlsInitResult> {
   const cert = join(options.dir, 'cert.pem');
   const key = join(options.dir, 'key.pem');
   if (!options.force) {

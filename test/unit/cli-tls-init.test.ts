@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/agent/config.js';
@@ -175,6 +175,18 @@ describe('ipferry tls init', () => {
     assert.equal(mode(join(tlsDir, 'key.pem')), 0o600);
     const { readdirSync } = await import('node:fs');
     assert.deepEqual(readdirSync(tlsDir).sort(), ['cert.pem', 'key.pem']);
+  });
+
+  it('a directory it cannot make is an IPF_E_TLS error naming it, not an internal one', async () => {
+    const file = join(tmp.dir, 'a-file');
+    writeFileSync(file, '');
+    const r = await ipferry(['tls', 'init', '--dir', join(file, 'tls')]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.err,
+      /^error IPF_E_TLS: TLS setup failed: cannot write .*a-file\/tls \(ENOTDIR\)$/m,
+    );
+    assert.match(r.err, /give --dir a directory you may write/);
   });
 
   it('refuses bad --name and --days with a usage error (exit 2), writing nothing', async () => {
