@@ -3,7 +3,7 @@
 // result once the gateway has applied it. Everything from the API reaches the page as text
 // (textContent), never as markup.
 import { api, ApiError, fipPath, followEvents, session, whenUnauthorized } from './api.js';
-import { el, formatBytes, formatCount, formatAge, clear } from './dom.js';
+import { el, formatBytes, formatCount, formatAge, formatMs, clear } from './dom.js';
 
 /** How long a write's result is waited for before the page says it is not applied yet. */
 const APPLY_TIMEOUT_MS = 15_000;
@@ -275,16 +275,20 @@ function renderNodeChoice() {
 // --- writes ------------------------------------------------------------------------------------
 
 /**
- * Waits until the gateway's status of `address` describes revision `revision` or later, and
- * returns the FIP as it is then, with how long it took; undefined when the time runs out.
+ * Waits until the gateway's status of `address` describes revision `revision` or later and is
+ * settled, and returns the FIP as it is then with how long it took; undefined when the time runs
+ * out. An associated FIP that is DOWN is not settled: the gateway is still at work (waiting for
+ * a tunnel's path to be measured, say), and `onProgress` hears what it said.
  */
-async function applied(address, revision) {
+async function applied(address, revision, onProgress) {
   const started = performance.now();
   while (performance.now() - started < APPLY_TIMEOUT_MS) {
     const fip = await api('GET', fipPath(address));
     const s = fip.status;
     if (s?.revision !== undefined && s.revision >= revision && !s.stale) {
-      return { fip, ms: Math.round(performance.now() - started) };
+      const settled = !fip.association || s.state !== 'DOWN';
+      if (settled) return { fip, ms: Math.round(performance.now() - started) };
+      onProgress(s.message ?? s.state);
     }
     await new Promise((resolve) => setTimeout(resolve, APPLY_POLL_MS));
   }
@@ -302,10 +306,14 @@ async function write(what, send) {
     return false;
   }
   void refresh(['fips', 'pools']);
-  const result = await applied(written.address, written.revision).catch(() => undefined);
+  let lastWord = '';
+  const result = await applied(written.address, written.revision, (word) => {
+    lastWord = word;
+    announce(`${what}: written; the gateway is at it: ${word}`, 'busy');
+  }).catch(() => undefined);
   if (!result) {
     announce(
-      `${what}: written (revision ${written.revision}), not reported applied by the gateway within ${APPLY_TIMEOUT_MS / 1000} s.`,
+      `${what}: written (revision ${written.revision}), not reported applied by the gateway within ${APPLY_TIMEOUT_MS / 1000} s${lastWord ? ` (last: ${lastWord})` : ''}.`,
       'error',
     );
     return true;
@@ -476,7 +484,11 @@ function peersTable(node, peers) {
       el('td', { class: 'num' }, p.rxBytes !== undefined ? formatBytes(p.rxBytes) : '—'),
       el('td', { class: 'num' }, p.txBytes !== undefined ? formatBytes(p.txBytes) : '—'),
       el('td', { class: 'num' }, p.probe?.pathMtu ?? p.probe?.tunnelMtu ?? '—'),
-      el('td', { class: 'num' }, p.probe?.rttMs !== undefined ? `${p.probe.rttMs} ms` : '—'),
+      el(
+        'td',
+        { class: 'num' },
+        p.probe?.rttMs !== undefined ? `${formatMs(p.probe.rttMs)} ms` : '—',
+      ),
       el('td', {}, probeHealth(p.probe)),
     ),
   );

@@ -41,3 +41,8 @@ export function formatAge(seconds) {
   if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
   return `${Math.round(seconds / 3600)} h`;
 }
+
+/** Milliseconds to a tenth below 10, whole above. */
+export function formatMs(ms) {
+  return ms < 10 ? ms.toFixed(1) : String(Math.round(ms));
+}

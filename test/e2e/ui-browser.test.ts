@@ -1,9 +1,10 @@
 /**
  * The web page in a real browser: Debian's chromium, driven by playwright-core (no browser
- * download), against the agent of a gateway lab (network namespaces, real nft). Signs in with a
- * token, reads the FIPs, moves one by clicking through the page and waits for the page to show
- * the new target as ACTIVE, then checks that real traffic reaches the new target; a read-only
- * token sees the same page without a single action control.
+ * download), against the gateway's agent of a cloud–home lab (network namespaces, real nft and
+ * WireGuard): a gateway with the pool and two home servers joined over tunnels. Signs in with a
+ * token, reads the FIPs, moves a routed FIP from home to home2 by clicking through the page and
+ * waits for the page to show it ACTIVE on home2, then checks that real traffic reaches home2; a
+ * read-only token sees the same page without a single action control.
  *
  * IPFERRY_UI_SCREENSHOTS=1 also writes a screenshot of each view into docs/ui/.
  *
@@ -25,8 +26,8 @@ import { ApiClient } from '../../src/client/api-client.js';
 import { digestHex } from '../../src/api/auth.js';
 import { LabAgents } from '../../src/lab/agents.js';
 import { echoProbe, startEchoServer } from '../../src/lab/probe.js';
-import { GATEWAY_LAN as L, gatewayLan } from '../../src/lab/scenarios.js';
-import { Lab } from '../../src/lab/topology.js';
+import { CLOUD_HOME as H, cloudHome } from '../../src/lab/scenarios.js';
+import type { Lab } from '../../src/lab/topology.js';
 import { ensureBuilt } from '../support/build.js';
 import { tempDir, waitFor } from '../support/helpers.js';
 
@@ -38,6 +39,7 @@ const TOKEN_RW = 'ui-test-rw-token-0123456789abcdef';
 const TOKEN_RO = 'ui-test-ro-token-0123456789abcdef';
 const FIP = '203.0.113.10';
 const SPARE = '203.0.113.11';
+const TUNNEL_PORTS = { gw: 51820, home: 51821, home2: 51822 } as const;
 
 let lab: Lab;
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -51,27 +53,33 @@ let browserPid: number | undefined;
 before(async () => {
   await ensureBuilt();
   tmp = await tempDir('uilab');
-  lab = await Lab.create(gatewayLan());
+  lab = await cloudHome({ homes: 2 });
   agents = new LabAgents({ lab, dir: tmp.dir });
-  await startEchoServer(lab, 'be1', { tcp: [80] });
-  await startEchoServer(lab, 'be2', { tcp: [80] });
-  // The agent's token file, written before it starts: a read-write token and, as its digest
-  // only, a read-only one.
+  await startEchoServer(lab, 'home', { tcp: [80] });
+  await startEchoServer(lab, 'home2', { tcp: [80] });
+  // The gateway agent's token file, written before it starts: a read-write token and, as its
+  // digest only, a read-only one.
   await mkdir(join(tmp.dir, 'gw'), { recursive: true });
   await writeFile(agents.tokenFile('gw'), `${TOKEN_RW}\nsha256:${digestHex(TOKEN_RO)} ro\n`, {
     mode: 0o600,
   });
-  const { agent } = await agents.startHub('gw');
+  const { agent } = await agents.startHub('gw', {
+    endpoint: { address: H.gw.uplink.v4, port: TUNNEL_PORTS.gw },
+  });
   url = agent.url;
   api = new ApiClient({ server: url, token: TOKEN_RW });
+  // Home servers call the gateway (no public endpoint of their own), as behind a home router.
+  for (const node of ['home', 'home2'] as const) {
+    await agents.join(node, { api, extra: ['--tunnel-port', String(TUNNEL_PORTS[node])] });
+  }
   await api.createPool({
     name: 'public',
     gateway: 'gw',
     entries: ['203.0.113.0/28'],
-    description: 'the uplink’s routed block',
+    description: 'routed to the cloud VM by its provider',
   });
   await api.allocate({ address: FIP, description: 'web' });
-  await api.associate(FIP, { target: L.be1.v4 });
+  await api.associate(FIP, { mode: 'routed', node: 'home', target: FIP });
   await api.allocate({ address: SPARE });
   await waitFor(
     `${FIP} ACTIVE`,
@@ -79,6 +87,11 @@ before(async () => {
       const f = await api.getFip(FIP);
       return f.status.state === 'ACTIVE' && !f.status.stale && f.status.revision === f.revision;
     },
+    15_000,
+  );
+  await waitFor(
+    'home answering on the FIP',
+    async () => (await echoProbe(lab, 'client', 'tcp', FIP, 80, 1500))?.name === 'home',
     15_000,
   );
 
@@ -170,11 +183,11 @@ describe('the web page in chromium, on a gateway lab', () => {
     try {
       const row = page.locator(`tr[data-address="${FIP}"]`);
       await row.locator('.badge', { hasText: /^ACTIVE$/ }).waitFor();
-      assert.equal(await row.locator('.target').textContent(), L.be1.v4);
-      assert.equal(await row.locator('.node').textContent(), 'gw');
+      assert.equal(await row.locator('.target').textContent(), FIP);
+      assert.equal(await row.locator('.node').textContent(), 'home');
       await page.locator('#live[data-state="live"]').waitFor();
       // Traffic through the FIP: the gateway's per-FIP counter, shown within a poll or two.
-      assert.equal((await echoProbe(lab, 'client', 'tcp', FIP, 80, 1500))?.name, 'be1');
+      assert.equal((await echoProbe(lab, 'client', 'tcp', FIP, 80, 1500))?.name, 'home');
       await row
         .locator('.packets')
         .filter({ hasText: /^[1-9][\d,]*$/ })
@@ -183,24 +196,30 @@ describe('the web page in chromium, on a gateway lab', () => {
 
       await page.getByRole('button', { name: `Move ${FIP}` }).click();
       const dialog = page.getByRole('dialog');
-      await dialog.getByLabel('Target address').fill(L.be2.v4);
-      if (screenshots) await shoot(page, 'move');
+      // A routed FIP keeps its address as its target: only the node changes.
+      await dialog.getByLabel('Node').selectOption('home2');
+      await shoot(page, 'move');
       await dialog.getByRole('button', { name: 'Move' }).click();
 
       const result = page.getByRole('status');
-      await result.getByText(/is ACTIVE, applied on gw in \d+ ms/).waitFor({ timeout: 20_000 });
+      await result.getByText(/is ACTIVE, applied on \S+ in \d+ ms/).waitFor({ timeout: 20_000 });
       assert.match(
         (await result.textContent()) ?? '',
-        new RegExp(`Move ${FIP}: ${FIP} → ${L.be2.v4.replaceAll('.', '\\.')} is ACTIVE`),
+        new RegExp(`Move ${FIP}: ${FIP} → ${FIP.replaceAll('.', '\\.')} on home2 is ACTIVE`),
       );
-      // The table follows the store's watch: the new target, ACTIVE and current.
-      await row.locator('.target', { hasText: L.be2.v4 }).waitFor();
+      // The table follows the store's watch: the new node, ACTIVE and current.
+      await row.locator('.node', { hasText: 'home2' }).waitFor();
       await row.locator('.badge', { hasText: /^ACTIVE$/ }).waitFor();
       await shoot(page, 'fips-moved');
 
-      assert.equal((await echoProbe(lab, 'client', 'tcp', FIP, 80, 1500))?.name, 'be2');
+      const reply = await waitFor(
+        'home2 answering on the FIP',
+        async () => echoProbe(lab, 'client', 'tcp', FIP, 80, 1500),
+        15_000,
+      );
+      assert.deepEqual(reply, { name: 'home2', address: H.client.v4 });
       const fip = await api.getFip(FIP);
-      assert.equal(fip.association?.target, L.be2.v4);
+      assert.equal(fip.association?.node, 'home2');
       assert.deepEqual(problemsOf(page), []);
     } finally {
       await context.close();
@@ -211,8 +230,17 @@ describe('the web page in chromium, on a gateway lab', () => {
     const { context, page } = await signedIn(TOKEN_RW);
     try {
       await page.getByRole('link', { name: 'Nodes' }).click();
+      // Each node with its tunnel: gw's peers are the two homes, with what the probes found.
       const gw = page.getByRole('article', { name: /^gw/ });
-      await gw.getByText('alive', { exact: true }).first().waitFor();
+      await gw.getByRole('table', { name: 'Tunnel peers of gw' }).waitFor();
+      for (const home of ['home', 'home2']) {
+        await gw.getByRole('row', { name: new RegExp(`^${home} `) }).waitFor();
+      }
+      await gw
+        .locator('td', { hasText: /^[\d.]+ ms$/ })
+        .first()
+        .waitFor({ timeout: 30_000 });
+      await page.getByRole('article', { name: /^home2/ }).waitFor();
       await shoot(page, 'nodes');
 
       await page.getByRole('link', { name: 'Pools' }).click();
@@ -222,6 +250,32 @@ describe('the web page in chromium, on a gateway lab', () => {
 
       await page.getByRole('link', { name: 'Mesh' }).click();
       await page.getByText('none: no fleet mesh').waitFor();
+      // A fleet mesh on trial: the page follows the policy and each agent's report of it.
+      await api.setMeshPolicy({
+        policy: {
+          overlay: '10.250.0.0/24',
+          maxChange: 1,
+          fleet: { openPorts: ['tcp/80'] },
+          sites: {},
+          nodes: {},
+        },
+        confirmWithinSeconds: 900,
+      });
+      await page.getByText('overlay 10.250.0.0/24').waitFor();
+      await page.getByText(/^on trial until /).waitFor();
+      await waitFor(
+        'every agent reporting its mesh',
+        async () => (await api.listNodes()).every((n) => n.mesh?.members !== undefined),
+        15_000,
+      );
+      for (const node of ['gw', 'home', 'home2']) {
+        await page
+          .locator('#mesh-body tr', {
+            has: page.getByRole('rowheader', { name: node, exact: true }),
+          })
+          .locator('td', { hasText: /^[1-9]$/ })
+          .waitFor();
+      }
       await shoot(page, 'mesh');
       assert.deepEqual(problemsOf(page), []);
     } finally {
@@ -233,7 +287,7 @@ describe('the web page in chromium, on a gateway lab', () => {
     const { context, page } = await signedIn(TOKEN_RO);
     try {
       const row = page.locator(`tr[data-address="${FIP}"]`);
-      await row.locator('.target', { hasText: L.be2.v4 }).waitFor();
+      await row.locator('.node', { hasText: 'home2' }).waitFor();
       await page.getByText('This token may only read').waitFor();
       assert.equal(
         await page.getByRole('button', { name: /^(Move|Associate|Release|Disassociate) / }).count(),
