@@ -27,6 +27,7 @@ import type { Store } from '../store/store.js';
 import { JOIN_ROUTE, STORE_ROUTES } from '../store/wire.js';
 import { bearerToken, setCaller, type TokenSet } from './auth.js';
 import { appliedHandler } from './applied.js';
+import { eventsHandler, registerAudit } from './events.js';
 import type { PlanResponse, StatusResponse } from './contract.js';
 import { createJoinTokenHandler, registerJoinRoutes, verifyNodeCredential } from './join.js';
 import { PUBLIC_ROUTE_PATHS, registerApiRoutes, routeAuth, type Handlers } from './routes.js';
@@ -125,6 +126,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     store,
     ...(options.https ? { tls: { fingerprint: certificateFingerprint(options.https.cert) } } : {}),
   };
+  registerAudit(app, options.tokens, store);
   registerApiRoutes(app, handlers(options, createJoinTokenHandler(app, join)));
   registerStoreRoutes(app, store);
   registerJoinRoutes(app, join);
@@ -367,6 +369,7 @@ function handlers(
     auditMesh: (req) => control.mesh.audit(req.body.inventory, req.body.source),
 
     applied: appliedHandler(control),
+    events: eventsHandler(control.store),
     ippool: () => control.ippool(),
     arp: (req) => control.arp(req.params.mac, () => agent.neighbours()),
   };

@@ -3,12 +3,16 @@
  * constant time, so neither a memory dump of the token list nor response timing reveals a
  * token. A token is read-write (`rw`, the default) or read-only (`ro`).
  *
- * Token file format (mode 0600): one token per line, optionally followed by its access,
- * `# comments` and blank lines ignored. A line may hold `sha256:HEX` (the token's SHA-256 in
- * hex) instead of the token, so the agent's file need not contain any usable secret:
+ * Token file format (mode 0600): one token per line, optionally followed by its access and
+ * `name=NAME` (what the audit trail calls it), `# comments` and blank lines ignored. A line may
+ * hold `sha256:HEX` (the token's SHA-256 in hex) instead of the token, so the agent's file need
+ * not contain any usable secret:
  *
- *     s3cr3t-admin-token
+ *     s3cr3t-admin-token rw name=alice
  *     sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 ro
+ *
+ * A token without a name is called `sha256:` and the first 12 hex digits of its digest: it tells
+ * tokens apart and reveals nothing usable.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
@@ -40,7 +44,10 @@ export function callerOf(request: FastifyRequest): Caller {
 interface Entry {
   readonly digest: Buffer;
   readonly access: Access;
+  readonly name: string;
 }
+
+const TOKEN_NAME = /^name=([A-Za-z0-9._@-]{1,64})$/;
 
 export class TokenSet {
   private constructor(private readonly entries: readonly Entry[]) {}
@@ -50,16 +57,26 @@ export class TokenSet {
     text.split('\n').forEach((raw, i) => {
       const line = raw.replace(/#.*$/, '').trim();
       if (!line) return;
-      const [token, access = 'rw', ...rest] = line.split(/\s+/);
+      const [token, access = 'rw', named, ...rest] = line.split(/\s+/);
       const stored = token ? storedDigest(token) : undefined;
-      if (!stored || (access !== 'rw' && access !== 'ro') || rest.length > 0) {
+      const name = named === undefined ? undefined : TOKEN_NAME.exec(named)?.[1];
+      if (
+        !stored ||
+        (access !== 'rw' && access !== 'ro') ||
+        (named !== undefined && name === undefined) ||
+        rest.length > 0
+      ) {
         // The line number, never the line: it holds a secret.
         throw new IpferryError('IPF_E_SECRET_FILE', {
           path: source,
-          problem: `has an invalid entry on line ${i + 1} (expected "TOKEN [rw|ro]" with a token of at least 16 characters, or "sha256:HEX [rw|ro]")`,
+          problem: `has an invalid entry on line ${i + 1} (expected "TOKEN [rw|ro] [name=NAME]" with a token of at least 16 characters, or "sha256:HEX [rw|ro] [name=NAME]")`,
         });
       }
-      entries.push({ digest: stored, access });
+      entries.push({
+        digest: stored,
+        access,
+        name: name ?? `sha256:${stored.toString('hex').slice(0, 12)}`,
+      });
     });
     if (entries.length === 0) {
       throw new IpferryError('IPF_E_SECRET_FILE', { path: source, problem: 'holds no token' });
@@ -69,13 +86,18 @@ export class TokenSet {
 
   /** The access a presented token grants, or undefined. Checks every entry: constant work. */
   check(presented: string | undefined): Access | undefined {
+    return this.identify(presented)?.access;
+  }
+
+  /** The access and name of a presented token (the first entry granting rw wins). */
+  identify(presented: string | undefined): { access: Access; name: string } | undefined {
     if (!presented) return undefined;
     const candidate = digest(presented);
-    let granted: Access | undefined;
+    let granted: Entry | undefined;
     for (const entry of this.entries) {
-      if (timingSafeEqual(entry.digest, candidate) && granted !== 'rw') granted = entry.access;
+      if (timingSafeEqual(entry.digest, candidate) && granted?.access !== 'rw') granted = entry;
     }
-    return granted;
+    return granted && { access: granted.access, name: granted.name };
   }
 }
 

@@ -284,6 +284,15 @@ export const API = {
     querystring: s.appliedQuery,
     response: { 200: s.appliedResponse },
   }),
+  events: route({
+    ...ROUTE_PATHS.events,
+    auth: 'read',
+    tags: ['audit'],
+    summary:
+      'The audit trail: every write and refused write, oldest first (the latest 10,000 are kept); a long poll with `wait`',
+    querystring: s.eventsQuery,
+    response: { 200: s.eventsResponse },
+  }),
   ippool: route({
     ...ROUTE_PATHS.ippool,
     auth: 'read',
@@ -375,6 +384,8 @@ export type AllocateResponse = ResponseOf<Api['allocate']>;
 export type ReleaseResponse = ResponseOf<Api['release']>;
 export type AppliedResponse = ResponseOf<Api['applied']>;
 export type AppliedRequest = QueryOf<Api['applied']>;
+export type EventsRequest = QueryOf<Api['events']>;
+export type EventsResponse = ResponseOf<Api['events']>;
 export type RemoveForwardResponse = ResponseOf<Api['removeForward']>;
 export type RemoveNodeResponse = ResponseOf<Api['removeNode']>;
 /**

@@ -41,6 +41,7 @@ export const ROUTE_PATHS = {
   confirmMesh: { method: 'POST', url: `${API_PREFIX}/mesh/confirm` },
   auditMesh: { method: 'POST', url: `${API_PREFIX}/mesh/audit` },
   applied: { method: 'GET', url: `${API_PREFIX}/applied` },
+  events: { method: 'GET', url: `${API_PREFIX}/events` },
   ippool: { method: 'GET', url: `${API_PREFIX}/ippool` },
   arp: { method: 'GET', url: `${API_PREFIX}/arp/:mac` },
 } as const satisfies Readonly<Record<string, { readonly method: Method; readonly url: string }>>;

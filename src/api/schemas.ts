@@ -16,6 +16,7 @@
  * (service/views.ts, core/model.ts), bound here with `Type.Unsafe`.
  */
 import type { AppliedReport } from '../core/applied.js';
+import type { AuditEvent } from '../core/events.js';
 import { Type, type SchemaOptions, type TProperties, type TUnsafe } from '@sinclair/typebox';
 import type { MeshAudit, MeshPolicy, MeshPolicyRecord } from '../core/mesh.js';
 import type {
@@ -108,6 +109,30 @@ export const appliedQuery = Type.Object(
       Type.String({
         pattern: '^[0-9]{1,6}(ms|s)$',
         description: 'how long to wait for a final answer (at most 25s), e.g. 10s or 500ms',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const eventsQuery = Type.Object(
+  {
+    after: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]{1,15}$',
+        description: 'only events after this sequence number',
+      }),
+    ),
+    limit: Type.Optional(
+      Type.String({
+        pattern: '^([1-9][0-9]{0,2}|1000)$',
+        description: 'the latest N (at most 1000)',
+      }),
+    ),
+    wait: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]{1,6}(ms|s)$',
+        description: 'with none yet: wait up to this long for the next (at most 25s)',
       }),
     ),
   },
@@ -528,6 +553,20 @@ export const appliedResponse = view<AppliedReport>({
     }),
   ),
 });
+
+export const eventsResponse = list(
+  view<AuditEvent>({
+    seq: int,
+    at: str,
+    who: str,
+    method: str,
+    path: str,
+    query: open(),
+    status: int,
+    code: str,
+    revision: int,
+  }),
+);
 
 export const removeForwardResponse = view<{
   readonly address: string;

@@ -10,6 +10,7 @@ import { agentCommand } from '../agent/command.js';
 import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from '../core/defaults.js';
 import { CliContext, processIo, type Env, type GlobalFlags, type Io } from './context.js';
 import { completionCommand } from './completion.js';
+import { eventsCommand } from './events.js';
 import { fipCommand } from './fip.js';
 import { importCommand } from './import.js';
 import { floaterCommands } from './floater.js';
@@ -75,6 +76,7 @@ export function buildProgram(ctx: CliContext, version: string): Command {
     versionCommand(ctx),
     ...floaterCommands(ctx),
     importCommand(ctx),
+    eventsCommand(ctx),
   ];
   for (const command of api) {
     addGlobalOptions(command);

@@ -15,6 +15,8 @@ import type {
   AllocateResponse,
   AppliedRequest,
   AppliedResponse,
+  EventsRequest,
+  EventsResponse,
   ArpResponse,
   AssociateRequest,
   BodyOf,
@@ -265,6 +267,11 @@ export class ApiClient {
    */
   applied(query: AppliedRequest): Promise<AppliedResponse> {
     return this.call('applied', { query });
+  }
+
+  /** The audit trail (GET /v1/events): after a sequence number, the latest N, or a long poll. */
+  events(query: EventsRequest = {}): Promise<EventsResponse> {
+    return this.call('events', { query });
   }
 
   ippool(): Promise<IppoolEntryView[]> {

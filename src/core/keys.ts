@@ -20,6 +20,12 @@ export function clientTokenDigest(token: string): string {
  */
 export const HEALTH_ROOT = '/ipferry/health/v1/';
 
+/**
+ * The audit trail (core/events.ts): beside ROOT, not under it, so that recording a write wakes
+ * no agent; a ring of EVENTS_CAPACITY slots and the sequence number of the latest event.
+ */
+export const EVENTS_ROOT = '/ipferry/events/v1/';
+
 export const keys = {
   pools: `${ROOT}pools/`,
   pool: (name: string) => `${ROOT}pools/${name}`,
@@ -71,6 +77,10 @@ export const keys = {
   /** Which node holds an overlay address: the lock that keeps two nodes off one address. */
   overlays: `${ROOT}mesh/overlay/`,
   overlay: (address: string) => `${ROOT}mesh/overlay/${address}`,
+  events: `${EVENTS_ROOT}e/`,
+  /** Slot `n` of the ring, zero-padded so that a list comes back in slot order. */
+  event: (slot: number) => `${EVENTS_ROOT}e/${String(slot).padStart(6, '0')}`,
+  eventsSeq: `${EVENTS_ROOT}seq`,
   /** One 1:1 NAT target maps to one FIP per gateway: SNAT must know which FIP to use. */
   natTarget: (gateway: string, target: string) => `${ROOT}nat-targets/${gateway}/${target}`,
 } as const;
@@ -84,4 +94,6 @@ export const PRIVATE_PREFIXES: readonly string[] = [
   keys.nodeCredentials,
   keys.joinTokens,
   keys.leaseOwners,
+  // Who wrote what: token names and requests are the operators' business, not a node's.
+  EVENTS_ROOT,
 ];

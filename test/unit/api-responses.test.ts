@@ -447,6 +447,14 @@ describe('every route of the API answers as its response schema says', () => {
     await refusal('applied', { query: { revision: '7', wait: 'soon' } }, 400, 'IPF_E_VALIDATION');
   });
 
+  it('events: the audit trail, and a long poll', async () => {
+    const trail = await answer('events', { query: { limit: '5' } });
+    assert.ok(trail.length > 0 && trail.length <= 5);
+    const last = trail.at(-1)!.seq;
+    assert.deepEqual(await answer('events', { query: { after: String(last), wait: '1ms' } }), []);
+    await refusal('events', { query: { limit: '0' } }, 400, 'IPF_E_VALIDATION');
+  });
+
   it('IP Floater: ippool and arp', async () => {
     const pools = await answer('ippool');
     assert.ok(pools.find((p) => p.pool === 'public')?.allocated.length);
