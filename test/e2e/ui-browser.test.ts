@@ -283,6 +283,60 @@ describe('the web page in chromium, on a gateway lab', () => {
     }
   });
 
+  it('allocates, associates, disassociates and releases through the page, each shown once applied', async () => {
+    const address = '203.0.113.12';
+    const { context, page } = await signedIn(TOKEN_RW);
+    page.on('dialog', (d) => void d.accept());
+    try {
+      const result = page.getByRole('status');
+      const row = page.locator(`tr[data-address="${address}"]`);
+
+      await page.getByLabel('Pool', { exact: true }).selectOption('public');
+      await page.getByLabel(/^Address/).fill(address);
+      await page.getByLabel(/^Description/).fill('from the page');
+      await page.getByRole('button', { name: 'Allocate' }).click();
+      await result.getByText(`Allocate: ${address} is DOWN, applied on gw in`).waitFor();
+      await row.waitFor();
+
+      await page.getByRole('button', { name: `Associate ${address}` }).click();
+      const dialog = page.getByRole('dialog');
+      await dialog.getByLabel('Mode').selectOption('routed');
+      await dialog.getByLabel('Node').selectOption('home');
+      await dialog.getByRole('button', { name: 'Associate' }).click();
+      await result
+        .getByText(new RegExp(`^Associate ${address}: .* on home is ACTIVE, applied on`))
+        .waitFor({ timeout: 20_000 });
+      await row.locator('.node', { hasText: 'home' }).waitFor();
+      const reply = await waitFor(
+        'home answering on the new FIP',
+        async () => echoProbe(lab, 'client', 'tcp', address, 80, 1500),
+        15_000,
+      );
+      assert.equal(reply.name, 'home');
+
+      await page.getByRole('button', { name: `Disassociate ${address}` }).click();
+      await result.getByText(`Disassociate ${address}: ${address} is DOWN, applied on`).waitFor();
+      await row.getByRole('button', { name: `Release ${address}` }).waitFor();
+      assert.equal(await echoProbe(lab, 'client', 'tcp', address, 80, 800), undefined);
+
+      await page.getByRole('button', { name: `Release ${address}` }).click();
+      await result.getByText(`Released ${address}.`).waitFor();
+      await row.waitFor({ state: 'detached' });
+      await assert.rejects(api.getFip(address), (e: { status?: number }) => e.status === 404);
+
+      // A refusal shows the API's own error: an address outside every pool.
+      await page.getByLabel(/^Address/).fill('198.51.100.7');
+      await page.getByRole('button', { name: 'Allocate' }).click();
+      await result.getByText(/^Allocate refused: /).waitFor();
+      assert.deepEqual(
+        problemsOf(page).filter((p) => !/\b4\d\d\b/.test(p)),
+        [],
+      );
+    } finally {
+      await context.close();
+    }
+  });
+
   it('a read-only token sees the same FIPs without any action control', async () => {
     const { context, page } = await signedIn(TOKEN_RO);
     try {
