@@ -337,6 +337,30 @@ describe('the web page in chromium, on a gateway lab', () => {
     }
   });
 
+  it('works from the keyboard: sign in with Enter, open the move dialog, Escape leaves it', async () => {
+    const context = await browser!.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      const page = await context.newPage();
+      await page.goto(`${url}/ui`);
+      // The token field has the focus from the start.
+      await page.keyboard.type(TOKEN_RW);
+      await page.keyboard.press('Enter');
+      const move = page.getByRole('button', { name: `Move ${FIP}` });
+      await move.waitFor();
+      await move.focus();
+      await page.keyboard.press('Enter');
+      const dialog = page.getByRole('dialog');
+      await dialog.waitFor();
+      assert.equal(await page.evaluate('document.activeElement.id'), 'action-target');
+      const before = (await api.getFip(FIP)).revision;
+      await page.keyboard.press('Escape');
+      await dialog.waitFor({ state: 'hidden' });
+      assert.equal((await api.getFip(FIP)).revision, before, 'Escape wrote nothing');
+    } finally {
+      await context.close();
+    }
+  });
+
   it('a read-only token sees the same FIPs without any action control', async () => {
     const { context, page } = await signedIn(TOKEN_RO);
     try {

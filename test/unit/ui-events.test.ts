@@ -177,6 +177,30 @@ describe('/ui/events', () => {
   });
 });
 
+describe('/ui/events when the store goes', () => {
+  it('sends lost with the store’s error and ends, so the page reconnects and reads again', async () => {
+    const { control: c3, close: close3 } = await controlPlane(['gw1']);
+    const app3 = await testApi(c3);
+    const url = await app3.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const response = await fetch(`${url}/ui/events`, {
+        headers: auth(TOKEN_RO),
+        dispatcher: connections,
+      } as unknown as RequestInit);
+      const reading = readEvents(response, (seen) => seen.some((e) => e.name === 'lost'));
+      await close3();
+      const seen = await reading;
+      assert.deepEqual(
+        seen.map((e) => e.name),
+        ['hello', 'lost'],
+      );
+      assert.equal(seen[1]?.data.error.code, 'IPF_E_STORE');
+    } finally {
+      await app3.close();
+    }
+  });
+});
+
 describe('changedKinds and sseEvent', () => {
   const put = (key: string) => ({
     type: 'put' as const,
