@@ -276,8 +276,7 @@ function renderNodeChoice() {
 
 /**
  * Waits until the gateway's status of `address` describes revision `revision` or later and is
- * settled, and returns the FIP as it is then with how long it took; undefined when the time runs
- * out. An associated FIP that is DOWN is not settled: the gateway is still at work (waiting for
+ * settled, and returns the FIP as it is then; undefined when the time runs out. An associated FIP that is DOWN is not settled: the gateway is still at work (waiting for
  * a tunnel's path to be measured, say), and `onProgress` hears what it said.
  */
 async function applied(address, revision, onProgress) {
@@ -287,12 +286,33 @@ async function applied(address, revision, onProgress) {
     const s = fip.status;
     if (s?.revision !== undefined && s.revision >= revision && !s.stale) {
       const settled = !fip.association || s.state !== 'DOWN';
-      if (settled) return { fip, ms: Math.round(performance.now() - started) };
+      if (settled) return { fip };
       onProgress(s.message ?? s.state);
     }
     await new Promise((resolve) => setTimeout(resolve, APPLY_POLL_MS));
   }
   return undefined;
+}
+
+/**
+ * Which agents have applied revision `revision` of `address`, as GET /v1/applied reports it
+ * (every agent the FIP concerns: its gateway, the node it goes to); undefined from an agent
+ * without that route, or when it cannot say.
+ */
+async function appliedBy(address, revision) {
+  const query = new URLSearchParams({ revision: String(revision), fip: address, wait: '10s' });
+  try {
+    return await api('GET', `/v1/applied?${query}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `gw`, `gw and home`, `gw, home and home2`. */
+function listed(names) {
+  return names.length <= 1
+    ? (names[0] ?? '')
+    : `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
 }
 
 /** Runs a write, then announces its result once applied (or why it is not). */
@@ -306,6 +326,15 @@ async function write(what, send) {
     return false;
   }
   void refresh(['fips', 'pools']);
+  const started = performance.now();
+  const report = await appliedBy(written.address, written.revision);
+  const failed = report?.agents.filter((a) => a.state === 'error' || a.state === 'unreachable');
+  if (failed?.length) {
+    const reasons = failed.map((a) => `${a.node}: ${a.message ?? a.state}`).join('; ');
+    announce(`${what}: written, but not applied (${report.outcome}): ${reasons}`, 'error');
+    void refresh(['fips']);
+    return true;
+  }
   let lastWord = '';
   const result = await applied(written.address, written.revision, (word) => {
     lastWord = word;
@@ -318,14 +347,19 @@ async function write(what, send) {
     );
     return true;
   }
-  const { fip, ms } = result;
+  const { fip } = result;
+  const ms = Math.round(performance.now() - started);
   const s = fip.status;
   const where = fip.association?.target
     ? ` → ${fip.association.target}${fip.association.node ? ` on ${fip.association.node}` : ''}`
     : '';
   const message = s.message ? ` (${s.message})` : '';
+  const agents =
+    report?.outcome === 'applied'
+      ? listed(report.agents.map((a) => a.node))
+      : (s.node ?? 'the gateway');
   announce(
-    `${what}: ${fip.address}${where} is ${s.state}${message}, applied on ${s.node ?? 'the gateway'} in ${ms} ms.`,
+    `${what}: ${fip.address}${where} is ${s.state}${message}, applied on ${agents} in ${ms} ms.`,
     s.state === 'ERROR' || s.state === 'UNREACHABLE' ? 'error' : 'ok',
   );
   void refresh(['fips']);

@@ -202,7 +202,10 @@ describe('the web page in chromium, on a gateway lab', () => {
       await dialog.getByRole('button', { name: 'Move' }).click();
 
       const result = page.getByRole('status');
-      await result.getByText(/is ACTIVE, applied on \S+ in \d+ ms/).waitFor({ timeout: 20_000 });
+      // Applied on every agent the FIP concerns (GET /v1/applied): its gateway and its new node.
+      await result
+        .getByText(/is ACTIVE, applied on gw and home2 in \d+ ms\.$/)
+        .waitFor({ timeout: 20_000 });
       assert.match(
         (await result.textContent()) ?? '',
         new RegExp(`Move ${FIP}: ${FIP} → ${FIP.replaceAll('.', '\\.')} on home2 is ACTIVE`),
@@ -304,7 +307,9 @@ describe('the web page in chromium, on a gateway lab', () => {
       await dialog.getByLabel('Node').selectOption('home');
       await dialog.getByRole('button', { name: 'Associate' }).click();
       await result
-        .getByText(new RegExp(`^Associate ${address}: .* on home is ACTIVE, applied on`))
+        .getByText(
+          new RegExp(`^Associate ${address}: .* on home is ACTIVE, applied on gw and home in`),
+        )
         .waitFor({ timeout: 20_000 });
       await row.locator('.node', { hasText: 'home' }).waitFor();
       const reply = await waitFor(
@@ -315,7 +320,9 @@ describe('the web page in chromium, on a gateway lab', () => {
       assert.equal(reply.name, 'home');
 
       await page.getByRole('button', { name: `Disassociate ${address}` }).click();
-      await result.getByText(`Disassociate ${address}: ${address} is DOWN, applied on`).waitFor();
+      await result
+        .getByText(`Disassociate ${address}: ${address} is DOWN, applied on gw in`)
+        .waitFor();
       await row.getByRole('button', { name: `Release ${address}` }).waitFor();
       assert.equal(await echoProbe(lab, 'client', 'tcp', address, 80, 800), undefined);
 
