@@ -380,6 +380,7 @@ describe('the web page in chromium, on a gateway lab', () => {
       );
       assert.equal(await page.getByRole('button', { name: 'Allocate' }).count(), 0);
       assert.equal(await page.locator('#allocate-form').isVisible(), false);
+      await page.getByText(/^Packets and bytes sent to each FIP/).waitFor();
       await shoot(page, 'read-only');
       // And the API refuses its writes anyway, whatever a page would send.
       const refused = await page.evaluate(
