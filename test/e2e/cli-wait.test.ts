@@ -3,10 +3,10 @@
  * namespaces: `fip move` prints the time its gateway took to apply it (and the client then gets
  * the new target's answer); a move the gateway cannot realise (its kernel holds the FIP's
  * address as its own, so the agent refuses to take the gateway's traffic) exits 1 with the
- * agent's reason. The lab runs under a namespace base and state directory of this file's own.
+ * agent's reason; `ipferry events --follow` prints the next write as it is recorded. The lab runs under a namespace base and state directory of this file's own.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -118,6 +118,28 @@ describe('CLI writes wait for the gateway’s kernel (lab)', { timeout: 240_000 
     assert.equal(body.address, FIP);
     assert.equal(body.applied.outcome, 'error');
     assert.equal(body.applied.agents[0]?.node, 'gw');
+
+    // The audit trail followed as it grows: the next write shows up as one JSON line.
+    const follower = spawn(BIN, ['events', '--follow', '--json', '--limit', '1'], {
+      env: { ...process.env, ...api },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      let out = '';
+      follower.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      await waitFor('the latest event', () => Promise.resolve(out.includes('\n')), 20_000);
+      await ok(['fip', 'disassociate', FIP, '--no-wait'], api);
+      const line = await waitFor(
+        'the disassociate followed',
+        () => Promise.resolve(out.split('\n').find((l) => l.includes('/disassociate'))),
+        20_000,
+      );
+      const followed = JSON.parse(line) as { who: string; method: string; status: number };
+      assert.equal(followed.method, 'POST');
+      assert.equal(followed.status, 200);
+    } finally {
+      if (follower.pid !== undefined) process.kill(follower.pid, 'SIGTERM');
+    }
 
     const down = await ok(['lab', 'down', LAB]);
     assert.match(down.stdout, /removed/);
