@@ -83,6 +83,7 @@ describe('CLI writes wait for the gateway’s kernel (lab)', { timeout: 240_000 
     const moved = await ok(['fip', 'move', FIP, '--target', '10.0.0.12'], api);
     const line = /^applied on gw in (\d+) ms$/m.exec(moved.stdout);
     assert.ok(line, moved.stdout);
+    console.log(`fip move: ${line[0]}`);
     const json = await ok(['fip', 'show', FIP, '--json'], api);
     assert.equal((JSON.parse(json.stdout) as { status: { state: string } }).status.state, 'ACTIVE');
     await answeredBy('be2');
@@ -102,6 +103,7 @@ describe('CLI writes wait for the gateway’s kernel (lab)', { timeout: 240_000 
     ]);
     const refused = await ipferry(['fip', 'move', FIP, '--target', '10.0.0.11'], api);
     assert.equal(refused.code, 1, refused.stdout);
+    console.log(`refused move: exit ${refused.code}, ${refused.stderr.split('\n')[0]}`);
     assert.doesNotMatch(refused.stdout, /applied on/);
     assert.match(
       refused.stderr,
