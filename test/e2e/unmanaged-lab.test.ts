@@ -236,12 +236,26 @@ describe('an unmanaged node configured only from node render --os linux', () => 
     assert.match(shown, /managed:\s+no: unmanaged/);
     assert.ok(!shown.includes(privateKey.trim()), 'the private key never reaches the hub');
 
+    // home is not configured yet: the gateway holds what goes to it DOWN until its tunnel
+    // answers, so these writes would wait in vain. The next step waits for ACTIVE instead.
     await ipferry(['fip', 'allocate', '--address', FIP]);
-    await ipferry(['fip', 'associate', FIP, '--mode', 'routed', '--node', 'home', '--target', FIP]);
+    await ipferry([
+      'fip',
+      'associate',
+      FIP,
+      '--mode',
+      'routed',
+      '--node',
+      'home',
+      '--target',
+      FIP,
+      '--no-wait',
+    ]);
     await ipferry(['fip', 'allocate', '--address', SHARED]);
     await ipferry([
       'forward',
       'add',
+      '--no-wait',
       SHARED,
       '--proto',
       'tcp',
