@@ -18,7 +18,7 @@ import { resolveConfig } from '../../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../../src/agent/run.js';
 import { ApiClient } from '../../src/client/api-client.js';
 import { IpferryError } from '../../src/core/errors.js';
-import { keys } from '../../src/core/keys.js';
+import { keys, ROOT } from '../../src/core/keys.js';
 import { run } from '../../src/dataplane/exec.js';
 import { ControlPlane } from '../../src/service/control.js';
 import { type HttpStore, joinHub, openHttpStore } from '../../src/store/http.js';
@@ -57,9 +57,14 @@ describe('a joined node that lies, against a hub on a real kernel', { timeout: 1
     return { nat: await list('map', 'meshnat4'), members: await list('set', 'meshmember4') };
   }
 
-  /** Waits until the hub has applied the store as it is now. */
+  /**
+   * Waits until the hub has applied the desired state as it is now: the latest revision of a
+   * record it follows. Not the store's own revision, which the agents' health reports and the
+   * audit trail move on without giving the hub anything to apply.
+   */
   async function applied(): Promise<void> {
-    const { revision } = await admin.txn({ compare: [], success: [] });
+    const { kvs } = await admin.list(ROOT);
+    const revision = Math.max(0, ...kvs.map((kv) => kv.modRevision));
     await waitFor(
       `the hub realises revision ${revision}`,
       async () => ((await api.status()).dataplane.realisedRevision ?? 0) >= revision,
