@@ -307,23 +307,12 @@ export class EtcdCluster {
     }
     const scheme = pki ? 'https' : 'http';
     const members: MemberState[] = [];
-    const ports = new Set<number>();
-    const port = async (): Promise<number> => {
-      // freePort can hand out the same port twice in a row once it is released again.
-      for (;;) {
-        const p = await freePort();
-        if (!ports.has(p)) {
-          ports.add(p);
-          return p;
-        }
-      }
-    };
     for (let i = 0; i < count; i++) {
       const name = `m${i}`;
       members.push({
         name,
-        clientUrl: `${scheme}://127.0.0.1:${await port()}`,
-        peerUrl: `http://127.0.0.1:${await port()}`,
+        clientUrl: `${scheme}://127.0.0.1:${await freePort()}`,
+        peerUrl: `http://127.0.0.1:${await freePort()}`,
         dataDir: join(dir, name),
         logFile: join(dir, `${name}.log`),
         proc: undefined,

@@ -393,7 +393,7 @@ class Builder {
   async etcd(): Promise<string> {
     const [client, peer] = [await freePort(), await freePort()];
     const clientUrl = `http://127.0.0.1:${client}`;
-    const peerUrl = `http://127.0.0.1:${peer === client ? await freePort() : peer}`;
+    const peerUrl = `http://127.0.0.1:${peer}`;
     const dataDir = join(this.state.dir, 'etcd');
     const argv = [
       'etcd',
