@@ -86,9 +86,7 @@ export function appliedLine(r: AppliedResult): string {
 /** The error a report that is not `applied` ends the command with. */
 export function notApplied(r: AppliedResult, timeoutSeconds: number): IpferryError {
   if (r.outcome === 'pending') {
-    const laggards = r.agents
-      .filter((a) => a.state === 'pending')
-      .map((a) => (a.message ? `${a.node} (${a.message})` : a.node));
+    const laggards = r.agents.filter((a) => a.state === 'pending').map((a) => a.node);
     return new IpferryError('IPF_E_APPLY_TIMEOUT', {
       revision: String(r.revision),
       nodes: nodeList(laggards),

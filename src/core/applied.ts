@@ -35,22 +35,15 @@ export interface ConcernedAgent {
   /**
    * For a FIP's gateway while the FIP exists: its status must describe the record at
    * `fipRevision` or later (the status carries the state the kernel took: ERROR with why).
-   * `serving`: the FIP is associated or forwarded, so only ACTIVE says it was applied — a gateway
-   * still holding it DOWN at that revision (e.g. until the path through a new tunnel has been
-   * measured) has not put it in its kernel yet.
    */
-  readonly fip?: {
-    readonly fipRevision: number;
-    readonly serving?: boolean;
-    readonly status?: FipStatus;
-  };
+  readonly fip?: { readonly fipRevision: number; readonly status?: FipStatus };
 }
 
 export function agentApplied(revision: number, a: ConcernedAgent): AgentApplied {
   if (!a.alive) {
     return { node: a.node, state: 'unreachable', message: 'its agent is not alive' };
   }
-  if (a.fip) return byFipStatus(a.node, a.fip);
+  if (a.fip) return byFipStatus(a.node, a.fip.fipRevision, a.fip.status);
   const pass = a.pass;
   if (!pass || pass.revision < revision) {
     return { node: a.node, state: 'pending', ...(pass ? { revision: pass.revision } : {}) };
@@ -66,14 +59,11 @@ export function agentApplied(revision: number, a: ConcernedAgent): AgentApplied 
   return { node: a.node, state: 'applied', revision: pass.revision };
 }
 
-function byFipStatus(node: string, fip: NonNullable<ConcernedAgent['fip']>): AgentApplied {
-  const { status } = fip;
-  if (!status || status.revision < fip.fipRevision) {
+function byFipStatus(node: string, fipRevision: number, status?: FipStatus): AgentApplied {
+  if (!status || status.revision < fipRevision) {
     return { node, state: 'pending', ...(status ? { revision: status.revision } : {}) };
   }
   const base = { node, revision: status.revision };
-  if (status.state === 'DOWN' && fip.serving === true)
-    return { ...base, state: 'pending', ...(status.message ? { message: status.message } : {}) };
   if (status.state === 'ERROR')
     return { ...base, state: 'error', message: status.message ?? 'ERROR' };
   if (status.state === 'UNREACHABLE') {

@@ -88,8 +88,7 @@ export async function concernedAgents(
 
   const names = new Set<string>(query.nodes ?? []);
   if (query.all) for (const n of aliveNames) names.add(n);
-  let fipCheck:
-    { gateway: string; fipRevision: number; serving: boolean; status?: FipStatus } | undefined;
+  let fipCheck: { gateway: string; fipRevision: number; status?: FipStatus } | undefined;
   if (query.pool !== undefined) {
     const pool = await getRecord<Pool>(store, keys.pool(query.pool));
     if (pool) names.add(pool.value.gateway);
@@ -112,7 +111,6 @@ export async function concernedAgents(
           ? {
               fip: {
                 fipRevision: fipCheck.fipRevision,
-                serving: fipCheck.serving,
                 ...(fipCheck.status ? { status: fipCheck.status } : {}),
               },
             }
@@ -126,7 +124,7 @@ async function fipConcern(
   addressText: string,
 ): Promise<{
   nodes: string[];
-  check?: { gateway: string; fipRevision: number; serving: boolean; status?: FipStatus };
+  check?: { gateway: string; fipRevision: number; status?: FipStatus };
 }> {
   const address = parseAddress(addressText);
   const fip = await getRecord<FloatingIp>(store, keys.fip(address.text));
@@ -151,7 +149,6 @@ async function fipConcern(
     check: {
       gateway,
       fipRevision: fip.kv.modRevision,
-      serving: fip.value.association !== undefined || fip.value.forwards.length > 0,
       ...(status ? { status: status.value } : {}),
     },
   };
