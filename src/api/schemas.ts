@@ -550,6 +550,10 @@ export const appliedResponse = view<AppliedReport>({
       state: Type.String({ description: 'applied, pending, error or unreachable' }),
       revision: int,
       message: str,
+      held: Type.String({
+        description:
+          'applied, and the FIP held DOWN for this reason until it can be routed (a new tunnel path being measured)',
+      }),
     }),
   ),
 });

@@ -183,13 +183,15 @@ export class CliContext {
       return;
     }
     const timeout = flags.timeout ?? DEFAULT_WAIT_SECONDS;
-    const applied = await waitApplied(api, revision, scope(data), timeout, since);
+    const concerned = scope(data);
+    const applied = await waitApplied(api, revision, concerned, timeout, since);
     const ok = applied.outcome === 'applied';
+    const line = ok ? appliedLine(applied, concerned.fip) : '';
     if (options.appliedTo === 'err') {
       this.print(data, printer, { applied });
-      if (ok && !this.json) this.io.err(terminalLines(appliedLine(applied)));
+      if (ok && !this.json) this.io.err(terminalLines(line));
     } else {
-      this.print(data, (d) => printer(d) + (ok ? appliedLine(applied) : ''), { applied });
+      this.print(data, (d) => printer(d) + line, { applied });
     }
     if (!ok) throw notApplied(applied, timeout);
   }

@@ -6,7 +6,7 @@
 import { type Command, Option } from 'commander';
 import type { AppliedResponse } from '../api/contract.js';
 import type { ApiClient } from '../client/api-client.js';
-import { nodeList } from '../core/applied.js';
+import { nodeList, settled } from '../core/applied.js';
 import { IpferryError } from '../core/errors.js';
 import { duration } from './options.js';
 
@@ -51,8 +51,9 @@ export const timeoutOption = (): Option =>
 const POLL_MS = 20_000;
 
 /**
- * Waits until the write at `revision` is final for every agent concerned, or `timeoutSeconds`
- * after `since` (when the write was answered), and measures from `since` to the final answer.
+ * Waits until the write at `revision` is settled for every agent concerned (final, and no FIP
+ * held DOWN), or `timeoutSeconds` after `since` (when the write was answered), and measures from
+ * `since` to the last answer.
  */
 export async function waitApplied(
   api: ApiClient,
@@ -73,14 +74,24 @@ export async function waitApplied(
       wait: `${Math.ceil(left)}ms`,
     });
     const ms = Math.round(performance.now() - since);
-    if (report.outcome !== 'pending' || performance.now() >= deadline) return { ...report, ms };
+    if (settled(report) || performance.now() >= deadline) return { ...report, ms };
   }
 }
 
-/** `applied on gw and home in 140 ms`; nothing concerned: `no agent had anything to apply`. */
-export function appliedLine(r: AppliedResult): string {
+/**
+ * `applied on gw and home in 140 ms`; nothing concerned: `no agent had anything to apply`. A FIP
+ * its gateway still holds DOWN when the wait ended gets a second line with the gateway's reason:
+ * the write is carried out, and the FIP turns ACTIVE without anything more to do.
+ */
+export function appliedLine(r: AppliedResult, fip?: string): string {
   if (r.agents.length === 0) return `stored at revision ${r.revision}: no agent has it to apply\n`;
-  return `applied on ${nodeList(r.agents.map((a) => a.node))} in ${r.ms} ms\n`;
+  const line = `applied on ${nodeList(r.agents.map((a) => a.node))} in ${r.ms} ms\n`;
+  const held = r.agents
+    .filter((a) => a.held !== undefined)
+    .map((a) => `${a.node} holds ${fip ?? 'the FIP'} DOWN: ${a.held}\n`);
+  if (held.length === 0) return line;
+  const follow = fip !== undefined ? ` (\`ipferry fip show ${fip}\` follows it)` : '';
+  return `${line}${held.join('')}it turns ACTIVE on its own${follow}\n`;
 }
 
 /** The error a report that is not `applied` ends the command with. */

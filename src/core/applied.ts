@@ -16,9 +16,17 @@ export interface AgentApplied {
   readonly revision?: number;
   /** The agent's own words for an error, or why it cannot answer. */
   readonly message?: string;
+  /**
+   * Applied, and the FIP held DOWN for this reason (a new tunnel's path being measured before
+   * anything is routed into it): the gateway turns it ACTIVE on its own, with no further write.
+   */
+  readonly held?: string;
 }
 
-/** `applied` once every agent concerned is; `error`/`unreachable` as soon as one is. */
+/**
+ * `applied` once every agent concerned is (some may hold a FIP DOWN: see `settled`);
+ * `error`/`unreachable` as soon as one is.
+ */
 export type AppliedOutcome = 'applied' | 'pending' | 'error' | 'unreachable';
 
 export interface AppliedReport {
@@ -73,6 +81,10 @@ function byFipStatus(node: string, fipRevision: number, status?: FipStatus): Age
       message: status.message ?? 'the tunnel does not answer',
     };
   }
+  // The gateway writes DOWN with a reason only while it holds an associated FIP back.
+  if (status.state === 'DOWN' && status.message) {
+    return { ...base, state: 'applied', held: status.message };
+  }
   return { ...base, state: 'applied' };
 }
 
@@ -86,6 +98,15 @@ function outcomeOf(agents: readonly AgentApplied[]): AppliedOutcome {
     if (agents.some((a) => a.state === state)) return state;
   }
   return 'applied';
+}
+
+/**
+ * Nothing more to wait for: an answer other than `applied`, or applied with no FIP held DOWN.
+ * A held FIP is worth waiting for while there is time (the usual wait ends ACTIVE); when time
+ * runs out it is still applied, and says what it waits for.
+ */
+export function settled(report: AppliedReport): boolean {
+  return report.outcome !== 'pending' && !report.agents.some((a) => a.held !== undefined);
 }
 
 /** `gw and home`, `gw, home and vps`: the agents that applied, for one line of output. */

@@ -9,6 +9,7 @@ import {
   type AppliedReport,
   type ConcernedAgent,
   type PassReport,
+  settled,
 } from '../core/applied.js';
 import { keys } from '../core/keys.js';
 import type { FipStatus, FloatingIp, NodeHealth, NodeRecord, Pool } from '../core/model.js';
@@ -33,7 +34,10 @@ export interface AppliedQuery {
 /** The most a single call waits; a client that wants longer asks again. */
 export const MAX_WAIT_MS = 25_000;
 
-/** The report now, or once it is final (not `pending`), or when `waitMs` has passed. */
+/**
+ * The report now, or once it is settled (final, and no FIP held DOWN: core/applied.ts), or
+ * when `waitMs` has passed.
+ */
 export async function waitApplied(
   store: Store,
   query: AppliedQuery,
@@ -55,7 +59,7 @@ export async function waitApplied(
       changed = false;
       const report = appliedReport(query.revision, await concernedAgents(store, query));
       const left = deadline - Date.now();
-      if (report.outcome !== 'pending' || left <= 0) return report;
+      if (settled(report) || left <= 0) return report;
       if (!changed) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, left);

@@ -335,6 +335,12 @@ async function write(what, send) {
     void refresh(['fips']);
     return true;
   }
+  if (report?.outcome === 'applied') {
+    // The route waited for the FIP to settle; held DOWN when its time ran out, it says why.
+    const fip = await api('GET', fipPath(written.address)).catch(() => undefined);
+    if (fip?.status) return announceApplied(what, fip, report, started);
+  }
+  // An agent without the route, or one that had not answered yet: follow the FIP itself.
   let lastWord = '';
   const result = await applied(written.address, written.revision, (word) => {
     lastWord = word;
@@ -347,7 +353,15 @@ async function write(what, send) {
     );
     return true;
   }
-  const { fip } = result;
+  return announceApplied(what, result.fip, report, started);
+}
+
+/**
+ * `Move …: 203.0.113.10 → … on home2 is ACTIVE, applied on gw and home2 in 994 ms.` A FIP its
+ * gateway holds DOWN (a new tunnel's path being measured) is applied too: the page says why it
+ * is DOWN and that it turns ACTIVE by itself.
+ */
+function announceApplied(what, fip, report, started) {
   const ms = Math.round(performance.now() - started);
   const s = fip.status;
   const where = fip.association?.target
@@ -358,8 +372,9 @@ async function write(what, send) {
     report?.outcome === 'applied'
       ? listed(report.agents.map((a) => a.node))
       : (s.node ?? 'the gateway');
+  const held = report?.agents.some((a) => a.held !== undefined) && s.state === 'DOWN';
   announce(
-    `${what}: ${fip.address}${where} is ${s.state}${message}, applied on ${agents} in ${ms} ms.`,
+    `${what}: ${fip.address}${where} is ${s.state}${message}, applied on ${agents} in ${ms} ms.${held ? ' It turns ACTIVE on its own.' : ''}`,
     s.state === 'ERROR' || s.state === 'UNREACHABLE' ? 'error' : 'ok',
   );
   void refresh(['fips']);

@@ -126,6 +126,41 @@ describe('a CLI write waits for the agents it concerns', () => {
     assert.match(r.err, /IPF_E_NOT_APPLIED: .*gone: UNREACHABLE: its agent is not alive/);
   });
 
+  it('a FIP its gateway holds DOWN is applied, with the gateway’s reason, when time runs out', async () => {
+    const address = '198.51.100.1';
+    const r0 = await ipferry('fip', 'allocate', '--pool', 'far', '--address', address, '--no-wait');
+    assert.equal(r0.code, 0, r0.err);
+    const why =
+      'waiting for the path through the tunnel to lag to be measured before routing into it';
+    const store = agent.control.store;
+    const before = (await store.get(keys.fip(address)))?.modRevision ?? 0;
+    // Plays the gateway `lag`: it holds the associated FIP DOWN at the new record's revision.
+    const gateway = (async () => {
+      for (;;) {
+        const kv = await store.get(keys.fip(address));
+        if (kv && kv.modRevision > before) {
+          const held = { address, state: 'DOWN', node: 'lag', revision: kv.modRevision };
+          const value = { ...held, message: why, updatedAt: new Date().toISOString() };
+          await store.txn({
+            compare: [],
+            success: [{ type: 'put', key: keys.status(address), value: JSON.stringify(value) }],
+          });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    const r = await ipferry('fip', 'associate', address, '--target', '10.0.0.9', '--timeout', '1s');
+    await gateway;
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^applied on lag in \d+ ms$/m);
+    assert.ok(r.out.includes(`lag holds ${address} DOWN: ${why}\n`), r.out);
+    assert.match(
+      r.out,
+      /it turns ACTIVE on its own \(`ipferry fip show 198\.51\.100\.1` follows it\)/,
+    );
+  });
+
   it('--no-wait returns once the write is stored, as before', async () => {
     const r = await ipferry('pool', 'update', 'dead', '--description', 'y', '--no-wait');
     assert.equal(r.code, 0, r.err);
