@@ -19,6 +19,7 @@ import type {
 } from '../core/model.js';
 import { buildApi } from '../api/app.js';
 import { TokenSet } from '../api/auth.js';
+import { auditTrail } from '../api/events.js';
 import { buildFloaterRest, type FloaterGuard } from '../api/ipfloater-rest.js';
 import { FloaterXmlRpc } from '../api/ipfloater-xmlrpc.js';
 import { prefixRange, tryParsePrefix } from '../core/address.js';
@@ -261,6 +262,7 @@ async function serveIpFloater(
   app: FastifyInstance,
 ): Promise<{ urls: { rest?: string; xmlrpc?: string }; stop: () => Promise<void> }> {
   const service = new IpFloaterService(control, { pools: config.pools });
+  const trail = auditTrail(control.store, app.log.child({ api: 'ipfloater' }));
   const guard: FloaterGuard = {
     ...(config.allow
       ? {
@@ -279,6 +281,7 @@ async function serveIpFloater(
       const rest = buildFloaterRest({
         service,
         guard,
+        trail,
         logger: app.log.child({ api: 'ipfloater-rest' }),
       });
       stops.push(() => rest.close());
@@ -287,7 +290,7 @@ async function serveIpFloater(
       app.log.info({ pools: config.pools, auth: config.auth }, `IP Floater REST API on ${url}`);
     }
     if (config.xmlrpc) {
-      const rpc = new FloaterXmlRpc({ service, guard });
+      const rpc = new FloaterXmlRpc({ service, guard, trail });
       stops.push(() => rpc.close());
       const url = await rpc.listen(config.xmlrpc.host, config.xmlrpc.port);
       urls.xmlrpc = url;

@@ -26,8 +26,11 @@ import {
   redirectionsTo,
   redirectionTo,
 } from '../core/ipfloater.js';
+import { answerText, type NewAuditEvent, redactSecrets, type XmlRpcCode } from '../core/events.js';
 import type { IpFloaterService } from '../service/ipfloater.js';
+import { trackWrites } from '../service/write-revision.js';
 import type { Access } from './auth.js';
+import type { AuditTrail } from './events.js';
 import { BASIC_REALM, checkCaller, type FloaterGuard } from './ipfloater-rest.js';
 
 /** A method call is a few hundred bytes: anything near this is no call of IP Floater's clients. */
@@ -46,34 +49,62 @@ const WRITES = new Set([
 export interface FloaterXmlRpcOptions {
   readonly service: IpFloaterService;
   readonly guard: FloaterGuard;
+  /** Where every call of a method in WRITES is recorded, done or refused. */
+  readonly trail: AuditTrail;
 }
 
 type Answer = [boolean, XmlRpcValue];
 
+/** Who called, as the guard let them in: their access, and the trail's name for them. */
+interface Caller {
+  readonly access: Access;
+  readonly who: string;
+}
+
 /** The XML-RPC server; `listen` starts it, `close` stops it. */
 export class FloaterXmlRpc {
+  private readonly trail: AuditTrail;
   private readonly http: GuardedHttpServer;
   private readonly methods: FloaterMethods;
 
   constructor(options: FloaterXmlRpcOptions) {
-    this.http = new GuardedHttpServer(options.guard);
+    this.trail = options.trail;
+    this.http = new GuardedHttpServer(options.guard, options.trail);
     this.methods = new FloaterMethods(options.service);
     const rpc = new XmlRpcServer(this.http);
     for (const [name, method] of Object.entries(this.methods.table())) {
       rpc.setHandler(name, async (_name, args, req) => {
-        if (WRITES.has(name) && req && this.http.accessOf(req) === 'ro') {
-          return [false, 'This token may only read'];
+        if (!WRITES.has(name)) return answer(method, args);
+        const caller = req ? this.http.callerOf(req) : undefined;
+        const call = { name, args, path: req?.url, who: caller?.who ?? 'ipfloater' };
+        if (caller?.access === 'ro') {
+          return this.recorded(call, () => Promise.resolve([false, 'This token may only read']));
         }
-        try {
-          return await method(args);
-        } catch (e) {
-          // The library would send the stack: only the message leaves.
-          throw e instanceof XmlRpcFault
-            ? e
-            : new XmlRpcFault(e instanceof Error ? e.message : String(e));
-        }
+        return this.recorded(call, () => answer(method, args));
       });
     }
+  }
+
+  /** Runs a call of a method that writes and records it with the revision it made, before the answer leaves. */
+  private async recorded(
+    call: { name: string; args: XmlRpcValue[]; path: string | undefined; who: string },
+    run: () => Promise<XmlRpcValue>,
+  ): Promise<XmlRpcValue> {
+    const { value: outcome, revision } = await trackWrites(async (): Promise<CallOutcome> => {
+      try {
+        return { value: await run() };
+      } catch (e) {
+        return { fault: e as XmlRpcFault };
+      }
+    });
+    await this.trail.record({
+      ...callEvent(call.who, call.path, 200),
+      body: { method: call.name, params: redactSecrets(call.args) },
+      ...outcomeOf(outcome),
+      ...(revision !== undefined ? { revision } : {}),
+    });
+    if ('fault' in outcome) throw outcome.fault;
+    return outcome.value;
   }
 
   /** Listens; resolves with `http://HOST:PORT/`. */
@@ -85,6 +116,50 @@ export class FloaterXmlRpc {
   close(): Promise<void> {
     return this.http.stop();
   }
+}
+
+/** A method's answer; a fault of ours carries only its message (the library would send the stack). */
+async function answer(
+  method: (args: XmlRpcValue[]) => Promise<XmlRpcValue>,
+  args: XmlRpcValue[],
+): Promise<XmlRpcValue> {
+  try {
+    return await method(args);
+  } catch (e) {
+    throw e instanceof XmlRpcFault
+      ? e
+      : new XmlRpcFault(e instanceof Error ? e.message : String(e));
+  }
+}
+
+/** The part of an event every request to the server has: who, where, the HTTP status. */
+function callEvent(who: string, url: string | undefined, status: number): NewAuditEvent {
+  return {
+    at: new Date().toISOString(),
+    who,
+    api: 'ipfloater-xmlrpc',
+    method: 'POST',
+    path: (url ?? '/').split('?')[0] ?? '/',
+    status,
+  };
+}
+
+type CallOutcome = { readonly value: XmlRpcValue } | { readonly fault: XmlRpcFault };
+
+/** How a call ended, for its event: IP Floater's `[ok, message]` or a fault. */
+function outcomeOf(outcome: CallOutcome): {
+  code?: XmlRpcCode;
+  answer: string;
+} {
+  if ('fault' in outcome) {
+    return {
+      code: 'XMLRPC_FAULT',
+      answer: answerText(outcome.fault.faultString ?? outcome.fault.message),
+    };
+  }
+  const [ok, message] = Array.isArray(outcome.value) ? outcome.value : [true, outcome.value];
+  const said = typeof message === 'string' ? message : JSON.stringify(message);
+  return { ...(ok === true ? {} : { code: 'XMLRPC_FALSE' }), answer: answerText(said) };
 }
 
 /** The method table: IP Floater's names, each taking its positional arguments. */
@@ -229,26 +304,37 @@ function show(v: XmlRpcValue): string {
 
 /**
  * The HTTP side, for XmlRpcServer: refuses by the guard, takes only POST, and reads at most
- * MAX_BODY_BYTES, before the library sees anything. Remembers each call's access for the methods.
+ * MAX_BODY_BYTES, before the library sees anything. Remembers each call's caller for the methods.
+ * A call the guard refuses is recorded whatever its method: its XML is not parsed for a caller
+ * that may not call, so which method it named is not known.
  */
 class GuardedHttpServer implements HttpServer {
   handler: HttpHandler = () => Promise.resolve({ statusCode: 404 });
   private readonly server: Server;
-  private readonly access = new WeakMap<HttpRequest, Access>();
+  private readonly callers = new WeakMap<HttpRequest, Caller>();
 
-  constructor(private readonly guard: FloaterGuard) {
+  constructor(
+    private readonly guard: FloaterGuard,
+    private readonly trail: AuditTrail,
+  ) {
     this.server = createServer((req, res) => this.serve(req, res));
   }
 
-  accessOf(req: HttpRequest): Access | undefined {
-    return this.access.get(req);
+  callerOf(req: HttpRequest): Caller | undefined {
+    return this.callers.get(req);
   }
 
   private serve(req: IncomingMessage, res: ServerResponse): void {
     const verdict = checkCaller(this.guard, req.socket.remoteAddress, req.headers.authorization);
     if (!verdict.ok) {
       if (verdict.status === 401) res.setHeader('WWW-Authenticate', BASIC_REALM);
-      return plain(res, verdict.status, verdict.message);
+      if (req.method !== 'POST') return plain(res, verdict.status, verdict.message);
+      const refusal = {
+        ...callEvent(verdict.who, req.url, verdict.status),
+        answer: verdict.message,
+      };
+      void this.trail.record(refusal).then(() => plain(res, verdict.status, verdict.message));
+      return;
     }
     if (req.method !== 'POST') return plain(res, 405, 'XML-RPC takes POST');
     const chunks: Buffer[] = [];
@@ -269,7 +355,7 @@ class GuardedHttpServer implements HttpServer {
         method: 'POST',
         ...(req.url !== undefined ? { url: req.url } : {}),
       };
-      this.access.set(input, verdict.access);
+      this.callers.set(input, { access: verdict.access, who: verdict.who });
       this.handler(input).then(
         (out) => {
           res.statusCode = out.statusCode;

@@ -32,8 +32,10 @@ import { keys } from '../core/keys.js';
 import { checkName, Problems } from '../core/validate.js';
 import type { Compare, KeyValue, Store } from '../store/store.js';
 import { JOIN_ROUTE, STORE_SCHEMAS, type JoinRequest, type JoinResponse } from '../store/wire.js';
+import { trackWrites } from '../service/write-revision.js';
 import { callerOf, digestHex, matchesDigest } from './auth.js';
 import type { Api, JoinTokenResponse, JoinTokenWarning } from './contract.js';
+import { REVISION_HEADER } from './paths.js';
 import type { Handler } from './routes.js';
 import { JOIN_TOKEN_MAX_URLS as MAX_URLS } from './schemas.js';
 
@@ -208,64 +210,73 @@ export function registerJoinRoutes(app: FastifyInstance, options: JoinOptions): 
     JOIN_ROUTE,
     { schema: joinSchema, serializerCompiler: () => JSON.stringify },
     async (request, reply): Promise<JoinResponse> => {
-      const body = request.body as JoinRequest;
-      const p = new Problems();
-      const node = checkName(p, 'node', body.node);
-      p.done();
-      const token = decodeJoinToken(body.token);
-      if (!token || !node) throw refused(UNKNOWN);
-
-      const tokenKey = keys.joinToken(digestHex(token.secret));
-      const tokenKv = await store.get(tokenKey);
-      const record = parseRecord<JoinTokenRecord>(tokenKv);
-      // The lease removes the token at its expiry; the date also covers a lease that a restart of
-      // the hub's store has prolonged.
-      const expiresAt = Date.parse(record?.expiresAt ?? '');
-      if (!tokenKv || !record || !(expiresAt > now())) throw refused(UNKNOWN);
-      if (record.node !== undefined && record.node !== node) {
-        throw refused(`it was created for another node than ${node}`);
-      }
-
-      const credentialKey = keys.nodeCredential(node);
-      const [credentialKv, nodeKv] = await Promise.all([
-        store.get(credentialKey),
-        store.get(keys.node(node)),
-      ]);
-      const compare: Compare[] = [
-        { key: tokenKey, target: 'mod', op: '=', value: tokenKv.modRevision },
-        { key: credentialKey, target: 'mod', op: '=', value: credentialKv?.modRevision ?? 0 },
-      ];
-      if (record.node === undefined) {
-        if (credentialKv || nodeKv) {
-          throw refused(
-            `node ${node} is already registered; create a join token with --node ${node} to join it again`,
-          );
-        }
-        compare.push({ key: keys.node(node), target: 'create', op: '=', value: 0 });
-      }
-
-      const secret = newSecret();
-      const stored: NodeCredentialRecord = {
-        node,
-        ...(Array.isArray(record.allowAddresses) ? { allowAddresses: record.allowAddresses } : {}),
-        sha256: digestHex(secret),
-        createdAt: new Date(now()).toISOString(),
-      };
-      const result = await store.txn({
-        compare,
-        success: [
-          { type: 'delete', key: tokenKey },
-          { type: 'put', key: credentialKey, value: JSON.stringify(stored) },
-        ],
-      });
-      // Another join with the same token (or of the same node) got there first.
-      if (!result.succeeded) throw refused(UNKNOWN);
-      if (tokenKv.lease) await store.revokeLease(tokenKv.lease).catch(() => undefined);
-      request.log.info({ node }, 'node joined');
+      // The revision it wrote, for the audit trail as for every write (events.ts).
+      const { value, revision } = await trackWrites(() =>
+        joinNode(store, request.body as JoinRequest, now),
+      );
+      if (revision !== undefined) reply.header(REVISION_HEADER, String(revision));
+      request.log.info({ node: value.node }, 'node joined');
       reply.header('cache-control', 'no-store');
-      return { node, credential: encodeNodeCredential(node, secret) };
+      return value;
     },
   );
+}
+
+/** Exchanges the join token for the node's credential, in one transaction; refusals write nothing. */
+async function joinNode(store: Store, body: JoinRequest, now: () => number): Promise<JoinResponse> {
+  const p = new Problems();
+  const node = checkName(p, 'node', body.node);
+  p.done();
+  const token = decodeJoinToken(body.token);
+  if (!token || !node) throw refused(UNKNOWN);
+
+  const tokenKey = keys.joinToken(digestHex(token.secret));
+  const tokenKv = await store.get(tokenKey);
+  const record = parseRecord<JoinTokenRecord>(tokenKv);
+  // The lease removes the token at its expiry; the date also covers a lease that a restart of
+  // the hub's store has prolonged.
+  const expiresAt = Date.parse(record?.expiresAt ?? '');
+  if (!tokenKv || !record || !(expiresAt > now())) throw refused(UNKNOWN);
+  if (record.node !== undefined && record.node !== node) {
+    throw refused(`it was created for another node than ${node}`);
+  }
+
+  const credentialKey = keys.nodeCredential(node);
+  const [credentialKv, nodeKv] = await Promise.all([
+    store.get(credentialKey),
+    store.get(keys.node(node)),
+  ]);
+  const compare: Compare[] = [
+    { key: tokenKey, target: 'mod', op: '=', value: tokenKv.modRevision },
+    { key: credentialKey, target: 'mod', op: '=', value: credentialKv?.modRevision ?? 0 },
+  ];
+  if (record.node === undefined) {
+    if (credentialKv || nodeKv) {
+      throw refused(
+        `node ${node} is already registered; create a join token with --node ${node} to join it again`,
+      );
+    }
+    compare.push({ key: keys.node(node), target: 'create', op: '=', value: 0 });
+  }
+
+  const secret = newSecret();
+  const stored: NodeCredentialRecord = {
+    node,
+    ...(Array.isArray(record.allowAddresses) ? { allowAddresses: record.allowAddresses } : {}),
+    sha256: digestHex(secret),
+    createdAt: new Date(now()).toISOString(),
+  };
+  const result = await store.txn({
+    compare,
+    success: [
+      { type: 'delete', key: tokenKey },
+      { type: 'put', key: credentialKey, value: JSON.stringify(stored) },
+    ],
+  });
+  // Another join with the same token (or of the same node) got there first.
+  if (!result.succeeded) throw refused(UNKNOWN);
+  if (tokenKv.lease) await store.revokeLease(tokenKv.lease).catch(() => undefined);
+  return { node, credential: encodeNodeCredential(node, secret) };
 }
 
 /**

@@ -22,11 +22,16 @@ function limit(value: string): number {
   return Number(value);
 }
 
-/** `AT #SEQ WHO METHOD PATH -> STATUS [CODE] [rev N]`, one line per event. */
+/**
+ * `AT #SEQ WHO [API] METHOD PATH [BODY] -> STATUS [CODE] [rev N] ["ANSWER"]`, one line per event
+ * (API and ANSWER: IP Floater's APIs only).
+ */
 export function eventLine(e: AuditEvent): string {
   const outcome = `${e.status}${e.code ? ` ${e.code}` : ''}${e.revision ? ` rev ${e.revision}` : ''}`;
+  const api = e.api ? ` [${e.api}]` : '';
   const body = e.body !== undefined ? ` ${JSON.stringify(e.body)}` : '';
-  return `${e.at} #${e.seq} ${terminalText(e.who)} ${e.method} ${terminalText(e.path)}${terminalText(body)} -> ${outcome}`;
+  const answer = e.answer !== undefined ? ` ${JSON.stringify(e.answer)}` : '';
+  return `${e.at} #${e.seq} ${terminalText(e.who)}${api} ${e.method} ${terminalText(e.path)}${terminalText(body)} -> ${outcome}${terminalText(answer)}`;
 }
 
 export function printEvents(events: EventsResponse): string {

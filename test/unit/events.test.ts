@@ -1,7 +1,8 @@
 /**
  * The audit trail: every write through the API, done or refused (validation, conflict, a
  * read-only token, no token), is one event with the token's name, the request without its
- * secrets, the answer's status and code, and the revision the write made; the ring keeps its
+ * secrets, the answer's status and code, and the revision the write made; so are joins, without
+ * the join token or the node credential, and no agent's /v1/store write is; the ring keeps its
  * bound in the transaction that writes; a node's credential can neither write nor delete
  * events; `ipferry events` prints them, and a long poll returns the next one as it is recorded.
  */
@@ -12,8 +13,10 @@ import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/app.js';
 import { TokenSet } from '../../src/api/auth.js';
 import { ApiClient } from '../../src/client/api-client.js';
+import { eventLine } from '../../src/cli/events.js';
 import { main } from '../../src/cli/main.js';
 import type { AuditEvent } from '../../src/core/events.js';
+import { decodeJoinToken, encodeJoinToken } from '../../src/core/join.js';
 import { keys } from '../../src/core/keys.js';
 import { NodeWriteRefused, planNodeTxn } from '../../src/core/node-writes.js';
 import { listEvents, recordEvent } from '../../src/service/events.js';
@@ -29,7 +32,7 @@ async function call(
   path: string,
   token: string | undefined,
   body?: unknown,
-): Promise<{ status: number; revision?: string }> {
+): Promise<{ status: number; revision?: string; text: string }> {
   const res = await fetch(`${url}${path}`, {
     method,
     headers: {
@@ -38,12 +41,17 @@ async function call(
     },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   });
-  await res.text();
+  const text = await res.text();
   const revision = res.headers.get('ipferry-revision') ?? undefined;
-  return { status: res.status, ...(revision ? { revision } : {}) };
+  return { status: res.status, text, ...(revision ? { revision } : {}) };
 }
 
 const events = (): Promise<AuditEvent[]> => listEvents(ctx.store);
+
+/** The trail as the store holds it, every record's raw value: where a secret must not be. */
+async function storedTrail(): Promise<string> {
+  return (await ctx.store.list(keys.events)).kvs.map((kv) => kv.value).join('\n');
+}
 
 before(async () => {
   ctx = await controlPlane(['gw1']);
@@ -118,8 +126,64 @@ describe('the audit trail', () => {
     assert.match(refused[2]!.who, /^sha256:[0-9a-f]{12}$/);
   });
 
+  it('records the join: the token created, a refused and a done join, without their secrets', async () => {
+    const before = (await events()).length;
+    const created = await call('POST', '/v1/nodes/join-tokens', TOKEN_RW, { node: 'n7' });
+    assert.equal(created.status, 201, created.text);
+    const { token } = JSON.parse(created.text) as { token: string };
+    const secret = decodeJoinToken(token)!.secret;
+    const wrong = encodeJoinToken({ urls: ['http://192.0.2.1:7447'], secret: 'A'.repeat(43) });
+    assert.equal(
+      (await call('POST', '/v1/join', undefined, { token: wrong, node: 'n7' })).status,
+      401,
+    );
+    // A body its schema refuses, with the token as text: none of it is kept.
+    const asText = await fetch(`${url}/v1/join`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: token,
+    });
+    assert.equal(asText.status, 400, await asText.text());
+    const joined = await call('POST', '/v1/join', undefined, { token, node: 'n7' });
+    assert.equal(joined.status, 200, joined.text);
+    const { credential } = JSON.parse(joined.text) as { credential: string };
+    // The node's own status writes (/v1/store) are no API writes: not recorded.
+    const report = await call('POST', '/v1/store/txn', credential, {
+      compare: [],
+      success: [{ type: 'put', key: keys.nodeHealth('n7'), value: JSON.stringify({ name: 'n7' }) }],
+    });
+    assert.equal(report.status, 200, report.text);
+    assert.equal((JSON.parse(report.text) as { succeeded: boolean }).succeeded, true);
+
+    const recorded = (await events()).slice(before);
+    assert.deepEqual(
+      recorded.map((e) => [e.who, e.method, e.path, e.status, e.code, e.body]),
+      [
+        ['alice', 'POST', '/v1/nodes/join-tokens', 201, undefined, { node: 'n7' }],
+        [
+          'a join token',
+          'POST',
+          '/v1/join',
+          401,
+          'IPF_E_JOIN_REFUSED',
+          { token: '[redacted]', node: 'n7' },
+        ],
+        ['a join token', 'POST', '/v1/join', 400, 'IPF_E_VALIDATION', '[redacted]'],
+        ['a join token', 'POST', '/v1/join', 200, undefined, { token: '[redacted]', node: 'n7' }],
+      ],
+    );
+    assert.equal(recorded[0]!.revision, Number(created.revision));
+    assert.ok(joined.revision, 'a join answers the revision it made');
+    assert.equal(recorded[3]!.revision, Number(joined.revision));
+    assert.equal(recorded[1]!.revision, undefined, 'a refused join writes nothing');
+    const stored = await storedTrail();
+    for (const s of [token, secret, wrong, credential, credential.split('.').at(-1)!]) {
+      assert.ok(!stored.includes(s), `the trail holds ${s}`);
+    }
+  });
+
   it('holds no secret: no token, no client token, anywhere in the trail', async () => {
-    const text = JSON.stringify(await events());
+    const text = await storedTrail();
     for (const secret of [TOKEN_RW, TOKEN_RO, CLIENT_TOKEN, 'not-a-token-at-all']) {
       assert.ok(!text.includes(secret), `the trail holds ${secret}`);
     }
@@ -211,5 +275,24 @@ describe('the audit trail', () => {
     const parsed = JSON.parse(json.out) as AuditEvent[];
     assert.equal(parsed.length, 3);
     assert.equal(parsed.at(-1)!.path, '/v1/pools/public');
+  });
+
+  it('ipferry events shows which of IP Floater’s APIs took a write, and what it answered', () => {
+    const event: AuditEvent = {
+      seq: 3,
+      at: '2026-12-08T00:00:00.000Z',
+      who: 'ipfloater 127.0.0.1',
+      api: 'ipfloater-xmlrpc',
+      method: 'POST',
+      path: '/',
+      body: { method: 'clean_public_ip', params: ['203.0.113.9'] },
+      status: 200,
+      code: 'XMLRPC_FALSE',
+      answer: 'Could not clean the redirections from 203.0.113.9. Do they exist?',
+    };
+    assert.equal(
+      eventLine(event),
+      '2026-12-08T00:00:00.000Z #3 ipfloater 127.0.0.1 [ipfloater-xmlrpc] POST / {"method":"clean_public_ip","params":["203.0.113.9"]} -> 200 XMLRPC_FALSE "Could not clean the redirections from 203.0.113.9. Do they exist?"',
+    );
   });
 });

@@ -1,7 +1,8 @@
 /**
  * IP Floater's REST and XML-RPC APIs served by an agent in-process on the fake dataplane: every
  * route and method, IP Floater's answers and status codes, its refusals, the bugs fixed
- * (docs/migration.md), and what the kernel would get (the fake dataplane's dump).
+ * (docs/migration.md), what the kernel would get (the fake dataplane's dump), and the audit
+ * trail of their writes.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -13,6 +14,8 @@ import { type RunningAgent, startAgent } from '../../src/agent/run.js';
 import { FakeDataplane } from '../../src/dataplane/fake.js';
 import { redirectionFrom } from '../../src/core/ipfloater.js';
 import type { ControlPlane } from '../../src/service/control.js';
+import type { AuditEvent } from '../../src/core/events.js';
+import { listEvents } from '../../src/service/events.js';
 import { IpFloaterService } from '../../src/service/ipfloater.js';
 import { tempDir, TOKEN_FILE_TEXT, waitFor } from '../support/helpers.js';
 
@@ -30,14 +33,30 @@ const VM2 = '10.0.0.12';
 async function call(
   method: string,
   url: string,
-): Promise<{ status: number; type: string; body: string; location: string | null }> {
+): Promise<{
+  status: number;
+  type: string;
+  body: string;
+  location: string | null;
+  revision: string | null;
+}> {
   const res = await fetch(`${rest.replace(/\/$/, '')}${url}`, { method });
   return {
     status: res.status,
     type: res.headers.get('content-type') ?? '',
     body: await res.text(),
     location: res.headers.get('location'),
+    revision: res.headers.get('ipferry-revision'),
   };
+}
+
+/** The events recorded after sequence number `after`. */
+async function trailAfter(after: number): Promise<AuditEvent[]> {
+  return listEvents(agent.control.store, { after });
+}
+
+async function lastSeq(): Promise<number> {
+  return (await listEvents(agent.control.store)).at(-1)?.seq ?? 0;
 }
 
 async function getJson(url: string): Promise<unknown> {
@@ -370,6 +389,107 @@ describe("IP Floater's XML-RPC API", () => {
   it('a wrong number of arguments or an unknown method is a fault', async () => {
     await assert.rejects(rpc.methodCall('arp', []), /exactly 1 argument/);
     await assert.rejects(rpc.methodCall('no_such_method', []), /not found/);
+  });
+});
+
+describe("the audit trail of IP Floater's APIs", () => {
+  const FREE = '203.0.113.4';
+
+  it('records every REST write, done or refused, by the client’s address; no read', async () => {
+    const before = await lastSeq();
+    const done = await call('PUT', `/public/${FREE}/redirect/${VM}`);
+    assert.equal(done.status, 201, done.body);
+    assert.match(done.revision ?? '', /^\d+$/, 'a write answers the revision it made');
+    assert.equal((await call('PUT', `/public/${FREE}/redirect/${VM2}`)).status, 404);
+    assert.equal((await call('DELETE', `/public/${FREE}/x`)).status, 400);
+    assert.equal((await call('PUT', '/nowhere')).status, 404);
+    assert.equal((await call('GET', `/public/${FREE}`)).status, 200);
+    const removed = await call('DELETE', `/public/${FREE}/redirect/${VM}`);
+    assert.equal(removed.status, 200, removed.body);
+
+    const recorded = await trailAfter(before);
+    assert.deepEqual(
+      recorded.map((e) => [e.api, e.who, e.method, e.path, e.status, e.code]),
+      [
+        [
+          'ipfloater-rest',
+          'ipfloater 127.0.0.1',
+          'PUT',
+          `/public/${FREE}/redirect/${VM}`,
+          201,
+          undefined,
+        ],
+        [
+          'ipfloater-rest',
+          'ipfloater 127.0.0.1',
+          'PUT',
+          `/public/${FREE}/redirect/${VM2}`,
+          404,
+          undefined,
+        ],
+        ['ipfloater-rest', 'ipfloater 127.0.0.1', 'DELETE', `/public/${FREE}/x`, 400, undefined],
+        ['ipfloater-rest', 'ipfloater 127.0.0.1', 'PUT', '/nowhere', 404, undefined],
+        [
+          'ipfloater-rest',
+          'ipfloater 127.0.0.1',
+          'DELETE',
+          `/public/${FREE}/redirect/${VM}`,
+          200,
+          undefined,
+        ],
+      ],
+    );
+    const [made, taken, badPort, , gone] = recorded;
+    assert.equal(made!.revision, Number(done.revision));
+    assert.match(made!.answer ?? '', new RegExp(`"public_ip":"${FREE}"`));
+    assert.match(taken!.answer ?? '', /^Could not obtain a redirection for 10\.0\.0\.12:0\n/);
+    assert.equal(badPort!.answer, 'Malformed request: port must be an integer');
+    assert.deepEqual([taken!.revision, badPort!.revision], [undefined, undefined]);
+    assert.equal(gone!.revision, Number(removed.revision));
+    assert.ok(gone!.revision > made!.revision);
+  });
+
+  it('records every XML-RPC call of a method that writes, its answer or fault; no read', async () => {
+    const before = await lastSeq();
+    assert.deepEqual(await rpc.methodCall('create_public_redirection', [FREE, 0, VM, 0]), [
+      true,
+      `${FREE} -> ${VM}`,
+    ]);
+    const fip = await agent.control.getFip(FREE);
+    const refused = (await rpc.methodCall('create_public_redirection', [FREE, 0, VM2, 0])) as [
+      boolean,
+    ];
+    assert.equal(refused[0], false);
+    await assert.rejects(rpc.methodCall('clean_public_ip', []), /exactly 1 argument/);
+    await rpc.methodCall('get_redirections');
+    await rpc.methodCall('arp', [MAC]);
+    assert.deepEqual(await rpc.methodCall('clean_public_ip', [FREE]), [
+      true,
+      `Redirections from ${FREE} unregistered`,
+    ]);
+
+    const recorded = await trailAfter(before);
+    // Each an HTTP 200 POST to the server's path, told apart by its call and its code.
+    assert.deepEqual(
+      [...new Set(recorded.map((e) => [e.api, e.who, e.method, e.path, e.status].join(' ')))],
+      ['ipfloater-xmlrpc ipfloater 127.0.0.1 POST / 200'],
+    );
+    assert.deepEqual(
+      recorded.map((e) => [e.code, e.body]),
+      [
+        [undefined, { method: 'create_public_redirection', params: [FREE, 0, VM, 0] }],
+        ['XMLRPC_FALSE', { method: 'create_public_redirection', params: [FREE, 0, VM2, 0] }],
+        ['XMLRPC_FAULT', { method: 'clean_public_ip', params: [] }],
+        [undefined, { method: 'clean_public_ip', params: [FREE] }],
+      ],
+    );
+    const [made, notMade, fault, cleaned] = recorded;
+    assert.equal(made!.revision, fip.revision, 'the revision of the FIP record it wrote');
+    assert.equal(made!.answer, `${FREE} -> ${VM}`);
+    assert.match(notMade!.answer ?? '', /^Could not obtain a redirection for 10\.0\.0\.12:0 \(/);
+    assert.match(fault!.answer ?? '', /exactly 1 argument/);
+    assert.deepEqual([notMade!.revision, fault!.revision], [undefined, undefined]);
+    assert.ok(cleaned!.revision! > made!.revision);
   });
 });
 

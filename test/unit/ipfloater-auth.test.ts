@@ -1,7 +1,8 @@
 /**
  * Who may call IP Floater's APIs served by the agent: the config refuses a listen beyond
  * loopback without protection; the allow-list refuses other sources before anything else;
- * `--ipfloater-auth token` asks for HTTP basic auth with an API token, read-only tokens read.
+ * `--ipfloater-auth token` asks for HTTP basic auth with an API token, read-only tokens read;
+ * the audit trail names each write's token, records refused ones too, and holds no token.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -11,6 +12,8 @@ import { XmlRpcClient } from '@foxglove/xmlrpc';
 import { type RawAgentOptions, resolveConfig } from '../../src/agent/config.js';
 import { type RunningAgent, startAgent } from '../../src/agent/run.js';
 import { FakeDataplane } from '../../src/dataplane/fake.js';
+import { keys } from '../../src/core/keys.js';
+import { listEvents } from '../../src/service/events.js';
 import { tempDir, TOKEN_FILE_TEXT, TOKEN_RO, TOKEN_RW } from '../support/helpers.js';
 
 let tmp: { dir: string; remove: () => Promise<void> };
@@ -47,9 +50,32 @@ async function status(url: string, method: string, auth?: string): Promise<numbe
   return res.status;
 }
 
+/** The trail's events as [api, who, method, path, status, code, called XML-RPC method]. */
+async function trail(agent: RunningAgent): Promise<unknown[][]> {
+  return (await listEvents(agent.control.store)).map((e) => [
+    e.api,
+    e.who,
+    e.method,
+    e.path,
+    e.status,
+    e.code,
+    (e.body as { method?: string } | undefined)?.method,
+  ]);
+}
+
+/** Every record of the trail as the store holds it: where no secret may be. */
+async function storedTrail(agent: RunningAgent): Promise<string> {
+  return (await agent.control.store.list(keys.events)).kvs.map((kv) => kv.value).join('\n');
+}
+
 before(async () => {
   tmp = await tempDir('ipfloater-auth');
   await writeFile(join(tmp.dir, 'token'), TOKEN_FILE_TEXT, { mode: 0o600 });
+  await writeFile(
+    join(tmp.dir, 'named-tokens'),
+    `${TOKEN_RW} rw name=oneadmin\n${TOKEN_RO} ro name=monitor\n`,
+    { mode: 0o600 },
+  );
 });
 
 after(async () => {
@@ -144,6 +170,23 @@ describe("IP Floater's APIs: allow-list and token auth", () => {
     const rest = agent.ipfloater!.rest!;
     assert.equal(await status(`${rest}/public`, 'GET', basic('x', TOKEN_RW)), 403);
     assert.equal(await status(agent.ipfloater!.xmlrpc!, 'POST', basic('x', TOKEN_RW)), 403);
+    const put = `${rest}/public/203.0.113.9/redirect/10.0.0.5`;
+    assert.equal(await status(put, 'PUT', basic('x', TOKEN_RW)), 403);
+    // Refused before its credentials are read: named by its address, whatever token it sent.
+    // A refused XML-RPC call is recorded unread (its method is not known): it may be a write.
+    assert.deepEqual(await trail(agent), [
+      ['ipfloater-xmlrpc', 'ipfloater 127.0.0.1', 'POST', '/', 403, undefined, undefined],
+      [
+        'ipfloater-rest',
+        'ipfloater 127.0.0.1',
+        'PUT',
+        '/public/203.0.113.9/redirect/10.0.0.5',
+        403,
+        undefined,
+        undefined,
+      ],
+    ]);
+    assert.ok(!(await storedTrail(agent)).includes(TOKEN_RW));
   });
 
   it('let an allowed source in without a token when auth is none', async () => {
@@ -181,6 +224,74 @@ describe("IP Floater's APIs: allow-list and token auth", () => {
       true,
       'Redirections from 203.0.113.9 unregistered',
     ]);
+  });
+
+  it('record each write by its token’s name, refusals too, and never a token', async () => {
+    const agent = await agentWith({
+      ipfloaterRest: '127.0.0.1:0',
+      ipfloaterXmlrpc: '127.0.0.1:0',
+      ipfloaterAuth: 'token',
+      tokenFile: join(tmp.dir, 'named-tokens'),
+    });
+    const rest = agent.ipfloater!.rest!;
+    const put = `${rest}/public/203.0.113.9/redirect/10.0.0.5`;
+    const WRONG = 'wrong-token-0123456789';
+    assert.equal(await status(put, 'PUT'), 401);
+    assert.equal(await status(put, 'PUT', basic('oneadmin', WRONG)), 401);
+    assert.equal(await status(put, 'PUT', basic('oneadmin', TOKEN_RO)), 403);
+    assert.equal(await status(`${rest}/public`, 'GET', basic('oneadmin', TOKEN_RO)), 200);
+    const done = await fetch(put, {
+      method: 'PUT',
+      headers: { authorization: basic('oneadmin', TOKEN_RW) },
+    });
+    assert.equal(done.status, 201, await done.text());
+
+    const xmlrpc = agent.ipfloater!.xmlrpc!;
+    await assert.rejects(
+      new XmlRpcClient(xmlrpc).methodCall('clean_public_ip', ['203.0.113.9']),
+      /401/,
+    );
+    const ro = new XmlRpcClient(xmlrpc, { headers: { Authorization: basic('u', TOKEN_RO) } });
+    const rw = new XmlRpcClient(xmlrpc, { headers: { Authorization: basic('u', TOKEN_RW) } });
+    assert.deepEqual(await ro.methodCall('clean_public_ip', ['203.0.113.9']), [
+      false,
+      'This token may only read',
+    ]);
+    assert.equal(await ro.methodCall('get_version'), '0.12');
+    assert.deepEqual(await rw.methodCall('clean_public_ip', ['203.0.113.9']), [
+      true,
+      'Redirections from 203.0.113.9 unregistered',
+    ]);
+
+    const path = '/public/203.0.113.9/redirect/10.0.0.5';
+    assert.deepEqual(await trail(agent), [
+      ['ipfloater-rest', 'ipfloater 127.0.0.1', 'PUT', path, 401, undefined, undefined],
+      [
+        'ipfloater-rest',
+        'ipfloater 127.0.0.1 with an unknown token',
+        'PUT',
+        path,
+        401,
+        undefined,
+        undefined,
+      ],
+      ['ipfloater-rest', 'monitor', 'PUT', path, 403, undefined, undefined],
+      ['ipfloater-rest', 'oneadmin', 'PUT', path, 201, undefined, undefined],
+      ['ipfloater-xmlrpc', 'ipfloater 127.0.0.1', 'POST', '/', 401, undefined, undefined],
+      ['ipfloater-xmlrpc', 'monitor', 'POST', '/', 200, 'XMLRPC_FALSE', 'clean_public_ip'],
+      ['ipfloater-xmlrpc', 'oneadmin', 'POST', '/', 200, undefined, 'clean_public_ip'],
+    ]);
+    const events = await listEvents(agent.control.store);
+    assert.equal(events[3]!.revision, Number(done.headers.get('ipferry-revision')));
+    assert.ok(events[6]!.revision! > events[3]!.revision);
+    const stored = await storedTrail(agent);
+    for (const secret of [TOKEN_RW, TOKEN_RO, WRONG]) {
+      assert.ok(!stored.includes(secret), `the trail holds ${secret}`);
+      for (const user of ['oneadmin', 'u']) {
+        const header = basic(user, secret);
+        assert.ok(!stored.includes(header.slice('Basic '.length)), `the trail holds ${header}`);
+      }
+    }
   });
 
   it('stop with the agent', async () => {
