@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/app.js';
 import { TokenSet } from '../../src/api/auth.js';
+import { auditTrail } from '../../src/api/events.js';
 import { ApiClient } from '../../src/client/api-client.js';
 import { eventLine } from '../../src/cli/events.js';
 import { main } from '../../src/cli/main.js';
@@ -20,6 +21,7 @@ import { decodeJoinToken, encodeJoinToken } from '../../src/core/join.js';
 import { keys } from '../../src/core/keys.js';
 import { NodeWriteRefused, planNodeTxn } from '../../src/core/node-writes.js';
 import { listEvents, recordEvent } from '../../src/service/events.js';
+import type { Store } from '../../src/store/store.js';
 import { controlPlane, TOKEN_RO, TOKEN_RW } from '../support/helpers.js';
 
 const CLIENT_TOKEN = 'client-token-do-not-record-1234';
@@ -218,6 +220,20 @@ describe('the audit trail', () => {
     } finally {
       await ring.close();
     }
+  });
+
+  it('a trail that cannot be written is logged and fails nothing', async () => {
+    const logged: unknown[] = [];
+    const down = { get: () => Promise.reject(new Error('store down')) } as unknown as Store;
+    const trail = auditTrail(down, { error: (obj: unknown) => void logged.push(obj) });
+    await trail.record({
+      at: new Date().toISOString(),
+      who: 'test',
+      method: 'PUT',
+      path: '/x',
+      status: 201,
+    });
+    assert.equal(logged.length, 1);
   });
 
   it('a node credential can neither write nor delete an event', () => {
