@@ -566,6 +566,11 @@ export const eventsResponse = list(
     method: str,
     path: str,
     query: open(),
+    body: Type.Unknown({ description: 'the request body, every secret-named field [redacted]' }),
+    api: Type.String({
+      description: 'ipfloater-rest or ipfloater-xmlrpc; absent: this API',
+    }),
+    answer: Type.String({ description: "IP Floater's answer, at most 200 characters" }),
     status: int,
     code: str,
     revision: int,
