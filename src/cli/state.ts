@@ -160,7 +160,7 @@ export function stateCommand(ctx: CliContext): Command {
     storeOptions(
       new Command('import')
         .description(
-          'Restore an export onto an EMPTY store, in one transaction (refused, changing nothing, otherwise)',
+          'Restore an export onto an EMPTY store, all or nothing (refused, changing nothing, otherwise)',
         )
         .argument('<file>', 'a file written by `ipferry state export`'),
     ).action(async (file: string, flags: StoreFlags) => {
@@ -168,10 +168,11 @@ export function stateCommand(ctx: CliContext): Command {
       const records = parseStateDocument(await readBackup(file));
       const store = await openStore(flags.store, await accessOf(flags));
       try {
-        const { revision } = await importState(store, records);
+        const { revision, transactions } = await importState(store, records);
+        const parts = transactions > 1 ? ` (${transactions} transactions)` : '';
         ctx.io.out(
           terminalLines(
-            `imported ${records.length} record(s) (${countByKind(records)}) into ${store.kind} at revision ${revision}\n`,
+            `imported ${records.length} record(s) (${countByKind(records)}) into ${store.kind} at revision ${revision}${parts}\n`,
           ),
         );
       } finally {

@@ -243,6 +243,12 @@ export const ERRORS = {
     message: 'The store is not empty ({count} key(s), such as {key}); nothing was imported.',
     hint: 'Import a backup onto a new, empty store (a new sqlite: file, an etcd cluster without /ipferry keys), with no agent running on it; see docs/backup.md.',
   },
+  IPF_E_IMPORT_PARTIAL: {
+    status: 500,
+    message:
+      'The import stopped after writing {written} of {total} record(s) ({reason}), and what it wrote could not be taken back ({cleanup}).',
+    hint: 'Empty the store (etcdctl del --prefix /ipferry/), then import again; see docs/backup.md.',
+  },
   IPF_E_UNREACHABLE: {
     status: 503,
     message: 'Cannot reach the agent at {server}: {reason}',

@@ -25,6 +25,11 @@ export const HEALTH_ROOT = '/ipferry/health/v1/';
  * no agent; a ring of EVENTS_CAPACITY slots and the sequence number of the latest event.
  */
 export const EVENTS_ROOT = '/ipferry/events/v1/';
+/**
+ * Present while a restore too large for one transaction is written (service/state.ts): later
+ * parts are written only while it is the restore's own, and another restore cannot start.
+ */
+export const RESTORE_KEY = '/ipferry/restore';
 
 export const keys = {
   pools: `${ROOT}pools/`,

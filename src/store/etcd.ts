@@ -311,6 +311,8 @@ interface Started {
 
 export class EtcdStore implements Store {
   readonly kind = 'etcd';
+  /** etcd's default `--max-txn-ops`: a cluster started with more still takes these. */
+  readonly maxTxnOps = 128;
   /** The members' gRPC targets (`host:port`), for logs and errors. */
   readonly endpoints: readonly string[];
   readonly namespace: string;

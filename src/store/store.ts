@@ -87,6 +87,11 @@ export interface Watch {
 export interface Store {
   /** `sqlite`, `etcd`, `http`… for logs and status. */
   readonly kind: string;
+  /**
+   * The most compares, and the most puts and deletes, one `txn` may carry; absent: no bound.
+   * A writer with more (a restore) splits its work (service/state.ts).
+   */
+  readonly maxTxnOps?: number;
   get(key: string): Promise<KeyValue | undefined>;
   /** Every key starting with `prefix`, sorted by key. */
   list(prefix: string): Promise<ListResult>;

@@ -1,21 +1,23 @@
 /**
  * `ipferry state export|import` with real etcd (Debian's etcd-server): an export is one range at
  * one revision, leased keys (liveness, join tokens) are left out, an import onto another empty
- * cluster is one transaction, a cluster that holds keys is refused without a write, and an
- * export of etcd restores onto SQLite as well (and the other way round).
+ * cluster is one transaction, or parts under a marker when it is larger than etcd takes in one
+ * (a part that fails takes the others back), a cluster that holds keys is refused without a
+ * write, and an export of etcd restores onto SQLite as well (and the other way round).
  *
- * Two throwaway single-member clusters on 127.0.0.1 (src/lab/etcd.ts), stopped by pid and
- * removed also when a test fails.
+ * Throwaway single-member clusters on 127.0.0.1 (src/lab/etcd.ts), stopped by pid and removed
+ * also when a test fails.
  */
 import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { main } from '../../src/cli/main.js';
-import { keys, ROOT } from '../../src/core/keys.js';
+import { keys, RESTORE_KEY, ROOT } from '../../src/core/keys.js';
 import { startEtcd, type EtcdCluster } from '../../src/lab/etcd.js';
 import { openStore } from '../../src/store/open.js';
-import type { Store } from '../../src/store/store.js';
+import { importState, parseStateDocument } from '../../src/service/state.js';
+import type { Store, Txn } from '../../src/store/store.js';
 import { tempDir } from '../support/helpers.js';
 import { EXPORT_FIXTURE, writeGatewayState } from '../support/state-fixture.js';
 
@@ -51,6 +53,18 @@ const recordsOf = (where: string) =>
     return { revision, values: new Map(kvs.map((kv) => [kv.key, kv.value])) };
   });
 
+/** The fixture's records and `extra` client-token records: more than one etcd transaction takes. */
+async function largeExport(extra: number): Promise<{ records: unknown[] }> {
+  const document = JSON.parse(await readFile(EXPORT_FIXTURE, 'utf8')) as { records: unknown[] };
+  for (let i = 0; i < extra; i++) {
+    document.records.push({
+      key: keys.clientTokenByDigest(i.toString(16).padStart(64, '0')),
+      value: { address: '203.0.113.9', fingerprint: `retry-${i}` },
+    });
+  }
+  return document;
+}
+
 before(async () => {
   // One after the other: a cluster that started is kept where after() finds it even when the
   // next one fails to.
@@ -84,20 +98,58 @@ describe('state export and import with etcd', () => {
     );
   });
 
-  it("names etcd's transaction limit when a restore is larger, writing nothing", async () => {
-    const document = JSON.parse(await readFile(EXPORT_FIXTURE, 'utf8'));
-    for (let i = 0; i < 130; i++) {
-      document.records.push({
-        key: keys.clientTokenByDigest(i.toString(16).padStart(64, '0')),
-        value: { address: '203.0.113.9', fingerprint: `retry-${i}` },
-      });
-    }
+  it("restores more records than etcd's --max-txn-ops takes in one transaction, in parts", async () => {
     const large = join(tmp!.dir, 'large.json');
+    const document = await largeExport(300);
     await writeFile(large, JSON.stringify(document));
-    const run = await cli('state', 'import', large, '--store', spec(target));
-    assert.equal(run.code, 1);
-    assert.match(run.err, /too many operations in txn request .*--max-txn-ops, 128 by default/);
-    assert.equal((await recordsOf(spec(target))).values.size, 0);
+    const spare = await startEtcd();
+    try {
+      const run = await cli('state', 'import', large, '--store', spec(spare));
+      assert.equal(run.code, 0, run.err);
+      assert.match(run.out, /^imported 311 record\(s\) .* at revision \d+ \(3 transactions\)\n$/);
+      const restored = await recordsOf(spec(spare));
+      assert.equal(restored.values.size, 311);
+      for (const r of document.records as { key: string; value: unknown }[]) {
+        assert.deepEqual(JSON.parse(restored.values.get(r.key)!), r.value, r.key);
+      }
+      await withStore(spec(spare), async (store) => {
+        assert.equal(await store.get(RESTORE_KEY), undefined, 'the marker is gone');
+      });
+      const again = await cli('state', 'import', large, '--store', spec(spare));
+      assert.equal(again.code, 1);
+      assert.match(again.err, /IPF_E_STORE_NOT_EMPTY/);
+    } finally {
+      await spare.stop();
+    }
+  });
+
+  it('a part that fails takes back what the earlier parts wrote: all or nothing', async () => {
+    const records = parseStateDocument(JSON.stringify(await largeExport(300)));
+    const spare = await startEtcd();
+    try {
+      await withStore(spec(spare), async (store) => {
+        // Another writer takes a key of the third part between the second and the third.
+        const clash = records[260]!.key;
+        let calls = 0;
+        const racing: Store = Object.assign(Object.create(store) as Store, {
+          txn: async (txn: Txn) => {
+            if (++calls === 3) {
+              await store.txn({ compare: [], success: [{ type: 'put', key: clash, value: '{}' }] });
+            }
+            return store.txn(txn);
+          },
+        });
+        await assert.rejects(importState(racing, records), /IPF_E_CONFLICT|written during/);
+        const left = await store.list('/ipferry/');
+        assert.deepEqual(
+          left.kvs.map((kv) => kv.key),
+          [clash],
+          'only the other writer’s key is left: no record of the import, no marker',
+        );
+      });
+    } finally {
+      await spare.stop();
+    }
   });
 
   it('imports onto an empty cluster in one revision, with every record as it was', async () => {
