@@ -16,13 +16,13 @@ import { IpferryError } from '../core/errors.js';
 import { ROOT } from '../core/keys.js';
 import {
   buildStateExport,
-  importState,
   type LeftOut,
   MAX_STATE_BYTES,
   parseStateDocument,
   renderStateDocument,
   type StateRecord,
 } from '../service/state.js';
+import { importState } from '../service/restore.js';
 import { openStore, readStoreSnapshot, type StoreAccess } from '../store/open.js';
 import { VERSION } from '../version.js';
 import type { CliContext } from './context.js';
