@@ -40,6 +40,8 @@ import {
   isLoopbackHost,
   readEtcdAccess,
 } from './config.js';
+import { coalesced } from './coalesce.js';
+import { followPassWants } from './pass-wants.js';
 import { storeAccess } from './credential.js';
 import { Reconciler } from './reconcile.js';
 import { PathMonitor } from './path-monitor.js';
@@ -60,6 +62,8 @@ export interface RunningAgent {
 }
 
 const LEASE_TTL_SECONDS = 15;
+/** The least time between two health reports: asks and beats in a burst make one write. */
+const HEALTH_SPACING_MS = 250;
 
 export interface AgentOptions {
   readonly dataplane?: Dataplane;
@@ -174,6 +178,14 @@ export async function startAgent(
       onChange: () => reconciler.kick(),
     });
     probing.watch = watch;
+    // A pass is reported when a waiting write asks for it, not after every pass (pass-wants.ts).
+    const passWants = await followPassWants({
+      store,
+      node: config.node,
+      lastPass: () => probing.reconciler?.lastPass,
+      report: liveness.refresh,
+    });
+    stops.unshift(() => Promise.resolve(passWants.stop()));
     const reconciler = new Reconciler({
       node: config.node,
       store,
@@ -192,7 +204,7 @@ export async function startAgent(
       paths,
       tunnelWatch: watch,
       metrics,
-      onPass: liveness.refresh,
+      onPass: () => passWants.afterPass(),
       // A node credential (a remote agent's) may not write the policy: its hub's agent does.
       writesMeshRollback: hub.access.credential === undefined,
       alwaysOpen: [
@@ -321,7 +333,8 @@ function withProbes(
 /**
  * Keeps the node alive under a lease: `alive/NODE` (membership) is written once per lease, and
  * the health report (`keys.nodeHealth`: the tunnel's health, the mesh as applied) rewritten on a
- * beat only when it changed. Every agent watches the tree `alive/` is in, so rewriting it on
+ * beat only when it changed, and when a waiting write asks for this node's latest pass
+ * (`refresh`, pass-wants.ts). Every agent watches the tree `alive/` is in, so rewriting it on
  * every beat would wake the whole fleet N times per beat for nothing; the health report lives
  * outside that tree, and `node show` on any agent still tells how each node's tunnel is doing.
  * The report is not under the lease: readers show it only while the node is alive, and when the
@@ -347,23 +360,19 @@ async function keepAlive(
     } satisfies NodeHealth);
     return { text, value };
   };
-  /** A failed write is tried again on the next beat (`written` is still the old report). */
-  const write = async (): Promise<void> => {
+  /** A failed write is tried again on the next request (`written` is still the old report). */
+  const write = async (): Promise<boolean> => {
     const { text, value } = await report();
-    if (text === written) return;
+    if (text === written) return false;
     await store.txn({
       compare: [],
       success: [{ type: 'put', key: keys.nodeHealth(node), value }],
     });
     written = text;
+    return true;
   };
-  // One write at a time, in order: a report taken earlier never lands after a later one.
-  let writing: Promise<void> = Promise.resolve();
-  const update = (): Promise<void> => {
-    const next = writing.then(write);
-    writing = next.catch(() => undefined);
-    return next;
-  };
+  // One write at a time, with the report as it is then, at most once per HEALTH_SPACING_MS.
+  const reporter = coalesced(write, HEALTH_SPACING_MS);
   // Membership first, on its own: a hub that refuses the health report (an older one) must
   // still see the node alive.
   const join = async (): Promise<string> => {
@@ -375,7 +384,8 @@ async function keepAlive(
       ],
     });
     written = undefined; // write it again with the new lease: the store may have lost it too
-    await update().catch(() => undefined);
+    reporter.request();
+    await reporter.settled();
     return lease;
   };
   let lease = await join();
@@ -387,7 +397,7 @@ async function keepAlive(
       store
         .keepAlive(lease)
         .then(
-          () => update().catch(() => undefined),
+          () => reporter.request(),
           async () => {
             lease = await join();
           },
@@ -403,9 +413,10 @@ async function keepAlive(
   return {
     stop: async () => {
       clearInterval(timer);
+      reporter.stop();
       await store.revokeLease(lease).catch(() => undefined);
     },
-    refresh: () => void update().catch(() => undefined),
+    refresh: () => reporter.request(),
   };
 }
 

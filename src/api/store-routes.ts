@@ -18,7 +18,7 @@ import { PassThrough } from 'node:stream';
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { IpferryError, isIpferryError } from '../core/errors.js';
-import { HEALTH_ROOT, keys, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
+import { HEALTH_ROOT, keys, PASS_WANTED_KEY, PRIVATE_PREFIXES, ROOT } from '../core/keys.js';
 import { MAX_NODE_LEASE_TTL_SECONDS } from '../core/node-writes.js';
 import type { Store, Txn, Watch, WatchEvent } from '../store/store.js';
 import {
@@ -110,8 +110,11 @@ function isPrivate(key: string): boolean {
   return PRIVATE_PREFIXES.some((p) => key.startsWith(p));
 }
 
-/** The trees a node credential may read from (less the private prefixes under ROOT). */
-const READABLE = [ROOT, HEALTH_ROOT];
+/**
+ * The trees a node credential may read from (less the private prefixes under ROOT), and the key
+ * that asks agents for their pass reports.
+ */
+const READABLE = [ROOT, HEALTH_ROOT, PASS_WANTED_KEY];
 
 /** What a node credential may read: ROOT without the private prefixes, and the health reports. */
 export function nodeMayRead(key: string): boolean {

@@ -21,6 +21,15 @@ export function clientTokenDigest(token: string): string {
 export const HEALTH_ROOT = '/ipferry/health/v1/';
 
 /**
+ * The newest store revision a waiting write (GET /v1/applied) wants agents' pass reports for:
+ * an agent writes its latest pass into its health record when it has passed this revision and
+ * has not reported it yet. Written by the hub only when someone waits, so an idle fleet writes
+ * nothing per pass: a report after every pass would be one store write per agent per change
+ * anywhere in the fleet (at 500 agents on etcd, a backlog that stalled every change).
+ */
+export const PASS_WANTED_KEY = '/ipferry/health/wanted';
+
+/**
  * The audit trail (core/events.ts): beside ROOT, not under it, so that recording a write wakes
  * no agent; a ring of EVENTS_CAPACITY slots and the sequence number of the latest event.
  */

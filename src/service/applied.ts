@@ -11,7 +11,9 @@ import {
   type PassReport,
   settled,
 } from '../core/applied.js';
-import { keys } from '../core/keys.js';
+import { stringifyStored, parseStored } from '../core/json.js';
+import { keys, PASS_WANTED_KEY } from '../core/keys.js';
+import { decodePassWanted, mergePassWanted, type PassWanted } from '../core/pass-wanted.js';
 import type { FipStatus, FloatingIp, NodeHealth, NodeRecord, Pool } from '../core/model.js';
 import { poolEntryFor } from '../core/pool.js';
 import type { Store, Watch } from '../store/store.js';
@@ -54,12 +56,18 @@ export async function waitApplied(
   const watches: Watch[] = [keys.statuses, keys.health, keys.alive].map((prefix) =>
     store.watch(prefix, { onEvents, onError: onEvents }),
   );
+  let asked = false;
   try {
     for (;;) {
       changed = false;
-      const report = appliedReport(query.revision, await concernedAgents(store, query));
+      const agents = await concernedAgents(store, query);
+      const report = appliedReport(query.revision, agents);
       const left = deadline - Date.now();
       if (settled(report) || left <= 0) return report;
+      if (!asked) {
+        asked = true;
+        await askForPasses(store, query, agents);
+      }
       if (!changed) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, left);
@@ -73,6 +81,42 @@ export async function waitApplied(
     }
   } finally {
     for (const w of watches) w.close();
+  }
+}
+
+/**
+ * Asks the agents judged by their pass (all but a FIP's gateway) to report it (PASS_WANTED_KEY):
+ * agents write no report per pass unasked. Best effort: when the ask cannot be written, each
+ * agent's liveness beat still reports a new pass within seconds.
+ */
+async function askForPasses(
+  store: Store,
+  query: AppliedQuery,
+  agents: readonly ConcernedAgent[],
+): Promise<void> {
+  const byPass = agents.filter((a) => a.fip === undefined && a.alive).map((a) => a.node);
+  if (byPass.length === 0 && !query.all) return;
+  const ask: PassWanted = query.all
+    ? { revision: query.revision }
+    : { revision: query.revision, nodes: byPass };
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const kv = await store.get(PASS_WANTED_KEY);
+      const standing = kv ? decodePassWanted(parseStored(kv.key, kv.value)) : undefined;
+      const next = mergePassWanted(standing, ask);
+      if (!next) return;
+      const { succeeded } = await store.txn({
+        compare: [
+          kv
+            ? { key: PASS_WANTED_KEY, target: 'mod', op: '=', value: kv.modRevision }
+            : { key: PASS_WANTED_KEY, target: 'create', op: '=', value: 0 },
+        ],
+        success: [{ type: 'put', key: PASS_WANTED_KEY, value: stringifyStored(next) }],
+      });
+      if (succeeded) return;
+    }
+  } catch {
+    // The beat reports anyway (see above).
   }
 }
 
